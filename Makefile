@@ -1,0 +1,52 @@
+# The two commands a newcomer needs: `make up` and `make test`.
+# Both set themselves up on a machine that has only Python 3.11+ and make:
+# uv is installed into .tools/ when missing, the workspace is synced into .venv/.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+# Never let uv fetch an interpreter: use the Python that is on the machine.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON_PREFERENCE := only-system
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: up test lint typecheck contracts-lint unit sync bench reset help
+
+help:
+	@echo "make up      start Agora (all services and the gateway) on this machine"
+	@echo "make test    lint, type-check, check the import contracts and run every test"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+sync: $(UV)
+	$(UV) sync --locked --quiet
+
+up: sync
+	$(BIN)/agora up $(ARGS)
+
+lint: sync
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: sync
+	$(BIN)/mypy libs/agora/src libs/contracts/src services/identity/src services/catalog/src gateway/src
+
+contracts-lint: sync
+	$(BIN)/lint-imports
+
+unit: sync
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck contracts-lint unit
+
+bench: sync
+	$(BIN)/python bench/read_path.py
+
+reset: sync
+	$(BIN)/agora reset
