@@ -1,0 +1,224 @@
+"""The service app factory: what every Agora service gets in one call.
+
+``create_service_app`` returns a FastAPI app with ``/livez``, ``/readyz``, ``/metrics`` and
+``/openapi.json``; problem-details answers for every error; the request middleware (request id,
+trace span, metrics, access log, body cap); JSON logs; migrations applied before the first request;
+one pooled service client; and token verification against identity's key set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agora import context
+from agora.auth import TokenVerifier
+from agora.client import ServiceClient
+from agora.db import UnitOfWork
+from agora.errors import PROBLEM_JSON, Problem, problem_body, slug
+from agora.logs import configure_logging
+from agora.middleware import RequestContext
+from agora.migrations import upgrade
+from agora.settings import ServiceSettings
+from agora.telemetry import configure_tracing
+
+log = structlog.get_logger("agora.app")
+
+Hook = Callable[["Resources"], Awaitable[None]]
+Check = Callable[[], Awaitable[None]]
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+@dataclass
+class Resources:
+    """What a service's routes and hooks reach through ``request.app.state.resources``."""
+
+    settings: ServiceSettings
+    uow: UnitOfWork | None
+    client: ServiceClient
+    verifier: TokenVerifier | None
+    started_at: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    migrations: Path | None = None,
+    errors: Mapping[type[Exception], int] | None = None,
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+    readiness: Mapping[str, Check] | None = None,
+    verifier: TokenVerifier | None = None,
+    use_database: bool = True,
+) -> FastAPI:
+    """Build a service's app. Nothing connects until the app starts (rule 8)."""
+    name = settings.service_name
+    configure_logging(name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica)
+    configure_tracing(name, version=settings.version, replica=settings.replica)
+    uow = (
+        UnitOfWork(settings.database_url, synchronous=settings.sqlite_synchronous)
+        if use_database
+        else None
+    )
+    client = ServiceClient(settings.service_urls, timeout=settings.client_timeout)
+    if verifier is None and "identity" in settings.service_urls:
+        verifier = TokenVerifier(
+            lambda: client.get_json("identity", JWKS_PATH),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    resources = Resources(settings=settings, uow=uow, client=client, verifier=verifier)
+    checks: dict[str, Check] = {}
+    if uow is not None:
+        checks["database"] = uow.ping
+    checks.update(readiness or {})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if uow is not None and migrations is not None:
+            await asyncio.to_thread(upgrade, settings.database_url, migrations)
+        await client.start()
+        for hook in on_startup:
+            await hook(resources)
+        log.info("serving", host=settings.host, port=settings.port, database=uow and uow.backend)
+        try:
+            yield
+        finally:
+            for hook in on_shutdown:
+                await hook(resources)
+            await client.close()
+            if uow is not None:
+                await uow.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=settings.version,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.resources = resources
+    install_problem_handlers(app, errors or {})
+    app.include_router(_probes(checks, settings))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestContext, service=name, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def _probes(checks: Mapping[str, Check], settings: ServiceSettings) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/readyz")
+    async def readyz() -> Response:
+        results: dict[str, dict[str, Any]] = {}
+        for check_name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=2.0)
+                results[check_name] = {"ok": True}
+            except Exception as error:
+                results[check_name] = {"ok": False, "error": str(error) or type(error).__name__}
+        ready = all(result["ok"] for result in results.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "service": settings.service_name,
+            "version": settings.version,
+            "replica": settings.replica,
+            "checks": results,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def problem_response(
+    request: Request, status: int, title: str, *, detail: str | None = None,
+    type_: str = "about:blank", headers: Mapping[str, str] | None = None, **extensions: Any,
+) -> Response:
+    body = problem_body(
+        status, title, detail=detail, type_=type_, instance=request.url.path,
+        request_id=context.request_id.get(), **extensions,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]) -> None:
+    """Answer every error with RFC 9457 problem details; map domain errors by class."""
+
+    async def on_problem(request: Request, error: Exception) -> Response:
+        assert isinstance(error, Problem)
+        return problem_response(
+            request, error.status, error.title, detail=error.detail, type_=error.type,
+            headers=error.headers,
+        )
+
+    async def on_validation(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        issues = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in error.errors()
+        ]
+        if any(issue["type"] == "json_invalid" for issue in issues):
+            return problem_response(
+                request, 400, "Malformed JSON", detail="the request body is not valid JSON",
+                type_="/problems/malformed-json", errors=issues,
+            )
+        return problem_response(
+            request, 422, "Invalid request", detail="the request does not match the schema",
+            type_="/problems/validation", errors=issues,
+        )
+
+    async def on_http(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+        return problem_response(
+            request, error.status_code, titles.get(error.status_code, "Request failed"),
+            detail=str(error.detail) if error.detail else None,
+            headers=dict(error.headers) if error.headers else None,
+        )
+
+    def on_domain(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def handler(request: Request, error: Exception) -> Response:
+            name = type(error).__name__
+            title = (type(error).__doc__ or name).strip().splitlines()[0].rstrip(".")
+            return problem_response(
+                request, status, title, detail=str(error) or None, type_=f"/problems/{slug(name)}"
+            )
+
+        return handler
+
+    async def on_crash(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error", path=request.url.path)
+        return problem_response(request, 500, "Internal error", detail="the error was logged")
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    for error_class, status in errors.items():
+        app.add_exception_handler(error_class, on_domain(status))
+    app.add_exception_handler(Exception, on_crash)

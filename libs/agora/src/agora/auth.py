@@ -1,0 +1,136 @@
+"""Access-token verification against the identity service's JWKS.
+
+Tokens are JWTs signed with EdDSA (Ed25519). Verification pins the algorithm (so ``alg: none`` and
+key-confusion tricks fail), requires ``iss``, ``aud``, ``exp``, ``sub`` and a ``kid``, and accepts
+only access tokens (header ``typ: at+jwt``, RFC 9068), so that no other kind of JWT signed by the
+same keys passes as one. The key set is cached and fetched again when a token names a key id the
+cache does not hold (after a rotation), at most once per ``refetch_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import structlog
+
+from agora.errors import ServiceUnavailable, Unauthorized
+
+ALGORITHMS = ["EdDSA"]
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+log = structlog.get_logger("agora.auth")
+
+JwksSource = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user id (``sub``), their email and roles."""
+
+    id: str
+    email: str
+    roles: tuple[str, ...]
+    token: str
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+class InvalidToken(Unauthorized):
+    title = "Invalid access token"
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        jwks: JwksSource,
+        *,
+        issuer: str,
+        audience: str,
+        refetch_interval: float = 1.0,
+        leeway: float = 5.0,
+    ) -> None:
+        self._source = jwks
+        self.issuer = issuer
+        self.audience = audience
+        self.refetch_interval = refetch_interval
+        self.leeway = leeway
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise InvalidToken("the token is not a well-formed JWT") from error
+        kid = header.get("kid")
+        if header.get("alg") not in ALGORITHMS:
+            raise InvalidToken("the token's algorithm is not accepted")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("the token names no key id")
+        if header.get("typ", "").lower() != ACCESS_TOKEN_TYPE:
+            raise InvalidToken("the token is not an access token")
+        key = await self._key(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise InvalidToken("the token has expired") from error
+        except jwt.InvalidAudienceError as error:
+            raise InvalidToken("the token is for another audience") from error
+        except jwt.InvalidIssuerError as error:
+            raise InvalidToken("the token is from another issuer") from error
+        except jwt.InvalidSignatureError as error:
+            raise InvalidToken("the token's signature does not verify") from error
+        except jwt.PyJWTError as error:
+            raise InvalidToken(f"the token is not valid: {error}") from error
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise InvalidToken("the token's roles are malformed")
+        return Principal(
+            id=str(claims["sub"]), email=str(claims.get("email", "")), roles=tuple(roles), token=token
+        )
+
+    async def _key(self, kid: str) -> jwt.PyJWK:
+        if (key := self._keys.get(kid)) is not None:
+            return key
+        async with self._lock:
+            if kid not in self._keys and time.monotonic() - self._fetched_at >= self.refetch_interval:
+                if not await self._refresh() and not self._keys:
+                    raise ServiceUnavailable("tokens cannot be checked: the key set is unreachable")
+        if (key := self._keys.get(kid)) is None:
+            raise InvalidToken("the token was signed by an unknown key")
+        return key
+
+    async def _refresh(self) -> bool:
+        self._fetched_at = time.monotonic()
+        try:
+            document = await self._source()
+        except Exception as error:
+            log.warning("could not fetch the key set", error=str(error))
+            return False
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in document.get("keys", []):
+            try:
+                key = jwt.PyJWK(entry)
+            except jwt.PyJWTError:
+                log.warning("skipping an unusable key", kid=entry.get("kid"))
+                continue
+            if key.key_id:
+                keys[key.key_id] = key
+        self._keys = keys
+        return True

@@ -1,0 +1,56 @@
+"""FastAPI dependencies with readable aliases, for a service's entry points.
+
+``Uow``, ``Client``, ``CurrentUser`` and ``Admin`` are what a route asks for; tests replace what
+stands behind them through ``bootstrap``, not by patching.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from agora import context
+from agora.app import Resources
+from agora.auth import Principal
+from agora.client import ServiceClient
+from agora.db import UnitOfWork
+from agora.errors import Forbidden, ServiceUnavailable, Unauthorized
+
+
+def resources(request: Request) -> Resources:
+    found: Resources = request.app.state.resources
+    return found
+
+
+def unit_of_work(request: Request) -> UnitOfWork:
+    uow = resources(request).uow
+    if uow is None:
+        raise ServiceUnavailable("this service has no database")
+    return uow
+
+
+def service_client(request: Request) -> ServiceClient:
+    return resources(request).client
+
+
+async def current_user(request: Request) -> Principal:
+    token = context.bearer_token.get()
+    if not token:
+        raise Unauthorized("send an access token: Authorization: Bearer <token>")
+    verifier = resources(request).verifier
+    if verifier is None:
+        raise ServiceUnavailable("this service cannot check tokens: it has no key source")
+    return await verifier.verify(token)
+
+
+async def admin(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+    if not user.is_admin:
+        raise Forbidden("this needs the admin role")
+    return user
+
+
+Uow = Annotated[UnitOfWork, Depends(unit_of_work)]
+Client = Annotated[ServiceClient, Depends(service_client)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
+Admin = Annotated[Principal, Depends(admin)]

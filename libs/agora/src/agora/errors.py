@@ -1,0 +1,105 @@
+"""RFC 9457 problem details: one shape for every error a client sees.
+
+Domain code raises its own named exceptions (``ProductNotFound``); a service maps each class to
+an HTTP status in one table handed to :func:`agora.app.create_service_app`. Errors that are about
+HTTP itself (a bad token, a body too large) are :class:`Problem` subclasses here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+PROBLEM_JSON = "application/problem+json"
+_WORD = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def slug(name: str) -> str:
+    """``ProductNotFound`` -> ``product-not-found``."""
+    return _WORD.sub("-", name).lower()
+
+
+def problem_body(
+    status: int,
+    title: str,
+    *,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    instance: str | None = None,
+    **extensions: Any,
+) -> bytes:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return orjson.dumps(body)
+
+
+class Problem(Exception):
+    """An error with an HTTP meaning. Subclasses set ``status`` and ``title``."""
+
+    status: int = 400
+    title: str = "Bad request"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(detail or self.title)
+        self.detail = detail
+        if headers is not None:
+            self.headers = headers
+
+    @property
+    def type(self) -> str:
+        return f"/problems/{slug(type(self).__name__)}"
+
+
+class Unauthorized(Problem):
+    status = 401
+    title = "Authentication required"
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="agora"'})
+
+
+class Forbidden(Problem):
+    status = 403
+    title = "Not allowed"
+
+
+class NotFound(Problem):
+    status = 404
+    title = "Not found"
+
+
+class PayloadTooLarge(Problem):
+    status = 413
+    title = "Request body too large"
+
+
+class TooManyRequests(Problem):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: float = 1.0):
+        seconds = max(1, round(retry_after + 0.499))
+        super().__init__(detail, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
+
+
+class ServiceUnavailable(Problem):
+    status = 503
+    title = "Service unavailable"
+
+
+class BadGateway(Problem):
+    status = 502
+    title = "Bad gateway"
+
+
+class GatewayTimeout(Problem):
+    status = 504
+    title = "Gateway timeout"

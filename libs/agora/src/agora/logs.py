@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object a line, carrying service, request id and trace id.
+
+Standard-library loggers (uvicorn, alembic) are routed through the same processors, so every
+line a process writes has one shape and can be joined with its trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from opentelemetry import trace
+
+from agora import context
+
+
+def _add_request(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    if (request_id := context.request_id.get()) is not None:
+        event.setdefault("request_id", request_id)
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event
+
+
+def _json(_: Any, __: str, event: dict[str, Any]) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
+def configure_logging(service: str, *, level: str = "info", fmt: str = "json", replica: int = 0) -> None:
+    """Set up structlog and the standard library for this process. Safe to call again."""
+
+    def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("service", service)
+        event.setdefault("replica", replica)
+        return event
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_service,
+        _add_request,
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any = _json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    for name in ("httpx", "httpcore", "asyncio"):
+        logging.getLogger(name).setLevel("WARNING")
+    # Requests are logged once, by the chassis middleware, with their trace id.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,67 @@
+"""Typed settings, read from the environment once, in a service's ``bootstrap``.
+
+Each service subclasses :class:`ServiceSettings` with its own prefix (``AGORA_CATALOG_``) for what
+is its own (port, database URL). What the whole system shares (profile, where the other services
+are, token issuer and audience) is read from un-prefixed ``AGORA_*`` names, set once by the runner
+or the deployment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["embedded", "production"]
+
+
+def _shared(name: str) -> Any:
+    """A field read from the shared, un-prefixed variable ``AGORA_<NAME>``."""
+    return AliasChoices(f"AGORA_{name.upper()}", name)
+
+
+class ServiceSettings(BaseSettings):
+    """What every Agora process needs to know. Subclass it per service and set ``service_name``."""
+
+    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", populate_by_name=True)
+
+    service_name: ClassVar[str] = "service"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    database_url: str = ""
+
+    profile: Profile = Field(default="embedded", validation_alias=_shared("profile"))
+    data_dir: Path = Field(default=Path(".agora/data"), validation_alias=_shared("data_dir"))
+    replica: int = Field(default=0, ge=0, validation_alias=_shared("replica"))
+    version: str = Field(default="0.1.0", validation_alias=_shared("version"))
+    log_level: str = Field(default="info", validation_alias=_shared("log_level"))
+    log_format: Literal["json", "console"] = Field(
+        default="json", validation_alias=_shared("log_format")
+    )
+    # Where the other services are: {"identity": ["http://127.0.0.1:8101", ...]}.
+    service_urls: dict[str, list[str]] = Field(
+        default_factory=dict, validation_alias=_shared("service_urls")
+    )
+    jwt_issuer: str = Field(default="agora-identity", validation_alias=_shared("jwt_issuer"))
+    jwt_audience: str = Field(default="agora", validation_alias=_shared("jwt_audience"))
+    # SQLite: NORMAL keeps the database consistent but may lose the last commits on power loss;
+    # FULL syncs every commit.
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL", validation_alias=_shared("sqlite_synchronous")
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, validation_alias=_shared("max_body_bytes"))
+    client_timeout: float = Field(default=5.0, gt=0, validation_alias=_shared("client_timeout"))
+
+    @model_validator(mode="after")
+    def _default_database(self) -> ServiceSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / f'{self.service_name}.db'}"
+        return self
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> SettingsConfigDict:
+        """The model config of a service's settings class: its own prefix, the shared rules."""
+        return SettingsConfigDict(env_prefix=prefix, extra="ignore", populate_by_name=True)

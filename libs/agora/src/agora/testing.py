@@ -1,0 +1,75 @@
+"""Helpers that services use in their own tests: free ports, throwaway PostgreSQL databases, and
+the rule for shared servers (skip with a reason on a machine without them; fail under CI)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
+POSTGRES_USER = os.environ.get("AGORA_TEST_POSTGRES_USER", "postgres")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(host: str, port: int, what: str) -> None:
+    """Skip the calling test when ``what`` is not running, saying why; under CI, fail instead."""
+    import pytest
+
+    if reachable(host, port):
+        return
+    message = f"{what} is not reachable on {host}:{port}"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{message}, and CI must run every test")
+    pytest.skip(message)
+
+
+def postgres_url(database: str) -> str:
+    return f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}"
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, database="postgres"
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def postgres_database(label: str) -> Iterator[str]:
+    """A fresh database of the test's own on the shared server, dropped afterwards.
+
+    Its name carries a random part, so parallel or repeated runs never collide, and the shared
+    server's other databases are never touched.
+    """
+    require_server(POSTGRES_HOST, POSTGRES_PORT, "PostgreSQL")
+    name = f"agora_test_{label}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres_url(name)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

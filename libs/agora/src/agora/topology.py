@@ -1,0 +1,163 @@
+"""The declared topology: which services exist, their replicas, dependencies and public routes.
+
+One TOML file (``topology.toml`` at the workspace root) is read by the runner, the gateway and
+``GET /api``, so none of them can drift from the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TOPOLOGY_FILE = "topology.toml"
+TOPOLOGY_ENV = "AGORA_TOPOLOGY"
+
+Auth = Literal["public", "user", "admin"]
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Route(_Strict):
+    """A route of a service that the gateway exposes under ``/api/<service>``."""
+
+    methods: tuple[Method, ...]
+    path: str
+    auth: Auth = "public"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("a route path starts with '/'")
+        return path
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        # A path parameter matches one segment: `/products/{sku}` never matches `/products/a/b`.
+        regex = _PARAM.sub(r"(?P<\1>[^/]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}"))
+        return re.compile(f"^{regex}$")
+
+    def matches(self, method: str, path: str) -> bool:
+        return (method in self.methods or (method == "HEAD" and "GET" in self.methods)) and bool(
+            self.pattern.match(path)
+        )
+
+
+class Service(_Strict):
+    """A service: the module that builds it, its store, replicas, dependencies and routes."""
+
+    name: str = ""
+    module: str
+    store: Literal["sqlite", "postgres", "redis"] = "sqlite"
+    replicas: int = Field(default=1, ge=1, le=16)
+    depends_on: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+    def route_for(self, method: str, path: str) -> Route | None:
+        return next((r for r in self.routes if r.matches(method, path)), None)
+
+    def allows_path(self, path: str) -> bool:
+        """Whether any route has this path, whatever its method (to tell 404 from 405)."""
+        return any(r.pattern.match(path) for r in self.routes)
+
+
+class Gateway(_Strict):
+    module: str = "gateway.bootstrap"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Topology(_Strict):
+    gateway: Gateway = Gateway()
+    services: dict[str, Service]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_services(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("services"), dict):
+            data = dict(data)
+            data["services"] = {
+                name: {**spec, "name": name} if isinstance(spec, dict) else spec
+                for name, spec in data["services"].items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Topology:
+        for name, service in self.services.items():
+            if not _NAME.match(name):
+                raise ValueError(f"service name {name!r} must be lower-case letters, digits, '-'")
+            unknown = set(service.depends_on) - set(self.services)
+            if unknown:
+                raise ValueError(f"{name} depends on unknown services {sorted(unknown)}")
+        self.start_order()  # raises on a dependency cycle
+        return self
+
+    def __iter__(self) -> Iterator[Service]:  # type: ignore[override]
+        return iter(self.services.values())
+
+    def start_order(self) -> list[Service]:
+        """Services ordered so that each comes after what it depends on."""
+        ordered: list[Service] = []
+        seen: set[str] = set()
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            if name in visiting:
+                raise ValueError(f"dependency cycle through {name}")
+            visiting.add(name)
+            for dependency in self.services[name].depends_on:
+                visit(dependency)
+            visiting.discard(name)
+            seen.add(name)
+            ordered.append(self.services[name])
+
+        for name in self.services:
+            visit(name)
+        return ordered
+
+    def with_replicas(self, scale: dict[str, int]) -> Topology:
+        unknown = set(scale) - set(self.services)
+        if unknown:
+            raise ValueError(f"cannot scale unknown services {sorted(unknown)}")
+        services = {
+            name: s.model_copy(update={"replicas": scale.get(name, s.replicas)})
+            for name, s in self.services.items()
+        }
+        return self.model_copy(update={"services": services})
+
+
+def find_topology_file(start: Path | None = None) -> Path:
+    """Where the topology is: ``$AGORA_TOPOLOGY``, else the nearest ``topology.toml`` above the
+    working directory, else the one of the workspace this package was installed from."""
+    if env := os.environ.get(TOPOLOGY_ENV):
+        return Path(env)
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / TOPOLOGY_FILE).is_file():
+            return directory / TOPOLOGY_FILE
+    for directory in Path(__file__).resolve().parents:
+        if (directory / TOPOLOGY_FILE).is_file():
+            return directory / TOPOLOGY_FILE
+    raise FileNotFoundError(
+        f"no {TOPOLOGY_FILE} found: set {TOPOLOGY_ENV} or run from inside the Agora workspace"
+    )
+
+
+def load_topology(path: Path | None = None) -> Topology:
+    path = path or find_topology_file()
+    with path.open("rb") as file:
+        return Topology.model_validate(tomllib.load(file))
