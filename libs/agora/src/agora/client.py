@@ -72,3 +72,20 @@ class ServiceClient:
         if reply.status >= 400:
             raise ServiceUnavailable(f"{service} answered {reply.status} to GET {path}")
         return reply.json()
+
+    # The gateway's way through: the caller streams the body in and the reply out.
+    # (Signature fixed; retry/breaker rules to be completed.)
+    def stream(
+        self,
+        service: str,
+        method: str,
+        path_qs: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> Any:
+        """``async with client.stream(...) as response:`` yields an ``aiohttp.ClientResponse``."""
+        if self._session is None:
+            raise RuntimeError("start() the client first")
+        base = next(self._cursors[service])
+        return self._session.request(method, base + path_qs, data=body, headers=list(headers))
