@@ -69,7 +69,9 @@ def create_service_app(
 ) -> FastAPI:
     """Build a service's app. Nothing connects until the app starts (rule 8)."""
     name = settings.service_name
-    configure_logging(name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica)
+    configure_logging(
+        name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica
+    )
     configure_tracing(name, version=settings.version, replica=settings.replica)
     uow = (
         UnitOfWork(settings.database_url, synchronous=settings.sqlite_synchronous)
@@ -157,12 +159,23 @@ def _probes(checks: Mapping[str, Check], settings: ServiceSettings) -> APIRouter
 
 
 def problem_response(
-    request: Request, status: int, title: str, *, detail: str | None = None,
-    type_: str = "about:blank", headers: Mapping[str, str] | None = None, **extensions: Any,
+    request: Request,
+    status: int,
+    title: str,
+    *,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
 ) -> Response:
     body = problem_body(
-        status, title, detail=detail, type_=type_, instance=request.url.path,
-        request_id=context.request_id.get(), **extensions,
+        status,
+        title,
+        detail=detail,
+        type_=type_,
+        instance=request.url.path,
+        request_id=context.request_id.get(),
+        **extensions,
     )
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -173,7 +186,11 @@ def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]
     async def on_problem(request: Request, error: Exception) -> Response:
         assert isinstance(error, Problem)
         return problem_response(
-            request, error.status, error.title, detail=error.detail, type_=error.type,
+            request,
+            error.status,
+            error.title,
+            detail=error.detail,
+            type_=error.type,
             headers=error.headers,
         )
 
@@ -185,19 +202,29 @@ def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]
         ]
         if any(issue["type"] == "json_invalid" for issue in issues):
             return problem_response(
-                request, 400, "Malformed JSON", detail="the request body is not valid JSON",
-                type_="/problems/malformed-json", errors=issues,
+                request,
+                400,
+                "Malformed JSON",
+                detail="the request body is not valid JSON",
+                type_="/problems/malformed-json",
+                errors=issues,
             )
         return problem_response(
-            request, 422, "Invalid request", detail="the request does not match the schema",
-            type_="/problems/validation", errors=issues,
+            request,
+            422,
+            "Invalid request",
+            detail="the request does not match the schema",
+            type_="/problems/validation",
+            errors=issues,
         )
 
     async def on_http(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
         titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
         return problem_response(
-            request, error.status_code, titles.get(error.status_code, "Request failed"),
+            request,
+            error.status_code,
+            titles.get(error.status_code, "Request failed"),
             detail=str(error.detail) if error.detail else None,
             headers=dict(error.headers) if error.headers else None,
         )

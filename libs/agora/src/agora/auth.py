@@ -21,7 +21,7 @@ import structlog
 from agora.errors import ServiceUnavailable, Unauthorized
 
 ALGORITHMS = ["EdDSA"]
-ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 
 log = structlog.get_logger("agora.auth")
 
@@ -102,15 +102,20 @@ class TokenVerifier:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidToken("the token's roles are malformed")
         return Principal(
-            id=str(claims["sub"]), email=str(claims.get("email", "")), roles=tuple(roles), token=token
+            id=str(claims["sub"]),
+            email=str(claims.get("email", "")),
+            roles=tuple(roles),
+            token=token,
         )
 
     async def _key(self, kid: str) -> jwt.PyJWK:
         if (key := self._keys.get(kid)) is not None:
             return key
         async with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= self.refetch_interval:
-                if not await self._refresh() and not self._keys:
+            due = time.monotonic() - self._fetched_at >= self.refetch_interval
+            if kid not in self._keys and due:
+                fetched = await self._refresh()
+                if not fetched and not self._keys:
                     raise ServiceUnavailable("tokens cannot be checked: the key set is unreachable")
         if (key := self._keys.get(kid)) is None:
             raise InvalidToken("the token was signed by an unknown key")

@@ -31,7 +31,9 @@ def _json(_: Any, __: str, event: dict[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def configure_logging(service: str, *, level: str = "info", fmt: str = "json", replica: int = 0) -> None:
+def configure_logging(
+    service: str, *, level: str = "info", fmt: str = "json", replica: int = 0
+) -> None:
     """Set up structlog and the standard library for this process. Safe to call again."""
 
     def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

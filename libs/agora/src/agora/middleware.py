@@ -83,9 +83,13 @@ class RequestContext:
         path: str = scope["path"]
         quiet = path in QUIET_PATHS
         status = 500
+        refused = False  # a 413 was sent for a body that grew past the cap while streaming
+        received = 0
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
+            if refused:
+                return  # whatever the app answers after the 413 goes nowhere
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
@@ -106,7 +110,21 @@ class RequestContext:
             if length > self.max_body_bytes:
                 await _too_large(send_wrapper, self.max_body_bytes, path)
                 return
-            app_receive = receive if length >= 0 else _capped(receive, self.max_body_bytes)
+
+            async def capped_receive() -> Message:
+                # A body sent without Content-Length is counted as it arrives; past the cap the
+                # client gets a 413 at once and the app is told the client went away.
+                nonlocal received, refused
+                message = await receive()
+                if message["type"] == "http.request" and not refused:
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        await _too_large(send_wrapper, self.max_body_bytes, path)
+                        refused = True
+                        return {"type": "http.disconnect"}
+                return message
+
+            app_receive = receive if length >= 0 else capped_receive
             if span is None:
                 await self.app(scope, app_receive, send_wrapper)
             else:
@@ -139,22 +157,6 @@ class RequestContext:
                     )
             context.request_id.reset(request_token)
             context.bearer_token.reset(bearer_token)
-
-
-def _capped(receive: Receive, limit: int) -> Receive:
-    """Count a body sent without Content-Length, and refuse it past the limit."""
-    seen = 0
-
-    async def capped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        return message
-
-    return capped
 
 
 async def _too_large(send: Send, limit: int, path: str) -> None:

@@ -69,7 +69,9 @@ async def _upgrade_postgres(config: Config, url: str, revision: str, key: str) -
 def _upgrade(config: Config, connection: Connection, revision: str) -> None:
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
-    log.info("migrated", revision=revision, script_location=config.get_main_option("script_location"))
+    log.info(
+        "migrated", revision=revision, script_location=config.get_main_option("script_location")
+    )
 
 
 @contextmanager

@@ -46,7 +46,9 @@ class Route(_Strict):
     @cached_property
     def pattern(self) -> re.Pattern[str]:
         # A path parameter matches one segment: `/products/{sku}` never matches `/products/a/b`.
-        regex = _PARAM.sub(r"(?P<\1>[^/]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}"))
+        regex = _PARAM.sub(
+            r"(?P<\1>[^/]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}")
+        )
         return re.compile(f"^{regex}$")
 
     def matches(self, method: str, path: str) -> bool:

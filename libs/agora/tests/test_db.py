@@ -1,0 +1,130 @@
+"""The unit of work: commit on return, roll back on error, and wait out a busy SQLite database
+without blocking the event loop — on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.orm import Session
+
+from agora.db import DatabaseBusy, UnitOfWork
+from agora.testing import postgres_database
+
+metadata = MetaData()
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("text", String(100), nullable=False, unique=True),
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'notes.db'}"
+        return
+    with postgres_database("db") as database_url:
+        yield database_url
+
+
+@pytest.fixture
+async def uow(url: str) -> UnitOfWork:
+    unit = UnitOfWork(url)
+    await unit.run(lambda session: metadata.create_all(session.connection()))
+    return unit
+
+
+def add(session: Session, text: str) -> int:
+    result = session.execute(insert(notes).values(text=text))
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def add_then_fail(session: Session, text: str) -> None:
+    add(session, text)
+    raise LookupError("the handler changed its mind")
+
+
+def count(session: Session) -> int:
+    return int(session.execute(select(func.count()).select_from(notes)).scalar_one())
+
+
+async def test_a_handler_that_returns_is_committed(uow: UnitOfWork) -> None:
+    await uow.run(add, "first")
+
+    assert await uow.query(count) == 1
+    await uow.dispose()
+
+
+async def test_a_handler_that_raises_leaves_nothing_behind(uow: UnitOfWork) -> None:
+    with pytest.raises(LookupError):
+        await uow.run(add_then_fail, "half-written")
+
+    assert await uow.query(count) == 0
+    await uow.dispose()
+
+
+async def test_a_query_commits_nothing(uow: UnitOfWork) -> None:
+    await uow.query(add, "not kept")
+
+    assert await uow.query(count) == 0
+    await uow.dispose()
+
+
+async def test_concurrent_writers_all_land(uow: UnitOfWork) -> None:
+    await asyncio.gather(*(uow.run(add, f"note {i}") for i in range(200)))
+
+    assert await uow.query(count) == 200
+    await uow.dispose()
+
+
+async def test_a_locked_sqlite_database_is_awaited_not_blocked_on(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    uow = UnitOfWork(f"sqlite:///{path}")
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    # Another process's writer, played by a raw connection holding the write lock.
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    beating = asyncio.create_task(heartbeat())
+    writing = asyncio.create_task(uow.run(add, "waited"))
+    await asyncio.sleep(0.3)
+    assert not writing.done(), "the write must wait while another holds the lock"
+    other.execute("COMMIT")
+    other.close()
+    await writing
+    beating.cancel()
+
+    # The loop kept running while the write waited: the heartbeat ticked many times.
+    assert ticks > 10
+    assert await uow.query(count) == 1
+    await uow.dispose()
+
+
+async def test_a_database_busy_past_the_deadline_is_a_503(tmp_path: Path) -> None:
+    path = tmp_path / "stuck.db"
+    uow = UnitOfWork(f"sqlite:///{path}", busy_deadline=0.2)
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseBusy) as caught:
+            await uow.run(add, "never")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    assert caught.value.status == 503
+    await uow.dispose()

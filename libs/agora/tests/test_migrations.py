@@ -1,0 +1,95 @@
+"""Migrations: applied once, also when replicas start at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from agora.migrations import upgrade
+from agora.testing import postgres_database
+
+ENV = """
+from agora.migrations import run_env
+
+run_env()
+"""
+
+# A revision that cannot run twice: the second run would fail on the table, and the row
+# shows how many times it ran. The sleep widens the window in which two runners could overlap.
+REVISION = """
+import time
+
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade() -> None:
+    op.create_table("things", sa.Column("id", sa.Integer, primary_key=True))
+    time.sleep(0.5)
+    op.execute("INSERT INTO things (id) VALUES (1)")
+"""
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> Path:
+    location = tmp_path / "migrations"
+    (location / "versions").mkdir(parents=True)
+    (location / "env.py").write_text(textwrap.dedent(ENV))
+    (location / "versions" / "0001_things.py").write_text(textwrap.dedent(REVISION))
+    return location
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'service.db'}"
+        return
+    with postgres_database("migrations") as database_url:
+        yield database_url
+
+
+def rows(url: str) -> list[tuple[int, str]]:
+    """How many times the revision's insert ran, and the version Alembic recorded."""
+
+    def read(session: Session) -> list[tuple[int, str]]:
+        statement = text("SELECT (SELECT count(*) FROM things), version_num FROM alembic_version")
+        return [(int(count), str(version)) for count, version in session.execute(statement)]
+
+    async def fetch() -> list[tuple[int, str]]:
+        uow = UnitOfWork(url)
+        try:
+            return await uow.query(read)
+        finally:
+            await uow.dispose()
+
+    return asyncio.run(fetch())
+
+
+def test_upgrade_is_applied_once_and_is_idempotent(url: str, scripts: Path) -> None:
+    upgrade(url, scripts)
+    upgrade(url, scripts)
+
+    assert rows(url) == [(1, "0001")]
+
+
+def test_two_replicas_migrating_at_once_do_not_race(url: str, scripts: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    runners = [context.Process(target=upgrade, args=(url, scripts)) for _ in range(2)]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join(timeout=60)
+
+    assert [runner.exitcode for runner in runners] == [0, 0]
+    assert rows(url) == [(1, "0001")]
