@@ -1,18 +1,54 @@
-"""The client for calling other services (interface; retry and breaker to be completed)."""
+"""The client for calling other services, and the gateway's way through to them.
+
+One pooled aiohttp session per process. Each call goes to the next replica of the callee in
+round-robin order, skipping replicas whose circuit breaker is open; when every replica's breaker is
+open the call fails at once with a 503 problem naming the service. Idempotent calls (GET, HEAD,
+OPTIONS, PUT, DELETE, or any call carrying an ``Idempotency-Key``) are retried a bounded number of
+times with jittered backoff, on the next replica, after a connection error, a timeout or a
+502/503/504 answer. Other calls are retried only when they provably never left this process (the
+connection could not be made). Failures reach the caller as problems (504 for a timeout, 503 for an
+unreachable service, 502 for a broken exchange), never as aiohttp exceptions.
+
+Every call carries the caller's trace context (from inside a CLIENT span of its own, so the
+callee's span is that span's child), the caller's bearer token and the request id.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
+import asyncio
+import enum
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+import stamina
+from multidict import CIMultiDict
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from yarl import URL
 
 from agora import context
-from agora.errors import ServiceUnavailable
+from agora.errors import BadGateway, GatewayTimeout, Problem, ServiceUnavailable
 from agora.telemetry import inject
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Answers that say "this replica cannot serve now", as opposed to "your request is wrong".
+FAILURE_STATUSES = frozenset({502, 503, 504})
+IDEMPOTENCY_KEY = "Idempotency-Key"
+REQUEST_ID = "x-request-id"
+# Below uvicorn's 5 s keep-alive, so the client drops an idle connection before the server does
+# and never sends a request down a socket the server is closing.
+KEEPALIVE_SECONDS = 4.0
+_TRACE_HEADERS = ("traceparent", "tracestate")
+# The gateway passes bodies through still encoded; aiohttp must not ask for an encoding the
+# gateway's own caller did not ask for.
+_NO_AUTO_ENCODING = ("Accept-Encoding",)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +61,236 @@ class Reply:
         return orjson.loads(self.body)
 
 
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    """Stops calls to one replica after repeated failures, then lets a single trial call through.
+
+    closed --``failure_threshold`` consecutive failures--> open --``reset_timeout``--> half-open;
+    half-open --the trial succeeds--> closed; half-open --the trial fails--> open.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_opened_at",
+        "_state",
+        "failure_threshold",
+        "reset_timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1 or reset_timeout < 0:
+            raise ValueError("failure_threshold must be >= 1 and reset_timeout >= 0")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self._state = BreakerState.CLOSED
+        self._clock = clock
+        self._failures = 0
+        self._opened_at = 0.0
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    def allow(self) -> bool:
+        """May a call go now? Once the pause is over, the first caller gets the trial call and
+        everybody else keeps being refused until that trial has its verdict."""
+        if self._state is BreakerState.CLOSED:
+            return True
+        if (
+            self._state is BreakerState.OPEN
+            and self._clock() - self._opened_at >= self.reset_timeout
+        ):
+            self._state = BreakerState.HALF_OPEN
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+
+    def record_failure(self) -> None:
+        if self._state is BreakerState.HALF_OPEN:
+            self._open()
+        elif self._state is BreakerState.CLOSED:
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._open()
+        # Already open: a late failure of a call that started earlier must not extend the pause.
+
+    def release(self) -> None:
+        """The call ended without a verdict (it was cancelled): if it was the trial, the next
+        call becomes the trial instead."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._state = BreakerState.OPEN
+            self._opened_at = self._clock() - self.reset_timeout
+
+    def _open(self) -> None:
+        self._state = BreakerState.OPEN
+        self._opened_at = self._clock()
+        self._failures = 0
+
+
+@dataclass(slots=True)
+class _Replica:
+    url: str
+    breaker: CircuitBreaker
+
+
+class _Replicas:
+    """One service's replicas and the round-robin cursor over them."""
+
+    __slots__ = ("_next", "name", "replicas")
+
+    def __init__(self, name: str, replicas: list[_Replica]) -> None:
+        self.name = name
+        self.replicas = replicas
+        self._next = 0
+
+    def pick(self, avoid: _Replica | None = None) -> _Replica:
+        """The next replica whose breaker lets a call through, preferring one other than
+        ``avoid`` (the replica that just failed this call)."""
+        count = len(self.replicas)
+        if count == 0:
+            raise ServiceUnavailable(f"no address known for {self.name}")
+        for _ in range(count):
+            replica = self.replicas[self._next]
+            self._next = (self._next + 1) % count
+            if replica is not avoid and replica.breaker.allow():
+                return replica
+        if avoid is not None and avoid.breaker.allow():
+            return avoid
+        raise ServiceUnavailable(
+            f"{self.name} is failing on every replica; calls to it resume after a pause"
+        )
+
+
+class _Unanswered(Exception):
+    """An attempt that got no answer; ``problem`` is what the caller sees if no retry helps.
+    ``sent`` is False only when the request provably never left (no connection was made)."""
+
+    def __init__(self, problem: Problem, *, sent: bool) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+        self.sent = sent
+
+
+class _FailureStatus(Exception):
+    """An attempt answered 502/503/504; the reply is kept to be returned if no retry helps."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def _retry_idempotent(error: Exception) -> bool:
+    return isinstance(error, _Unanswered | _FailureStatus)
+
+
+def _retry_unsent(error: Exception) -> bool:
+    return isinstance(error, _Unanswered) and not error.sent
+
+
+def _unanswered(error: BaseException, service: str, url: str, timeout: float) -> _Unanswered:
+    # ConnectionTimeoutError is also a TimeoutError: it must be told apart first, because a
+    # request that never got a connection is safe to send elsewhere whatever its method.
+    if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return _Unanswered(ServiceUnavailable(f"{service} is unreachable at {url}"), sent=False)
+    if isinstance(error, TimeoutError):
+        return _Unanswered(
+            GatewayTimeout(f"{service} did not answer within {timeout:g} s"), sent=True
+        )
+    return _Unanswered(BadGateway(f"{service} broke off the exchange: {error!r}"), sent=True)
+
+
 class ServiceClient:
-    def __init__(self, service_urls: Mapping[str, Sequence[str]], *, timeout: float = 5.0) -> None:
+    """Calls other services by name. Create one per process, ``start()`` it in the lifespan."""
+
+    def __init__(
+        self,
+        service_urls: Mapping[str, Sequence[str]],
+        *,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        attempts: int = 3,
+        backoff: float = 0.05,
+        backoff_max: float = 1.0,
+        failure_threshold: int = 5,
+        reset_timeout: float = 3.0,
+        pool_per_host: int = 100,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        """``timeout`` bounds each attempt (connecting, sending, reading the answer);
+        ``connect_timeout`` bounds opening a connection. A failing idempotent call is tried
+        ``attempts`` times in all, waiting ``backoff`` seconds (doubling, plus up to ``backoff``
+        of jitter, at most ``backoff_max``) between tries. A replica's breaker opens after
+        ``failure_threshold`` consecutive failures and lets a trial call through after
+        ``reset_timeout`` seconds."""
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
         self.service_urls = {name: list(urls) for name, urls in service_urls.items()}
         self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
+        self.attempts = attempts
+        self.pool_per_host = pool_per_host
+        self._backoff: dict[str, Any] = {
+            "attempts": attempts,
+            "timeout": None,  # bounded by attempts x timeout, not by a second clock
+            "wait_initial": backoff,
+            "wait_max": backoff_max,
+            "wait_jitter": backoff,
+        }
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._services: dict[str, _Replicas] = {}
+        for name, urls in self.service_urls.items():
+            replicas = []
+            for url in urls:
+                base = url.rstrip("/")
+                if base not in self._breakers:
+                    self._breakers[base] = CircuitBreaker(
+                        failure_threshold=failure_threshold, reset_timeout=reset_timeout
+                    )
+                replicas.append(_Replica(base, self._breakers[base]))
+            self._services[name] = _Replicas(name, replicas)
+        # Streamed bodies (server-sent events) may flow for as long as the callee sends them:
+        # ``timeout`` bounds only the wait for the answer's head there.
+        self._stream_timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout)
+        self._tracer = trace.get_tracer("agora.client", tracer_provider=tracer_provider)
         self._session: aiohttp.ClientSession | None = None
-        self._cursors = {name: itertools.cycle(urls) for name, urls in self.service_urls.items()}
+
+    def breaker(self, url: str) -> CircuitBreaker:
+        """The circuit breaker of the replica at ``url``."""
+        return self._breakers[url.rstrip("/")]
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the per-replica limit is the one that matters
+                limit_per_host=self.pool_per_host,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # sock_connect rather than connect: waiting for a free pooled connection under
+                # load is not a sign that the replica is down.
+                timeout=aiohttp.ClientTimeout(
+                    total=self.timeout, sock_connect=self.connect_timeout
+                ),
+                # One session serves every user: a cookie one callee sets must never ride along
+                # on another user's call.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -51,21 +307,59 @@ class ServiceClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Reply:
-        if self._session is None:
-            await self.start()
-        assert self._session is not None
-        if service not in self._cursors:
-            raise ServiceUnavailable(f"no address known for {service}")
-        base = next(self._cursors[service])
-        out = dict(headers or {})
-        inject(out)
-        if (token := context.bearer_token.get()) and "Authorization" not in out:
-            out["Authorization"] = f"Bearer {token}"
-        data = orjson.dumps(json) if json is not None else None
-        if data is not None:
+        """Call ``service`` and read its whole answer. A 502/503/504 answer that no retry
+        cured is returned as it is; no answer at all raises a :class:`Problem`."""
+        session = await self._started()
+        replicas = self._replicas(service)
+        method = method.upper()
+        out: CIMultiDict[str] = CIMultiDict(headers or {})
+        data = None
+        if json is not None:
+            data = orjson.dumps(json)
             out.setdefault("Content-Type", "application/json")
-        async with self._session.request(method, base + path, data=data, headers=out, params=params) as r:
-            return Reply(r.status, dict(r.headers), await r.read())
+        idempotent = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY in out
+        with self._tracer.start_as_current_span(
+            f"{method} {service}",
+            kind=SpanKind.CLIENT,
+            attributes={"peer.service": service, "http.request.method": method},
+        ) as span:
+            self._propagate(out)
+            last: list[_Replica] = []
+
+            async def attempt() -> Reply:
+                replica = replicas.pick(last[-1] if last else None)
+                last.append(replica)
+                span.set_attribute("url.full", replica.url + path)
+                try:
+                    async with session.request(
+                        method, replica.url + path, data=data, headers=out, params=params
+                    ) as response:
+                        reply = Reply(response.status, response.headers, await response.read())
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    replica.breaker.record_failure()
+                    raise _unanswered(error, service, replica.url, self.timeout) from error
+                except BaseException:
+                    replica.breaker.release()
+                    raise
+                if reply.status in FAILURE_STATUSES:
+                    replica.breaker.record_failure()
+                    raise _FailureStatus(reply)
+                replica.breaker.record_success()
+                return reply
+
+            try:
+                reply = await self._retrying(
+                    attempt, _retry_idempotent if idempotent else _retry_unsent
+                )
+            except _FailureStatus as failed:
+                reply = failed.reply
+            except _Unanswered as failed:
+                raise failed.problem from failed.__cause__
+            finally:
+                if len(last) > 1:
+                    span.set_attribute("http.request.resend_count", len(last) - 1)
+            _record_status(span, reply.status)
+            return reply
 
     async def get_json(self, service: str, path: str) -> Any:
         reply = await self.request(service, "GET", path)
@@ -73,8 +367,6 @@ class ServiceClient:
             raise ServiceUnavailable(f"{service} answered {reply.status} to GET {path}")
         return reply.json()
 
-    # The gateway's way through: the caller streams the body in and the reply out.
-    # (Signature fixed; retry/breaker rules to be completed.)
     def stream(
         self,
         service: str,
@@ -82,10 +374,181 @@ class ServiceClient:
         path_qs: str,
         *,
         headers: Sequence[tuple[str, str]] = (),
-        body: bytes | None = None,
-    ) -> Any:
-        """``async with client.stream(...) as response:`` yields an ``aiohttp.ClientResponse``."""
+        body: bytes | AsyncIterable[bytes] | None = None,
+    ) -> _Stream:
+        """``async with client.stream(...) as response:`` yields an ``aiohttp.ClientResponse``
+        whose body the caller reads; it is released on leaving the block.
+
+        The gateway's way through. ``path_qs`` is sent exactly as given (already
+        percent-encoded, as it arrived), so the path the gateway checked is the path the
+        service gets. Any answer is passed through as it is; only a failure before the answer
+        (no connection, a timeout, a broken exchange) is retried, for an idempotent method with
+        a body given as bytes. ``timeout`` bounds the wait for the answer's head, not the body.
+        """
+        return _Stream(self, service, method, path_qs, headers, body)
+
+    async def _started(self) -> aiohttp.ClientSession:
         if self._session is None:
-            raise RuntimeError("start() the client first")
-        base = next(self._cursors[service])
-        return self._session.request(method, base + path_qs, data=body, headers=list(headers))
+            await self.start()
+            assert self._session is not None
+        return self._session
+
+    def _replicas(self, service: str) -> _Replicas:
+        replicas = self._services.get(service)
+        if replicas is None:
+            raise ServiceUnavailable(f"no address known for {service}")
+        return replicas
+
+    def _propagate(self, out: CIMultiDict[str]) -> None:
+        """Trace context, token and request id onto an outgoing call; call inside its span."""
+        for name in _TRACE_HEADERS:
+            out.popall(name, None)
+        inject(out)
+        if (token := context.bearer_token.get()) and "Authorization" not in out:
+            out["Authorization"] = f"Bearer {token}"
+        if (request_id := context.request_id.get()) and REQUEST_ID not in out:
+            out[REQUEST_ID] = request_id
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[_T]], retry: Callable[[Exception], bool] | None
+    ) -> _T:
+        """Run ``attempt``, retrying as ``retry`` decides with stamina's jittered backoff."""
+        # The first try runs outside stamina: setting up its retry machinery costs more than
+        # the rest of a call on the gateway's hot path, and most calls succeed first time.
+        if retry is None or self.attempts == 1:
+            return await attempt()
+        try:
+            return await attempt()
+        except (_Unanswered, _FailureStatus) as error:
+            if not retry(error):
+                raise
+            first: Exception | None = error
+        async for trying in stamina.retry_context(on=retry, **self._backoff):
+            with trying:
+                if first is not None:
+                    # Replay the first try's failure so that stamina counts it and backs off.
+                    failed, first = first, None
+                    raise failed
+                return await attempt()
+        raise AssertionError("stamina ends its loop by returning or raising")
+
+
+def _record_status(span: Span, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 400:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+class _Stream:
+    """The context manager behind :meth:`ServiceClient.stream`. Its span lasts until the
+    caller has finished with the response."""
+
+    __slots__ = (
+        "_body",
+        "_client",
+        "_headers",
+        "_method",
+        "_path_qs",
+        "_response",
+        "_service",
+        "_span",
+    )
+
+    def __init__(
+        self,
+        client: ServiceClient,
+        service: str,
+        method: str,
+        path_qs: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes] | None,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._method = method.upper()
+        self._path_qs = path_qs
+        self._headers = headers
+        self._body = body
+        self._response: aiohttp.ClientResponse | None = None
+        self._span: Span | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        client = self._client
+        session = await client._started()
+        replicas = client._replicas(self._service)
+        method = self._method
+        out: CIMultiDict[str] = CIMultiDict(self._headers)
+        span = self._span = client._tracer.start_span(
+            f"{method} {self._service}",
+            kind=SpanKind.CLIENT,
+            attributes={"peer.service": self._service, "http.request.method": method},
+        )
+        with trace.use_span(span):
+            client._propagate(out)
+        retry: Callable[[Exception], bool] | None = None
+        if self._body is None or isinstance(self._body, bytes):
+            idempotent = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY in out
+            retry = _retry_idempotent if idempotent else _retry_unsent
+        last: list[_Replica] = []
+
+        async def attempt() -> aiohttp.ClientResponse:
+            replica = replicas.pick(last[-1] if last else None)
+            last.append(replica)
+            url = replica.url + self._path_qs
+            try:
+                async with asyncio.timeout(client.timeout):
+                    response = await session.request(
+                        method,
+                        URL(url, encoded=True),
+                        data=self._body,
+                        headers=out,
+                        timeout=client._stream_timeout,
+                        auto_decompress=False,
+                        skip_auto_headers=_NO_AUTO_ENCODING,
+                        allow_redirects=False,
+                    )
+            except (aiohttp.ClientError, TimeoutError) as error:
+                replica.breaker.record_failure()
+                raise _unanswered(error, self._service, replica.url, client.timeout) from error
+            except BaseException:
+                replica.breaker.release()
+                raise
+            if response.status in FAILURE_STATUSES:
+                replica.breaker.record_failure()
+            else:
+                replica.breaker.record_success()
+            return response
+
+        try:
+            response = self._response = await client._retrying(attempt, retry)
+        except _Unanswered as error:
+            self._end(error.problem)
+            raise error.problem from error.__cause__
+        except BaseException as error:
+            self._end(error)
+            raise
+        span.set_attribute("url.full", str(response.url))
+        if len(last) > 1:
+            span.set_attribute("http.request.resend_count", len(last) - 1)
+        _record_status(span, response.status)
+        return response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._response is not None:
+            self._response.release()
+            self._response = None
+        self._end(exc)
+
+    def _end(self, error: BaseException | None) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()

@@ -1,0 +1,640 @@
+"""The service client against real HTTP callees that hang, fail, recover and break off.
+
+Each callee is an aiohttp server on a free port that counts the calls it gets, so every test
+states what reached the callee rather than how long something took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from multidict import CIMultiDictProxy
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from agora import context
+from agora.client import BreakerState, CircuitBreaker, ServiceClient
+from agora.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from agora.testing import free_port
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path_qs: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class Callee:
+    """A stand-in service: answers 503 to the next ``failures`` calls, never answers while
+    ``hang`` is set, and otherwise says which replica it is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.calls: list[Seen] = []
+        self.failures = 0
+        self.hang = False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.calls.append(Seen(request.method, request.path_qs, request.headers, body))
+        if self.failures:
+            self.failures -= 1
+            return web.json_response({"title": "Service unavailable"}, status=503)
+        if self.hang:
+            await asyncio.Event().wait()
+        response = web.Response(
+            status=201 if request.method == "POST" else 200,
+            body=orjson.dumps({"replica": self.name, "echo": body.decode()}),
+            content_type="application/json",
+            headers={"x-replica": self.name},
+        )
+        response.set_cookie("session", f"of-{self.name}")
+        return response
+
+
+StartCallee = Callable[[str], Awaitable[Callee]]
+MakeClient = Callable[..., ServiceClient]
+
+
+@pytest.fixture
+async def start_callee() -> AsyncIterator[StartCallee]:
+    runners: list[web.AppRunner] = []
+
+    async def start(name: str) -> Callee:
+        callee = Callee(name)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", callee.handle)
+        # Cancel a hanging handler once its caller gives up, so the server shuts down at once.
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", int(callee.url.rsplit(":", 1)[1])).start()
+        return callee
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    clients: list[ServiceClient] = []
+
+    def make(service_urls: Mapping[str, Sequence[str]], **options: Any) -> ServiceClient:
+        # A tiny backoff keeps retries quick; a long reset keeps open breakers open meanwhile.
+        settings: dict[str, Any] = {"backoff": 0.001, "backoff_max": 0.01, "reset_timeout": 60.0}
+        settings.update(options)
+        client = ServiceClient(service_urls, **settings)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@dataclass(frozen=True)
+class Tracing:
+    provider: TracerProvider
+    spans: InMemorySpanExporter
+
+    def finished(self, name: str) -> ReadableSpan:
+        (span,) = [span for span in self.spans.get_finished_spans() if span.name == name]
+        return span
+
+
+@pytest.fixture
+def tracing() -> Tracing:
+    """A tracer provider of the test's own, so no global one needs setting."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    return Tracing(provider, spans)
+
+
+def parent_span_id(seen: Seen) -> int:
+    """The span id the callee's span would take as its parent."""
+    _, _, parent_id, _ = seen.headers["traceparent"].split("-")
+    return int(parent_id, 16)
+
+
+def nowhere() -> str:
+    """The address of a replica that is down: nothing listens there."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@contextmanager
+def caller(*, request_id: str | None = None, token: str | None = None) -> Iterator[None]:
+    """Run as if serving a request that carried this id and bearer token."""
+    request_id_reset = context.request_id.set(request_id)
+    token_reset = context.bearer_token.set(token)
+    try:
+        yield
+    finally:
+        context.bearer_token.reset(token_reset)
+        context.request_id.reset(request_id_reset)
+
+
+# --- timeouts --------------------------------------------------------------------------------
+
+
+async def test_a_hanging_callee_gives_a_504_problem_after_the_get_was_tried_three_times(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.hang = True
+    client = make_client({"catalog": [callee.url]}, timeout=0.2, attempts=3)
+
+    with pytest.raises(GatewayTimeout) as raised:
+        await client.request("catalog", "GET", "/products")
+
+    assert raised.value.status == 504
+    assert "catalog" in str(raised.value.detail)
+    assert len(callee.calls) == 3
+
+
+async def test_a_post_that_timed_out_is_not_sent_again(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.hang = True
+    client = make_client({"orders": [callee.url]}, timeout=0.2, attempts=3)
+
+    with pytest.raises(GatewayTimeout):
+        await client.request("orders", "POST", "/orders", json={"sku": "X"})
+
+    assert len(callee.calls) == 1
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+async def test_a_get_that_meets_a_503_is_retried_and_succeeds(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 1
+    client = make_client({"catalog": [callee.url]})
+
+    reply = await client.request("catalog", "GET", "/products")
+
+    assert reply.status == 200
+    assert reply.json()["replica"] == "a"
+    assert len(callee.calls) == 2
+
+
+async def test_a_get_that_keeps_meeting_503_returns_the_last_answer_after_three_tries(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 10
+    client = make_client({"catalog": [callee.url]}, attempts=3)
+
+    reply = await client.request("catalog", "GET", "/products")
+
+    assert reply.status == 503
+    assert reply.json() == {"title": "Service unavailable"}
+    assert len(callee.calls) == 3
+
+
+async def test_a_retry_goes_to_the_next_replica(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    first, second = await start_callee("a"), await start_callee("b")
+    first.failures = 1
+    client = make_client({"catalog": [first.url, second.url]})
+
+    reply = await client.request("catalog", "GET", "/products")
+
+    assert reply.json()["replica"] == "b"
+    assert (len(first.calls), len(second.calls)) == (1, 1)
+
+
+async def test_a_post_without_idempotency_key_is_not_retried_after_a_503(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 1
+    client = make_client({"orders": [callee.url]})
+
+    reply = await client.request("orders", "POST", "/orders", json={"sku": "X"})
+
+    assert reply.status == 503
+    assert len(callee.calls) == 1
+
+
+async def test_a_post_with_an_idempotency_key_is_retried_with_the_same_key(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 1
+    client = make_client({"orders": [callee.url]})
+
+    reply = await client.request(
+        "orders", "POST", "/orders", json={"sku": "X"}, headers={"Idempotency-Key": "k-1"}
+    )
+
+    assert reply.status == 201
+    assert [seen.headers["Idempotency-Key"] for seen in callee.calls] == ["k-1", "k-1"]
+    assert [seen.body for seen in callee.calls] == [b'{"sku":"X"}', b'{"sku":"X"}']
+
+
+async def test_a_post_that_could_not_connect_goes_to_the_next_replica(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    live = await start_callee("b")
+    client = make_client({"orders": [nowhere(), live.url]})
+
+    reply = await client.request("orders", "POST", "/orders", json={"sku": "X"})
+
+    assert reply.status == 201
+    assert len(live.calls) == 1
+
+
+async def test_a_service_down_on_every_replica_gives_a_503_problem_naming_it(
+    make_client: MakeClient,
+) -> None:
+    client = make_client({"catalog": [nowhere(), nowhere()]})
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        await client.request("catalog", "GET", "/products")
+
+    assert raised.value.status == 503
+    assert "catalog" in str(raised.value.detail)
+
+
+async def test_a_callee_that_hangs_up_mid_exchange_gives_a_502_problem(
+    make_client: MakeClient,
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(hang_up, "127.0.0.1", port)
+    client = make_client({"catalog": [f"http://127.0.0.1:{port}"]})
+    try:
+        with pytest.raises(BadGateway) as raised:
+            await client.request("catalog", "GET", "/products")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert raised.value.status == 502
+
+
+async def test_an_unknown_service_gives_a_503_problem(make_client: MakeClient) -> None:
+    client = make_client({})
+
+    with pytest.raises(ServiceUnavailable, match="payments"):
+        await client.request("payments", "GET", "/")
+
+
+# --- circuit breaker -------------------------------------------------------------------------
+
+
+async def test_repeated_failures_open_the_breaker_and_calls_then_fail_fast_without_the_callee(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 100
+    client = make_client({"catalog": [callee.url]}, failure_threshold=3, attempts=1)
+
+    for _ in range(3):
+        assert (await client.request("catalog", "GET", "/products")).status == 503
+    for _ in range(5):
+        with pytest.raises(ServiceUnavailable, match="catalog"):
+            await client.request("catalog", "GET", "/products")
+
+    assert len(callee.calls) == 3
+    assert client.breaker(callee.url).state is BreakerState.OPEN
+
+
+async def test_after_the_pause_one_trial_call_goes_through_and_closes_the_breaker(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 2
+    client = make_client(
+        {"catalog": [callee.url]}, failure_threshold=2, reset_timeout=0.1, attempts=1
+    )
+    for _ in range(2):
+        await client.request("catalog", "GET", "/products")
+    assert client.breaker(callee.url).state is BreakerState.OPEN
+
+    await asyncio.sleep(0.15)
+    reply = await client.request("catalog", "GET", "/products")
+
+    assert reply.status == 200
+    assert client.breaker(callee.url).state is BreakerState.CLOSED
+    assert len(callee.calls) == 3
+
+
+async def test_a_failed_trial_call_opens_the_breaker_again(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 3
+    client = make_client(
+        {"catalog": [callee.url]}, failure_threshold=2, reset_timeout=0.1, attempts=1
+    )
+    for _ in range(2):
+        await client.request("catalog", "GET", "/products")
+
+    await asyncio.sleep(0.15)
+    reply = await client.request("catalog", "GET", "/products")
+
+    assert reply.status == 503
+    assert client.breaker(callee.url).state is BreakerState.OPEN
+    assert len(callee.calls) == 3
+
+
+# --- round robin -----------------------------------------------------------------------------
+
+
+async def test_calls_alternate_over_the_replicas_and_skip_one_whose_breaker_is_open(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    first, second = await start_callee("a"), await start_callee("b")
+    client = make_client({"catalog": [first.url, second.url]}, failure_threshold=2, attempts=1)
+
+    answered = [
+        (await client.request("catalog", "GET", "/products")).json()["replica"] for _ in range(4)
+    ]
+    assert answered == ["a", "b", "a", "b"]
+
+    first.failures = 100
+    for _ in range(4):  # a fails twice, and its breaker opens
+        await client.request("catalog", "GET", "/products")
+    answered = [
+        (await client.request("catalog", "GET", "/products")).json()["replica"] for _ in range(4)
+    ]
+
+    assert answered == ["b", "b", "b", "b"]
+    assert len(first.calls) == 4
+
+
+# --- propagation -----------------------------------------------------------------------------
+
+
+async def test_trace_context_token_and_request_id_reach_the_callee(
+    start_callee: StartCallee, make_client: MakeClient, tracing: Tracing
+) -> None:
+    callee = await start_callee("a")
+    client = make_client({"catalog": [callee.url]}, tracer_provider=tracing.provider)
+
+    with (
+        caller(request_id="req-42", token="the-token"),
+        tracing.provider.get_tracer("test").start_as_current_span("serving") as serving,
+    ):
+        await client.request("catalog", "GET", "/products?limit=1")
+
+    client_span = tracing.finished("GET catalog")
+    _, trace_id, _, _ = callee.calls[0].headers["traceparent"].split("-")
+    assert client_span.context is not None
+    assert int(trace_id, 16) == serving.get_span_context().trace_id
+    assert parent_span_id(callee.calls[0]) == client_span.context.span_id
+    assert client_span.parent is not None
+    assert client_span.parent.span_id == serving.get_span_context().span_id
+    assert client_span.kind is SpanKind.CLIENT
+    assert client_span.attributes is not None
+    assert client_span.attributes["peer.service"] == "catalog"
+    assert client_span.attributes["http.response.status_code"] == 200
+    assert callee.calls[0].headers["Authorization"] == "Bearer the-token"
+    assert callee.calls[0].headers["x-request-id"] == "req-42"
+
+
+async def test_an_authorization_the_caller_set_is_kept(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    client = make_client({"identity": [callee.url]})
+
+    with caller(token="the-users-token"):
+        await client.request("identity", "GET", "/me", headers={"authorization": "Bearer svc"})
+
+    assert callee.calls[0].headers.getall("Authorization") == ["Bearer svc"]
+
+
+async def test_a_cookie_one_callee_sets_never_rides_on_later_calls(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    client = make_client({"cart": [callee.url]})
+
+    first = await client.request("cart", "GET", "/cart")
+    await client.request("cart", "GET", "/cart")
+
+    assert "session=of-a" in first.headers["Set-Cookie"]
+    assert "Cookie" not in callee.calls[1].headers
+
+
+async def test_get_json_gives_the_decoded_answer(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    client = make_client({"identity": [callee.url]})
+
+    assert await client.get_json("identity", "/.well-known/jwks.json") == {
+        "replica": "a",
+        "echo": "",
+    }
+
+
+# --- stream, the gateway's way through -------------------------------------------------------
+
+
+async def test_stream_passes_status_headers_and_body_both_ways(
+    start_callee: StartCallee, make_client: MakeClient, tracing: Tracing
+) -> None:
+    callee = await start_callee("a")
+    client = make_client({"catalog": [callee.url]}, tracer_provider=tracing.provider)
+    sent = [("Content-Type", "text/plain"), ("x-tag", "one"), ("x-tag", "two")]
+
+    with caller(request_id="req-7"):
+        async with client.stream(
+            "catalog", "POST", "/things?q=a%20b&q=c", headers=sent, body=b"hello"
+        ) as response:
+            status, replica, body = (
+                response.status,
+                response.headers["x-replica"],
+                (await response.read()),
+            )
+
+    assert (status, replica) == (201, "a")
+    assert orjson.loads(body) == {"replica": "a", "echo": "hello"}
+    seen = callee.calls[0]
+    assert (seen.method, seen.path_qs, seen.body) == ("POST", "/things?q=a%20b&q=c", b"hello")
+    assert seen.headers.getall("x-tag") == ["one", "two"]
+    assert seen.headers["x-request-id"] == "req-7"
+    client_span = tracing.finished("POST catalog")
+    assert client_span.context is not None
+    assert parent_span_id(seen) == client_span.context.span_id
+    assert client_span.attributes is not None
+    assert client_span.attributes["http.response.status_code"] == 201
+
+
+async def test_stream_passes_a_503_answer_through_without_retrying(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 1
+    client = make_client({"catalog": [callee.url]})
+
+    async with client.stream("catalog", "GET", "/products") as response:
+        assert response.status == 503
+
+    assert len(callee.calls) == 1
+
+
+async def test_stream_retries_a_get_that_got_no_answer_then_gives_a_504_problem(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.hang = True
+    client = make_client({"catalog": [callee.url]}, timeout=0.2, attempts=3)
+
+    with pytest.raises(GatewayTimeout):
+        async with client.stream("catalog", "GET", "/products"):
+            pass
+
+    assert len(callee.calls) == 3
+
+
+async def test_stream_moves_past_a_replica_that_is_down(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    live = await start_callee("b")
+    client = make_client({"catalog": [nowhere(), live.url]})
+
+    async with client.stream("catalog", "PUT", "/things/1", body=b"{}") as response:
+        assert response.headers["x-replica"] == "b"
+
+    assert len(live.calls) == 1
+
+
+async def test_stream_never_sends_a_streamed_body_twice(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    live = await start_callee("b")
+    client = make_client({"catalog": [nowhere(), live.url]})
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"{}"
+
+    with pytest.raises(ServiceUnavailable):
+        async with client.stream("catalog", "PUT", "/things/1", body=chunks()):
+            pass
+
+    assert live.calls == []
+
+
+async def test_stream_fails_fast_when_the_breaker_is_open(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.failures = 100
+    client = make_client({"catalog": [callee.url]}, failure_threshold=2)
+    for _ in range(2):
+        async with client.stream("catalog", "GET", "/products") as response:
+            assert response.status == 503
+
+    with pytest.raises(ServiceUnavailable, match="catalog"):
+        async with client.stream("catalog", "GET", "/products"):
+            pass
+
+    assert len(callee.calls) == 2
+
+
+# --- the breaker on its own, on a clock the test moves ----------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_breaker_opens_after_the_threshold_of_consecutive_failures() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=5.0, clock=Clock())
+
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()  # a success in between starts the count again
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.allow()
+    breaker.record_failure()
+
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.allow()
+
+
+def test_an_open_breaker_lets_exactly_one_trial_through_after_the_pause() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
+    breaker.record_failure()
+
+    clock.now += 4.9
+    assert not breaker.allow()
+    clock.now += 0.1
+    assert breaker.allow()
+    assert not breaker.allow()  # the trial is out: everyone else waits for its verdict
+
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.allow()
+
+
+def test_a_failed_trial_starts_a_new_pause() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
+    breaker.record_failure()
+    clock.now += 5.0
+    assert breaker.allow()
+
+    breaker.record_failure()
+
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 4.9
+    assert not breaker.allow()
+    clock.now += 0.1
+    assert breaker.allow()
+
+
+def test_a_trial_that_ended_without_a_verdict_hands_the_trial_to_the_next_call() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
+    breaker.record_failure()
+    clock.now += 5.0
+    assert breaker.allow()
+
+    breaker.release()
+
+    assert breaker.allow()
+    assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_a_late_failure_does_not_extend_an_open_breakers_pause() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
+    breaker.record_failure()
+    clock.now += 3.0
+    breaker.record_failure()
+    clock.now += 2.0
+
+    assert breaker.allow()
