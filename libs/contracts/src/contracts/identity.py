@@ -1,0 +1,25 @@
+"""Integration events that identity publishes.
+
+Each event is a pydantic model of the CloudEvents ``data`` member; its ``event_type`` is the
+CloudEvents ``type`` (``<publisher>.<Event>.v<N>``). A breaking change means a new class with a new
+version, never an edit of a published one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class UserRegistered(BaseModel):
+    """A customer account was created."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str] = "identity.UserRegistered.v1"
+
+    user_id: str = Field(description="the new account's id (the `sub` of its access tokens)")
+    email: str = Field(description="the account's email address, normalized to lower case")
+    registered_at: datetime = Field(description="when the account was created (UTC)")

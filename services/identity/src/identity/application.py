@@ -1,0 +1,335 @@
+"""identity's use cases.
+
+Two kinds of function live here. *Handlers* are plain functions over a SQLAlchemy ``Session``, one
+transaction each, run by the unit of work (``await uow.run(register_user, ...)``). *Use cases* are
+the methods of :class:`Identity`: they put the slow, CPU-bound work (argon2 hashing, tens of
+milliseconds) in a worker thread *outside* any transaction, and then run the handlers. The concrete
+stores, the hasher and the key maker are ports (``Protocol`` classes below) that ``bootstrap``
+fills with the adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from identity.domain import (
+    ADMIN_ROLES,
+    CUSTOMER_ROLES,
+    AccessClaims,
+    EmailTaken,
+    InvalidCredentials,
+    LoginAttempts,
+    LoginPolicy,
+    SigningKey,
+    UnknownUser,
+    User,
+    check_password,
+    keys_to_publish,
+    normalize_email,
+    normalize_password,
+    retirement,
+)
+
+log = structlog.get_logger("identity")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- ports --------------------------------------------------------------------------------------
+
+
+class UserRepository(Protocol):
+    def add(self, session: Session, user: User) -> None:
+        """Insert ``user``; raise :class:`EmailTaken` when the email is already there."""
+
+    def by_email(self, session: Session, email: str) -> User | None: ...
+
+    def get(self, session: Session, user_id: str) -> User | None: ...
+
+    def set_password_hash(self, session: Session, user_id: str, password_hash: str) -> None: ...
+
+
+class KeyRepository(Protocol):
+    def all(self, session: Session) -> list[SigningKey]: ...
+
+    def newest(self, session: Session) -> SigningKey | None: ...
+
+    def add(self, session: Session, key: SigningKey) -> None:
+        """Insert ``key``; raise :class:`KeyRotationConflict` when its generation exists."""
+
+    def retire_older(self, session: Session, generation: int, at: datetime) -> None:
+        """Give every unretired key older than ``generation`` the retirement time ``at``."""
+
+
+class AttemptRepository(Protocol):
+    def for_update(self, session: Session, email: str) -> LoginAttempts:
+        """The record for ``email`` (a fresh one when there is none), locked until commit."""
+
+    def save(self, session: Session, attempts: LoginAttempts) -> None: ...
+
+    def forget(self, session: Session, email: str) -> None: ...
+
+    def forget_idle_since(self, session: Session, moment: datetime) -> None:
+        """Drop records with no failure since ``moment``: they no longer lock anything."""
+
+
+class PasswordHasher(Protocol):
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        """Whether ``password`` matches; a hash that is not ours is a mismatch, not an error."""
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+    def verify_dummy(self, password: str) -> None:
+        """Spend the time of one verification, for an email that has no account."""
+
+
+class KeyMaker(Protocol):
+    def generate(self, generation: int, now: datetime) -> SigningKey: ...
+
+    def sign(self, key: SigningKey, claims: dict[str, Any]) -> str: ...
+
+
+@dataclass(frozen=True)
+class TokenRules:
+    issuer: str
+    audience: str
+    lifetime: timedelta
+    # Beyond the lifetime, how long a replaced key stays published: covers clock skew between
+    # this service and the verifiers (agora.auth allows 5 s).
+    key_leeway: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+
+
+# --- handlers: one transaction each -------------------------------------------------------------
+
+
+def register_user(session: Session, users: UserRepository, user: User) -> User:
+    if users.by_email(session, user.email) is not None:
+        raise EmailTaken(f"{user.email} already has an account")
+    # Two registrations of one email at the same moment both pass the check above; the unique
+    # constraint behind users.add refuses the second.
+    users.add(session, user)
+    return user
+
+
+def add_admin(session: Session, users: UserRepository, admin: User) -> bool:
+    """Create the admin account unless the email exists; whether this call created it."""
+    if users.by_email(session, admin.email) is not None:
+        return False
+    try:
+        users.add(session, admin)
+    except EmailTaken:
+        return False  # another replica created it between our check and our insert
+    return True
+
+
+def find_user_by_email(session: Session, users: UserRepository, email: str) -> User | None:
+    return users.by_email(session, email)
+
+
+def find_user(session: Session, users: UserRepository, user_id: str) -> User:
+    user = users.get(session, user_id)
+    if user is None:
+        raise UnknownUser(f"there is no user {user_id}")
+    return user
+
+
+def admit_login(
+    session: Session,
+    users: UserRepository,
+    attempts: AttemptRepository,
+    email: str,
+    now: datetime,
+    policy: LoginPolicy,
+) -> User | None:
+    """Count one login attempt for ``email`` (or refuse it while locked); the account, if any."""
+    record = attempts.for_update(session, email)
+    record.admit(now, policy)
+    attempts.save(session, record)
+    attempts.forget_idle_since(session, now - policy.memory)
+    return users.by_email(session, email)
+
+
+def complete_login(
+    session: Session,
+    users: UserRepository,
+    attempts: AttemptRepository,
+    keys: KeyRepository,
+    user: User,
+    new_password_hash: str | None,
+) -> SigningKey:
+    """Forget the email's failed logins; return the key that signs the new token."""
+    attempts.forget(session, user.email)
+    if new_password_hash is not None:
+        users.set_password_hash(session, user.id, new_password_hash)
+    key = keys.newest(session)
+    if key is None:
+        raise RuntimeError("no signing key: identity's startup creates one before serving")
+    return key
+
+
+def ensure_signing_key(
+    session: Session, keys: KeyRepository, maker: KeyMaker, now: datetime
+) -> SigningKey:
+    """The current signing key, created when there is none (first start)."""
+    key = keys.newest(session)
+    if key is not None:
+        return key
+    key = maker.generate(1, now)
+    keys.add(session, key)
+    return key
+
+
+def rotate_signing_key(
+    session: Session, keys: KeyRepository, maker: KeyMaker, now: datetime, rules: TokenRules
+) -> SigningKey:
+    """A new current key; the older ones stay published until their last token has expired."""
+    current = keys.newest(session)
+    generation = 1 if current is None else current.generation + 1
+    key = maker.generate(generation, now)
+    keys.retire_older(session, generation, retirement(now, rules.lifetime, rules.key_leeway))
+    keys.add(session, key)
+    return key
+
+
+def published_keys(session: Session, keys: KeyRepository, now: datetime) -> list[SigningKey]:
+    return keys_to_publish(keys.all(session), now)
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+
+class Identity:
+    """identity's use cases over the ports ``bootstrap`` chose."""
+
+    def __init__(
+        self,
+        *,
+        users: UserRepository,
+        keys: KeyRepository,
+        attempts: AttemptRepository,
+        passwords: PasswordHasher,
+        key_maker: KeyMaker,
+        tokens: TokenRules,
+        policy: LoginPolicy,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.users = users
+        self.keys = keys
+        self.attempts = attempts
+        self.passwords = passwords
+        self.key_maker = key_maker
+        self.tokens = tokens
+        self.policy = policy
+        self.clock = clock
+
+    async def register(self, uow: UnitOfWork, email: str, password: str) -> User:
+        email = normalize_email(email)
+        check_password(password, email)
+        password_hash = await asyncio.to_thread(self.passwords.hash, normalize_password(password))
+        user = User(
+            id=str(uuid.uuid4()),
+            email=email,
+            password_hash=password_hash,
+            roles=CUSTOMER_ROLES,
+            created_at=self.clock(),
+        )
+        return await uow.run(register_user, self.users, user)
+
+    async def log_in(self, uow: UnitOfWork, email: str, password: str) -> IssuedToken:
+        # Not validated: a string that is no email address simply has no account, and answering
+        # it differently would tell a caller something.
+        email = email.strip().lower()
+        password = normalize_password(password)
+        user = await uow.run(
+            admit_login, self.users, self.attempts, email, self.clock(), self.policy
+        )
+        if user is None:
+            await asyncio.to_thread(self.passwords.verify_dummy, password)
+            raise InvalidCredentials
+        if not await asyncio.to_thread(self.passwords.verify, user.password_hash, password):
+            raise InvalidCredentials
+        new_hash = None
+        if self.passwords.needs_rehash(user.password_hash):
+            new_hash = await asyncio.to_thread(self.passwords.hash, password)
+        key = await uow.run(complete_login, self.users, self.attempts, self.keys, user, new_hash)
+        return self._issue(key, user)
+
+    def _issue(self, key: SigningKey, user: User) -> IssuedToken:
+        now = self.clock()
+        claims = AccessClaims(
+            issuer=self.tokens.issuer,
+            audience=self.tokens.audience,
+            subject=user.id,
+            email=user.email,
+            roles=user.roles,
+            issued_at=now,
+            expires_at=now + self.tokens.lifetime,
+            token_id=uuid.uuid4().hex,
+        )
+        token = self.key_maker.sign(key, claims.as_jwt_claims())
+        return IssuedToken(token, int(self.tokens.lifetime.total_seconds()))
+
+    async def me(self, uow: UnitOfWork, user_id: str) -> User:
+        return await uow.query(find_user, self.users, user_id)
+
+    async def key_set(self, uow: UnitOfWork) -> dict[str, Any]:
+        """The JWKS document: every key a still-valid token may name."""
+        keys = await uow.query(published_keys, self.keys, self.clock())
+        return {"keys": [key.public_jwk for key in keys]}
+
+    async def rotate_keys(self, uow: UnitOfWork) -> SigningKey:
+        key = await uow.run(
+            rotate_signing_key, self.keys, self.key_maker, self.clock(), self.tokens
+        )
+        log.info("signing key rotated", kid=key.kid, generation=key.generation)
+        return key
+
+    async def ensure_signing_key(self, uow: UnitOfWork) -> SigningKey:
+        return await uow.run(ensure_signing_key, self.keys, self.key_maker, self.clock())
+
+    async def ensure_admin(self, uow: UnitOfWork, email: str, password: str) -> bool:
+        """Create the admin account on first start; whether this call created it.
+
+        The operator's password is taken as given (the production profile's settings refuse the
+        default and weak ones). An existing account with the admin's email is left as it is: it is
+        never promoted, since whoever registered it first need not be the operator.
+        """
+        email = normalize_email(email)
+        existing = await uow.query(find_user_by_email, self.users, email)
+        if existing is not None:
+            if not existing.is_admin:
+                log.warning("the admin email belongs to an account without the admin role")
+            return False
+        password_hash = await asyncio.to_thread(self.passwords.hash, normalize_password(password))
+        admin = User(
+            id=str(uuid.uuid4()),
+            email=email,
+            password_hash=password_hash,
+            roles=ADMIN_ROLES,
+            created_at=self.clock(),
+        )
+        created = await uow.run(add_admin, self.users, admin)
+        if created:
+            log.info("admin account created", email=email)
+        return created

@@ -1,0 +1,110 @@
+"""identity's composition root: the one place that picks the concrete parts.
+
+``create_app`` is what the runner serves; ``migrate`` brings the database up to date before the
+replicas start.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from agora.app import Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.db import UnitOfWork
+from agora.migrations import upgrade
+from identity.adapters import (
+    Argon2Passwords,
+    Ed25519Keys,
+    SqlLoginAttempts,
+    SqlSigningKeys,
+    SqlUsers,
+)
+from identity.application import Clock, Identity, TokenRules, utc_now
+from identity.domain import LoginPolicy
+from identity.entrypoints import ERRORS, IDENTITY, router
+from identity.settings import IdentitySettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class LocalKeySet:
+    """The token verifier's key source inside identity: its own key table, read without HTTP.
+
+    The unit of work it reads through is made by the app factory, after the verifier; it is
+    handed over once the app exists.
+    """
+
+    def __init__(self, identity: Identity) -> None:
+        self._identity = identity
+        self._uow: UnitOfWork | None = None
+
+    def bind(self, uow: UnitOfWork | None) -> None:
+        self._uow = uow
+
+    async def __call__(self) -> dict[str, Any]:
+        if self._uow is None:
+            raise RuntimeError("the key set is read before the app was built")
+        return await self._identity.key_set(self._uow)
+
+
+def create_app(settings: IdentitySettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
+    """identity's app. ``clock`` is for tests that need time to pass (token expiry, locks)."""
+    settings = settings or IdentitySettings()
+    identity = Identity(
+        users=SqlUsers(),
+        keys=SqlSigningKeys(),
+        attempts=SqlLoginAttempts(),
+        passwords=Argon2Passwords(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        ),
+        key_maker=Ed25519Keys(),
+        tokens=TokenRules(
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            lifetime=timedelta(seconds=settings.token_lifetime),
+        ),
+        policy=LoginPolicy(
+            max_failures=settings.login_max_failures,
+            window=timedelta(seconds=settings.login_window_seconds),
+            first_lock=timedelta(seconds=settings.login_lock_seconds),
+            longest_lock=timedelta(seconds=settings.login_lock_max_seconds),
+        ),
+        clock=clock,
+    )
+    key_set = LocalKeySet(identity)
+    verifier = TokenVerifier(key_set, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+    async def prepare(resources: Resources) -> None:
+        # Both steps are safe when two replicas start together: unique constraints pick one
+        # first key and one admin account.
+        assert resources.uow is not None
+        await identity.ensure_signing_key(resources.uow)
+        await identity.ensure_admin(
+            resources.uow, settings.admin_email, settings.admin_password.get_secret_value()
+        )
+
+    app = create_service_app(
+        settings,
+        title="identity",
+        description="Users, passwords, roles, access tokens and the keys that sign them.",
+        routers=[router],
+        migrations=MIGRATIONS,
+        errors=ERRORS,
+        on_startup=[prepare],
+        verifier=verifier,
+    )
+    resources: Resources = app.state.resources
+    key_set.bind(resources.uow)
+    resources.extra[IDENTITY] = identity
+    return app
+
+
+def migrate(settings: IdentitySettings | None = None) -> None:
+    settings = settings or IdentitySettings()
+    upgrade(settings.database_url, MIGRATIONS)

@@ -1,0 +1,144 @@
+"""identity's HTTP API: parse, call the use case, answer.
+
+| route | who | answer |
+|---|---|---|
+| POST /users ``{email, password}`` | anyone | 201 ``{id, email, roles}`` |
+| POST /token ``{email, password}`` | anyone | 200 ``{access_token, token_type, expires_in}`` |
+| GET /me | logged in | 200 ``{id, email, roles}`` |
+| GET /.well-known/jwks.json | anyone | 200 JWKS |
+| POST /keys/rotate | admin | 201 ``{kid, created_at}`` |
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from agora.deps import Admin, CurrentUser, Uow, resources
+from agora.errors import TooManyRequests, Unauthorized
+from identity.application import Identity
+from identity.domain import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidEmail,
+    KeyRotationConflict,
+    LoginLocked,
+    UnknownUser,
+    User,
+    WeakPassword,
+)
+
+# Domain errors and the status each one answers with (the problem's title is the error's first
+# docstring line). LoginLocked and InvalidCredentials are answered below, with their headers.
+ERRORS: dict[type[Exception], int] = {
+    InvalidEmail: 422,
+    WeakPassword: 422,
+    EmailTaken: 409,
+    UnknownUser: 404,
+    KeyRotationConflict: 409,
+}
+
+IDENTITY = "identity"  # the key under which bootstrap leaves the use cases in Resources.extra
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    email: str = Field(max_length=320, examples=["ada@example.com"])
+    password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery"])
+
+
+class UserView(BaseModel):
+    id: str
+    email: str
+    roles: list[str]
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(id=user.id, email=user.email, roles=list(user.roles))
+
+
+class TokenView(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth token type, not a secret)
+    expires_in: int = Field(description="seconds until the token expires")
+
+
+class KeySet(BaseModel):
+    keys: list[dict[str, Any]]
+
+
+class KeyView(BaseModel):
+    kid: str
+    created_at: datetime
+
+
+class LoginFailed(Unauthorized):
+    title = "Invalid email or password"
+
+
+class TooManyLogins(TooManyRequests):
+    title = "Too many failed logins"
+
+
+def identity(request: Request) -> Identity:
+    found: Identity = resources(request).extra[IDENTITY]
+    return found
+
+
+Service = Annotated[Identity, Depends(identity)]
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+router = APIRouter()
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    summary="Register a customer account",
+    responses={409: PROBLEM, 422: PROBLEM},
+)
+async def register(body: Credentials, uow: Uow, service: Service) -> UserView:
+    user = await service.register(uow, body.email, body.password)
+    return UserView.of(user)
+
+
+@router.post(
+    "/token",
+    summary="Log in: exchange email and password for an access token",
+    responses={401: PROBLEM, 429: PROBLEM},
+)
+async def token(body: Credentials, uow: Uow, service: Service, response: Response) -> TokenView:
+    try:
+        issued = await service.log_in(uow, body.email, body.password)
+    except InvalidCredentials as error:
+        raise LoginFailed(str(error)) from error
+    except LoginLocked as error:
+        raise TooManyLogins(str(error), retry_after=error.retry_after.total_seconds()) from error
+    # A token is a credential: no cache may keep it (RFC 6749 5.1).
+    response.headers["Cache-Control"] = "no-store"
+    return TokenView(access_token=issued.access_token, expires_in=issued.expires_in)
+
+
+@router.get("/me", summary="The account the access token belongs to", responses={401: PROBLEM})
+async def me(user: CurrentUser, uow: Uow, service: Service) -> UserView:
+    return UserView.of(await service.me(uow, user.id))
+
+
+@router.get("/.well-known/jwks.json", summary="The public keys that verify access tokens")
+async def jwks(uow: Uow, service: Service) -> KeySet:
+    return KeySet.model_validate(await service.key_set(uow))
+
+
+@router.post(
+    "/keys/rotate",
+    status_code=201,
+    summary="Make a new signing key; the previous ones verify until their tokens expire",
+    responses={401: PROBLEM, 403: PROBLEM, 409: PROBLEM},
+)
+async def rotate_keys(_admin: Admin, uow: Uow, service: Service) -> KeyView:
+    key = await service.rotate_keys(uow)
+    return KeyView(kid=key.kid, created_at=key.created_at)

@@ -1,0 +1,52 @@
+"""Users, signing keys and the login throttle's failure counts.
+
+Revision ID: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "users",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("email", sa.String(254), nullable=False),
+        sa.Column("password_hash", sa.String(255), nullable=False),
+        sa.Column("roles", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("email", name="uq_users_email"),
+    )
+    op.create_table(
+        "signing_keys",
+        sa.Column("kid", sa.String(64), primary_key=True),
+        sa.Column("generation", sa.Integer, nullable=False),
+        sa.Column("private_key_pem", sa.Text, nullable=False),
+        sa.Column("public_jwk", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retire_at", sa.DateTime(timezone=True), nullable=True),
+        # Two replicas creating the first key, or two rotations at once, cannot both win.
+        sa.UniqueConstraint("generation", name="uq_signing_keys_generation"),
+    )
+    op.create_table(
+        "login_failures",
+        sa.Column("email", sa.String(320), primary_key=True),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lockouts", sa.Integer, nullable=False),
+        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_login_failures_last_failure_at", "login_failures", ["last_failure_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_login_failures_last_failure_at", table_name="login_failures")
+    op.drop_table("login_failures")
+    op.drop_table("signing_keys")
+    op.drop_table("users")

@@ -1,0 +1,61 @@
+"""identity's settings: its own (``AGORA_IDENTITY_*``) and the admin account (``AGORA_ADMIN_*``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+
+from agora.settings import ServiceSettings
+from identity.domain import WeakPassword, check_password
+
+DEFAULT_ADMIN_EMAIL = "admin@agora.local"
+DEFAULT_ADMIN_PASSWORD = "agora-admin-password"  # noqa: S105 (the documented local default)
+
+
+class IdentitySettings(ServiceSettings):
+    service_name: ClassVar[str] = "identity"
+    model_config = ServiceSettings.prefixed("AGORA_IDENTITY_")
+
+    # The admin account created at first start. The names are shared, un-prefixed ones: the
+    # operator sets them once for the whole system (README).
+    admin_email: str = Field(
+        default=DEFAULT_ADMIN_EMAIL,
+        validation_alias=AliasChoices("AGORA_ADMIN_EMAIL", "admin_email"),
+    )
+    admin_password: SecretStr = Field(
+        default=SecretStr(DEFAULT_ADMIN_PASSWORD),
+        validation_alias=AliasChoices("AGORA_ADMIN_PASSWORD", "admin_password"),
+    )
+
+    # How long an access token is valid, in seconds.
+    token_lifetime: int = Field(default=3600, ge=60, le=24 * 3600)
+
+    # The login throttle (identity.domain.LoginPolicy): failures within the window lock the email
+    # for lock_seconds, doubling with each further lock up to lock_max_seconds.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: float = Field(default=300.0, gt=0)
+    login_lock_seconds: float = Field(default=60.0, gt=0)
+    login_lock_max_seconds: float = Field(default=900.0, gt=0)
+
+    # argon2id cost (RFC 9106's second recommended option, argon2-cffi's default). Tests may lower
+    # it; production should not.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _no_default_admin_password_in_production(self) -> IdentitySettings:
+        if self.profile != "production":
+            return self
+        password = self.admin_password.get_secret_value()
+        if password == DEFAULT_ADMIN_PASSWORD:
+            raise ValueError(
+                "AGORA_ADMIN_PASSWORD is still the published default; the production profile "
+                "needs an admin password of its own"
+            )
+        try:
+            check_password(password, self.admin_email.strip().lower())
+        except WeakPassword as error:
+            raise ValueError(f"AGORA_ADMIN_PASSWORD is too weak for production: {error}") from error
+        return self
