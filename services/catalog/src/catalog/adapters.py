@@ -1,0 +1,220 @@
+"""Storage of the catalogue in SQL (SQLite or PostgreSQL), and the seed file shipped with it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from catalog.application import CategorySummary, CreateProduct, Listing, Seed
+from catalog.domain import Category, Product, ProductExists, name_key, search_text
+
+metadata = MetaData()
+
+
+def sort_text(length: int) -> String:
+    """Text compared byte by byte (code point order) on both stores, as Python compares it.
+
+    PostgreSQL's default collation orders by locale rules that SQLite and the cursor do not
+    share; "C" makes ``ORDER BY`` and the keyset comparison agree everywhere.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+categories = Table(
+    "categories",
+    metadata,
+    Column("slug", String(64), primary_key=True),
+    Column("name", String(100), nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("category", String(64), ForeignKey("categories.slug"), nullable=False),
+    Column("image_url", String(2048), nullable=True),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Derived from name and description on every write (domain.name_key, domain.search_text).
+    Column("name_key", sort_text(200), nullable=False),
+    Column("search_text", Text, nullable=False),
+    Index("ix_products_name_key", "name_key", "sku"),
+    Index("ix_products_price", "price", "sku"),
+    Index("ix_products_category_name_key", "category", "name_key", "sku"),
+    Index("ix_products_category_price", "category", "price", "sku"),
+)
+
+seeds = Table(
+    "seeds",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+PRODUCT_COLUMNS = (
+    products.c.sku,
+    products.c.name,
+    products.c.description,
+    products.c.price,
+    products.c.currency,
+    products.c.category,
+    products.c.image_url,
+    products.c.active,
+    products.c.created_at,
+    products.c.updated_at,
+)
+_BY_SKU = select(*PRODUCT_COLUMNS).where(products.c.sku == bindparam("sku"))
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite keeps no time zone; every stored moment is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _product(row: Row[*tuple[Any, ...]]) -> Product:
+    return Product(
+        sku=row.sku,
+        name=row.name,
+        description=row.description,
+        price=row.price,
+        currency=row.currency,
+        category=row.category,
+        image_url=row.image_url,
+        active=row.active,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _values(product: Product) -> dict[str, Any]:
+    return {
+        "name": product.name,
+        "description": product.description,
+        "price": product.price,
+        "currency": product.currency,
+        "category": product.category,
+        "image_url": product.image_url,
+        "active": product.active,
+        "created_at": product.created_at,
+        "updated_at": product.updated_at,
+        "name_key": name_key(product.name),
+        "search_text": search_text(product.name, product.description),
+    }
+
+
+class SqlCatalogue:
+    """The :class:`catalog.application.Catalogue` port over one SQLAlchemy session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, sku: str, *, for_update: bool = False) -> Product | None:
+        statement = _BY_SKU.with_for_update() if for_update else _BY_SKU
+        row = self.session.execute(statement, {"sku": sku}).first()
+        return None if row is None else _product(row)
+
+    def add(self, product: Product) -> None:
+        try:
+            self.session.execute(products.insert().values(sku=product.sku, **_values(product)))
+        except IntegrityError as error:
+            # Two admins creating one sku at the same moment: the second insert loses.
+            raise ProductExists(f"a product with sku {product.sku!r} already exists") from error
+
+    def save(self, product: Product) -> None:
+        self.session.execute(
+            products.update().where(products.c.sku == product.sku).values(**_values(product))
+        )
+
+    def has_category(self, slug: str) -> bool:
+        found = self.session.execute(
+            select(categories.c.slug).where(categories.c.slug == slug)
+        ).first()
+        return found is not None
+
+    def add_category(self, category: Category) -> None:
+        self.session.execute(categories.insert().values(slug=category.slug, name=category.name))
+
+    def categories(self) -> list[CategorySummary]:
+        count = func.count(products.c.sku)
+        statement = (
+            select(categories.c.slug, categories.c.name, count)
+            .select_from(
+                categories.outerjoin(
+                    products,
+                    (products.c.category == categories.c.slug) & products.c.active.is_(True),
+                )
+            )
+            .group_by(categories.c.slug, categories.c.name)
+            .order_by(categories.c.name, categories.c.slug)
+        )
+        return [
+            CategorySummary(slug=slug, name=name, product_count=n)
+            for slug, name, n in self.session.execute(statement)
+        ]
+
+    def listing(self, listing: Listing, limit: int) -> list[Product]:
+        key = products.c.price if listing.sort.by_price else products.c.name_key
+        statement = select(*PRODUCT_COLUMNS).where(products.c.active.is_(True))
+        if listing.category is not None:
+            statement = statement.where(products.c.category == listing.category)
+        for word in listing.words:
+            statement = statement.where(products.c.search_text.contains(word, autoescape=True))
+        if listing.after is not None:
+            position = tuple_(key, products.c.sku)
+            after = tuple_(listing.after.key, listing.after.sku)
+            statement = statement.where(
+                position < after if listing.sort.descending else position > after
+            )
+        if listing.sort.descending:
+            statement = statement.order_by(key.desc(), products.c.sku.desc())
+        else:
+            statement = statement.order_by(key.asc(), products.c.sku.asc())
+        rows = self.session.execute(statement.limit(limit))
+        return [_product(row) for row in rows]
+
+    def claim_seed(self, name: str, now: datetime) -> bool:
+        dialect = self.session.get_bind().dialect.name
+        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        result = self.session.execute(
+            insert(seeds).values(name=name, applied_at=now).on_conflict_do_nothing()
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def load_seed(name: str = "seed.json") -> Seed:
+    """The starting catalogue shipped inside the package (``catalog/seed.json``)."""
+    document = json.loads(resources.files("catalog").joinpath(name).read_text("utf-8"))
+    return Seed(
+        name=document["name"],
+        categories=[Category.create(c["slug"], c["name"]) for c in document["categories"]],
+        products=[CreateProduct(**entry) for entry in document["products"]],
+    )

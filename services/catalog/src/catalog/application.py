@@ -1,0 +1,185 @@
+"""The catalogue's use cases: one transaction each, over a ``Catalogue`` port.
+
+Handlers are plain functions ``handler(session, store, ...)``: ``store`` turns the unit of work's
+session into a :class:`Catalogue` (the SQL one in production, an in-memory one in unit tests), so
+this module names no table and no concrete adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from catalog.domain import (
+    Category,
+    Cursor,
+    Product,
+    ProductExists,
+    ProductNotFound,
+    Sort,
+    UnknownCategory,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CategorySummary:
+    slug: str
+    name: str
+    product_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A request for one page of active products."""
+
+    sort: Sort
+    limit: int
+    category: str | None = None
+    words: tuple[str, ...] = ()
+    after: Cursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Product]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateProduct:
+    sku: str
+    name: str
+    description: str
+    price: int
+    currency: str
+    category: str
+    image_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """A starting catalogue, loaded once into an empty database."""
+
+    name: str
+    categories: Sequence[Category]
+    products: Sequence[CreateProduct]
+
+
+class Catalogue(Protocol):
+    """What the handlers need from storage, within the current transaction."""
+
+    def get(self, sku: str, *, for_update: bool = False) -> Product | None: ...
+
+    def add(self, product: Product) -> None:
+        """Store a new product; :class:`ProductExists` when its sku is taken."""
+
+    def save(self, product: Product) -> None: ...
+
+    def has_category(self, slug: str) -> bool: ...
+
+    def add_category(self, category: Category) -> None: ...
+
+    def categories(self) -> list[CategorySummary]:
+        """Every category with the number of its active products, by name."""
+
+    def listing(self, listing: Listing, limit: int) -> list[Product]:
+        """Up to ``limit`` active products matching ``listing``, in its order, after its cursor."""
+
+    def claim_seed(self, name: str, now: datetime) -> bool:
+        """Record that seed ``name`` is loaded; False when it was already (or is being) loaded."""
+
+
+Store = Callable[[Session], Catalogue]
+
+
+def get_product(session: Session, store: Store, sku: str) -> Product:
+    product = store(session).get(sku)
+    if product is None:
+        raise ProductNotFound(f"there is no product with sku {sku!r}")
+    return product
+
+
+def list_products(session: Session, store: Store, listing: Listing) -> Page:
+    # One row more than the page shows whether another page follows.
+    rows = store(session).listing(listing, listing.limit + 1)
+    items = rows[: listing.limit]
+    more = len(rows) > listing.limit
+    next_cursor = Cursor.after(items[-1], listing.sort).encode() if more else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def list_categories(session: Session, store: Store) -> list[CategorySummary]:
+    return store(session).categories()
+
+
+def create_product(session: Session, store: Store, command: CreateProduct) -> Product:
+    catalogue = store(session)
+    product = Product.create(
+        sku=command.sku,
+        name=command.name,
+        description=command.description,
+        price=command.price,
+        currency=command.currency,
+        category=command.category,
+        image_url=command.image_url,
+        now=_now(),
+    )
+    if not catalogue.has_category(product.category):
+        raise UnknownCategory(f"there is no category {product.category!r}")
+    if catalogue.get(product.sku) is not None:
+        raise ProductExists(f"a product with sku {product.sku!r} already exists")
+    catalogue.add(product)
+    return product
+
+
+def change_product(session: Session, store: Store, sku: str, changes: dict[str, Any]) -> Product:
+    """Apply ``changes``: any of name, description, price, currency, category, image_url, active."""
+    catalogue = store(session)
+    product = catalogue.get(sku, for_update=True)
+    if product is None:
+        raise ProductNotFound(f"there is no product with sku {sku!r}")
+    changed = product.change(changes, now=_now())
+    if changed.category != product.category and not catalogue.has_category(changed.category):
+        raise UnknownCategory(f"there is no category {changed.category!r}")
+    if changed is not product:
+        catalogue.save(changed)
+    return changed
+
+
+def seed_catalogue(session: Session, store: Store, seed: Seed) -> bool:
+    """Load ``seed`` unless it was loaded before; True when this call loaded it.
+
+    Safe when replicas start together: the claim is a row insert that only one transaction can
+    make, and the others wait for it and then find the seed recorded.
+    """
+    catalogue = store(session)
+    now = _now()
+    if not catalogue.claim_seed(seed.name, now):
+        return False
+    for category in seed.categories:
+        if not catalogue.has_category(category.slug):
+            catalogue.add_category(category)
+    for command in seed.products:
+        product = Product.create(
+            sku=command.sku,
+            name=command.name,
+            description=command.description,
+            price=command.price,
+            currency=command.currency,
+            category=command.category,
+            image_url=command.image_url,
+            now=now,
+        )
+        if not catalogue.has_category(product.category):
+            raise UnknownCategory(f"the seed's product {product.sku} names no seeded category")
+        if catalogue.get(product.sku) is None:
+            catalogue.add(product)
+    return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,74 @@
+"""The catalog's composition root: the one place that picks the SQL store and the seed file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+
+from agora.app import Hook, Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.migrations import upgrade
+from catalog import application, entrypoints
+from catalog.adapters import SqlCatalogue, load_seed
+from catalog.domain import (
+    InvalidCursor,
+    InvalidProduct,
+    ProductExists,
+    ProductNotFound,
+    UnknownCategory,
+)
+from catalog.settings import CatalogSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+ERRORS: dict[type[Exception], int] = {
+    ProductNotFound: 404,
+    ProductExists: 409,
+    InvalidProduct: 422,
+    UnknownCategory: 422,
+    InvalidCursor: 400,
+}
+
+DESCRIPTION = """Products, categories and prices.
+
+Anyone may list and read products; creating and changing them needs the admin role. Listings
+show active products only, page with an opaque cursor, and answer an unknown category with an
+empty list.
+"""
+
+log = structlog.get_logger("catalog")
+
+
+async def seed_catalogue(resources: Resources) -> None:
+    """Load the shipped starting catalogue into an empty database (once, whoever starts first)."""
+    assert resources.uow is not None
+    seed = load_seed()
+    loaded = await resources.uow.run(application.seed_catalogue, SqlCatalogue, seed)
+    log.info("seed", name=seed.name, loaded=loaded, products=len(seed.products))
+
+
+def create_app(
+    settings: CatalogSettings | None = None, *, verifier: TokenVerifier | None = None
+) -> FastAPI:
+    settings = settings or CatalogSettings()
+    on_startup: list[Hook] = [seed_catalogue] if settings.seed else []
+    app = create_service_app(
+        settings,
+        title="Agora catalog",
+        description=DESCRIPTION,
+        routers=[entrypoints.router],
+        migrations=MIGRATIONS,
+        errors=ERRORS,
+        on_startup=on_startup,
+        verifier=verifier,
+    )
+    store: application.Store = SqlCatalogue
+    app.state.resources.extra[entrypoints.STORE] = store
+    return app
+
+
+def migrate(settings: CatalogSettings | None = None) -> None:
+    settings = settings or CatalogSettings()
+    upgrade(settings.database_url, MIGRATIONS)

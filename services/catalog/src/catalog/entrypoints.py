@@ -1,0 +1,210 @@
+"""The catalog's HTTP routes: parse, run one handler, answer.
+
+Reads are the hot path (a storefront opens products far more often than anyone changes them), so
+the read routes run one query and serialize the answer once, straight to bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from agora.db import UnitOfWork
+from agora.deps import Admin
+from agora.errors import ServiceUnavailable
+from catalog import application
+from catalog.application import CategorySummary, CreateProduct, Listing
+from catalog.domain import (
+    CURRENCY_PATTERN,
+    DESCRIPTION_MAX,
+    IMAGE_URL_MAX,
+    NAME_MAX,
+    PAGE_DEFAULT,
+    PRICE_MAX,
+    SKU_PATTERN,
+    SLUG_MAX,
+    SLUG_PATTERN,
+    Cursor,
+    Product,
+    Sort,
+    page_size,
+    search_words,
+)
+
+JSON = "application/json"
+STORE = "catalog.store"
+
+router = APIRouter(tags=["catalog"])
+
+
+# Both dependencies are coroutines on purpose: FastAPI runs a plain ``def`` dependency in a worker
+# thread, a hop that costs more than the whole product lookup. (agora.deps.unit_of_work is a plain
+# def, hence this service's own ``Uow``.)
+async def store(request: Request) -> application.Store:
+    found: application.Store = request.app.state.resources.extra[STORE]
+    return found
+
+
+async def unit_of_work(request: Request) -> UnitOfWork:
+    uow: UnitOfWork | None = request.app.state.resources.uow
+    if uow is None:
+        raise ServiceUnavailable("the catalog has no database")
+    return uow
+
+
+Store = Annotated[application.Store, Depends(store)]
+Uow = Annotated[UnitOfWork, Depends(unit_of_work)]
+
+
+class ProductOut(BaseModel):
+    """A product as clients see it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    sku: str
+    name: str
+    description: str
+    price: int = Field(description="Price in minor units of `currency` (cents for EUR).")
+    currency: str = Field(description="ISO 4217 code.")
+    category: str = Field(description="Slug of the product's category.")
+    image_url: str | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class CategoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    slug: str
+    name: str
+    product_count: int = Field(description="How many active products the category holds.")
+
+
+class NewProduct(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sku: str = Field(pattern=SKU_PATTERN, description="Upper-case letters, digits and '-'.")
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    description: str = Field(max_length=DESCRIPTION_MAX)
+    price: int = Field(gt=0, le=PRICE_MAX, description="Minor units of `currency`.")
+    currency: str = Field(pattern=CURRENCY_PATTERN, description="ISO 4217 code in use.")
+    category: str = Field(pattern=SLUG_PATTERN, max_length=SLUG_MAX)
+    image_url: str | None = Field(
+        default=None,
+        max_length=IMAGE_URL_MAX,
+        description="An http(s) URL, or a path on the shop's site such as /static/products/X.svg.",
+    )
+
+
+class ProductChanges(BaseModel):
+    """The fields to change; those left out keep their values. The sku cannot change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    price: int | None = Field(default=None, gt=0, le=PRICE_MAX)
+    currency: str | None = Field(default=None, pattern=CURRENCY_PATTERN)
+    category: str | None = Field(default=None, pattern=SLUG_PATTERN, max_length=SLUG_MAX)
+    image_url: str | None = Field(default=None, max_length=IMAGE_URL_MAX)
+    active: bool | None = Field(default=None, description="false hides it from listings.")
+
+
+class ListQuery(BaseModel):
+    """The listing's query string. An empty value (``?q=``) means the parameter is not given."""
+
+    category: str | None = Field(
+        default=None,
+        max_length=SLUG_MAX,
+        description="Slug of a category; an unknown one gives an empty list, not an error.",
+    )
+    q: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Search words; each must occur in the name or description (any case).",
+    )
+    sort: Sort = Sort.NAME
+    limit: int = Field(
+        default=PAGE_DEFAULT, ge=1, description="Page size; more than 100 is served as 100."
+    )
+    cursor: str | None = Field(
+        default=None, max_length=512, description="The `next_cursor` of the previous page."
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value
+
+
+_PRODUCT = TypeAdapter(ProductOut)
+_PAGE = TypeAdapter(ProductPage)
+_CATEGORIES = TypeAdapter(list[CategoryOut])
+
+
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def _product(product: Product, status: int = 200) -> Response:
+    body = _PRODUCT.dump_json(ProductOut.model_validate(product))
+    headers = {"Location": f"/products/{product.sku}"} if status == 201 else None
+    return _json(body, status, headers)
+
+
+@router.get("/products", response_model=ProductPage)
+async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, store: Store) -> Response:
+    """Active products, one page at a time, in a stable order (keyset paging)."""
+    listing = Listing(
+        sort=query.sort,
+        limit=page_size(query.limit),
+        category=query.category,
+        words=search_words(query.q),
+        after=Cursor.decode(query.cursor, query.sort) if query.cursor else None,
+    )
+    page = await uow.query(application.list_products, store, listing)
+    items = [ProductOut.model_validate(product) for product in page.items]
+    return _json(_PAGE.dump_json(ProductPage(items=items, next_cursor=page.next_cursor)))
+
+
+@router.get("/products/{sku}", response_model=ProductOut)
+async def get_product(sku: str, uow: Uow, store: Store) -> Response:
+    """One product by sku, also when it is inactive (its `active` says so)."""
+    return _product(await uow.query(application.get_product, store, sku))
+
+
+@router.post("/products", status_code=201, response_model=ProductOut)
+async def create_product(body: NewProduct, uow: Uow, store: Store, _admin: Admin) -> Response:
+    """Add a product (admin only). It starts active."""
+    command = CreateProduct(**body.model_dump())
+    return _product(await uow.run(application.create_product, store, command), 201)
+
+
+@router.patch("/products/{sku}", response_model=ProductOut)
+async def change_product(
+    sku: str, body: ProductChanges, uow: Uow, store: Store, _admin: Admin
+) -> Response:
+    """Change any of a product's fields but its sku (admin only); `active: false` hides it."""
+    changes = body.model_dump(exclude_unset=True)
+    return _product(await uow.run(application.change_product, store, sku, changes))
+
+
+@router.get("/categories", response_model=list[CategoryOut])
+async def list_categories(uow: Uow, store: Store) -> Response:
+    """Every category, by name, with how many active products it holds."""
+    found: list[CategorySummary] = await uow.query(application.list_categories, store)
+    return _json(_CATEGORIES.dump_json([CategoryOut.model_validate(c) for c in found]))
