@@ -1,0 +1,258 @@
+"""The ``agora`` command: start the whole system, one service, its migrations; see and reset it.
+
+``agora up`` runs every service of the topology and the gateway (see :mod:`agora.runner`);
+``agora serve`` and ``agora migrate`` are what ``agora up`` runs for each child, and what a
+container runs as its entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from agora.logs import configure_logging
+from agora.ports import LOOPBACK, NoFreePort
+from agora.runner import (
+    GATEWAY,
+    Layout,
+    Runner,
+    RunState,
+    UpOptions,
+    check_health,
+    env_prefix,
+    parse_scale,
+    running_state,
+)
+from agora.settings import ServiceSettings
+from agora.topology import Topology, find_topology_file, load_topology
+
+app = typer.Typer(
+    name="agora",
+    help="Run Agora: every service and the gateway on this machine, or one of them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(Text(message, style="bold red"))
+    return typer.Exit(code)
+
+
+def _topology(path: Path | None = None) -> tuple[Path, Topology]:
+    try:
+        path = (path or find_topology_file()).resolve()
+        return path, load_topology(path)
+    except FileNotFoundError as error:
+        raise _fail(str(error), 2) from None
+    except (ValidationError, ValueError) as error:
+        raise _fail(f"{path} is not a valid topology:\n{error}", 2) from None
+
+
+def _module_of(topology: Topology, name: str) -> Any:
+    if name == GATEWAY:
+        module = topology.gateway.module
+    elif name in topology.services:
+        module = topology.services[name].module
+    else:
+        known = ", ".join([*topology.services, GATEWAY])
+        raise _fail(f"there is no service {name!r} in the topology (known: {known})", 2)
+    return importlib.import_module(module)
+
+
+Name = Annotated[str, typer.Argument(help="A service of the topology, or `gateway`.")]
+
+
+@app.command()
+def serve(
+    name: Name,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    replica: Annotated[int | None, typer.Option(help="Which replica this process is.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on (default 127.0.0.1; the gateway may open more)."),
+    ] = None,
+) -> None:
+    """Run one service (or the gateway) in this process."""
+    _, topology = _topology()
+    # The app reads its settings from the environment; the options are set there, so the
+    # settings and the socket agree on where the service is.
+    prefix = env_prefix(name)
+    if port is not None:
+        os.environ[f"{prefix}PORT"] = str(port)
+    if host is not None:
+        os.environ[f"{prefix}HOST"] = host
+    if replica is not None:
+        os.environ["AGORA_REPLICA"] = str(replica)
+    module = _module_of(topology, name)
+    application = module.create_app()
+    bind_host, bind_port = _address(application, name, topology)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=bind_host,
+            port=bind_port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            # The chassis has configured JSON logs, and it logs each request itself.
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _address(application: Any, name: str, topology: Topology) -> tuple[str, int]:
+    resources = getattr(application.state, "resources", None)
+    settings = getattr(resources, "settings", None)
+    if isinstance(settings, ServiceSettings):
+        return settings.host, settings.port
+    prefix = env_prefix(name)
+    default_port = topology.gateway.port if name == GATEWAY else 8080
+    return (
+        os.environ.get(f"{prefix}HOST", LOOPBACK),
+        int(os.environ.get(f"{prefix}PORT", default_port)),
+    )
+
+
+@app.command()
+def migrate(name: Name) -> None:
+    """Bring a service's database up to date."""
+    _, topology = _topology()
+    if name == GATEWAY:
+        raise _fail("the gateway has no database", 2)
+    module = _module_of(topology, name)
+    configure_logging(name)
+    module.migrate()
+
+
+@app.command()
+def up(
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", help="The gateway's port (default 8000 when free)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="The gateway's address; services always stay on 127.0.0.1.")
+    ] = LOOPBACK,
+    scale: Annotated[
+        list[str] | None,
+        typer.Option(help="SERVICE=N: run N replicas of a service (repeatable)."),
+    ] = None,
+    topology_file: Annotated[
+        Path | None, typer.Option("--topology", help="The topology file (default: found).")
+    ] = None,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds each process has to answer /readyz.")
+    ] = 60.0,
+) -> None:
+    """Start every service and the gateway, and keep them running until Ctrl-C or SIGTERM.
+
+    Data and logs live under .agora/ in the working directory.
+    """
+    path, topology = _topology(topology_file)
+    try:
+        replicas = parse_scale(scale or [], topology.services)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--scale") from None
+    options = UpOptions(
+        directory=Path.cwd(),
+        topology_path=path,
+        topology=topology,
+        port=port,
+        host=host,
+        scale=replicas,
+        ready_timeout=ready_timeout,
+    )
+    try:
+        code = asyncio.run(Runner(options, console).run())
+    except NoFreePort as error:
+        raise _fail(str(error)) from None
+    raise typer.Exit(code)
+
+
+def _not_running(layout: Layout) -> typer.Exit:
+    stale = RunState.read(layout)
+    where = layout.root.parent
+    if stale is not None:
+        return _fail(
+            f"No Agora system is running in {where}: the last one (pid {stale.runner_pid}) "
+            "did not stop cleanly. Start it again with `agora up`."
+        )
+    return _fail(f"No Agora system is running in {where}. Start one with `agora up`.")
+
+
+@app.command()
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print [{service, replica, pid, port, healthy}].")
+    ] = False,
+) -> None:
+    """Show each process of the system running in this directory, its port and its health."""
+    layout = Layout.of(Path.cwd())
+    state = running_state(layout)
+    if state is None:
+        raise _not_running(layout)
+    health = asyncio.run(check_health(state))
+    if as_json:
+        sys.stdout.write(json.dumps([h.as_json() for h in health]) + "\n")
+        return
+    table = Table(title=f"Agora in {layout.root.parent}", title_justify="left")
+    for column in ("service", "replica", "pid", "port", "healthy"):
+        table.add_column(column)
+    for h in health:
+        table.add_row(
+            h.service,
+            str(h.replica),
+            str(h.pid),
+            str(h.port),
+            Text("yes", style="green") if h.healthy else Text("no", style="bold red"),
+        )
+    console.print(table)
+    if state.gateway_url:
+        console.print(f"Gateway: {state.gateway_url}")
+
+
+@app.command()
+def reset() -> None:
+    """Delete .agora/ (data and logs) in this directory; refused while the system runs."""
+    layout = Layout.of(Path.cwd())
+    state = running_state(layout)
+    if state is not None:
+        raise _fail(
+            f"Agora is running in {layout.root.parent} (pid {state.runner_pid}): stop it first "
+            f"(Ctrl-C where it runs, or kill -TERM {state.runner_pid}), then reset."
+        )
+    if not layout.root.exists():
+        console.print(f"Nothing to delete: {layout.root} does not exist.")
+        return
+    shutil.rmtree(layout.root)
+    console.print(f"Deleted {layout.root} (data and logs).")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+"""``agora up``: every service of the topology as its own process, then the gateway.
+
+The runner picks free ports, migrates each service once, starts its replicas and waits for their
+``/readyz`` (in dependency order), then starts the gateway. The supervisor keeps the children
+running (restarting the ones that die, with backoff) and streams their output, prefixed and
+coloured, copying it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops
+them all. ``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from agora.ports import (
+    LOOPBACK,
+    NoFreePort,
+    gateway_port,
+    pick_ports,
+    port_is_free,
+    scan_start,
+    service_port_window,
+)
+from agora.supervisor import Output, Process, Supervisor, describe_exit
+from agora.topology import Service, Topology
+
+GATEWAY = "gateway"
+MAX_REPLICAS = 16
+# Colours per service, in topology order; the gateway and the runner have their own.
+PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
+GATEWAY_COLOUR = "bright_white"
+
+
+class StartupError(RuntimeError):
+    """The system could not be started; the message says which process and where its log is."""
+
+
+# -- what is where ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where ``agora up`` keeps a system's files: ``.agora/`` in the directory it runs from."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, directory: Path) -> Layout:
+        return cls(directory.resolve() / ".agora")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    def log_file(self, service: str, replica: int | str) -> Path:
+        return self.logs / f"{service}-{replica}.log"
+
+
+class ProcessState(BaseModel):
+    service: str
+    replica: int
+    pid: int | None
+    port: int
+    url: str
+    log: str
+
+
+class RunState(BaseModel):
+    """The contents of ``.agora/state.json`` while a system runs."""
+
+    runner_pid: int
+    started_at: float
+    gateway_url: str | None = None
+    processes: list[ProcessState] = []
+
+    @classmethod
+    def read(cls, layout: Layout) -> RunState | None:
+        try:
+            return cls.model_validate_json(layout.state_file.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def write(self, layout: Layout) -> None:
+        # Written aside and renamed, so that a reader never sees half a file.
+        partial = layout.state_file.with_suffix(".json.partial")
+        partial.write_text(self.model_dump_json(indent=2))
+        partial.replace(layout.state_file)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of ours with this pid exists (another user's does not count)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def running_state(layout: Layout) -> RunState | None:
+    """The state of the system running in this layout, or None when none runs there."""
+    state = RunState.read(layout)
+    if state is None or not pid_alive(state.runner_pid):
+        return None
+    return state
+
+
+def env_prefix(name: str) -> str:
+    """The settings prefix of a service or of the gateway: ``AGORA_CATALOG_``."""
+    return f"AGORA_{name.upper().replace('-', '_')}_"
+
+
+def parse_scale(values: Iterable[str], services: Collection[str]) -> dict[str, int]:
+    """``["catalog=2"]`` -> ``{"catalog": 2}``; a clear ValueError for anything else."""
+    scale: dict[str, int] = {}
+    for value in values:
+        name, equals, count = value.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise ValueError(f"--scale takes SERVICE=N, such as catalog=2; got {value!r}")
+        if name == GATEWAY:
+            raise ValueError("the gateway runs once; only services can be scaled")
+        if name not in services:
+            known = ", ".join(sorted(services))
+            raise ValueError(f"--scale {value}: there is no service {name!r} (services: {known})")
+        try:
+            replicas = int(count)
+        except ValueError:
+            raise ValueError(f"--scale {value}: {count!r} is not a whole number") from None
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise ValueError(f"--scale {value}: replicas must be from 1 to {MAX_REPLICAS}")
+        scale[name] = replicas
+    return scale
+
+
+# -- agora up ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    directory: Path
+    topology_path: Path
+    topology: Topology
+    port: int | None = None
+    host: str = LOOPBACK
+    scale: Mapping[str, int] = field(default_factory=dict)
+    ready_timeout: float = 60.0
+    python: str = sys.executable
+
+
+def child_argv(python: str, *args: str) -> list[str]:
+    return [python, "-m", "agora.cli", *args]
+
+
+class Runner:
+    """One ``agora up``: plans ports, starts the system in order, keeps it up, stops it."""
+
+    def __init__(self, options: UpOptions, console: Console) -> None:
+        self.options = options
+        self.layout = Layout.of(options.directory)
+        self.topology = options.topology.with_replicas(dict(options.scale))
+        self.output = Output(console)
+        self.console = console
+        self.supervisor = Supervisor(self.output, on_start=lambda _: self._save_state())
+        self.state = RunState(runner_pid=os.getpid(), started_at=time.time())
+
+    async def run(self) -> int:
+        """Run the system until SIGINT or SIGTERM. 0 when stopped so, 1 when it could not start."""
+        if (other := running_state(self.layout)) is not None:
+            self.output.say(
+                f"Agora is already running in {self.options.directory} "
+                f"(runner pid {other.runner_pid}); see `agora status`",
+                "bold red",
+            )
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        self.layout.data.mkdir(parents=True, exist_ok=True)
+        self.layout.logs.mkdir(parents=True, exist_ok=True)
+        self._save_state()
+        startup = asyncio.create_task(self._start_all())
+        stopped = asyncio.create_task(stop.wait())
+        code = 0
+        try:
+            await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if startup.done():
+                startup.result()
+                await stopped
+            self.output.say("stopping every process", "bold")
+        except (StartupError, NoFreePort) as error:
+            self.output.say(str(error), "bold red")
+            code = 1
+        finally:
+            for task in (startup, stopped):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StartupError, NoFreePort):
+                    await task
+            await self.supervisor.stop()
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.state_file.unlink()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        self.output.say("stopped" if code == 0 else "stopped after a failed start", "bold")
+        return code
+
+    # The plan: which process listens where.
+
+    def _plan(self) -> tuple[int, dict[str, list[int]]]:
+        options = self.options
+        default = self.topology.gateway.port
+        gateway = gateway_port(
+            options.port, default=default, is_free=lambda p: port_is_free(p, options.host)
+        )
+        if options.port is None and gateway != default:
+            self.output.say(
+                f"port {default} is taken; the gateway listens on port {gateway} instead",
+                "bold yellow",
+            )
+        window = service_port_window()
+        services = self.topology.start_order()
+        ports = pick_ports(
+            sum(s.replicas for s in services),
+            start=scan_start(str(self.layout.root), window),
+            window=window,
+            avoid={gateway},
+        )
+        plan: dict[str, list[int]] = {}
+        for service in services:
+            plan[service.name], ports = ports[: service.replicas], ports[service.replicas :]
+        return gateway, plan
+
+    def _base_env(self, plan: Mapping[str, list[int]]) -> dict[str, str]:
+        urls = {
+            name: [f"http://{LOOPBACK}:{port}" for port in ports] for name, ports in plan.items()
+        }
+        return {
+            **os.environ,
+            "AGORA_DATA_DIR": str(self.layout.data),
+            "AGORA_TOPOLOGY": str(self.options.topology_path.resolve()),
+            "AGORA_SERVICE_URLS": json.dumps(urls),
+            # Children's lines reach the runner as they are written, not when a buffer fills.
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _process(
+        self, name: str, replica: int, port: int, host: str, colour: str, env: Mapping[str, str]
+    ) -> Process:
+        prefix = env_prefix(name)
+        argv = child_argv(
+            self.options.python, "serve", name, "--port", str(port), "--replica", str(replica)
+        )
+        return Process(
+            service=name,
+            replica=replica,
+            argv=argv,
+            env={
+                **env,
+                "AGORA_REPLICA": str(replica),
+                f"{prefix}PORT": str(port),
+                f"{prefix}HOST": host,
+            },
+            log_path=self.layout.log_file(name, replica),
+            colour=colour,
+            port=port,
+            url=f"http://{_reachable_host(host)}:{port}",
+        )
+
+    # Starting.
+
+    async def _start_all(self) -> None:
+        gateway, plan = self._plan()
+        env = self._base_env(plan)
+        services = self.topology.start_order()
+        colours = {s.name: PALETTE[i % len(PALETTE)] for i, s in enumerate(self.topology)}
+        self.output.make_room(
+            [
+                *(f"{s.name}[{i}]" for s in services for i in range(s.replicas)),
+                *(f"{s.name}[migrate]" for s in services),
+                f"{GATEWAY}[0]",
+            ]
+        )
+        async with aiohttp.ClientSession() as session:
+            ready = {service.name: asyncio.Event() for service in services}
+
+            async def bring_up(service: Service) -> None:
+                colour = colours[service.name]
+                # Migrations need no other service, so they run while the dependencies start.
+                await self._migrate(service.name, colour, env)
+                for dependency in service.depends_on:
+                    await ready[dependency].wait()
+                replicas = [
+                    self._process(service.name, i, port, LOOPBACK, colour, env)
+                    for i, port in enumerate(plan[service.name])
+                ]
+                for process in replicas:
+                    await self.supervisor.start(process)
+                await asyncio.gather(*(self._wait_ready(session, p) for p in replicas))
+                ready[service.name].set()
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for service in services:
+                        group.create_task(bring_up(service))
+            except* StartupError as failed:
+                # The first failure is the one to show; the others were cancelled because of it.
+                raise _first(failed) from None
+            gateway_process = self._process(
+                GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, env
+            )
+            await self.supervisor.start(gateway_process)
+            await self._wait_ready(session, gateway_process)
+        self.state.gateway_url = gateway_process.url
+        self._save_state()
+        self._print_ready(gateway_process)
+
+    async def _migrate(self, name: str, colour: str, env: Mapping[str, str]) -> None:
+        log_path = self.layout.log_file(name, "migrate")
+        process = Process(
+            service=name,
+            replica="migrate",
+            argv=child_argv(self.options.python, "migrate", name),
+            env=env,
+            log_path=log_path,
+            colour=colour,
+        )
+        returncode = await self.supervisor.run_once(process)
+        if returncode != 0:
+            raise StartupError(
+                f"the migrations of {name} failed ({describe_exit(returncode)}); see {log_path}"
+            )
+
+    async def _wait_ready(self, session: aiohttp.ClientSession, process: Process) -> None:
+        url = f"{process.url}/readyz"
+        deadline = time.monotonic() + self.options.ready_timeout
+        while True:
+            if process.failure is not None:
+                raise StartupError(
+                    f"{process.label} stopped before it was ready ({process.failure}); "
+                    f"see {process.log_path}"
+                )
+            if await _answers_200(session, url):
+                process.ready = True
+                if process.failure is None:
+                    return
+            elif time.monotonic() > deadline:
+                raise StartupError(
+                    f"{process.label} did not answer 200 on {url} within "
+                    f"{self.options.ready_timeout:g} s; see {process.log_path}"
+                )
+            await asyncio.sleep(0.1)
+
+    def _in_topology_order(self) -> list[Process]:
+        rank = {name: i for i, name in enumerate([*self.topology.services, GATEWAY])}
+        processes = self.supervisor.processes
+        return sorted(processes, key=lambda p: (rank[p.service], _replica_number(p)))
+
+    def _save_state(self) -> None:
+        self.state.processes = [
+            ProcessState(
+                service=p.service,
+                replica=p.replica,
+                pid=p.pid,
+                port=p.port,
+                url=p.url,
+                log=str(p.log_path),
+            )
+            for p in self._in_topology_order()
+            if isinstance(p.replica, int) and p.port is not None and p.url is not None
+        ]
+        self.state.write(self.layout)
+
+    def _print_ready(self, gateway: Process) -> None:
+        table = Table(title="Agora is up", title_justify="left")
+        for column in ("service", "replica", "pid", "url", "log"):
+            table.add_column(column)
+        for p in self._in_topology_order():
+            table.add_row(
+                Text(p.service, style=p.colour),
+                str(p.replica),
+                str(p.pid),
+                p.url,
+                str(p.log_path.relative_to(self.options.directory.resolve())),
+            )
+        self.console.print(table, soft_wrap=True)
+        self.output.say(f"Gateway: {gateway.url}", "bold green")
+        self.output.say("Ctrl-C stops every process", "dim")
+
+
+def _replica_number(process: Process) -> int:
+    return process.replica if isinstance(process.replica, int) else -1
+
+
+def _first(group: BaseExceptionGroup[StartupError]) -> StartupError:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, StartupError)
+    return error
+
+
+def _reachable_host(host: str) -> str:
+    # A server listening on every interface is reached on the loopback one.
+    return LOOPBACK if host in {"0.0.0.0", "::", ""} else host
+
+
+async def _answers_200(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+# -- agora status ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    service: str
+    replica: int
+    pid: int | None
+    port: int
+    healthy: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "replica": self.replica,
+            "pid": self.pid,
+            "port": self.port,
+            "healthy": self.healthy,
+        }
+
+
+async def check_health(state: RunState) -> list[Health]:
+    """Each process of a running system: is it alive, and does its /readyz answer 200?"""
+    async with aiohttp.ClientSession() as session:
+
+        async def check(process: ProcessState) -> Health:
+            alive = process.pid is not None and pid_alive(process.pid)
+            healthy = alive and await _answers_200(session, f"{process.url}/readyz")
+            return Health(process.service, process.replica, process.pid, process.port, healthy)
+
+        return list(await asyncio.gather(*(check(p) for p in state.processes)))
