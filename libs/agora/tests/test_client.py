@@ -7,6 +7,7 @@ states what reached the callee rather than how long something took.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class Seen:
 
 class Callee:
     """A stand-in service: answers 503 to the next ``failures`` calls, never answers while
-    ``hang`` is set, and otherwise says which replica it is."""
+    ``hang`` is set, and otherwise says which replica it is (with ``status`` when set)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -45,6 +46,7 @@ class Callee:
         self.calls: list[Seen] = []
         self.failures = 0
         self.hang = False
+        self.status: int | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -55,12 +57,14 @@ class Callee:
         if self.hang:
             await asyncio.Event().wait()
         response = web.Response(
-            status=201 if request.method == "POST" else 200,
+            status=self.status or (201 if request.method == "POST" else 200),
             body=orjson.dumps({"replica": self.name, "echo": body.decode()}),
             content_type="application/json",
             headers={"x-replica": self.name},
         )
         response.set_cookie("session", f"of-{self.name}")
+        if "gzip" in request.query:
+            response.enable_compression()  # only if the caller accepts gzip
         return response
 
 
@@ -207,6 +211,20 @@ async def test_a_get_that_keeps_meeting_503_returns_the_last_answer_after_three_
     assert reply.status == 503
     assert reply.json() == {"title": "Service unavailable"}
     assert len(callee.calls) == 3
+
+
+async def test_a_500_is_a_bug_not_an_outage_so_it_is_neither_retried_nor_held_against_the_replica(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    callee.status = 500
+    client = make_client({"catalog": [callee.url]}, failure_threshold=1)
+
+    reply = await client.request("catalog", "GET", "/products")
+
+    assert reply.status == 500
+    assert len(callee.calls) == 1
+    assert client.breaker(callee.url).state is BreakerState.CLOSED
 
 
 async def test_a_retry_goes_to_the_next_replica(
@@ -432,7 +450,8 @@ async def test_a_cookie_one_callee_sets_never_rides_on_later_calls(
     start_callee: StartCallee, make_client: MakeClient
 ) -> None:
     callee = await start_callee("a")
-    client = make_client({"cart": [callee.url]})
+    # By a host name: a cookie jar ignores cookies from bare IP addresses anyway.
+    client = make_client({"cart": [callee.url.replace("127.0.0.1", "localhost")]})
 
     first = await client.request("cart", "GET", "/cart")
     await client.request("cart", "GET", "/cart")
@@ -479,11 +498,27 @@ async def test_stream_passes_status_headers_and_body_both_ways(
     assert (seen.method, seen.path_qs, seen.body) == ("POST", "/things?q=a%20b&q=c", b"hello")
     assert seen.headers.getall("x-tag") == ["one", "two"]
     assert seen.headers["x-request-id"] == "req-7"
+    assert "Accept-Encoding" not in seen.headers  # none was asked for, so none is added
     client_span = tracing.finished("POST catalog")
     assert client_span.context is not None
     assert parent_span_id(seen) == client_span.context.span_id
     assert client_span.attributes is not None
     assert client_span.attributes["http.response.status_code"] == 201
+
+
+async def test_stream_hands_over_a_compressed_body_as_it_came(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    callee = await start_callee("a")
+    client = make_client({"catalog": [callee.url]})
+
+    async with client.stream(
+        "catalog", "GET", "/products?gzip", headers=[("Accept-Encoding", "gzip")]
+    ) as response:
+        encoding, body = response.headers["Content-Encoding"], await response.read()
+
+    assert encoding == "gzip"
+    assert orjson.loads(gzip.decompress(body))["replica"] == "a"
 
 
 async def test_stream_passes_a_503_answer_through_without_retrying(

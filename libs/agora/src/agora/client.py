@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 import stamina
 from multidict import CIMultiDict
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from yarl import URL
@@ -44,9 +45,9 @@ REQUEST_ID = "x-request-id"
 # and never sends a request down a socket the server is closing.
 KEEPALIVE_SECONDS = 4.0
 _TRACE_HEADERS = ("traceparent", "tracestate")
-# The gateway passes bodies through still encoded; aiohttp must not ask for an encoding the
-# gateway's own caller did not ask for.
-_NO_AUTO_ENCODING = ("Accept-Encoding",)
+# The gateway passes bodies through still encoded, so aiohttp must not ask for an encoding the
+# gateway's own caller did not ask for; between services, compressing costs more than it saves.
+_NO_AUTO_HEADERS = ("Accept-Encoding",)
 
 _T = TypeVar("_T")
 
@@ -290,6 +291,7 @@ class ServiceClient:
                 # One session serves every user: a cookie one callee sets must never ride along
                 # on another user's call.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_NO_AUTO_HEADERS,
             )
 
     async def close(self) -> None:
@@ -309,7 +311,7 @@ class ServiceClient:
     ) -> Reply:
         """Call ``service`` and read its whole answer. A 502/503/504 answer that no retry
         cured is returned as it is; no answer at all raises a :class:`Problem`."""
-        session = await self._started()
+        session = self._session or await self._started()
         replicas = self._replicas(service)
         method = method.upper()
         out: CIMultiDict[str] = CIMultiDict(headers or {})
@@ -474,7 +476,7 @@ class _Stream:
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         client = self._client
-        session = await client._started()
+        session = client._session or await client._started()
         replicas = client._replicas(self._service)
         method = self._method
         out: CIMultiDict[str] = CIMultiDict(self._headers)
@@ -483,8 +485,12 @@ class _Stream:
             kind=SpanKind.CLIENT,
             attributes={"peer.service": self._service, "http.request.method": method},
         )
-        with trace.use_span(span):
+        # Make the span current only while injecting (attach/detach is cheaper than use_span).
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             client._propagate(out)
+        finally:
+            otel_context.detach(token)
         retry: Callable[[Exception], bool] | None = None
         if self._body is None or isinstance(self._body, bytes):
             idempotent = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY in out
@@ -495,6 +501,7 @@ class _Stream:
             replica = replicas.pick(last[-1] if last else None)
             last.append(replica)
             url = replica.url + self._path_qs
+            span.set_attribute("url.full", url)
             try:
                 async with asyncio.timeout(client.timeout):
                     response = await session.request(
@@ -504,7 +511,6 @@ class _Stream:
                         headers=out,
                         timeout=client._stream_timeout,
                         auto_decompress=False,
-                        skip_auto_headers=_NO_AUTO_ENCODING,
                         allow_redirects=False,
                     )
             except (aiohttp.ClientError, TimeoutError) as error:
@@ -527,7 +533,6 @@ class _Stream:
         except BaseException as error:
             self._end(error)
             raise
-        span.set_attribute("url.full", str(response.url))
         if len(last) > 1:
             span.set_attribute("http.request.resend_count", len(last) - 1)
         _record_status(span, response.status)
