@@ -1,0 +1,424 @@
+"""`agora up` and its parts: ports, restart backoff, --scale, and a tiny system run for real.
+
+The tiny system (tests/tinyshop) has two services, `alpha` and `beta` (beta depends on alpha),
+and a gateway; it is selected with AGORA_TOPOLOGY, as a deployment would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from typer.testing import CliRunner
+
+from agora.cli import app
+from agora.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
+from agora.runner import parse_scale
+from agora.supervisor import RestartPolicy, describe_exit, shorten_line
+from agora.testing import free_port
+
+TESTS = Path(__file__).parent
+AGORA = str(Path(sys.executable).with_name("agora"))
+T = TypeVar("T")
+
+TINY_TOPOLOGY = """
+[gateway]
+module = "tinyshop.edge"
+port = 8000
+
+[services.alpha]
+module = "tinyshop.alpha"
+
+[services.beta]
+module = "tinyshop.beta"
+depends_on = ["alpha"]
+"""
+
+BROKEN_TOPOLOGY = """
+[gateway]
+module = "tinyshop.edge"
+
+[services.alpha]
+module = "tinyshop.alpha"
+
+[services.broken]
+module = "tinyshop.broken"
+depends_on = ["alpha"]
+"""
+
+
+# -- ports -------------------------------------------------------------------------------------
+
+
+def test_pick_ports_skips_taken_and_avoided_ports() -> None:
+    taken = {10001, 10003}
+
+    ports = pick_ports(
+        3, start=10000, window=(10000, 10010), avoid={10002}, is_free=lambda p: p not in taken
+    )
+
+    assert ports == [10000, 10004, 10005]
+
+
+def test_pick_ports_wraps_around_the_window() -> None:
+    ports = pick_ports(3, start=10009, window=(10000, 10010), is_free=lambda p: True)
+
+    assert ports == [10009, 10010, 10000]
+
+
+def test_pick_ports_says_so_when_too_few_are_free() -> None:
+    with pytest.raises(NoFreePort, match="only 1 of 2 ports are free"):
+        pick_ports(2, start=10000, window=(10000, 10003), is_free=lambda p: p == 10002)
+
+
+def test_a_port_someone_listens_on_is_not_picked() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+
+        ports = pick_ports(1, start=taken, window=(taken, min(taken + 50, 65535)))
+
+        assert not port_is_free(taken)
+        assert ports != [taken]
+        assert port_is_free(ports[0])
+
+
+def test_the_scan_starts_at_the_same_port_for_one_directory_and_elsewhere_for_another() -> None:
+    window = (10000, 32767)
+
+    first = scan_start("/home/ada/shop/.agora", window)
+
+    assert first == scan_start("/home/ada/shop/.agora", window)
+    assert first != scan_start("/home/bob/shop/.agora", window)
+    assert window[0] <= first <= window[1]
+
+
+def test_the_gateway_gets_8000_when_free_and_the_next_free_port_otherwise() -> None:
+    assert gateway_port(None, default=8000, is_free=lambda p: True) == 8000
+    assert gateway_port(None, default=8000, is_free=lambda p: p not in {8000, 8001}) == 8002
+
+
+def test_a_gateway_port_asked_for_but_taken_is_an_error() -> None:
+    with pytest.raises(NoFreePort, match="port 9000 is taken"):
+        gateway_port(9000, default=8000, is_free=lambda p: p != 9000)
+
+
+# -- restarts ----------------------------------------------------------------------------------
+
+
+def test_restart_waits_half_a_second_first_then_doubles_up_to_ten_seconds() -> None:
+    policy = RestartPolicy()
+
+    delays = [policy.delay_after(uptime=0.2) for _ in range(7)]
+
+    assert delays == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def test_restart_backoff_starts_over_after_the_child_stayed_up_30_seconds() -> None:
+    policy = RestartPolicy()
+    for _ in range(5):
+        policy.delay_after(uptime=1)
+
+    assert policy.delay_after(uptime=31) == 0.5
+    assert policy.delay_after(uptime=1) == 1
+
+
+def test_an_exit_is_described_by_its_signal_or_code() -> None:
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_exit(3) == "exit code 3"
+
+
+# -- scale and output --------------------------------------------------------------------------
+
+
+def test_scale_reads_service_equals_replicas() -> None:
+    assert parse_scale(["catalog=2", "identity=1"], {"catalog", "identity"}) == {
+        "catalog": 2,
+        "identity": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("catalog", "SERVICE=N"),
+        ("=2", "SERVICE=N"),
+        ("catalog=two", "'two' is not a whole number"),
+        ("catalog=0", "from 1 to 16"),
+        ("catalog=17", "from 1 to 16"),
+        ("orders=2", "no service 'orders' .services: catalog, identity"),
+        ("gateway=2", "the gateway runs once"),
+    ],
+)
+def test_bad_scale_is_refused_with_a_reason(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_scale([value], {"catalog", "identity"})
+
+
+def test_up_refuses_a_bad_scale_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "topology.toml").write_text(TINY_TOPOLOGY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGORA_TOPOLOGY", str(tmp_path / "topology.toml"))
+
+    result = CliRunner().invoke(app, ["up", "--scale", "beta=many"])
+
+    assert result.exit_code == 2
+    assert "'many' is not a whole number" in result.output
+    assert not (tmp_path / ".agora").exists()
+
+
+def test_a_json_log_line_is_shortened_to_level_event_and_fields() -> None:
+    line = json.dumps(
+        {
+            "event": "request",
+            "level": "info",
+            "timestamp": "2026-11-24T10:00:00Z",
+            "service": "catalog",
+            "replica": 0,
+            "status": 200,
+            "path": "/products",
+        }
+    )
+
+    assert shorten_line(line) == "info    request status=200 path=/products"
+    assert shorten_line("Traceback (most recent call last):") == (
+        "Traceback (most recent call last):"
+    )
+
+
+def test_status_and_reset_with_nothing_running_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    status = CliRunner().invoke(app, ["status", "--json"])
+    reset = CliRunner().invoke(app, ["reset"])
+
+    assert status.exit_code == 1
+    assert "No Agora system is running" in status.output
+    assert reset.exit_code == 0
+    assert "Nothing to delete" in reset.output
+
+
+# -- the tiny system, for real -----------------------------------------------------------------
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
+    """Poll ``probe`` until it returns something; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (result := probe()) is not None:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie has exited; only its entry waits to be collected by whoever adopted it.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+class Up:
+    """``agora up`` running as a subprocess in its own directory."""
+
+    def __init__(self, directory: Path, env: dict[str, str], *args: str) -> None:
+        self.directory = directory
+        self.env = env
+        self.output = directory / "up.out"
+        self.port = free_port()
+        with self.output.open("w") as out:
+            self.process = subprocess.Popen(
+                [AGORA, "up", "--port", str(self.port), *args],
+                cwd=directory,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def agora(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AGORA, *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def status(self) -> list[dict[str, Any]]:
+        result = self.agora("status", "--json")
+        assert result.returncode == 0, result.stderr
+        processes: list[dict[str, Any]] = json.loads(result.stdout)
+        return processes
+
+    def printed(self) -> str:
+        return self.output.read_text()
+
+    def wait_healthy(self, count: int) -> list[dict[str, Any]]:
+        def all_healthy() -> list[dict[str, Any]] | None:
+            if self.process.poll() is not None:
+                raise AssertionError(f"agora up exited early:\n{self.printed()}")
+            if f"Gateway: http://127.0.0.1:{self.port}" not in self.printed():
+                return None
+            processes = self.status()
+            ok = len(processes) == count and all(p["healthy"] for p in processes)
+            return processes if ok else None
+
+        return wait_for(f"{count} healthy processes", all_healthy)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            # The children go with it: the kernel kills them when the runner dies.
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> dict[str, str]:
+    topology = tmp_path / "topology.toml"
+    topology.write_text(TINY_TOPOLOGY)
+    return {
+        **os.environ,
+        "AGORA_TOPOLOGY": str(topology),
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    directory = tmp_path / "work"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def up(workdir: Path, tiny: dict[str, str]) -> Iterator[Up]:
+    running = Up(workdir, tiny, "--scale", "beta=2")
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (our own loopback URL)
+        return json.load(response)
+
+
+def test_up_starts_every_process_healthy_with_migrations_run_once(up: Up, workdir: Path) -> None:
+    processes = up.wait_healthy(count=4)
+
+    assert [(p["service"], p["replica"]) for p in processes] == [
+        ("alpha", 0),
+        ("beta", 0),
+        ("beta", 1),
+        ("gateway", 0),
+    ]
+    assert next(p for p in processes if p["service"] == "gateway")["port"] == up.port
+    ports = [p["port"] for p in processes]
+    assert len(set(ports)) == len(ports)
+    # Every process knows where every replica is.
+    whoami = get_json(f"http://127.0.0.1:{up.port}/whoami")
+    beta_ports = [p["port"] for p in processes if p["service"] == "beta"]
+    assert whoami["peers"]["beta"] == [f"http://127.0.0.1:{port}" for port in beta_ports]
+    # Two replicas of beta, one migration.
+    data = workdir / ".agora" / "data"
+    assert len((data / "beta.migrations").read_text().split()) == 1
+    assert len((data / "alpha.migrations").read_text().split()) == 1
+    assert '"event":"serving"' in (workdir / ".agora" / "logs" / "beta-1.log").read_text()
+    assert "beta[1]" in up.printed()
+
+
+def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: Up) -> None:
+    up.wait_healthy(count=4)
+
+    second = up.agora("up", "--port", str(free_port()))
+    reset = up.agora("reset")
+
+    assert second.returncode == 1
+    assert "already running" in second.stdout
+    assert reset.returncode == 1
+    assert "stop it first" in reset.stderr
+    assert (up.directory / ".agora" / "data").is_dir()
+
+
+def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: Up) -> None:
+    before = {(p["service"], p["replica"]): p for p in up.wait_healthy(count=4)}
+    victim = before[("beta", 0)]
+
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        now = {(p["service"], p["replica"]): p for p in up.status()}[("beta", 0)]
+        return now if now["pid"] != victim["pid"] and now["healthy"] else None
+
+    after = wait_for("beta[0] to come back", restarted)
+    assert after["port"] == victim["port"]
+    assert "beta[0] exited unexpectedly (killed by SIGKILL); restarting it in 0.5 s" in (
+        up.printed()
+    )
+    # The others were left alone.
+    assert all(p["pid"] == before[key]["pid"] for key, p in before.items() if key != ("beta", 0))
+
+
+def test_sigterm_stops_every_process_and_exits_0(up: Up) -> None:
+    pids = [p["pid"] for p in up.wait_healthy(count=4)]
+
+    assert up.stop() == 0
+
+    assert all(gone(pid) for pid in pids), [pid for pid in pids if not gone(pid)]
+    assert not (up.directory / ".agora" / "state.json").exists()
+    assert up.agora("status").returncode == 1
+    reset = up.agora("reset")
+    assert reset.returncode == 0
+    assert not (up.directory / ".agora").exists()
+
+
+def test_the_children_die_with_a_runner_that_was_killed(up: Up) -> None:
+    pids = [p["pid"] for p in up.wait_healthy(count=4)]
+
+    up.kill()
+
+    wait_for("every child to be gone", lambda: all(gone(pid) for pid in pids) or None, 30)
+
+
+def test_a_service_that_cannot_start_is_named_with_its_log(
+    workdir: Path, tiny: dict[str, str]
+) -> None:
+    topology = Path(tiny["AGORA_TOPOLOGY"]).with_name("broken.toml")
+    topology.write_text(BROKEN_TOPOLOGY)
+    up = Up(workdir, {**tiny, "AGORA_TOPOLOGY": str(topology)})
+    try:
+        code = up.process.wait(timeout=120)
+    finally:
+        up.kill()
+
+    printed = up.printed()
+    assert code == 1
+    assert "broken[0] stopped before it was ready (exit code 1)" in printed
+    assert str(workdir / ".agora" / "logs" / "broken-0.log") in printed
+    assert "this service cannot start" in (workdir / ".agora/logs/broken-0.log").read_text()
+    assert not (workdir / ".agora" / "state.json").exists()

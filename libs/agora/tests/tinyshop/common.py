@@ -1,0 +1,43 @@
+"""What the tiny services share: a settings class per name, an app, and a migration that leaves
+a mark for each time it runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, FastAPI
+
+from agora.app import create_service_app
+from agora.settings import ServiceSettings
+
+
+def settings_for(name: str) -> ServiceSettings:
+    class TinySettings(ServiceSettings):
+        service_name: ClassVar[str] = name
+        model_config = ServiceSettings.prefixed(f"AGORA_{name.upper()}_")
+
+    return TinySettings()
+
+
+def build(name: str) -> FastAPI:
+    settings = settings_for(name)
+    router = APIRouter()
+
+    @router.get("/whoami")
+    async def whoami() -> dict[str, Any]:
+        return {
+            "service": name,
+            "replica": settings.replica,
+            "port": settings.port,
+            "peers": settings.service_urls,
+        }
+
+    return create_service_app(settings, title=f"tiny {name}", routers=[router])
+
+
+def record_migration(name: str) -> None:
+    settings = settings_for(name)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.data_dir / f"{name}.migrations").open("a") as marks:
+        marks.write(f"{os.getpid()}\n")
