@@ -1,0 +1,63 @@
+"""The gateway's composition root: the chassis app, the proxy, `GET /api` and the rate limit."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from agora.app import Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.topology import Topology, load_topology
+from gateway.health import health_router, probe_client
+from gateway.ratelimit import RateLimit, TokenBuckets
+from gateway.routing import Proxy
+from gateway.settings import GatewaySettings
+
+DESCRIPTION = (
+    "The one door to Agora. `/api/<service>/<path>` reaches a service's public routes (as the "
+    "topology declares them); `GET /api` lists the services and their health."
+)
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    topology: Topology | None = None,
+    verifier: TokenVerifier | None = None,
+) -> FastAPI:
+    settings = settings or GatewaySettings()
+    topology = topology or load_topology()
+    probe = probe_client(settings)
+
+    async def start_probe(_: Resources) -> None:
+        await probe.start()
+
+    async def close_probe(_: Resources) -> None:
+        await probe.close()
+
+    app = create_service_app(
+        settings,
+        title="Agora gateway",
+        description=DESCRIPTION,
+        routers=[health_router(topology, settings, probe)],
+        on_startup=[start_probe],
+        on_shutdown=[close_probe],
+        verifier=verifier,
+        use_database=False,
+    )
+    proxy = Proxy(topology, app.state.resources)
+    # `/api/<service>` alone is routed too, so that it is a 404 rather than a redirect.
+    for path in ("/api/{service}", "/api/{service}/{path:path}"):
+        app.router.routes.append(Route(path, proxy, include_in_schema=False))
+    # Inside the chassis middleware rather than around it, so a 429 carries a request id and is
+    # logged and counted like any other answer.
+    buckets = TokenBuckets(
+        settings.rate_limit, settings.rate_burst, max_clients=settings.rate_clients
+    )
+    app.user_middleware.append(Middleware(RateLimit, buckets=buckets))
+    return app
+
+
+def migrate(settings: GatewaySettings | None = None) -> None:
+    """Nothing to do: the gateway owns no data. (The runner calls this for every process.)"""

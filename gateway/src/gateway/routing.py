@@ -1,0 +1,237 @@
+"""The proxy: ``/api/<service>/<path>`` to the service's ``/<path>``, for declared routes only.
+
+A request is forwarded only when the topology lists its method and path as a public route of
+that service; everything else (internal endpoints such as ``/metrics`` or ``/readyz``, unknown
+services, unlisted paths) is a 404, a known path with another method a 405. Routes that need a
+user are checked here first (the services check again). Status, headers and body come back as the
+service sent them, minus the hop-by-hop headers; large answers are streamed through.
+
+It is a plain ASGI app rather than a FastAPI route: it runs on every request through the gateway,
+and it needs nothing of FastAPI's parameter parsing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+
+from agora import context
+from agora.app import Resources
+from agora.auth import Principal
+from agora.errors import (
+    BadGateway,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from agora.middleware import Message, Receive, Scope, Send
+from agora.topology import Route, Service, Topology
+
+log = structlog.get_logger("gateway.routing")
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"}
+)
+# Request headers not passed on as they came: the onward request's own host and length, and what
+# the service client sets itself from this request (the caller's token, the trace context as the
+# gateway's span, the request id as the chassis middleware checked it).
+_NOT_FORWARDED = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"authorization",
+    b"traceparent",
+    b"tracestate",
+    b"x-request-id",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+# Response headers the gateway's own server and middleware write (a copy would be a duplicate).
+_NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
+# A reply of known length up to this size is read in one go and sent in one message.
+_SMALL_REPLY = 64 * 1024
+# Characters left as they are when a path is quoted again for the onward request (RFC 3986 pchar).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class MethodNotAllowed(Problem):
+    status = 405
+    title = "Method not allowed"
+
+
+class RouteTemplate(NamedTuple):
+    """Stands in for the matched route in the ASGI scope, so metrics and logs carry the template
+    (``/api/catalog/products/{sku}``) rather than one label per product."""
+
+    path: str
+
+
+class _ClientGone(Exception):
+    """The caller went away (or was refused for its body size) before its body arrived."""
+
+
+class Proxy:
+    """The ASGI app behind ``/api/{service}/{path:path}``."""
+
+    def __init__(self, topology: Topology, resources: Resources) -> None:
+        self.services = dict(topology.services)
+        self.resources = resources
+        self.max_body_bytes = resources.settings.max_body_bytes
+        self.templates = {
+            id(route): RouteTemplate(f"/api/{service.name}{route.path}")
+            for service in topology
+            for route in service.routes
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        method: str = scope["method"]
+        service = self.services.get(params["service"])
+        path = "/" + params.get("path", "")
+        if service is None or _has_dot_segment(path):
+            raise NotFound(f"no public route {path!r} on {params['service']!r}")
+        route = service.route_for(method, path)
+        if route is None:
+            raise _not_routed(service, method, path)
+        scope["route"] = self.templates[id(route)]
+        if route.auth != "public":
+            principal = await self._authenticate()
+            if route.auth == "admin" and not principal.is_admin:
+                raise Forbidden("this needs the admin role")
+        try:
+            await self._forward(scope, receive, send, service.name, path)
+        except _ClientGone:
+            return
+
+    async def _authenticate(self) -> Principal:
+        token = context.bearer_token.get()
+        if not token:
+            raise Unauthorized("send an access token: Authorization: Bearer <token>")
+        verifier = self.resources.verifier
+        if verifier is None:
+            raise ServiceUnavailable("tokens cannot be checked: identity's address is not known")
+        return await verifier.verify(token)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, service: str, path: str
+    ) -> None:
+        client = self.resources.client
+        headers, has_body = _onward_headers(scope)
+        body = await _read_body(receive, self.max_body_bytes) if has_body else None
+        path_qs = quote(path, safe=_PATH_SAFE)
+        if query := scope["query_string"]:
+            path_qs = f"{path_qs}?{query.decode('latin-1')}"
+        started = False
+        try:
+            async with client.stream(
+                service, scope["method"], path_qs, headers=headers, body=body
+            ) as reply:
+                out = _returned_headers(reply.raw_headers)
+                length = reply.content_length
+                if length is not None and length <= _SMALL_REPLY:
+                    content = await reply.read()
+                    await send(
+                        {"type": "http.response.start", "status": reply.status, "headers": out}
+                    )
+                    started = True
+                    await send({"type": "http.response.body", "body": content})
+                    return
+                await send({"type": "http.response.start", "status": reply.status, "headers": out})
+                started = True
+                async for chunk in reply.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+        # A failure before the answer (unreachable, timed out) comes out of the client as a
+        # problem already; what is left is the service breaking off while its body arrives.
+        except (TimeoutError, aiohttp.ClientError) as error:
+            log.warning("service broke off its answer", service=service, error=repr(error))
+            if started:
+                # Too late for a problem answer: ending here makes the server close the
+                # connection, so the caller sees a cut-off body rather than a complete-looking one.
+                return
+            raise BadGateway(f"{service} broke off its answer") from error
+
+
+def _has_dot_segment(path: str) -> bool:
+    # `.` and `..` would be resolved by the onward URL into some other path than the one checked.
+    return "/./" in path or "/../" in path or path.endswith(("/.", "/.."))
+
+
+def _not_routed(service: Service, method: str, path: str) -> Problem:
+    allowed = sorted(
+        {m for route in service.routes if route.pattern.match(path) for m in _methods(route)}
+    )
+    if not allowed:
+        return NotFound(f"no public route {path!r} on {service.name!r}")
+    return MethodNotAllowed(f"{method} is not allowed here", headers={"Allow": ", ".join(allowed)})
+
+
+def _methods(route: Route) -> tuple[str, ...]:
+    return (*route.methods, "HEAD") if "GET" in route.methods else route.methods
+
+
+def _onward_headers(scope: Scope) -> tuple[list[tuple[str, str]], bool]:
+    """The headers to send on, and whether the request has a body."""
+    headers: list[tuple[str, str]] = []
+    forwarded_for = ""
+    host = ""
+    has_body = False
+    for name, value in scope["headers"]:
+        if name in _NOT_FORWARDED or name.startswith(b"proxy-"):
+            if name == b"content-length":
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"x-forwarded-for":
+                forwarded_for = value.decode("latin-1") + ", "
+            elif name == b"host":
+                host = value.decode("latin-1")
+            continue
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    peer = scope.get("client")
+    headers.append(("x-forwarded-for", forwarded_for + (peer[0] if peer else "unknown")))
+    headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
+    if host:
+        headers.append(("x-forwarded-host", host))
+    return headers, has_body
+
+
+def _returned_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower in _NOT_RETURNED or lower.startswith(b"proxy-"):
+            continue
+        headers.append((lower, value))
+    return headers
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    # The body is read whole (at most the 1 MiB cap) before the service is called, rather than
+    # streamed into the call: a caller that goes away half-way, or whose chunked body outgrows the
+    # cap, would otherwise break the onward call, and the service client counts a broken call
+    # against the service's circuit breaker; a few such uploads would shut a healthy service off.
+    # Reading first also lets the client retry an idempotent call with the same bytes.
+    # The chassis middleware already refuses a body over the cap, by Content-Length before it
+    # arrives and by counting when it comes chunked; the count here keeps the cap true whatever
+    # sits in front of this app.
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -1,0 +1,223 @@
+"""The gateway forwards the services' public routes, and nothing else, keeping what they answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from .conftest import eventually
+
+if TYPE_CHECKING:
+    from .conftest import Upstream
+
+MIB = 1024 * 1024
+
+
+def seen_by(upstream: Upstream, request_id: str) -> list[str]:
+    return [s.path_qs for s in upstream.seen if s.headers.get("X-Request-Id") == request_id]
+
+
+def test_a_public_route_is_forwarded_keeping_status_headers_and_body(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    reply = gateway.get("/api/catalog/products/tea-1")
+
+    assert reply.status_code == 200
+    assert reply.json() == {"sku": "tea-1", "name": "Teapot"}
+    assert reply.headers["x-catalog-version"] == "7"
+    assert reply.headers["cache-control"] == "max-age=30"
+    assert reply.headers["content-type"].startswith("application/json")
+    assert seen_by(catalog, reply.headers["x-request-id"]) == ["/products/tea-1"]
+
+
+def test_the_query_string_is_passed_on_as_sent(gateway: httpx.Client, catalog: Upstream) -> None:
+    reply = gateway.get("/api/catalog/products?category=tea&q=green%20tea&limit=5")
+
+    assert reply.status_code == 200
+    assert reply.json()["query"] == "category=tea&q=green%20tea&limit=5"
+    assert seen_by(catalog, reply.headers["x-request-id"]) == [
+        "/products?category=tea&q=green%20tea&limit=5"
+    ]
+
+
+def test_a_services_error_answer_comes_back_unchanged(gateway: httpx.Client) -> None:
+    reply = gateway.get("/api/catalog/products/missing")
+
+    assert reply.status_code == 404
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert reply.json()["title"] == "Product not found"
+
+
+def test_hop_by_hop_headers_are_dropped_both_ways(gateway: httpx.Client, catalog: Upstream) -> None:
+    reply = gateway.get(
+        "/api/catalog/products/tea-2",
+        headers={"te": "trailers", "proxy-authorization": "Basic eDp5", "x-shop": "north"},
+    )
+
+    assert "proxy-authenticate" not in reply.headers
+    assert "keep-alive" not in reply.headers
+    (seen,) = [
+        s for s in catalog.seen if s.headers.get("X-Request-Id") == reply.headers["x-request-id"]
+    ]
+    assert seen.headers["X-Shop"] == "north"
+    assert "Te" not in seen.headers
+    assert "Proxy-Authorization" not in seen.headers
+
+
+def test_the_service_learns_who_asked_and_which_request_it_is(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    reply = gateway.get(
+        "/api/catalog/products/tea-3",
+        headers={"x-request-id": "order-flow-42", "x-forwarded-for": "203.0.113.9"},
+    )
+
+    assert reply.headers["x-request-id"] == "order-flow-42"
+    (seen,) = [s for s in catalog.seen if s.headers.get("X-Request-Id") == "order-flow-42"]
+    assert seen.headers["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+    assert seen.headers["X-Forwarded-Proto"] == "http"
+    assert seen.headers["X-Forwarded-Host"] == gateway.base_url.netloc.decode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/catalog/metrics",
+        "/api/catalog/readyz",
+        "/api/catalog/livez",
+        "/api/catalog/openapi.json",
+        "/api/catalog",
+        "/api/catalog/",
+        "/api/catalog/products/tea-1/secret",
+        "/api/catalog/products/%2e%2e/metrics",
+        "/api/catalog/products/%2e%2e",
+        "/api/nowhere/products",
+    ],
+)
+def test_internal_endpoints_and_undeclared_paths_are_not_forwarded(
+    gateway: httpx.Client, catalog: Upstream, path: str
+) -> None:
+    reply = gateway.get(path)
+
+    assert reply.status_code == 404
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["status"] == 404
+    assert seen_by(catalog, reply.headers["x-request-id"]) == []
+
+
+def test_a_declared_path_with_another_method_is_405_naming_the_allowed_ones(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    reply = gateway.delete("/api/catalog/products/tea-1")
+
+    assert reply.status_code == 405
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.headers["allow"] == "GET, HEAD, PATCH"
+    assert seen_by(catalog, reply.headers["x-request-id"]) == []
+
+
+def test_a_request_body_reaches_the_service_whole(gateway: httpx.Client, catalog: Upstream) -> None:
+    body = bytes(range(256)) * 1000
+
+    reply = gateway.post("/api/catalog/uploads", content=body)
+
+    assert reply.status_code == 201
+    assert reply.json() == {"received": len(body)}
+    (seen,) = [
+        s for s in catalog.seen if s.headers.get("X-Request-Id") == reply.headers["x-request-id"]
+    ]
+    assert seen.body == body
+
+
+def test_a_chunked_request_body_under_the_cap_reaches_the_service_whole(
+    gateway: httpx.Client,
+) -> None:
+    def pieces() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 65536
+
+    reply = gateway.post("/api/catalog/uploads", content=pieces())
+
+    assert reply.status_code == 201
+    assert reply.json() == {"received": 10 * 65536}
+
+
+def test_a_large_answer_of_unknown_length_is_streamed_through_intact(
+    gateway: httpx.Client,
+) -> None:
+    with gateway.stream("GET", "/api/catalog/products/big") as reply:
+        body = b"".join(reply.iter_bytes())
+
+    assert reply.status_code == 200
+    assert body == b"".join(bytes([index]) * 65536 for index in range(48))
+
+
+def test_a_body_over_one_mib_by_content_length_is_refused_with_413(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    reply = gateway.post("/api/catalog/uploads", content=b"x" * (MIB + 1))
+
+    assert reply.status_code == 413
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["status"] == 413
+    assert seen_by(catalog, reply.headers["x-request-id"]) == []
+
+
+def test_a_chunked_body_growing_over_one_mib_is_refused_with_413(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    def pieces() -> Iterator[bytes]:
+        for _ in range(17):
+            yield b"x" * 65536
+
+    reply = gateway.post("/api/catalog/uploads", content=pieces())
+
+    assert reply.status_code == 413
+    assert reply.json()["status"] == 413
+    assert seen_by(catalog, reply.headers["x-request-id"]) == []
+
+
+def test_a_service_that_is_down_is_a_503_problem(gateway: httpx.Client) -> None:
+    reply = gateway.get("/api/inventory/stock/tea-1")
+
+    assert reply.status_code == 503
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert "inventory" in reply.json()["detail"]
+
+
+def test_a_service_that_hangs_is_a_504_problem(gateway: httpx.Client) -> None:
+    reply = gateway.get("/api/catalog/products/slow")
+
+    assert reply.status_code == 504
+    assert reply.headers["content-type"] == "application/problem+json"
+
+
+def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(
+    gateway: httpx.Client, catalog: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = gateway.get("/api/catalog/products/traced-1")
+
+    (seen,) = [s for s in catalog.seen if s.path_qs == "/products/traced-1"]
+    assert seen.headers["X-Request-Id"] == reply.headers["x-request-id"]
+    _version, trace_id, _span_id, _flags = seen.headers["traceparent"].split("-")
+    # Each log line is the JSON rendering of the event a record carries. The access line is
+    # written once the answer has gone out, so it may trail the answer by a moment.
+    access = eventually(
+        lambda: next(
+            (
+                record.msg
+                for record in caplog.records
+                if isinstance(record.msg, dict)
+                and record.msg.get("event") == "request"
+                and record.msg.get("path") == "/api/catalog/products/traced-1"
+            ),
+            None,
+        )
+    )
+    assert access["service"] == "gateway"
+    assert access["request_id"] == reply.headers["x-request-id"]
+    assert access["trace_id"] == trace_id
+    assert access["route"] == "/api/catalog/products/{sku}"
