@@ -1,7 +1,7 @@
 """Integration events that identity publishes.
 
-Each event is a pydantic model of the CloudEvents ``data`` member; its ``event_type`` is the
-CloudEvents ``type`` (``<publisher>.<Event>.v<N>``). A breaking change means a new class with a new
+Each event is a pydantic model of the CloudEvents ``data`` member; its class-level ``type`` is the
+CloudEvents ``type`` (``<publisher>.<Event>.v<N>``), as in the other contracts modules. A breaking change means a new class with a new
 version, never an edit of a published one.
 """
 
@@ -18,8 +18,11 @@ class UserRegistered(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    event_type: ClassVar[str] = "identity.UserRegistered.v1"
+    type: ClassVar[str] = "identity.UserRegistered.v1"
 
     user_id: str = Field(description="the new account's id (the `sub` of its access tokens)")
     email: str = Field(description="the account's email address, normalized to lower case")
     registered_at: datetime = Field(description="when the account was created (UTC)")
+
+
+EVENTS: tuple[type[BaseModel], ...] = (UserRegistered,)

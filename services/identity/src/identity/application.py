@@ -27,6 +27,7 @@ from identity.domain import (
     AccessClaims,
     EmailTaken,
     InvalidCredentials,
+    KeyRotationConflict,
     LoginAttempts,
     LoginPolicy,
     SigningKey,
@@ -196,7 +197,14 @@ def ensure_signing_key(
     if key is not None:
         return key
     key = maker.generate(1, now)
-    keys.add(session, key)
+    try:
+        keys.add(session, key)
+    except KeyRotationConflict:
+        # Another replica made the first key between our look and our insert: use that one.
+        winner = keys.newest(session)
+        if winner is None:
+            raise
+        return winner
     return key
 
 

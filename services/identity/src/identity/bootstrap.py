@@ -78,7 +78,15 @@ def create_app(settings: IdentitySettings | None = None, *, clock: Clock = utc_n
         clock=clock,
     )
     key_set = LocalKeySet(identity)
-    verifier = TokenVerifier(key_set, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    # The key set is read from the local database, so a token naming a key this process has not
+    # seen (made by a rotation a moment ago, perhaps on another replica) may re-read it at once
+    # instead of waiting out the chassis's refetch interval meant for HTTP fetches.
+    verifier = TokenVerifier(
+        key_set,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        refetch_interval=0.0,
+    )
 
     async def prepare(resources: Resources) -> None:
         # Both steps are safe when two replicas start together: unique constraints pick one

@@ -63,7 +63,7 @@ class Role(StrEnum):
 
 CUSTOMER_ROLES: tuple[str, ...] = (Role.CUSTOMER.value,)
 # An admin also shops: the admin role adds powers, it does not take the customer's away.
-ADMIN_ROLES: tuple[str, ...] = (Role.ADMIN.value, Role.CUSTOMER.value)
+ADMIN_ROLES: tuple[str, ...] = (Role.CUSTOMER.value, Role.ADMIN.value)
 
 
 def roles_of(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
