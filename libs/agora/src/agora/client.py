@@ -203,16 +203,18 @@ def _retry_unsent(error: Exception) -> bool:
     return isinstance(error, _Unanswered) and not error.sent
 
 
-def _unanswered(error: BaseException, service: str, url: str, timeout: float) -> _Unanswered:
+def _unanswered(error: BaseException, service: str, timeout: float) -> _Unanswered:
+    # The detail may reach an end user through the gateway, so it names the service but not its
+    # address; the cause stays chained for the logs and the span.
     # ConnectionTimeoutError is also a TimeoutError: it must be told apart first, because a
     # request that never got a connection is safe to send elsewhere whatever its method.
     if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return _Unanswered(ServiceUnavailable(f"{service} is unreachable at {url}"), sent=False)
+        return _Unanswered(ServiceUnavailable(f"{service} is unreachable"), sent=False)
     if isinstance(error, TimeoutError):
         return _Unanswered(
             GatewayTimeout(f"{service} did not answer within {timeout:g} s"), sent=True
         )
-    return _Unanswered(BadGateway(f"{service} broke off the exchange: {error!r}"), sent=True)
+    return _Unanswered(BadGateway(f"{service} broke off the exchange"), sent=True)
 
 
 class ServiceClient:
@@ -339,7 +341,7 @@ class ServiceClient:
                         reply = Reply(response.status, response.headers, await response.read())
                 except (aiohttp.ClientError, TimeoutError) as error:
                     replica.breaker.record_failure()
-                    raise _unanswered(error, service, replica.url, self.timeout) from error
+                    raise _unanswered(error, service, self.timeout) from error
                 except BaseException:
                     replica.breaker.release()
                     raise
@@ -515,7 +517,7 @@ class _Stream:
                     )
             except (aiohttp.ClientError, TimeoutError) as error:
                 replica.breaker.record_failure()
-                raise _unanswered(error, self._service, replica.url, client.timeout) from error
+                raise _unanswered(error, self._service, client.timeout) from error
             except BaseException:
                 replica.breaker.release()
                 raise
