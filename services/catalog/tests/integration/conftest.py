@@ -1,0 +1,144 @@
+"""The catalog app on SQLite and on PostgreSQL, and access tokens signed by a test key.
+
+Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
+gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from agora.auth import TokenVerifier
+from agora.testing import postgres_database
+from catalog.bootstrap import create_app
+from catalog.settings import CatalogSettings
+
+KID = "test-key-1"
+SIGNING_KEY = Ed25519PrivateKey.generate()
+JWKS: dict[str, Any] = {
+    "keys": [
+        {
+            **jwt.algorithms.OKPAlgorithm.to_jwk(SIGNING_KEY.public_key(), as_dict=True),
+            "kid": KID,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
+    ]
+}
+
+
+def sign(roles: list[str], *, key: Ed25519PrivateKey = SIGNING_KEY, **claims: Any) -> str:
+    settings = CatalogSettings()
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": str(uuid.uuid4()),
+        "email": "someone@example.com",
+        "roles": roles,
+        "iat": now,
+        "exp": now + 300,
+    }
+    payload.update(claims)
+    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": KID, "typ": "at+jwt"})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def sign_token() -> Callable[..., str]:
+    """Signs an access token: ``sign_token(roles, **claims)``; ``key=`` for another key."""
+    return sign
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return bearer(sign(["customer", "admin"]))
+
+
+@pytest.fixture
+def customer() -> dict[str, str]:
+    return bearer(sign(["customer"]))
+
+
+def settings_for(url: str, data_dir: Path) -> CatalogSettings:
+    return CatalogSettings(database_url=url, data_dir=data_dir, log_level="warning")
+
+
+def app_for(settings: CatalogSettings) -> Any:
+    async def jwks() -> dict[str, Any]:
+        return JWKS
+
+    verifier = TokenVerifier(jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    return create_app(settings, verifier=verifier)
+
+
+def database(kind: str, data_dir: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{data_dir / 'catalog.db'}"
+        return
+    with postgres_database("catalog") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database(request.param, tmp_path)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> CatalogSettings:
+    return settings_for(database_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: CatalogSettings) -> Iterator[TestClient]:
+    """A freshly seeded catalog of the test's own, for tests that change it."""
+    with TestClient(app_for(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """A seeded catalog shared by the tests of one module, which must leave it as they found it."""
+    data_dir = tmp_path_factory.mktemp("catalog")
+    for url in database(request.param, data_dir):
+        app = app_for(settings_for(url, data_dir))
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            yield test_client
+
+
+PROBLEM = "application/problem+json"
+Headers = dict[str, str]
+
+
+def a_product(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "sku": "KIT-WOK-32",
+        "name": "Carbon Steel Wok 32 cm",
+        "description": "Hand-hammered wok with a wooden handle, seasoned for stir-frying.",
+        "price": 5490,
+        "currency": "EUR",
+        "category": "kitchen",
+        "image_url": "https://cdn.example.com/products/KIT-WOK-32.jpg",
+    }
+    body.update(overrides)
+    return body
+
+
+def listed_skus(client: TestClient, **params: Any) -> set[str]:
+    items = client.get("/products", params={"limit": 100, **params}).json()["items"]
+    return {item["sku"] for item in items}
