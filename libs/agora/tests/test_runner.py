@@ -10,26 +10,22 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from agora.cli import app
+from agora.harness import RunningSystem, process_gone, wait_for
 from agora.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
 from agora.runner import parse_scale
 from agora.supervisor import RestartPolicy, describe_exit, shorten_line
 from agora.testing import free_port
 
 TESTS = Path(__file__).parent
-AGORA = str(Path(sys.executable).with_name("agora"))
-T = TypeVar("T")
 
 TINY_TOPOLOGY = """
 [gateway]
@@ -216,86 +212,6 @@ def test_status_and_reset_with_nothing_running_say_so(
 # -- the tiny system, for real -----------------------------------------------------------------
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
-    """Poll ``probe`` until it returns something; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (result := probe()) is not None:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie has exited; only its entry waits to be collected by whoever adopted it.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
-
-
-class Up:
-    """``agora up`` running as a subprocess in its own directory."""
-
-    def __init__(self, directory: Path, env: dict[str, str], *args: str) -> None:
-        self.directory = directory
-        self.env = env
-        self.output = directory / "up.out"
-        self.port = free_port()
-        with self.output.open("w") as out:
-            self.process = subprocess.Popen(
-                [AGORA, "up", "--port", str(self.port), *args],
-                cwd=directory,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def agora(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [AGORA, *args],
-            cwd=self.directory,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def status(self) -> list[dict[str, Any]]:
-        result = self.agora("status", "--json")
-        assert result.returncode == 0, result.stderr
-        processes: list[dict[str, Any]] = json.loads(result.stdout)
-        return processes
-
-    def printed(self) -> str:
-        return self.output.read_text()
-
-    def wait_healthy(self, count: int) -> list[dict[str, Any]]:
-        def all_healthy() -> list[dict[str, Any]] | None:
-            if self.process.poll() is not None:
-                raise AssertionError(f"agora up exited early:\n{self.printed()}")
-            if f"Gateway: http://127.0.0.1:{self.port}" not in self.printed():
-                return None
-            processes = self.status()
-            ok = len(processes) == count and all(p["healthy"] for p in processes)
-            return processes if ok else None
-
-        return wait_for(f"{count} healthy processes", all_healthy)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            # The children go with it: the kernel kills them when the runner dies.
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-
 @pytest.fixture
 def tiny(tmp_path: Path) -> dict[str, str]:
     topology = tmp_path / "topology.toml"
@@ -315,12 +231,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def up(workdir: Path, tiny: dict[str, str]) -> Iterator[Up]:
-    running = Up(workdir, tiny, "--scale", "beta=2")
-    try:
+def up(workdir: Path, tiny: dict[str, str]) -> Iterator[RunningSystem]:
+    with RunningSystem(workdir, "--scale", "beta=2", env=tiny) as running:
         yield running
-    finally:
-        running.kill()
 
 
 def get_json(url: str) -> Any:
@@ -328,7 +241,9 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def test_up_starts_every_process_healthy_with_migrations_run_once(up: Up, workdir: Path) -> None:
+def test_up_starts_every_process_healthy_with_migrations_run_once(
+    up: RunningSystem, workdir: Path
+) -> None:
     processes = up.wait_healthy(count=4)
 
     assert [(p["service"], p["replica"]) for p in processes] == [
@@ -341,7 +256,7 @@ def test_up_starts_every_process_healthy_with_migrations_run_once(up: Up, workdi
     ports = [p["port"] for p in processes]
     assert len(set(ports)) == len(ports)
     # Every process knows where every replica is.
-    whoami = get_json(f"http://127.0.0.1:{up.port}/whoami")
+    whoami = get_json(f"{up.gateway_url}/whoami")
     beta_ports = [p["port"] for p in processes if p["service"] == "beta"]
     assert whoami["peers"]["beta"] == [f"http://127.0.0.1:{port}" for port in beta_ports]
     # Two replicas of beta, one migration.
@@ -352,7 +267,7 @@ def test_up_starts_every_process_healthy_with_migrations_run_once(up: Up, workdi
     assert "beta[1]" in up.printed()
 
 
-def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: Up) -> None:
+def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: RunningSystem) -> None:
     up.wait_healthy(count=4)
 
     second = up.agora("up", "--port", str(free_port()))
@@ -365,7 +280,7 @@ def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: Up) -> No
     assert (up.directory / ".agora" / "data").is_dir()
 
 
-def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: Up) -> None:
+def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: RunningSystem) -> None:
     before = {(p["service"], p["replica"]): p for p in up.wait_healthy(count=4)}
     victim = before[("beta", 0)]
 
@@ -384,12 +299,12 @@ def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: Up) ->
     assert all(p["pid"] == before[key]["pid"] for key, p in before.items() if key != ("beta", 0))
 
 
-def test_sigterm_stops_every_process_and_exits_0(up: Up) -> None:
+def test_sigterm_stops_every_process_and_exits_0(up: RunningSystem) -> None:
     pids = [p["pid"] for p in up.wait_healthy(count=4)]
 
     assert up.stop() == 0
 
-    assert all(gone(pid) for pid in pids), [pid for pid in pids if not gone(pid)]
+    assert all(process_gone(pid) for pid in pids), [pid for pid in pids if not process_gone(pid)]
     assert not (up.directory / ".agora" / "state.json").exists()
     assert up.agora("status").returncode == 1
     reset = up.agora("reset")
@@ -397,12 +312,12 @@ def test_sigterm_stops_every_process_and_exits_0(up: Up) -> None:
     assert not (up.directory / ".agora").exists()
 
 
-def test_the_children_die_with_a_runner_that_was_killed(up: Up) -> None:
+def test_the_children_die_with_a_runner_that_was_killed(up: RunningSystem) -> None:
     pids = [p["pid"] for p in up.wait_healthy(count=4)]
 
     up.kill()
 
-    wait_for("every child to be gone", lambda: all(gone(pid) for pid in pids) or None, 30)
+    wait_for("every child to be gone", lambda: all(process_gone(pid) for pid in pids) or None, 30)
 
 
 def test_a_service_that_cannot_start_is_named_with_its_log(
@@ -410,11 +325,9 @@ def test_a_service_that_cannot_start_is_named_with_its_log(
 ) -> None:
     topology = Path(tiny["AGORA_TOPOLOGY"]).with_name("broken.toml")
     topology.write_text(BROKEN_TOPOLOGY)
-    up = Up(workdir, {**tiny, "AGORA_TOPOLOGY": str(topology)})
-    try:
-        code = up.process.wait(timeout=120)
-    finally:
-        up.kill()
+    with RunningSystem(workdir, env={**tiny, "AGORA_TOPOLOGY": str(topology)}) as up:
+        assert up.process is not None
+        code = up.process.wait(timeout=180)
 
     printed = up.printed()
     assert code == 1

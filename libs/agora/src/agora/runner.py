@@ -394,17 +394,13 @@ class Runner:
 
     def _print_ready(self, gateway: Process) -> None:
         table = Table(title="Agora is up", title_justify="left")
-        for column in ("service", "replica", "pid", "url", "log"):
+        for column in ("service", "replica", "pid", "url"):
             table.add_column(column)
         for p in self._in_topology_order():
-            table.add_row(
-                Text(p.service, style=p.colour),
-                str(p.replica),
-                str(p.pid),
-                p.url,
-                str(p.log_path.relative_to(self.options.directory.resolve())),
-            )
-        self.console.print(table, soft_wrap=True)
+            table.add_row(Text(p.service, style=p.colour), str(p.replica), str(p.pid), p.url)
+        self.console.print(table)
+        logs = self.layout.logs.relative_to(self.options.directory.resolve())
+        self.output.say(f"Logs: {logs}/<service>-<replica>.log", "dim")
         self.output.say(f"Gateway: {gateway.url}", "bold green")
         self.output.say("Ctrl-C stops every process", "dim")
 

@@ -1,0 +1,151 @@
+"""Running ``agora up`` from a test, as a user would: a subprocess in a directory of its own.
+
+Used by the runner's tests and by the system tests (tests/system)::
+
+    with RunningSystem(tmp_path) as system:
+        system.wait_healthy(count=3)
+        httpx.get(f"{system.gateway_url}/api")
+
+Leaving the ``with`` block kills ``agora up`` if it is still running; its children go with it
+(the kernel kills them when the runner dies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from agora.testing import free_port
+
+T = TypeVar("T")
+
+# The `agora` console script of the environment the tests run in.
+AGORA = str(Path(sys.executable).with_name("agora"))
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
+    """Poll ``probe`` until it returns something other than None; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (result := probe()) is not None:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
+
+
+def process_gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie, waiting to be collected, has exited too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return not stat.parent.exists()
+
+
+class RunningSystem:
+    """``agora up --port <free port> *args`` in ``directory``; its output goes to ``up.out``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.directory = directory
+        self.args: Sequence[str] = args
+        self.env = dict(os.environ if env is None else env)
+        self.port = port or free_port()
+        self.gateway_url = f"http://127.0.0.1:{self.port}"
+        self.output = directory / "up.out"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RunningSystem:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.output.open("w") as out:
+            self.process = subprocess.Popen(  # noqa: S603 (our own command, no shell)
+                [AGORA, "up", "--port", str(self.port), *self.args],
+                cwd=self.directory,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def __enter__(self) -> RunningSystem:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+    def agora(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run another ``agora`` command in the system's directory."""
+        return subprocess.run(  # noqa: S603 (our own command, no shell)
+            [AGORA, *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def printed(self) -> str:
+        """What ``agora up`` has printed so far."""
+        return self.output.read_text(errors="replace")
+
+    def status(self) -> list[dict[str, Any]]:
+        """``agora status --json``."""
+        result = self.agora("status", "--json")
+        if result.returncode != 0:
+            raise AssertionError(f"agora status failed: {result.stderr}\n{self.printed()}")
+        processes: list[dict[str, Any]] = json.loads(result.stdout)
+        return processes
+
+    def process_of(self, service: str, replica: int = 0) -> dict[str, Any]:
+        return next(p for p in self.status() if p["service"] == service and p["replica"] == replica)
+
+    def wait_healthy(self, count: int, timeout: float = 180.0) -> list[dict[str, Any]]:
+        """Wait until ``agora up`` says it is up and ``count`` processes answer /readyz."""
+
+        def healthy() -> list[dict[str, Any]] | None:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"agora up exited early:\n{self.printed()}")
+            if f"Gateway: {self.gateway_url}" not in self.printed():
+                return None
+            processes = self.status()
+            ok = len(processes) == count and all(p["healthy"] for p in processes)
+            return processes if ok else None
+
+        return wait_for(f"{count} healthy processes", healthy, timeout)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as a service manager would send; the exit code of ``agora up``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
