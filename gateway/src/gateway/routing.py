@@ -125,6 +125,8 @@ class Proxy:
         client = self.resources.client
         headers, has_body = _onward_headers(scope)
         body = await _read_body(receive, self.max_body_bytes) if has_body else None
+        # The path sent on is the one checked, encoded again, rather than the raw one: no second
+        # decoding can then make the service see a path the gateway did not check.
         path_qs = quote(path, safe=_PATH_SAFE)
         if query := scope["query_string"]:
             path_qs = f"{path_qs}?{query.decode('latin-1')}"
@@ -190,7 +192,7 @@ def _onward_headers(scope: Scope) -> tuple[list[tuple[str, str]], bool]:
             elif name == b"transfer-encoding":
                 has_body = True
             elif name == b"x-forwarded-for":
-                forwarded_for = value.decode("latin-1") + ", "
+                forwarded_for += value.decode("latin-1") + ", "
             elif name == b"host":
                 host = value.decode("latin-1")
             continue
