@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -59,7 +60,12 @@ products = Table(
     Column("description", Text, nullable=False),
     Column("price", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("category", String(64), ForeignKey("categories.slug"), nullable=False),
+    Column(
+        "category",
+        String(64),
+        ForeignKey("categories.slug", name="fk_products_category"),
+        nullable=False,
+    ),
     Column("image_url", String(2048), nullable=True),
     Column("active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -67,6 +73,7 @@ products = Table(
     # Derived from name and description on every write (domain.name_key, domain.search_text).
     Column("name_key", sort_text(200), nullable=False),
     Column("search_text", Text, nullable=False),
+    CheckConstraint("price > 0", name="ck_products_price_positive"),
     Index("ix_products_name_key", "name_key", "sku"),
     Index("ix_products_price", "price", "sku"),
     Index("ix_products_category_name_key", "category", "name_key", "sku"),
