@@ -39,6 +39,8 @@ from agora.supervisor import Output, Process, Supervisor, describe_exit
 from agora.topology import Service, Topology
 
 GATEWAY = "gateway"
+# Ctrl-C, a service manager's stop, and the terminal closing all stop the system in order.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_REPLICAS = 16
 # Colours per service, in topology order; the gateway and the runner have their own.
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -196,7 +198,7 @@ class Runner:
             return 1
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
         self.layout.data.mkdir(parents=True, exist_ok=True)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
@@ -221,7 +223,7 @@ class Runner:
             await self.supervisor.stop()
             with contextlib.suppress(FileNotFoundError):
                 self.layout.state_file.unlink()
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
         self.output.say("stopped" if code == 0 else "stopped after a failed start", "bold")
         return code

@@ -105,8 +105,9 @@ class Output:
         try:
             self.console.file.write(text)
             self.console.file.flush()
-        except BrokenPipeError:
-            # Whoever read our output went away (`agora up | head`); the log files still have it.
+        except OSError:
+            # Whoever read our output went away (`agora up | head`, a closed terminal); the log
+            # files still have every line.
             self.console.quiet = True
 
     def child(self, label: str, colour: str, line: str) -> None:
