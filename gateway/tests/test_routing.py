@@ -11,7 +11,7 @@ import pytest
 from .conftest import eventually
 
 if TYPE_CHECKING:
-    from .conftest import Upstream
+    from .conftest import StartGateway, Upstream
 
 MIB = 1024 * 1024
 
@@ -188,7 +188,9 @@ def test_a_service_that_is_down_is_a_503_problem(gateway: httpx.Client) -> None:
     assert "inventory" in reply.json()["detail"]
 
 
-def test_a_service_that_hangs_is_a_504_problem(gateway: httpx.Client) -> None:
+def test_a_service_that_hangs_is_a_504_problem(start_gateway: StartGateway) -> None:
+    gateway = start_gateway(client_timeout=0.3)
+
     reply = gateway.get("/api/catalog/products/slow")
 
     assert reply.status_code == 504
