@@ -115,6 +115,9 @@ def create_service_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # The chassis middleware makes the one server span per request (the gateway, which is
+        # not all FastAPI routes, needs it too); FastAPI's own would double every span.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.resources = resources
     install_problem_handlers(app, errors or {})

@@ -81,12 +81,18 @@ class UnitOfWork:
         self.busy_deadline = busy_deadline
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self._sync: Engine | None = None
+        self._binds: dict[bool, Engine] = {}
         self._async: AsyncEngine | None = None
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._sync = _sqlite_engine(url, synchronous)
+            # Made once: execution_options() builds a new engine proxy on every call.
+            self._binds = {
+                True: self._sync.execution_options(sqlite_begin="IMMEDIATE"),
+                False: self._sync.execution_options(sqlite_begin="DEFERRED"),
+            }
         else:
             self._async = create_async_engine(
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -122,7 +128,7 @@ class UnitOfWork:
             attempt += 1
             try:
                 if self._sync is not None:
-                    return _in_session(self._sync, write, handler, *args, **kwargs)
+                    return _in_session(self._binds[write], write, handler, *args, **kwargs)
                 assert self._async is not None
                 async with AsyncSession(self._async, expire_on_commit=False) as session:
                     if write:
@@ -153,9 +159,8 @@ class UnitOfWork:
 
 
 def _in_session(
-    engine: Engine, write: bool, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs
+    bind: Engine, write: bool, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
     with Session(bind=bind, expire_on_commit=False) as session:
         try:
             result = handler(session, *args, **kwargs)

@@ -17,28 +17,35 @@ from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.errors import Forbidden, ServiceUnavailable, Unauthorized
 
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
+# thread, a hop that costs more than the whole lookup.
 
-def resources(request: Request) -> Resources:
+
+def _resources(request: Request) -> Resources:
     found: Resources = request.app.state.resources
     return found
 
 
-def unit_of_work(request: Request) -> UnitOfWork:
-    uow = resources(request).uow
+async def resources(request: Request) -> Resources:
+    return _resources(request)
+
+
+async def unit_of_work(request: Request) -> UnitOfWork:
+    uow = _resources(request).uow
     if uow is None:
         raise ServiceUnavailable("this service has no database")
     return uow
 
 
-def service_client(request: Request) -> ServiceClient:
-    return resources(request).client
+async def service_client(request: Request) -> ServiceClient:
+    return _resources(request).client
 
 
 async def current_user(request: Request) -> Principal:
     token = context.bearer_token.get()
     if not token:
         raise Unauthorized("send an access token: Authorization: Bearer <token>")
-    verifier = resources(request).verifier
+    verifier = _resources(request).verifier
     if verifier is None:
         raise ServiceUnavailable("this service cannot check tokens: it has no key source")
     return await verifier.verify(token)
