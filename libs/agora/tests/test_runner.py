@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from agora.cli import app
 from agora.harness import RunningSystem, process_gone, wait_for
 from agora.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
-from agora.runner import parse_scale
+from agora.runner import Layout, RunState, parse_scale
 from agora.supervisor import RestartPolicy, describe_exit, shorten_line
 from agora.testing import free_port
 
@@ -207,6 +207,24 @@ def test_status_and_reset_with_nothing_running_say_so(
     assert "No Agora system is running" in status.output
     assert reset.exit_code == 0
     assert "Nothing to delete" in reset.output
+
+
+def test_state_left_by_a_runner_that_died_does_not_count_as_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pid in the file is alive (it is this test's), as when the kernel reused it.
+    layout = Layout.of(tmp_path)
+    layout.root.mkdir()
+    RunState(runner_pid=os.getpid(), started_at=0.0).write(layout)
+    monkeypatch.chdir(tmp_path)
+
+    status = CliRunner().invoke(app, ["status"])
+    reset = CliRunner().invoke(app, ["reset"])
+
+    assert status.exit_code == 1
+    assert "did not stop cleanly" in status.output
+    assert reset.exit_code == 0
+    assert not layout.root.exists()
 
 
 # -- the tiny system, for real -----------------------------------------------------------------

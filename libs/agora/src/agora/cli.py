@@ -29,6 +29,7 @@ from agora.runner import (
     GATEWAY,
     Layout,
     Runner,
+    RunnerLock,
     RunState,
     UpOptions,
     check_health,
@@ -237,11 +238,12 @@ def status(
 def reset() -> None:
     """Delete .agora/ (data and logs) in this directory; refused while the system runs."""
     layout = Layout.of(Path.cwd())
-    state = running_state(layout)
-    if state is not None:
+    if RunnerLock(layout).held():
+        state = RunState.read(layout)
+        pid = state.runner_pid if state is not None else "<pid>"
         raise _fail(
-            f"Agora is running in {layout.root.parent} (pid {state.runner_pid}): stop it first "
-            f"(Ctrl-C where it runs, or kill -TERM {state.runner_pid}), then reset."
+            f"Agora is running in {layout.root.parent} (pid {pid}): stop it first "
+            f"(Ctrl-C where it runs, or kill -TERM {pid}), then reset."
         )
     if not layout.root.exists():
         console.print(f"Nothing to delete: {layout.root} does not exist.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 from pydantic import BaseModel
@@ -120,10 +122,52 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+class RunnerLock:
+    """An exclusive lock on ``.agora/runner.lock``, held by ``agora up`` for as long as it runs.
+
+    The kernel lets go of it when the runner dies, however it dies; so, unlike a pid written in a
+    file, it is never left behind, nor mistaken for another process that was given the same pid.
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        self.path = layout.root / "runner.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another runner holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path.open("a")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return False
+        self._file = file
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def held(self) -> bool:
+        """Whether a runner holds the lock now."""
+        try:
+            file = self.path.open("r")
+        except FileNotFoundError:
+            return False
+        with file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
+
 def running_state(layout: Layout) -> RunState | None:
     """The state of the system running in this layout, or None when none runs there."""
     state = RunState.read(layout)
-    if state is None or not pid_alive(state.runner_pid):
+    if state is None or not RunnerLock(layout).held():
         return None
     return state
 
@@ -189,10 +233,12 @@ class Runner:
 
     async def run(self) -> int:
         """Run the system until SIGINT or SIGTERM. 0 when stopped so, 1 when it could not start."""
-        if (other := running_state(self.layout)) is not None:
+        lock = RunnerLock(self.layout)
+        if not lock.acquire():
+            other = RunState.read(self.layout)
+            pid = f" (runner pid {other.runner_pid})" if other is not None else ""
             self.output.say(
-                f"Agora is already running in {self.options.directory} "
-                f"(runner pid {other.runner_pid}); see `agora status`",
+                f"Agora is already running in {self.options.directory}{pid}; see `agora status`",
                 "bold red",
             )
             return 1
@@ -225,6 +271,7 @@ class Runner:
                 self.layout.state_file.unlink()
             for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
+            lock.release()
         self.output.say("stopped" if code == 0 else "stopped after a failed start", "bold")
         return code
 
