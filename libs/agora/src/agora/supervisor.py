@@ -185,9 +185,10 @@ class Process:
     failure: str | None = None
     restarts: int = 0
     started_at: float = 0.0
+    # Set by the supervisor: the running child, the task copying its output, its open log file.
     proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
-    _pump: asyncio.Task[None] | None = field(default=None, repr=False)
-    _log: IO[str] | None = field(default=None, repr=False)
+    pump: asyncio.Task[None] | None = field(default=None, repr=False)
+    log: IO[str] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -211,8 +212,8 @@ class Process:
         """Wait for the child to exit and for its last lines to be written."""
         assert self.proc is not None
         returncode = await self.proc.wait()
-        if self._pump is not None:
-            await self._pump
+        if self.pump is not None:
+            await self.pump
         return returncode
 
 
@@ -270,9 +271,9 @@ class Supervisor:
             await asyncio.wait(late)
 
     async def _spawn(self, process: Process) -> None:
-        if process._log is None:
+        if process.log is None:
             process.log_path.parent.mkdir(parents=True, exist_ok=True)
-            process._log = process.log_path.open("a", encoding="utf-8", buffering=1)
+            process.log = process.log_path.open("a", encoding="utf-8", buffering=1)
         process.proc = await asyncio.create_subprocess_exec(
             *process.argv,
             env=dict(process.env),
@@ -287,11 +288,11 @@ class Supervisor:
         )
         process.started_at = time.monotonic()
         assert process.proc.stdout is not None
-        process._pump = asyncio.create_task(self._pump(process, process.proc.stdout))
+        process.pump = asyncio.create_task(self._pump(process, process.proc.stdout))
         self.on_start(process)
 
     async def _pump(self, process: Process, stream: asyncio.StreamReader) -> None:
-        log = process._log
+        log = process.log
         assert log is not None
         while True:
             try:
@@ -341,6 +342,6 @@ class Supervisor:
 
     @staticmethod
     def _close(process: Process) -> None:
-        if process._log is not None:
-            process._log.close()
-            process._log = None
+        if process.log is not None:
+            process.log.close()
+            process.log = None
