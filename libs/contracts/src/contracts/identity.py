@@ -1,8 +1,8 @@
 """Integration events that identity publishes.
 
 Each event is a pydantic model of the CloudEvents ``data`` member; its class-level ``type`` is the
-CloudEvents ``type`` (``<publisher>.<Event>.v<N>``), as in the other contracts modules. A breaking change means a new class with a new
-version, never an edit of a published one.
+CloudEvents ``type`` (``<publisher>.<Event>.v<N>``), as in the other contracts modules. A breaking
+change means a new class with a new version, never an edit of a published one.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from agora.app import Resources
 from agora.deps import Admin, CurrentUser, Uow, resources
 from agora.errors import TooManyRequests, Unauthorized
 from identity.application import Identity
@@ -84,9 +85,10 @@ class TooManyLogins(TooManyRequests):
     title = "Too many failed logins"
 
 
-def identity(request: Request) -> Identity:
-    found: Identity = resources(request).extra[IDENTITY]
-    return found
+async def identity(found: Annotated[Resources, Depends(resources)]) -> Identity:
+    # async, as the chassis's own dependencies: a plain def would cost a worker-thread hop.
+    use_cases: Identity = found.extra[IDENTITY]
+    return use_cases
 
 
 Service = Annotated[Identity, Depends(identity)]
