@@ -115,14 +115,29 @@ def first_sku(catalog_url: str) -> str:
 # --- the load generator (runs in a process of its own) --------------------------------------
 
 
-async def drive(url: str, seconds: float, warmup: float, connections: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(
+    url: str, seconds: float, warmup: float, connections: int, pids: dict[str, int]
+) -> dict[str, Any]:
     latencies: list[float] = []
     failures: dict[str, int] = {}
+    sent = 0
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker(until: float, record: bool) -> None:
+            nonlocal sent
             while (now := time.perf_counter()) < until:
+                sent += 1
                 try:
                     async with session.get(url) as reply:
                         await reply.read()
@@ -143,6 +158,11 @@ async def drive(url: str, seconds: float, warmup: float, connections: int) -> di
         until = started + seconds
         await asyncio.gather(*(worker(until, True) for _ in range(connections)))
         elapsed = time.perf_counter() - started
+    cpu_us = {}
+    for name, pid in pids.items():
+        before, after = cpu_before[name], cpu_seconds(pid)
+        if before is not None and after is not None:
+            cpu_us[name] = (after - before) / sent * 1e6
     latencies.sort()
 
     def quantile(q: float) -> float:
@@ -156,17 +176,21 @@ async def drive(url: str, seconds: float, warmup: float, connections: int) -> di
         "p50_ms": quantile(0.50),
         "p99_ms": quantile(0.99),
         "failures": failures,
+        "cpu_us_per_request": cpu_us,
     }
 
 
 async def drive_each(
-    urls: list[str], seconds: float, warmup: float, connections: int
+    urls: list[str], seconds: float, warmup: float, connections: int, pids: dict[str, int]
 ) -> list[dict[str, Any]]:
-    return [await drive(url, seconds, warmup, connections) for url in urls]
+    return [await drive(url, seconds, warmup, connections, pids) for url in urls]
 
 
-def measure(urls: list[str], seconds: float, warmup: float, connections: int) -> list[Any]:
-    """Drive each URL in turn from one load-generating process (started once, for its imports)."""
+def measure(
+    urls: list[str], seconds: float, warmup: float, connections: int, pids: dict[str, int]
+) -> list[Any]:
+    """Drive each URL in turn from one load-generating process (started once, for its imports),
+    which also reads how much CPU time the servers spent per request."""
     command = [
         sys.executable,
         __file__,
@@ -179,6 +203,8 @@ def measure(urls: list[str], seconds: float, warmup: float, connections: int) ->
     ]
     for url in urls:
         command += ["--drive", url]
+    for name, pid in pids.items():
+        command += ["--pid", f"{name}={pid}"]
     budget = len(urls) * (seconds + warmup) + 30
     done = subprocess.run(command, capture_output=True, timeout=budget, check=True)
     results: list[Any] = json.loads(done.stdout)
@@ -194,9 +220,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per path")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
     parser.add_argument("--drive", metavar="URL", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--pid", metavar="NAME=PID", action="append", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
-        driven = asyncio.run(drive_each(args.drive, args.seconds, args.warmup, args.connections))
+        pids = {name: int(pid) for name, _, pid in (p.partition("=") for p in args.pid or [])}
+        driven = asyncio.run(
+            drive_each(args.drive, args.seconds, args.warmup, args.connections, pids)
+        )
         print(json.dumps(driven))
         return 0
 
@@ -231,7 +261,11 @@ def main() -> int:
                 ),
             }
             measured = measure(
-                [url for url, _ in paths.values()], args.seconds, args.warmup, args.connections
+                [url for url, _ in paths.values()],
+                args.seconds,
+                args.warmup,
+                args.connections,
+                {p.name: p.popen.pid for p in processes if p.name != "identity"},
             )
             results = dict(zip(paths, measured, strict=True))
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
@@ -246,10 +280,14 @@ def main() -> int:
             stop(processes)
 
     print(f"GET a product ({sku}), {args.connections} connections, {args.seconds:g} s each")
-    print(f"{'path':<8} {'request':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'path':<8} {'request':<34} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}  CPU per request")
     for label, (_, shown) in paths.items():
         r = results[label]
-        print(f"{label:<8} {shown:<34} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+        cpu = ", ".join(
+            f"{name} {us:.0f} µs" for name, us in r["cpu_us_per_request"].items() if us >= 1
+        )
+        figures = f"{r['rps']:>7.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}"
+        print(f"{label:<8} {shown:<34} {figures}  {cpu}")
     ratio = results["gateway"]["rps"] / results["direct"]["rps"]
     verdict = "meets" if ratio >= TARGET else "misses"
     print(f"gateway/direct throughput: {ratio:.2f} ({verdict} the target of {TARGET:.2f})")

@@ -223,3 +223,17 @@ def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(
     assert access["request_id"] == reply.headers["x-request-id"]
     assert access["trace_id"] == trace_id
     assert access["route"] == "/api/catalog/products/{sku}"
+
+
+def test_metrics_count_forwarded_requests_by_route_template_not_by_path(
+    gateway: httpx.Client,
+) -> None:
+    gateway.get("/api/catalog/products/counted-1")
+    gateway.get("/api/catalog/products/counted-2")
+    gateway.get("/api/catalog/no-such-thing")
+
+    metrics = gateway.get("/metrics").text
+
+    assert 'route="/api/catalog/products/{sku}",service="gateway",status="200"' in metrics
+    assert 'route="/api/{service}/{path}",service="gateway",status="404"' in metrics
+    assert "counted-1" not in metrics

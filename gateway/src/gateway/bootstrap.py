@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.routing import Route
 
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
@@ -46,16 +45,14 @@ def create_app(
         verifier=verifier,
         use_database=False,
     )
-    proxy = Proxy(topology, app.state.resources)
-    # `/api/<service>` alone is routed too, so that it is a 404 rather than a redirect.
-    for path in ("/api/{service}", "/api/{service}/{path:path}"):
-        app.router.routes.append(Route(path, proxy, include_in_schema=False))
-    # Inside the chassis middleware rather than around it, so a 429 carries a request id and is
-    # logged and counted like any other answer.
+    # Both inside the chassis middleware rather than around it, so that every answer (a 429, a
+    # forwarded one) carries a request id and is traced, logged and counted; the proxy innermost,
+    # after the rate limit, answering `/api/<service>/...` without FastAPI's router.
     buckets = TokenBuckets(
         settings.rate_limit, settings.rate_burst, max_clients=settings.rate_clients
     )
     app.user_middleware.append(Middleware(RateLimit, buckets=buckets))
+    app.user_middleware.append(Middleware(Proxy, topology=topology, resources=app.state.resources))
     return app
 
 

@@ -6,8 +6,10 @@ services, unlisted paths) is a 404, a known path with another method a 405. Rout
 user are checked here first (the services check again). Status, headers and body come back as the
 service sent them, minus the hop-by-hop headers; large answers are streamed through.
 
-It is a plain ASGI app rather than a FastAPI route: it runs on every request through the gateway,
-and it needs nothing of FastAPI's parameter parsing.
+It is a plain ASGI middleware, the innermost one, rather than a FastAPI route: it runs on every
+request through the gateway and needs nothing of FastAPI's parameter parsing, and skipping FastAPI's
+router and exception layers saves about a seventh of the gateway's CPU time per request (profiled).
+Anything not under ``/api/<service>/`` (``GET /api``, the probes, the docs) goes on to the app.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
+from starlette.requests import Request
 
 from agora import context
-from agora.app import Resources
+from agora.app import Resources, problem_response
 from agora.auth import Principal
 from agora.errors import (
     BadGateway,
@@ -30,7 +33,7 @@ from agora.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from agora.middleware import Message, Receive, Scope, Send
+from agora.middleware import ASGIApp, Message, Receive, Scope, Send
 from agora.topology import Route, Service, Topology
 
 log = structlog.get_logger("gateway.routing")
@@ -59,6 +62,7 @@ _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
 _SMALL_REPLY = 64 * 1024
 # Characters left as they are when a path is quoted again for the onward request (RFC 3986 pchar).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+PREFIX = "/api/"
 
 
 class MethodNotAllowed(Problem):
@@ -78,9 +82,12 @@ class _ClientGone(Exception):
 
 
 class Proxy:
-    """The ASGI app behind ``/api/{service}/{path:path}``."""
+    """ASGI middleware answering ``/api/<service>/...`` itself; everything else goes to ``app``."""
 
-    def __init__(self, topology: Topology, resources: Resources) -> None:
+    UNMATCHED = RouteTemplate("/api/{service}/{path}")
+
+    def __init__(self, app: ASGIApp, *, topology: Topology, resources: Resources) -> None:
+        self.app = app
         self.services = dict(topology.services)
         self.resources = resources
         self.max_body_bytes = resources.settings.max_body_bytes
@@ -91,12 +98,37 @@ class Proxy:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        params = scope["path_params"]
+        if scope["type"] != "http" or not (path := scope["path"]).startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        name, slash, rest = path[len(PREFIX) :].partition("/")
+        if not name:
+            await self.app(scope, receive, send)  # `/api/` is the app's (a redirect to `/api`)
+            return
+        scope["route"] = self.UNMATCHED
+        try:
+            await self._route(scope, receive, send, name, "/" + rest if slash else "")
+        except Problem as problem:
+            # What the app's problem handler would answer, without going through the app.
+            answer = problem_response(
+                Request(scope),
+                problem.status,
+                problem.title,
+                detail=problem.detail,
+                type_=problem.type,
+                headers=problem.headers,
+            )
+            await answer(scope, receive, send)
+        except _ClientGone:
+            return
+
+    async def _route(
+        self, scope: Scope, receive: Receive, send: Send, name: str, path: str
+    ) -> None:
         method: str = scope["method"]
-        service = self.services.get(params["service"])
-        path = "/" + params.get("path", "")
-        if service is None or _has_dot_segment(path):
-            raise NotFound(f"no public route {path!r} on {params['service']!r}")
+        service = self.services.get(name)
+        if service is None or not path or _has_dot_segment(path):
+            raise NotFound(f"no public route {path or '/'!r} on {name!r}")
         route = service.route_for(method, path)
         if route is None:
             raise _not_routed(service, method, path)
@@ -105,10 +137,7 @@ class Proxy:
             principal = await self._authenticate()
             if route.auth == "admin" and not principal.is_admin:
                 raise Forbidden("this needs the admin role")
-        try:
-            await self._forward(scope, receive, send, service.name, path)
-        except _ClientGone:
-            return
+        await self._forward(scope, receive, send, service.name, path)
 
     async def _authenticate(self) -> Principal:
         token = context.bearer_token.get()
