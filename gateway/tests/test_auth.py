@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,7 +33,7 @@ def unsigned_token() -> str:
     return f"{_segment(header)}.{_segment(claims)}."
 
 
-BAD_TOKENS = {
+BAD_TOKENS: dict[str, Callable[[Keys], str]] = {
     "expired": lambda keys: keys.token(expires_in=-600),
     "wrong signature": lambda keys: keys.token(key=keys.stranger),
     "alg none": lambda keys: unsigned_token(),
