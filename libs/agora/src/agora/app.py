@@ -93,13 +93,15 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if uow is not None and migrations is not None:
-            await asyncio.to_thread(upgrade, settings.database_url, migrations)
-        await client.start()
-        for hook in on_startup:
-            await hook(resources)
-        log.info("serving", host=settings.host, port=settings.port, database=uow and uow.backend)
         try:
+            if uow is not None and migrations is not None:
+                await asyncio.to_thread(upgrade, settings.database_url, migrations)
+            await client.start()
+            for hook in on_startup:
+                await hook(resources)
+            log.info(
+                "serving", host=settings.host, port=settings.port, database=uow and uow.backend
+            )
             yield
         finally:
             for hook in on_shutdown:

@@ -112,8 +112,13 @@ class TokenVerifier:
         if (key := self._keys.get(kid)) is not None:
             return key
         async with self._lock:
-            due = time.monotonic() - self._fetched_at >= self.refetch_interval
-            if kid not in self._keys and due:
+            if kid not in self._keys:
+                # A key id we do not hold is most likely a rotation we have not seen yet: fetch
+                # the set again, but no more than once per interval (a stream of made-up key ids
+                # must not turn into a stream of fetches), waiting out the rest of the interval.
+                wait = self._fetched_at + self.refetch_interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 fetched = await self._refresh()
                 if not fetched and not self._keys:
                     raise ServiceUnavailable("tokens cannot be checked: the key set is unreachable")
