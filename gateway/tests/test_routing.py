@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from .conftest import eventually
+from .conftest import Upstream, catalog_routes, eventually
 
 if TYPE_CHECKING:
-    from .conftest import StartGateway, Upstream
+    from .conftest import StartGateway
 
 MIB = 1024 * 1024
 
@@ -237,3 +237,22 @@ def test_metrics_count_forwarded_requests_by_route_template_not_by_path(
     assert 'route="/api/catalog/products/{sku}",service="gateway",status="200"' in metrics
     assert 'route="/api/{service}/{path}",service="gateway",status="404"' in metrics
     assert "counted-1" not in metrics
+
+
+def test_requests_are_spread_over_a_services_replicas(
+    start_gateway: StartGateway, service_urls: dict[str, list[str]], catalog: Upstream
+) -> None:
+    second = Upstream(catalog_routes).start()
+    try:
+        gateway = start_gateway(service_urls={**service_urls, "catalog": [catalog.url, second.url]})
+
+        ids = [
+            gateway.get(f"/api/catalog/products/spread-{n}").headers["x-request-id"]
+            for n in range(4)
+        ]
+
+        assert all(reply_id for reply_id in ids)
+        assert len([i for i in ids if seen_by(catalog, i)]) == 2
+        assert len([i for i in ids if seen_by(second, i)]) == 2
+    finally:
+        second.stop()
