@@ -40,9 +40,8 @@ async def uow(url: str) -> UnitOfWork:
     return unit
 
 
-def add(session: Session, text: str) -> int:
-    result = session.execute(insert(notes).values(text=text))
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
+def add(session: Session, text: str) -> None:
+    session.execute(insert(notes).values(text=text))
 
 
 def add_then_fail(session: Session, text: str) -> None:
