@@ -184,18 +184,18 @@ def parse_scale(values: Iterable[str], services: Collection[str]) -> dict[str, i
         name, equals, count = value.partition("=")
         name = name.strip()
         if not equals or not name:
-            raise ValueError(f"--scale takes SERVICE=N, such as catalog=2; got {value!r}")
+            raise ValueError(f"{value!r}: expected SERVICE=N, such as catalog=2")
         if name == GATEWAY:
             raise ValueError("the gateway runs once; only services can be scaled")
         if name not in services:
             known = ", ".join(sorted(services))
-            raise ValueError(f"--scale {value}: there is no service {name!r} (services: {known})")
+            raise ValueError(f"{value!r}: there is no service {name!r} (services: {known})")
         try:
             replicas = int(count)
         except ValueError:
-            raise ValueError(f"--scale {value}: {count!r} is not a whole number") from None
+            raise ValueError(f"{value!r}: {count!r} is not a whole number") from None
         if not 1 <= replicas <= MAX_REPLICAS:
-            raise ValueError(f"--scale {value}: replicas must be from 1 to {MAX_REPLICAS}")
+            raise ValueError(f"{value!r}: replicas must be from 1 to {MAX_REPLICAS}")
         scale[name] = replicas
     return scale
 
