@@ -35,7 +35,7 @@ lint: sync
 	$(BIN)/ruff format --check .
 
 typecheck: sync
-	$(BIN)/mypy libs/agora/src libs/contracts/src services/identity/src services/catalog/src gateway/src
+	$(BIN)/mypy libs services gateway tests bench
 
 contracts-lint: sync
 	$(BIN)/lint-imports

@@ -115,6 +115,9 @@ def serve(
             # The chassis has configured JSON logs, and it logs each request itself.
             log_config=None,
             access_log=False,
+            # Trust no X-Forwarded-For: the gateway keys its rate limit on the client's address,
+            # which a local client could otherwise choose for itself.
+            proxy_headers=False,
             timeout_graceful_shutdown=5,
         )
     )
