@@ -9,6 +9,7 @@ spreads reads over both catalog replicas.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -121,11 +122,42 @@ def test_the_journey_survives_a_killed_catalog_and_sigterm_leaves_nothing(
         assert "catalog[0] exited unexpectedly (killed by SIGKILL)" in system.printed()
 
         walk_the_journey(api)
+        follow_one_request_through_the_logs(api, system.directory / ".agora" / "logs")
 
     pids = [p["pid"] for p in system.status()]
     assert system.stop() == 0
     assert [pid for pid in pids if not process_gone(pid)] == []
     assert system.agora("status").returncode == 1
+
+
+def request_lines(log: Path, request_id: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("request_id") == request_id]
+
+
+def follow_one_request_through_the_logs(api: httpx.Client, logs: Path) -> None:
+    """One request id, one trace id: the gateway's log line and catalog's tell the same story."""
+    request_id = f"probe-{uuid.uuid4().hex}"
+    sku = api.get("/api/catalog/products", params={"limit": 1}).json()["items"][0]["sku"]
+    answer = api.get(f"/api/catalog/products/{sku}", headers={"x-request-id": request_id})
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"] == request_id
+
+    def logged() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        at_gateway = request_lines(logs / "gateway-0.log", request_id)
+        at_catalog = request_lines(logs / "catalog-0.log", request_id)
+        if at_gateway and at_catalog:
+            return at_gateway[-1], at_catalog[-1]
+        return None
+
+    gateway_line, catalog_line = wait_for("both log lines of the request", logged, timeout=30)
+    assert gateway_line["service"] == "gateway"
+    assert catalog_line["service"] == "catalog"
+    assert catalog_line["route"] == "/products/{sku}"
+    assert len(gateway_line["trace_id"]) == 32
+    assert catalog_line["trace_id"] == gateway_line["trace_id"]
+    # The catalog's span is a child within the trace, not the gateway's own span.
+    assert catalog_line["span_id"] != gateway_line["span_id"]
 
 
 def requests_served(port: int) -> float:

@@ -31,22 +31,29 @@ def _json(_: Any, __: str, event: dict[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+# Who this process is. Read on every line rather than captured in a closure: loggers are cached
+# on first use, and a test process builds several services' apps one after another.
+_process: dict[str, Any] = {"service": "agora", "replica": 0}
+
+
+def _add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.setdefault("service", _process["service"])
+    event.setdefault("replica", _process["replica"])
+    return event
+
+
 def configure_logging(
     service: str, *, level: str = "info", fmt: str = "json", replica: int = 0
 ) -> None:
     """Set up structlog and the standard library for this process. Safe to call again."""
-
-    def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        event.setdefault("service", service)
-        event.setdefault("replica", replica)
-        return event
+    _process.update(service=service, replica=replica)
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        add_service,
+        _add_service,
         _add_request,
         structlog.processors.format_exc_info,
     ]
