@@ -13,7 +13,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.orm import Session
 
 from agora.db import DatabaseBusy, UnitOfWork
-from agora.testing import postgres_database
+from agora.testing import STORES, database
 
 metadata = MetaData()
 notes = Table(
@@ -24,12 +24,9 @@ notes = Table(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'notes.db'}"
-        return
-    with postgres_database("db") as database_url:
+    with database(request.param, "db", tmp_path) as database_url:
         yield database_url
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
-from agora.testing import postgres_database
+from agora.testing import STORES, database
 
 ENV = """
 from agora.migrations import run_env
@@ -50,12 +50,9 @@ def scripts(tmp_path: Path) -> Path:
     return location
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'service.db'}"
-        return
-    with postgres_database("migrations") as database_url:
+    with database(request.param, "migrations", tmp_path) as database_url:
         yield database_url
 
 

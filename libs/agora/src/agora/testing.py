@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
@@ -73,3 +74,20 @@ def postgres_database(label: str) -> Iterator[str]:
         yield postgres_url(name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# The stores every database test runs on: `@pytest.fixture(params=STORES)`.
+STORES = ("sqlite", "postgresql")
+
+
+@contextmanager
+def database(store: str, label: str, directory: Path) -> Iterator[str]:
+    """A database of the test's own: a SQLite file in ``directory``, or a fresh PostgreSQL
+    database (see :func:`postgres_database`)."""
+    if store == "sqlite":
+        yield f"sqlite:///{directory / 'data' / f'{label}.db'}"
+        return
+    if store != "postgresql":
+        raise ValueError(f"unknown store {store!r}")
+    with postgres_database(label) as url:
+        yield url

@@ -118,16 +118,7 @@ def list_categories(session: Session, store: Store) -> list[CategorySummary]:
 
 def create_product(session: Session, store: Store, command: CreateProduct) -> Product:
     catalogue = store(session)
-    product = Product.create(
-        sku=command.sku,
-        name=command.name,
-        description=command.description,
-        price=command.price,
-        currency=command.currency,
-        category=command.category,
-        image_url=command.image_url,
-        now=_now(),
-    )
+    product = _new_product(command, _now())
     if not catalogue.has_category(product.category):
         raise UnknownCategory(f"there is no category {product.category!r}")
     if catalogue.get(product.sku) is not None:
@@ -150,6 +141,19 @@ def change_product(session: Session, store: Store, sku: str, changes: dict[str, 
     return changed
 
 
+def _new_product(command: CreateProduct, now: datetime) -> Product:
+    return Product.create(
+        sku=command.sku,
+        name=command.name,
+        description=command.description,
+        price=command.price,
+        currency=command.currency,
+        category=command.category,
+        image_url=command.image_url,
+        now=now,
+    )
+
+
 def seed_catalogue(session: Session, store: Store, seed: Seed) -> bool:
     """Load ``seed`` unless it was loaded before; True when this call loaded it.
 
@@ -164,16 +168,7 @@ def seed_catalogue(session: Session, store: Store, seed: Seed) -> bool:
         if not catalogue.has_category(category.slug):
             catalogue.add_category(category)
     for command in seed.products:
-        product = Product.create(
-            sku=command.sku,
-            name=command.name,
-            description=command.description,
-            price=command.price,
-            currency=command.currency,
-            category=command.category,
-            image_url=command.image_url,
-            now=now,
-        )
+        product = _new_product(command, now)
         if not catalogue.has_category(product.category):
             raise UnknownCategory(f"the seed's product {product.sku} names no seeded category")
         if catalogue.get(product.sku) is None:

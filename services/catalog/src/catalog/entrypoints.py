@@ -13,9 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from agora.db import UnitOfWork
-from agora.deps import Admin
-from agora.errors import ServiceUnavailable
+from agora.deps import Admin, Uow
 from catalog import application
 from catalog.application import CategorySummary, CreateProduct, Listing
 from catalog.domain import (
@@ -41,23 +39,14 @@ STORE = "catalog.store"
 router = APIRouter(tags=["catalog"])
 
 
-# Both dependencies are coroutines on purpose: FastAPI runs a plain ``def`` dependency in a worker
-# thread, a hop that costs more than the whole product lookup. (agora.deps.unit_of_work is a plain
-# def, hence this service's own ``Uow``.)
+# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a hop
+# that costs more than the whole product lookup.
 async def store(request: Request) -> application.Store:
     found: application.Store = request.app.state.resources.extra[STORE]
     return found
 
 
-async def unit_of_work(request: Request) -> UnitOfWork:
-    uow: UnitOfWork | None = request.app.state.resources.uow
-    if uow is None:
-        raise ServiceUnavailable("the catalog has no database")
-    return uow
-
-
 Store = Annotated[application.Store, Depends(store)]
-Uow = Annotated[UnitOfWork, Depends(unit_of_work)]
 
 
 class ProductOut(BaseModel):

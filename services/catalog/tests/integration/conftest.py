@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from agora.auth import TokenVerifier
-from agora.testing import postgres_database
+from agora.testing import STORES, database
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
 
@@ -84,17 +84,10 @@ def app_for(settings: CatalogSettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-def database(kind: str, data_dir: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{data_dir / 'catalog.db'}"
-        return
-    with postgres_database("catalog") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from database(request.param, tmp_path)
+    with database(request.param, "catalog", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -109,13 +102,13 @@ def client(settings: CatalogSettings) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def shared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
     """A seeded catalog shared by the tests of one module, which must leave it as they found it."""
     data_dir = tmp_path_factory.mktemp("catalog")
-    for url in database(request.param, data_dir):
+    with database(request.param, "catalog", data_dir) as url:
         app = app_for(settings_for(url, data_dir))
         with TestClient(app, raise_server_exceptions=False) as test_client:
             yield test_client

@@ -14,15 +14,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agora.db import async_url
 from agora.migrations import upgrade
+from agora.testing import STORES, database
 from catalog.adapters import metadata
 from catalog.bootstrap import MIGRATIONS
 
-from .conftest import database
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    for url in database(request.param, tmp_path):
+    with database(request.param, "catalog", tmp_path) as url:
         upgrade(url, MIGRATIONS)
         upgrade(url, MIGRATIONS)  # a second run finds the database current
         yield url

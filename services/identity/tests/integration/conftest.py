@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora.testing import postgres_database
+from agora.testing import STORES, database
 from identity.bootstrap import create_app
 from identity.settings import IdentitySettings
 
@@ -33,12 +33,9 @@ class Clock:
         self.offset += timedelta(**delta)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=STORES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'identity.db'}"
-        return
-    with postgres_database("identity") as url:
+    with database(request.param, "identity", tmp_path) as url:
         yield url
 
 
