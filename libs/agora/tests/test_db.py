@@ -4,7 +4,9 @@ without blocking the event loop — on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,4 +125,63 @@ async def test_a_database_busy_past_the_deadline_is_a_503(tmp_path: Path) -> Non
         other.close()
 
     assert caught.value.status == 503
+    await uow.dispose()
+
+
+# One replica's share of writes, in a process of its own (a script: a spawned process cannot
+# import this test module).
+WRITER = """
+import asyncio, sys
+from sqlalchemy import insert
+from agora.db import UnitOfWork
+from test_db_schema import notes
+
+async def write(url, prefix, count):
+    uow = UnitOfWork(url)
+    try:
+        await asyncio.gather(*(
+            uow.run(lambda s, text: s.execute(insert(notes).values(text=text)), f"{prefix}-{i}")
+            for i in range(count)
+        ))
+    finally:
+        await uow.dispose()
+
+asyncio.run(write(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+SCHEMA = """
+from sqlalchemy import Column, Integer, MetaData, String, Table
+notes = Table(
+    "notes", MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("text", String(100), nullable=False, unique=True),
+)
+"""
+
+
+async def test_two_processes_writing_one_sqlite_database_both_land_every_write(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    uow = UnitOfWork(url)
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    (tmp_path / "test_db_schema.py").write_text(SCHEMA)
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            url,
+            name,
+            "300",
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )
+        for name in ("one", "two")
+    ]
+    codes = [await asyncio.wait_for(writer.wait(), 120) for writer in writers]
+
+    # Neither replica's writes failed on the other's lock: each waited its turn.
+    assert codes == [0, 0]
+    assert await uow.query(count) == 600
     await uow.dispose()
