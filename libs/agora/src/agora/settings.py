@@ -55,6 +55,20 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, validation_alias=_shared("max_body_bytes"))
     client_timeout: float = Field(default=5.0, gt=0, validation_alias=_shared("client_timeout"))
 
+    # Messaging. No URL: the service runs without a broker (its outbox still fills).
+    nats_url: str = Field(default="", validation_alias=_shared("nats_url"))
+    # How long a consumer may hold a message before the broker redelivers it; after a replica
+    # dies, its messages wait this long, so it bounds recovery time.
+    ack_wait: float = Field(default=30.0, gt=0, validation_alias=_shared("ack_wait"))
+    # Deliveries before a message is dead-lettered.
+    max_deliver: int = Field(default=5, ge=1, validation_alias=_shared("max_deliver"))
+    # Pause before each redelivery after a handler failed (seconds; the last repeats).
+    redelivery_backoff: list[float] = Field(
+        default_factory=lambda: [0.5, 2.0, 5.0, 10.0],
+        validation_alias=_shared("redelivery_backoff"),
+    )
+    relay_batch: int = Field(default=500, ge=1, le=10_000, validation_alias=_shared("relay_batch"))
+
     @model_validator(mode="after")
     def _default_database(self) -> ServiceSettings:
         if not self.database_url:

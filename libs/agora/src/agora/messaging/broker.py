@@ -1,0 +1,165 @@
+"""The connection to NATS JetStream, kept alive whatever the broker does.
+
+A service must start and serve while the broker is away (rule 3): :meth:`Broker.start` returns at
+once and a background task connects, retrying with backoff, and nats-py reconnects by itself
+after that. Streams are created or updated idempotently: one per publishing service, subjects
+``agora.<service>.>``, file storage, a de-duplication window of two minutes (so a relay that
+publishes a row twice is caught by the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from agora.messaging.envelope import stream_name, stream_subjects
+
+log = structlog.get_logger("agora.broker")
+
+DUPLICATE_WINDOW = 120.0  # seconds; at least two minutes (the relay's retries stay inside it)
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker is not connected right now."""
+
+
+class Broker:
+    def __init__(self, url: str, *, name: str, connect_timeout: float = 2.0) -> None:
+        self.url = url
+        self.name = name
+        self.connect_timeout = connect_timeout
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._on_connect: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None or not self.connected:
+            raise BrokerUnavailable(f"not connected to the broker at {self.url}")
+        return self._js
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise BrokerUnavailable(f"not connected to the broker at {self.url}")
+        return self._nc
+
+    def on_connect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` after every (re)connection: recreate streams, subscriptions."""
+        self._on_connect.append(callback)
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect_forever(), name=f"broker:{self.name}")
+
+    async def wait_connected(self) -> None:
+        """Until the first connection is made (wrap in ``asyncio.timeout`` to bound it)."""
+        await self._connected.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception as error:  # closing anyway: a failed drain only loses nothing more
+                log.debug("drain failed", error=repr(error))
+                await self._nc.close()
+        self._nc = None
+        self._js = None
+        self._connected.clear()
+
+    async def check(self) -> None:
+        """A readiness check: raises when the broker is not reachable now."""
+        if not self.connected:
+            raise BrokerUnavailable("broker not connected")
+        await self.nc.flush(timeout=1)
+
+    async def ensure_stream(self, service: str) -> None:
+        """Create or update the stream of what ``service`` publishes."""
+        name = stream_name(service)
+        config = StreamConfig(
+            name=name,
+            subjects=stream_subjects(service),
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW,
+        )
+        try:
+            await self.js.stream_info(name)
+            await self.js.update_stream(config)
+        except NotFoundError:
+            try:
+                await self.js.add_stream(config)
+            except BadRequestError:
+                # Another replica made it between our look and our add.
+                await self.js.update_stream(config)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    connect_timeout=self.connect_timeout,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    reconnected_cb=self._reconnected,
+                    disconnected_cb=self._disconnected,
+                    error_cb=self._error,
+                )
+                self._js = self._nc.jetstream()
+                log.info("broker connected", url=self.url)
+                await self._run_on_connect()
+                self._connected.set()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning(
+                    "broker unreachable, retrying",
+                    url=self.url,
+                    error=repr(error),
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay + random.uniform(0, delay / 2))  # noqa: S311
+                delay = min(delay * 2, 5.0)
+
+    async def _run_on_connect(self) -> None:
+        for callback in self._on_connect:
+            try:
+                await callback()
+            except Exception as error:
+                log.warning(
+                    "after-connect step failed",
+                    step=getattr(callback, "__name__", "?"),
+                    error=repr(error),
+                )
+
+    async def _reconnected(self) -> None:
+        log.info("broker reconnected", url=self.url)
+        await self._run_on_connect()
+
+    async def _disconnected(self) -> None:
+        log.warning("broker disconnected", url=self.url)
+
+    async def _error(self, error: Exception) -> None:
+        log.debug("broker error", error=repr(error))
