@@ -29,6 +29,9 @@ from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.errors import PROBLEM_JSON, Problem, problem_body, slug
 from agora.logs import configure_logging
+from agora.messaging.broker import Broker
+from agora.messaging.relay import Relay
+from agora.messaging.subscriptions import Subscription
 from agora.middleware import RequestContext
 from agora.migrations import upgrade
 from agora.settings import ServiceSettings
@@ -49,6 +52,7 @@ class Resources:
     uow: UnitOfWork | None
     client: ServiceClient
     verifier: TokenVerifier | None
+    broker: Broker | None = None
     started_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,6 +70,7 @@ def create_service_app(
     readiness: Mapping[str, Check] | None = None,
     verifier: TokenVerifier | None = None,
     use_database: bool = True,
+    subscriptions: Sequence[Subscription] = (),
 ) -> FastAPI:
     """Build a service's app. Nothing connects until the app starts (rule 8)."""
     name = settings.service_name
@@ -74,7 +79,7 @@ def create_service_app(
     )
     configure_tracing(name, version=settings.version, replica=settings.replica)
     uow = (
-        UnitOfWork(settings.database_url, synchronous=settings.sqlite_synchronous)
+        UnitOfWork(settings.database_url, source=name, synchronous=settings.sqlite_synchronous)
         if use_database
         else None
     )
@@ -85,11 +90,53 @@ def create_service_app(
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
-    resources = Resources(settings=settings, uow=uow, client=client, verifier=verifier)
+    broker = (
+        Broker(settings.nats_url, name=f"{name}-{settings.replica}") if settings.nats_url else None
+    )
+    resources = Resources(
+        settings=settings, uow=uow, client=client, verifier=verifier, broker=broker
+    )
     checks: dict[str, Check] = {}
     if uow is not None:
         checks["database"] = uow.ping
     checks.update(readiness or {})
+    # Reported, but not a reason to leave rotation: writes go on while the broker is away, the
+    # outbox holds their events (rule 3).
+    informational: dict[str, Check] = {"broker": broker.check} if broker is not None else {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start_messaging() -> None:
+        if broker is None:
+            return
+        broker.on_connect(lambda: broker.ensure_stream(name))
+        await broker.start()
+        if uow is not None:
+            relay = Relay(uow, broker, service=name, batch=settings.relay_batch)
+            uow.after_commit(relay.wake)
+            # Wake on every (re)connection: what piled up while the broker was away goes at once.
+            broker.on_connect(_as_coroutine(relay.wake))
+            tasks.append(asyncio.create_task(relay.run(), name=f"{name}:relay"))
+        if subscriptions:
+            from agora.messaging.consumer import Consumers
+
+            assert uow is not None, "a service with subscriptions needs its database"
+            consumers = Consumers(
+                name,
+                uow,
+                broker,
+                subscriptions,
+                ack_wait=settings.ack_wait,
+                max_deliver=settings.max_deliver,
+                backoff=settings.redelivery_backoff,
+            )
+            tasks.append(asyncio.create_task(consumers.run(), name=f"{name}:consumers"))
+
+    async def stop_messaging() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if broker is not None:
+            await broker.close()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,11 +146,13 @@ def create_service_app(
             await client.start()
             for hook in on_startup:
                 await hook(resources)
+            await start_messaging()
             log.info(
                 "serving", host=settings.host, port=settings.port, database=uow and uow.backend
             )
             yield
         finally:
+            await stop_messaging()
             for hook in on_shutdown:
                 await hook(resources)
             await client.close()
@@ -123,14 +172,34 @@ def create_service_app(
     )
     app.state.resources = resources
     install_problem_handlers(app, errors or {})
-    app.include_router(_probes(checks, settings))
+    app.include_router(_probes(checks, informational, settings))
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContext, service=name, max_body_bytes=settings.max_body_bytes)
     return app
 
 
-def _probes(checks: Mapping[str, Check], settings: ServiceSettings) -> APIRouter:
+def _as_coroutine(callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        callback()
+
+    return call
+
+
+async def _run_checks(checks: Mapping[str, Check]) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for check_name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), timeout=2.0)
+            results[check_name] = {"ok": True}
+        except Exception as error:
+            results[check_name] = {"ok": False, "error": str(error) or type(error).__name__}
+    return results
+
+
+def _probes(
+    checks: Mapping[str, Check], informational: Mapping[str, Check], settings: ServiceSettings
+) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/livez")
@@ -139,14 +208,10 @@ def _probes(checks: Mapping[str, Check], settings: ServiceSettings) -> APIRouter
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        results: dict[str, dict[str, Any]] = {}
-        for check_name, check in checks.items():
-            try:
-                await asyncio.wait_for(check(), timeout=2.0)
-                results[check_name] = {"ok": True}
-            except Exception as error:
-                results[check_name] = {"ok": False, "error": str(error) or type(error).__name__}
+        results = await _run_checks(checks)
         ready = all(result["ok"] for result in results.values())
+        for check_name, result in (await _run_checks(informational)).items():
+            results[check_name] = {**result, "required": False}
         body = {
             "status": "ready" if ready else "not ready",
             "service": settings.service_name,

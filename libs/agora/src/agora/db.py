@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 
 from agora.errors import ServiceUnavailable
+from agora.messaging.outbox import SOURCE, write_recorded
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,11 +74,15 @@ class UnitOfWork:
         self,
         url: str,
         *,
+        source: str = "agora",
         synchronous: str = "NORMAL",
         busy_deadline: float = 10.0,
         pool_size: int = 10,
     ) -> None:
         self.url = url
+        # The service whose events this unit of work records (the CloudEvents `source`).
+        self.source = source
+        self._after_commit: list[Callable[[], None]] = []
         self.busy_deadline = busy_deadline
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self._sync: Engine | None = None
@@ -97,6 +102,10 @@ class UnitOfWork:
             self._async = create_async_engine(
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each commit that wrote events (the relay wakes on it)."""
+        self._after_commit.append(callback)
 
     @property
     def backend(self) -> str:
@@ -126,18 +135,20 @@ class UnitOfWork:
         attempt = 0
         while True:
             attempt += 1
+            info = {SOURCE: self.source}
             try:
                 if self._sync is not None:
-                    return _in_session(self._binds[write], write, handler, *args, **kwargs)
-                assert self._async is not None
-                async with AsyncSession(self._async, expire_on_commit=False) as session:
-                    if write:
-                        async with session.begin():
-                            return await session.run_sync(handler, *args, **kwargs)
-                    try:
-                        return await session.run_sync(handler, *args, **kwargs)
-                    finally:
-                        await session.rollback()
+                    result, events = _in_session(
+                        self._binds[write], info, write, handler, *args, **kwargs
+                    )
+                else:
+                    result, events = await self._in_async_session(
+                        info, write, handler, *args, **kwargs
+                    )
+                if events:
+                    for callback in self._after_commit:
+                        callback()
+                return result
             except (OperationalError, DBAPIError) as error:
                 if not self._retryable(error):
                     raise
@@ -147,6 +158,24 @@ class UnitOfWork:
                     raise DatabaseBusy(f"the database stayed busy for {waited:.1f} s") from error
                 # Jittered exponential pause, awaited so the loop keeps serving meanwhile.
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
+
+    async def _in_async_session(
+        self,
+        info: dict[str, Any],
+        write: bool,
+        handler: Handler[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> tuple[T, int]:
+        assert self._async is not None
+        async with AsyncSession(self._async, expire_on_commit=False, info=info) as session:
+            if write:
+                async with session.begin():
+                    return await session.run_sync(_with_outbox, handler, *args, **kwargs)
+            try:
+                return (await session.run_sync(handler, *args, **kwargs), 0)
+            finally:
+                await session.rollback()
 
     def _retryable(self, error: DBAPIError) -> bool:
         if self.is_sqlite:
@@ -158,20 +187,31 @@ class UnitOfWork:
         return code in _PG_RETRYABLE
 
 
+def _with_outbox(
+    session: Session, handler: Handler[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> tuple[T, int]:
+    """Run the handler, then write the events it recorded, in its transaction."""
+    result = handler(session, *args, **kwargs)
+    return result, write_recorded(session)
+
+
 def _in_session(
-    bind: Engine, write: bool, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    with Session(bind=bind, expire_on_commit=False) as session:
+    bind: Engine,
+    info: dict[str, Any],
+    write: bool,
+    handler: Handler[P, T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> tuple[T, int]:
+    with Session(bind=bind, expire_on_commit=False, info=info) as session:
         try:
-            result = handler(session, *args, **kwargs)
-            if write:
-                session.commit()
-            else:
-                session.rollback()
-            return result
-        except BaseException:
+            if not write:
+                return handler(session, *args, **kwargs), 0
+            result, events = _with_outbox(session, handler, *args, **kwargs)
+            session.commit()
+            return result, events
+        finally:
             session.rollback()
-            raise
 
 
 def _sqlite_engine(url: str, synchronous: str) -> Engine:

@@ -1,0 +1,59 @@
+"""Recording events in the transaction of the change they report.
+
+A handler calls :func:`record` with the event and the id of the aggregate it is about; nothing is
+written yet. When the unit of work commits, it writes every recorded event into ``agora_outbox``
+in the same transaction (:func:`write_recorded`), so the change and its events are committed
+together or not at all. The relay publishes them afterwards.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import propagate
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from agora.messaging.envelope import CloudEvent, EventModel, EventType, envelope
+from agora.messaging.schema import outbox
+
+RECORDED = "agora.recorded_events"
+SOURCE = "agora.source"
+
+
+def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent:
+    """Publish ``event`` about ``aggregate`` once this transaction commits; returns its envelope.
+
+    The trace context of the moment is kept with it, so the consumer's span becomes a child of
+    the span that recorded the event, however late the relay publishes it.
+    """
+    cloud_event = envelope(event, source=str(session.info.get(SOURCE, "agora")), subject=aggregate)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    session.info.setdefault(RECORDED, []).append((cloud_event, carrier.get("traceparent")))
+    return cloud_event
+
+
+def write_recorded(session: Session) -> int:
+    """Write the events recorded in this session into the outbox; how many there were."""
+    recorded: list[tuple[CloudEvent, str | None]] = session.info.pop(RECORDED, [])
+    if not recorded:
+        return 0
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": cloud_event.id,
+            "aggregate": cloud_event.subject or "",
+            "subject": EventType(cloud_event.type).subject,
+            "type": cloud_event.type,
+            "payload": cloud_event.to_bytes(),
+            "traceparent": traceparent,
+            "status": "pending",
+            "created_at": now,
+            "attempts": 0,
+        }
+        for cloud_event, traceparent in recorded
+    ]
+    session.execute(insert(outbox), rows)
+    return len(rows)

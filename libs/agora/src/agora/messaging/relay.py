@@ -1,0 +1,202 @@
+"""The relay: publishes the outbox to JetStream, and marks a row sent only once the broker has
+acknowledged it.
+
+* It wakes at once when a commit wrote events (the unit of work calls :meth:`Relay.wake`), and
+  otherwise looks every ``idle_poll`` seconds, for rows another replica's commit wrote or a wake
+  that came while it was busy.
+* Rows are claimed by ``status = 'pending'`` in ``seq`` order, never by a high-water mark. Each
+  aggregate's rows go out one after another, each awaiting its ack before the next (so per
+  aggregate the order holds even when a publish fails half-way); different aggregates go out
+  concurrently.
+* Every publish carries ``Nats-Msg-Id`` = the event id: a row published twice (a relay that died
+  between the ack and the mark, or two replicas' relays taking the same row) is dropped by the
+  stream's de-duplication window.
+* While the broker is away it backs off (up to ``backoff_max``) and tries again for as long as it
+  takes: an event is never given up on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+
+import structlog
+from nats.js import JetStreamContext
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from agora.messaging.broker import Broker
+from agora.messaging.schema import outbox
+
+log = structlog.get_logger("agora.relay")
+tracer = trace.get_tracer("agora.messaging")
+
+PUBLISHED = Counter(
+    "agora_outbox_published_total",
+    "Outbox rows acknowledged by the broker (duplicate: the broker had it already).",
+    ["service", "outcome"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    seq: int
+    id: str
+    aggregate: str
+    subject: str
+    payload: bytes
+    traceparent: str | None
+
+
+def pending_rows(session: Session, limit: int) -> list[Pending]:
+    rows = session.execute(
+        select(
+            outbox.c.seq,
+            outbox.c.id,
+            outbox.c.aggregate,
+            outbox.c.subject,
+            outbox.c.payload,
+            outbox.c.traceparent,
+        )
+        .where(outbox.c.status == "pending")
+        .order_by(outbox.c.seq)
+        .limit(limit)
+    )
+    return [Pending(*row) for row in rows]
+
+
+def mark_sent(session: Session, seqs: Sequence[int], at: datetime) -> None:
+    session.execute(
+        update(outbox)
+        .where(outbox.c.seq.in_(seqs), outbox.c.status == "pending")
+        .values(status="sent", sent_at=at)
+    )
+
+
+def backlog(session: Session) -> int:
+    """How many events wait to be published."""
+    return int(
+        session.execute(
+            select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
+        ).scalar_one()
+    )
+
+
+class Relay:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        broker: Broker,
+        *,
+        service: str,
+        batch: int = 500,
+        idle_poll: float = 1.0,
+        backoff_max: float = 5.0,
+        publish_timeout: float = 5.0,
+        after_publish: Callable[[Sequence[int]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.uow = uow
+        self.broker = broker
+        self.service = service
+        self.batch = batch
+        self.idle_poll = idle_poll
+        self.backoff_max = backoff_max
+        self.publish_timeout = publish_timeout
+        # Runs between the broker's acks and marking the rows sent: a test makes the relay die
+        # exactly there.
+        self.after_publish = after_publish
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled."""
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll)
+            self._wake.clear()
+            try:
+                while await self.publish_pending() >= self.batch:
+                    pass  # a full batch: there may be more
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                failures += 1
+                delay = min(self.backoff_max, 0.05 * 2**failures)
+                delay = random.uniform(delay / 2, delay)  # noqa: S311
+                log.warning(
+                    "relay could not publish, retrying",
+                    error=repr(error),
+                    retry_in_s=round(delay, 2),
+                    failures=failures,
+                )
+                await asyncio.sleep(delay)
+                self._wake.set()  # try again straight after the pause
+
+    async def publish_pending(self) -> int:
+        """One round: publish up to ``batch`` pending rows; how many were taken.
+
+        Raises when nothing at all could be published (the broker is away), after marking what
+        was acknowledged.
+        """
+        rows = await self.uow.query(pending_rows, self.batch)
+        if not rows:
+            return 0
+        js = self.broker.js  # raises BrokerUnavailable while disconnected
+        acked: list[int] = []
+        errors: list[BaseException] = []
+
+        async def chain(group: list[Pending]) -> None:
+            for row in group:
+                try:
+                    await self._publish(js, row)
+                except Exception as error:
+                    errors.append(error)
+                    return  # later rows of this aggregate wait for this one
+                acked.append(row.seq)
+
+        groups = [
+            list(g)
+            for _, g in groupby(
+                sorted(rows, key=lambda r: (r.aggregate, r.seq)), key=lambda r: r.aggregate
+            )
+        ]
+        await asyncio.gather(*(chain(group) for group in groups))
+        if acked:
+            if self.after_publish is not None:
+                await self.after_publish(acked)
+            await self.uow.run(mark_sent, acked, datetime.now(UTC))
+        if errors and not acked:
+            raise errors[0]
+        if errors:
+            log.warning("some events not published yet", failed=len(errors), published=len(acked))
+        return len(rows)
+
+    async def _publish(self, js: JetStreamContext, row: Pending) -> None:
+        parent = propagate.extract({"traceparent": row.traceparent} if row.traceparent else {})
+        with tracer.start_as_current_span(
+            f"{row.subject} publish", context=parent, kind=SpanKind.PRODUCER
+        ) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", row.subject)
+            span.set_attribute("messaging.message.id", row.id)
+            headers = {"Nats-Msg-Id": row.id}
+            propagate.inject(headers)
+            ack = await js.publish(
+                row.subject, row.payload, timeout=self.publish_timeout, headers=headers
+            )
+            outcome = "duplicate" if ack.duplicate else "published"
+            span.set_attribute("agora.outcome", outcome)
+        PUBLISHED.labels(self.service, outcome).inc()
