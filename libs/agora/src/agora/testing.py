@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agora.messaging.envelope import CloudEvent
+
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
 POSTGRES_USER = os.environ.get("AGORA_TEST_POSTGRES_USER", "postgres")
@@ -91,3 +93,28 @@ def database(store: str, label: str, directory: Path) -> Iterator[str]:
         raise ValueError(f"unknown store {store!r}")
     with postgres_database(label) as url:
         yield url
+
+
+def outbox_events(database_url: str) -> list[CloudEvent]:
+    """Every event a service's outbox holds, in recording order (for tests of what it publishes).
+
+    Call it from a synchronous test; it opens its own connection to the service's database.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from agora.db import UnitOfWork
+    from agora.messaging.schema import outbox
+
+    def read(session: Session) -> list[CloudEvent]:
+        rows = session.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
+        return [CloudEvent.from_bytes(payload) for payload in rows]
+
+    async def fetch() -> list[CloudEvent]:
+        uow = UnitOfWork(database_url)
+        try:
+            return await uow.query(read)
+        finally:
+            await uow.dispose()
+
+    return asyncio.run(fetch())

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from agora.messaging.outbox import record
 from catalog.domain import (
+    CHECKS,
     Category,
     Cursor,
     Product,
@@ -23,6 +25,7 @@ from catalog.domain import (
     Sort,
     UnknownCategory,
 )
+from contracts.catalog import ProductCreated, ProductUpdated
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,7 @@ def create_product(session: Session, store: Store, command: CreateProduct) -> Pr
     if catalogue.get(product.sku) is not None:
         raise ProductExists(f"a product with sku {product.sku!r} already exists")
     catalogue.add(product)
+    record(session, ProductCreated(**_state(product)), aggregate=product.sku)
     return product
 
 
@@ -138,7 +142,25 @@ def change_product(session: Session, store: Store, sku: str, changes: dict[str, 
         raise UnknownCategory(f"there is no category {changed.category!r}")
     if changed is not product:
         catalogue.save(changed)
+        fields = tuple(f for f in CHECKS if getattr(changed, f) != getattr(product, f))
+        record(session, ProductUpdated(**_state(changed), changed=fields), aggregate=changed.sku)
     return changed
+
+
+def _state(product: Product) -> dict[str, Any]:
+    """The product as the events carry it."""
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "description": product.description,
+        "price": product.price,
+        "currency": product.currency,
+        "category": product.category,
+        "image_url": product.image_url,
+        "active": product.active,
+        "created_at": product.created_at,
+        "updated_at": product.updated_at,
+    }
 
 
 def _new_product(command: CreateProduct, now: datetime) -> Product:
@@ -173,6 +195,7 @@ def seed_catalogue(session: Session, store: Store, seed: Seed) -> bool:
             raise UnknownCategory(f"the seed's product {product.sku} names no seeded category")
         if catalogue.get(product.sku) is None:
             catalogue.add(product)
+            record(session, ProductCreated(**_state(product)), aggregate=product.sku)
     return True
 
 

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, MetaData, create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agora.db import async_url
+from agora.messaging import schema as messaging_schema
 from agora.migrations import upgrade
 from agora.testing import STORES, database
 from catalog.adapters import metadata
@@ -28,7 +29,12 @@ def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def differences(connection: Connection) -> list[Any]:
-    return list(compare_metadata(MigrationContext.configure(connection), metadata))
+    # The service's own tables and the chassis's outbox and inbox, which its migrations also make.
+    both = MetaData()
+    for source in (metadata, messaging_schema.metadata):
+        for table in source.tables.values():
+            table.to_metadata(both)
+    return list(compare_metadata(MigrationContext.configure(connection), both))
 
 
 async def schema_differences(url: str) -> list[Any]:

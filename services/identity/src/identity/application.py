@@ -21,6 +21,8 @@ import structlog
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
+from agora.messaging.outbox import record
+from contracts.identity import UserRegistered
 from identity.domain import (
     ADMIN_ROLES,
     CUSTOMER_ROLES,
@@ -130,7 +132,17 @@ def register_user(session: Session, users: UserRepository, user: User) -> User:
     # Two registrations of one email at the same moment both pass the check above; the unique
     # constraint behind users.add refuses the second.
     users.add(session, user)
+    _registered(session, user)
     return user
+
+
+def _registered(session: Session, user: User) -> None:
+    """Tell the other services, once this transaction commits."""
+    record(
+        session,
+        UserRegistered(user_id=user.id, email=user.email, registered_at=user.created_at),
+        aggregate=user.id,
+    )
 
 
 def add_admin(session: Session, users: UserRepository, admin: User) -> bool:
@@ -141,6 +153,7 @@ def add_admin(session: Session, users: UserRepository, admin: User) -> bool:
         users.add(session, admin)
     except EmailTaken:
         return False  # another replica created it between our check and our insert
+    _registered(session, admin)
     return True
 
 
