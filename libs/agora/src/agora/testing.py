@@ -118,3 +118,10 @@ def outbox_events(database_url: str) -> list[CloudEvent]:
             await uow.dispose()
 
     return asyncio.run(fetch())
+
+
+# The messaging helpers live with messaging; tests import every helper from here.
+from agora.messaging.testing import Delivery as Delivery  # noqa: E402
+from agora.messaging.testing import InMemoryBus as InMemoryBus  # noqa: E402
+from agora.messaging.testing import collect_events as collect_events  # noqa: E402
+from agora.messaging.testing import wait_for_event as wait_for_event  # noqa: E402
