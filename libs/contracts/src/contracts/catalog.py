@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from contracts.base import IntegrationEvent
 
 
-class _ProductState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _ProductState(IntegrationEvent):
     sku: str = Field(description="The product's stock-keeping unit, its identity.")
     name: str
     description: str
@@ -43,4 +43,4 @@ class ProductUpdated(_ProductState):
     changed: tuple[str, ...] = Field(description="The fields whose values changed.")
 
 
-EVENTS: tuple[type[BaseModel], ...] = (ProductCreated, ProductUpdated)
+EVENTS: tuple[type[IntegrationEvent], ...] = (ProductCreated, ProductUpdated)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from contracts.base import IntegrationEvent
 
 
-class UserRegistered(BaseModel):
+class UserRegistered(IntegrationEvent):
     """A customer account was created."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: ClassVar[str] = "identity.UserRegistered.v1"
 
@@ -25,4 +25,4 @@ class UserRegistered(BaseModel):
     registered_at: datetime = Field(description="when the account was created (UTC)")
 
 
-EVENTS: tuple[type[BaseModel], ...] = (UserRegistered,)
+EVENTS: tuple[type[IntegrationEvent], ...] = (UserRegistered,)
