@@ -14,11 +14,12 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up test lint typecheck contracts-lint unit sync bench reset help
+.PHONY: up test lint typecheck contracts-lint contracts unit sync bench reset help
 
 help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
 	@echo "make test    lint, type-check, check the import contracts and run every test"
+	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,6 +40,10 @@ typecheck: sync
 
 contracts-lint: sync
 	$(BIN)/lint-imports
+
+# Refuses an incompatible change of a published event: that needs a new version of the event.
+contracts: sync
+	$(BIN)/python -m contracts.export
 
 unit: sync
 	$(BIN)/pytest $(PYTEST_ARGS)
