@@ -50,8 +50,8 @@ def test_no_event_type_breaks_its_committed_schema() -> None:
 def committed_versions(path: Path) -> list[tuple[str, str]]:
     """Every commit that changed ``path`` and the file's text there, newest first."""
     relative = path.relative_to(ROOT).as_posix()
-    # Commits that deleted the file have no text to compare.
-    commits = git("log", "--format=%H", "--diff-filter=d", "--", relative).split()
+    # Only commits that left the file in place have a text to compare.
+    commits = git("log", "--format=%H", "--diff-filter=ACMRT", "--", relative).split()
     return [(commit, git("show", f"{commit}:{relative}")) for commit in commits]
 
 
