@@ -103,9 +103,11 @@ class UnitOfWork:
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` after each commit that wrote events (the relay wakes on it)."""
+    def after_commit(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after each commit that wrote events (the relay wakes on it).
+        Returns what stops those calls."""
         self._after_commit.append(callback)
+        return lambda: self._after_commit.remove(callback)
 
     @property
     def backend(self) -> str:

