@@ -56,9 +56,7 @@ def test_a_product_updated_event_names_the_changed_fields() -> None:
         ProductUpdated(**asdict(product))
 
 
-@pytest.mark.parametrize(
-    "bad", [{"price": 0}, {"currency": "eur"}, {"unknown": 1}], ids=["price", "currency", "extra"]
-)
+@pytest.mark.parametrize("bad", [{"price": 0}, {"currency": "eur"}], ids=["price", "currency"])
 def test_an_event_that_breaks_the_contract_does_not_validate(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         ProductCreated(**{**asdict(a_product()), **bad})
