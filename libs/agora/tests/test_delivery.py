@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.orm import Session
@@ -27,6 +32,7 @@ from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
+from agora.telemetry import configure_tracing
 from agora.testing import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -227,3 +233,52 @@ async def test_two_relays_and_two_consumers_at_once_apply_every_event_once(line:
     assert await line.wait_applied(600) == (600, 600)
     assert await line.settle() == (600, 600)
     assert await line.stream_messages() == 600
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The spans this process finishes, from the SDK provider (installed here if none is)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = configure_tracing("delivery-test")
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
+
+
+async def test_the_consumers_span_is_a_child_of_the_span_that_recorded_the_event(
+    line: Line, spans: InMemorySpanExporter
+) -> None:
+    await line.consumer("audit-1")
+    await line.relay("ledger-1")
+    tracer = trace.get_tracer("test")
+
+    with tracer.start_as_current_span("place an order") as recording:
+        await line.commit(1)
+    assert await line.wait_applied(1) == (1, 1)
+
+    def finished() -> list[ReadableSpan]:
+        return [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+
+    deadline = time.monotonic() + 10
+    while True:  # the consumer's span ends just after the effect commits
+        if finished() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    (consumed,) = finished()
+    by_id = {s.context.span_id: s for s in spans.get_finished_spans() if s.context is not None}
+    # Walk up from the consumer's span: through the relay's publish, to the recording span.
+    chain = []
+    current: ReadableSpan | None = consumed
+    while current is not None and current.parent is not None:
+        chain.append(current.name)
+        current = by_id.get(current.parent.span_id)
+    recorded = recording.get_span_context()
+    assert consumed.context is not None
+    assert consumed.context.trace_id == recorded.trace_id
+    assert current is not None
+    assert current.context is not None
+    assert current.context.span_id == recorded.span_id
+    assert any(name.endswith("publish") for name in chain), chain
