@@ -332,9 +332,7 @@ async def test_wait_for_event_finds_one_published_before_it_was_called(
     assert found == sent[1]
 
 
-async def test_wait_for_event_waits_for_one_published_later(
-    nats_url: str, js: JetStreamContext
-) -> None:
+async def test_wait_for_event_waits_for_one_published_later(js: JetStreamContext) -> None:
     await make_stream(js)
     waiting = asyncio.create_task(wait_for_event(js, SUBJECT, lambda e: e.data["n"] == 5))
     await asyncio.sleep(0.2)
