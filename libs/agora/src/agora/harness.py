@@ -3,8 +3,9 @@
 Used by the runner's tests and by the system tests (tests/system)::
 
     with RunningSystem(tmp_path) as system:
-        system.wait_healthy(count=3)
+        system.wait_healthy(count=4)  # the broker, two services, the gateway
         httpx.get(f"{system.gateway_url}/api")
+        system.state()["nats_url"]
 
 Leaving the ``with`` block kills ``agora up`` if it is still running; its children go with it
 (the kernel kills them when the runner dies).
@@ -121,6 +122,11 @@ class RunningSystem:
             raise AssertionError(f"agora status failed: {result.stderr}\n{self.printed()}")
         processes: list[dict[str, Any]] = json.loads(result.stdout)
         return processes
+
+    def state(self) -> dict[str, Any]:
+        """``.agora/state.json`` of the running system (where each process is, ``nats_url``)."""
+        state: dict[str, Any] = json.loads((self.directory / ".agora" / "state.json").read_text())
+        return state
 
     def process_of(self, service: str, replica: int = 0) -> dict[str, Any]:
         return next(p for p in self.status() if p["service"] == service and p["replica"] == replica)

@@ -1,10 +1,12 @@
 """``agora up``: every service of the topology as its own process, then the gateway.
 
 The runner picks free ports, migrates each service once, starts its replicas and waits for their
-``/readyz`` (in dependency order), then starts the gateway. The supervisor keeps the children
-running (restarting the ones that die, with backoff) and streams their output, prefixed and
-coloured, copying it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops
-them all. ``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
+``/readyz`` (in dependency order), then starts the gateway. Before any service starts, a NATS
+server with JetStream is running (see :mod:`agora.embedded_nats`) and every service's stream
+exists. The supervisor keeps the children running (restarting the ones that die, with backoff,
+the broker on its same port and data) and streams their output, prefixed and coloured, copying
+it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops them all, the broker
+last. ``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
 """
 
 from __future__ import annotations
@@ -13,21 +15,36 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import aiohttp
+import nats.errors
+import structlog
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agora.embedded_nats import (
+    NATS,
+    EmbeddedNats,
+    NatsServerMissing,
+    NatsSync,
+    embedded_nats,
+    ensure_streams,
+    jetstream_answers,
+    url_port,
+    without_credentials,
+)
+from agora.messaging.broker import BrokerUnavailable
 from agora.ports import (
     LOOPBACK,
     NoFreePort,
@@ -47,6 +64,7 @@ MAX_REPLICAS = 16
 # Colours per service, in topology order; the gateway and the runner have their own.
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 GATEWAY_COLOUR = "bright_white"
+NATS_COLOUR = "bright_blue"
 
 
 class StartupError(RuntimeError):
@@ -75,6 +93,15 @@ class Layout:
         return self.root / "logs"
 
     @property
+    def nats(self) -> Path:
+        """The embedded broker's JetStream store."""
+        return self.root / "nats"
+
+    @property
+    def nats_config(self) -> Path:
+        return self.root / "nats.conf"
+
+    @property
     def state_file(self) -> Path:
         return self.root / "state.json"
 
@@ -97,6 +124,8 @@ class RunState(BaseModel):
     runner_pid: int
     started_at: float
     gateway_url: str | None = None
+    # The broker every service was given (embedded or AGORA_NATS_URL); None until it is known.
+    nats_url: str | None = None
     processes: list[ProcessState] = []
 
     @classmethod
@@ -213,6 +242,9 @@ class UpOptions:
     scale: Mapping[str, int] = field(default_factory=dict)
     ready_timeout: float = 60.0
     python: str = sys.executable
+    # A NATS server to use instead of starting one ("" starts the embedded one).
+    nats_url: str = ""
+    nats_sync: NatsSync = NatsSync.DEFAULT
 
 
 def child_argv(python: str, *args: str) -> list[str]:
@@ -248,6 +280,7 @@ class Runner:
             loop.add_signal_handler(signum, stop.set)
         self.layout.data.mkdir(parents=True, exist_ok=True)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
+        _quiet_library_logs()
         self._save_state()
         startup = asyncio.create_task(self._start_all())
         stopped = asyncio.create_task(stop.wait())
@@ -277,7 +310,8 @@ class Runner:
 
     # The plan: which process listens where.
 
-    def _plan(self) -> tuple[int, dict[str, list[int]]]:
+    def _plan(self) -> tuple[int, dict[str, list[int]], int | None]:
+        """The gateway's port, each service's replicas' ports, the embedded broker's port."""
         options = self.options
         default = self.topology.gateway.port
         gateway = gateway_port(
@@ -290,18 +324,22 @@ class Runner:
             )
         window = service_port_window()
         services = self.topology.start_order()
+        embedded = not options.nats_url
+        # The broker's port comes from the services' window too: below the ephemeral range, so
+        # that no outgoing connection takes it while the broker restarts.
         ports = pick_ports(
-            sum(s.replicas for s in services),
+            sum(s.replicas for s in services) + embedded,
             start=scan_start(str(self.layout.root), window),
             window=window,
             avoid={gateway},
         )
+        nats_port = ports.pop(0) if embedded else None
         plan: dict[str, list[int]] = {}
         for service in services:
             plan[service.name], ports = ports[: service.replicas], ports[service.replicas :]
-        return gateway, plan
+        return gateway, plan, nats_port
 
-    def _base_env(self, plan: Mapping[str, list[int]]) -> dict[str, str]:
+    def _base_env(self, plan: Mapping[str, list[int]], nats_url: str) -> dict[str, str]:
         urls = {
             name: [f"http://{LOOPBACK}:{port}" for port in ports] for name, ports in plan.items()
         }
@@ -310,6 +348,7 @@ class Runner:
             "AGORA_DATA_DIR": str(self.layout.data),
             "AGORA_TOPOLOGY": str(self.options.topology_path.resolve()),
             "AGORA_SERVICE_URLS": json.dumps(urls),
+            "AGORA_NATS_URL": nats_url,
             # Children's lines reach the runner as they are written, not when a buffer fills.
             "PYTHONUNBUFFERED": "1",
         }
@@ -340,12 +379,16 @@ class Runner:
     # Starting.
 
     async def _start_all(self) -> None:
-        gateway, plan = self._plan()
-        env = self._base_env(plan)
+        gateway, plan, nats_port = self._plan()
+        nats = self._nats_plan(nats_port)
+        nats_url = nats.url if nats is not None else self.options.nats_url
+        self.state.nats_url = nats_url
+        env = self._base_env(plan, nats_url)
         services = self.topology.start_order()
         colours = {s.name: PALETTE[i % len(PALETTE)] for i, s in enumerate(self.topology)}
         self.output.make_room(
             [
+                f"{NATS}[0]",
                 *(f"{s.name}[{i}]" for s in services for i in range(s.replicas)),
                 *(f"{s.name}[migrate]" for s in services),
                 f"{GATEWAY}[0]",
@@ -353,11 +396,21 @@ class Runner:
         )
         async with aiohttp.ClientSession() as session:
             ready = {service.name: asyncio.Event() for service in services}
+            broker_ready = asyncio.Event()
+
+            async def bring_up_broker() -> None:
+                if nats is None:
+                    await self._use_external_broker(nats_url)
+                else:
+                    await self._start_embedded_broker(nats)
+                broker_ready.set()
 
             async def bring_up(service: Service) -> None:
                 colour = colours[service.name]
                 # Migrations need no other service, so they run while the dependencies start.
                 await self._migrate(service.name, colour, env)
+                # A service finds its stream made and the broker there when it connects.
+                await broker_ready.wait()
                 for dependency in service.depends_on:
                     await ready[dependency].wait()
                 replicas = [
@@ -366,11 +419,12 @@ class Runner:
                 ]
                 for process in replicas:
                     await self.supervisor.start(process)
-                await asyncio.gather(*(self._wait_ready(session, p) for p in replicas))
+                await asyncio.gather(*(self._wait_http_ready(session, p) for p in replicas))
                 ready[service.name].set()
 
             try:
                 async with asyncio.TaskGroup() as group:
+                    group.create_task(bring_up_broker())
                     for service in services:
                         group.create_task(bring_up(service))
             except* StartupError as failed:
@@ -380,10 +434,88 @@ class Runner:
                 GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, env
             )
             await self.supervisor.start(gateway_process)
-            await self._wait_ready(session, gateway_process)
+            await self._wait_http_ready(session, gateway_process)
         self.state.gateway_url = gateway_process.url
         self._save_state()
         self._print_ready(gateway_process)
+
+    # The broker.
+
+    def _nats_plan(self, port: int | None) -> EmbeddedNats | None:
+        if port is None:
+            return None
+        try:
+            return embedded_nats(
+                port=port,
+                store_dir=self.layout.nats,
+                config_path=self.layout.nats_config,
+                sync=self.options.nats_sync,
+                python=self.options.python,
+            )
+        except NatsServerMissing as error:
+            raise StartupError(str(error)) from None
+
+    async def _start_embedded_broker(self, nats: EmbeddedNats) -> None:
+        process = Process(
+            service=NATS,
+            replica=0,
+            argv=nats.argv(),
+            env=dict(os.environ),
+            log_path=self.layout.log_file(NATS, 0),
+            colour=NATS_COLOUR,
+            port=nats.port,
+            url=nats.url,
+            # Services hand it what they are sending while they stop; it must still be there.
+            stop_last=True,
+        )
+        await self.supervisor.start(process)
+        await self._wait_ready(
+            process,
+            lambda: jetstream_answers(nats.url),
+            f"accept a JetStream connection on {nats.url}",
+        )
+        await self._ensure_streams(nats.url)
+        store = self.layout.nats.relative_to(self.options.directory.resolve())
+        self.output.say(
+            f"NATS with JetStream on {nats.url}, data in {store}/ "
+            f"(--nats-sync {self.options.nats_sync})",
+            "dim",
+        )
+
+    async def _use_external_broker(self, url: str) -> None:
+        shown = without_credentials(url)
+        self.output.say(f"using the NATS server at {shown} (AGORA_NATS_URL); starting none", "dim")
+        if self.options.nats_sync is not NatsSync.DEFAULT:
+            self.output.say(
+                "--nats-sync applies to the embedded server only: configure sync_interval on "
+                f"{shown} itself",
+                "yellow",
+            )
+        # A broker that is away does not stop the system (the outboxes keep the events); the
+        # services make their streams themselves when they reach it.
+        if not await jetstream_answers(url, connect_timeout=5.0):
+            self.output.say(
+                f"the NATS server at {shown} does not answer with JetStream now; the services "
+                "will connect when it does",
+                "bold yellow",
+            )
+            return
+        try:
+            await self._ensure_streams(url)
+        except StartupError as error:
+            self.output.say(f"{error}; the services will try again", "bold yellow")
+
+    async def _ensure_streams(self, url: str) -> None:
+        where = without_credentials(url)
+        try:
+            async with asyncio.timeout(self.options.ready_timeout):
+                await ensure_streams(url, self.topology.services)
+        except TimeoutError:
+            raise StartupError(
+                f"the streams could not be made on {where} within {self.options.ready_timeout:g} s"
+            ) from None
+        except (nats.errors.Error, BrokerUnavailable) as error:
+            raise StartupError(f"the streams could not be made on {where}: {error}") from None
 
     async def _migrate(self, name: str, colour: str, env: Mapping[str, str]) -> None:
         log_path = self.layout.log_file(name, "migrate")
@@ -401,8 +533,13 @@ class Runner:
                 f"the migrations of {name} failed ({describe_exit(returncode)}); see {log_path}"
             )
 
-    async def _wait_ready(self, session: aiohttp.ClientSession, process: Process) -> None:
+    async def _wait_http_ready(self, session: aiohttp.ClientSession, process: Process) -> None:
         url = f"{process.url}/readyz"
+        await self._wait_ready(process, lambda: _answers_200(session, url), f"answer 200 on {url}")
+
+    async def _wait_ready(
+        self, process: Process, probe: Callable[[], Awaitable[bool]], what: str
+    ) -> None:
         deadline = time.monotonic() + self.options.ready_timeout
         while True:
             if process.failure is not None:
@@ -410,19 +547,19 @@ class Runner:
                     f"{process.label} stopped before it was ready ({process.failure}); "
                     f"see {process.log_path}"
                 )
-            if await _answers_200(session, url):
+            if await probe():
                 process.ready = True
                 if process.failure is None:
                     return
             elif time.monotonic() > deadline:
                 raise StartupError(
-                    f"{process.label} did not answer 200 on {url} within "
+                    f"{process.label} did not {what} within "
                     f"{self.options.ready_timeout:g} s; see {process.log_path}"
                 )
             await asyncio.sleep(0.1)
 
     def _in_topology_order(self) -> list[Process]:
-        rank = {name: i for i, name in enumerate([*self.topology.services, GATEWAY])}
+        rank = {name: i for i, name in enumerate([NATS, *self.topology.services, GATEWAY])}
         processes = self.supervisor.processes
         return sorted(processes, key=lambda p: (rank[p.service], _replica_number(p)))
 
@@ -439,6 +576,17 @@ class Runner:
             for p in self._in_topology_order()
             if isinstance(p.replica, int) and p.port is not None and p.url is not None
         ]
+        if self.options.nats_url:
+            # Not ours to run, but the system depends on it: `agora status` shows it all the same.
+            external = ProcessState(
+                service=NATS,
+                replica=0,
+                pid=None,
+                port=url_port(self.options.nats_url),
+                url=self.options.nats_url,
+                log="",
+            )
+            self.state.processes.insert(0, external)
         self.state.write(self.layout)
 
     def _print_ready(self, gateway: Process) -> None:
@@ -450,8 +598,16 @@ class Runner:
         self.console.print(table)
         logs = self.layout.logs.relative_to(self.options.directory.resolve())
         self.output.say(f"Logs: {logs}/<service>-<replica>.log", "dim")
+        if self.state.nats_url:
+            self.output.say(f"Broker: {without_credentials(self.state.nats_url)}", "dim")
         self.output.say(f"Gateway: {gateway.url}", "bold green")
         self.output.say("Ctrl-C stops every process", "dim")
+
+
+def _quiet_library_logs() -> None:
+    """Keep the runner's console to the runner's own sentences: the broker client it uses to make
+    the streams would log its connections through structlog's default printer."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
 
 def _replica_number(process: Process) -> int:
@@ -501,12 +657,18 @@ class Health:
 
 
 async def check_health(state: RunState) -> list[Health]:
-    """Each process of a running system: is it alive, and does its /readyz answer 200?"""
+    """Each process of a running system: is it alive, and does its /readyz answer 200 (the
+    broker: does it take a JetStream connection)?"""
     async with aiohttp.ClientSession() as session:
 
         async def check(process: ProcessState) -> Health:
-            alive = process.pid is not None and pid_alive(process.pid)
-            healthy = alive and await _answers_200(session, f"{process.url}/readyz")
+            if process.service == NATS:
+                # No pid: a broker the system was given rather than one it runs.
+                alive = process.pid is None or pid_alive(process.pid)
+                healthy = alive and await jetstream_answers(process.url)
+            else:
+                alive = process.pid is not None and pid_alive(process.pid)
+                healthy = alive and await _answers_200(session, f"{process.url}/readyz")
             return Health(process.service, process.replica, process.pid, process.port, healthy)
 
         return list(await asyncio.gather(*(check(p) for p in state.processes)))

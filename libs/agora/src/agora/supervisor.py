@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import sys
 import time
@@ -31,6 +32,16 @@ RUNNER_COLOUR = "bold"
 _QUIET_FIELDS = frozenset(
     {"event", "level", "timestamp", "service", "replica", "logger", "trace_id", "span_id"}
 )
+# nats-server's lines: ``[1234] 2026/11/24 17:08:52.882547 [INF] Server is ready``.
+_NATS_LINE = re.compile(r"^\[\d+\] \S+ \S+ \[(?P<level>[A-Z]{3})\] (?P<message>.*)$")
+_NATS_LEVELS = {
+    "INF": "info",
+    "WRN": "warning",
+    "ERR": "error",
+    "FTL": "fatal",
+    "DBG": "debug",
+    "TRC": "trace",
+}
 
 # -- restarting --------------------------------------------------------------------------------
 
@@ -126,10 +137,15 @@ class Output:
 
 
 def shorten_line(line: str) -> str:
-    """``{"level": "info", "event": "request", "status": 200}`` -> ``info    request status=200``.
+    """``{"level": "info", "event": "request", "status": 200}`` -> ``info    request status=200``;
+    nats-server's ``[1234] 2026/11/24 17:08:52.88 [INF] Server is ready`` -> ``info    Server is
+    ready``.
 
-    A line that is not a JSON object is returned as it is.
+    Any other line is returned as it is.
     """
+    if nats := _NATS_LINE.match(line):
+        level = _NATS_LEVELS.get(nats["level"], nats["level"].lower())
+        return f"{level:<7} {nats['message']}".rstrip()
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -180,6 +196,8 @@ class Process:
     port: int | None = None
     url: str | None = None
     policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # Stopped after all the others (the broker: the others may still be sending to it).
+    stop_last: bool = False
     # Until a child has answered /readyz once, its death is a failure to start, not a crash.
     ready: bool = False
     failure: str | None = None
@@ -246,9 +264,11 @@ class Supervisor:
             self._close(process)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop every child: SIGTERM, and SIGKILL for those still there after ``grace`` s."""
+        """Stop every child: SIGTERM, and SIGKILL for those still there after ``grace`` s; those
+        marked ``stop_last`` once the others have gone."""
         self._stopping.set()
-        await self._terminate(self.processes, grace)
+        await self._terminate([p for p in self.processes if not p.stop_last], grace)
+        await self._terminate([p for p in self.processes if p.stop_last], grace)
         if self._watchers:
             await asyncio.wait(self._watchers, timeout=grace)
         for process in self.processes:
