@@ -4,6 +4,10 @@ Every replica's ``/readyz`` is asked at once, each with a short timeout, through
 that names each replica separately (``catalog#1``), so a slow or dead replica costs one timeout at
 most and trips only its own circuit breaker. A service is healthy when at least one replica is
 ready: the others are out of rotation, not the service.
+
+The broker is reported on its own (``broker``: its address and whether the gateway is connected
+to it), and each replica says whether it is connected to it (``instances[].broker``, from its
+``/readyz``): a service whose broker is away keeps serving, so that does not make it unhealthy.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from agora.client import ServiceClient
+from agora.app import Resources
+from agora.client import Reply, ServiceClient
+from agora.embedded_nats import without_credentials
 from agora.errors import Problem
 from agora.topology import Topology
 from gateway.settings import GatewaySettings
@@ -59,7 +65,21 @@ def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceC
             status["ready"] = reply.status == 200
             if not status["ready"]:
                 status["error"] = f"answered {reply.status}"
+            if (broker := _broker_check(reply)) is not None:
+                status["broker"] = broker
         return status
+
+    async def gateway_broker(resources: Resources) -> dict[str, Any]:
+        broker = resources.broker
+        if broker is None:
+            return {"url": None, "connected": False, "error": "no broker configured"}
+        state: dict[str, Any] = {"url": without_credentials(broker.url), "connected": True}
+        try:
+            async with asyncio.timeout(settings.health_timeout):
+                await broker.check()
+        except Exception as error:  # whatever the reason, the answer is "not connected", and why
+            state.update(connected=False, error=str(error) or type(error).__name__)
+        return state
 
     async def service_status(name: str, urls: Sequence[str], declared: int) -> dict[str, Any]:
         if not urls:
@@ -86,10 +106,11 @@ def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceC
         summary="The services behind the gateway and their health",
         response_description="`{services: [{name, replicas, healthy, ...}]}`",
     )
-    async def services() -> Response:
+    async def services(request: Request) -> Response:
         urls: Mapping[str, list[str]] = settings.service_urls
-        statuses = await asyncio.gather(
-            *(service_status(s.name, urls.get(s.name, []), s.replicas) for s in topology)
+        broker, *statuses = await asyncio.gather(
+            gateway_broker(request.app.state.resources),
+            *(service_status(s.name, urls.get(s.name, []), s.replicas) for s in topology),
         )
         itself = {
             "name": settings.service_name,
@@ -98,6 +119,22 @@ def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceC
             "ready_replicas": 1,
             "instances": [{"replica": settings.replica, "ready": True}],
         }
-        return JSONResponse({"services": [itself, *statuses]})
+        return JSONResponse({"services": [itself, *statuses], "broker": broker})
 
     return router
+
+
+def _broker_check(reply: Reply) -> dict[str, Any] | None:
+    """The ``checks.broker`` of a ``/readyz`` body (``{"ok": bool, "error"?: str}``), if any."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    checks = body.get("checks") if isinstance(body, dict) else None
+    broker = checks.get("broker") if isinstance(checks, dict) else None
+    if not isinstance(broker, dict) or not isinstance(broker.get("ok"), bool):
+        return None
+    state: dict[str, Any] = {"connected": broker["ok"]}
+    if isinstance(broker.get("error"), str):
+        state["error"] = broker["error"]
+    return state
