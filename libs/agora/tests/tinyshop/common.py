@@ -34,9 +34,7 @@ def build(name: str) -> FastAPI:
         }
 
     # No database: the tiny services keep nothing (and so have no outbox for a relay to read).
-    return create_service_app(
-        settings, title=f"tiny {name}", routers=[router], use_database=False
-    )
+    return create_service_app(settings, title=f"tiny {name}", routers=[router], use_database=False)
 
 
 def record_migration(name: str) -> None:
