@@ -30,7 +30,7 @@ from agora.db import UnitOfWork
 from agora.errors import PROBLEM_JSON, Problem, problem_body, slug
 from agora.logs import configure_logging
 from agora.messaging.broker import Broker
-from agora.messaging.relay import Relay
+from agora.messaging.relay import Relay, has_outbox
 from agora.messaging.subscriptions import Subscription
 from agora.middleware import RequestContext
 from agora.migrations import upgrade
@@ -108,9 +108,12 @@ def create_service_app(
     async def start_messaging() -> None:
         if broker is None:
             return
-        broker.on_connect(lambda: broker.ensure_stream(name))
+        publishes = uow is not None and await uow.query(has_outbox)
+        if publishes:
+            broker.on_connect(lambda: broker.ensure_stream(name))
         await broker.start()
-        if uow is not None:
+        if publishes:
+            assert uow is not None
             relay = Relay(uow, broker, service=name, batch=settings.relay_batch)
             uow.after_commit(relay.wake)
             # Wake on every (re)connection: what piled up while the broker was away goes at once.

@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
@@ -80,6 +80,12 @@ def mark_sent(session: Session, seqs: Sequence[int], at: datetime) -> None:
         .where(outbox.c.seq.in_(seqs), outbox.c.status == "pending")
         .values(status="sent", sent_at=at)
     )
+
+
+def has_outbox(session: Session) -> bool:
+    """Whether this service's migrations made an outbox (a service that publishes nothing has
+    none, and needs no relay)."""
+    return inspect(session.connection()).has_table(outbox.name)
 
 
 def backlog(session: Session) -> int:
