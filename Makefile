@@ -52,6 +52,7 @@ test: lint typecheck contracts-lint unit
 
 bench: sync
 	$(BIN)/python bench/read_path.py
+	$(BIN)/python bench/events.py
 
 reset: sync
 	$(BIN)/agora reset
