@@ -1,0 +1,432 @@
+"""Consumers: each subscription of a service is a durable pull consumer that applies every event
+once.
+
+* One durable consumer per (service, subscription), named ``<service>__<durable>``, on the
+  publisher's stream and filtered to the event's subject. Every replica of the service binds to
+  the same durable, so the broker hands each message to one of them.
+* A message is applied in ONE transaction of the unit of work that both records
+  ``(consumer, event id)`` in ``agora_inbox`` and runs the handler; it is acked only after that
+  commit. A message whose id is in the inbox already (a redelivery: the ack was lost, or the
+  process died between commit and ack) is acked and skipped.
+* The ack is the fire-and-forget ``msg.ack()``, not ``ack_sync()``: a lost ack costs one
+  redelivery after AckWait, which the inbox turns into a skip, whereas waiting for the server
+  would put a round trip on every message.
+* A handler that raises is retried: the message is nak'ed with the delay ``backoff`` gives for its
+  delivery count (the last one repeats). At the ``max_deliver``-th delivery a failure sends the
+  original bytes to the dead-letter subject ``agora.<service>.dead.<durable>`` with the error and
+  the handler's name in headers, then the message is terminated. A message that is not a valid
+  event for the subscription (poison) is dead-lettered at its first delivery. Either way the
+  messages behind it keep flowing.
+* The broker's own MaxDeliver sits :data:`DEAD_LETTER_SLACK` deliveries above ``max_deliver``: a
+  dead letter that could not be published at the last delivery (the broker went away just then)
+  is tried again on the next one instead of the message being dropped silently, while a message
+  that kills the process every time is still given up on eventually.
+* Broker restarts: an idle fetch ends in ``FetchTimeoutError`` (the broker's heartbeats came);
+  a fetch that got no answer at all, an error, or a reconnection (``Broker.on_connect``) makes
+  the loop build its pull subscription again, since one can stop receiving after the server
+  restarts (nats.py #504). While the broker is disconnected the loops wait for it to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import FetchTimeoutError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from agora.messaging.broker import Broker
+from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_name
+from agora.messaging.schema import inbox
+from agora.messaging.subscriptions import Subscription
+
+log = structlog.get_logger("agora.consumer")
+
+DEAD_LETTER_SLACK = 3
+# Consecutive fetches that got no answer at all (not even a heartbeat) before the pull
+# subscription is built again.
+SILENT_FETCHES = 2
+HEADER_LIMIT = 1000  # characters of an error kept in a dead letter's header
+
+EVENTS = Counter(
+    "agora_events_consumed_total",
+    "Messages taken by a consumer, by outcome: handled, duplicate (already in the inbox), "
+    "failed (will be redelivered), dead (sent to the dead letters).",
+    ["service", "consumer", "outcome"],
+)
+HANDLING = Histogram(
+    "agora_event_handling_seconds",
+    "Time from taking a message to acknowledging it (the handler's transaction included).",
+    ["service", "consumer"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+AfterCommit = Callable[[Msg], Awaitable[None]]
+
+
+class DeadLetterHeaders:
+    """The headers a dead letter carries besides the original message's own."""
+
+    ERROR = "Agora-Error"
+    HANDLER = "Agora-Handler"
+    ORIGINAL_SUBJECT = "Agora-Original-Subject"
+    EVENT_ID = "Agora-Event-Id"
+    CONSUMER = "Agora-Consumer"
+    DELIVERED = "Agora-Delivered"
+
+
+def consumer_name(service: str, subscription: Subscription) -> str:
+    """The durable consumer of ``service`` for ``subscription`` (JetStream names take no dots)."""
+    return f"{service}__{subscription.durable}".replace(".", "_")
+
+
+def handler_name(subscription: Subscription) -> str:
+    handler = subscription.handler
+    return f"{handler.__module__}.{getattr(handler, '__qualname__', repr(handler))}"
+
+
+def apply(
+    session: Session,
+    consumer: str,
+    event_id: str,
+    subscription: Subscription,
+    event: BaseModel,
+    envelope: CloudEvent,
+) -> bool:
+    """Record the event in the inbox and run the handler, in the caller's transaction.
+
+    False (and the handler not run) when this consumer has the event in its inbox already.
+    """
+    if not _record_in_inbox(session, consumer, event_id):
+        return False
+    subscription.handler(session, event, envelope)
+    return True
+
+
+def _record_in_inbox(session: Session, consumer: str, event_id: str) -> bool:
+    row = {"consumer": consumer, "event_id": event_id, "handled_at": datetime.now(UTC)}
+    dialect = session.get_bind().dialect.name
+    # ON CONFLICT DO NOTHING rather than look-then-insert: on PostgreSQL a replica applying the
+    # same event concurrently waits for the other's commit and then finds it, instead of
+    # failing the whole transaction on the primary key.
+    if dialect == "postgresql":
+        result = session.execute(postgresql.insert(inbox).values(row).on_conflict_do_nothing())
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+    if dialect == "sqlite":
+        result = session.execute(sqlite.insert(inbox).values(row).on_conflict_do_nothing())
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+    seen = session.execute(
+        select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id == event_id)
+    ).first()
+    if seen is not None:
+        return False
+    session.execute(insert(inbox).values(row))
+    return True
+
+
+class Poison(ValueError):
+    """The message is not a valid event for the subscription; no retry will change that."""
+
+
+class Consumers:
+    """Runs every subscription of one service against the broker until cancelled."""
+
+    def __init__(
+        self,
+        service: str,
+        uow: UnitOfWork,
+        broker: Broker,
+        subscriptions: Sequence[Subscription],
+        *,
+        ack_wait: float,
+        max_deliver: int,
+        backoff: Sequence[float],
+        batch: int = 100,
+        fetch_timeout: float = 5.0,
+        after_commit: AfterCommit | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        if max_deliver < 1:
+            raise ValueError("max_deliver must be at least 1")
+        self.service = service
+        self.uow = uow
+        self.broker = broker
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.backoff = tuple(backoff)
+        self.batch = batch
+        self.fetch_timeout = fetch_timeout
+        # Runs between the commit and the ack: a test makes the consumer die exactly there.
+        self.after_commit = after_commit
+        self.tracer = trace.get_tracer("agora.messaging", tracer_provider=tracer_provider)
+        self.loops = [_Loop(self, subscription) for subscription in subscriptions]
+        names = [loop.name for loop in self.loops]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two subscriptions of {service} share a durable name: {names}")
+        broker.on_connect(self._reconnected)
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for loop in self.loops:
+                group.create_task(loop.run(), name=f"consumer:{loop.name}")
+
+    def redelivery_delay(self, delivered: int) -> float | None:
+        """The pause before delivery ``delivered + 1``; None means at once."""
+        if not self.backoff:
+            return None
+        return self.backoff[min(delivered, len(self.backoff)) - 1]
+
+    async def _reconnected(self) -> None:
+        for loop in self.loops:
+            loop.resubscribe()
+
+
+class _Loop:
+    """Fetches and applies the messages of one subscription."""
+
+    def __init__(self, owner: Consumers, subscription: Subscription) -> None:
+        self.owner = owner
+        self.subscription = subscription
+        self.name = consumer_name(owner.service, subscription)
+        self.handler = handler_name(subscription)
+        self.publisher = subscription.event_type.publisher
+        self.dead_subject = dead_letter_subject(owner.service, subscription.durable)
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stale = True
+        self._wake = asyncio.Event()
+
+    def resubscribe(self) -> None:
+        """Build the pull subscription again before the next fetch (after a reconnection)."""
+        self._stale = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        silent = 0
+        try:
+            while True:
+                try:
+                    if not self.owner.broker.connected:
+                        await self._wait_for_broker()
+                        continue
+                    sub = await self._subscription()
+                    try:
+                        messages = await sub.fetch(
+                            self.owner.batch,
+                            timeout=self.owner.fetch_timeout,
+                            heartbeat=self.owner.fetch_timeout / 4,
+                        )
+                    except FetchTimeoutError:
+                        silent = 0  # idle: the broker's heartbeats came
+                        continue
+                    except TimeoutError:
+                        silent += 1
+                        if silent >= SILENT_FETCHES:
+                            log.info("consumer heard nothing, resubscribing", consumer=self.name)
+                            self._stale = True
+                            silent = 0
+                        continue
+                    silent = 0
+                    for message in messages:
+                        await self.handle(message)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    failures += 1
+                    delay = min(5.0, 0.1 * 2**failures)
+                    delay = random.uniform(delay / 2, delay)  # noqa: S311
+                    log.warning(
+                        "consumer interrupted, resubscribing",
+                        consumer=self.name,
+                        error=repr(error),
+                        retry_in_s=round(delay, 2),
+                    )
+                    self._stale = True
+                    await asyncio.sleep(delay)
+        finally:
+            await self._unsubscribe()
+
+    async def _wait_for_broker(self) -> None:
+        # Woken by the broker's reconnection; the timeout only bounds a missed wake-up.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+        self._wake.clear()
+
+    async def _subscription(self) -> JetStreamContext.PullSubscription:
+        if self._sub is not None and not self._stale:
+            return self._sub
+        await self._unsubscribe()
+        broker = self.owner.broker
+        # The publisher's stream may not exist yet (its service never ran): make it, so this
+        # consumer can start first; this service's own stream holds its dead letters.
+        await broker.ensure_stream(self.publisher)
+        await broker.ensure_stream(self.owner.service)
+        js: JetStreamContext = broker.js
+        stream = stream_name(self.publisher)
+        # add_consumer creates the durable or updates its settings (AckWait, MaxDeliver) to
+        # this process's; every replica sends the same.
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                name=self.name,
+                durable_name=self.name,
+                filter_subject=self.subscription.subject,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.owner.ack_wait,
+                max_deliver=self.owner.max_deliver + DEAD_LETTER_SLACK,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        self._sub = await js.pull_subscribe_bind(durable=self.name, stream=stream)
+        self._stale = False
+        log.info("consumer subscribed", consumer=self.name, subject=self.subscription.subject)
+        return self._sub
+
+    async def _unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is None:
+            return
+        try:
+            await sub.unsubscribe()
+        except Exception as error:  # the connection it lived on may be gone: nothing to undo
+            log.debug("unsubscribe failed", consumer=self.name, error=repr(error))
+
+    async def handle(self, msg: Msg) -> None:
+        """Apply one message and settle it with the broker: ack, nak, or dead-letter."""
+        owner = self.owner
+        started = time.perf_counter()
+        delivered = msg.metadata.num_delivered
+        parent = propagate.extract(dict(msg.headers or {}))
+        with owner.tracer.start_as_current_span(
+            f"{msg.subject} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.name,
+                "messaging.message.delivery_count": delivered,
+            },
+        ) as span:
+            event_id = _fallback_id(msg)
+            try:
+                envelope, event = self._parse(msg)
+                event_id = envelope.id
+                span.set_attribute("messaging.message.id", event_id)
+                applied = await owner.uow.run(
+                    apply, self.name, event_id, self.subscription, event, envelope
+                )
+            except Exception as error:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                outcome = await self._failed(msg, event_id, delivered, error)
+            else:
+                if owner.after_commit is not None:
+                    await owner.after_commit(msg)
+                await msg.ack()
+                outcome = "handled" if applied else "duplicate"
+            span.set_attribute("agora.outcome", outcome)
+        EVENTS.labels(owner.service, self.name, outcome).inc()
+        HANDLING.labels(owner.service, self.name).observe(time.perf_counter() - started)
+
+    def _parse(self, msg: Msg) -> tuple[CloudEvent, BaseModel]:
+        try:
+            envelope = CloudEvent.from_bytes(msg.data)
+            return envelope, self.subscription.event.model_validate(envelope.data)
+        except ValidationError as error:
+            raise Poison(f"not a valid {self.subscription.event_type} event: {error}") from error
+
+    async def _failed(self, msg: Msg, event_id: str, delivered: int, error: Exception) -> str:
+        poison = isinstance(error, Poison)
+        log.warning(
+            "poison message" if poison else "handler failed",
+            consumer=self.name,
+            handler=self.handler,
+            event_id=event_id,
+            subject=msg.subject,
+            delivered=delivered,
+            max_deliver=self.owner.max_deliver,
+            error=repr(error),
+            exc_info=not poison,
+        )
+        if not poison and delivered < self.owner.max_deliver:
+            await msg.nak(delay=self.owner.redelivery_delay(delivered))
+            return "failed"
+        try:
+            await self._dead_letter(msg, event_id, delivered, error)
+        except Exception as publish_error:
+            # Not settled: the broker delivers it again (its MaxDeliver has slack for this) and
+            # the dead letter is tried again then.
+            log.error(
+                "could not dead-letter, will retry on redelivery",
+                consumer=self.name,
+                event_id=event_id,
+                error=repr(publish_error),
+            )
+            await msg.nak(delay=self.owner.redelivery_delay(delivered))
+            return "failed"
+        await msg.term()
+        return "dead"
+
+    async def _dead_letter(self, msg: Msg, event_id: str, delivered: int, error: Exception) -> None:
+        headers = {
+            key: value
+            for key, value in (msg.headers or {}).items()
+            if not key.startswith(("Nats-", "Agora-"))
+        }
+        headers.update(
+            {
+                DeadLetterHeaders.ERROR: _one_line(f"{type(error).__name__}: {error}"),
+                DeadLetterHeaders.HANDLER: self.handler,
+                DeadLetterHeaders.ORIGINAL_SUBJECT: msg.subject,
+                DeadLetterHeaders.EVENT_ID: event_id,
+                DeadLetterHeaders.CONSUMER: self.name,
+                DeadLetterHeaders.DELIVERED: str(delivered),
+                # Keyed by the original message's stream position: a dead letter published
+                # twice for one delivery is dropped by the broker, a replayed event that fails
+                # again (a new message) makes a new one.
+                "Nats-Msg-Id": f"{event_id}:dead:{self.name}:{msg.metadata.sequence.stream}",
+            }
+        )
+        await self.owner.broker.js.publish(self.dead_subject, msg.data, headers=headers)
+        log.error(
+            "event dead-lettered",
+            consumer=self.name,
+            handler=self.handler,
+            event_id=event_id,
+            subject=self.dead_subject,
+            delivered=delivered,
+        )
+
+
+def _fallback_id(msg: Msg) -> str:
+    """An id for a message whose envelope cannot be read: its Nats-Msg-Id, or its position."""
+    headers = msg.headers or {}
+    message_id = headers.get("Nats-Msg-Id")
+    if message_id:
+        return message_id
+    return f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+
+
+def _one_line(text: str) -> str:
+    # A header is one line of ASCII on the wire.
+    flat = " ".join(text.split()).encode("ascii", "backslashreplace").decode("ascii")
+    return flat if len(flat) <= HEADER_LIMIT else flat[: HEADER_LIMIT - 3] + "..."
