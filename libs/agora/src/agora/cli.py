@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
+from nats.errors import Error as NatsError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +26,16 @@ from rich.text import Text
 
 from agora.embedded_nats import NatsSync
 from agora.logs import configure_logging
+from agora.messaging.broker import BrokerUnavailable
+from agora.messaging.deadletters import (
+    DeadLetter,
+    Replayed,
+    ReplayFailed,
+    UnknownDeadLetter,
+    connection,
+    dead_letters,
+    replay,
+)
 from agora.ports import LOOPBACK, NoFreePort
 from agora.runner import (
     GATEWAY,
@@ -275,6 +286,111 @@ def reset() -> None:
         return
     shutil.rmtree(layout.root)
     console.print(f"Deleted {layout.root} (data and logs).")
+
+
+events = typer.Typer(
+    name="events",
+    help="See the events consumers gave up on (dead letters), and send them again.",
+    no_args_is_help=True,
+)
+app.add_typer(events)
+
+NatsUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url",
+        help="The broker (default: the running system's in .agora/, else $AGORA_NATS_URL).",
+    ),
+]
+
+
+def _nats_url(given: str | None) -> str:
+    """The broker to talk to: --nats-url, else the system running here, else $AGORA_NATS_URL."""
+    if given:
+        return given
+    layout = Layout.of(Path.cwd())
+    state = running_state(layout)
+    if state is not None and state.nats_url:
+        return state.nats_url
+    from_env = os.environ.get("AGORA_NATS_URL", "")
+    if from_env:
+        return from_env
+    raise _fail(
+        f"No broker to ask: no Agora system with a broker is running in {layout.root.parent}, "
+        "and neither --nats-url nor AGORA_NATS_URL is set."
+    )
+
+
+@events.command("dead")
+def events_dead(
+    nats_url: NatsUrl = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print [{id, service, consumer, handler, error, delivered, time, "
+            "original_subject}].",
+        ),
+    ] = False,
+) -> None:
+    """List the dead letters: events a consumer could not apply after its last delivery."""
+    url = _nats_url(nats_url)
+
+    async def read() -> list[DeadLetter]:
+        async with connection(url) as js:
+            return await dead_letters(js)
+
+    try:
+        letters = asyncio.run(read())
+    except BrokerUnavailable as error:
+        raise _fail(str(error)) from None
+    except (NatsError, TimeoutError) as error:
+        raise _fail(f"the broker at {url} did not answer as expected: {error}") from None
+    if as_json:
+        sys.stdout.write(json.dumps([letter.as_json() for letter in letters]) + "\n")
+        return
+    if not letters:
+        console.print("No dead letters.")
+        return
+    table = Table(title=f"Dead letters at {url}", title_justify="left")
+    for column in ("id", "service", "consumer", "handler", "delivered", "time", "error"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            letter.service,
+            letter.consumer,
+            letter.handler,
+            str(letter.delivered),
+            letter.time.isoformat(timespec="seconds") if letter.time else "",
+            letter.error,
+        )
+    console.print(table)
+    console.print("Send one again with `agora events replay ID`.")
+
+
+@events.command("replay")
+def events_replay(
+    event_id: Annotated[str, typer.Argument(metavar="ID", help="The id `events dead` shows.")],
+    nats_url: NatsUrl = None,
+) -> None:
+    """Send a dead letter back to its subject; consumers that applied it already skip it."""
+    url = _nats_url(nats_url)
+
+    async def send() -> Replayed:
+        async with connection(url) as js:
+            return await replay(js, event_id)
+
+    try:
+        replayed = asyncio.run(send())
+    except (BrokerUnavailable, UnknownDeadLetter, ReplayFailed, ValueError) as error:
+        raise _fail(str(error)) from None
+    except (NatsError, TimeoutError) as error:
+        raise _fail(f"the broker at {url} did not answer as expected: {error}") from None
+    console.print(
+        f"Replayed event {replayed.id} to {replayed.subject} "
+        f"(dead-lettered by {', '.join(replayed.consumers)}); removed it from the dead letters."
+    )
 
 
 def main() -> None:
