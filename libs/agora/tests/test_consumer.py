@@ -1,0 +1,581 @@
+"""Consumers against a real nats-server of this module's own: every event applied exactly once,
+through redeliveries, a crash between commit and ack, two replicas, a poison message, a broker
+restart; and the `agora events` commands that list and replay dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, DeliverPolicy
+from nats.js.errors import NotFoundError
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from agora.cli import app
+from agora.db import UnitOfWork
+from agora.messaging import schema
+from agora.messaging.broker import Broker
+from agora.messaging.consumer import DEAD_LETTER_SLACK, Consumers, apply
+from agora.messaging.deadletters import DeadLetter, dead_letters
+from agora.messaging.envelope import CloudEvent, stream_name
+from agora.messaging.subscriptions import Handler, Subscription
+from agora.runner import Layout, RunnerLock
+from agora.testing import STORES, NatsServer, free_port
+from agora.testing import database as store_database
+
+# Each test takes seconds; a hang should fail fast, not after the suite's five minutes.
+pytestmark = pytest.mark.timeout(60)
+
+PUBLISHER = "ledger"
+SUBJECT = "agora.ledger.events.Noted.v1"
+
+
+class Noted(BaseModel):
+    type: ClassVar[str] = "ledger.Noted.v1"
+    note: str
+
+
+# -- a broker of this module's own ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture
+async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
+    """Connected, with no ledger stream yet: as if the publisher had never run."""
+    broker = Broker(nats_server.url, name="test", connect_timeout=1.0)
+    await broker.start()
+    async with asyncio.timeout(10):
+        await broker.wait_connected()
+    with contextlib.suppress(NotFoundError):
+        await broker.js.delete_stream(stream_name(PUBLISHER))
+    yield broker
+    await broker.close()
+
+
+# -- the consuming service's database ---------------------------------------------------------
+
+effects = MetaData()
+applied = Table(
+    "applied",
+    effects,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("note", String(100), nullable=False),
+    Column("instance", String(20), nullable=False),
+)
+
+
+def create_tables(session: Session) -> None:
+    schema.metadata.create_all(session.connection())
+    effects.create_all(session.connection())
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'consumer.db'}"
+    uow = UnitOfWork(url)
+    await uow.run(create_tables)
+    await uow.dispose()
+    return url
+
+
+@pytest.fixture
+async def uow(database: str) -> AsyncIterator[UnitOfWork]:
+    uow = UnitOfWork(database)
+    yield uow
+    await uow.dispose()
+
+
+def applications(session: Session) -> dict[str, int]:
+    """How many times each event's effect was applied."""
+    rows = session.execute(select(applied.c.event_id, func.count()).group_by(applied.c.event_id))
+    return {event_id: count for event_id, count in rows}
+
+
+def instances(session: Session) -> dict[str, int]:
+    rows = session.execute(select(applied.c.instance, func.count()).group_by(applied.c.instance))
+    return {instance: count for instance, count in rows}
+
+
+def never(_event: Noted) -> bool:
+    return False
+
+
+def recorder(instance: str = "a", *, fails: Callable[[Noted], bool] = never) -> Handler:
+    """A handler that records each application (one row per call), failing when told."""
+
+    def note_applied(session: Session, event: Noted, envelope: CloudEvent) -> None:
+        if fails(event):
+            raise RuntimeError(f"cannot apply {event.note}")
+        session.execute(
+            insert(applied).values(event_id=envelope.id, note=event.note, instance=instance)
+        )
+
+    return note_applied
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def new_service() -> str:
+    """A consuming service of the test's own, so durables and counters start from nothing."""
+    return f"svc{uuid.uuid4().hex[:10]}"
+
+
+def settings(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "ack_wait": 2.0,
+        "max_deliver": 3,
+        "backoff": [0.05, 0.1],
+        "fetch_timeout": 1.0,
+    }
+    values.update(overrides)
+    return values
+
+
+@contextlib.asynccontextmanager
+async def running(*consumers: Consumers) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c.run()) for c in consumers]
+    try:
+        yield
+        for task in tasks:
+            assert not task.done(), f"a consumer stopped: {task.exception()!r}"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20) -> None:
+    """Wait until ``check`` holds; fail saying ``what`` did not happen."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"{what} (not within {within} s)")
+
+
+async def publish(
+    broker: Broker,
+    note: str,
+    *,
+    event: CloudEvent | None = None,
+    msg_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> CloudEvent:
+    event = event or CloudEvent(source=PUBLISHER, type=Noted.type, data={"note": note})
+    await broker.ensure_stream(PUBLISHER)
+    await broker.js.publish(
+        SUBJECT,
+        event.to_bytes(),
+        headers={"Nats-Msg-Id": msg_id or event.id, **(headers or {})},
+    )
+    return event
+
+
+def consumed(service: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "agora_events_consumed_total",
+        {"service": service, "consumer": f"{service}__note_applied", "outcome": outcome},
+    )
+    return float(value or 0.0)
+
+
+async def count_applied(uow: UnitOfWork) -> dict[str, int]:
+    return await uow.query(applications)
+
+
+def cli(*args: str) -> Awaitable[Any]:
+    """Run `agora ...` off the event loop (the command runs one of its own)."""
+    return asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+
+async def listed_dead(broker: Broker) -> list[DeadLetter]:
+    return await dead_letters(broker.js)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_redelivery_waits_as_long_as_the_backoff_says_for_that_delivery_and_the_last_repeats() -> (
+    None
+):
+    consumers = Consumers(
+        "svc",
+        UnitOfWork("sqlite://"),
+        Broker("nats://127.0.0.1:1", name="unused"),
+        [],
+        ack_wait=1,
+        max_deliver=5,
+        backoff=[0.5, 2, 5],
+    )
+    assert [consumers.redelivery_delay(n) for n in (1, 2, 3, 4, 9)] == [0.5, 2, 5, 5, 5]
+
+
+# -- the inbox --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with store_database(request.param, "consumer", tmp_path) as url:
+        yield url
+
+
+async def test_the_inbox_lets_each_event_through_once_per_consumer(store: str) -> None:
+    uow = UnitOfWork(store)
+    try:
+        await uow.run(create_tables)
+        envelope = CloudEvent(source=PUBLISHER, type=Noted.type, data={"note": "once"})
+        subscription = Subscription(Noted, recorder())
+        event = Noted(note="once")
+        firsts = [
+            await uow.run(apply, "svc__note_applied", envelope.id, subscription, event, envelope)
+            for _ in range(2)
+        ]
+        other = await uow.run(
+            apply, "other__note_applied", envelope.id, subscription, event, envelope
+        )
+        assert firsts == [True, False]
+        assert other is True
+        # One application for each consumer, none for the repeat.
+        assert await count_applied(uow) == {envelope.id: 2}
+    finally:
+        await uow.dispose()
+
+
+# -- exactly once -----------------------------------------------------------------------------
+
+
+async def test_a_consumer_starts_before_its_publisher_ever_ran_as_one_durable_for_the_service(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    service = new_service()
+    consumers = Consumers(
+        service, uow, broker, [Subscription(Noted, recorder())], **settings(ack_wait=7.0)
+    )
+    async with running(consumers):
+
+        async def durable_exists() -> bool:
+            try:
+                await broker.js.consumer_info(stream_name(PUBLISHER), f"{service}__note_applied")
+            except NotFoundError:
+                return False
+            return True
+
+        await eventually(durable_exists, "the durable consumer was never made")
+        info = await broker.js.consumer_info(stream_name(PUBLISHER), f"{service}__note_applied")
+        event = await publish(broker, "first")
+        await eventually(
+            lambda: _equals(count_applied(uow), {event.id: 1}), "the event was not applied"
+        )
+    assert info.config.durable_name == f"{service}__note_applied"
+    assert info.config.filter_subject == SUBJECT
+    assert info.config.ack_policy == AckPolicy.EXPLICIT
+    assert info.config.deliver_policy == DeliverPolicy.ALL
+    assert info.config.ack_wait == 7.0
+    assert info.config.max_deliver == 3 + DEAD_LETTER_SLACK
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def test_each_event_is_applied_once_even_when_the_broker_delivers_it_twice(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    service = new_service()
+    events = [await publish(broker, f"note {n}") for n in range(20)]
+    # The same event again under another message id: the broker takes it as a new message.
+    await publish(broker, "", event=events[0], msg_id=f"{events[0].id}:again")
+    consumers = Consumers(service, uow, broker, [Subscription(Noted, recorder())], **settings())
+    async with running(consumers):
+
+        async def all_seen() -> bool:
+            return consumed(service, "handled") + consumed(service, "duplicate") >= 21
+
+        await eventually(all_seen, "not every message was taken")
+    assert await count_applied(uow) == {event.id: 1 for event in events}
+    assert consumed(service, "handled") == 20
+    assert consumed(service, "duplicate") == 1
+
+
+async def test_a_consumer_that_dies_between_its_commit_and_its_ack_skips_the_redelivery(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    service = new_service()
+    deliveries: list[int] = []
+
+    async def crash_once(msg: Msg) -> None:
+        deliveries.append(msg.metadata.num_delivered)
+        if len(deliveries) == 1:
+            raise RuntimeError("the process dies here, before the ack")
+
+    event = await publish(broker, "crash")
+    consumers = Consumers(
+        service,
+        uow,
+        broker,
+        [Subscription(Noted, recorder())],
+        after_commit=crash_once,
+        **settings(ack_wait=1.0),
+    )
+    async with running(consumers):
+
+        async def redelivered_and_skipped() -> bool:
+            return consumed(service, "duplicate") >= 1
+
+        await eventually(redelivered_and_skipped, "the unacked message never came back")
+    assert await count_applied(uow) == {event.id: 1}
+    assert deliveries == [1, 2]
+    # The first delivery never got to its ack, so it was never counted as handled: the only
+    # settled outcome is the skipped redelivery.
+    assert consumed(service, "handled") == 0
+
+
+async def test_two_replicas_of_a_service_share_its_durable_and_apply_each_event_once(
+    broker: Broker, database: str
+) -> None:
+    service = new_service()
+    first, second = UnitOfWork(database), UnitOfWork(database)
+    replicas = [
+        Consumers(service, uow, broker, [Subscription(Noted, recorder(name))], **settings(batch=10))
+        for uow, name in ((first, "first"), (second, "second"))
+    ]
+    try:
+        async with running(*replicas):
+            events = [await publish(broker, f"note {n}") for n in range(500)]
+
+            async def all_applied() -> bool:
+                return len(await count_applied(first)) == 500
+
+            await eventually(all_applied, "not every event was applied")
+        assert await count_applied(first) == {event.id: 1 for event in events}
+        by_instance = await first.query(instances)
+        assert set(by_instance) == {"first", "second"}, by_instance
+        assert sum(by_instance.values()) == 500
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+# -- poison and dead letters ------------------------------------------------------------------
+
+
+@dataclass
+class Flaky:
+    """Fails on the note ``poison`` until fixed."""
+
+    fixed: bool = False
+    attempts: list[str] = field(default_factory=list)
+
+    def __call__(self, event: Noted) -> bool:
+        self.attempts.append(event.note)
+        return event.note == "poison" and not self.fixed
+
+
+async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay_applies_it(
+    broker: Broker, uow: UnitOfWork, nats_server: NatsServer
+) -> None:
+    service = new_service()
+    flaky = Flaky()
+    consumers = Consumers(
+        service, uow, broker, [Subscription(Noted, recorder(fails=flaky))], **settings()
+    )
+    async with running(consumers):
+        poison = await publish(broker, "poison")
+        behind = [await publish(broker, f"note {n}") for n in range(50)]
+
+        async def dead_lettered() -> bool:
+            return any(letter.id == poison.id for letter in await listed_dead(broker))
+
+        await eventually(dead_lettered, "the failing event never reached the dead letters")
+        await eventually(
+            lambda: _equals(count_applied(uow), {event.id: 1 for event in behind}),
+            "the events behind the failing one did not all flow",
+        )
+        assert flaky.attempts.count("poison") == 3
+
+        result = await cli("events", "dead", "--nats-url", nats_server.url, "--json")
+        assert result.exit_code == 0, result.output
+        (listed,) = [entry for entry in json.loads(result.stdout) if entry["id"] == poison.id]
+        assert listed["service"] == service
+        assert listed["consumer"] == f"{service}__note_applied"
+        assert listed["handler"].endswith("recorder.<locals>.note_applied")
+        assert listed["error"] == "RuntimeError: cannot apply poison"
+        assert listed["delivered"] == 3
+        assert listed["original_subject"] == SUBJECT
+        assert listed["time"]
+
+        flaky.fixed = True
+        result = await cli("events", "replay", poison.id, "--nats-url", nats_server.url)
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.stdout.split())  # the console wraps long lines
+        assert f"Replayed event {poison.id} to {SUBJECT}" in said
+
+        await eventually(
+            lambda: _equals(count_applied(uow), {e.id: 1 for e in [poison, *behind]}),
+            "the replayed event was not applied",
+        )
+        result = await cli("events", "dead", "--nats-url", nats_server.url, "--json")
+    assert poison.id not in [entry["id"] for entry in json.loads(result.stdout)]
+    assert consumed(service, "failed") == 2
+    assert consumed(service, "dead") == 1
+    assert consumed(service, "handled") == 51
+
+
+async def test_a_message_that_is_no_valid_event_is_dead_lettered_at_once_and_the_rest_flow(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    service = new_service()
+    await broker.ensure_stream(PUBLISHER)
+    await broker.js.publish(SUBJECT, b"not json", headers={"Nats-Msg-Id": "garbage-1"})
+    wrong = CloudEvent(source=PUBLISHER, type=Noted.type, data={"text": "no note field"})
+    await publish(broker, "", event=wrong)
+    good = [await publish(broker, f"note {n}") for n in range(5)]
+    consumers = Consumers(service, uow, broker, [Subscription(Noted, recorder())], **settings())
+    async with running(consumers):
+
+        async def both_dead() -> bool:
+            ids = {letter.id for letter in await listed_dead(broker)}
+            return {"garbage-1", wrong.id} <= ids
+
+        await eventually(both_dead, "the bad messages were not dead-lettered")
+        await eventually(
+            lambda: _equals(count_applied(uow), {event.id: 1 for event in good}),
+            "the good events were not applied",
+        )
+    letters = {letter.id: letter for letter in await listed_dead(broker)}
+    assert letters["garbage-1"].delivered == 1
+    assert letters["garbage-1"].payload == b"not json"
+    assert "not a valid ledger.Noted.v1 event" in letters["garbage-1"].error
+    assert letters[wrong.id].delivered == 1
+    assert "note" in letters[wrong.id].error
+    assert consumed(service, "dead") == 2
+
+
+async def test_replaying_an_unknown_dead_letter_says_so_and_exits_1(
+    nats_server: NatsServer,
+) -> None:
+    result = await cli("events", "replay", "no-such-event", "--nats-url", nats_server.url)
+    assert result.exit_code == 1
+    assert "no dead letter has the id 'no-such-event'" in " ".join(result.output.split())
+
+
+async def test_the_events_commands_need_a_broker_and_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGORA_NATS_URL", raising=False)
+    result = await cli("events", "dead")
+    assert result.exit_code == 1
+    assert "neither --nats-url nor AGORA_NATS_URL is set" in " ".join(result.output.split())
+
+    unreachable = f"nats://127.0.0.1:{free_port()}"
+    result = await cli("events", "dead", "--nats-url", unreachable)
+    assert result.exit_code == 1
+    assert f"cannot reach the broker at {unreachable}" in " ".join(result.output.split())
+
+
+async def test_the_events_commands_find_the_broker_of_the_system_running_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: Broker, nats_server: NatsServer
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGORA_NATS_URL", raising=False)
+    layout = Layout.of(tmp_path)
+    lock = RunnerLock(layout)
+    assert lock.acquire()
+    try:
+        layout.state_file.write_text(
+            json.dumps({"runner_pid": 1, "started_at": 0.0, "nats_url": nats_server.url})
+        )
+        result = await cli("events", "dead", "--json")
+    finally:
+        lock.release()
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.stdout), list)
+
+
+# -- broker restarts and trace context --------------------------------------------------------
+
+
+async def test_consumers_carry_on_after_the_broker_restarts(
+    broker: Broker, uow: UnitOfWork, nats_server: NatsServer
+) -> None:
+    service = new_service()
+    consumers = Consumers(service, uow, broker, [Subscription(Noted, recorder())], **settings())
+    async with running(consumers):
+        before = [await publish(broker, f"before {n}") for n in range(10)]
+        await eventually(
+            lambda: _equals(count_applied(uow), {e.id: 1 for e in before}),
+            "the events before the restart were not applied",
+        )
+        await asyncio.to_thread(nats_server.stop)
+        await asyncio.to_thread(nats_server.start)
+
+        async def reconnected() -> bool:
+            return broker.connected
+
+        await eventually(reconnected, "the broker connection did not come back")
+        after = [await publish(broker, f"after {n}") for n in range(10)]
+        await eventually(
+            lambda: _equals(count_applied(uow), {e.id: 1 for e in [*before, *after]}),
+            "the events after the restart were not applied",
+        )
+
+
+async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("place order") as recording:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    event = await publish(broker, "traced", headers=carrier)
+    service = new_service()
+    consumers = Consumers(
+        service,
+        uow,
+        broker,
+        [Subscription(Noted, recorder())],
+        tracer_provider=provider,
+        **settings(),
+    )
+    async with running(consumers):
+        await eventually(
+            lambda: _equals(count_applied(uow), {event.id: 1}), "the event was not applied"
+        )
+    (span,) = [s for s in spans.get_finished_spans() if s.name == f"{SUBJECT} process"]
+    assert span.kind == SpanKind.CONSUMER
+    assert span.parent is not None
+    assert span.parent.span_id == recording.get_span_context().span_id
+    assert span.context.trace_id == recording.get_span_context().trace_id
+    assert span.attributes is not None
+    assert span.attributes["messaging.message.id"] == event.id
