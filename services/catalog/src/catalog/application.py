@@ -8,7 +8,7 @@ this module names no table and no concrete adapter.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -148,19 +148,8 @@ def change_product(session: Session, store: Store, sku: str, changes: dict[str, 
 
 
 def _state(product: Product) -> dict[str, Any]:
-    """The product as the events carry it."""
-    return {
-        "sku": product.sku,
-        "name": product.name,
-        "description": product.description,
-        "price": product.price,
-        "currency": product.currency,
-        "category": product.category,
-        "image_url": product.image_url,
-        "active": product.active,
-        "created_at": product.created_at,
-        "updated_at": product.updated_at,
-    }
+    """The product as the events carry it: every field it has."""
+    return asdict(product)
 
 
 def _new_product(command: CreateProduct, now: datetime) -> Product:
