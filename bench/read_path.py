@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,11 +215,30 @@ def measure(
 # --- the run ----------------------------------------------------------------------------------
 
 
+def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over rounds; failures and requests are summed."""
+    merged: dict[str, Any] = {
+        key: statistics.median(r[key] for r in results) for key in ("rps", "p50_ms", "p99_ms")
+    }
+    merged["requests"] = sum(r["requests"] for r in results)
+    failures: dict[str, int] = {}
+    for r in results:
+        for kind, count in r["failures"].items():
+            failures[kind] = failures.get(kind, 0) + count
+    merged["failures"] = failures
+    merged["cpu_us_per_request"] = {
+        name: statistics.median(r["cpu_us_per_request"].get(name, 0.0) for r in results)
+        for name in results[0]["cpu_us_per_request"]
+    }
+    return merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per path")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per path")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both paths")
     parser.add_argument("--drive", metavar="URL", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--pid", metavar="NAME=PID", action="append", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,14 +280,25 @@ def main() -> int:
                     "GET /api/catalog/products/{sku}",
                 ),
             }
-            measured = measure(
-                [url for url, _ in paths.values()],
-                args.seconds,
-                args.warmup,
-                args.connections,
-                {p.name: p.popen.pid for p in processes if p.name != "identity"},
-            )
-            results = dict(zip(paths, measured, strict=True))
+            # Rounds alternate the two paths; the medians over rounds are what is reported, and
+            # each round's ratio compares two measurements taken moments apart.
+            rounds = [
+                dict(
+                    zip(
+                        paths,
+                        measure(
+                            [url for url, _ in paths.values()],
+                            args.seconds,
+                            args.warmup,
+                            args.connections,
+                            {p.name: p.popen.pid for p in processes if p.name != "identity"},
+                        ),
+                        strict=True,
+                    )
+                )
+                for _ in range(args.rounds)
+            ]
+            results = {label: median_result([r[label] for r in rounds]) for label in paths}
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
             print(f"read_path: {error}", file=sys.stderr)
             for process in processes:
@@ -279,7 +310,10 @@ def main() -> int:
         finally:
             stop(processes)
 
-    print(f"GET a product ({sku}), {args.connections} connections, {args.seconds:g} s each")
+    print(
+        f"GET a product ({sku}), {args.connections} connections, {args.seconds:g} s each, "
+        f"medians of {args.rounds} rounds"
+    )
     print(f"{'path':<8} {'request':<34} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}  CPU per request")
     for label, (_, shown) in paths.items():
         r = results[label]
@@ -288,9 +322,14 @@ def main() -> int:
         )
         figures = f"{r['rps']:>7.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}"
         print(f"{label:<8} {shown:<34} {figures}  {cpu}")
-    ratio = results["gateway"]["rps"] / results["direct"]["rps"]
+    ratios = [r["gateway"]["rps"] / r["direct"]["rps"] for r in rounds]
+    ratio = statistics.median(ratios)
     verdict = "meets" if ratio >= TARGET else "misses"
-    print(f"gateway/direct throughput: {ratio:.2f} ({verdict} the target of {TARGET:.2f})")
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    print(
+        f"gateway/direct throughput: {ratio:.2f} median of {len(ratios)} rounds ({each}); "
+        f"{verdict} the target of {TARGET:.2f}"
+    )
     failed = {label: r["failures"] for label, r in results.items() if r["failures"]}
     if failed or not all(r["requests"] for r in results.values()):
         print(f"read_path: requests failed: {failed}", file=sys.stderr)
