@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +25,18 @@ class NoteNotFound(Exception):
     """Note not found."""
 
 
+class NoteLocked(Exception):
+    """Note locked."""
+
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__("someone else is editing it")
+        self.retry_after = retry_after
+
+
+class NoteHidden(Exception):
+    """Sign in to read this note."""
+
+
 class NewNote(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     text: str
@@ -43,6 +56,16 @@ async def get_note(note_id: int) -> NewNote:
     raise NoteNotFound(f"there is no note {note_id}")
 
 
+@router.put("/notes/{note_id}")
+async def edit_note(note_id: int) -> NewNote:
+    raise NoteLocked(timedelta(seconds=2.2))
+
+
+@router.get("/secret")
+async def secret() -> None:
+    raise NoteHidden
+
+
 @router.get("/crash")
 async def crash() -> None:
     raise RuntimeError("a bug")
@@ -51,7 +74,12 @@ async def crash() -> None:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = DemoSettings(data_dir=tmp_path, max_body_bytes=1024)
-    app = create_service_app(settings, title="Demo", routers=[router], errors={NoteNotFound: 404})
+    app = create_service_app(
+        settings,
+        title="Demo",
+        routers=[router],
+        errors={NoteNotFound: 404, NoteLocked: 429, NoteHidden: 401},
+    )
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -91,6 +119,23 @@ def test_a_domain_error_is_a_problem_with_its_mapped_status(client: TestClient) 
     assert body["detail"] == "there is no note 5"
     assert body["type"] == "/problems/note-not-found"
     assert body["request_id"] == answer.headers["x-request-id"]
+
+
+def test_a_domain_error_that_knows_when_to_return_says_so_in_retry_after(
+    client: TestClient,
+) -> None:
+    answer = client.put("/notes/5")
+
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "3"
+    assert answer.json()["title"] == "Note locked"
+
+
+def test_a_domain_error_mapped_to_401_names_the_auth_scheme(client: TestClient) -> None:
+    answer = client.get("/secret")
+
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == 'Bearer realm="agora"'
 
 
 def test_malformed_json_is_a_400_problem(client: TestClient) -> None:

@@ -9,10 +9,12 @@ one pooled service client; and token verification against identity's key set.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +255,20 @@ def problem_response(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _problem_headers(status: int, error: Exception) -> dict[str, str] | None:
+    """The headers HTTP asks of a status: a 401 names its scheme; a domain error that knows
+    when to come back (a ``retry_after`` in seconds or as a timedelta) says so."""
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="agora"'
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(retry_after, timedelta):
+        retry_after = retry_after.total_seconds()
+    if isinstance(retry_after, int | float):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return headers or None
+
+
 def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]) -> None:
     """Answer every error with RFC 9457 problem details; map domain errors by class."""
 
@@ -307,7 +323,12 @@ def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]
             name = type(error).__name__
             title = (type(error).__doc__ or name).strip().splitlines()[0].rstrip(".")
             return problem_response(
-                request, status, title, detail=str(error) or None, type_=f"/problems/{slug(name)}"
+                request,
+                status,
+                title,
+                detail=str(error) or None,
+                type_=f"/problems/{slug(name)}",
+                headers=_problem_headers(status, error),
             )
 
         return handler

@@ -7,6 +7,7 @@ HTTP itself (a bad token, a body too large) are :class:`Problem` subclasses here
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -85,7 +86,7 @@ class TooManyRequests(Problem):
     title = "Too many requests"
 
     def __init__(self, detail: str | None = None, *, retry_after: float = 1.0):
-        seconds = max(1, round(retry_after + 0.499))
+        seconds = max(1, math.ceil(retry_after))
         super().__init__(detail, headers={"Retry-After": str(seconds)})
         self.retry_after = seconds
 

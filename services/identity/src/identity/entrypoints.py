@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
 from agora.deps import Admin, CurrentUser, Uow, resources
-from agora.errors import TooManyRequests, Unauthorized
 from identity.application import Identity
 from identity.domain import (
     EmailTaken,
@@ -33,8 +32,10 @@ from identity.domain import (
 )
 
 # Domain errors and the status each one answers with (the problem's title is the error's first
-# docstring line). LoginLocked and InvalidCredentials are answered below, with their headers.
+# docstring line; a 401 gets WWW-Authenticate and a LoginLocked its Retry-After from the chassis).
 ERRORS: dict[type[Exception], int] = {
+    InvalidCredentials: 401,
+    LoginLocked: 429,
     InvalidEmail: 422,
     WeakPassword: 422,
     EmailTaken: 409,
@@ -77,14 +78,6 @@ class KeyView(BaseModel):
     created_at: datetime
 
 
-class LoginFailed(Unauthorized):
-    title = "Invalid email or password"
-
-
-class TooManyLogins(TooManyRequests):
-    title = "Too many failed logins"
-
-
 async def identity(found: Annotated[Resources, Depends(resources)]) -> Identity:
     # async, as the chassis's own dependencies: a plain def would cost a worker-thread hop.
     use_cases: Identity = found.extra[IDENTITY]
@@ -114,12 +107,7 @@ async def register(body: Credentials, uow: Uow, service: Service) -> UserView:
     responses={401: PROBLEM, 429: PROBLEM},
 )
 async def token(body: Credentials, uow: Uow, service: Service, response: Response) -> TokenView:
-    try:
-        issued = await service.log_in(uow, body.email, body.password)
-    except InvalidCredentials as error:
-        raise LoginFailed(str(error)) from error
-    except LoginLocked as error:
-        raise TooManyLogins(str(error), retry_after=error.retry_after.total_seconds()) from error
+    issued = await service.log_in(uow, body.email, body.password)
     # A token is a credential: no cache may keep it (RFC 6749 5.1).
     response.headers["Cache-Control"] = "no-store"
     return TokenView(access_token=issued.access_token, expires_in=issued.expires_in)
