@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -108,34 +109,19 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _product(row: Row[*tuple[Any, ...]]) -> Product:
-    return Product(
-        sku=row.sku,
-        name=row.name,
-        description=row.description,
-        price=row.price,
-        currency=row.currency,
-        category=row.category,
-        image_url=row.image_url,
-        active=row.active,
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
-    )
+    fields = row._asdict()
+    fields["created_at"] = _aware(fields["created_at"])
+    fields["updated_at"] = _aware(fields["updated_at"])
+    return Product(**fields)
 
 
 def _values(product: Product) -> dict[str, Any]:
-    return {
-        "name": product.name,
-        "description": product.description,
-        "price": product.price,
-        "currency": product.currency,
-        "category": product.category,
-        "image_url": product.image_url,
-        "active": product.active,
-        "created_at": product.created_at,
-        "updated_at": product.updated_at,
-        "name_key": name_key(product.name),
-        "search_text": search_text(product.name, product.description),
-    }
+    """A product's columns but its key, with the sort and search columns derived from it."""
+    values = asdict(product)
+    del values["sku"]
+    values["name_key"] = name_key(product.name)
+    values["search_text"] = search_text(product.name, product.description)
+    return values
 
 
 class SqlCatalogue:
