@@ -153,3 +153,40 @@ async def test_an_unreachable_key_set_is_a_503_not_a_401(
 
     with pytest.raises(ServiceUnavailable):
         await verifier.verify(token)
+
+
+async def test_a_token_verified_once_is_not_checked_again_until_it_expires(
+    keys: KeySet, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expires = int(time.time()) + 60
+    token = sign(keys.add("k1"), "k1", exp=expires)
+    first = await verifier.verify(token)
+    checked: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        checked.append(args[0])
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+
+    again = await verifier.verify(token)
+    assert again == first
+    assert checked == []
+    # Past its expiry the remembered answer no longer counts: the token is looked at afresh.
+    monkeypatch.setattr("agora.auth.time.time", lambda: expires + 1.0)
+    await verifier.verify(token)
+    assert checked == [token]
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn(
+    keys: KeySet, verifier: TokenVerifier
+) -> None:
+    token = sign(keys.add("k1"), "k1")
+    await verifier.verify(token)
+    del keys.keys["k1"]
+    keys.add("k2")
+    await verifier.verify(sign(keys.keys["k2"], "k2"))  # an unknown key id makes it re-read the set
+
+    with pytest.raises(InvalidToken, match="unknown key"):
+        await verifier.verify(token)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from agora.db import DatabaseBusy, UnitOfWork
+from agora.db import DatabaseBusy, UnitOfWork, on_commit
 from agora.testing import STORES, database
 
 metadata = MetaData()
@@ -64,6 +64,26 @@ async def test_a_handler_that_raises_leaves_nothing_behind(uow: UnitOfWork) -> N
         await uow.run(add_then_fail, "half-written")
 
     assert await uow.query(count) == 0
+    await uow.dispose()
+
+
+async def test_what_a_handler_asks_after_its_commit_runs_only_once_committed(
+    uow: UnitOfWork,
+) -> None:
+    seen: list[str] = []
+
+    def add_and_tell(session: Session, text: str, fail: bool) -> None:
+        add(session, text)
+        on_commit(session, lambda: seen.append(text))
+        if fail:
+            raise LookupError("the handler changed its mind")
+
+    with pytest.raises(LookupError):
+        await uow.run(add_and_tell, "rolled back", True)
+    await uow.run(add_and_tell, "kept", False)
+
+    assert seen == ["kept"]
+    assert await uow.query(count) == 1
     await uow.dispose()
 
 

@@ -73,8 +73,14 @@ def create_service_app(
     verifier: TokenVerifier | None = None,
     use_database: bool = True,
     subscriptions: Sequence[Subscription] = (),
+    background: Sequence[Hook] = (),
 ) -> FastAPI:
-    """Build a service's app. Nothing connects until the app starts (rule 8)."""
+    """Build a service's app. Nothing connects until the app starts (rule 8).
+
+    ``background`` are a service's own loops (a saga's deadline timer, a worker calling an
+    outside system): each runs for the app's life once messaging has started, is restarted after
+    a pause when it fails, and is cancelled at shutdown.
+    """
     name = settings.service_name
     configure_logging(
         name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica
@@ -152,6 +158,10 @@ def create_service_app(
             for hook in on_startup:
                 await hook(resources)
             await start_messaging()
+            for loop in background:
+                tasks.append(
+                    asyncio.create_task(_keep_running(loop, resources), name=loop.__name__)
+                )
             log.info(
                 "serving", host=settings.host, port=settings.port, database=uow and uow.backend
             )
@@ -177,11 +187,77 @@ def create_service_app(
     )
     app.state.resources = resources
     install_problem_handlers(app, errors or {})
+    document_problems(app)
     app.include_router(_probes(checks, informational, settings))
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContext, service=name, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+async def _keep_running(loop: Hook, resources: Resources) -> None:
+    pause = 0.1
+    while True:
+        started = time.monotonic()
+        try:
+            await loop(resources)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop failed, restarting", loop=loop.__name__)
+        # A loop that ran a while before failing restarts at once; one failing at once backs off.
+        pause = 0.1 if time.monotonic() - started > 30 else min(pause * 2, 5.0)
+        await asyncio.sleep(pause)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `request_id` finds the request in the logs.",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the service answers when it refuses: every refusal
+    is ``application/problem+json`` (FastAPI would document a 422 of its own shape), and any
+    operation may refuse (the ``default`` answer), since auth, paging and lookups are checked
+    at every route."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                answers = operation.setdefault("responses", {})
+                for status, answer in answers.items():
+                    if status.startswith(("4", "5")):
+                        answer["content"] = problem
+                answers["default"] = {
+                    "description": "A problem: the request was refused or could not be served.",
+                    "content": problem,
+                }
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _as_coroutine(callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from agora.errors import ServiceUnavailable, Unauthorized
 
 ALGORITHMS = ["EdDSA"]
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
+VERIFIED_KEPT = 10_000  # verified tokens remembered per process
 
 log = structlog.get_logger("agora.auth")
 
@@ -64,8 +66,26 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        # Tokens already verified, with their expiry: a client sends the same token with every
+        # request, and checking its signature again each time costs more than the rest of a
+        # small request's handling. Least recently used first, at most VERIFIED_KEPT.
+        self._verified: OrderedDict[str, tuple[Principal, float, str]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        if (known := self._verified.get(token)) is not None:
+            principal, expires, kid = known
+            # Still valid, and signed by a key still in the set (a withdrawn key ends it).
+            if time.time() < expires and kid in self._keys:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, expires, kid = await self._verify(token)
+        self._verified[token] = (principal, expires, kid)
+        if len(self._verified) > VERIFIED_KEPT:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -101,12 +121,13 @@ class TokenVerifier:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidToken("the token's roles are malformed")
-        return Principal(
+        principal = Principal(
             id=str(claims["sub"]),
             email=str(claims.get("email", "")),
             roles=tuple(roles),
             token=token,
         )
+        return principal, float(claims["exp"]), kid
 
     async def _key(self, kid: str) -> jwt.PyJWK:
         if (key := self._keys.get(kid)) is not None:

@@ -8,11 +8,15 @@ container runs as its entry point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
 import shutil
+import signal
 import sys
+import time
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +44,7 @@ from agora.ports import LOOPBACK, NoFreePort
 from agora.runner import (
     GATEWAY,
     Layout,
+    ProcessState,
     Runner,
     RunnerLock,
     RunState,
@@ -47,6 +52,7 @@ from agora.runner import (
     check_health,
     env_prefix,
     parse_scale,
+    pid_alive,
     running_state,
 )
 from agora.settings import ServiceSettings
@@ -270,6 +276,84 @@ def status(
         console.print(f"Gateway: {state.gateway_url}")
 
 
+def _processes_named(state: RunState, name: str, replica: int | None) -> list[ProcessState]:
+    chosen = [
+        p
+        for p in state.processes
+        if p.service == name and (replica is None or p.replica == replica)
+    ]
+    if not chosen:
+        known = sorted({p.service for p in state.processes})
+        which = name if replica is None else f"{name}[{replica}]"
+        raise _fail(f"No process {which} runs here; the processes are: {', '.join(known)}.")
+    return chosen
+
+
+Replica = Annotated[
+    int | None, typer.Option("--replica", help="Only this replica (default: every one).")
+]
+
+
+@app.command()
+def stop(
+    name: Annotated[str, typer.Argument(help="A service, `gateway` or `nats`.")],
+    replica: Replica = None,
+    kill: Annotated[
+        bool, typer.Option("--kill", help="SIGKILL, as a crash would, instead of SIGTERM.")
+    ] = False,
+) -> None:
+    """Stop one process of the running system and keep it stopped until `agora start`.
+
+    The others go on serving: what they send meanwhile waits in their outboxes, and the
+    broker keeps what is sent to it.
+    """
+    layout = Layout.of(Path.cwd())
+    state = running_state(layout)
+    if state is None:
+        raise _not_running(layout)
+    chosen = _processes_named(state, name, replica)
+    if any(process.pid is None for process in chosen):
+        raise _fail(f"{name} is not run by `agora up` here (an external server).")
+    layout.held.mkdir(parents=True, exist_ok=True)
+    for process in chosen:
+        layout.held_file(process.service, process.replica).touch()
+    for process in chosen:
+        assert process.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    for process in chosen:
+        assert process.pid is not None
+        deadline = time.monotonic() + 30
+        while pid_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        console.print(f"Stopped {process.service}[{process.replica}] (pid {process.pid}).")
+
+
+@app.command()
+def start(
+    name: Annotated[str, typer.Argument(help="A service, `gateway` or `nats`.")],
+    replica: Replica = None,
+) -> None:
+    """Start again what `agora stop` stopped; waits until it answers."""
+    layout = Layout.of(Path.cwd())
+    state = running_state(layout)
+    if state is None:
+        raise _not_running(layout)
+    chosen = _processes_named(state, name, replica)
+    for process in chosen:
+        layout.held_file(process.service, process.replica).unlink(missing_ok=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        current = running_state(layout)
+        health = asyncio.run(check_health(current)) if current is not None else []
+        wanted = {(p.service, p.replica) for p in chosen}
+        if all(h.healthy for h in health if (h.service, h.replica) in wanted):
+            console.print(f"Started {name}: {len(wanted)} process(es) answering.")
+            return
+        time.sleep(0.2)
+    raise _fail(f"{name} did not answer within 60 s; see `agora status` and its log.")
+
+
 @app.command()
 def reset() -> None:
     """Delete .agora/ (data and logs) in this directory; refused while the system runs."""
@@ -393,7 +477,16 @@ def events_replay(
     )
 
 
+def _add_plugin_commands() -> None:
+    """Commands other installed packages add (entry points ``agora.commands``), such as
+    ``agora verify``: they may know what the chassis must not (the services' business)."""
+    for entry in metadata.entry_points(group="agora.commands"):
+        if entry.name not in {command.name for command in app.registered_commands}:
+            app.command(name=entry.name)(entry.load())
+
+
 def main() -> None:
+    _add_plugin_commands()
     app()
 
 

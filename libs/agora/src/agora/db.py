@@ -40,6 +40,17 @@ Handler = Callable[Concatenate[Session, P], T]
 
 log = structlog.get_logger("agora.db")
 
+ON_COMMIT = "agora.on_commit"
+Callback = Callable[[], None]
+
+
+def on_commit(session: Session, callback: Callback) -> None:
+    """Call ``callback`` once this handler's transaction has committed; never if it rolls back
+    (a retried attempt's callbacks go with it). For what must happen only after the change is
+    durable, such as handing the committed work to a worker of this process."""
+    session.info.setdefault(ON_COMMIT, []).append(callback)
+
+
 # SQLSTATEs after which PostgreSQL asks the client to run the transaction again.
 _PG_RETRYABLE = {"40001", "40P01"}
 
@@ -140,13 +151,15 @@ class UnitOfWork:
             info = {SOURCE: self.source}
             try:
                 if self._sync is not None:
-                    result, events = _in_session(
+                    result, events, committed = _in_session(
                         self._binds[write], info, write, handler, *args, **kwargs
                     )
                 else:
-                    result, events = await self._in_async_session(
+                    result, events, committed = await self._in_async_session(
                         info, write, handler, *args, **kwargs
                     )
+                for callback in committed:
+                    callback()
                 if events:
                     for callback in self._after_commit:
                         callback()
@@ -168,14 +181,14 @@ class UnitOfWork:
         handler: Handler[P, T],
         *args: P.args,
         **kwargs: P.kwargs,
-    ) -> tuple[T, int]:
+    ) -> tuple[T, int, list[Callback]]:
         assert self._async is not None
         async with AsyncSession(self._async, expire_on_commit=False, info=info) as session:
             if write:
                 async with session.begin():
                     return await session.run_sync(_with_outbox, handler, *args, **kwargs)
             try:
-                return (await session.run_sync(handler, *args, **kwargs), 0)
+                return (await session.run_sync(handler, *args, **kwargs), 0, [])
             finally:
                 await session.rollback()
 
@@ -191,10 +204,11 @@ class UnitOfWork:
 
 def _with_outbox(
     session: Session, handler: Handler[P, T], /, *args: P.args, **kwargs: P.kwargs
-) -> tuple[T, int]:
-    """Run the handler, then write the events it recorded, in its transaction."""
+) -> tuple[T, int, list[Callback]]:
+    """Run the handler, then write the events it recorded, in its transaction; what it asked to
+    be called after the commit comes back with the result."""
     result = handler(session, *args, **kwargs)
-    return result, write_recorded(session)
+    return result, write_recorded(session), session.info.pop(ON_COMMIT, [])
 
 
 def _in_session(
@@ -204,14 +218,14 @@ def _in_session(
     handler: Handler[P, T],
     *args: P.args,
     **kwargs: P.kwargs,
-) -> tuple[T, int]:
+) -> tuple[T, int, list[Callback]]:
     with Session(bind=bind, expire_on_commit=False, info=info) as session:
         try:
             if not write:
-                return handler(session, *args, **kwargs), 0
-            result, events = _with_outbox(session, handler, *args, **kwargs)
+                return handler(session, *args, **kwargs), 0, []
+            result, events, committed = _with_outbox(session, handler, *args, **kwargs)
             session.commit()
-            return result, events
+            return result, events, committed
         finally:
             session.rollback()
 

@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -107,6 +108,14 @@ class Layout:
 
     def log_file(self, service: str, replica: int | str) -> Path:
         return self.logs / f"{service}-{replica}.log"
+
+    @property
+    def held(self) -> Path:
+        """Markers of processes stopped by ``agora stop``: not restarted while one exists."""
+        return self.root / "held"
+
+    def held_file(self, service: str, replica: int | str) -> Path:
+        return self.held / f"{service}-{replica}"
 
 
 class ProcessState(BaseModel):
@@ -260,7 +269,11 @@ class Runner:
         self.topology = options.topology.with_replicas(dict(options.scale))
         self.output = Output(console)
         self.console = console
-        self.supervisor = Supervisor(self.output, on_start=lambda _: self._save_state())
+        self.supervisor = Supervisor(
+            self.output,
+            on_start=lambda _: self._save_state(),
+            held=lambda p: self.layout.held_file(p.service, p.replica).exists(),
+        )
         self.state = RunState(runner_pid=os.getpid(), started_at=time.time())
 
     async def run(self) -> int:
@@ -280,6 +293,8 @@ class Runner:
             loop.add_signal_handler(signum, stop.set)
         self.layout.data.mkdir(parents=True, exist_ok=True)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
+        # What an earlier run's `agora stop` held does not hold this one.
+        shutil.rmtree(self.layout.held, ignore_errors=True)
         _quiet_library_logs()
         self._save_state()
         startup = asyncio.create_task(self._start_all())

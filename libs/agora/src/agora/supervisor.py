@@ -235,14 +235,24 @@ class Process:
         return returncode
 
 
+HELD_POLL = 0.2  # seconds between looks at whether a held process may start again
+
+
 class Supervisor:
     """Starts children, streams their output, restarts those that die, and stops them all."""
 
     def __init__(
-        self, output: Output, *, on_start: Callable[[Process], None] = lambda _: None
+        self,
+        output: Output,
+        *,
+        on_start: Callable[[Process], None] = lambda _: None,
+        held: Callable[[Process], bool] = lambda _: False,
     ) -> None:
         self.output = output
         self.on_start = on_start
+        # Whether a process was stopped on purpose (``agora stop``): it waits, not restarted,
+        # until that is lifted (``agora start``).
+        self.held = held
         self.processes: list[Process] = []
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -335,6 +345,19 @@ class Supervisor:
             if not process.ready:
                 process.failure = how
                 return
+            if self.held(process):
+                self.output.say(
+                    f"{process.label} stopped ({how}); held until `agora start {process.service}`",
+                    "yellow",
+                )
+                while self.held(process) and not self._stopping.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=HELD_POLL)
+                if self._stopping.is_set():
+                    return
+                await self._spawn(process)
+                self.output.say(f"{process.label} started again (pid {process.pid})", "yellow")
+                continue
             delay = process.policy.delay_after(time.monotonic() - process.started_at)
             process.restarts += 1
             self.output.say(

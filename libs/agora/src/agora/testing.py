@@ -11,11 +11,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agora.messaging.envelope import CloudEvent
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from sqlalchemy import MetaData
+
+    from agora.auth import TokenVerifier
 
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
@@ -122,6 +129,140 @@ def outbox_events(database_url: str) -> list[CloudEvent]:
             await uow.dispose()
 
     return asyncio.run(fetch())
+
+
+async def schema_drift(database_url: str, metadata: MetaData) -> list[Any]:
+    """How a migrated database differs from the tables the service's code is written against
+    (``metadata``, plus the chassis's outbox and inbox, which its migrations also make); empty
+    when the migrations build exactly that schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import MetaData as Schema
+    from sqlalchemy.orm import Session
+
+    from agora.db import UnitOfWork
+    from agora.messaging.schema import metadata as messaging_metadata
+
+    expected = Schema()
+    for source in (metadata, messaging_metadata):
+        for table in source.tables.values():
+            table.to_metadata(expected)
+
+    def compare(session: Session) -> list[Any]:
+        context = MigrationContext.configure(session.connection())
+        return list(compare_metadata(context, expected))
+
+    uow = UnitOfWork(database_url)
+    try:
+        return await uow.query(compare)
+    finally:
+        await uow.dispose()
+
+
+@contextmanager
+def started_together(apps: Sequence[Any]) -> Iterator[list[Any]]:
+    """Start several replicas of a service at the same moment (each app's lifespan in a thread
+    of its own, released by one barrier), as a deployment does; yields their TestClients once
+    all have started, and stops them afterwards. Raises the first start-up failure."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    clients = [TestClient(app) for app in apps]
+    barrier = threading.Barrier(len(clients))
+    failures: list[BaseException] = []
+    started: list[Any] = []
+
+    def start(client: Any) -> None:
+        barrier.wait()
+        try:
+            client.__enter__()
+            started.append(client)
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=start, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        if failures:
+            raise failures[0]
+        yield clients
+    finally:
+        for client in started:
+            client.__exit__(None, None, None)
+
+
+class SigningKey:
+    """A key of the test's own in identity's place: it signs access tokens the way identity does
+    (EdDSA, ``typ: at+jwt``, a ``kid``) and gives a service the verifier that accepts them.
+
+        KEY = SigningKey()
+        app = create_app(settings, verifier=KEY.verifier())
+        client.get("/orders", headers=KEY.bearer(["customer"], sub=user_id))
+    """
+
+    def __init__(
+        self, kid: str = "test-key-1", issuer: str = "agora-identity", audience: str = "agora"
+    ) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.kid = kid
+        self.issuer = issuer
+        self.audience = audience
+        self.private = Ed25519PrivateKey.generate()
+
+    def key_set(self) -> dict[str, Any]:
+        """The JWKS identity would publish for this key."""
+        import jwt
+
+        jwk = jwt.algorithms.OKPAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
+        return {"keys": [{**jwk, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
+
+    def verifier(self) -> TokenVerifier:
+        from agora.auth import TokenVerifier
+
+        key_set = self.key_set()
+
+        async def fetch() -> dict[str, Any]:
+            return key_set
+
+        return TokenVerifier(fetch, issuer=self.issuer, audience=self.audience)
+
+    def sign(
+        self,
+        roles: Sequence[str] = ("customer",),
+        *,
+        key: Ed25519PrivateKey | None = None,
+        **claims: Any,
+    ) -> str:
+        """An access token for ``roles``; ``claims`` override the defaults (a new ``sub``, an
+        email, five minutes of life); ``key`` signs with another key under this key's id."""
+        import jwt
+
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(uuid.uuid4()),
+            "email": "someone@example.com",
+            "roles": list(roles),
+            "iat": now,
+            "exp": now + 300,
+            **claims,
+        }
+        headers = {"kid": self.kid, "typ": "at+jwt"}
+        return jwt.encode(payload, key or self.private, algorithm="EdDSA", headers=headers)
+
+    def bearer(self, roles: Sequence[str] = ("customer",), **claims: Any) -> dict[str, str]:
+        return bearer(self.sign(roles, **claims))
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header carrying ``token``."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 class NatsServer:

@@ -30,7 +30,7 @@ class _Strict(BaseModel):
 
 
 class Route(_Strict):
-    """A route of a service that the gateway exposes under ``/api/<service>``."""
+    """A route of a service that the gateway exposes under the service's public prefix."""
 
     methods: tuple[Method, ...]
     path: str
@@ -65,7 +65,22 @@ class Service(_Strict):
     store: Literal["sqlite", "postgres", "redis"] = "sqlite"
     replicas: int = Field(default=1, ge=1, le=16)
     depends_on: tuple[str, ...] = ()
+    # Where the gateway exposes the routes: ``/api/<name>`` unless said otherwise. A service
+    # whose paths already name what they serve (``/orders/{id}``) sets ``prefix = "/api"``.
+    prefix: str = ""
     routes: tuple[Route, ...] = ()
+
+    @field_validator("prefix")
+    @classmethod
+    def _under_api(cls, prefix: str) -> str:
+        under_api = prefix == "/api" or prefix.startswith("/api/")
+        if prefix and (not under_api or prefix.endswith("/")):
+            raise ValueError("a prefix is /api or a path under it, without a trailing '/'")
+        return prefix
+
+    @property
+    def public_prefix(self) -> str:
+        return self.prefix or f"/api/{self.name}"
 
     def route_for(self, method: str, path: str) -> Route | None:
         return next((r for r in self.routes if r.matches(method, path)), None)

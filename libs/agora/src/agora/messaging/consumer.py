@@ -2,8 +2,9 @@
 once.
 
 * One durable consumer per (service, subscription), named ``<service>__<durable>``, on the
-  publisher's stream and filtered to the event's subject. Every replica of the service binds to
-  the same durable, so the broker hands each message to one of them.
+  publisher's stream (for a command: the receiver's, its own) and filtered to the subject.
+  Every replica of the service binds to the same durable, so the broker hands each message to
+  one of them.
 * A message is applied in ONE transaction of the unit of work that both records
   ``(consumer, event id)`` in ``agora_inbox`` and runs the handler; it is acked only after that
   commit. A message whose id is in the inbox already (a redelivery: the ack was lost, or the
@@ -61,6 +62,8 @@ DEAD_LETTER_SLACK = 3
 # Consecutive fetches that got no answer at all (not even a heartbeat) before the pull
 # subscription is built again.
 SILENT_FETCHES = 2
+# Seconds the pull for the messages already waiting behind the first may take (see _fetch).
+FOLLOW_UP_FETCH = 0.05
 HEADER_LIMIT = 1000  # characters of an error kept in a dead letter's header
 
 EVENTS = Counter(
@@ -118,24 +121,29 @@ def apply(
     return True
 
 
+# ON CONFLICT DO NOTHING rather than look-then-insert: on PostgreSQL a replica applying the same
+# event concurrently waits for the other's commit and then finds it, instead of failing the whole
+# transaction on the primary key. Built once and run on the connection: this runs for every
+# message, and building the statement and passing it through the ORM session cost more than the
+# insert itself.
+_INBOX_INSERT = {
+    "postgresql": postgresql.insert(inbox).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(inbox).on_conflict_do_nothing(),
+}
+
+
 def _record_in_inbox(session: Session, consumer: str, event_id: str) -> bool:
     row = {"consumer": consumer, "event_id": event_id, "handled_at": datetime.now(UTC)}
-    dialect = session.get_bind().dialect.name
-    # ON CONFLICT DO NOTHING rather than look-then-insert: on PostgreSQL a replica applying the
-    # same event concurrently waits for the other's commit and then finds it, instead of
-    # failing the whole transaction on the primary key.
-    if dialect == "postgresql":
-        result = session.execute(postgresql.insert(inbox).values(row).on_conflict_do_nothing())
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-    if dialect == "sqlite":
-        result = session.execute(sqlite.insert(inbox).values(row).on_conflict_do_nothing())
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-    seen = session.execute(
+    connection = session.connection()
+    statement = _INBOX_INSERT.get(connection.dialect.name)
+    if statement is not None:
+        return bool(connection.execute(statement, row).rowcount)
+    seen = connection.execute(
         select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id == event_id)
     ).first()
     if seen is not None:
         return False
-    session.execute(insert(inbox).values(row))
+    connection.execute(insert(inbox), row)
     return True
 
 
@@ -227,11 +235,7 @@ class _Loop:
                         continue
                     sub = await self._subscription()
                     try:
-                        messages = await sub.fetch(
-                            self.owner.batch,
-                            timeout=self.owner.fetch_timeout,
-                            heartbeat=self.owner.fetch_timeout / 4,
-                        )
+                        messages = await self._fetch(sub)
                     except FetchTimeoutError:
                         silent = 0  # idle: the broker's heartbeats came
                         continue
@@ -262,6 +266,26 @@ class _Loop:
                     await asyncio.sleep(delay)
         finally:
             await self._unsubscribe()
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next messages: waits for one, then takes at once those already waiting behind it.
+
+        A pull for a whole batch would not do: nats-py's fetch of N keeps collecting until N
+        have come or the pull expires, so a lone message on a quiet subject would wait out the
+        whole fetch timeout. A pull for one returns as soon as it arrives; the broker says with
+        it how many more wait (``num_pending``), and a pull for exactly those is answered at once.
+        The short timeout of that second pull only matters when another replica took some of
+        them in between.
+        """
+        owner = self.owner
+        first = await sub.fetch(1, timeout=owner.fetch_timeout, heartbeat=owner.fetch_timeout / 4)
+        waiting = min(first[-1].metadata.num_pending, owner.batch - 1)
+        if waiting <= 0:
+            return first
+        try:
+            return [*first, *await sub.fetch(waiting, timeout=FOLLOW_UP_FETCH)]
+        except (TimeoutError, FetchTimeoutError):
+            return first
 
     async def _wait_for_broker(self) -> None:
         # Woken by the broker's reconnection; the timeout only bounds a missed wake-up.

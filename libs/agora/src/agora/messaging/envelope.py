@@ -8,6 +8,7 @@ An integration event is a pydantic model whose class names its CloudEvents ``typ
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import UTC, datetime
@@ -92,6 +93,27 @@ def stream_name(service: str) -> str:
 
 def stream_subjects(service: str) -> list[str]:
     return [f"{SUBJECT_ROOT}.{service}.>"]
+
+
+def subject_of(message: object) -> str:
+    """The subject a message of this class travels on.
+
+    An event (the default) goes out on its publisher's event subject. A command, a class that
+    says ``kind = "command"``, is named after its receiver (``inventory.ReserveStock.v1``) and
+    goes to ``agora.<receiver>.commands.<Name>.v<N>``: the receiver's stream holds it, so it is
+    kept for the receiver whoever sends it.
+    """
+    type_ = getattr(message, "type")  # noqa: B009 (a ClassVar of the model or class)
+    return _subject(type_, getattr(message, "kind", "event"))
+
+
+@functools.cache
+def _subject(type_: str, kind: str) -> str:
+    # Parsed once per type: every recorded event asks.
+    parsed = EventType(type_)
+    if kind == "command":
+        return command_subject(parsed.publisher, parsed.name, parsed.version)
+    return parsed.subject
 
 
 def envelope(event: EventModel, *, source: str, subject: str | None = None) -> CloudEvent:

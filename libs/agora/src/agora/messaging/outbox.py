@@ -15,7 +15,7 @@ from opentelemetry import propagate
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from agora.messaging.envelope import CloudEvent, EventModel, EventType, envelope
+from agora.messaging.envelope import CloudEvent, EventModel, envelope, subject_of
 from agora.messaging.schema import outbox
 
 RECORDED = "agora.recorded_events"
@@ -25,19 +25,24 @@ SOURCE = "agora.source"
 def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent:
     """Publish ``event`` about ``aggregate`` once this transaction commits; returns its envelope.
 
+    A command (see :func:`~agora.messaging.envelope.subject_of`) is sent the same way: it is in
+    the outbox with the change that decided it, and goes to its receiver's subject.
+
     The trace context of the moment is kept with it, so the consumer's span becomes a child of
     the span that recorded the event, however late the relay publishes it.
     """
     cloud_event = envelope(event, source=str(session.info.get(SOURCE, "agora")), subject=aggregate)
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    session.info.setdefault(RECORDED, []).append((cloud_event, carrier.get("traceparent")))
+    session.info.setdefault(RECORDED, []).append(
+        (cloud_event, subject_of(event), carrier.get("traceparent"))
+    )
     return cloud_event
 
 
 def write_recorded(session: Session) -> int:
     """Write the events recorded in this session into the outbox; how many there were."""
-    recorded: list[tuple[CloudEvent, str | None]] = session.info.pop(RECORDED, [])
+    recorded: list[tuple[CloudEvent, str, str | None]] = session.info.pop(RECORDED, [])
     if not recorded:
         return 0
     now = datetime.now(UTC)
@@ -45,7 +50,7 @@ def write_recorded(session: Session) -> int:
         {
             "id": cloud_event.id,
             "aggregate": cloud_event.subject or "",
-            "subject": EventType(cloud_event.type).subject,
+            "subject": subject,
             "type": cloud_event.type,
             "payload": cloud_event.to_bytes(),
             "traceparent": traceparent,
@@ -53,7 +58,8 @@ def write_recorded(session: Session) -> int:
             "created_at": now,
             "attempts": 0,
         }
-        for cloud_event, traceparent in recorded
+        for cloud_event, subject, traceparent in recorded
     ]
-    session.execute(insert(outbox), rows)
+    # On the connection: the ORM session adds nothing to a plain insert but its cost.
+    session.connection().execute(insert(outbox), rows)
     return len(rows)

@@ -27,6 +27,7 @@ from itertools import groupby
 
 import structlog
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
@@ -200,9 +201,17 @@ class Relay:
             span.set_attribute("messaging.message.id", row.id)
             headers = {"Nats-Msg-Id": row.id}
             propagate.inject(headers)
-            ack = await js.publish(
-                row.subject, row.payload, timeout=self.publish_timeout, headers=headers
-            )
+            try:
+                ack = await js.publish(
+                    row.subject, row.payload, timeout=self.publish_timeout, headers=headers
+                )
+            except NoStreamResponseError:
+                # No stream takes the subject yet: a command to a service that has never run.
+                # Make its stream, as a consumer of it would, and the command waits there.
+                await self.broker.ensure_stream(row.subject.split(".")[1])
+                ack = await js.publish(
+                    row.subject, row.payload, timeout=self.publish_timeout, headers=headers
+                )
             outcome = "duplicate" if ack.duplicate else "published"
             span.set_attribute("agora.outcome", outcome)
         PUBLISHED.labels(self.service, outcome).inc()

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from agora.messaging.envelope import CloudEvent, EventType
+from agora.messaging.envelope import CloudEvent, EventType, subject_of
 
 Handler = Callable[[Session, Any, CloudEvent], None]
 
@@ -43,4 +43,4 @@ class Subscription:
 
     @property
     def subject(self) -> str:
-        return self.event_type.subject
+        return subject_of(self.event)

@@ -119,14 +119,13 @@ class InMemoryBus:
         if cloud_event.id not in self._seen:
             self._seen.add(cloud_event.id)
             self.published.append(cloud_event)
-        subject = EventType(cloud_event.type).subject
         handled: list[str] = []
         skipped: list[str] = []
         errors: list[Exception] = []
         # Each subscription is a consumer of its own, as on the broker: one failing does not
         # keep the event from the others.
         for name, subscription in self._consumers:
-            if subscription.subject != subject:
+            if str(subscription.event_type) != cloud_event.type:
                 continue
             try:
                 event = _parse(subscription, cloud_event)
