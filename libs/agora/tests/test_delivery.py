@@ -35,7 +35,8 @@ from agora.messaging.subscriptions import Subscription
 from agora.telemetry import configure_tracing
 from agora.testing import NatsServer
 
-pytestmark = pytest.mark.timeout(120)
+# Each test bounds its own waits (at most 90 s for the broker-away one); this only stops a hang.
+pytestmark = pytest.mark.timeout(240)
 
 
 class Noted(BaseModel):

@@ -25,6 +25,7 @@ from agora.messaging.envelope import stream_name, stream_subjects
 log = structlog.get_logger("agora.broker")
 
 DUPLICATE_WINDOW = 120.0  # seconds; at least two minutes (the relay's retries stay inside it)
+CLOSE_TIMEOUT = 5.0  # seconds a closing connection may spend draining its subscriptions
 
 
 class BrokerUnavailable(ConnectionError):
@@ -78,7 +79,10 @@ class Broker:
             self._task = None
         if self._nc is not None and not self._nc.is_closed:
             try:
-                await self._nc.drain()
+                # Bounded: a subscription whose queue still holds a message it will never be
+                # asked for (a pull answered after its fetch gave up) would keep a drain waiting
+                # for nats-py's whole drain timeout, and a stopping process must not hang.
+                await asyncio.wait_for(self._nc.drain(), timeout=2 * CLOSE_TIMEOUT)
             except Exception as error:  # closing anyway: a failed drain only loses nothing more
                 log.debug("drain failed", error=repr(error))
                 await self._nc.close()
@@ -122,6 +126,7 @@ class Broker:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
+                    drain_timeout=CLOSE_TIMEOUT,
                     reconnected_cb=self._reconnected,
                     disconnected_cb=self._disconnected,
                     error_cb=self._error,
