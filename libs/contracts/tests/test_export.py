@@ -20,12 +20,13 @@ def exported(directory: Path) -> dict[str, str]:
 def test_it_writes_a_schema_per_event_type_and_the_asyncapi_document(tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path)]) == 0
 
-    assert sorted(exported(tmp_path)) == [
-        "asyncapi.yaml",
+    written = sorted(exported(tmp_path))
+    assert written[0] == "asyncapi.yaml"
+    assert written[1:] == sorted(f"{message.type}.schema.json" for message in all_events())
+    assert {
         "catalog.ProductCreated.v1.schema.json",
-        "catalog.ProductUpdated.v1.schema.json",
-        "identity.UserRegistered.v1.schema.json",
-    ]
+        "inventory.ReserveStock.v1.schema.json",
+    } <= set(written)
 
 
 def test_a_schema_names_its_dialect_and_event_and_describes_the_data(tmp_path: Path) -> None:
@@ -60,15 +61,28 @@ def test_the_asyncapi_document_has_a_channel_and_a_send_operation_per_event(
     document: dict[str, Any] = yaml.safe_load((tmp_path / "asyncapi.yaml").read_text())
 
     assert document["asyncapi"] == "3.0.0"
-    assert {name: channel["address"] for name, channel in document["channels"].items()} == {
-        "catalog.ProductCreated.v1": "agora.catalog.events.ProductCreated.v1",
-        "catalog.ProductUpdated.v1": "agora.catalog.events.ProductUpdated.v1",
-        "identity.UserRegistered.v1": "agora.identity.events.UserRegistered.v1",
-    }
+    addresses = {name: channel["address"] for name, channel in document["channels"].items()}
+    assert addresses["catalog.ProductCreated.v1"] == "agora.catalog.events.ProductCreated.v1"
+    assert addresses["identity.UserRegistered.v1"] == "agora.identity.events.UserRegistered.v1"
+    assert set(addresses) == {message.type for message in all_events()}
     operation = document["operations"]["identity.UserRegistered.v1.send"]
     assert operation["action"] == "send"
     assert operation["channel"] == {"$ref": "#/channels/identity.UserRegistered.v1"}
     assert operation["tags"] == [{"name": "identity"}]
+
+
+def test_a_command_travels_on_its_receivers_command_subject_and_is_received(
+    tmp_path: Path,
+) -> None:
+    main(["--out", str(tmp_path)])
+
+    document: dict[str, Any] = yaml.safe_load((tmp_path / "asyncapi.yaml").read_text())
+
+    channel = document["channels"]["inventory.ReserveStock.v1"]
+    assert channel["address"] == "agora.inventory.commands.ReserveStock.v1"
+    operation = document["operations"]["inventory.ReserveStock.v1.receive"]
+    assert operation["action"] == "receive"
+    assert operation["summary"] == "inventory accepts the command ReserveStock v1."
 
 
 def test_each_message_is_a_cloud_event_whose_data_is_the_event_schema(tmp_path: Path) -> None:

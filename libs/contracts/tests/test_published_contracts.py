@@ -105,11 +105,37 @@ def test_every_event_a_publisher_module_defines_is_listed_in_its_events() -> Non
         assert defined == set(events), publisher
 
 
-def test_the_registry_holds_the_events_services_publish() -> None:
-    assert [event.type for event in all_events()] == [
+def test_the_registry_holds_the_events_services_publish_and_the_commands_they_take() -> None:
+    by_kind: dict[str, list[str]] = {"event": [], "command": []}
+    for message in all_events():
+        by_kind[message.kind].append(message.type)
+
+    assert by_kind["event"] == [
         "catalog.ProductCreated.v1",
         "catalog.ProductUpdated.v1",
         "identity.UserRegistered.v1",
+        "inventory.StockCommitted.v1",
+        "inventory.StockRejected.v1",
+        "inventory.StockReleased.v1",
+        "inventory.StockReserved.v1",
+        "orders.OrderCancelled.v1",
+        "orders.OrderConfirmed.v1",
+        "orders.OrderPlaced.v1",
+        "payments.PaymentAuthorized.v1",
+        "payments.PaymentCaptured.v1",
+        "payments.PaymentDeclined.v1",
+        "payments.PaymentFailed.v1",
+        "payments.PaymentRefunded.v1",
+        "payments.PaymentVoided.v1",
+    ]
+    assert by_kind["command"] == [
+        "inventory.CommitStock.v1",
+        "inventory.ReleaseStock.v1",
+        "inventory.ReserveStock.v1",
+        "payments.AuthorizePayment.v1",
+        "payments.CapturePayment.v1",
+        "payments.RefundPayment.v1",
+        "payments.VoidPayment.v1",
     ]
 
 

@@ -24,6 +24,28 @@ class IntegrationEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     type: ClassVar[str]
+    # "event": something that happened, published by the service the type names. "command":
+    # something asked of the service the type names, which defines it (see IntegrationCommand).
+    kind: ClassVar[str] = "event"
+
+
+class IntegrationCommand(IntegrationEvent):
+    """Base of every command: a request for one service to act, sent through the sender's outbox.
+
+    A command belongs to its receiver, which defines it beside its events (its type is
+    ``<receiver>.<Name>.v<N>``, an imperative name) and keeps it compatible as it keeps its events:
+    any service may send it, and it travels on ``agora.<receiver>.commands.<Name>.v<N>``.
+    """
+
+    kind: ClassVar[str] = "command"
+
+
+def subject_of(message: type[IntegrationEvent]) -> str:
+    """The NATS subject messages of this class travel on."""
+    parsed = parse_type(message.type)
+    if message.kind == "command":
+        return f"agora.{parsed.publisher}.commands.{parsed.name}.v{parsed.version}"
+    return parsed.subject
 
 
 class TypeName(NamedTuple):

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from contracts import all_events, parse_type
-from contracts.base import IntegrationEvent
+from contracts.base import IntegrationEvent, subject_of
 from contracts.compat import breaking_changes
 
 DEFAULT_DIRECTORY = Path("docs/contracts")
@@ -102,15 +102,21 @@ def asyncapi_document(events: Iterable[type[IntegrationEvent]]) -> dict[str, Any
     for event in sorted(events, key=lambda event: event.type):
         parsed = parse_type(event.type)
         description = inspect.cleandoc(event.__doc__ or "")
+        command = event.kind == "command"
         channels[event.type] = {
-            "address": parsed.subject,
+            "address": subject_of(event),
             "description": description,
             "messages": {parsed.name: {"$ref": f"#/components/messages/{event.type}"}},
         }
-        operations[f"{event.type}.send"] = {
-            "action": "send",
+        action = "receive" if command else "send"
+        operations[f"{event.type}.{action}"] = {
+            "action": action,
             "channel": {"$ref": f"#/channels/{event.type}"},
-            "summary": f"{parsed.publisher} publishes {parsed.name} v{parsed.version}.",
+            "summary": (
+                f"{parsed.publisher} accepts the command {parsed.name} v{parsed.version}."
+                if command
+                else f"{parsed.publisher} publishes {parsed.name} v{parsed.version}."
+            ),
             "tags": [{"name": parsed.publisher}],
             "messages": [{"$ref": f"#/channels/{event.type}/messages/{parsed.name}"}],
         }
@@ -140,10 +146,12 @@ def asyncapi_document(events: Iterable[type[IntegrationEvent]]) -> dict[str, Any
             "title": "Agora integration events",
             "version": metadata.version("contracts"),
             "description": (
-                "Every event an Agora service publishes, on NATS JetStream. Each travels as a"
+                "Every event an Agora service publishes, and every command one accepts, on NATS"
+                " JetStream. Each event travels as a"
                 " CloudEvents 1.0 structured JSON message on the subject"
                 " agora.<publisher>.events.<Name>.v<N>; its data follows the JSON Schema of its"
-                " type, beside this file."
+                " type, beside this file. Commands, which the service named in their type"
+                " accepts, travel the same way on agora.<receiver>.commands.<Name>.v<N>."
             ),
         },
         "defaultContentType": CLOUDEVENTS_JSON,
