@@ -33,7 +33,8 @@ KID = "test-key-1"
 
 
 def build_topology() -> Topology:
-    """Three services: identity and catalog (served by the fakes below) and inventory (down)."""
+    """Identity and catalog (served by the fakes below), inventory (down), and orders, mounted
+    at /api itself (its paths name what they serve) and answered by catalog's fake."""
     return Topology.model_validate(
         {
             "services": {
@@ -59,6 +60,11 @@ def build_topology() -> Topology:
                 "inventory": {
                     "module": "inventory.bootstrap",
                     "routes": [{"methods": ["GET"], "path": "/stock/{sku}", "auth": "public"}],
+                },
+                "orders": {
+                    "module": "orders.bootstrap",
+                    "prefix": "/api",
+                    "routes": [{"methods": ["GET"], "path": "/orders/{id}", "auth": "public"}],
                 },
             }
         }
@@ -266,6 +272,7 @@ def service_urls(catalog: Upstream, identity: Upstream) -> dict[str, list[str]]:
         "catalog": [catalog.url],
         "identity": [identity.url],
         "inventory": [f"http://127.0.0.1:{free_port()}"],
+        "orders": [catalog.url],
     }
 
 

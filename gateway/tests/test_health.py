@@ -17,7 +17,7 @@ def test_get_api_lists_every_service_and_tells_the_down_one(gateway: httpx.Clien
 
     assert reply.status_code == 200
     services = {entry["name"]: entry for entry in reply.json()["services"]}
-    assert list(services) == ["gateway", "identity", "catalog", "inventory"]
+    assert list(services) == ["gateway", "identity", "catalog", "inventory", "orders"]
     for name in ("gateway", "identity", "catalog"):
         assert services[name]["healthy"] is True
         assert services[name]["replicas"] == 1

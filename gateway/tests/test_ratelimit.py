@@ -21,64 +21,64 @@ class Clock:
         return self.now
 
 
-def test_a_client_may_send_its_burst_then_is_told_how_long_to_wait() -> None:
+async def test_a_client_may_send_its_burst_then_is_told_how_long_to_wait() -> None:
     clock = Clock()
     buckets = TokenBuckets(rate=2.0, burst=3, clock=clock)
 
-    assert [buckets.take("ada") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert buckets.take("ada") == pytest.approx(0.5)
+    assert [await buckets.take("ada") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert await buckets.take("ada") == pytest.approx(0.5)
 
 
-def test_tokens_come_back_at_the_rate() -> None:
+async def test_tokens_come_back_at_the_rate() -> None:
     clock = Clock()
     buckets = TokenBuckets(rate=2.0, burst=3, clock=clock)
     for _ in range(3):
-        buckets.take("ada")
+        await buckets.take("ada")
 
     clock.now += 1.0
 
-    assert [buckets.take("ada") for _ in range(2)] == [0.0, 0.0]
-    assert buckets.take("ada") > 0
+    assert [await buckets.take("ada") for _ in range(2)] == [0.0, 0.0]
+    assert await buckets.take("ada") > 0
 
 
-def test_a_refused_request_costs_no_token() -> None:
+async def test_a_refused_request_costs_no_token() -> None:
     clock = Clock()
     buckets = TokenBuckets(rate=1.0, burst=1, clock=clock)
-    buckets.take("ada")
+    await buckets.take("ada")
     for _ in range(10):
-        buckets.take("ada")
+        await buckets.take("ada")
 
     clock.now += 1.0
 
-    assert buckets.take("ada") == 0.0
+    assert await buckets.take("ada") == 0.0
 
 
-def test_clients_have_buckets_of_their_own() -> None:
+async def test_clients_have_buckets_of_their_own() -> None:
     buckets = TokenBuckets(rate=1.0, burst=1, clock=Clock())
-    buckets.take("ada")
+    await buckets.take("ada")
 
-    assert buckets.take("ada") > 0
-    assert buckets.take("grace") == 0.0
+    assert await buckets.take("ada") > 0
+    assert await buckets.take("grace") == 0.0
 
 
-def test_idle_clients_are_forgotten() -> None:
+async def test_idle_clients_are_forgotten() -> None:
     clock = Clock()
     buckets = TokenBuckets(rate=10.0, burst=20, clock=clock)
     for client in range(100):
-        buckets.take(f"client-{client}")
+        await buckets.take(f"client-{client}")
 
     clock.now += 2.0  # long enough for every bucket to be full again
     for _ in range(60):
-        buckets.take("ada")
+        await buckets.take("ada")
 
     assert len(buckets) == 1
 
 
-def test_memory_stays_bounded_under_many_clients() -> None:
+async def test_memory_stays_bounded_under_many_clients() -> None:
     buckets = TokenBuckets(rate=1.0, burst=5, max_clients=50, clock=Clock())
 
     for client in range(1000):
-        buckets.take(f"client-{client}")
+        await buckets.take(f"client-{client}")
 
     assert len(buckets) == 50
 

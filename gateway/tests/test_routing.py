@@ -33,6 +33,21 @@ def test_a_public_route_is_forwarded_keeping_status_headers_and_body(
     assert seen_by(catalog, reply.headers["x-request-id"]) == ["/products/tea-1"]
 
 
+def test_a_service_mounted_at_api_gets_its_own_paths_and_nothing_else(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    reply = gateway.get("/api/orders/o-17?fields=status")
+    internal = gateway.get("/api/orders/o-17/metrics")
+    not_its_own = gateway.get("/api/metrics")
+
+    assert seen_by(catalog, reply.headers["x-request-id"]) == ["/orders/o-17?fields=status"]
+    assert internal.status_code == 404
+    assert seen_by(catalog, internal.headers["x-request-id"]) == []
+    assert not_its_own.status_code == 404
+    # The other services keep their own prefixes beside it.
+    assert gateway.get("/api/catalog/products/tea-1").status_code == 200
+
+
 def test_the_query_string_is_passed_on_as_sent(gateway: httpx.Client, catalog: Upstream) -> None:
     reply = gateway.get("/api/catalog/products?category=tea&q=green%20tea&limit=5")
 
@@ -235,7 +250,7 @@ def test_metrics_count_forwarded_requests_by_route_template_not_by_path(
     metrics = gateway.get("/metrics").text
 
     assert 'route="/api/catalog/products/{sku}",service="gateway",status="200"' in metrics
-    assert 'route="/api/{service}/{path}",service="gateway",status="404"' in metrics
+    assert 'route="/api/{path}",service="gateway",status="404"' in metrics
     assert "counted-1" not in metrics
 
 

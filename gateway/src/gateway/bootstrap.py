@@ -9,7 +9,7 @@ from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.topology import Topology, load_topology
 from gateway.health import health_router, probe_client
-from gateway.ratelimit import RateLimit, TokenBuckets
+from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets
 from gateway.routing import Proxy
 from gateway.settings import GatewaySettings
 
@@ -28,30 +28,42 @@ def create_app(
     settings = settings or GatewaySettings()
     topology = topology or load_topology()
     probe = probe_client(settings)
+    buckets = TokenBuckets(
+        settings.rate_limit, settings.rate_burst, max_clients=settings.rate_clients
+    )
+    # With a Redis, the buckets are shared by every gateway replica; the local ones stand in
+    # while Redis is away.
+    shared = (
+        RedisBuckets(settings.redis_url, buckets, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else None
+    )
+    limiter: Limiter = shared or buckets
 
-    async def start_probe(_: Resources) -> None:
+    async def start(_: Resources) -> None:
         await probe.start()
+        if shared is not None:
+            await shared.start()
 
-    async def close_probe(_: Resources) -> None:
+    async def close(_: Resources) -> None:
         await probe.close()
+        if shared is not None:
+            await shared.close()
 
     app = create_service_app(
         settings,
         title="Agora gateway",
         description=DESCRIPTION,
-        routers=[health_router(topology, settings, probe)],
-        on_startup=[start_probe],
-        on_shutdown=[close_probe],
+        routers=[health_router(topology, settings, probe, shared)],
+        on_startup=[start],
+        on_shutdown=[close],
         verifier=verifier,
         use_database=False,
     )
     # Both inside the chassis middleware rather than around it, so that every answer (a 429, a
     # forwarded one) carries a request id and is traced, logged and counted; the proxy innermost,
     # after the rate limit, answering `/api/<service>/...` without FastAPI's router.
-    buckets = TokenBuckets(
-        settings.rate_limit, settings.rate_burst, max_clients=settings.rate_clients
-    )
-    app.user_middleware.append(Middleware(RateLimit, buckets=buckets))
+    app.user_middleware.append(Middleware(RateLimit, limiter=limiter))
     app.user_middleware.append(Middleware(Proxy, topology=topology, resources=app.state.resources))
     return app
 

@@ -8,12 +8,14 @@ ready: the others are out of rotation, not the service.
 The broker is reported on its own (``broker``: its address and whether the gateway is connected
 to it), and each replica says whether it is connected to it (``instances[].broker``, from its
 ``/readyz``): a service whose broker is away keeps serving, so that does not make it unhealthy.
+So is the Redis that holds the rate limits (``redis``), when one is set: while it is away, each
+gateway process limits on its own, and the gateway stays healthy.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +26,7 @@ from agora.client import Reply, ServiceClient
 from agora.embedded_nats import without_credentials
 from agora.errors import Problem
 from agora.topology import Topology
+from gateway.ratelimit import RedisBuckets
 from gateway.settings import GatewaySettings
 
 # How a failed readiness call reads in `GET /api` (the problem's detail would name the address).
@@ -49,7 +52,12 @@ def probe_client(settings: GatewaySettings) -> ServiceClient:
     )
 
 
-def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceClient) -> APIRouter:
+def health_router(
+    topology: Topology,
+    settings: GatewaySettings,
+    probe: ServiceClient,
+    redis: RedisBuckets | None = None,
+) -> APIRouter:
     router = APIRouter()
 
     async def replica_status(service: str, replica: int) -> dict[str, Any]:
@@ -69,17 +77,26 @@ def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceC
                 status["broker"] = broker
         return status
 
+    async def connection(url: str, check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+        state: dict[str, Any] = {"url": without_credentials(url), "connected": True}
+        try:
+            async with asyncio.timeout(settings.health_timeout):
+                await check()
+        except Exception as error:  # whatever the reason, the answer is "not connected", and why
+            state.update(connected=False, error=str(error) or type(error).__name__)
+        return state
+
     async def gateway_broker(resources: Resources) -> dict[str, Any]:
         broker = resources.broker
         if broker is None:
             return {"url": None, "connected": False, "error": "no broker configured"}
-        state: dict[str, Any] = {"url": without_credentials(broker.url), "connected": True}
-        try:
-            async with asyncio.timeout(settings.health_timeout):
-                await broker.check()
-        except Exception as error:  # whatever the reason, the answer is "not connected", and why
-            state.update(connected=False, error=str(error) or type(error).__name__)
-        return state
+        return await connection(broker.url, broker.check)
+
+    async def gateway_redis() -> dict[str, Any]:
+        if redis is None:
+            error = "no redis configured: each gateway process keeps its own rate limits"
+            return {"url": None, "connected": False, "error": error}
+        return await connection(redis.url, redis.check)
 
     async def service_status(name: str, urls: Sequence[str], declared: int) -> dict[str, Any]:
         if not urls:
@@ -108,8 +125,9 @@ def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceC
     )
     async def services(request: Request) -> Response:
         urls: Mapping[str, list[str]] = settings.service_urls
-        broker, *statuses = await asyncio.gather(
+        broker, redis_state, *statuses = await asyncio.gather(
             gateway_broker(request.app.state.resources),
+            gateway_redis(),
             *(service_status(s.name, urls.get(s.name, []), s.replicas) for s in topology),
         )
         itself = {
@@ -119,7 +137,9 @@ def health_router(topology: Topology, settings: GatewaySettings, probe: ServiceC
             "ready_replicas": 1,
             "instances": [{"replica": settings.replica, "ready": True}],
         }
-        return JSONResponse({"services": [itself, *statuses], "broker": broker})
+        return JSONResponse(
+            {"services": [itself, *statuses], "broker": broker, "redis": redis_state}
+        )
 
     return router
 

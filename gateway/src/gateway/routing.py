@@ -1,4 +1,7 @@
-"""The proxy: ``/api/<service>/<path>`` to the service's ``/<path>``, for declared routes only.
+"""The proxy: ``<prefix>/<path>`` to the service's ``/<path>``, for declared routes only.
+
+A service's prefix is ``/api/<service>`` unless the topology gives another (orders says ``/api``,
+its paths being ``/orders/...`` already).
 
 A request is forwarded only when the topology lists its method and path as a public route of
 that service; everything else (internal endpoints such as ``/metrics`` or ``/readyz``, unknown
@@ -9,7 +12,7 @@ service sent them, minus the hop-by-hop headers; large answers are streamed thro
 It is a plain ASGI middleware, the innermost one, rather than a FastAPI route: it runs on every
 request through the gateway and needs nothing of FastAPI's parameter parsing, and skipping FastAPI's
 router and exception layers saves about a seventh of the gateway's CPU time per request (profiled).
-Anything not under ``/api/<service>/`` (``GET /api``, the probes, the docs) goes on to the app.
+Anything not under ``/api/`` (``GET /api``, the probes, the docs) goes on to the app.
 """
 
 from __future__ import annotations
@@ -82,32 +85,35 @@ class _ClientGone(Exception):
 
 
 class Proxy:
-    """ASGI middleware answering ``/api/<service>/...`` itself; everything else goes to ``app``."""
+    """ASGI middleware answering ``/api/...`` itself; everything else goes to ``app``."""
 
-    UNMATCHED = RouteTemplate("/api/{service}/{path}")
+    UNMATCHED = RouteTemplate("/api/{path}")
 
     def __init__(self, app: ASGIApp, *, topology: Topology, resources: Resources) -> None:
         self.app = app
-        self.services = dict(topology.services)
         self.resources = resources
         self.max_body_bytes = resources.settings.max_body_bytes
         self.templates = {
-            id(route): RouteTemplate(f"/api/{service.name}{route.path}")
+            id(route): RouteTemplate(f"{service.public_prefix}{route.path}")
             for service in topology
             for route in service.routes
         }
+        # Longest prefix first: `/api/catalog` is tried before `/api`.
+        self.mounts = sorted(
+            ((service.public_prefix + "/", service) for service in topology),
+            key=lambda mount: -len(mount[0]),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not (path := scope["path"]).startswith(PREFIX):
             await self.app(scope, receive, send)
             return
-        name, slash, rest = path[len(PREFIX) :].partition("/")
-        if not name:
+        if path == PREFIX:
             await self.app(scope, receive, send)  # `/api/` is the app's (a redirect to `/api`)
             return
         scope["route"] = self.UNMATCHED
         try:
-            await self._route(scope, receive, send, name, "/" + rest if slash else "")
+            await self._route(scope, receive, send, path)
         except Problem as problem:
             # What the app's problem handler would answer, without going through the app.
             answer = problem_response(
@@ -122,16 +128,26 @@ class Proxy:
         except _ClientGone:
             return
 
-    async def _route(
-        self, scope: Scope, receive: Receive, send: Send, name: str, path: str
-    ) -> None:
+    async def _route(self, scope: Scope, receive: Receive, send: Send, public: str) -> None:
         method: str = scope["method"]
-        service = self.services.get(name)
-        if service is None or not path or _has_dot_segment(path):
-            raise NotFound(f"no public route {path or '/'!r} on {name!r}")
-        route = service.route_for(method, path)
-        if route is None:
-            raise _not_routed(service, method, path)
+        if _has_dot_segment(public):
+            raise NotFound(f"no public route {public!r}")
+        mounted = [
+            (service, "/" + public[len(prefix) :])
+            for prefix, service in self.mounts
+            if public.startswith(prefix) and len(public) > len(prefix)
+        ] + [(service, "") for prefix, service in self.mounts if public == prefix[:-1]]
+        found = next(
+            (
+                (service, path, route)
+                for service, path in mounted
+                if (route := service.route_for(method, path)) is not None
+            ),
+            None,
+        )
+        if found is None:
+            raise _not_routed(mounted, method, public)
+        service, path, route = found
         scope["route"] = self.templates[id(route)]
         if route.auth != "public":
             principal = await self._authenticate()
@@ -195,12 +211,18 @@ def _has_dot_segment(path: str) -> bool:
     return "/./" in path or "/../" in path or path.endswith(("/.", "/.."))
 
 
-def _not_routed(service: Service, method: str, path: str) -> Problem:
+def _not_routed(mounted: list[tuple[Service, str]], method: str, public: str) -> Problem:
     allowed = sorted(
-        {m for route in service.routes if route.pattern.match(path) for m in _methods(route)}
+        {
+            m
+            for service, path in mounted
+            for route in service.routes
+            if route.pattern.match(path)
+            for m in _methods(route)
+        }
     )
     if not allowed:
-        return NotFound(f"no public route {path!r} on {service.name!r}")
+        return NotFound(f"no public route {public!r}")
     return MethodNotAllowed(f"{method} is not allowed here", headers={"Allow": ", ".join(allowed)})
 
 

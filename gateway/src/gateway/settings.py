@@ -1,4 +1,5 @@
-"""The gateway's typed settings: its own port and rate limits, plus the shared ``AGORA_*``."""
+"""The gateway's typed settings: its own port, rate limits and their Redis, plus the shared
+``AGORA_*``."""
 
 from __future__ import annotations
 
@@ -20,5 +21,11 @@ class GatewaySettings(ServiceSettings):
     rate_burst: int = Field(default=200, ge=1)
     # Clients whose buckets are remembered; idle ones are forgotten first.
     rate_clients: int = Field(default=100_000, ge=1)
+    # A Redis to keep the buckets in, shared by every gateway replica (`redis://host:6379/0`).
+    # Empty: each gateway process counts on its own (enough for one replica). While it is away,
+    # each process counts on its own too.
+    redis_url: str = ""
+    # The start of every key the gateway writes there (`<prefix>bucket:<client address>`).
+    redis_prefix: str = "agora:gateway:"
     # How long `GET /api` waits for a replica's /readyz before calling it not ready.
     health_timeout: float = Field(default=1.0, gt=0)
