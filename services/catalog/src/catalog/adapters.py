@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import resources
@@ -134,6 +135,12 @@ class SqlCatalogue:
         statement = _BY_SKU.with_for_update() if for_update else _BY_SKU
         row = self.session.execute(statement, {"sku": sku}).first()
         return None if row is None else _product(row)
+
+    def many(self, skus: Sequence[str]) -> list[Product]:
+        if not skus:
+            return []
+        statement = select(*PRODUCT_COLUMNS).where(products.c.sku.in_(skus))
+        return [_product(row) for row in self.session.execute(statement)]
 
     def add(self, product: Product) -> None:
         try:

@@ -77,6 +77,9 @@ class Catalogue(Protocol):
 
     def get(self, sku: str, *, for_update: bool = False) -> Product | None: ...
 
+    def many(self, skus: Sequence[str]) -> list[Product]:
+        """The products of ``skus`` that exist, active or not, in no particular order."""
+
     def add(self, product: Product) -> None:
         """Store a new product; :class:`ProductExists` when its sku is taken."""
 
@@ -104,6 +107,14 @@ def get_product(session: Session, store: Store, sku: str) -> Product:
     if product is None:
         raise ProductNotFound(f"there is no product with sku {sku!r}")
     return product
+
+
+def get_products(session: Session, store: Store, skus: Sequence[str]) -> list[Product]:
+    """The products of ``skus`` that exist (active or not), in the order asked; unknown skus and
+    repeats are left out."""
+    wanted = list(dict.fromkeys(skus))
+    found = {product.sku: product for product in store(session).many(wanted)}
+    return [found[sku] for sku in wanted if sku in found]
 
 
 def list_products(session: Session, store: Store, listing: Listing) -> Page:

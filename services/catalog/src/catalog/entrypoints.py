@@ -35,6 +35,8 @@ from catalog.domain import (
 
 JSON = "application/json"
 STORE = "catalog.store"
+# The most skus one batch lookup may name.
+BATCH_MAX = 100
 
 router = APIRouter(tags=["catalog"])
 
@@ -70,6 +72,12 @@ class ProductPage(BaseModel):
     items: list[ProductOut]
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class ProductBatch(BaseModel):
+    items: list[ProductOut] = Field(
+        description="The products asked for that exist, active or not, in the order asked."
     )
 
 
@@ -142,6 +150,7 @@ class ListQuery(BaseModel):
 
 _PRODUCT = TypeAdapter(ProductOut)
 _PAGE = TypeAdapter(ProductPage)
+_BATCH = TypeAdapter(ProductBatch)
 _CATEGORIES = TypeAdapter(list[CategoryOut])
 
 
@@ -168,6 +177,29 @@ async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, store: S
     page = await uow.query(application.list_products, store, listing)
     items = [ProductOut.model_validate(product) for product in page.items]
     return _json(_PAGE.dump_json(ProductPage(items=items, next_cursor=page.next_cursor)))
+
+
+# Declared before ``/products/{sku}``: "batch" is no sku (skus are upper case).
+@router.get("/products/batch", response_model=ProductBatch)
+async def get_products(
+    sku: Annotated[
+        list[str],
+        Query(
+            min_length=1,
+            max_length=BATCH_MAX,
+            description="A sku; repeat the parameter for more (up to 100).",
+        ),
+    ],
+    uow: Uow,
+    store: Store,
+) -> Response:
+    """Several products by sku in one call, also inactive ones (their `active` says so).
+
+    Unknown skus are left out of `items` rather than answered 404.
+    """
+    found = await uow.query(application.get_products, store, sku)
+    items = [ProductOut.model_validate(product) for product in found]
+    return _json(_BATCH.dump_json(ProductBatch(items=items)))
 
 
 @router.get("/products/{sku}", response_model=ProductOut)

@@ -6,54 +6,24 @@ gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from agora.auth import TokenVerifier
-from agora.testing import STORES, database
+from agora import testing
+from agora.testing import STORES, SigningKey, database
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
 
-KID = "test-key-1"
-SIGNING_KEY = Ed25519PrivateKey.generate()
-JWKS: dict[str, Any] = {
-    "keys": [
-        {
-            **jwt.algorithms.OKPAlgorithm.to_jwk(SIGNING_KEY.public_key(), as_dict=True),
-            "kid": KID,
-            "alg": "EdDSA",
-            "use": "sig",
-        }
-    ]
-}
+bearer = testing.bearer  # the Authorization header carrying a token
+KEY = SigningKey()
+SIGNING_KEY = KEY.private
 
 
-def sign(roles: list[str], *, key: Ed25519PrivateKey = SIGNING_KEY, **claims: Any) -> str:
-    settings = CatalogSettings()
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "sub": str(uuid.uuid4()),
-        "email": "someone@example.com",
-        "roles": roles,
-        "iat": now,
-        "exp": now + 300,
-    }
-    payload.update(claims)
-    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": KID, "typ": "at+jwt"})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+sign = KEY.sign
 
 
 @pytest.fixture
@@ -77,10 +47,7 @@ def settings_for(url: str, data_dir: Path) -> CatalogSettings:
 
 
 def app_for(settings: CatalogSettings) -> Any:
-    async def jwks() -> dict[str, Any]:
-        return JWKS
-
-    verifier = TokenVerifier(jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    verifier = KEY.verifier()
     return create_app(settings, verifier=verifier)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from .conftest import PROBLEM
+from .conftest import PROBLEM, a_product
 
 PRODUCT_FIELDS = {
     "sku",
@@ -183,6 +183,41 @@ def test_an_unknown_sku_is_a_404_problem(shared: TestClient, sku: str) -> None:
     assert answer.json()["title"] == "Product not found"
 
 
+def test_several_products_are_served_in_one_call(shared: TestClient) -> None:
+    one = shared.get("/products/KIT-SCALE-DIGI").json()
+
+    answer = shared.get("/products/batch", params=[("sku", "KIT-SCALE-DIGI"), ("sku", "NOPE-404")])
+
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == {"items": [one]}
+
+
+def test_a_batch_serves_inactive_products_too_in_the_order_asked(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for sku in ("BAT-ONE", "BAT-TWO"):
+        assert client.post("/products", json=a_product(sku=sku), headers=admin).status_code == 201
+    client.patch("/products/BAT-ONE", json={"active": False}, headers=admin)
+
+    answer = client.get(
+        "/products/batch", params=[("sku", "BAT-TWO"), ("sku", "BAT-ONE"), ("sku", "BAT-TWO")]
+    )
+
+    items = answer.json()["items"]
+    assert [(p["sku"], p["active"]) for p in items] == [("BAT-TWO", True), ("BAT-ONE", False)]
+
+
+@pytest.mark.parametrize("params", [[], [("sku", f"SKU-{n}") for n in range(101)]])
+def test_a_batch_of_no_skus_or_too_many_is_a_problem(
+    shared: TestClient, params: list[tuple[str, str]]
+) -> None:
+    answer = shared.get("/products/batch", params=params)
+
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == PROBLEM
+
+
 @pytest.mark.parametrize(
     ("params", "status"),
     [
@@ -221,4 +256,5 @@ def test_the_openapi_document_describes_the_public_routes(shared: TestClient) ->
 
     assert set(paths["/products"]) == {"get", "post"}
     assert set(paths["/products/{sku}"]) == {"get", "patch"}
+    assert set(paths["/products/batch"]) == {"get"}
     assert set(paths["/categories"]) == {"get"}

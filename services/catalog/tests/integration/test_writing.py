@@ -3,11 +3,11 @@ and loading the seed once."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from agora.testing import started_together
 from catalog.settings import CatalogSettings
 
 from .conftest import PROBLEM, Headers, a_product, app_for, listed_skus
@@ -180,27 +180,7 @@ def test_the_seed_is_loaded_once_and_a_restart_keeps_the_changes(
 def test_two_replicas_starting_together_load_the_seed_once(
     settings: CatalogSettings, tmp_path: Path
 ) -> None:
-    clients = [TestClient(app_for(settings)) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    failures: list[BaseException] = []
-
-    def start(client: TestClient) -> None:
-        barrier.wait()
-        try:
-            client.__enter__()
-        except BaseException as error:
-            failures.append(error)
-
-    threads = [threading.Thread(target=start, args=(c,)) for c in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    try:
-        assert failures == []
+    with started_together([app_for(settings), app_for(settings)]) as clients:
         for client in clients:
             counts = {c["slug"]: c["product_count"] for c in client.get("/categories").json()}
             assert sum(counts.values()) == 64
-    finally:
-        for client in clients:
-            client.__exit__(None, None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from unittest.mock import Mock
 
@@ -40,6 +41,9 @@ class MemoryCatalogue(Catalogue):
 
     def get(self, sku: str, *, for_update: bool = False) -> Product | None:
         return self.products.get(sku)
+
+    def many(self, skus: Sequence[str]) -> list[Product]:
+        return [self.products[sku] for sku in skus if sku in self.products]
 
     def add(self, product: Product) -> None:
         if product.sku in self.products:
@@ -188,6 +192,22 @@ def test_a_deactivated_product_leaves_the_listing_and_the_category_count(
     assert [p.sku for p in page.items] == ["KIT-B"]
     counts = {c.slug: c.product_count for c in application.list_categories(session, store)}
     assert counts == {"kitchen": 1, "books": 0}
+
+
+def test_several_products_come_in_the_order_asked_without_unknown_skus_or_repeats(
+    session: Session, catalogue: MemoryCatalogue
+) -> None:
+    store = store_of(catalogue)
+    for sku in ("KIT-A-1", "KIT-B-2", "KIT-C-3"):
+        application.create_product(session, store, new_product(sku))
+    application.change_product(session, store, "KIT-B-2", {"active": False})
+
+    found = application.get_products(
+        session, store, ["KIT-C-3", "NOPE-1", "KIT-B-2", "KIT-C-3", "KIT-A-1"]
+    )
+
+    assert [p.sku for p in found] == ["KIT-C-3", "KIT-B-2", "KIT-A-1"]
+    assert not found[1].active
 
 
 def test_pages_follow_each_other_until_the_last_has_no_cursor(
