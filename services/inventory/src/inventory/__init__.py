@@ -1,0 +1,1 @@
+"""Agora inventory: stock per SKU and the reservations of orders."""

@@ -1,0 +1,283 @@
+"""Storage of stock and reservations in SQL (SQLite or PostgreSQL), and the opening stock file
+shipped with the service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from inventory.application import ReservationFilter, Seed
+from inventory.domain import (
+    Adjustment,
+    IdempotencyKeyReused,
+    Line,
+    Reservation,
+    Status,
+    Stock,
+)
+
+metadata = MetaData()
+
+
+def key_text(length: int) -> String:
+    """Text ordered by code point on both stores, as Python orders it: rows are locked, and
+    pages cut, in one order that does not depend on PostgreSQL's locale."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+stock = Table(
+    "stock",
+    metadata,
+    Column("sku", key_text(32), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    # The opening quantity; NULL until the seed gave one (a SKU created later never gets one).
+    Column("seeded", BigInteger, nullable=True),
+    Column("adjusted", BigInteger, nullable=False),
+    CheckConstraint("reserved >= 0", name="ck_stock_reserved_not_negative"),
+    CheckConstraint("reserved <= on_hand", name="ck_stock_reserved_within_on_hand"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("order_id", key_text(100), primary_key=True),
+    Column("status", String(10), nullable=False),
+    Column("lines", JSON, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_reservations_status_expires_at", "status", "expires_at"),
+    Index("ix_reservations_status_order_id", "status", "order_id"),
+)
+
+adjustments = Table(
+    "adjustments",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("sku", key_text(32), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("idempotency_key", String(200), nullable=True, unique=True),
+    Column("available", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+STOCK_COLUMNS = (
+    stock.c.sku,
+    stock.c.on_hand,
+    stock.c.reserved,
+    stock.c.seeded,
+    stock.c.adjusted,
+)
+RESERVATION_COLUMNS = (
+    reservations.c.order_id,
+    reservations.c.status,
+    reservations.c.lines,
+    reservations.c.expires_at,
+    reservations.c.created_at,
+    reservations.c.updated_at,
+)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite keeps no time zone; every stored moment is UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _stock(row: Row[*tuple[Any, ...]]) -> Stock:
+    return Stock(**row._asdict())
+
+
+def _reservation(row: Row[*tuple[Any, ...]]) -> Reservation:
+    created_at = _aware(row.created_at)
+    updated_at = _aware(row.updated_at)
+    assert created_at is not None
+    assert updated_at is not None
+    return Reservation(
+        order_id=row.order_id,
+        status=Status(row.status),
+        lines=tuple(Line(str(line["sku"]), int(line["quantity"])) for line in row.lines),
+        expires_at=_aware(row.expires_at),
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+def _reservation_values(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "status": reservation.status.value,
+        "lines": [{"sku": line.sku, "quantity": line.quantity} for line in reservation.lines],
+        "expires_at": reservation.expires_at,
+        "created_at": reservation.created_at,
+        "updated_at": reservation.updated_at,
+    }
+
+
+class SqlInventory:
+    """The :class:`inventory.application.Inventory` port over one SQLAlchemy session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def stock(self, skus: Sequence[str], *, for_update: bool = False) -> list[Stock]:
+        if not skus:
+            return []
+        statement = select(*STOCK_COLUMNS).where(stock.c.sku.in_(skus)).order_by(stock.c.sku)
+        if for_update:
+            # PostgreSQL locks the rows in the sort order: every transaction takes them by sku,
+            # so none waits for a row another holds while holding one that other wants.
+            # SQLite ignores it: its write transactions run one at a time (BEGIN IMMEDIATE).
+            statement = statement.with_for_update()
+        return [_stock(row) for row in self.session.execute(statement)]
+
+    def open(self, skus: Iterable[str]) -> None:
+        rows = [
+            {"sku": sku, "on_hand": 0, "reserved": 0, "seeded": None, "adjusted": 0} for sku in skus
+        ]
+        if rows:
+            self.session.execute(self._insert(stock).values(rows).on_conflict_do_nothing())
+
+    def save(self, rows: Iterable[Stock]) -> None:
+        for row in rows:
+            self.session.execute(
+                stock.update()
+                .where(stock.c.sku == row.sku)
+                .values(
+                    on_hand=row.on_hand,
+                    reserved=row.reserved,
+                    seeded=row.seeded,
+                    adjusted=row.adjusted,
+                )
+            )
+
+    def reservation(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
+        statement = select(*RESERVATION_COLUMNS).where(reservations.c.order_id == order_id)
+        if for_update:
+            statement = statement.with_for_update()
+        row = self.session.execute(statement).first()
+        return None if row is None else _reservation(row)
+
+    def add_reservation(self, reservation: Reservation) -> None:
+        self.session.execute(
+            reservations.insert().values(
+                order_id=reservation.order_id, **_reservation_values(reservation)
+            )
+        )
+
+    def save_reservation(self, reservation: Reservation) -> None:
+        self.session.execute(
+            reservations.update()
+            .where(reservations.c.order_id == reservation.order_id)
+            .values(**_reservation_values(reservation))
+        )
+
+    def due(self, now: datetime, limit: int) -> list[Reservation]:
+        statement = (
+            select(*RESERVATION_COLUMNS)
+            .where(
+                reservations.c.status == Status.ACTIVE.value,
+                reservations.c.expires_at < now,
+            )
+            .order_by(reservations.c.expires_at, reservations.c.order_id)
+            .limit(limit)
+            # Two replicas expiring at once take different reservations; one that a commit
+            # holds right now is left for the next round, by when it is no longer active.
+            .with_for_update(skip_locked=True)
+        )
+        return [_reservation(row) for row in self.session.execute(statement)]
+
+    def stock_page(self, after: str | None, limit: int) -> list[Stock]:
+        statement = select(*STOCK_COLUMNS)
+        if after is not None:
+            statement = statement.where(stock.c.sku > after)
+        statement = statement.order_by(stock.c.sku).limit(limit)
+        return [_stock(row) for row in self.session.execute(statement)]
+
+    def reservation_page(
+        self, where: ReservationFilter, after: str | None, limit: int
+    ) -> list[Reservation]:
+        statement = select(*RESERVATION_COLUMNS)
+        if where.status is not None:
+            statement = statement.where(reservations.c.status == where.status.value)
+        if where.order_id is not None:
+            statement = statement.where(reservations.c.order_id == where.order_id)
+        if after is not None:
+            statement = statement.where(reservations.c.order_id > after)
+        statement = statement.order_by(reservations.c.order_id).limit(limit)
+        return [_reservation(row) for row in self.session.execute(statement)]
+
+    def adjustment(self, key: str) -> Adjustment | None:
+        row = self.session.execute(
+            select(
+                adjustments.c.sku,
+                adjustments.c.delta,
+                adjustments.c.reason,
+                adjustments.c.idempotency_key.label("key"),
+                adjustments.c.available,
+                adjustments.c.created_at,
+            ).where(adjustments.c.idempotency_key == key)
+        ).first()
+        if row is None:
+            return None
+        fields = row._asdict()
+        fields["created_at"] = _aware(fields["created_at"])
+        return Adjustment(**fields)
+
+    def add_adjustment(self, adjustment: Adjustment) -> None:
+        try:
+            self.session.execute(
+                adjustments.insert().values(
+                    sku=adjustment.sku,
+                    delta=adjustment.delta,
+                    reason=adjustment.reason,
+                    idempotency_key=adjustment.key,
+                    available=adjustment.available,
+                    created_at=adjustment.created_at,
+                )
+            )
+        except IntegrityError as error:
+            # The same key sent at the same moment for another SKU: the second insert loses.
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for another adjustment; use a new key"
+            ) from error
+
+    def _insert(self, table: Table) -> Any:
+        dialect = self.session.get_bind().dialect.name
+        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        return insert(table)
+
+
+def load_seed(name: str = "seed.json") -> Seed:
+    """The opening stock shipped inside the package (``inventory/seed.json``)."""
+    document = json.loads(resources.files("inventory").joinpath(name).read_text("utf-8"))
+    return Seed(
+        name=document["name"],
+        quantities={entry["sku"]: int(entry["quantity"]) for entry in document["stock"]},
+    )

@@ -1,0 +1,303 @@
+"""Inventory's use cases: one transaction each, over an ``Inventory`` port.
+
+Handlers are plain functions ``handler(session, store, ...)``: ``store`` turns the unit of work's
+session into an :class:`Inventory` (the SQL one in production), so this module names no table.
+Each command handler publishes its answer with :func:`agora.messaging.record`, in the
+transaction of the change it reports.
+
+Row locks are taken in one order everywhere (the order's reservation first, then its stock rows
+by sku), so two replicas working on the same SKUs wait for each other instead of deadlocking,
+and each sees the other's committed counts before it decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Generic, Protocol, TypeVar
+
+import structlog
+from sqlalchemy.orm import Session
+
+from agora.messaging.outbox import record
+from contracts.inventory import (
+    Shortage as ShortageOut,
+)
+from contracts.inventory import (
+    StockCommitted,
+    StockLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from inventory import domain
+from inventory.domain import (
+    Adjustment,
+    Answer,
+    Committed,
+    Cursor,
+    IdempotencyKeyReused,
+    Line,
+    Rejected,
+    Released,
+    Reservation,
+    Reserved,
+    Status,
+    Stock,
+    Stockroom,
+    UnknownSku,
+    check_order_id,
+    check_sku,
+    skus_of,
+)
+
+log = structlog.get_logger("inventory")
+
+STOCK_LISTING = "stock"
+RESERVATION_LISTING = "reservations"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationFilter:
+    status: Status | None = None
+    order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """The opening stock shipped with the service: units per SKU."""
+
+    name: str
+    quantities: dict[str, int]
+
+
+class Inventory(Protocol):
+    """What the handlers need from storage, within the current transaction."""
+
+    def stock(self, skus: Sequence[str], *, for_update: bool = False) -> list[Stock]:
+        """The rows of those of ``skus`` that exist, by sku; ``for_update`` locks them in that
+        order."""
+
+    def open(self, skus: Iterable[str]) -> None:
+        """Add a row at zero for each of ``skus`` that has none (a row that exists is kept)."""
+
+    def save(self, rows: Iterable[Stock]) -> None: ...
+
+    def reservation(self, order_id: str, *, for_update: bool = False) -> Reservation | None: ...
+
+    def add_reservation(self, reservation: Reservation) -> None: ...
+
+    def save_reservation(self, reservation: Reservation) -> None: ...
+
+    def due(self, now: datetime, limit: int) -> list[Reservation]:
+        """Up to ``limit`` active reservations that expired before ``now``, locked; those another
+        transaction has locked are passed over."""
+
+    def stock_page(self, after: str | None, limit: int) -> list[Stock]: ...
+
+    def reservation_page(
+        self, where: ReservationFilter, after: str | None, limit: int
+    ) -> list[Reservation]: ...
+
+    def adjustment(self, key: str) -> Adjustment | None: ...
+
+    def add_adjustment(self, adjustment: Adjustment) -> None:
+        """Store it; :class:`IdempotencyKeyReused` when another request took its key first."""
+
+
+Store = Callable[[Session], Inventory]
+
+
+# Reads.
+
+
+def get_stock(session: Session, store: Store, sku: str) -> Stock:
+    rows = store(session).stock([check_sku(sku)])
+    if not rows:
+        raise UnknownSku(f"there is no stock of sku {sku!r}")
+    return rows[0]
+
+
+def list_stock(session: Session, store: Store, after: Cursor | None, limit: int) -> Page[Stock]:
+    rows = store(session).stock_page(after.after if after else None, limit + 1)
+    items = rows[:limit]
+    more = len(rows) > limit
+    cursor = Cursor(STOCK_LISTING, items[-1].sku).encode() if more else None
+    return Page(items, cursor)
+
+
+def list_reservations(
+    session: Session,
+    store: Store,
+    where: ReservationFilter,
+    after: Cursor | None,
+    limit: int,
+) -> Page[Reservation]:
+    rows = store(session).reservation_page(where, after.after if after else None, limit + 1)
+    items = rows[:limit]
+    more = len(rows) > limit
+    cursor = Cursor(RESERVATION_LISTING, items[-1].order_id).encode() if more else None
+    return Page(items, cursor)
+
+
+# Stock.
+
+
+def seed_stock(session: Session, store: Store, seed: Seed) -> int:
+    """Give each SKU of ``seed`` its opening quantity, unless its row has one; how many got it.
+
+    Safe in any order with ProductCreated (which opens a row at zero, and never touches the
+    opening quantity), and when replicas start together: rows are opened with an insert that
+    skips existing ones, then locked, so the second replica finds the quantities set.
+    """
+    inventory = store(session)
+    skus = sorted(check_sku(sku) for sku in seed.quantities)
+    inventory.open(skus)
+    rows = inventory.stock(skus, for_update=True)
+    opened = [row.seed(seed.quantities[row.sku]) for row in rows if row.seeded is None]
+    inventory.save(opened)
+    return len(opened)
+
+
+def open_stock(session: Session, store: Store, sku: str) -> None:
+    """A product is new in the catalogue: its stock starts at zero, unless it has a row."""
+    store(session).open([check_sku(sku)])
+
+
+def adjust_stock(
+    session: Session, store: Store, sku: str, delta: int, reason: str, key: str | None
+) -> Adjustment:
+    """Correct the units on hand of ``sku`` by ``delta``.
+
+    With an idempotency key that was used before, the first answer, and nothing applied again.
+    The row is locked before the key is looked up, so the same request sent twice at once is
+    applied once.
+    """
+    inventory = store(session)
+    rows = inventory.stock([check_sku(sku)], for_update=True)
+    if not rows:
+        raise UnknownSku(f"there is no stock of sku {sku!r}")
+    if key is not None and (earlier := inventory.adjustment(key)) is not None:
+        if not earlier.same_request(sku, delta, reason):
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for another adjustment; use a new key"
+            )
+        return earlier
+    row = rows[0].adjust(delta)
+    inventory.save([row])
+    adjustment = Adjustment(sku, delta, reason, key, row.available, _now())
+    inventory.add_adjustment(adjustment)
+    return adjustment
+
+
+# The checkout's commands.
+
+
+def reserve_stock(
+    session: Session, store: Store, order_id: str, lines: Sequence[Line], *, ttl: timedelta
+) -> None:
+    inventory = store(session)
+    existing = inventory.reservation(check_order_id(order_id), for_update=True)
+    room = Stockroom(() if existing else inventory.stock(skus_of(lines), for_update=True))
+    outcome = domain.reserve(room, existing, order_id, lines, now=_now(), ttl=ttl)
+    inventory.save(room.changed())
+    _settle(session, inventory, outcome, new=True)
+
+
+def release_stock(session: Session, store: Store, order_id: str) -> None:
+    inventory = store(session)
+    existing = inventory.reservation(check_order_id(order_id), for_update=True)
+    room = _room_for(inventory, existing)
+    outcome = domain.release(room, existing, order_id, now=_now())
+    if existing is not None and existing.status is Status.COMMITTED:
+        log.warning("release of a committed order ignored: a sale is not undone", order=order_id)
+    inventory.save(room.changed())
+    _settle(session, inventory, outcome, new=existing is None)
+
+
+def commit_stock(session: Session, store: Store, order_id: str) -> None:
+    inventory = store(session)
+    existing = inventory.reservation(check_order_id(order_id), for_update=True)
+    if existing is None:
+        log.warning("commit of an order that reserved nothing", order=order_id)
+    room = _room_for(inventory, existing)
+    outcome = domain.commit(room, existing, order_id, now=_now())
+    inventory.save(room.changed())
+    _settle(session, inventory, outcome, new=False)
+
+
+def expire_reservations(session: Session, store: Store, *, now: datetime, limit: int) -> int:
+    """Release up to ``limit`` active reservations that expired before ``now``; how many."""
+    inventory = store(session)
+    due = inventory.due(now, limit)
+    lines = [line for reservation in due for line in reservation.lines]
+    room = Stockroom(inventory.stock(skus_of(lines), for_update=True))
+    outcomes = [domain.expire(room, reservation, now=now) for reservation in due]
+    inventory.save(room.changed())
+    for outcome in outcomes:
+        _settle(session, inventory, outcome, new=False)
+    return len(due)
+
+
+def _room_for(inventory: Inventory, reservation: Reservation | None) -> Stockroom:
+    if reservation is None:
+        return Stockroom(())
+    return Stockroom(inventory.stock(skus_of(reservation.lines), for_update=True))
+
+
+def _settle(session: Session, inventory: Inventory, outcome: domain.Outcome, *, new: bool) -> None:
+    """Store the order's reservation as the command left it, and publish the answer."""
+    if outcome.reservation is not None:
+        if new:
+            inventory.add_reservation(outcome.reservation)
+        else:
+            inventory.save_reservation(outcome.reservation)
+    if outcome.answer is not None:
+        order_id = _order_of(outcome.answer)
+        record(session, _event(outcome.answer), aggregate=order_id)
+
+
+def _order_of(answer: Answer) -> str:
+    return answer.reservation.order_id if isinstance(answer, Reserved) else answer.order_id
+
+
+def _lines(lines: Iterable[Line]) -> tuple[StockLine, ...]:
+    return tuple(StockLine(sku=line.sku, quantity=line.quantity) for line in lines)
+
+
+def _event(answer: Answer) -> StockReserved | StockRejected | StockReleased | StockCommitted:
+    """The contract event that gives ``answer``."""
+    match answer:
+        case Reserved(reservation):
+            assert reservation.expires_at is not None
+            return StockReserved(
+                order_id=reservation.order_id,
+                lines=_lines(reservation.lines),
+                expires_at=reservation.expires_at,
+            )
+        case Rejected(order_id, reason, shortages):
+            return StockRejected(
+                order_id=order_id,
+                reason=reason,
+                shortages=tuple(
+                    ShortageOut(sku=s.sku, requested=s.requested, available=s.available)
+                    for s in shortages
+                ),
+            )
+        case Released(order_id, reason, lines):
+            return StockReleased(order_id=order_id, reason=reason, lines=_lines(lines))
+        case Committed(order_id, lines):
+            return StockCommitted(order_id=order_id, lines=_lines(lines))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,83 @@
+"""Inventory's composition root: the one place that picks the SQL store and the opening stock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+
+from agora.app import Hook, Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.migrations import upgrade
+from inventory import application, entrypoints
+from inventory.adapters import SqlInventory, load_seed
+from inventory.domain import (
+    IdempotencyKeyReused,
+    InvalidAdjustment,
+    InvalidCursor,
+    NotEnoughStock,
+    UnknownSku,
+)
+from inventory.settings import InventorySettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+ERRORS: dict[type[Exception], int] = {
+    UnknownSku: 404,
+    NotEnoughStock: 409,
+    InvalidAdjustment: 422,
+    IdempotencyKeyReused: 422,
+    InvalidCursor: 400,
+}
+
+DESCRIPTION = """Stock per SKU and the reservations of orders.
+
+Anyone may ask how many units of a SKU are available; adjusting stock and listing stock rows
+and reservations needs the admin role. The checkout reserves, releases and commits stock with
+commands (ReserveStock, ReleaseStock, CommitStock) and gets its answers as events.
+"""
+
+log = structlog.get_logger("inventory")
+
+
+async def seed_stock(resources: Resources) -> None:
+    """Give the seed catalogue's SKUs their opening stock, before the service consumes or serves."""
+    assert resources.uow is not None
+    seed = load_seed()
+    opened = await resources.uow.run(application.seed_stock, SqlInventory, seed)
+    log.info("seed", name=seed.name, opened=opened, skus=len(seed.quantities))
+
+
+def create_app(
+    settings: InventorySettings | None = None, *, verifier: TokenVerifier | None = None
+) -> FastAPI:
+    settings = settings or InventorySettings()
+    store: application.Store = SqlInventory
+    on_startup: list[Hook] = [seed_stock] if settings.seed else []
+    app = create_service_app(
+        settings,
+        title="Agora inventory",
+        description=DESCRIPTION,
+        routers=[entrypoints.router],
+        migrations=MIGRATIONS,
+        errors=ERRORS,
+        on_startup=on_startup,
+        verifier=verifier,
+        subscriptions=entrypoints.subscriptions(
+            store, reservation_ttl=timedelta(seconds=settings.reservation_ttl)
+        ),
+        background=[
+            entrypoints.expiry(
+                store, interval=settings.expiry_interval, batch=settings.expiry_batch
+            )
+        ],
+    )
+    app.state.resources.extra[entrypoints.STORE] = store
+    return app
+
+
+def migrate(settings: InventorySettings | None = None) -> None:
+    settings = settings or InventorySettings()
+    upgrade(settings.database_url, MIGRATIONS)

@@ -1,0 +1,302 @@
+"""Inventory's entry points: HTTP routes, the subscriptions to events and commands, and the timer
+that expires reservations. Each parses what came in, runs one handler, and answers.
+
+| route | who | answer |
+|---|---|---|
+| GET /inventory/stock/{sku} | anyone | 200 ``{sku, available}`` |
+| POST /inventory/stock/{sku}/adjustments ``{delta, reason}`` | admin | 200 ``{sku, available}`` |
+| GET /inventory/stock?limit=&cursor= | admin | 200 ``{items, next_cursor}`` |
+| GET /inventory/reservations?status=&order_id=&limit=&cursor= | admin | 200 ``{items, ...}`` |
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from sqlalchemy.orm import Session
+
+from agora.app import Hook, Resources
+from agora.deps import Admin, Uow
+from agora.messaging import CloudEvent, Subscription
+from contracts.catalog import ProductCreated
+from contracts.inventory import CommitStock, ReleaseStock, ReserveStock
+from inventory import application
+from inventory.application import RESERVATION_LISTING, STOCK_LISTING, ReservationFilter
+from inventory.domain import (
+    DELTA_MAX,
+    IDEMPOTENCY_KEY_MAX,
+    ORDER_ID_MAX,
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    REASON_MAX,
+    SKU_PATTERN,
+    Cursor,
+    Line,
+    Reservation,
+    Status,
+    Stock,
+    page_size,
+)
+
+JSON = "application/json"
+STORE = "inventory.store"
+
+log = structlog.get_logger("inventory")
+
+router = APIRouter(tags=["inventory"])
+
+
+# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+async def store(request: Request) -> application.Store:
+    found: application.Store = request.app.state.resources.extra[STORE]
+    return found
+
+
+Store = Annotated[application.Store, Depends(store)]
+Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="Upper-case letters, digits and '-'.")]
+
+
+class Availability(BaseModel):
+    """What anyone may know of a SKU's stock."""
+
+    sku: str
+    available: int = Field(description="Units that can be ordered now.")
+
+
+class StockOut(BaseModel):
+    """A SKU's whole stock row, for admins and the consistency checker."""
+
+    sku: str
+    on_hand: int = Field(description="Units in the warehouse, reserved ones included.")
+    reserved: int = Field(description="Units held by orders not yet committed.")
+    available: int = Field(description="on_hand - reserved.")
+    seeded: int = Field(description="The opening quantity (0 for a SKU that had none).")
+    adjusted: int = Field(description="The sum of all admin adjustments.")
+
+    @classmethod
+    def of(cls, row: Stock) -> StockOut:
+        return cls(
+            sku=row.sku,
+            on_hand=row.on_hand,
+            reserved=row.reserved,
+            available=row.available,
+            seeded=row.seeded or 0,
+            adjusted=row.adjusted,
+        )
+
+
+class StockPage(BaseModel):
+    items: list[StockOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class LineOut(BaseModel):
+    sku: str
+    quantity: int
+
+
+class ReservationOut(BaseModel):
+    order_id: str
+    status: Status
+    lines: list[LineOut] = Field(description="Empty for a release that came before any reserve.")
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, reservation: Reservation) -> ReservationOut:
+        return cls(
+            order_id=reservation.order_id,
+            status=reservation.status,
+            lines=[LineOut(sku=line.sku, quantity=line.quantity) for line in reservation.lines],
+            expires_at=reservation.expires_at,
+            created_at=reservation.created_at,
+            updated_at=reservation.updated_at,
+        )
+
+
+class ReservationPage(BaseModel):
+    items: list[ReservationOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class NewAdjustment(BaseModel):
+    """A correction of the units on hand: a count, a delivery, a breakage."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    delta: int = Field(
+        ge=-DELTA_MAX, le=DELTA_MAX, description="Units to add (positive) or remove (negative)."
+    )
+    reason: str = Field(min_length=1, max_length=REASON_MAX, examples=["stock count"])
+
+    @field_validator("delta")
+    @classmethod
+    def _not_zero(cls, delta: int) -> int:
+        if delta == 0:
+            raise ValueError("a delta of zero changes nothing")
+        return delta
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, reason: str) -> str:
+        if not reason.strip():
+            raise ValueError("say why the stock changes")
+        return reason.strip()
+
+
+class _Paging(BaseModel):
+    """An empty value (``?cursor=``) means the parameter is not given."""
+
+    limit: int = Field(
+        default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
+    )
+    cursor: str | None = Field(
+        default=None, max_length=512, description="The `next_cursor` of the previous page."
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value
+
+
+class StockQuery(_Paging):
+    pass
+
+
+class ReservationQuery(_Paging):
+    status: Status | None = None
+    order_id: str | None = Field(default=None, max_length=ORDER_ID_MAX)
+
+
+_AVAILABILITY = TypeAdapter(Availability)
+_STOCK_PAGE = TypeAdapter(StockPage)
+_RESERVATION_PAGE = TypeAdapter(ReservationPage)
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type=JSON)
+
+
+def _availability(sku: str, available: int) -> Response:
+    return _json(_AVAILABILITY.dump_json(Availability(sku=sku, available=available)))
+
+
+@router.get("/inventory/stock/{sku}", response_model=Availability)
+async def get_stock(sku: Sku, uow: Uow, store: Store) -> Response:
+    """How many units of a SKU can be ordered now."""
+    row = await uow.query(application.get_stock, store, sku)
+    return _availability(row.sku, row.available)
+
+
+@router.post("/inventory/stock/{sku}/adjustments", response_model=Availability)
+async def adjust_stock(
+    sku: Sku,
+    body: NewAdjustment,
+    uow: Uow,
+    store: Store,
+    _admin: Admin,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX,
+            description="The same key again gets the first answer; nothing is applied twice.",
+        ),
+    ] = None,
+) -> Response:
+    """Correct the units on hand (admin only). Never below what orders hold: that is a 409."""
+    adjustment = await uow.run(
+        application.adjust_stock, store, sku, body.delta, body.reason, idempotency_key
+    )
+    return _availability(adjustment.sku, adjustment.available)
+
+
+@router.get("/inventory/stock", response_model=StockPage)
+async def list_stock(
+    query: Annotated[StockQuery, Query()], uow: Uow, store: Store, _admin: Admin
+) -> Response:
+    """Every SKU's stock row, by sku, one page at a time (admin only)."""
+    after = Cursor.decode(query.cursor, STOCK_LISTING) if query.cursor else None
+    page = await uow.query(application.list_stock, store, after, page_size(query.limit))
+    items = [StockOut.of(row) for row in page.items]
+    return _json(_STOCK_PAGE.dump_json(StockPage(items=items, next_cursor=page.next_cursor)))
+
+
+@router.get("/inventory/reservations", response_model=ReservationPage)
+async def list_reservations(
+    query: Annotated[ReservationQuery, Query()], uow: Uow, store: Store, _admin: Admin
+) -> Response:
+    """Reservations by order id, optionally of one status or one order (admin only)."""
+    after = Cursor.decode(query.cursor, RESERVATION_LISTING) if query.cursor else None
+    where = ReservationFilter(status=query.status, order_id=query.order_id)
+    page = await uow.query(
+        application.list_reservations, store, where, after, page_size(query.limit)
+    )
+    items = [ReservationOut.of(reservation) for reservation in page.items]
+    body = ReservationPage(items=items, next_cursor=page.next_cursor)
+    return _json(_RESERVATION_PAGE.dump_json(body))
+
+
+def subscriptions(
+    store: application.Store, *, reservation_ttl: timedelta
+) -> tuple[Subscription, ...]:
+    """What inventory listens to: catalog's new products, and the checkout's commands.
+
+    Built around the store bootstrap picks, as the routes find it in the app's resources.
+    """
+
+    def open_stock(session: Session, event: ProductCreated, envelope: CloudEvent) -> None:
+        application.open_stock(session, store, event.sku)
+
+    def reserve_stock(session: Session, command: ReserveStock, envelope: CloudEvent) -> None:
+        lines = [Line(line.sku, line.quantity) for line in command.lines]
+        application.reserve_stock(session, store, command.order_id, lines, ttl=reservation_ttl)
+
+    def release_stock(session: Session, command: ReleaseStock, envelope: CloudEvent) -> None:
+        application.release_stock(session, store, command.order_id)
+
+    def commit_stock(session: Session, command: CommitStock, envelope: CloudEvent) -> None:
+        application.commit_stock(session, store, command.order_id)
+
+    return (
+        Subscription(ProductCreated, open_stock),
+        Subscription(ReserveStock, reserve_stock),
+        Subscription(ReleaseStock, release_stock),
+        Subscription(CommitStock, commit_stock),
+    )
+
+
+def expiry(store: application.Store, *, interval: float, batch: int) -> Hook:
+    """The timer that gives back the units of reservations not committed in time.
+
+    Every replica runs it; two at once expire different reservations (see ``Inventory.due``).
+    """
+
+    async def expire_reservations(resources: Resources) -> None:
+        assert resources.uow is not None
+        while True:
+            expired = await resources.uow.run(
+                application.expire_reservations, store, now=datetime.now(UTC), limit=batch
+            )
+            if expired:
+                log.info("reservations expired", count=expired)
+            # A full batch means more may be due: take them at once.
+            if expired < batch:
+                await asyncio.sleep(interval)
+
+    return expire_reservations

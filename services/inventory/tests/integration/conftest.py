@@ -1,0 +1,167 @@
+"""The inventory app on SQLite and on PostgreSQL, access tokens signed by a test key, and the
+checkout's commands delivered through the in-memory bus.
+
+Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
+gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
+
+Command tests are async and talk to the database through a unit of work of their own (as a
+replica would); the HTTP tests use the app through ``TestClient``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agora import testing
+from agora.db import UnitOfWork
+from agora.messaging import CloudEvent
+from agora.testing import STORES, InMemoryBus, SigningKey, database, outbox_events
+from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
+from inventory import application
+from inventory.adapters import SqlInventory, load_seed
+from inventory.bootstrap import create_app, migrate
+from inventory.entrypoints import subscriptions
+from inventory.settings import InventorySettings
+
+bearer = testing.bearer  # the Authorization header carrying a token
+KEY = SigningKey()
+SIGNING_KEY = KEY.private
+TTL = timedelta(minutes=15)
+OPENING = load_seed().quantities
+PROBLEM = "application/problem+json"
+Headers = dict[str, str]
+
+
+sign = KEY.sign
+
+
+@pytest.fixture
+def sign_token() -> Callable[..., str]:
+    """Signs an access token: ``sign_token(roles, **claims)``; ``key=`` for another key."""
+    return sign
+
+
+@pytest.fixture
+def admin() -> Headers:
+    return bearer(sign(["customer", "admin"]))
+
+
+@pytest.fixture
+def customer() -> Headers:
+    return bearer(sign(["customer"]))
+
+
+def settings_for(url: str, data_dir: Path, **overrides: Any) -> InventorySettings:
+    return InventorySettings(database_url=url, data_dir=data_dir, log_level="warning", **overrides)
+
+
+def app_for(settings: InventorySettings) -> Any:
+    verifier = KEY.verifier()
+    return create_app(settings, verifier=verifier)
+
+
+@pytest.fixture(params=STORES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, "inventory", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> InventorySettings:
+    return settings_for(database_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: InventorySettings) -> Iterator[TestClient]:
+    """A freshly seeded inventory of the test's own, for tests that change it."""
+    with TestClient(app_for(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module", params=STORES)
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """A seeded inventory shared by the tests of one module, which must leave it as they found
+    it."""
+    data_dir = tmp_path_factory.mktemp("inventory")
+    with (
+        database(request.param, "inventory", data_dir) as url,
+        TestClient(app_for(settings_for(url, data_dir)), raise_server_exceptions=False) as c,
+    ):
+        yield c
+
+
+class Replica:
+    """Inventory's command handling on a unit of work of its own, as one replica has it."""
+
+    def __init__(self, database_url: str, ttl: timedelta = TTL) -> None:
+        self.database_url = database_url
+        self.uow = UnitOfWork(database_url, source="inventory")
+        self.bus = InMemoryBus(subscriptions(SqlInventory, reservation_ttl=ttl), self.uow)
+
+    async def reserve(self, order_id: str, **quantities: int) -> None:
+        lines = tuple(StockLine(sku=sku, quantity=n) for sku, n in _skus(quantities).items())
+        await self.bus.publish(ReserveStock(order_id=order_id, lines=lines), aggregate=order_id)
+
+    async def release(self, order_id: str) -> None:
+        await self.bus.publish(ReleaseStock(order_id=order_id), aggregate=order_id)
+
+    async def commit(self, order_id: str) -> None:
+        await self.bus.publish(CommitStock(order_id=order_id), aggregate=order_id)
+
+    async def answers(self, order_id: str | None = None) -> list[CloudEvent]:
+        """What inventory answered (the events in its outbox), oldest first."""
+        events = await asyncio.to_thread(outbox_events, self.database_url)
+        return [e for e in events if order_id is None or e.subject == order_id]
+
+    async def stock(self, sku: str) -> tuple[int, int]:
+        """(on hand, reserved) of ``sku``."""
+        row = await self.uow.query(application.get_stock, SqlInventory, sku)
+        return row.on_hand, row.reserved
+
+    async def close(self) -> None:
+        await self.uow.dispose()
+
+
+def act(
+    database_url: str, action: Callable[[Replica], Awaitable[object]], *, ttl: timedelta = TTL
+) -> None:
+    """From a synchronous test: run ``action`` on a replica of the inventory at ``database_url``
+    (an app under ``TestClient`` keeps its own loop, so the replica needs one of its own)."""
+
+    async def run() -> None:
+        replica = Replica(database_url, ttl)
+        try:
+            await action(replica)
+        finally:
+            await replica.close()
+
+    asyncio.run(run())
+
+
+def _skus(quantities: dict[str, int]) -> dict[str, int]:
+    # Keyword arguments cannot hold '-': KIT_PAN means sku KIT-PAN.
+    return {sku.replace("_", "-"): n for sku, n in quantities.items()}
+
+
+def kinds(events: list[CloudEvent]) -> list[str]:
+    """The event names of ``events``: ``StockReserved``, ..."""
+    return [event.type.split(".")[1] for event in events]
+
+
+@pytest.fixture
+async def replica(settings: InventorySettings) -> AsyncIterator[Replica]:
+    """A migrated, seeded inventory database, and a replica handling commands on it."""
+    await asyncio.to_thread(migrate, settings)
+    running = Replica(settings.database_url)
+    await running.uow.run(application.seed_stock, SqlInventory, load_seed())
+    yield running
+    await running.close()
