@@ -1,0 +1,1 @@
+"""Agora payments: payments, a simulated card processor and a double-entry ledger."""

@@ -1,0 +1,497 @@
+"""Storage of payments and the ledger in SQL (SQLite or PostgreSQL), and the simulated card
+processor.
+
+The simulated processor keeps, in tables of its own (``processor_*``), what a real processor keeps
+on its side: the cards it issued tokens for (brand, last four, and the behaviour the test number
+selects; never the number) and the operations it has done, by the caller's reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from payments.application import (
+    Authorization,
+    Balance,
+    BookedEntry,
+    BookedMovement,
+    Declined,
+    Ledger,
+    PaymentQuery,
+    ProcessorError,
+    ProcessorTimeout,
+)
+from payments.domain import (
+    Card,
+    CardNumber,
+    Movement,
+    MovementKind,
+    Operation,
+    Payment,
+    Status,
+)
+
+metadata = MetaData()
+
+# Integer ids that autoincrement on both stores (SQLite only does it for INTEGER PRIMARY KEY).
+Serial = BigInteger().with_variant(Integer, "sqlite")
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("order_id", String(100), nullable=False, unique=True),
+    Column("user_id", String(100), nullable=True),
+    Column("amount", BigInteger, nullable=True),
+    Column("currency", String(3), nullable=True),
+    Column("card_token", String(64), nullable=True),
+    Column("card_brand", String(20), nullable=True),
+    Column("card_last4", String(4), nullable=True),
+    Column("status", String(12), nullable=False),
+    Column("reason", String(40), nullable=True),
+    Column("captured_amount", BigInteger, nullable=False),
+    Column("refunded_amount", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("authorization_id", String(64), nullable=True),
+    Column("pending_operation", String(10), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("lease_token", String(32), nullable=True),
+    Column("failures", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("amount IS NULL OR amount > 0", name="ck_payments_amount_positive"),
+    CheckConstraint(
+        "captured_amount >= 0 AND refunded_amount >= 0 AND refunded_amount <= captured_amount",
+        name="ck_payments_amounts",
+    ),
+    Index("ix_payments_pending", "pending_operation", "lease_until"),
+    Index("ix_payments_created", "created_at", "id"),
+    Index("ix_payments_user_created", "user_id", "created_at", "id"),
+)
+
+ledger_movements = Table(
+    "ledger_movements",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("order_id", String(100), nullable=False),
+    Column("payment_id", String(36), ForeignKey("payments.id"), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("amount > 0", name="ck_ledger_movements_amount_positive"),
+    # A payment is held, released, captured and refunded at most once each: a second capture
+    # could only come from a bug, and the database refuses it.
+    UniqueConstraint("payment_id", "kind", name="uq_ledger_movements_payment_kind"),
+    Index("ix_ledger_movements_order", "order_id", "id"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("movement_id", Serial, ForeignKey("ledger_movements.id"), nullable=False),
+    Column("account", String(40), nullable=False),
+    Column("debit", BigInteger, nullable=False),
+    Column("credit", BigInteger, nullable=False),
+    CheckConstraint(
+        "debit >= 0 AND credit >= 0 AND (debit = 0 OR credit = 0) AND debit + credit > 0",
+        name="ck_ledger_entries_one_side",
+    ),
+    Index("ix_ledger_entries_movement", "movement_id"),
+    Index("ix_ledger_entries_account", "account"),
+)
+
+processor_cards = Table(
+    "processor_cards",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column("brand", String(20), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("behaviour", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+processor_operations = Table(
+    "processor_operations",
+    metadata,
+    Column("reference", String(200), primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("token", String(64), nullable=True),
+    Column("authorization_id", String(64), nullable=True),
+    Column("amount", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_processor_operations_authorization", "authorization_id", "kind"),
+)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite keeps no time zone; every stored moment is UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _payment(row: Row[Any]) -> Payment:
+    fields = row._asdict()
+    pending = fields.pop("pending_operation")
+    fields["status"] = Status(fields["status"])
+    for moment in ("created_at", "updated_at", "lease_until"):
+        fields[moment] = _aware(fields[moment])
+    return Payment(**fields, pending=Operation(pending) if pending else None)
+
+
+def _values(payment: Payment) -> dict[str, Any]:
+    """The payment's columns but its id."""
+    return {
+        "order_id": payment.order_id,
+        "user_id": payment.user_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "card_token": payment.card_token,
+        "card_brand": payment.card_brand,
+        "card_last4": payment.card_last4,
+        "status": payment.status.value,
+        "reason": payment.reason,
+        "captured_amount": payment.captured_amount,
+        "refunded_amount": payment.refunded_amount,
+        "attempts": payment.attempts,
+        "authorization_id": payment.authorization_id,
+        "pending_operation": payment.pending.value if payment.pending else None,
+        "lease_until": payment.lease_until,
+        "lease_token": payment.lease_token,
+        "failures": payment.failures,
+        "created_at": payment.created_at,
+        "updated_at": payment.updated_at,
+    }
+
+
+def _due(now: datetime) -> Any:
+    return payments.c.pending_operation.is_not(None) & (
+        payments.c.lease_until.is_(None) | (payments.c.lease_until <= now)
+    )
+
+
+class SqlPayments:
+    """The :class:`payments.application.Payments` port over one SQLAlchemy session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+        statement = select(payments).where(payments.c.order_id == order_id)
+        if for_update:
+            statement = statement.with_for_update()
+        row = self.session.execute(statement).first()
+        return None if row is None else _payment(row)
+
+    def add(self, payment: Payment) -> None:
+        self.session.execute(payments.insert().values(id=payment.id, **_values(payment)))
+
+    def save(self, payment: Payment) -> None:
+        self.session.execute(
+            payments.update().where(payments.c.id == payment.id).values(**_values(payment))
+        )
+
+    def book(self, payment: Payment, movement: Movement, now: datetime) -> None:
+        result = self.session.execute(
+            ledger_movements.insert().values(
+                order_id=payment.order_id,
+                payment_id=payment.id,
+                kind=movement.kind.value,
+                amount=movement.amount,
+                currency=movement.currency,
+                created_at=now,
+            )
+        )
+        movement_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+        self.session.execute(
+            ledger_entries.insert(),
+            [
+                {
+                    "movement_id": movement_id,
+                    "account": entry.account.value,
+                    "debit": entry.debit,
+                    "credit": entry.credit,
+                }
+                for entry in movement.entries
+            ],
+        )
+
+    def due(self, now: datetime, limit: int) -> list[str]:
+        statement = (
+            select(payments.c.order_id)
+            .where(_due(now))
+            .order_by(payments.c.updated_at)
+            .limit(limit)
+        )
+        return list(self.session.execute(statement).scalars())
+
+    def claim(self, order_id: str, token: str, until: datetime, now: datetime) -> bool:
+        # Conditional: of two replicas taking the same operation, the second one's update finds
+        # the lease taken (PostgreSQL re-reads the row once the first commits) and changes nothing.
+        result = self.session.execute(
+            payments.update()
+            .where(payments.c.order_id == order_id, _due(now))
+            .values(lease_token=token, lease_until=until)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def listing(self, query: PaymentQuery, limit: int) -> list[Payment]:
+        statement = select(payments)
+        if query.user_id is not None:
+            statement = statement.where(payments.c.user_id == query.user_id)
+        if query.order_id is not None:
+            statement = statement.where(payments.c.order_id == query.order_id)
+        if query.after is not None:
+            created_at, payment_id = query.after
+            statement = statement.where(
+                tuple_(payments.c.created_at, payments.c.id) > tuple_(created_at, payment_id)
+            )
+        statement = statement.order_by(payments.c.created_at, payments.c.id).limit(limit)
+        return [_payment(row) for row in self.session.execute(statement)]
+
+    def ledger(self) -> Ledger:
+        sums = self.session.execute(
+            select(
+                ledger_entries.c.account,
+                func.coalesce(func.sum(ledger_entries.c.debit), 0),
+                func.coalesce(func.sum(ledger_entries.c.credit), 0),
+            )
+            .group_by(ledger_entries.c.account)
+            .order_by(ledger_entries.c.account)
+        )
+        accounts = [
+            Balance(account=account, debits=int(debits), credits=int(credits))
+            for account, debits, credits in sums
+        ]
+        count = self.session.execute(select(func.count()).select_from(ledger_movements))
+        return Ledger(accounts=accounts, movements=int(count.scalar_one()))
+
+    def movements(
+        self, order_id: str | None, after: int | None, limit: int
+    ) -> list[BookedMovement]:
+        statement = select(ledger_movements)
+        if order_id is not None:
+            statement = statement.where(ledger_movements.c.order_id == order_id)
+        if after is not None:
+            statement = statement.where(ledger_movements.c.id > after)
+        rows = self.session.execute(statement.order_by(ledger_movements.c.id).limit(limit)).all()
+        entries: dict[int, list[BookedEntry]] = {row.id: [] for row in rows}
+        if entries:
+            found = self.session.execute(
+                select(
+                    ledger_entries.c.movement_id,
+                    ledger_entries.c.account,
+                    ledger_entries.c.debit,
+                    ledger_entries.c.credit,
+                )
+                .where(ledger_entries.c.movement_id.in_(list(entries)))
+                .order_by(ledger_entries.c.id)
+            )
+            for movement_id, account, debit, credit in found:
+                entries[movement_id].append(BookedEntry(account, debit, credit))
+        return [
+            BookedMovement(
+                id=row.id,
+                order_id=row.order_id,
+                payment_id=row.payment_id,
+                kind=MovementKind(row.kind),
+                amount=row.amount,
+                currency=row.currency,
+                created_at=_aware(row.created_at) or row.created_at,
+                entries=entries[row.id],
+            )
+            for row in rows
+        ]
+
+
+# --- the simulated card processor --------------------------------------------------------------
+
+
+class Behaviour(StrEnum):
+    """What the simulated processor does with a card."""
+
+    APPROVE = "approve"
+    DECLINE = "decline"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+# The usual test card numbers; any other valid number is approved.
+TEST_CARDS: dict[str, Behaviour] = {
+    "4242424242424242": Behaviour.APPROVE,
+    "4000000000000002": Behaviour.DECLINE,
+    "4000000000009995": Behaviour.INSUFFICIENT_FUNDS,
+    "4000000000000119": Behaviour.ERROR,
+    "4000000000000259": Behaviour.TIMEOUT,
+}
+
+APPROVED = "approved"
+# How a declined authorization is recorded, and the reason it is answered with.
+REFUSALS = {Behaviour.DECLINE: "declined", Behaviour.INSUFFICIENT_FUNDS: "insufficient_funds"}
+
+
+def behaviour_of(number: CardNumber) -> Behaviour:
+    return TEST_CARDS.get(number.digits, Behaviour.APPROVE)
+
+
+class SimulatedProcessor:
+    """A card processor in payments' own database, behind the
+    :class:`payments.application.CardProcessor` port.
+
+    The error card fails every authorization; the timeout card keeps the caller waiting
+    ``hang`` seconds (longer than the caller's deadline) before it gives up. Captures, voids
+    and refunds of an authorization it gave always succeed.
+    """
+
+    def __init__(self, uow: UnitOfWork, *, hang: float) -> None:
+        self.uow = uow
+        self.hang = hang
+
+    async def tokenize(self, number: CardNumber) -> Card:
+        card = Card(token=f"tok_{secrets.token_hex(12)}", brand=number.brand, last4=number.last4)
+        await self.uow.run(_add_card, card, behaviour_of(number))
+        return card
+
+    async def authorize(
+        self, token: str, amount: int, currency: str, reference: str
+    ) -> Authorization:
+        result = await self.uow.run(_authorize, token, amount, reference)
+        if result is Behaviour.ERROR:
+            raise ProcessorError("the card processor failed (simulated)")
+        if result is Behaviour.TIMEOUT:
+            await asyncio.sleep(self.hang)
+            raise ProcessorTimeout("the card processor did not answer (simulated)")
+        if isinstance(result, str):
+            raise Declined(result)
+        return result
+
+    async def capture(self, authorization: str, amount: int, reference: str) -> None:
+        await self.uow.run(_settle, Operation.CAPTURE, authorization, amount, reference)
+
+    async def void(self, authorization: str, reference: str) -> None:
+        await self.uow.run(_settle, Operation.VOID, authorization, None, reference)
+
+    async def refund(self, authorization: str, amount: int, reference: str) -> None:
+        await self.uow.run(_settle, Operation.REFUND, authorization, amount, reference)
+
+
+def _add_card(session: Session, card: Card, behaviour: Behaviour) -> None:
+    session.execute(
+        processor_cards.insert().values(
+            token=card.token,
+            brand=card.brand,
+            last4=card.last4,
+            behaviour=behaviour.value,
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+def _authorize(
+    session: Session, token: str, amount: int, reference: str
+) -> Authorization | Behaviour | str:
+    """An authorization, the reason of a refusal (a string), or the error or timeout
+    behaviour (nothing recorded: the attempt may be made again)."""
+    card = session.execute(
+        select(processor_cards.c.brand, processor_cards.c.last4, processor_cards.c.behaviour).where(
+            processor_cards.c.token == token
+        )
+    ).first()
+    # A token the processor never issued is a card it declines.
+    behaviour = Behaviour(card.behaviour) if card is not None else Behaviour.DECLINE
+    if behaviour in (Behaviour.ERROR, Behaviour.TIMEOUT):
+        done = _done(session, reference)
+        if done is None:
+            return behaviour
+    else:
+        outcome = REFUSALS.get(behaviour, APPROVED)
+        done = _record(
+            session,
+            reference=reference,
+            kind=Operation.AUTHORIZE.value,
+            outcome=outcome,
+            token=token,
+            authorization_id=f"auth_{uuid.uuid4().hex}" if outcome == APPROVED else None,
+            amount=amount,
+        )
+    if done.outcome != APPROVED:
+        return str(done.outcome)
+    assert card is not None
+    return Authorization(id=done.authorization_id, brand=card.brand, last4=card.last4)
+
+
+def _settle(
+    session: Session, kind: Operation, authorization: str, amount: int | None, reference: str
+) -> None:
+    given = session.execute(
+        select(processor_operations.c.reference).where(
+            processor_operations.c.authorization_id == authorization,
+            processor_operations.c.kind == Operation.AUTHORIZE.value,
+            processor_operations.c.outcome == APPROVED,
+        )
+    ).first()
+    if given is None:
+        raise Declined("unknown_authorization")
+    _record(
+        session,
+        reference=reference,
+        kind=kind.value,
+        outcome=APPROVED,
+        authorization_id=authorization,
+        amount=amount,
+    )
+
+
+def _done(session: Session, reference: str) -> Row[Any, Any] | None:
+    return session.execute(
+        select(processor_operations.c.outcome, processor_operations.c.authorization_id).where(
+            processor_operations.c.reference == reference
+        )
+    ).first()
+
+
+def _record(session: Session, *, reference: str, **values: Any) -> Row[Any, Any]:
+    """Record an operation as done unless one with the reference was (asked before, or by a
+    concurrent call); either way, the first one recorded. One statement when it is new."""
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    inserted = session.execute(
+        insert(processor_operations)
+        .values(reference=reference, created_at=datetime.now(UTC), **values)
+        .on_conflict_do_nothing()
+        .returning(processor_operations.c.outcome, processor_operations.c.authorization_id)
+    ).first()
+    done = inserted if inserted is not None else _done(session, reference)
+    assert done is not None
+    return done

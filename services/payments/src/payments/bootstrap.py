@@ -1,0 +1,87 @@
+"""Payments' composition root: the one place that picks the SQL store and the simulated card
+processor, and starts the worker that talks to it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from agora.app import Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.migrations import upgrade
+from payments import application, entrypoints
+from payments.adapters import SimulatedProcessor, SqlPayments
+from payments.application import (
+    Deadline,
+    ProcessorError,
+    ProcessorTimeout,
+    Wakeup,
+    Worker,
+)
+from payments.domain import InvalidCard, InvalidCursor
+from payments.settings import PaymentsSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+ERRORS: dict[type[Exception], int] = {
+    InvalidCard: 422,
+    InvalidCursor: 400,
+    ProcessorError: 502,
+    ProcessorTimeout: 504,
+}
+
+DESCRIPTION = """Payments for orders, a simulated card processor, and a double-entry ledger.
+
+A logged-in user exchanges a card number for a token (`POST /payments/cards`); the checkout then
+authorizes, captures, voids and refunds by command, once per order. Customers see their own
+payments; the ledger is for admins.
+"""
+
+
+async def work(resources: Resources) -> None:
+    """The worker loop: carries out what the commands left for the processor."""
+    worker: Worker = resources.extra[entrypoints.WORKER]
+    await worker.run()
+
+
+def create_app(
+    settings: PaymentsSettings | None = None, *, verifier: TokenVerifier | None = None
+) -> FastAPI:
+    settings = settings or PaymentsSettings()
+    store: application.Store = SqlPayments
+    wakeup = Wakeup()
+    app = create_service_app(
+        settings,
+        title="Agora payments",
+        description=DESCRIPTION,
+        routers=[entrypoints.router],
+        migrations=MIGRATIONS,
+        errors=ERRORS,
+        verifier=verifier,
+        subscriptions=entrypoints.subscriptions(store, wakeup),
+        background=[work],
+    )
+    resources: Resources = app.state.resources
+    assert resources.uow is not None
+    processor = Deadline(
+        SimulatedProcessor(resources.uow, hang=settings.hang), settings.processor_timeout
+    )
+    resources.extra[entrypoints.STORE] = store
+    resources.extra[entrypoints.PROCESSOR] = processor
+    resources.extra[entrypoints.WORKER] = Worker(
+        resources.uow,
+        store,
+        processor,
+        lease=timedelta(seconds=settings.processor_timeout + settings.lease_margin),
+        poll=settings.worker_poll,
+        batch=settings.worker_batch,
+        wakeup=wakeup,
+    )
+    return app
+
+
+def migrate(settings: PaymentsSettings | None = None) -> None:
+    settings = settings or PaymentsSettings()
+    upgrade(settings.database_url, MIGRATIONS)

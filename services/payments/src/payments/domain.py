@@ -1,0 +1,524 @@
+"""Payments' rules: card numbers, one payment per order and its states, the double-entry ledger.
+
+Plain Python: no framework, no I/O. A :class:`Payment` changes state only through its methods;
+each tells what the payment answers (``payment.answers``, turned into events by the application) and
+which money movements it makes (``payment.movements``), so the ledger follows from the same
+decisions as the states.
+
+The ledger (every movement is two entries, one debit and one credit of the same amount; balances
+are sums of entries, never stored)::
+
+    movement  debit                 credit                 when
+    hold      card_authorizations   customer_cards         an authorization is approved
+    release   customer_cards        card_authorizations    the hold ends (capture or void)
+    capture   processor_receivable  sales                  the authorized amount is charged
+    refund    sales                 processor_receivable   the captured amount goes back
+
+``card_authorizations`` and ``customer_cards`` are memo accounts for money held on cards: once
+every payment is settled (captured, voided or refunded) they net to zero. ``processor_receivable``
+is what the processor owes the shop; ``sales`` (a credit balance) what the shop earned. Both are
+captured minus refunded, so the sales booked equal the totals of the orders that stand.
+
+Card numbers: only :class:`CardNumber` holds the digits, and it never shows them (its ``repr`` and
+``str`` give the brand and last four), so a number cannot leak into a log or an error by accident.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+CARD_DIGITS_MIN = 12
+CARD_DIGITS_MAX = 19
+CARD_INPUT_MAX = 40  # digits and the spaces between groups
+PAGE_DEFAULT = 100
+PAGE_MAX = 500
+# Capture, void and refund come after the checkout's decision and must eventually succeed: a
+# processor error puts the operation back, tried again after a pause that doubles up to this.
+RETRY_FIRST = timedelta(seconds=0.5)
+RETRY_LONGEST = timedelta(seconds=30)
+# The currency a refund of an order payments never heard of is reported in (ISO 4217 "no
+# currency"): the contract asks for one, and there is none to give.
+NO_CURRENCY = "XXX"
+
+
+class InvalidCard(Exception):
+    """Invalid card number."""
+
+
+class InvalidCursor(Exception):
+    """Invalid cursor."""
+
+
+class OperationInProgress(Exception):
+    """The payment's previous operation is still in progress."""
+
+
+# --- cards -------------------------------------------------------------------------------------
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn check: double every second digit from the right; the sum ends in 0."""
+    total = 0
+    for position, character in enumerate(reversed(digits)):
+        digit = int(character)
+        if position % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def card_brand(digits: str) -> str:
+    """The card's scheme from its first digits: visa, mastercard, amex, or plain "card"."""
+    if digits.startswith("4"):
+        return "visa"
+    if 51 <= int(digits[:2]) <= 55 or 2221 <= int(digits[:4]) <= 2720:
+        return "mastercard"
+    if digits[:2] in ("34", "37"):
+        return "amex"
+    return "card"
+
+
+class CardNumber:
+    """A checked card number: 12 to 19 digits that pass the Luhn check.
+
+    It never shows its digits (``repr`` and ``str`` give ``visa ****4242``); ``digits`` is for
+    the processor alone, which turns the number into a token.
+    """
+
+    __slots__ = ("_digits",)
+
+    def __init__(self, digits: str) -> None:
+        self._digits = digits
+
+    @classmethod
+    def parse(cls, text: str) -> CardNumber:
+        """The number in ``text`` (digits, spaces allowed between them). The errors say what is
+        wrong and never repeat the number."""
+        digits = text.replace(" ", "")
+        if not digits.isascii() or not digits.isdigit():
+            raise InvalidCard("a card number holds digits only (spaces between them allowed)")
+        if not CARD_DIGITS_MIN <= len(digits) <= CARD_DIGITS_MAX:
+            raise InvalidCard(
+                f"a card number has {CARD_DIGITS_MIN} to {CARD_DIGITS_MAX} digits,"
+                f" this one has {len(digits)}"
+            )
+        if not luhn_valid(digits):
+            raise InvalidCard("the card number's check digit is wrong: is there a typo?")
+        return cls(digits)
+
+    @property
+    def digits(self) -> str:
+        return self._digits
+
+    @property
+    def brand(self) -> str:
+        return card_brand(self._digits)
+
+    @property
+    def last4(self) -> str:
+        return self._digits[-4:]
+
+    def __repr__(self) -> str:
+        return f"CardNumber({self.brand} ****{self.last4})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CardNumber) and other._digits == self._digits
+
+    def __hash__(self) -> int:
+        return hash(self._digits)
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A card as payments knows it: the processor's token for it, its brand and last four."""
+
+    token: str
+    brand: str
+    last4: str
+
+
+# --- the ledger --------------------------------------------------------------------------------
+
+
+class Account(StrEnum):
+    CARD_AUTHORIZATIONS = "card_authorizations"
+    CUSTOMER_CARDS = "customer_cards"
+    PROCESSOR_RECEIVABLE = "processor_receivable"
+    SALES = "sales"
+
+
+class MovementKind(StrEnum):
+    HOLD = "hold"
+    RELEASE = "release"
+    CAPTURE = "capture"
+    REFUND = "refund"
+
+
+# Which account each kind of movement debits, and which it credits.
+RULES: dict[MovementKind, tuple[Account, Account]] = {
+    MovementKind.HOLD: (Account.CARD_AUTHORIZATIONS, Account.CUSTOMER_CARDS),
+    MovementKind.RELEASE: (Account.CUSTOMER_CARDS, Account.CARD_AUTHORIZATIONS),
+    MovementKind.CAPTURE: (Account.PROCESSOR_RECEIVABLE, Account.SALES),
+    MovementKind.REFUND: (Account.SALES, Account.PROCESSOR_RECEIVABLE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    account: Account
+    debit: int
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """Money moving between two accounts: one debit entry and one credit entry, equal."""
+
+    kind: MovementKind
+    amount: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if self.amount <= 0:
+            raise ValueError("a movement moves a positive amount")
+
+    @property
+    def entries(self) -> tuple[Entry, Entry]:
+        debited, credited = RULES[self.kind]
+        return (
+            Entry(account=debited, debit=self.amount, credit=0),
+            Entry(account=credited, debit=0, credit=self.amount),
+        )
+
+
+# --- payments ----------------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    """A payment's state. ``pending``: its first authorization has not been answered yet."""
+
+    PENDING = "pending"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+    DECLINED = "declined"
+    FAILED = "failed"
+
+
+class Operation(StrEnum):
+    """What a payment waits for the processor to do."""
+
+    AUTHORIZE = "authorize"
+    CAPTURE = "capture"
+    VOID = "void"
+    REFUND = "refund"
+
+
+class Reply(StrEnum):
+    """What a payment tells the checkout; the application turns each into the contract's event."""
+
+    AUTHORIZED = "authorized"
+    DECLINED = "declined"
+    FAILED = "failed"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    reply: Reply
+    reason: str | None = None
+
+
+@dataclass
+class Payment:
+    """The one payment of an order, and the operation it waits for, if any.
+
+    ``pending`` is the operation the worker is to carry out at the processor; ``lease_until`` and
+    ``lease_token`` say which worker has taken it and until when (``lease_until`` is also when a
+    failed capture, void or refund is tried again). A payment without ``amount`` is a tombstone:
+    a void came before any authorization, and later authorizations are declined.
+    """
+
+    id: str
+    order_id: str
+    user_id: str | None
+    amount: int | None
+    currency: str | None
+    card_token: str | None
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    card_brand: str | None = None
+    card_last4: str | None = None
+    reason: str | None = None
+    captured_amount: int = 0
+    refunded_amount: int = 0
+    attempts: int = 0
+    authorization_id: str | None = None
+    pending: Operation | None = None
+    lease_until: datetime | None = None
+    lease_token: str | None = None
+    failures: int = 0
+    answers: list[Answer] = field(default_factory=list, compare=False, repr=False)
+    movements: list[Movement] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def request(
+        cls,
+        *,
+        id: str,
+        order_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        card_token: str,
+        now: datetime,
+    ) -> Payment:
+        """A new payment whose first authorization is to be asked of the processor."""
+        return cls(
+            id=id,
+            order_id=order_id,
+            user_id=user_id,
+            amount=amount,
+            currency=currency,
+            card_token=card_token,
+            status=Status.PENDING,
+            attempts=1,
+            pending=Operation.AUTHORIZE,
+            created_at=now,
+            updated_at=now,
+        )
+
+    @classmethod
+    def tombstone(cls, *, id: str, order_id: str, now: datetime) -> Payment:
+        """The mark a void leaves for an order payments never saw: its authorization, should it
+        come late, is declined."""
+        payment = cls(
+            id=id,
+            order_id=order_id,
+            user_id=None,
+            amount=None,
+            currency=None,
+            card_token=None,
+            status=Status.VOIDED,
+            created_at=now,
+            updated_at=now,
+        )
+        payment.answers.append(Answer(Reply.VOIDED))
+        return payment
+
+    # -- the commands -----------------------------------------------------------------------
+
+    def authorize(self, now: datetime) -> None:
+        """AuthorizePayment for an order that has a payment already."""
+        if self.status is Status.FAILED:
+            # The processor gave no answer last time: a new attempt, with a new reference.
+            self.attempts += 1
+            self.status = Status.PENDING
+            self.reason = None
+            self._wait_for(Operation.AUTHORIZE, now)
+        elif self.status is Status.VOIDED or self.pending is Operation.VOID:
+            self.answers.append(Answer(Reply.DECLINED, "voided"))
+        elif self.status is Status.DECLINED:
+            self.answers.append(Answer(Reply.DECLINED, self.reason or "declined"))
+        elif self.status in (Status.AUTHORIZED, Status.CAPTURED, Status.REFUNDED):
+            self.answers.append(Answer(Reply.AUTHORIZED))
+        # pending: the answer comes when the processor's does.
+
+    def capture(self, now: datetime) -> bool:
+        """CapturePayment. False when it cannot apply (nothing authorized, or a void first)."""
+        if self.status is Status.PENDING:
+            raise OperationInProgress("the payment's authorization has not been answered yet")
+        if self.status in (Status.CAPTURED, Status.REFUNDED):
+            self.answers.append(Answer(Reply.CAPTURED))
+            return True
+        if self.status is not Status.AUTHORIZED or self.pending is Operation.VOID:
+            return False
+        if self.pending is None:
+            self._wait_for(Operation.CAPTURE, now)
+        return True
+
+    def void(self, now: datetime) -> bool:
+        """VoidPayment. False when the money is charged already: a charge is refunded, never
+        voided."""
+        if self.status in (Status.CAPTURED, Status.REFUNDED) or self.pending is Operation.CAPTURE:
+            return False
+        if self.status is Status.AUTHORIZED:
+            if self.pending is None:
+                self._wait_for(Operation.VOID, now)
+            return True
+        if self.status is Status.VOIDED:
+            # Told again, unless the release at the processor is under way: that tells it.
+            if self.pending is not Operation.VOID:
+                self.answers.append(Answer(Reply.VOIDED))
+            return True
+        if self.status is Status.PENDING and self.lease_until is not None:
+            # The authorization may have reached the processor: let it finish (the worker asks
+            # again with the same reference), then release whatever it holds.
+            self.status = Status.VOIDED
+            self.updated_at = now
+            self.answers.append(Answer(Reply.VOIDED))
+            return True
+        # declined, failed, or an authorization no worker has sent yet: nothing is held.
+        self.status = Status.VOIDED
+        self.pending = None
+        self.lease_until = None
+        self.lease_token = None
+        self.updated_at = now
+        self.answers.append(Answer(Reply.VOIDED))
+        return True
+
+    def refund(self, now: datetime) -> None:
+        """RefundPayment: what was captured goes back; with nothing captured, nothing moves."""
+        if self.pending is Operation.CAPTURE:
+            raise OperationInProgress("the payment's capture has not been answered yet")
+        if self.status is Status.CAPTURED:
+            if self.pending is None:
+                self._wait_for(Operation.REFUND, now)
+        elif self.status is Status.REFUNDED or self.captured_amount == 0:
+            self.answers.append(Answer(Reply.REFUNDED))
+
+    # -- the processor's answers ------------------------------------------------------------
+
+    def approved(
+        self,
+        now: datetime,
+        *,
+        authorization_id: str | None = None,
+        card_brand: str | None = None,
+        card_last4: str | None = None,
+    ) -> None:
+        """The processor did the pending operation."""
+        operation = self._done(now)
+        if operation is Operation.AUTHORIZE:
+            assert self.amount is not None
+            assert self.currency is not None
+            self.authorization_id = authorization_id
+            self.card_brand = card_brand
+            self.card_last4 = card_last4
+            self.movements.append(Movement(MovementKind.HOLD, self.amount, self.currency))
+            if self.status is Status.VOIDED:
+                # Voided while the authorization was on its way: release the hold at once.
+                self._wait_for(Operation.VOID, now)
+            else:
+                self.status = Status.AUTHORIZED
+                self.answers.append(Answer(Reply.AUTHORIZED))
+        elif operation is Operation.CAPTURE:
+            assert self.amount is not None
+            assert self.currency is not None
+            self.movements.append(Movement(MovementKind.RELEASE, self.amount, self.currency))
+            self.movements.append(Movement(MovementKind.CAPTURE, self.amount, self.currency))
+            self.captured_amount = self.amount
+            self.status = Status.CAPTURED
+            self.answers.append(Answer(Reply.CAPTURED))
+        elif operation is Operation.VOID:
+            if self.authorization_id is not None:
+                assert self.amount is not None
+                assert self.currency is not None
+                self.movements.append(Movement(MovementKind.RELEASE, self.amount, self.currency))
+            self.status = Status.VOIDED
+            self.answers.append(Answer(Reply.VOIDED))
+        else:
+            assert self.currency is not None
+            if self.captured_amount > 0:
+                self.movements.append(
+                    Movement(MovementKind.REFUND, self.captured_amount, self.currency)
+                )
+            self.refunded_amount = self.captured_amount
+            self.status = Status.REFUNDED
+            self.answers.append(Answer(Reply.REFUNDED))
+
+    def refused(self, reason: str, now: datetime) -> None:
+        """The processor declined the authorization (a business answer: final)."""
+        self._expect(Operation.AUTHORIZE)
+        self._done(now)
+        if self.status is not Status.VOIDED:
+            self.status = Status.DECLINED
+            self.reason = reason
+            self.answers.append(Answer(Reply.DECLINED, reason))
+
+    def unanswered(self, reason: str, now: datetime) -> None:
+        """The processor erred or did not answer in time.
+
+        An authorization fails (the checkout may ask again); a capture, void or refund is tried
+        again after a pause, for as long as it takes.
+        """
+        if self.pending is not Operation.AUTHORIZE:
+            self.failures += 1
+            pause = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_LONGEST)
+            self.lease_token = None
+            self.lease_until = now + pause
+            self.updated_at = now
+            return
+        self._done(now)
+        if self.status is not Status.VOIDED:
+            self.status = Status.FAILED
+            self.reason = reason
+            self.answers.append(Answer(Reply.FAILED, reason))
+
+    def reference(self) -> str:
+        """The processor's idempotency key for the pending operation: asking again with it
+        returns the first answer, so an operation repeated after a crash is done once."""
+        if self.pending is Operation.AUTHORIZE:
+            return f"{self.order_id}:auth:{self.attempts}"
+        if self.pending is None:
+            raise ValueError("there is no pending operation")
+        return f"{self.order_id}:{self.pending.value}"
+
+    def _expect(self, operation: Operation) -> None:
+        if self.pending is not operation:
+            raise ValueError(f"the payment waits for {self.pending}, not {operation}")
+
+    def _wait_for(self, operation: Operation, now: datetime) -> None:
+        self.pending = operation
+        self.lease_until = None
+        self.lease_token = None
+        self.failures = 0
+        self.updated_at = now
+
+    def _done(self, now: datetime) -> Operation:
+        if self.pending is None:
+            raise ValueError("there is no pending operation")
+        operation = self.pending
+        self.pending = None
+        self.lease_until = None
+        self.lease_token = None
+        self.failures = 0
+        self.updated_at = now
+        return operation
+
+
+# --- paging ------------------------------------------------------------------------------------
+
+
+def encode_cursor(*key: str | int) -> str:
+    raw = json.dumps(list(key), separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, *types: type) -> tuple[str | int, ...]:
+    """The key in a cursor this service handed out; :class:`InvalidCursor` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as error:
+        raise InvalidCursor("the cursor is not one this service handed out") from error
+    if (
+        not isinstance(key, list)
+        or len(key) != len(types)
+        or not all(type(part) is kind for part, kind in zip(key, types, strict=True))
+    ):
+        raise InvalidCursor("the cursor is not one this service handed out")
+    return tuple(key)

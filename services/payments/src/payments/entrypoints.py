@@ -1,0 +1,240 @@
+"""Payments' entry points: the HTTP routes and the checkout's commands. Parse, run one handler,
+answer.
+
+A card number comes in on one route only (``POST /payments/cards``), goes straight to the
+processor for a token and is never stored, logged or echoed: a bad one gets a 422 that says what
+is wrong with it without repeating it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from sqlalchemy.orm import Session
+
+from agora.deps import Admin, CurrentUser, Uow
+from agora.messaging import CloudEvent, Subscription
+from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from payments import application
+from payments.application import CardProcessor, PaymentQuery, Wake
+from payments.domain import CARD_INPUT_MAX, PAGE_DEFAULT, PAGE_MAX
+
+JSON = "application/json"
+STORE = "payments.store"
+PROCESSOR = "payments.processor"
+WORKER = "payments.worker"
+
+router = APIRouter(tags=["payments"])
+
+
+# Coroutines on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+async def store(request: Request) -> application.Store:
+    found: application.Store = request.app.state.resources.extra[STORE]
+    return found
+
+
+async def processor(request: Request) -> CardProcessor:
+    found: CardProcessor = request.app.state.resources.extra[PROCESSOR]
+    return found
+
+
+Store = Annotated[application.Store, Depends(store)]
+Processor = Annotated[CardProcessor, Depends(processor)]
+
+
+class PaymentOut(BaseModel):
+    """An order's payment. ``status``: pending (its first authorization not answered yet),
+    authorized, captured, voided, refunded, declined or failed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    order_id: str
+    amount: int | None = Field(
+        description="Minor units of `currency`; null when a void came before any authorization."
+    )
+    currency: str | None
+    card_brand: str | None
+    card_last4: str | None
+    status: str
+    captured_amount: int
+    refunded_amount: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PaymentPage(BaseModel):
+    items: list[PaymentOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class AccountOut(BaseModel):
+    account: str
+    debits: int
+    credits: int
+    balance: int = Field(description="debits - credits")
+
+
+class LedgerOut(BaseModel):
+    accounts: list[AccountOut]
+    debits: int
+    credits: int
+    movements: int
+
+
+class EntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    account: str
+    debit: int
+    credit: int
+
+
+class MovementOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    order_id: str
+    kind: str = Field(description="hold, release, capture or refund.")
+    amount: int
+    currency: str
+    created_at: datetime
+    entries: list[EntryOut]
+
+
+class MovementPage(BaseModel):
+    items: list[MovementOut]
+    next_cursor: str | None
+
+
+class NewCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    card_number: str = Field(
+        max_length=CARD_INPUT_MAX,
+        description="12 to 19 digits passing the Luhn check; spaces between them allowed.",
+    )
+
+
+class CardOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    token: str = Field(description="Names the card in AuthorizePayment.")
+    brand: str = Field(description="visa, mastercard, amex, or card.")
+    last4: str
+
+
+class _Query(BaseModel):
+    """A query string in which an empty value (``?order_id=``) means the parameter is absent."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value
+
+
+class PaymentsQuery(_Query):
+    order_id: str | None = Field(default=None, max_length=100)
+    limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
+    cursor: str | None = Field(
+        default=None, max_length=512, description="The `next_cursor` of the previous page."
+    )
+
+
+MovementsQuery = PaymentsQuery
+
+_PAYMENTS = TypeAdapter(PaymentPage)
+_LEDGER = TypeAdapter(LedgerOut)
+_MOVEMENTS = TypeAdapter(MovementPage)
+_CARD = TypeAdapter(CardOut)
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+@router.get("/payments", response_model=PaymentPage)
+async def list_payments(
+    query: Annotated[PaymentsQuery, Query()], user: CurrentUser, uow: Uow, store: Store
+) -> Response:
+    """Payments, oldest first, a page at a time: a customer's own; an admin's view, everyone's."""
+    request = PaymentQuery(
+        limit=query.limit,
+        user_id=None if user.is_admin else user.id,
+        order_id=query.order_id,
+        after=application.payment_cursor(query.cursor) if query.cursor else None,
+    )
+    page = await uow.query(application.list_payments, store, request)
+    items = [PaymentOut.model_validate(payment) for payment in page.items]
+    return _json(_PAYMENTS.dump_json(PaymentPage(items=items, next_cursor=page.next_cursor)))
+
+
+@router.get("/payments/ledger", response_model=LedgerOut)
+async def ledger(_admin: Admin, uow: Uow, store: Store) -> Response:
+    """Every account's debits, credits and balance, summed from the entries (admin only)."""
+    found = await uow.query(application.ledger, store)
+    accounts = [
+        AccountOut(
+            account=account.account,
+            debits=account.debits,
+            credits=account.credits,
+            balance=account.balance,
+        )
+        for account in found.accounts
+    ]
+    body = LedgerOut(
+        accounts=accounts, debits=found.debits, credits=found.credits, movements=found.movements
+    )
+    return _json(_LEDGER.dump_json(body))
+
+
+@router.get("/payments/ledger/movements", response_model=MovementPage)
+async def ledger_movements(
+    query: Annotated[MovementsQuery, Query()], _admin: Admin, uow: Uow, store: Store
+) -> Response:
+    """The ledger's movements with their two entries, in the order they were booked (admin)."""
+    page = await uow.query(
+        application.list_movements, store, query.order_id, query.limit, query.cursor
+    )
+    items = [MovementOut.model_validate(movement) for movement in page.items]
+    return _json(_MOVEMENTS.dump_json(MovementPage(items=items, next_cursor=page.next_cursor)))
+
+
+@router.post("/payments/cards", status_code=201, response_model=CardOut)
+async def tokenize_card(body: NewCard, _user: CurrentUser, card_processor: Processor) -> Response:
+    """Exchange a card number for a token (any logged-in user). Only the token, the brand and
+    the last four digits are kept; the number goes no further than the processor."""
+    card = await application.tokenize(card_processor, body.card_number)
+    return _json(_CARD.dump_json(CardOut.model_validate(card)), 201)
+
+
+def subscriptions(store: application.Store, wake: Wake) -> tuple[Subscription, ...]:
+    """The checkout's commands. Each only writes down what is asked, in the transaction that
+    records the command in the inbox; ``wake`` starts the worker once it is committed."""
+
+    def authorize_payment(session: Session, command: AuthorizePayment, _: CloudEvent) -> None:
+        application.authorize_payment(session, store, command, wake)
+
+    def capture_payment(session: Session, command: CapturePayment, _: CloudEvent) -> None:
+        application.capture_payment(session, store, command.order_id, wake)
+
+    def void_payment(session: Session, command: VoidPayment, _: CloudEvent) -> None:
+        application.void_payment(session, store, command.order_id, wake)
+
+    def refund_payment(session: Session, command: RefundPayment, _: CloudEvent) -> None:
+        application.refund_payment(session, store, command.order_id, wake)
+
+    return (
+        Subscription(AuthorizePayment, authorize_payment),
+        Subscription(CapturePayment, capture_payment),
+        Subscription(VoidPayment, void_payment),
+        Subscription(RefundPayment, refund_payment),
+    )

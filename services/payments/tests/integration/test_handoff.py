@@ -1,0 +1,115 @@
+"""A command that leaves work for the processor while the worker loop runs: it leases the
+operation in its own transaction and hands it to the loop, with no claim transaction; what is
+handed and never done is taken again by a poll once the lease runs out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agora.testing import InMemoryBus
+from contracts.payments import CapturePayment
+from payments.adapters import SqlPayments
+from payments.application import Claim, Wakeup
+from payments.domain import Status
+from payments.entrypoints import subscriptions
+
+from .conftest import APPROVED, Bench, an_order, assert_balanced, held
+
+
+def handing(bench: Bench) -> Wakeup:
+    """The bench's commands wired to its worker's wakeup, as the service wires them, with the
+    loop's lease set as ``run`` sets it."""
+    wakeup = bench.worker.wakeup
+    wakeup.start(bench.worker.lease)
+    bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
+    return wakeup
+
+
+async def test_a_command_leases_its_operation_and_hands_it_over_once_committed(
+    bench: Bench,
+) -> None:
+    wakeup = handing(bench)
+    order_id = an_order()
+
+    await bench.authorize(order_id, APPROVED)
+
+    (claim,) = wakeup.handed()
+    payment = await bench.payment(order_id)
+    assert payment.lease_token == claim.token
+    assert payment.lease_until == claim.until
+    assert claim.until is not None
+    assert claim.until - payment.updated_at == bench.worker.lease
+    assert claim.reference == f"{order_id}:auth:1"
+    assert await bench.claim() == []  # leased: no other worker takes it
+
+    await bench.worker._complete(claim)
+    payment = await bench.payment(order_id)
+    assert payment.status is Status.AUTHORIZED
+    assert payment.pending is None
+    assert await bench.answers(order_id) == ["PaymentAuthorized"]
+
+
+async def test_a_handed_operation_never_done_is_taken_again_and_done_once(bench: Bench) -> None:
+    wakeup = handing(bench)
+    order_id = an_order()
+    await bench.authorize(order_id, APPROVED)
+    (lost,) = wakeup.handed()
+    await bench.worker.call(lost)  # the processor authorized; the process died before recording
+
+    assert await bench.claim() == []
+    bench.clock.advance(bench.worker.lease.total_seconds() + 1)
+    await bench.worker._complete(lost)  # too late: left to the poll, nothing recorded
+    assert (await bench.payment(order_id)).status is Status.PENDING
+    assert await bench.work() == 1
+
+    assert (await bench.payment(order_id)).status is Status.AUTHORIZED
+    assert [op[0] for op in await bench.operations("authorize")] == [f"{order_id}:auth:1"]
+    assert await bench.answers(order_id) == ["PaymentAuthorized"]
+
+
+async def test_the_worker_loop_carries_out_handed_operations(bench: Bench) -> None:
+    wakeup = Wakeup()
+    bench.worker.wakeup = wakeup
+    bench.worker.poll = 60.0  # only a handoff or a ring starts anything
+    bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
+    loop = asyncio.create_task(bench.worker.run())
+    try:
+        await asyncio.sleep(0.05)  # its first poll, which finds nothing
+        order_id = an_order()
+        await bench.authorize(order_id, APPROVED, amount=700)
+        await until(bench, order_id, Status.AUTHORIZED)
+        await bench.send(CapturePayment(order_id=order_id))
+        await until(bench, order_id, Status.CAPTURED)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    assert wakeup.lease is None  # stopped: commands no longer hand anything over
+    kinds = [op[1] for op in await bench.operations()]
+    assert kinds == ["authorize", "capture"]
+    ledger = await bench.ledger()
+    assert held(ledger) == 0
+    assert_balanced(ledger)
+
+
+async def test_a_command_without_a_running_loop_leaves_its_operation_to_a_poll(
+    bench: Bench,
+) -> None:
+    wakeup = Wakeup()  # no loop has started it with a lease
+    bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
+    order_id = an_order()
+
+    await bench.authorize(order_id, APPROVED)
+
+    assert wakeup.handed() == []
+    assert wakeup.take_poll()
+    claims: list[Claim] = await bench.claim()
+    assert [claim.order_id for claim in claims] == [order_id]
+
+
+async def until(bench: Bench, order_id: str, status: Status) -> None:
+    for _ in range(200):
+        if (await bench.payment(order_id)).status is status:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{order_id} never became {status}")
