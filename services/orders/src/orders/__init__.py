@@ -1,0 +1,1 @@
+"""Agora orders: orders and the checkout saga."""

@@ -1,0 +1,98 @@
+"""The orders service's composition root: the one place that picks the SQL store, the clients of
+catalog and payments, and starts the checkout's deadline timer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from agora.app import Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.migrations import upgrade
+from orders import application, entrypoints
+from orders.adapters import HttpCards, HttpCatalogue, SqlOrders
+from orders.application import TIMER_BATCH, Clock, utc_now
+from orders.domain import (
+    IdempotencyKeyReused,
+    InvalidCard,
+    InvalidCursor,
+    MixedCurrencies,
+    OrderCharged,
+    OrderNotFound,
+    ProductUnavailable,
+)
+from orders.settings import OrdersSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+ERRORS: dict[type[Exception], int] = {
+    OrderNotFound: 404,
+    OrderCharged: 409,
+    ProductUnavailable: 422,
+    MixedCurrencies: 422,
+    InvalidCard: 422,
+    IdempotencyKeyReused: 422,
+    InvalidCursor: 400,
+}
+
+DESCRIPTION = """Orders and the checkout saga.
+
+A logged-in customer places an order from lines (sku, quantity), a shipping address and a card
+number, with an `Idempotency-Key` header. Prices come from the catalogue; the card goes to
+payments for a token and is never stored. The order starts PENDING while its checkout reserves
+the stock, authorizes the payment, then captures it and commits the stock; it ends CONFIRMED, or
+CANCELLED with a reason once whatever the checkout took is given back. Customers see and cancel
+their own orders (until they are charged); admins see every order.
+"""
+
+
+def create_app(
+    settings: OrdersSettings | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    catalogue: application.Catalogue | None = None,
+    cards: application.Cards | None = None,
+    clock: Clock = utc_now,
+) -> FastAPI:
+    """The orders app. Tests pass fakes for ``catalogue`` and ``cards`` (the catalog and
+    payments services) and, for time to pass, a ``clock``."""
+    settings = settings or OrdersSettings()
+    rules = settings.rules()
+    store: application.Store = SqlOrders
+
+    async def deadline_timer(resources: Resources) -> None:
+        """Every ``timer_interval``, act on the checkouts whose deadline has passed."""
+        assert resources.uow is not None
+        while True:
+            due = await application.run_due(resources.uow, store, rules, clock())
+            # A full batch means more are waiting: go on at once.
+            if due < TIMER_BATCH:
+                await asyncio.sleep(settings.timer_interval)
+
+    app = create_service_app(
+        settings,
+        title="Agora orders",
+        description=DESCRIPTION,
+        routers=[entrypoints.router],
+        migrations=MIGRATIONS,
+        errors=ERRORS,
+        verifier=verifier,
+        subscriptions=entrypoints.subscriptions(store, rules, clock),
+        background=[deadline_timer],
+    )
+    resources: Resources = app.state.resources
+    resources.extra[entrypoints.PARTS] = entrypoints.Parts(
+        store=store,
+        catalogue=catalogue or HttpCatalogue(resources.client),
+        cards=cards or HttpCards(resources.client),
+        rules=rules,
+        clock=clock,
+    )
+    return app
+
+
+def migrate(settings: OrdersSettings | None = None) -> None:
+    settings = settings or OrdersSettings()
+    upgrade(settings.database_url, MIGRATIONS)

@@ -1,0 +1,542 @@
+"""Orders and the checkout saga's rules.
+
+Plain Python: no framework, no I/O. An order is priced from the catalogue's answer, its card is
+held only as a token, and its checkout is a state machine (:class:`Checkout`) whose every method
+takes an answer from inventory or payments (or a deadline tick) and returns the new state with
+the commands to send. The saga's kinds of step (Richardson):
+
+* reserving stock is compensatable (ReleaseStock gives it back);
+* authorizing the payment is the pivot, the last step that may fail on a business rule;
+* capturing the payment and committing the stock are retriable: they are resent until both are
+  acknowledged, however long that takes.
+
+Every step has a deadline, so no checkout waits for ever: a reservation or authorization whose
+answer does not come is resent a few times and then compensated; a completion or a compensation
+is resent for ever, the wait doubling up to a ceiling.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+SKU_PATTERN = r"^[A-Z0-9-]{3,32}$"
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+LINES_MAX = 50
+QUANTITY_MAX = 100
+CARD_DIGITS_MIN = 12
+CARD_DIGITS_MAX = 19
+IDEMPOTENCY_KEY_MAX = 200
+PAGE_DEFAULT = 50
+PAGE_MAX = 500
+_DIGITS = frozenset("0123456789")
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+class Step(StrEnum):
+    RESERVING = "reserving"
+    AUTHORIZING = "authorizing"
+    COMPLETING = "completing"
+    COMPENSATING = "compensating"
+    DONE = "done"
+
+
+class Reason(StrEnum):
+    """Why an order was cancelled (``contracts.orders.OrderCancelled.reason``)."""
+
+    OUT_OF_STOCK = "out_of_stock"
+    PAYMENT_DECLINED = "payment_declined"
+    PAYMENT_FAILED = "payment_failed"
+    CUSTOMER_CANCELLED = "customer_cancelled"
+    STOCK_TIMEOUT = "stock_timeout"
+    PAYMENT_TIMEOUT = "payment_timeout"
+    RESERVATION_EXPIRED = "reservation_expired"
+
+
+class Command(StrEnum):
+    """What the saga asks of inventory and payments."""
+
+    RESERVE_STOCK = "ReserveStock"
+    RELEASE_STOCK = "ReleaseStock"
+    COMMIT_STOCK = "CommitStock"
+    AUTHORIZE_PAYMENT = "AuthorizePayment"
+    CAPTURE_PAYMENT = "CapturePayment"
+    VOID_PAYMENT = "VoidPayment"
+    REFUND_PAYMENT = "RefundPayment"
+
+
+# Reasons in inventory's and payments' answers that the saga tells apart.
+OUT_OF_STOCK = "out_of_stock"
+RESERVATION_EXPIRED = "reservation_expired"
+
+
+class OrderNotFound(Exception):
+    """Order not found."""
+
+
+class OrderCharged(Exception):
+    """Order already charged."""
+
+
+class ProductUnavailable(Exception):
+    """Product not for sale."""
+
+
+class MixedCurrencies(Exception):
+    """Products priced in different currencies."""
+
+
+class InvalidCard(Exception):
+    """Invalid card number."""
+
+
+class IdempotencyKeyReused(Exception):
+    """Idempotency-Key already used for another order."""
+
+
+class InvalidCursor(Exception):
+    """Invalid cursor."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The saga's timing, from the service's settings."""
+
+    step_timeout: timedelta = timedelta(seconds=5)
+    reserve_attempts: int = 3
+    authorize_attempts: int = 3
+    retry_backoff: timedelta = timedelta(seconds=0.5)
+    backoff_max: timedelta = timedelta(seconds=30)
+    saga_deadline: timedelta = timedelta(seconds=60)
+
+    def backoff(self, attempt: int) -> timedelta:
+        """The wait after the ``attempt``-th send of a step that must eventually succeed."""
+        return min(self.step_timeout * (1 << max(attempt - 1, 0)), self.backoff_max)
+
+
+Commands = tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """One order's checkout saga.
+
+    ``deadline_at`` is when the timer acts next (None once done). ``attempt`` counts the sends
+    of the current step's command(s); compensating and done keep the count of the step that
+    ended, so how hard it tried stays visible. ``silent`` counts the sends since the step began
+    or since its last answer. While authorizing, ``failures`` counts PaymentFailed answers apart
+    from the sends that met silence: a processor that keeps failing ends in ``payment_failed``,
+    a payments that says nothing in ``payment_timeout``, however slow answers interleave with
+    resends. ``reserved`` ... ``committed`` say what inventory and payments acknowledged;
+    ``awaiting_*`` are the compensations sent and not yet acknowledged (a refund waits for the
+    capture it gives back). Each method returns the next state and the commands to send; an
+    answer that does not fit the state changes nothing.
+    """
+
+    step: Step
+    attempt: int
+    deadline_at: datetime | None
+    reason: Reason | None = None
+    reserved: bool = False
+    authorized: bool = False
+    captured: bool = False
+    committed: bool = False
+    awaiting_release: bool = False
+    awaiting_void: bool = False
+    awaiting_refund: bool = False
+    cancel_requested: bool = False
+    # A PaymentFailed came and the authorization goes again at ``deadline_at``.
+    retry_scheduled: bool = False
+    failures: int = 0
+    silent: int = 1
+
+    @classmethod
+    def begin(cls, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        checkout = cls(step=Step.RESERVING, attempt=1, deadline_at=now + rules.step_timeout)
+        return checkout, (Command.RESERVE_STOCK,)
+
+    @property
+    def status(self) -> Status:
+        if self.step is not Step.DONE:
+            return Status.PENDING
+        return Status.CONFIRMED if self.reason is None else Status.CANCELLED
+
+    # --- inventory's answers -------------------------------------------------------------------
+
+    def stock_reserved(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.RESERVING:
+            authorizing = replace(self._enter(Step.AUTHORIZING, rules, now), reserved=True)
+            return authorizing, (Command.AUTHORIZE_PAYMENT,)
+        # Reserved before the release that is on its way: the release gives it back.
+        return self, ()
+
+    def stock_rejected(self, reason: str, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.RESERVING and reason == OUT_OF_STOCK:
+            # Nothing was taken: nothing to give back.
+            return self._finish(Reason.OUT_OF_STOCK), ()
+        if self.step is Step.COMPLETING and reason == RESERVATION_EXPIRED and not self.committed:
+            # The units went to others after the reservation expired: the sale cannot be made.
+            # The customer gets back what the capture takes (once it is acknowledged).
+            return self._compensate(Reason.RESERVATION_EXPIRED, rules, now, refund=True)
+        # "released": a reservation that came after our release was refused, as it should be.
+        return self, ()
+
+    def stock_released(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.COMPENSATING and self.awaiting_release:
+            return self._settled(replace(self, awaiting_release=False)), ()
+        # An expiry outside a compensation: the commit will tell whether the units are still there.
+        return self, ()
+
+    def stock_committed(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.COMPLETING:
+            return self._confirmed(replace(self, committed=True)), ()
+        return self, ()
+
+    # --- payments' answers ---------------------------------------------------------------------
+
+    def payment_authorized(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.AUTHORIZING:
+            # The pivot: from here the sale goes through, whatever it takes.
+            completing = replace(self._enter(Step.COMPLETING, rules, now), authorized=True)
+            return completing, (Command.CAPTURE_PAYMENT, Command.COMMIT_STOCK)
+        # Authorized before the void that is on its way: the void drops it.
+        return self, ()
+
+    def payment_declined(
+        self, reason: str, rules: Rules, now: datetime
+    ) -> tuple[Checkout, Commands]:
+        if self.step is Step.AUTHORIZING:
+            return self._compensate(Reason.PAYMENT_DECLINED, rules, now, release=True)
+        # "voided": an authorization that came after our void was refused, as it should be.
+        return self, ()
+
+    def payment_failed(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is not Step.AUTHORIZING or self.retry_scheduled:
+            return self, ()
+        failed = replace(self, failures=self.failures + 1)
+        if failed.failures < rules.authorize_attempts:
+            retry = replace(failed, retry_scheduled=True, deadline_at=now + rules.retry_backoff)
+            return retry, ()
+        # The void is a tombstone: an authorization still on its way is refused.
+        return failed._compensate(Reason.PAYMENT_FAILED, rules, now, release=True, void=True)
+
+    def payment_captured(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.COMPLETING:
+            return self._confirmed(replace(self, captured=True)), ()
+        if self.step is Step.COMPENSATING and self.awaiting_refund and not self.captured:
+            refunding = replace(self, captured=True, deadline_at=now + rules.step_timeout)
+            return refunding, (Command.REFUND_PAYMENT,)
+        return self, ()
+
+    def payment_voided(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.COMPENSATING and self.awaiting_void:
+            return self._settled(replace(self, awaiting_void=False)), ()
+        return self, ()
+
+    def payment_refunded(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        if self.step is Step.COMPENSATING and self.awaiting_refund and self.captured:
+            return self._settled(replace(self, awaiting_refund=False)), ()
+        return self, ()
+
+    # --- the timer and the customer ------------------------------------------------------------
+
+    def deadline(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        """What to do when ``now`` is at or past ``deadline_at``; nothing before it."""
+        if self.deadline_at is None or now < self.deadline_at:
+            return self, ()
+        if self.step is Step.RESERVING:
+            if self.attempt < rules.reserve_attempts:
+                return self._again(rules.step_timeout, now), (Command.RESERVE_STOCK,)
+            # The release is a tombstone when the reservation never happened.
+            return self._compensate(Reason.STOCK_TIMEOUT, rules, now, release=True)
+        if self.step is Step.AUTHORIZING:
+            if self.retry_scheduled:
+                # The pause after a failure is over: a new try, the first send since an answer.
+                retry = replace(self._again(rules.step_timeout, now), silent=1)
+                return retry, (Command.AUTHORIZE_PAYMENT,)
+            if self.silent < rules.authorize_attempts:
+                return self._again(rules.step_timeout, now), (Command.AUTHORIZE_PAYMENT,)
+            return self._compensate(Reason.PAYMENT_TIMEOUT, rules, now, release=True, void=True)
+        if self.step is Step.COMPLETING:
+            missing = []
+            if not self.captured:
+                missing.append(Command.CAPTURE_PAYMENT)
+            if not self.committed:
+                missing.append(Command.COMMIT_STOCK)
+            return self._again(rules.backoff(self.attempt + 1), now), tuple(missing)
+        # Compensating: a compensation must eventually succeed.
+        wait = rules.backoff(self.silent + 1)
+        again = replace(self, silent=self.silent + 1, deadline_at=now + wait)
+        return again, self._compensations()
+
+    def cancel(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
+        """The customer (or an admin) cancels. :class:`OrderCharged` once the pivot is passed."""
+        if self.step is Step.RESERVING:
+            checkout = replace(self, cancel_requested=True)
+            return checkout._compensate(Reason.CUSTOMER_CANCELLED, rules, now, release=True)
+        if self.step is Step.AUTHORIZING:
+            # A void before the authorization is a tombstone: a late authorization is refused.
+            checkout = replace(self, cancel_requested=True)
+            return checkout._compensate(
+                Reason.CUSTOMER_CANCELLED, rules, now, release=True, void=True
+            )
+        if self.step is Step.COMPLETING or self.status is Status.CONFIRMED:
+            raise OrderCharged("the order is paid: it can no longer be cancelled")
+        # Compensating or cancelled already: nothing more to do.
+        return self, ()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _enter(self, step: Step, rules: Rules, now: datetime) -> Checkout:
+        return replace(
+            self,
+            step=step,
+            attempt=1,
+            silent=1,
+            failures=0,
+            deadline_at=now + rules.step_timeout,
+            retry_scheduled=False,
+        )
+
+    def _again(self, wait: timedelta, now: datetime) -> Checkout:
+        return replace(
+            self,
+            attempt=self.attempt + 1,
+            silent=self.silent + 1,
+            deadline_at=now + wait,
+            retry_scheduled=False,
+        )
+
+    def _compensate(
+        self,
+        reason: Reason,
+        rules: Rules,
+        now: datetime,
+        *,
+        release: bool = False,
+        void: bool = False,
+        refund: bool = False,
+    ) -> tuple[Checkout, Commands]:
+        # ``attempt`` keeps the sends of the step that gave up: how hard it tried stays visible.
+        checkout = replace(
+            self,
+            step=Step.COMPENSATING,
+            silent=1,
+            deadline_at=now + rules.step_timeout,
+            retry_scheduled=False,
+            reason=reason,
+            awaiting_release=release,
+            awaiting_void=void,
+            awaiting_refund=refund,
+        )
+        return Checkout._settled(checkout), checkout._compensations()
+
+    def _compensations(self) -> Commands:
+        """The compensations still awaited, as commands to (re)send."""
+        commands = []
+        if self.awaiting_release:
+            commands.append(Command.RELEASE_STOCK)
+        if self.awaiting_void:
+            commands.append(Command.VOID_PAYMENT)
+        if self.awaiting_refund:
+            # Nothing to give back until the capture is acknowledged: see it through first.
+            commands.append(Command.REFUND_PAYMENT if self.captured else Command.CAPTURE_PAYMENT)
+        return tuple(commands)
+
+    @staticmethod
+    def _settled(checkout: Checkout) -> Checkout:
+        """``checkout``, cancelled when no compensation is awaited any more."""
+        if checkout.awaiting_release or checkout.awaiting_void or checkout.awaiting_refund:
+            return checkout
+        return checkout._finish(checkout.reason)
+
+    @staticmethod
+    def _confirmed(checkout: Checkout) -> Checkout:
+        return checkout._finish(None) if checkout.captured and checkout.committed else checkout
+
+    def _finish(self, reason: Reason | None) -> Checkout:
+        return replace(self, step=Step.DONE, reason=reason, deadline_at=None, retry_scheduled=False)
+
+
+# --- orders ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A product as the catalogue sells it at checkout."""
+
+    sku: str
+    name: str
+    price: int
+    currency: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A card as payments holds it: a token standing for the number, its brand and last four."""
+
+    token: str
+    brand: str
+    last4: str
+
+
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """So many units of a SKU, as the customer asks for them."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+
+    @property
+    def line_total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    user_id: str
+    status: Status
+    reason: Reason | None
+    lines: tuple[Line, ...]
+    total: int
+    currency: str
+    shipping_address: Address
+    card: Card
+    idempotency_key: str
+    fingerprint: str
+    placed_at: datetime
+    updated_at: datetime
+    deadline_at: datetime
+    checkout: Checkout
+    trace_id: str | None = None
+    traceparent: str | None = field(default=None, repr=False)
+
+    def advanced(self, checkout: Checkout, now: datetime) -> Order:
+        """This order with its checkout moved on, and its status following the checkout's."""
+        status = checkout.status
+        reason = checkout.reason if status is Status.CANCELLED else None
+        return replace(self, checkout=checkout, status=status, reason=reason, updated_at=now)
+
+
+def price(
+    requested: Sequence[Requested], prices: Mapping[str, Priced]
+) -> tuple[tuple[Line, ...], int, str]:
+    """The order's lines priced from the catalogue, their total, and their one currency."""
+    lines = []
+    for wanted in requested:
+        product = prices.get(wanted.sku)
+        if product is None:
+            raise ProductUnavailable(f"there is no product with sku {wanted.sku!r}")
+        if not product.active:
+            raise ProductUnavailable(f"the product {wanted.sku!r} is no longer sold")
+        lines.append(Line(wanted.sku, product.name, wanted.quantity, product.price))
+    currencies = {prices[line.sku].currency for line in lines}
+    if len(currencies) != 1:
+        raise MixedCurrencies(
+            "the products are priced in different currencies: " + ", ".join(sorted(currencies))
+        )
+    return tuple(lines), sum(line.line_total for line in lines), currencies.pop()
+
+
+def card_digits(number: str) -> str:
+    """The digits of a card number given with or without spaces; :class:`InvalidCard` when it is
+    not one. The messages never repeat the number."""
+    if not number or any(c not in _DIGITS and c != " " for c in number):
+        raise InvalidCard("card_number may hold only digits and spaces")
+    digits = number.replace(" ", "")
+    if not CARD_DIGITS_MIN <= len(digits) <= CARD_DIGITS_MAX:
+        raise InvalidCard(f"card_number must have {CARD_DIGITS_MIN} to {CARD_DIGITS_MAX} digits")
+    if not luhn(digits):
+        raise InvalidCard("card_number is not a card number: its check digit is wrong")
+    return digits
+
+
+def luhn(digits: str) -> bool:
+    total = 0
+    for position, character in enumerate(reversed(digits)):
+        digit = int(character)
+        if position % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def fingerprint(requested: Sequence[Requested], address: Address, card_number: str) -> str:
+    """What tells two bodies sent with one Idempotency-Key apart.
+
+    The card number enters by its last four digits only: a full number could be found again
+    from its hash by trying every number with the same issuer and check digit.
+    """
+    canonical = {
+        "lines": [[line.sku, line.quantity] for line in requested],
+        "shipping_address": {
+            "name": address.name,
+            "line1": address.line1,
+            "line2": address.line2,
+            "city": address.city,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        },
+        "card_last4": card_number.replace(" ", "")[-4:],
+    }
+    raw = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page of orders starts: after this one (newest first; ties by id)."""
+
+    placed_at: datetime
+    id: str
+
+    @classmethod
+    def after(cls, order: Order) -> Cursor:
+        return cls(order.placed_at, order.id)
+
+    def encode(self) -> str:
+        raw = json.dumps([self.placed_at.isoformat(), self.id], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            placed_at, order_id = json.loads(raw)
+            moment = datetime.fromisoformat(placed_at)
+        except (binascii.Error, ValueError, TypeError) as error:
+            raise InvalidCursor("the cursor is not one this service handed out") from error
+        if moment.tzinfo is None or not isinstance(order_id, str) or len(order_id) > 64:
+            raise InvalidCursor("the cursor is not one this service handed out")
+        return cls(moment, order_id)

@@ -1,0 +1,369 @@
+"""Orders' HTTP routes and message subscriptions: parse, run one use case, answer.
+
+The card number is read here, checked, handed to payments for a token and dropped: it is in no
+answer, no log line and no row. Validation answers name the field, never its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from sqlalchemy.orm import Session
+
+from agora.auth import Principal
+from agora.deps import CurrentUser, Uow
+from agora.errors import Problem, slug
+from agora.messaging import CloudEvent, Subscription
+from contracts.base import IntegrationEvent
+from orders import application
+from orders.application import (
+    ANSWERS,
+    Clock,
+    Listing,
+    PlaceOrder,
+    Viewer,
+    utc_now,
+)
+from orders.domain import (
+    COUNTRY_PATTERN,
+    IDEMPOTENCY_KEY_MAX,
+    LINES_MAX,
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    QUANTITY_MAX,
+    SKU_PATTERN,
+    Address,
+    Cursor,
+    InvalidCard,
+    Order,
+    Reason,
+    Requested,
+    Rules,
+    Status,
+    Step,
+    card_digits,
+)
+
+JSON = "application/json"
+PARTS = "orders.parts"
+REPLAYED = "Idempotent-Replayed"
+
+router = APIRouter(tags=["orders"])
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What the routes use besides the unit of work, chosen in ``bootstrap``."""
+
+    store: application.Store
+    catalogue: application.Catalogue
+    cards: application.Cards
+    rules: Rules
+    clock: Clock = utc_now
+
+
+# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+async def parts(request: Request) -> Parts:
+    found: Parts = request.app.state.resources.extra[PARTS]
+    return found
+
+
+class IdempotencyKeyRequired(Problem):
+    status = 400
+    title = "Idempotency-Key required"
+
+
+class InvalidIdempotencyKey(Problem):
+    status = 400
+    title = "Invalid Idempotency-Key"
+
+
+async def idempotency_key(
+    # Documented by the route (required); read here as optional so a missing one is our 400.
+    key: Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)] = None,
+) -> str:
+    if key is None or not key.strip():
+        raise IdempotencyKeyRequired(
+            "placing an order needs an Idempotency-Key header: a new unique value per order"
+        )
+    if len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise InvalidIdempotencyKey(
+            f"the Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
+        )
+    return key
+
+
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": "A new unique value per order (1 to 200 printable characters): the same "
+    "key again, with the same body, returns the same order.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+}
+
+Ports = Annotated[Parts, Depends(parts)]
+Key = Annotated[str, Depends(idempotency_key)]
+
+
+def _plain(value: str | None) -> str | None:
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sku: str = Field(pattern=SKU_PATTERN)
+    quantity: int = Field(ge=1, le=QUANTITY_MAX)
+
+
+class AddressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    line1: str = Field(min_length=1, max_length=200)
+    line2: str | None = Field(default=None, max_length=200)
+    city: str = Field(min_length=1, max_length=100)
+    postal_code: str = Field(min_length=1, max_length=20)
+    country: str = Field(pattern=COUNTRY_PATTERN, description="ISO 3166-1 alpha-2, upper case.")
+
+    @field_validator("name", "line1", "line2", "city", "postal_code")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        return _plain(value)
+
+    @field_validator("line2")
+    @classmethod
+    def _empty_is_absent(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class NewOrder(BaseModel):
+    """An order as a customer places it. Prices come from the catalogue, not from here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lines: list[LineIn] = Field(min_length=1, max_length=LINES_MAX)
+    shipping_address: AddressIn
+    card_number: str = Field(
+        max_length=64, description="12 to 19 digits, spaces allowed; it is never stored."
+    )
+
+    @field_validator("card_number")
+    @classmethod
+    def _card(cls, value: str) -> str:
+        try:
+            card_digits(value)
+        except InvalidCard as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_line_per_sku(self) -> NewOrder:
+        skus = [line.sku for line in self.lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("each sku may appear on one line only")
+        return self
+
+
+class LineOut(BaseModel):
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int = Field(description="Minor units of the order's currency.")
+    line_total: int
+
+
+class AddressOut(BaseModel):
+    name: str
+    line1: str
+    line2: str | None
+    city: str
+    postal_code: str
+    country: str
+
+
+class CheckoutOut(BaseModel):
+    step: Step
+    attempts: int = Field(description="Sends of the current step's command(s) so far.")
+
+
+class OrderOut(BaseModel):
+    id: str
+    user_id: str
+    status: Status
+    reason: Reason | None = Field(description="Why it was cancelled; null unless CANCELLED.")
+    lines: list[LineOut]
+    total: int = Field(description="Minor units of `currency`.")
+    currency: str
+    shipping_address: AddressOut
+    card_brand: str
+    card_last4: str
+    placed_at: datetime
+    updated_at: datetime
+    deadline_at: datetime = Field(description="By then the order should be CONFIRMED or CANCELLED.")
+    trace_id: str | None = Field(description="The checkout's trace.")
+    checkout: CheckoutOut
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class ListQuery(BaseModel):
+    status: Status | None = None
+    limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
+    cursor: str | None = Field(
+        default=None, max_length=512, description="The `next_cursor` of the previous page."
+    )
+
+
+_ORDER = TypeAdapter(OrderOut)
+_PAGE = TypeAdapter(OrderPage)
+
+
+def _out(order: Order) -> OrderOut:
+    return OrderOut(
+        id=order.id,
+        user_id=order.user_id,
+        status=order.status,
+        reason=order.reason,
+        lines=[
+            LineOut(
+                sku=line.sku,
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                line_total=line.line_total,
+            )
+            for line in order.lines
+        ],
+        total=order.total,
+        currency=order.currency,
+        shipping_address=AddressOut(
+            name=order.shipping_address.name,
+            line1=order.shipping_address.line1,
+            line2=order.shipping_address.line2,
+            city=order.shipping_address.city,
+            postal_code=order.shipping_address.postal_code,
+            country=order.shipping_address.country,
+        ),
+        card_brand=order.card.brand,
+        card_last4=order.card.last4,
+        placed_at=order.placed_at,
+        updated_at=order.updated_at,
+        deadline_at=order.deadline_at,
+        trace_id=order.trace_id,
+        checkout=CheckoutOut(step=order.checkout.step, attempts=order.checkout.attempt),
+    )
+
+
+def _order(order: Order, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        _ORDER.dump_json(_out(order)), status_code=status, media_type=JSON, headers=headers
+    )
+
+
+def _viewer(user: Principal) -> Viewer:
+    return Viewer(user_id=user.id, admin=user.is_admin)
+
+
+@router.post(
+    "/orders",
+    status_code=202,
+    response_model=OrderOut,
+    responses={200: {"model": OrderOut, "description": "The order this Idempotency-Key placed."}},
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
+)
+async def place_order(
+    user: CurrentUser, key: Key, body: NewOrder, uow: Uow, ports: Ports
+) -> Response:
+    """Place an order; its checkout runs after the answer (202, PENDING).
+
+    The same Idempotency-Key again (the same user, the same body) answers 200 with the order it
+    placed and `Idempotent-Replayed: true`; with another body, 422.
+    """
+    command = PlaceOrder(
+        user_id=user.id,
+        idempotency_key=key,
+        lines=tuple(Requested(line.sku, line.quantity) for line in body.lines),
+        shipping_address=Address(**body.shipping_address.model_dump()),
+        card_number=body.card_number,
+    )
+    try:
+        placed = await application.place_order(
+            uow, ports.store, ports.catalogue, ports.cards, ports.rules, command, clock=ports.clock
+        )
+    except InvalidCard as error:
+        # As a card number refused by the schema is answered: the field, never its value.
+        raise RequestValidationError(
+            [{"loc": ("body", "card_number"), "msg": str(error), "type": "value_error"}]
+        ) from None
+    if placed.replayed:
+        return _order(placed.order, 200, {REPLAYED: "true"})
+    return _order(placed.order, 202, {"Location": f"/orders/{placed.order.id}"})
+
+
+@router.get("/orders", response_model=OrderPage)
+async def list_orders(
+    query: Annotated[ListQuery, Query()], user: CurrentUser, uow: Uow, ports: Ports
+) -> Response:
+    """Orders newest first: a customer's own, or every order for an admin."""
+    listing = Listing(
+        limit=query.limit,
+        user_id=None if user.is_admin else user.id,
+        status=query.status,
+        after=Cursor.decode(query.cursor) if query.cursor else None,
+    )
+    page = await uow.query(application.list_orders, ports.store, listing)
+    body = OrderPage(items=[_out(order) for order in page.items], next_cursor=page.next_cursor)
+    return Response(_PAGE.dump_json(body), media_type=JSON)
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut)
+async def get_order(order_id: str, user: CurrentUser, uow: Uow, ports: Ports) -> Response:
+    """One order, for its owner or an admin; anyone else's is not found."""
+    return _order(await uow.query(application.get_order, ports.store, order_id, _viewer(user)))
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderOut)
+async def cancel_order(order_id: str, user: CurrentUser, uow: Uow, ports: Ports) -> Response:
+    """Cancel an order not yet charged (409 once it is). It stays PENDING until what its
+    checkout took is given back, then becomes CANCELLED with reason `customer_cancelled`."""
+    order = await uow.run(
+        application.cancel_order,
+        ports.store,
+        ports.rules,
+        order_id,
+        _viewer(user),
+        ports.clock(),
+    )
+    return _order(order)
+
+
+def subscriptions(
+    store: application.Store, rules: Rules, clock: Clock = utc_now
+) -> tuple[Subscription, ...]:
+    """One subscription per answer from inventory and payments, each moving the checkout on.
+
+    A function rather than a constant: the saga's timing comes from the settings.
+    """
+
+    def checkout_answer(session: Session, event: IntegrationEvent, envelope: CloudEvent) -> None:
+        application.answer(session, store, rules, event, clock())
+
+    return tuple(
+        Subscription(answer, checkout_answer, name="on_" + slug(answer.__name__).replace("-", "_"))
+        for answer in ANSWERS
+    )

@@ -1,0 +1,296 @@
+"""The orders app on SQLite and on PostgreSQL, with the catalog and payments services played by
+fakes, and access tokens signed by a test key.
+
+Two kinds of test use it: HTTP tests through a ``TestClient`` (``client``, ``shared``), and
+checkout tests (``checkout``) that run the app's lifespan in the test's own event loop, so the
+test can play inventory and payments: read the commands from the orders outbox, publish the
+answers through an ``InMemoryBus`` into the orders subscriptions, and fire the deadline timer
+with a ``now`` of its choosing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from agora import testing
+from agora.db import UnitOfWork
+from agora.errors import ServiceUnavailable
+from agora.messaging.envelope import CloudEvent, EventModel
+from agora.messaging.relay import mark_sent, pending_rows
+from agora.testing import STORES, InMemoryBus, SigningKey, database
+from orders import application
+from orders.adapters import SqlOrders
+from orders.bootstrap import create_app
+from orders.domain import Card, InvalidCard, Priced
+from orders.entrypoints import subscriptions
+from orders.settings import OrdersSettings
+
+bearer = testing.bearer  # the Authorization header carrying a token
+KEY = SigningKey()
+SIGNING_KEY = KEY.private
+PROBLEM = "application/problem+json"
+Headers = dict[str, str]
+
+ALICE = "0b7d8a4e-0000-4000-8000-00000000a11c"
+BOB = "0b7d8a4e-0000-4000-8000-000000000b0b"
+ADMIN = "0b7d8a4e-0000-4000-8000-0000000ad810"
+VISA = "4242 4242 4242 4242"
+
+
+def sign(roles: list[str], *, sub: str, **claims: Any) -> str:
+    return KEY.sign(
+        roles, sub=sub, email=f"{sub}@example.com", exp=int(time.time()) + 600, **claims
+    )
+
+
+@pytest.fixture
+def alice() -> Headers:
+    return bearer(sign(["customer"], sub=ALICE))
+
+
+@pytest.fixture
+def bob() -> Headers:
+    return bearer(sign(["customer"], sub=BOB))
+
+
+@pytest.fixture
+def admin() -> Headers:
+    return bearer(sign(["customer", "admin"], sub=ADMIN))
+
+
+def keyed(headers: Headers, key: str | None = None) -> Headers:
+    """``headers`` with an Idempotency-Key (a fresh one unless given)."""
+    return {**headers, "Idempotency-Key": key or str(uuid.uuid4())}
+
+
+def an_order(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "lines": [{"sku": "KIT-WOK-32", "quantity": 2}, {"sku": "COF-PRESS", "quantity": 1}],
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 Analytical Street",
+            "city": "London",
+            "postal_code": "N1 9GU",
+            "country": "GB",
+        },
+        "card_number": VISA,
+    }
+    body.update(overrides)
+    return body
+
+
+# 2 x 54.90 + 34.90
+TOTAL = 2 * 5490 + 3490
+
+
+class FakeCatalogue:
+    """The catalog service: a few products, or down."""
+
+    def __init__(self) -> None:
+        self.products = {
+            "KIT-WOK-32": Priced("KIT-WOK-32", "Carbon Steel Wok 32 cm", 5490, "EUR", True),
+            "COF-PRESS": Priced("COF-PRESS", "French Press 1 L", 3490, "EUR", True),
+            "OLD-KETTLE": Priced("OLD-KETTLE", "Stovetop Kettle", 2590, "EUR", False),
+            "US-MUG": Priced("US-MUG", "Diner Mug", 900, "USD", True),
+        }
+        for n in range(60):
+            sku = f"BULK-{n:03d}"
+            self.products[sku] = Priced(sku, f"Bulk item {n}", 100 + n, "EUR", True)
+        self.down = False
+        # How many callers to hold until they are all inside (to make placements race).
+        self.gather = 0
+        self._arrived = 0
+        self._all_in: asyncio.Event | None = None
+
+    async def prices(self, skus: Sequence[str]) -> dict[str, Priced]:
+        if self.down:
+            raise ServiceUnavailable("catalog is unreachable")
+        if self.gather:
+            self._all_in = self._all_in or asyncio.Event()
+            self._arrived += 1
+            if self._arrived >= self.gather:
+                self._all_in.set()
+            await asyncio.wait_for(self._all_in.wait(), timeout=10)
+        return {sku: self.products[sku] for sku in skus if sku in self.products}
+
+
+class FakeCards:
+    """The payments service's card tokens. It keeps no number, only how many it was given."""
+
+    def __init__(self) -> None:
+        self.refuse = False
+        self.down = False
+        self.tokenized = 0
+
+    async def tokenize(self, card_number: str) -> Card:
+        if self.down:
+            raise ServiceUnavailable("payments is unreachable")
+        if self.refuse:
+            raise InvalidCard("payments does not accept this card number")
+        self.tokenized += 1
+        return Card(token=f"tok_{uuid.uuid4().hex}", brand="visa", last4=card_number[-4:])
+
+
+@dataclass
+class Fakes:
+    catalogue: FakeCatalogue = field(default_factory=FakeCatalogue)
+    cards: FakeCards = field(default_factory=FakeCards)
+
+
+@pytest.fixture
+def fakes() -> Fakes:
+    return Fakes()
+
+
+def settings_for(url: str, data_dir: Path, **overrides: Any) -> OrdersSettings:
+    values: dict[str, Any] = {"database_url": url, "data_dir": data_dir, "log_level": "warning"}
+    values.update(overrides)
+    return OrdersSettings(**values)
+
+
+def app_for(
+    settings: OrdersSettings, fakes: Fakes, clock: application.Clock = application.utc_now
+) -> FastAPI:
+    verifier = KEY.verifier()
+    return create_app(
+        settings, verifier=verifier, catalogue=fakes.catalogue, cards=fakes.cards, clock=clock
+    )
+
+
+@pytest.fixture(params=STORES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, "orders", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> OrdersSettings:
+    return settings_for(database_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: OrdersSettings, fakes: Fakes) -> Iterator[TestClient]:
+    """An orders app of the test's own."""
+    with TestClient(app_for(settings, fakes), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module", params=STORES)
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """An orders app shared by the tests of one module, which must not depend on each other."""
+    data_dir = tmp_path_factory.mktemp("orders")
+    with database(request.param, "orders", data_dir) as url:
+        app = app_for(settings_for(url, data_dir), Fakes())
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            yield test_client
+
+
+# --- the checkout, played from the test ---------------------------------------------------------
+
+START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """Time as the test says it is."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A message orders put in its outbox: the CloudEvent and the trace it was recorded in."""
+
+    event: CloudEvent
+    traceparent: str | None
+
+    @property
+    def name(self) -> str:
+        # "inventory.ReserveStock.v1" -> "ReserveStock"
+        return self.event.type.split(".")[1]
+
+
+class Checkout:
+    """The orders app with the test as inventory and payments."""
+
+    def __init__(
+        self, app: FastAPI, http: httpx.AsyncClient, settings: OrdersSettings, clock: Clock
+    ) -> None:
+        self.app = app
+        self.http = http
+        self.settings = settings
+        self.clock = clock
+        uow = app.state.resources.uow
+        assert isinstance(uow, UnitOfWork)
+        self.uow = uow
+        self.bus = InMemoryBus(
+            subscriptions(SqlOrders, settings.rules(), clock), uow, service="orders"
+        )
+
+    async def place(self, headers: Headers, **overrides: Any) -> dict[str, Any]:
+        reply = await self.http.post("/orders", json=an_order(**overrides), headers=keyed(headers))
+        assert reply.status_code == 202, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    async def order(self, order_id: str, headers: Headers) -> dict[str, Any]:
+        reply = await self.http.get(f"/orders/{order_id}", headers=headers)
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    async def sent(self) -> list[Sent]:
+        """What orders recorded since the last call, in order (each row then counts as sent)."""
+
+        def drain(session: Session) -> list[Sent]:
+            rows = pending_rows(session, 1000)
+            mark_sent(session, [row.seq for row in rows], datetime.now(UTC))
+            return [Sent(CloudEvent.from_bytes(row.payload), row.traceparent) for row in rows]
+
+        return await self.uow.run(drain)
+
+    async def names(self) -> list[str]:
+        return [sent.name for sent in await self.sent()]
+
+    async def answer(self, event: EventModel, order_id: str) -> None:
+        await self.bus.publish(event, aggregate=order_id)
+
+    async def tick(self, seconds: float) -> int:
+        """Let ``seconds`` pass and run the deadline timer once."""
+        now = self.clock.advance(seconds)
+        return await application.run_due(self.uow, SqlOrders, self.settings.rules(), now)
+
+
+@pytest.fixture
+async def checkout(database_url: str, tmp_path: Path, fakes: Fakes) -> AsyncIterator[Checkout]:
+    """The orders app in the test's loop; its own timer looks only once an hour, so that only
+    the test moves time on (``Checkout.tick``)."""
+    clock = Clock()
+    settings = settings_for(database_url, tmp_path, timer_interval=3600)
+    app = app_for(settings, fakes, clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as http:
+            yield Checkout(app, http, settings, clock)

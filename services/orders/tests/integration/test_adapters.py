@@ -1,0 +1,182 @@
+"""The clients of catalog and payments, against small HTTP stand-ins for both services: what
+each answer of theirs becomes for orders."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agora import context
+from agora.client import ServiceClient
+from agora.errors import ServiceUnavailable
+from agora.testing import free_port
+from orders.adapters import HttpCards, HttpCatalogue
+from orders.domain import Card, InvalidCard, Priced
+
+REFUSED = "4000000000000002"
+
+
+def product(sku: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "sku": sku,
+        "name": f"Product {sku}",
+        "description": "",
+        "price": 1290,
+        "currency": "EUR",
+        "category": "kitchen",
+        "image_url": None,
+        "active": True,
+        "created_at": "2026-11-24T12:00:00Z",
+        "updated_at": "2026-11-24T12:00:00Z",
+    }
+    body.update(overrides)
+    return body
+
+
+class Stand:
+    """Catalog and payments on one local port."""
+
+    def __init__(self) -> None:
+        self.products = {"KIT-A": product("KIT-A"), "KIT-OLD": product("KIT-OLD", active=False)}
+        self.authorization: str | None = None
+        self.url = ""
+        # False: a catalog from before the batch route, which answers it 404.
+        self.batch = True
+        self.calls: list[str] = []
+
+    async def get_products(self, request: web.Request) -> web.Response:
+        self.calls.append(request.path_qs)
+        if not self.batch:
+            return web.json_response({"title": "Not found"}, status=404)
+        skus = request.query.getall("sku")
+        if "BOOM-500" in skus:
+            return web.json_response({"title": "Internal error"}, status=500)
+        if "GARBLED" in skus:
+            return web.json_response({"items": [{"sku": "GARBLED"}]})
+        return web.json_response({"items": [self.products[s] for s in skus if s in self.products]})
+
+    async def get_product(self, request: web.Request) -> web.Response:
+        self.calls.append(request.path_qs)
+        sku = request.match_info["sku"]
+        if sku == "BOOM-500":
+            return web.json_response({"title": "Internal error"}, status=500)
+        if sku not in self.products:
+            return web.json_response({"title": "Not found"}, status=404)
+        return web.json_response(self.products[sku])
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        self.authorization = request.headers.get("Authorization")
+        number = (await request.json())["card_number"]
+        if number == REFUSED:
+            # A careless answer that repeats what it was sent.
+            return web.json_response({"title": "Invalid", "detail": number}, status=422)
+        return web.json_response(
+            {"token": "tok_1", "brand": "mastercard", "last4": number[-4:]}, status=201
+        )
+
+
+@pytest.fixture
+async def stand() -> AsyncIterator[Stand]:
+    stand = Stand()
+    app = web.Application()
+    app.router.add_get("/products/batch", stand.get_products)
+    app.router.add_get("/products/{sku}", stand.get_product)
+    app.router.add_post("/payments/cards", stand.tokenize)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stand.url = f"http://127.0.0.1:{port}"
+    try:
+        yield stand
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def service_client(stand: Stand) -> AsyncIterator[ServiceClient]:
+    services = {"catalog": [stand.url], "payments": [stand.url]}
+    client = ServiceClient(services, timeout=2.0, attempts=1)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+KNOWN = {
+    "KIT-A": Priced("KIT-A", "Product KIT-A", 1290, "EUR", True),
+    "KIT-OLD": Priced("KIT-OLD", "Product KIT-OLD", 1290, "EUR", False),
+}
+
+
+async def test_prices_come_for_every_known_sku_in_one_call(
+    service_client: ServiceClient, stand: Stand
+) -> None:
+    prices = await HttpCatalogue(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
+
+    assert prices == KNOWN
+    assert stand.calls == ["/products/batch?sku=KIT-A&sku=KIT-OLD&sku=NO-SUCH"]
+
+
+async def test_a_catalogue_without_the_batch_route_is_asked_sku_by_sku(
+    service_client: ServiceClient, stand: Stand
+) -> None:
+    stand.batch = False
+
+    prices = await HttpCatalogue(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
+
+    assert prices == KNOWN
+    assert len(stand.calls) == 4
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_a_failing_catalogue_is_unavailable(
+    service_client: ServiceClient, stand: Stand, batch: bool
+) -> None:
+    stand.batch = batch
+    with pytest.raises(ServiceUnavailable):
+        await HttpCatalogue(service_client).prices(["KIT-A", "BOOM-500"])
+
+
+async def test_an_unreadable_batch_is_unavailable(service_client: ServiceClient) -> None:
+    with pytest.raises(ServiceUnavailable):
+        await HttpCatalogue(service_client).prices(["GARBLED"])
+
+
+async def test_an_unreachable_catalogue_or_payments_is_unavailable() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    client = ServiceClient({"catalog": [nowhere], "payments": [nowhere]}, timeout=1.0, attempts=1)
+    await client.start()
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await HttpCatalogue(client).prices(["KIT-A"])
+        with pytest.raises(ServiceUnavailable):
+            await HttpCards(client).tokenize("4242424242424242")
+    finally:
+        await client.close()
+
+
+async def test_a_card_is_tokenized_on_the_shoppers_behalf(
+    service_client: ServiceClient, stand: Stand
+) -> None:
+    token = context.bearer_token.set("shopper-token")
+    try:
+        card = await HttpCards(service_client).tokenize("5555555555554444")
+    finally:
+        context.bearer_token.reset(token)
+
+    assert card == Card(token="tok_1", brand="mastercard", last4="4444")
+    assert stand.authorization == "Bearer shopper-token"
+
+
+async def test_a_card_payments_refuses_is_invalid_without_its_number(
+    service_client: ServiceClient,
+) -> None:
+    with pytest.raises(InvalidCard) as refused:
+        await HttpCards(service_client).tokenize(REFUSED)
+
+    assert REFUSED not in str(refused.value)
