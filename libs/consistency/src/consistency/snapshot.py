@@ -1,0 +1,223 @@
+"""What the checker reads: every service's records, through the gateway, as an admin.
+
+The reads are not one transaction across services (there is none): an order may move on between
+reading orders and reading inventory. :func:`read_settled` therefore reads until two snapshots in
+a row agree on every order's status, after waiting for the orders in progress to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+
+class ReadFailed(RuntimeError):
+    """A service could not be read (down, refusing the admin, answering something else)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    status: str
+    step: str
+    total: int
+    lines: tuple[Line, ...]
+    deadline_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StockRow:
+    sku: str
+    on_hand: int
+    reserved: int
+    seeded: int
+    adjusted: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    order_id: str
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    order_id: str
+    status: str
+    captured_amount: int
+    refunded_amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    account: str
+    debit: int
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    id: str
+    order_id: str | None
+    kind: str
+    amount: int
+    entries: tuple[Entry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    taken_at: datetime
+    orders: tuple[Order, ...]
+    stock: tuple[StockRow, ...]
+    active_reservations: tuple[Reservation, ...]
+    payments: tuple[Payment, ...]
+    movements: tuple[Movement, ...]
+
+
+def _lines(raw: Any) -> tuple[Line, ...]:
+    return tuple(Line(str(line["sku"]), int(line["quantity"])) for line in raw)
+
+
+def _when(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_order(raw: Mapping[str, Any]) -> Order:
+    return Order(
+        id=str(raw["id"]),
+        status=str(raw["status"]),
+        step=str((raw.get("checkout") or {}).get("step", "")),
+        total=int(raw["total"]),
+        lines=_lines(raw["lines"]),
+        deadline_at=_when(raw["deadline_at"]),
+    )
+
+
+def parse_stock(raw: Mapping[str, Any]) -> StockRow:
+    return StockRow(
+        sku=str(raw["sku"]),
+        on_hand=int(raw["on_hand"]),
+        reserved=int(raw["reserved"]),
+        seeded=int(raw["seeded"]),
+        adjusted=int(raw["adjusted"]),
+    )
+
+
+def parse_payment(raw: Mapping[str, Any]) -> Payment:
+    return Payment(
+        order_id=str(raw["order_id"]),
+        status=str(raw["status"]),
+        captured_amount=int(raw.get("captured_amount") or 0),
+        refunded_amount=int(raw.get("refunded_amount") or 0),
+    )
+
+
+def parse_movement(raw: Mapping[str, Any]) -> Movement:
+    return Movement(
+        id=str(raw["id"]),
+        order_id=raw.get("order_id"),
+        kind=str(raw["kind"]),
+        amount=int(raw["amount"]),
+        entries=tuple(
+            Entry(str(e["account"]), int(e["debit"]), int(e["credit"])) for e in raw["entries"]
+        ),
+    )
+
+
+class Gateway:
+    """An admin's view of the system through its gateway."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url.rstrip("/")
+        self._token: str | None = None
+
+    async def log_in(self, email: str, password: str) -> None:
+        async with self.session.post(
+            f"{self.url}/api/identity/token", json={"email": email, "password": password}
+        ) as reply:
+            if reply.status != 200:
+                raise ReadFailed(
+                    f"could not log in as {email} ({reply.status}): {await reply.text()}; set "
+                    "AGORA_ADMIN_EMAIL and AGORA_ADMIN_PASSWORD to the system's admin"
+                )
+            self._token = str((await reply.json())["access_token"])
+
+    async def pages(self, path: str, **params: str) -> AsyncIterator[Mapping[str, Any]]:
+        """Every item of a paged listing (``{items, next_cursor}``)."""
+        cursor: str | None = None
+        while True:
+            query = {**params, "limit": "500"}
+            if cursor:
+                query["cursor"] = cursor
+            body = await self.get(path, query)
+            for item in body["items"]:
+                yield item
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        for attempt in range(5):
+            async with self.session.get(
+                f"{self.url}{path}", params=params, headers=headers
+            ) as reply:
+                if reply.status == 200:
+                    return await reply.json()
+                if reply.status in {429, 502, 503, 504} and attempt < 4:
+                    await asyncio.sleep(float(reply.headers.get("Retry-After", "0.5")))
+                    continue
+                raise ReadFailed(f"GET {path} answered {reply.status}: {await reply.text()}")
+        raise AssertionError("unreachable")
+
+    async def snapshot(self) -> Snapshot:
+        taken_at = datetime.now(UTC)
+        orders = tuple([parse_order(o) async for o in self.pages("/api/orders")])
+        stock = tuple([parse_stock(s) async for s in self.pages("/api/inventory/stock")])
+        reservations = tuple(
+            [
+                Reservation(str(r["order_id"]), _lines(r["lines"]))
+                async for r in self.pages("/api/inventory/reservations", status="active")
+            ]
+        )
+        payments = tuple([parse_payment(p) async for p in self.pages("/api/payments")])
+        movements = tuple(
+            [parse_movement(m) async for m in self.pages("/api/payments/ledger/movements")]
+        )
+        return Snapshot(taken_at, orders, stock, reservations, payments, movements)
+
+
+async def read_settled(gateway: Gateway, *, wait: float) -> Snapshot:
+    """A snapshot once no order is in progress (or ``wait`` seconds have passed), read twice
+    in a row with the same order statuses, so no order moved on between the services' reads."""
+    deadline = time.monotonic() + wait
+    previous: Snapshot | None = None
+    while True:
+        current = await gateway.snapshot()
+        settled = all(
+            o.status in {"CONFIRMED", "CANCELLED"} or o.deadline_at <= current.taken_at
+            for o in current.orders
+        )
+        stable = previous is not None and _statuses(previous) == _statuses(current)
+        if (stable and settled) or (previous is not None and time.monotonic() >= deadline):
+            return current
+        previous = current
+        await asyncio.sleep(0.1 if settled else 0.5)
+
+
+def _statuses(snapshot: Snapshot) -> dict[str, str]:
+    return {order.id: order.status for order in snapshot.orders}

@@ -1,0 +1,169 @@
+"""The invariants `agora verify` checks, over snapshots built by hand: each one catches what it is
+for and stays quiet about a consistent system."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from consistency.checks import check
+from consistency.snapshot import (
+    Entry,
+    Line,
+    Movement,
+    Order,
+    Payment,
+    Reservation,
+    Snapshot,
+    StockRow,
+)
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+PAST = NOW - timedelta(minutes=1)
+FUTURE = NOW + timedelta(minutes=1)
+
+
+def order(
+    id: str, status: str, *lines: Line, total: int = 1000, deadline: datetime = PAST
+) -> Order:
+    return Order(id, status, "done", total, lines, deadline)
+
+
+def movement(id: str, order_id: str, kind: str, amount: int, debit: str, credit: str) -> Movement:
+    return Movement(id, order_id, kind, amount, (Entry(debit, amount, 0), Entry(credit, 0, amount)))
+
+
+def consistent() -> Snapshot:
+    """Two orders on one SKU of 20: one sold 2 units for 1000, one cancelled."""
+    return Snapshot(
+        taken_at=NOW,
+        orders=(
+            order("o-1", "CONFIRMED", Line("SKU-1", 2), total=1000),
+            order("o-2", "CANCELLED", Line("SKU-1", 5), total=2500),
+        ),
+        stock=(StockRow("SKU-1", on_hand=18, reserved=0, seeded=20, adjusted=0),),
+        active_reservations=(),
+        payments=(Payment("o-1", "captured", 1000, 0), Payment("o-2", "voided", 0, 0)),
+        movements=(
+            movement("m-1", "o-1", "authorize", 1000, "card_authorizations", "customer_cards"),
+            movement("m-2", "o-1", "release", 1000, "customer_cards", "card_authorizations"),
+            movement("m-3", "o-1", "capture", 1000, "processor_receivable", "sales"),
+            movement("m-4", "o-2", "authorize", 2500, "card_authorizations", "customer_cards"),
+            movement("m-5", "o-2", "void", 2500, "customer_cards", "card_authorizations"),
+        ),
+    )
+
+
+def problems(snapshot: Snapshot) -> list[str]:
+    return [f"{v.check} {v.subject}" for v in check(snapshot).violations]
+
+
+def test_a_consistent_system_has_no_violation() -> None:
+    report = check(consistent())
+
+    assert report.ok
+    assert report.counts["confirmed"] == 1
+    assert report.counts["cancelled"] == 1
+
+
+def test_an_order_pending_past_its_deadline_is_a_violation_but_one_in_progress_is_not() -> None:
+    late = replace(consistent(), orders=(*consistent().orders, order("o-3", "PENDING")))
+    running = replace(
+        consistent(), orders=(*consistent().orders, order("o-3", "PENDING", deadline=FUTURE))
+    )
+
+    assert problems(late) == ["order-terminal order o-3"]
+    assert problems(running) == []
+    assert check(running).in_progress == ("o-3",)
+
+
+def test_stock_that_does_not_match_the_confirmed_sales_is_a_violation() -> None:
+    oversold = replace(
+        consistent(), stock=(StockRow("SKU-1", on_hand=17, reserved=0, seeded=20, adjusted=0),)
+    )
+    adjusted = replace(
+        consistent(), stock=(StockRow("SKU-1", on_hand=21, reserved=0, seeded=20, adjusted=3),)
+    )
+
+    assert problems(oversold) == ["stock sku SKU-1"]
+    assert problems(adjusted) == []
+
+
+def test_negative_or_over_reserved_stock_is_a_violation() -> None:
+    negative = replace(
+        consistent(), stock=(StockRow("SKU-1", on_hand=-1, reserved=0, seeded=0, adjusted=1),)
+    )
+    over = replace(
+        consistent(), stock=(StockRow("SKU-1", on_hand=18, reserved=19, seeded=20, adjusted=0),)
+    )
+
+    assert "stock sku SKU-1" in problems(negative)
+    assert problems(over) == ["stock sku SKU-1"]
+
+
+def test_the_stock_of_an_order_in_progress_is_not_judged() -> None:
+    in_flight = order("o-3", "PENDING", Line("SKU-1", 1), deadline=FUTURE)
+    committed_early = replace(
+        consistent(),
+        orders=(*consistent().orders, in_flight),
+        stock=(StockRow("SKU-1", on_hand=17, reserved=0, seeded=20, adjusted=0),),
+    )
+
+    assert problems(committed_early) == []
+
+
+def test_a_reservation_left_for_a_terminal_order_is_a_violation() -> None:
+    left = replace(
+        consistent(),
+        active_reservations=(Reservation("o-2", (Line("SKU-1", 5),)),),
+        stock=(StockRow("SKU-1", on_hand=18, reserved=5, seeded=20, adjusted=0),),
+    )
+
+    assert problems(left) == ["reservation order o-2"]
+
+
+def test_money_that_does_not_match_the_outcome_is_a_violation() -> None:
+    unpaid = replace(
+        consistent(),
+        payments=(Payment("o-1", "authorized", 0, 0), Payment("o-2", "voided", 0, 0)),
+    )
+    charged_for_nothing = replace(
+        consistent(),
+        payments=(Payment("o-1", "captured", 1000, 0), Payment("o-2", "captured", 2500, 0)),
+    )
+    refunded = replace(
+        consistent(),
+        payments=(Payment("o-1", "captured", 1000, 0), Payment("o-2", "refunded", 2500, 2500)),
+    )
+
+    assert "money order o-1" in problems(unpaid)
+    assert "money order o-2" in problems(charged_for_nothing)
+    assert "money order o-2" not in problems(refunded)
+
+
+def test_two_captures_of_one_order_are_a_violation() -> None:
+    twice = replace(
+        consistent(),
+        movements=(
+            *consistent().movements,
+            movement("m-6", "o-1", "capture", 1000, "processor_receivable", "sales"),
+        ),
+    )
+
+    assert "money order o-1" in problems(twice)
+
+
+def test_an_unbalanced_movement_and_sales_unlike_the_orders_are_violations() -> None:
+    lopsided = Movement(
+        "m-9",
+        "o-1",
+        "capture",
+        1000,
+        (Entry("processor_receivable", 1000, 0), Entry("sales", 0, 900)),
+    )
+    unbalanced = replace(consistent(), movements=(*consistent().movements[:2], lopsided))
+
+    found = problems(unbalanced)
+
+    assert "ledger movement m-9" in found
+    assert "ledger all accounts" in found
