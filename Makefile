@@ -20,6 +20,7 @@ help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
 	@echo "make test    lint, type-check, check the import contracts and run every test"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
+	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -53,6 +54,7 @@ test: lint typecheck contracts-lint unit
 bench: sync
 	$(BIN)/python bench/read_path.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/checkout.py
 
 reset: sync
 	$(BIN)/agora reset
