@@ -28,7 +28,7 @@ from agora.messaging.envelope import CloudEvent
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
-PROCESSES = 4  # nats, identity, catalog, gateway
+PROCESSES = 7  # nats, identity, catalog, inventory, payments, orders, gateway
 STREAM = "AGORA_IDENTITY"
 SUBJECT = "agora.identity.events.UserRegistered.v1"
 DELIVERY_BOUND = 60.0  # seconds for the events to arrive once the broker is back

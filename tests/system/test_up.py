@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "system-test admin passphrase"
-PROCESSES = 4  # nats, identity, catalog, gateway
+PROCESSES = 7  # nats, identity, catalog, inventory, payments, orders, gateway
 
 
 @pytest.fixture
@@ -104,7 +104,15 @@ def test_the_journey_survives_a_killed_catalog_and_sigterm_leaves_nothing(
     system: RunningSystem,
 ) -> None:
     processes = system.wait_healthy(count=PROCESSES)
-    assert {p["service"] for p in processes} == {"nats", "identity", "catalog", "gateway"}
+    assert {p["service"] for p in processes} == {
+        "nats",
+        "identity",
+        "catalog",
+        "inventory",
+        "payments",
+        "orders",
+        "gateway",
+    }
     assert f"Gateway: {system.gateway_url}" in system.printed()
 
     with httpx.Client(base_url=system.gateway_url, timeout=30) as api:

@@ -1,0 +1,282 @@
+"""Checkout throughput and latency: confirmed orders per second, and place → confirmed latency.
+
+It runs the whole system with `agora up` (embedded profile: SQLite files, the embedded broker, one
+process per service) in a throwaway directory, registers shoppers, stocks every product up so the
+runs never sell out, and then:
+
+1. offers a fixed load (``--rate`` orders per second, default 50) for ``--seconds`` and reports
+   place → confirmed latency p50/p99 and how many orders confirmed;
+2. saturates it: ``--concurrency`` shoppers each placing an order as soon as their last one was
+   accepted, for ``--seconds``, and reports confirmed orders per second.
+
+Latency is the order's own record: from ``placed_at`` (the placing transaction) to ``updated_at``
+when it turned CONFIRMED (its last write), both stamped by orders, plus the client's wait for the
+POST answer reported on its own. Each phase runs ``--rounds`` times; medians are printed. Targets on
+a 2-core machine: at least 100 confirmed orders/s at saturation, p99 at most 500 ms at 50
+orders/s; missing one is reported, not an error. It exits non-zero only when something failed.
+
+    .venv/bin/python bench/checkout.py [--seconds 15] [--rate 50] [--concurrency 48] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agora.harness import RunningSystem
+
+ADMIN_EMAIL = "admin@bench.example"
+ADMIN_PASSWORD = "checkout bench admin passphrase"  # noqa: S105 (a throwaway system's)
+CARD = "4242 4242 4242 4242"
+ADDRESS = {
+    "name": "Grace Hopper",
+    "line1": "1 Navy Yard",
+    "city": "Arlington",
+    "postal_code": "22202",
+    "country": "US",
+}
+PROCESSES = 7
+SHOPPERS = 64
+TARGET_THROUGHPUT = 100.0
+TARGET_P99_MS = 500.0
+
+
+@dataclass
+class Placed:
+    order_id: str
+    post_seconds: float
+
+
+class Shop:
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+        self.skus: list[str] = []
+        self.tokens: list[str] = []
+        self.admin = ""
+        self.random = random.Random(11)
+
+    async def token(self, email: str, password: str) -> str:
+        async with self.session.post(
+            f"{self.url}/api/identity/token", json={"email": email, "password": password}
+        ) as reply:
+            assert reply.status == 200, await reply.text()
+            return str((await reply.json())["access_token"])
+
+    async def prepare(self) -> None:
+        self.admin = await self.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+        async with self.session.get(f"{self.url}/api/catalog/products?limit=100") as reply:
+            self.skus = [p["sku"] for p in (await reply.json())["items"]]
+        for sku in self.skus:
+            async with self.session.post(
+                f"{self.url}/api/inventory/stock/{sku}/adjustments",
+                json={"delta": 1_000_000, "reason": "bench: never sell out"},
+                headers={"authorization": f"Bearer {self.admin}"},
+            ) as reply:
+                assert reply.status == 200, await reply.text()
+
+        # Registering hashes a password (argon2id, slow on purpose): a few at a time.
+        hashing = asyncio.Semaphore(4)
+
+        async def shopper() -> str:
+            async with hashing:
+                return await self.register()
+
+        self.tokens = list(await asyncio.gather(*(shopper() for _ in range(SHOPPERS))))
+
+    async def register(self) -> str:
+        email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
+        password = f"bench-pass-{uuid.uuid4().hex[:8]}"
+        async with self.session.post(
+            f"{self.url}/api/identity/users", json={"email": email, "password": password}
+        ) as reply:
+            assert reply.status == 201, await reply.text()
+        return await self.token(email, password)
+
+    async def place(self, n: int) -> Placed:
+        lines = [
+            {"sku": sku, "quantity": self.random.randint(1, 3)}
+            for sku in self.random.sample(self.skus, self.random.randint(1, 3))
+        ]
+        headers = {
+            "authorization": f"Bearer {self.tokens[n % len(self.tokens)]}",
+            "idempotency-key": uuid.uuid4().hex,
+        }
+        body = {"lines": lines, "shipping_address": ADDRESS, "card_number": CARD}
+        started = time.perf_counter()
+        async with self.session.post(f"{self.url}/api/orders", json=body, headers=headers) as r:
+            if r.status not in {201, 202}:
+                raise RuntimeError(f"checkout answered {r.status}: {await r.text()}")
+            order_id = str((await r.json())["id"])
+        return Placed(order_id, time.perf_counter() - started)
+
+    async def orders(self, ids: set[str]) -> list[dict[str, Any]]:
+        """The admin's view of these orders, once every one of them is terminal."""
+        deadline = time.monotonic() + 120
+        while True:
+            found: list[dict[str, Any]] = []
+            cursor = ""
+            while True:
+                query = f"limit=500&cursor={cursor}" if cursor else "limit=500"
+                async with self.session.get(
+                    f"{self.url}/api/orders?{query}",
+                    headers={"authorization": f"Bearer {self.admin}"},
+                ) as reply:
+                    page = await reply.json()
+                found.extend(o for o in page["items"] if o["id"] in ids)
+                cursor = page.get("next_cursor") or ""
+                if not cursor:
+                    break
+            done = [o for o in found if o["status"] in {"CONFIRMED", "CANCELLED"}]
+            if len(done) == len(ids) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def fixed_load(shop: Shop, rate: float, seconds: float) -> dict[str, float]:
+    tasks: list[asyncio.Task[Placed]] = []
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < seconds:
+        tasks.append(asyncio.create_task(shop.place(n)))
+        n += 1
+        # Open-loop arrivals: the next order is due at n / rate, however slow the answers are.
+        await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+    placed = await asyncio.gather(*tasks)
+    orders = await shop.orders({p.order_id for p in placed})
+    confirmed = [o for o in orders if o["status"] == "CONFIRMED"]
+    latency = [seconds_between(o["placed_at"], o["updated_at"]) * 1000 for o in confirmed]
+    posts = [p.post_seconds * 1000 for p in placed]
+    return {
+        "offered_per_s": n / seconds,
+        "confirmed": len(confirmed),
+        "not_confirmed": len(orders) - len(confirmed),
+        "p50_ms": quantile(latency, 0.5),
+        "p99_ms": quantile(latency, 0.99),
+        "post_p50_ms": quantile(posts, 0.5),
+        "post_p99_ms": quantile(posts, 0.99),
+    }
+
+
+async def saturate(shop: Shop, concurrency: int, seconds: float) -> dict[str, float]:
+    placed: list[Placed] = []
+    stop_at = time.monotonic() + seconds
+
+    async def shopper(i: int) -> None:
+        n = i
+        while time.monotonic() < stop_at:
+            placed.append(await shop.place(n))
+            n += concurrency
+
+    began = datetime.now().astimezone()
+    await asyncio.gather(*(shopper(i) for i in range(concurrency)))
+    orders = await shop.orders({p.order_id for p in placed})
+    confirmed = [o for o in orders if o["status"] == "CONFIRMED"]
+    last = max(datetime.fromisoformat(o["updated_at"]) for o in confirmed)
+    span = (last - began).total_seconds()
+    latency = [seconds_between(o["placed_at"], o["updated_at"]) * 1000 for o in confirmed]
+    return {
+        "placed": len(placed),
+        "confirmed": len(confirmed),
+        "confirmed_per_s": len(confirmed) / span,
+        "p50_ms": quantile(latency, 0.5),
+        "p99_ms": quantile(latency, 0.99),
+    }
+
+
+def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def show(title: str, result: dict[str, float], rounds: list[dict[str, float]]) -> None:
+    print(f"\n{title} (median of {len(rounds)} rounds)")
+    for key, value in result.items():
+        each = ", ".join(f"{r[key]:.1f}" for r in rounds)
+        print(f"  {key:>16}: {value:10.1f}   (rounds: {each})")
+
+
+async def run(url: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        shop = Shop(session, url)
+        await shop.prepare()
+        await fixed_load(shop, args.rate, 3)  # warm-up: connections, caches, JIT-free paths
+        fixed_rounds, saturated_rounds = [], []
+        for _ in range(args.rounds):
+            fixed_rounds.append(await fixed_load(shop, args.rate, args.seconds))
+            saturated_rounds.append(await saturate(shop, args.concurrency, args.seconds))
+        fixed, saturated = median_of(fixed_rounds), median_of(saturated_rounds)
+        show(
+            f"Fixed load: {args.rate:g} orders/s offered for {args.seconds:g} s",
+            fixed,
+            fixed_rounds,
+        )
+        show(
+            f"Saturation: {args.concurrency} shoppers placing back to back for {args.seconds:g} s",
+            saturated,
+            saturated_rounds,
+        )
+        return fixed, saturated
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    env = {
+        **os.environ,
+        "AGORA_ADMIN_EMAIL": ADMIN_EMAIL,
+        "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "AGORA_GATEWAY_RATE_LIMIT": "1000000",
+        "AGORA_GATEWAY_RATE_BURST": "1000000",
+        "AGORA_LOG_LEVEL": "warning",
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="agora-bench-") as directory,
+        RunningSystem(Path(directory) / "shop", env=env) as system,
+    ):
+        system.wait_healthy(count=PROCESSES)
+        fixed, saturated = asyncio.run(run(system.gateway_url, args))
+        code = system.stop()
+    print()
+    throughput_ok = saturated["confirmed_per_s"] >= TARGET_THROUGHPUT
+    latency_ok = fixed["p99_ms"] <= TARGET_P99_MS
+    print(
+        f"confirmed orders/s at saturation: {saturated['confirmed_per_s']:.1f} "
+        f"(target ≥ {TARGET_THROUGHPUT:g}: {'met' if throughput_ok else 'MISSED'})"
+    )
+    print(
+        f"place → confirmed p99 at {args.rate:g}/s: {fixed['p99_ms']:.0f} ms "
+        f"(target ≤ {TARGET_P99_MS:g} ms: {'met' if latency_ok else 'MISSED'})"
+    )
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

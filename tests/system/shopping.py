@@ -1,0 +1,144 @@
+"""The shop through its gateway, as shoppers and an admin use it: what the system tests share.
+
+Imported by name (`pythonpath` in the pytest settings puts tests/system on the path).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from agora.harness import RunningSystem
+
+ADMIN_EMAIL = "admin@shop.example"
+ADMIN_PASSWORD = "tide-pool lantern orchard 42"
+
+# The simulated processor's test cards.
+APPROVED = "4242 4242 4242 4242"
+DECLINED = "4000 0000 0000 0002"
+INSUFFICIENT_FUNDS = "4000 0000 0000 9995"
+PROCESSOR_ERROR = "4000 0000 0000 0119"
+PROCESSOR_TIMEOUT = "4000 0000 0000 0259"
+
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+TERMINAL = {"CONFIRMED", "CANCELLED"}
+
+
+def admin_env(**extra: str) -> dict[str, str]:
+    """Settings every system test shares: its own admin, and no rate limit to speak of (the
+    tests send a whole shop's traffic from one address)."""
+    return {
+        "AGORA_ADMIN_EMAIL": ADMIN_EMAIL,
+        "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "AGORA_GATEWAY_RATE_LIMIT": "100000",
+        "AGORA_GATEWAY_RATE_BURST": "100000",
+        **extra,
+    }
+
+
+def log_in(api: httpx.Client, email: str, password: str) -> dict[str, str]:
+    answer = api.post("/api/identity/token", json={"email": email, "password": password})
+    assert answer.status_code == 200, answer.text
+    return {"authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+@dataclass
+class Shopper:
+    """One logged-in user of the shop."""
+
+    api: httpx.Client
+    headers: dict[str, str]
+    email: str
+
+    def place(
+        self,
+        lines: list[dict[str, Any]],
+        card: str = APPROVED,
+        *,
+        key: str | None = None,
+        **extra: Any,
+    ) -> httpx.Response:
+        body = {"lines": lines, "shipping_address": ADDRESS, "card_number": card, **extra}
+        headers = {**self.headers, "idempotency-key": key or uuid.uuid4().hex}
+        return self.api.post("/api/orders", json=body, headers=headers)
+
+    def order(self, order_id: str) -> httpx.Response:
+        return self.api.get(f"/api/orders/{order_id}", headers=self.headers)
+
+    def cancel(self, order_id: str) -> httpx.Response:
+        return self.api.post(f"/api/orders/{order_id}/cancel", headers=self.headers)
+
+    def payments(self, order_id: str) -> list[dict[str, Any]]:
+        answer = self.api.get("/api/payments", params={"order_id": order_id}, headers=self.headers)
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    def wait_until_terminal(self, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.order(order_id)
+            assert answer.status_code == 200, answer.text
+            order: dict[str, Any] = answer.json()
+            if order["status"] in TERMINAL or time.monotonic() > deadline:
+                return order
+            time.sleep(0.05)
+
+
+@dataclass
+class Shop:
+    """The shop behind a running system's gateway, with its admin logged in."""
+
+    system: RunningSystem
+    api: httpx.Client
+    admin: dict[str, str] = field(default_factory=dict)
+
+    def shopper(self) -> Shopper:
+        email = f"shopper-{uuid.uuid4().hex[:10]}@example.com"
+        password = f"plum-orchard-{uuid.uuid4().hex[:8]}"
+        answer = self.api.post("/api/identity/users", json={"email": email, "password": password})
+        assert answer.status_code == 201, answer.text
+        return Shopper(self.api, log_in(self.api, email, password), email)
+
+    def available(self, sku: str) -> int:
+        answer = self.api.get(f"/api/inventory/stock/{sku}")
+        assert answer.status_code == 200, answer.text
+        available: int = answer.json()["available"]
+        return available
+
+    def adjust(self, sku: str, delta: int) -> httpx.Response:
+        return self.api.post(
+            f"/api/inventory/stock/{sku}/adjustments",
+            json={"delta": delta, "reason": "system test"},
+            headers=self.admin,
+        )
+
+    def products(self, count: int) -> list[dict[str, Any]]:
+        answer = self.api.get("/api/catalog/products", params={"limit": str(count)})
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    def verify(self) -> str:
+        """`agora verify` in the system's directory; fails the test on any violation."""
+        result = self.system.agora("verify", "--wait", "60", timeout=180)
+        assert result.returncode == 0, f"agora verify failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+
+@contextmanager
+def open_shop(system: RunningSystem) -> Iterator[Shop]:
+    with httpx.Client(base_url=system.gateway_url, timeout=60) as api:
+        yield Shop(system, api, log_in(api, ADMIN_EMAIL, ADMIN_PASSWORD))
