@@ -127,6 +127,12 @@ class SqlUsers:
             update(users).where(users.c.id == user_id).values(password_hash=password_hash)
         )
 
+    def page(self, session: Session, after: str | None, limit: int) -> list[User]:
+        query = select(users).order_by(users.c.id).limit(limit)
+        if after is not None:
+            query = query.where(users.c.id > after)
+        return [_user(row) for row in session.execute(query)]
+
 
 def _user(row: Row[Any]) -> User:
     return User(

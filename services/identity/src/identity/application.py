@@ -64,6 +64,9 @@ class UserRepository(Protocol):
 
     def set_password_hash(self, session: Session, user_id: str, password_hash: str) -> None: ...
 
+    def page(self, session: Session, after: str | None, limit: int) -> list[User]:
+        """Up to ``limit`` accounts ordered by id, after the id ``after`` when given."""
+
 
 class KeyRepository(Protocol):
     def all(self, session: Session) -> list[SigningKey]: ...
@@ -159,6 +162,15 @@ def add_admin(session: Session, users: UserRepository, admin: User) -> bool:
 
 def find_user_by_email(session: Session, users: UserRepository, email: str) -> User | None:
     return users.by_email(session, email)
+
+
+def list_users(
+    session: Session, users: UserRepository, after: str | None, limit: int
+) -> tuple[list[User], str | None]:
+    """One page of accounts and the id to continue after (None on the last page)."""
+    found = users.page(session, after, limit + 1)
+    page = found[:limit]
+    return page, (page[-1].id if len(found) > limit else None)
 
 
 def find_user(session: Session, users: UserRepository, user_id: str) -> User:
@@ -313,6 +325,11 @@ class Identity:
 
     async def me(self, uow: UnitOfWork, user_id: str) -> User:
         return await uow.query(find_user, self.users, user_id)
+
+    async def users_page(
+        self, uow: UnitOfWork, after: str | None, limit: int
+    ) -> tuple[list[User], str | None]:
+        return await uow.query(list_users, self.users, after, limit)
 
     async def key_set(self, uow: UnitOfWork) -> dict[str, Any]:
         """The JWKS document: every key a still-valid token may name."""

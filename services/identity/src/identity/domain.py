@@ -6,6 +6,7 @@ be checked with any clock.
 
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -47,6 +48,29 @@ class LoginLocked(Exception):
 
 class UnknownUser(Exception):
     """User not found."""
+
+
+class InvalidCursor(Exception):
+    """Invalid cursor."""
+
+
+USERS_PAGE_MAX = 500
+
+
+def users_cursor(user_id: str) -> str:
+    """The opaque position after ``user_id`` in the listing of accounts (ordered by id)."""
+    return base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
+
+
+def after_user(cursor: str) -> str:
+    """The account id a :func:`users_cursor` stands for; :class:`InvalidCursor` otherwise."""
+    try:
+        user_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidCursor("the cursor is not one this service handed out") from error
+    if not user_id or len(user_id) > 36 or not user_id.isprintable():
+        raise InvalidCursor("the cursor is not one this service handed out")
+    return user_id
 
 
 class KeyRotationConflict(Exception):

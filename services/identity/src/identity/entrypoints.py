@@ -5,6 +5,7 @@
 | POST /users ``{email, password}`` | anyone | 201 ``{id, email, roles}`` |
 | POST /token ``{email, password}`` | anyone | 200 ``{access_token, token_type, expires_in}`` |
 | GET /me | logged in | 200 ``{id, email, roles}`` |
+| GET /users?limit=&cursor= | admin | 200 ``{items: [{id, email, roles, created_at}], ...}`` |
 | GET /.well-known/jwks.json | anyone | 200 JWKS |
 | POST /keys/rotate | admin | 201 ``{kid, created_at}`` |
 """
@@ -14,21 +15,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
 from agora.deps import Admin, CurrentUser, Uow, resources
 from identity.application import Identity
 from identity.domain import (
+    USERS_PAGE_MAX,
     EmailTaken,
     InvalidCredentials,
+    InvalidCursor,
     InvalidEmail,
     KeyRotationConflict,
     LoginLocked,
     UnknownUser,
     User,
     WeakPassword,
+    after_user,
+    users_cursor,
 )
 
 # Domain errors and the status each one answers with (the problem's title is the error's first
@@ -41,6 +46,7 @@ ERRORS: dict[type[Exception], int] = {
     EmailTaken: 409,
     UnknownUser: 404,
     KeyRotationConflict: 409,
+    InvalidCursor: 400,
 }
 
 IDENTITY = "identity"  # the key under which bootstrap leaves the use cases in Resources.extra
@@ -61,6 +67,21 @@ class UserView(BaseModel):
     @classmethod
     def of(cls, user: User) -> UserView:
         return cls(id=user.id, email=user.email, roles=list(user.roles))
+
+
+class AccountView(UserView):
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> AccountView:
+        return cls(id=user.id, email=user.email, roles=list(user.roles), created_at=user.created_at)
+
+
+class AccountPage(BaseModel):
+    items: list[AccountView]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
 
 
 class TokenView(BaseModel):
@@ -116,6 +137,26 @@ async def token(body: Credentials, uow: Uow, service: Service, response: Respons
 @router.get("/me", summary="The account the access token belongs to", responses={401: PROBLEM})
 async def me(user: CurrentUser, uow: Uow, service: Service) -> UserView:
     return UserView.of(await service.me(uow, user.id))
+
+
+@router.get(
+    "/users",
+    summary="Every account, ordered by id (for operators and the consistency checker)",
+    responses={400: PROBLEM, 401: PROBLEM, 403: PROBLEM},
+)
+async def list_users(
+    _admin: Admin,
+    uow: Uow,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=USERS_PAGE_MAX)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> AccountPage:
+    after = after_user(cursor) if cursor else None
+    found, last = await service.users_page(uow, after, limit)
+    return AccountPage(
+        items=[AccountView.of(user) for user in found],
+        next_cursor=users_cursor(last) if last is not None else None,
+    )
 
 
 @router.get("/.well-known/jwks.json", summary="The public keys that verify access tokens")
