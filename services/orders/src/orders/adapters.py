@@ -44,6 +44,7 @@ from orders.domain import (
     Order,
     Priced,
     Reason,
+    Requested,
     Status,
     Step,
 )
@@ -332,6 +333,30 @@ def _priced(product: Any) -> Priced:
         currency=str(product["currency"]),
         active=bool(product["active"]),
     )
+
+
+class HttpCart:
+    """The shopper's cart from the cart service: ``GET /cart``, on the shopper's behalf (the
+    client passes their bearer token on), so it can only ever be that user's cart."""
+
+    def __init__(self, client: ServiceClient, service: str = "cart") -> None:
+        self.client = client
+        self.service = service
+
+    async def lines(self) -> list[Requested]:
+        try:
+            reply = await self.client.request(self.service, "GET", "/cart")
+        except Problem as error:
+            raise ServiceUnavailable(f"the cart is unreachable: {error.detail}") from error
+        if reply.status != 200:
+            raise ServiceUnavailable(f"the cart answered {reply.status}")
+        try:
+            return [
+                Requested(sku=str(item["sku"]), quantity=int(item["quantity"]))
+                for item in reply.json()["items"]
+            ]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ServiceUnavailable("the cart answered with an unreadable cart") from error
 
 
 class HttpCards:

@@ -63,6 +63,7 @@ from orders.domain import (
     Status,
     card_digits,
     fingerprint,
+    from_cart,
     price,
 )
 
@@ -90,6 +91,13 @@ class Catalogue(Protocol):
 
     async def prices(self, skus: Sequence[str]) -> dict[str, Priced]:
         """The products of ``skus`` that exist (active or not), by sku."""
+
+
+class Cart(Protocol):
+    """The shopper's cart, from the cart service."""
+
+    async def lines(self) -> list[Requested]:
+        """What the cart of the user making this request holds."""
 
 
 class Cards(Protocol):
@@ -174,7 +182,8 @@ def utc_now() -> datetime:
 class PlaceOrder:
     user_id: str
     idempotency_key: str
-    lines: tuple[Requested, ...]
+    # None: the order is for what the user's cart holds.
+    lines: tuple[Requested, ...] | None
     shipping_address: Address
     # As the customer typed it; it goes to payments for a token and is then forgotten.
     card_number: str
@@ -195,12 +204,15 @@ async def place_order(
     rules: Rules,
     command: PlaceOrder,
     *,
+    cart: Cart | None = None,
     clock: Clock = utc_now,
 ) -> Placed:
     """Place the order unless its Idempotency-Key placed one already, then answer with that one.
 
-    Prices and the card token are fetched before the transaction. Of two placements with one key
-    racing each other, the unique (user, key) lets one insert; the other reads the winner's order.
+    The cart's lines (for a command without lines), prices and the card token are fetched before
+    the transaction. Of two placements with one key racing each other, the unique (user, key)
+    lets one insert; the other reads the winner's order. The cart itself is emptied by cart
+    when it hears of OrderPlaced, not here: an order placed is not undone by a cart that fails.
     """
     digits = card_digits(command.card_number)
     body = fingerprint(command.lines, command.shipping_address, digits)
@@ -208,8 +220,13 @@ async def place_order(
     earlier = await uow.query(find_by_key, store, command.user_id, command.idempotency_key)
     if earlier is not None:
         return _replay(earlier, body)
-    prices = await catalogue.prices([line.sku for line in command.lines])
-    lines, total, currency = price(command.lines, prices)
+    requested = command.lines
+    if requested is None:
+        if cart is None:
+            raise TypeError("an order without lines needs the cart service")
+        requested = from_cart(await cart.lines())
+    prices = await catalogue.prices([line.sku for line in requested])
+    lines, total, currency = price(requested, prices)
     card = await cards.tokenize(digits)
     now = clock()
     checkout, commands = Checkout.begin(rules, now)

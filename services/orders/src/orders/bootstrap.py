@@ -12,9 +12,11 @@ from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
 from orders import application, entrypoints
-from orders.adapters import HttpCards, HttpCatalogue, SqlOrders
+from orders.adapters import HttpCards, HttpCart, HttpCatalogue, SqlOrders
 from orders.application import TIMER_BATCH, Clock, utc_now
 from orders.domain import (
+    CartNotOrderable,
+    EmptyCart,
     IdempotencyKeyReused,
     InvalidCard,
     InvalidCursor,
@@ -35,16 +37,19 @@ ERRORS: dict[type[Exception], int] = {
     InvalidCard: 422,
     IdempotencyKeyReused: 422,
     InvalidCursor: 400,
+    EmptyCart: 422,
+    CartNotOrderable: 422,
 }
 
 DESCRIPTION = """Orders and the checkout saga.
 
-A logged-in customer places an order from lines (sku, quantity), a shipping address and a card
-number, with an `Idempotency-Key` header. Prices come from the catalogue; the card goes to
-payments for a token and is never stored. The order starts PENDING while its checkout reserves
-the stock, authorizes the payment, then captures it and commits the stock; it ends CONFIRMED, or
-CANCELLED with a reason once whatever the checkout took is given back. Customers see and cancel
-their own orders (until they are charged); admins see every order.
+A logged-in customer places an order from lines (sku, quantity), or from what their cart holds,
+with a shipping address and a card number and an `Idempotency-Key` header. Prices come from the
+catalogue; the card goes to payments for a token and is never stored. The order starts PENDING
+while its checkout reserves the stock, authorizes the payment, then captures it and commits the
+stock; it ends CONFIRMED, or CANCELLED with a reason once whatever the checkout took is given back.
+Customers see and cancel their own orders (until they are charged) and follow one's status live
+(`GET /orders/{id}/events`, server-sent events); admins see every order.
 """
 
 
@@ -54,10 +59,11 @@ def create_app(
     verifier: TokenVerifier | None = None,
     catalogue: application.Catalogue | None = None,
     cards: application.Cards | None = None,
+    cart: application.Cart | None = None,
     clock: Clock = utc_now,
 ) -> FastAPI:
-    """The orders app. Tests pass fakes for ``catalogue`` and ``cards`` (the catalog and
-    payments services) and, for time to pass, a ``clock``."""
+    """The orders app. Tests pass fakes for ``catalogue``, ``cards`` and ``cart`` (the catalog,
+    payments and cart services) and, for time to pass, a ``clock``."""
     settings = settings or OrdersSettings()
     rules = settings.rules()
     store: application.Store = SqlOrders
@@ -87,6 +93,7 @@ def create_app(
         store=store,
         catalogue=catalogue or HttpCatalogue(resources.client),
         cards=cards or HttpCards(resources.client),
+        cart=cart or HttpCart(resources.client),
         rules=rules,
         clock=clock,
     )

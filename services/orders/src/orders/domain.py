@@ -109,6 +109,14 @@ class InvalidCursor(Exception):
     """Invalid cursor."""
 
 
+class EmptyCart(Exception):
+    """Cart is empty."""
+
+
+class CartNotOrderable(Exception):
+    """Cart cannot be ordered as it is."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """The saga's timing, from the service's settings."""
@@ -492,14 +500,31 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def fingerprint(requested: Sequence[Requested], address: Address, card_number: str) -> str:
+def from_cart(requested: Sequence[Requested]) -> tuple[Requested, ...]:
+    """The cart's lines as an order's, or why the cart cannot be ordered as it is."""
+    if not requested:
+        raise EmptyCart("the cart is empty: add products to it, or send the order's lines")
+    if len(requested) > LINES_MAX:
+        raise CartNotOrderable(f"an order has at most {LINES_MAX} lines; the cart has more")
+    skus = [line.sku for line in requested]
+    if len(set(skus)) != len(skus) or any(
+        not 1 <= line.quantity <= QUANTITY_MAX for line in requested
+    ):
+        raise CartNotOrderable("the cart holds a line no order can have")
+    return tuple(requested)
+
+
+def fingerprint(requested: Sequence[Requested] | None, address: Address, card_number: str) -> str:
     """What tells two bodies sent with one Idempotency-Key apart.
+
+    An order from the cart (``requested`` None) is told by that alone, not by what the cart held:
+    a retry after the cart was emptied by this very order must find the order, not refuse.
 
     The card number enters by its last four digits only: a full number could be found again
     from its hash by trying every number with the same issuer and check digit.
     """
     canonical = {
-        "lines": [[line.sku, line.quantity] for line in requested],
+        "lines": "cart" if requested is None else [[r.sku, r.quantity] for r in requested],
         "shipping_address": {
             "name": address.name,
             "line1": address.line1,

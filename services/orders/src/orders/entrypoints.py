@@ -64,6 +64,7 @@ class Parts:
     store: application.Store
     catalogue: application.Catalogue
     cards: application.Cards
+    cart: application.Cart
     rules: Rules
     clock: Clock = utc_now
 
@@ -151,7 +152,12 @@ class NewOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    lines: list[LineIn] = Field(min_length=1, max_length=LINES_MAX)
+    lines: list[LineIn] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=LINES_MAX,
+        description="Leave out to order what the cart holds (an empty cart is 422).",
+    )
     shipping_address: AddressIn
     card_number: str = Field(
         max_length=64, description="12 to 19 digits, spaces allowed; it is never stored."
@@ -168,7 +174,7 @@ class NewOrder(BaseModel):
 
     @model_validator(mode="after")
     def _one_line_per_sku(self) -> NewOrder:
-        skus = [line.sku for line in self.lines]
+        skus = [line.sku for line in self.lines or ()]
         if len(set(skus)) != len(skus):
             raise ValueError("each sku may appear on one line only")
         return self
@@ -297,13 +303,22 @@ async def place_order(
     command = PlaceOrder(
         user_id=user.id,
         idempotency_key=key,
-        lines=tuple(Requested(line.sku, line.quantity) for line in body.lines),
+        lines=None
+        if body.lines is None
+        else tuple(Requested(line.sku, line.quantity) for line in body.lines),
         shipping_address=Address(**body.shipping_address.model_dump()),
         card_number=body.card_number,
     )
     try:
         placed = await application.place_order(
-            uow, ports.store, ports.catalogue, ports.cards, ports.rules, command, clock=ports.clock
+            uow,
+            ports.store,
+            ports.catalogue,
+            ports.cards,
+            ports.rules,
+            command,
+            cart=ports.cart,
+            clock=ports.clock,
         )
     except InvalidCard as error:
         # As a card number refused by the schema is answered: the field, never its value.

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from agora import testing
+from agora import context, testing
 from agora.db import UnitOfWork
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import CloudEvent, EventModel
@@ -34,7 +34,7 @@ from agora.testing import STORES, InMemoryBus, SigningKey, database
 from orders import application
 from orders.adapters import SqlOrders
 from orders.bootstrap import create_app
-from orders.domain import Card, InvalidCard, Priced
+from orders.domain import Card, InvalidCard, Priced, Requested
 from orders.entrypoints import subscriptions
 from orders.settings import OrdersSettings
 
@@ -144,10 +144,30 @@ class FakeCards:
         return Card(token=f"tok_{uuid.uuid4().hex}", brand="visa", last4=card_number[-4:])
 
 
+class FakeCart:
+    """The cart service: one cart per bearer token, as the real one answers the caller's own."""
+
+    def __init__(self) -> None:
+        self.carts: dict[str, list[Requested]] = {}
+        self.down = False
+        self.asked = 0
+
+    def fill(self, headers: Headers, *lines: tuple[str, int]) -> None:
+        token = headers["Authorization"].removeprefix("Bearer ")
+        self.carts[token] = [Requested(sku, quantity) for sku, quantity in lines]
+
+    async def lines(self) -> list[Requested]:
+        self.asked += 1
+        if self.down:
+            raise ServiceUnavailable("the cart is unreachable")
+        return list(self.carts.get(context.bearer_token.get() or "", []))
+
+
 @dataclass
 class Fakes:
     catalogue: FakeCatalogue = field(default_factory=FakeCatalogue)
     cards: FakeCards = field(default_factory=FakeCards)
+    cart: FakeCart = field(default_factory=FakeCart)
 
 
 @pytest.fixture
@@ -166,7 +186,12 @@ def app_for(
 ) -> FastAPI:
     verifier = KEY.verifier()
     return create_app(
-        settings, verifier=verifier, catalogue=fakes.catalogue, cards=fakes.cards, clock=clock
+        settings,
+        verifier=verifier,
+        catalogue=fakes.catalogue,
+        cards=fakes.cards,
+        cart=fakes.cart,
+        clock=clock,
     )
 
 

@@ -1,5 +1,5 @@
-"""The clients of catalog and payments, against small HTTP stand-ins for both services: what
-each answer of theirs becomes for orders."""
+"""The clients of catalog, payments and cart, against small HTTP stand-ins for them: what each
+answer of theirs becomes for orders."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from agora import context
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
 from agora.testing import free_port
-from orders.adapters import HttpCards, HttpCatalogue
-from orders.domain import Card, InvalidCard, Priced
+from orders.adapters import HttpCards, HttpCart, HttpCatalogue
+from orders.domain import Card, InvalidCard, Priced, Requested
 
 REFUSED = "4000000000000002"
 
@@ -46,6 +46,8 @@ class Stand:
         # False: a catalog from before the batch route, which answers it 404.
         self.batch = True
         self.calls: list[str] = []
+        # What GET /cart answers: (status, body).
+        self.cart: tuple[int, Any] = (200, {"items": [], "total": 0, "currency": "EUR"})
 
     async def get_products(self, request: web.Request) -> web.Response:
         self.calls.append(request.path_qs)
@@ -77,6 +79,11 @@ class Stand:
             {"token": "tok_1", "brand": "mastercard", "last4": number[-4:]}, status=201
         )
 
+    async def get_cart(self, request: web.Request) -> web.Response:
+        self.authorization = request.headers.get("Authorization")
+        status, body = self.cart
+        return web.json_response(body, status=status)
+
 
 @pytest.fixture
 async def stand() -> AsyncIterator[Stand]:
@@ -85,6 +92,7 @@ async def stand() -> AsyncIterator[Stand]:
     app.router.add_get("/products/batch", stand.get_products)
     app.router.add_get("/products/{sku}", stand.get_product)
     app.router.add_post("/payments/cards", stand.tokenize)
+    app.router.add_get("/cart", stand.get_cart)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -98,7 +106,7 @@ async def stand() -> AsyncIterator[Stand]:
 
 @pytest.fixture
 async def service_client(stand: Stand) -> AsyncIterator[ServiceClient]:
-    services = {"catalog": [stand.url], "payments": [stand.url]}
+    services = {"catalog": [stand.url], "payments": [stand.url], "cart": [stand.url]}
     client = ServiceClient(services, timeout=2.0, attempts=1)
     await client.start()
     try:
@@ -180,3 +188,32 @@ async def test_a_card_payments_refuses_is_invalid_without_its_number(
         await HttpCards(service_client).tokenize(REFUSED)
 
     assert REFUSED not in str(refused.value)
+
+
+def cart_item(sku: str, quantity: int) -> dict[str, Any]:
+    return {"sku": sku, "name": sku, "quantity": quantity, "unit_price": 990, "line_total": 990}
+
+
+async def test_the_cart_is_read_on_the_shoppers_behalf(
+    service_client: ServiceClient, stand: Stand
+) -> None:
+    stand.cart = (200, {"items": [cart_item("KIT-A", 2), cart_item("KIT-B", 1)], "total": 0})
+    token = context.bearer_token.set("shopper-token")
+    try:
+        lines = await HttpCart(service_client).lines()
+    finally:
+        context.bearer_token.reset(token)
+
+    assert lines == [Requested("KIT-A", 2), Requested("KIT-B", 1)]
+    assert stand.authorization == "Bearer shopper-token"
+
+
+@pytest.mark.parametrize(
+    "answer", [(500, {"title": "Internal error"}), (200, {"items": [{"sku": "KIT-A"}]}), (200, [])]
+)
+async def test_a_failing_or_unreadable_cart_is_unavailable(
+    service_client: ServiceClient, stand: Stand, answer: tuple[int, Any]
+) -> None:
+    stand.cart = answer
+    with pytest.raises(ServiceUnavailable):
+        await HttpCart(service_client).lines()
