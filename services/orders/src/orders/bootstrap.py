@@ -77,6 +77,13 @@ def create_app(
             if due < TIMER_BATCH:
                 await asyncio.sleep(settings.timer_interval)
 
+    changes = entrypoints.Changes()
+
+    async def ring_on_commit(resources: Resources) -> None:
+        """Wake the status streams when a commit of this process may have changed an order."""
+        assert resources.uow is not None
+        resources.uow.after_commit(changes.ring)
+
     app = create_service_app(
         settings,
         title="Agora orders",
@@ -87,6 +94,7 @@ def create_app(
         verifier=verifier,
         subscriptions=entrypoints.subscriptions(store, rules, clock),
         background=[deadline_timer],
+        on_startup=[ring_on_commit],
     )
     resources: Resources = app.state.resources
     resources.extra[entrypoints.PARTS] = entrypoints.Parts(
@@ -96,6 +104,12 @@ def create_app(
         cart=cart or HttpCart(resources.client),
         rules=rules,
         clock=clock,
+        changes=changes,
+        follow=entrypoints.Follow(
+            poll=settings.events_poll,
+            keepalive=settings.events_keepalive,
+            max_seconds=settings.events_max_seconds,
+        ),
     )
     return app
 

@@ -6,13 +6,17 @@ answer, no log line and no row. Validation answers name the field, never its val
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from sqlalchemy.orm import Session
 
@@ -57,6 +61,35 @@ REPLAYED = "Idempotent-Replayed"
 router = APIRouter(tags=["orders"])
 
 
+class Changes:
+    """Wakes the status streams of this process when one of its commits moved a checkout on.
+
+    Fed by the unit of work's after-commit hook: every step of the saga records a command or an
+    event, so every change of an order in this process rings it. A change made by another
+    replica is found by the streams' own polling.
+    """
+
+    def __init__(self) -> None:
+        self._rung = asyncio.Event()
+
+    def ring(self) -> None:
+        rung, self._rung = self._rung, asyncio.Event()
+        rung.set()
+
+    async def wait(self) -> None:
+        """Until the next ring (bound it with ``asyncio.timeout``)."""
+        await self._rung.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """How a status stream follows its order (from the settings)."""
+
+    poll: float = 0.5
+    keepalive: float = 15.0
+    max_seconds: float = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class Parts:
     """What the routes use besides the unit of work, chosen in ``bootstrap``."""
@@ -67,6 +100,8 @@ class Parts:
     cart: application.Cart
     rules: Rules
     clock: Clock = utc_now
+    changes: Changes = field(default_factory=Changes)
+    follow: Follow = field(default_factory=Follow)
 
 
 # A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
@@ -350,6 +385,70 @@ async def list_orders(
 async def get_order(order_id: str, user: CurrentUser, uow: Uow, ports: Ports) -> Response:
     """One order, for its owner or an admin; anyone else's is not found."""
     return _order(await uow.query(application.get_order, ports.store, order_id, _viewer(user)))
+
+
+EVENT_STREAM = "text/event-stream"
+
+
+@router.get(
+    "/orders/{order_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: `status`, whose data is the order as "
+            "`GET /orders/{id}` answers it. The first is the order as it is; one follows each "
+            "change of its status or checkout step; the stream ends after CONFIRMED or "
+            "CANCELLED (or after a few minutes, when the client reconnects). Lines starting "
+            "with `:` only keep the connection alive.",
+            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def follow_order(
+    order_id: str, user: CurrentUser, uow: Uow, ports: Ports
+) -> StreamingResponse:
+    """The order's status, live, for its owner or an admin; anyone else's is not found."""
+    viewer = _viewer(user)
+    # Looked up before the stream starts, so a stranger gets a 404 problem and no stream.
+    order = await uow.query(application.get_order, ports.store, order_id, viewer)
+
+    async def current() -> Order:
+        return await uow.query(application.get_order, ports.store, order_id, viewer)
+
+    return StreamingResponse(
+        _status_events(order, current, ports.changes, ports.follow),
+        media_type=EVENT_STREAM,
+        # No cache keeps it and no proxy holds it back to fill a buffer.
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _status_events(
+    order: Order, current: Callable[[], Awaitable[Order]], changes: Changes, follow: Follow
+) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"  # how soon a client that lost the stream asks again, in ms
+    started = last_sent = time.monotonic()
+    shown: tuple[Status, Step] | None = None
+    sent = 0
+    while True:
+        if (order.status, order.checkout.step) != shown:
+            shown = (order.status, order.checkout.step)
+            sent += 1
+            data = _ORDER.dump_json(_out(order)).decode()
+            yield f"id: {sent}\nevent: status\ndata: {data}\n\n".encode()
+            last_sent = time.monotonic()
+            if order.status is not Status.PENDING:
+                return
+        now = time.monotonic()
+        if now - started >= follow.max_seconds:
+            return
+        if now - last_sent >= follow.keepalive:
+            yield b": keep-alive\n\n"
+            last_sent = now
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(follow.poll):
+                await changes.wait()
+        order = await current()
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut)

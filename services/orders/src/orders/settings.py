@@ -33,6 +33,12 @@ class OrdersSettings(ServiceSettings):
     # By then an order should be CONFIRMED or CANCELLED; the consistency checker reports those
     # that are not (an order's `deadline_at`).
     saga_deadline: float = Field(default=60.0, gt=0)
+    # GET /orders/{id}/events: how often a stream looks at its order when no commit in this
+    # process woke it (another replica moved the checkout on), the comment line that keeps idle
+    # proxies from closing it, and the longest one stream stays open (the client reconnects).
+    events_poll: float = Field(default=0.5, gt=0)
+    events_keepalive: float = Field(default=15.0, gt=0)
+    events_max_seconds: float = Field(default=300.0, gt=0)
 
     def rules(self) -> Rules:
         return Rules(

@@ -200,6 +200,13 @@ def test_a_validation_answer_never_repeats_the_card_number(shared: TestClient) -
 def test_the_api_document_names_every_route_and_the_required_key(shared: TestClient) -> None:
     document = shared.get("/openapi.json").json()
 
-    assert set(document["paths"]) == {"/orders", "/orders/{order_id}", "/orders/{order_id}/cancel"}
+    assert set(document["paths"]) == {
+        "/orders",
+        "/orders/{order_id}",
+        "/orders/{order_id}/cancel",
+        "/orders/{order_id}/events",
+    }
+    stream = document["paths"]["/orders/{order_id}/events"]["get"]["responses"]["200"]
+    assert list(stream["content"]) == ["text/event-stream"]
     (key,) = document["paths"]["/orders"]["post"]["parameters"]
     assert (key["name"], key["in"], key["required"]) == ("Idempotency-Key", "header", True)
