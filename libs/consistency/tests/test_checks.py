@@ -10,6 +10,7 @@ from consistency.checks import check
 from consistency.snapshot import (
     Entry,
     Line,
+    Message,
     Movement,
     Order,
     Payment,
@@ -24,9 +25,14 @@ FUTURE = NOW + timedelta(minutes=1)
 
 
 def order(
-    id: str, status: str, *lines: Line, total: int = 1000, deadline: datetime = PAST
+    id: str,
+    status: str,
+    *lines: Line,
+    total: int = 1000,
+    deadline: datetime = PAST,
+    user: str = "u-1",
 ) -> Order:
-    return Order(id, status, "done", total, lines, deadline)
+    return Order(id, user, status, "done", total, lines, deadline)
 
 
 def movement(id: str, order_id: str, kind: str, amount: int, debit: str, credit: str) -> Movement:
@@ -50,6 +56,13 @@ def consistent() -> Snapshot:
             movement("m-3", "o-1", "capture", 1000, "processor_receivable", "sales"),
             movement("m-4", "o-2", "authorize", 2500, "card_authorizations", "customer_cards"),
             movement("m-5", "o-2", "void", 2500, "customer_cards", "card_authorizations"),
+        ),
+        users=("u-1", "u-2"),
+        messages=(
+            Message("n-1", "u-1", "welcome", None),
+            Message("n-2", "u-2", "welcome", None),
+            Message("n-3", "u-1", "order_confirmed", "o-1"),
+            Message("n-4", "u-1", "order_cancelled", "o-2"),
         ),
     )
 
@@ -167,3 +180,50 @@ def test_an_unbalanced_movement_and_sales_unlike_the_orders_are_violations() -> 
 
     assert "ledger movement m-9" in found
     assert "ledger all accounts" in found
+
+
+def test_a_user_without_a_welcome_or_with_two_is_a_violation() -> None:
+    base = consistent()
+    missing = replace(base, messages=base.messages[1:])
+    twice = replace(base, messages=(*base.messages, Message("n-5", "u-2", "welcome", None)))
+
+    assert problems(missing) == ["messages user u-1"]
+    assert problems(twice) == ["messages user u-2"]
+
+
+def test_a_finished_order_needs_exactly_its_one_message_for_its_owner() -> None:
+    base = consistent()
+    unsaid = replace(base, messages=base.messages[:3])
+    doubled = replace(
+        base, messages=(*base.messages, Message("n-5", "u-1", "order_confirmed", "o-1"))
+    )
+    wrong_kind = replace(
+        base, messages=(*base.messages[:3], Message("n-4", "u-1", "order_confirmed", "o-2"))
+    )
+    wrong_user = replace(
+        base, messages=(*base.messages[:3], Message("n-4", "u-2", "order_cancelled", "o-2"))
+    )
+
+    assert problems(unsaid) == ["messages order o-2"]
+    assert problems(doubled) == ["messages order o-1"]
+    assert problems(wrong_kind) == ["messages order o-2"]
+    assert problems(wrong_user) == ["messages order o-2"]
+    (violation,) = check(unsaid).violations
+    assert "exactly one order_cancelled" in violation.detail
+
+
+def test_messages_about_orders_in_progress_or_unknown_and_for_strangers_are_violations() -> None:
+    base = consistent()
+    early = replace(
+        base,
+        orders=(*base.orders, order("o-3", "PENDING", deadline=FUTURE)),
+        messages=(*base.messages, Message("n-5", "u-1", "order_confirmed", "o-3")),
+    )
+    unknown = replace(
+        base, messages=(*base.messages, Message("n-5", "u-1", "order_confirmed", "o-9"))
+    )
+    stranger = replace(base, messages=(*base.messages, Message("n-5", "u-9", "welcome", None)))
+
+    assert problems(early) == ["messages order o-3"]
+    assert problems(unknown) == ["messages order o-9"]
+    assert problems(stranger) == ["messages message n-5"]

@@ -10,7 +10,11 @@ Each check compares what one service says with what another says, never a servic
   CANCELLED, and no order was captured twice (orders against payments);
 * the ledger balances: every movement is one debit and one credit of the same amount, the
   accounts sum to zero, and what it booked as sales is what orders confirmed (payments against
-  itself and against orders).
+  itself and against orders);
+* every registered user has exactly one welcome message, and every CONFIRMED or CANCELLED order
+  exactly one message saying so, in its owner's mailbox; no message is about an order that is
+  still in progress or that orders does not know, or for a user identity does not know
+  (notifications against identity and orders).
 
 An order still in progress (PENDING before its deadline) is not a violation, but the stock and
 money it touches cannot be judged yet: those SKUs and that order are left out and counted.
@@ -22,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from consistency.snapshot import Order, Snapshot
+from consistency.snapshot import Message, Order, Snapshot
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
 # Ledger movement kinds that take money from a card, and the account that books it as sales.
@@ -176,12 +180,69 @@ def ledger_balances(snapshot: Snapshot) -> Iterable[Violation]:
             )
 
 
+# The message each kind of event leaves in a mailbox.
+WELCOME = "welcome"
+MESSAGE_FOR = {"CONFIRMED": "order_confirmed", "CANCELLED": "order_cancelled"}
+
+
+def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Violation]:
+    users = set(snapshot.users)
+    welcomes: Counter[str] = Counter()
+    about: defaultdict[str, list[Message]] = defaultdict(list)
+    for message in snapshot.messages:
+        if message.user_id not in users:
+            yield Violation(
+                "messages",
+                f"message {message.id}",
+                f"{message.kind} for user {message.user_id}, whom identity does not know",
+            )
+        if message.order_id is None:
+            welcomes[message.user_id] += message.kind == WELCOME
+        else:
+            about[message.order_id].append(message)
+    for user in sorted(users):
+        if welcomes[user] != 1:
+            yield Violation("messages", f"user {user}", f"{welcomes[user]} welcome messages, not 1")
+    orders = {order.id: order for order in snapshot.orders}
+    for order in snapshot.orders:
+        messages = about.get(order.id, [])
+        if order.status not in TERMINAL:
+            if messages:
+                yield Violation(
+                    "messages",
+                    f"order {order.id}",
+                    f"still {order.status}, but has a message: "
+                    + ", ".join(m.kind for m in messages),
+                )
+            continue
+        kinds = [m.kind for m in messages]
+        if kinds != [MESSAGE_FOR[order.status]]:
+            yield Violation(
+                "messages",
+                f"order {order.id}",
+                f"{order.status}, with messages {kinds or 'none'}: exactly one "
+                f"{MESSAGE_FOR[order.status]} was due",
+            )
+        for message in messages:
+            if message.user_id != order.user_id:
+                yield Violation(
+                    "messages",
+                    f"order {order.id}",
+                    f"its message {message.id} went to user {message.user_id}, not its owner",
+                )
+    for order_id in sorted(set(about) - set(orders)):
+        yield Violation(
+            "messages", f"order {order_id}", "a message about an order that orders does not know"
+        )
+
+
 CHECKS: tuple[Callable[[Snapshot], Iterable[Violation]], ...] = (
     orders_terminal_after_deadline,
     stock_matches_sales,
     no_reservation_for_terminal_orders,
     money_matches_orders,
     ledger_balances,
+    one_message_per_user_and_finished_order,
 )
 
 
@@ -196,6 +257,8 @@ def check(snapshot: Snapshot) -> Report:
         "skus": len(snapshot.stock),
         "payments": len(snapshot.payments),
         "ledger movements": len(snapshot.movements),
+        "users": len(snapshot.users),
+        "messages": len(snapshot.messages),
     }
     return Report(violations, tuple(o.id for o in _in_progress(snapshot)), counts)
 

@@ -30,6 +30,7 @@ class Line:
 @dataclass(frozen=True, slots=True)
 class Order:
     id: str
+    user_id: str
     status: str
     step: str
     total: int
@@ -77,6 +78,16 @@ class Movement:
 
 
 @dataclass(frozen=True, slots=True)
+class Message:
+    """A message in a user's mailbox (notifications): what it is about, not what it says."""
+
+    id: str
+    user_id: str
+    kind: str
+    order_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     taken_at: datetime
     orders: tuple[Order, ...]
@@ -84,6 +95,8 @@ class Snapshot:
     active_reservations: tuple[Reservation, ...]
     payments: tuple[Payment, ...]
     movements: tuple[Movement, ...]
+    users: tuple[str, ...] = ()
+    messages: tuple[Message, ...] = ()
 
 
 def _lines(raw: Any) -> tuple[Line, ...]:
@@ -98,6 +111,7 @@ def _when(value: str) -> datetime:
 def parse_order(raw: Mapping[str, Any]) -> Order:
     return Order(
         id=str(raw["id"]),
+        user_id=str(raw["user_id"]),
         status=str(raw["status"]),
         step=str((raw.get("checkout") or {}).get("step", "")),
         total=int(raw["total"]),
@@ -137,6 +151,16 @@ def parse_movement(raw: Mapping[str, Any]) -> Movement:
     )
 
 
+def parse_message(raw: Mapping[str, Any]) -> Message:
+    order_id = raw.get("order_id")
+    return Message(
+        id=str(raw["id"]),
+        user_id=str(raw["user_id"]),
+        kind=str(raw["kind"]),
+        order_id=None if order_id is None else str(order_id),
+    )
+
+
 class Gateway:
     """An admin's view of the system through its gateway."""
 
@@ -156,11 +180,13 @@ class Gateway:
                 )
             self._token = str((await reply.json())["access_token"])
 
-    async def pages(self, path: str, **params: str) -> AsyncIterator[Mapping[str, Any]]:
-        """Every item of a paged listing (``{items, next_cursor}``)."""
+    async def pages(
+        self, path: str, *, limit: int = 500, **params: str
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Every item of a paged listing (``{items, next_cursor}``), ``limit`` a page."""
         cursor: str | None = None
         while True:
-            query = {**params, "limit": "500"}
+            query = {**params, "limit": str(limit)}
             if cursor:
                 query["cursor"] = cursor
             body = await self.get(path, query)
@@ -198,12 +224,18 @@ class Gateway:
         movements = tuple(
             [parse_movement(m) async for m in self.pages("/api/payments/ledger/movements")]
         )
-        return Snapshot(taken_at, orders, stock, reservations, payments, movements)
+        users = tuple([str(u["id"]) async for u in self.pages("/api/identity/users")])
+        messages = tuple(
+            [parse_message(m) async for m in self.pages("/api/notifications/all", limit=100)]
+        )
+        return Snapshot(taken_at, orders, stock, reservations, payments, movements, users, messages)
 
 
 async def read_settled(gateway: Gateway, *, wait: float) -> Snapshot:
-    """A snapshot once no order is in progress (or ``wait`` seconds have passed), read twice
-    in a row with the same order statuses, so no order moved on between the services' reads."""
+    """A snapshot once no order is in progress and every message is written (or ``wait``
+    seconds have passed), read twice in a row alike, so nothing moved on between the services'
+    reads. Messages follow the events that cause them, so a message still on its way is waited
+    for rather than reported."""
     deadline = time.monotonic() + wait
     previous: Snapshot | None = None
     while True:
@@ -211,7 +243,7 @@ async def read_settled(gateway: Gateway, *, wait: float) -> Snapshot:
         settled = all(
             o.status in {"CONFIRMED", "CANCELLED"} or o.deadline_at <= current.taken_at
             for o in current.orders
-        )
+        ) and _mailed(current)
         stable = previous is not None and _statuses(previous) == _statuses(current)
         if (stable and settled) or (previous is not None and time.monotonic() >= deadline):
             return current
@@ -219,5 +251,13 @@ async def read_settled(gateway: Gateway, *, wait: float) -> Snapshot:
         await asyncio.sleep(0.1 if settled else 0.5)
 
 
-def _statuses(snapshot: Snapshot) -> dict[str, str]:
-    return {order.id: order.status for order in snapshot.orders}
+def _statuses(snapshot: Snapshot) -> tuple[dict[str, str], int]:
+    return {order.id: order.status for order in snapshot.orders}, len(snapshot.messages)
+
+
+def _mailed(snapshot: Snapshot) -> bool:
+    """Whether every user and every finished order has at least its message."""
+    welcomed = {m.user_id for m in snapshot.messages if m.order_id is None}
+    about = {m.order_id for m in snapshot.messages if m.order_id is not None}
+    finished = {o.id for o in snapshot.orders if o.status in {"CONFIRMED", "CANCELLED"}}
+    return set(snapshot.users) <= welcomed and finished <= about
