@@ -1,0 +1,1 @@
+"""Agora cart: one open cart per user."""

@@ -1,0 +1,90 @@
+"""The cart service's composition root: the one place that picks where the carts live (the
+service's database, or Redis when one is set) and the client of the catalog service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from agora.app import Check, Resources, create_service_app
+from agora.auth import TokenVerifier
+from agora.migrations import upgrade
+from cart import application, entrypoints
+from cart.adapters import HttpCatalogue, RedisCarts, SqlCarts
+from cart.application import Clock, utc_now
+from cart.domain import (
+    InvalidQuantity,
+    InvalidSku,
+    MixedCurrencies,
+    ProductNotFound,
+    ProductUnavailable,
+    TooManyLines,
+)
+from cart.settings import CartSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+ERRORS: dict[type[Exception], int] = {
+    ProductNotFound: 404,
+    InvalidSku: 422,
+    InvalidQuantity: 422,
+    ProductUnavailable: 422,
+    MixedCurrencies: 422,
+    TooManyLines: 422,
+}
+
+DESCRIPTION = """One open cart per user, priced from the catalogue each time it is shown.
+
+A logged-in customer sets how many units of a product their cart holds, removes lines, empties
+it, and sees it with today's names and prices. Placing an order takes the ordered products out of
+the cart (orders' `OrderPlaced`), but not one the customer set again after placing it.
+"""
+
+
+def create_app(
+    settings: CartSettings | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    catalogue: application.Catalogue | None = None,
+    clock: Clock = utc_now,
+) -> FastAPI:
+    """The cart app. Tests pass a fake ``catalogue`` (the catalog service) and, to say when
+    lines are set, a ``clock``."""
+    settings = settings or CartSettings()
+    store: SqlCarts | RedisCarts
+    readiness: dict[str, Check] = {}
+    if settings.redis_url:
+        store = RedisCarts(
+            settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+        )
+        readiness["redis"] = store.ping
+    else:
+        store = SqlCarts()
+    app = create_service_app(
+        settings,
+        title="Agora cart",
+        description=DESCRIPTION,
+        routers=[entrypoints.router],
+        # The database is there with either store: it keeps the inbox of OrderPlaced.
+        migrations=MIGRATIONS,
+        errors=ERRORS,
+        on_startup=[store.start],
+        on_shutdown=[store.close],
+        readiness=readiness,
+        verifier=verifier,
+        subscriptions=entrypoints.subscriptions(store),
+    )
+    resources: Resources = app.state.resources
+    resources.extra[entrypoints.PARTS] = entrypoints.Parts(
+        store=store,
+        catalogue=catalogue or HttpCatalogue(resources.client),
+        currency=settings.currency,
+        clock=clock,
+    )
+    return app
+
+
+def migrate(settings: CartSettings | None = None) -> None:
+    settings = settings or CartSettings()
+    upgrade(settings.database_url, MIGRATIONS)

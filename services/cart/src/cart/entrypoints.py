@@ -1,0 +1,195 @@
+"""Cart's entry points: the routes of the caller's own cart, and the subscription that takes what
+they ordered out of it. Each parses what came in, runs one use case, and answers.
+
+| route | who | answer |
+|---|---|---|
+| GET /cart | logged in | 200 cart |
+| PUT /cart/items/{sku} ``{quantity}`` | logged in | 200 cart |
+| DELETE /cart/items/{sku} | logged in | 200 cart |
+| DELETE /cart | logged in | 200 the empty cart |
+
+The cart is always the caller's own: its owner is the access token's subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from sqlalchemy.orm import Session
+
+from agora.deps import CurrentUser
+from agora.messaging import CloudEvent, Subscription
+from cart import application
+from cart.application import Clock, utc_now
+from cart.domain import QUANTITY_MAX, SKU_PATTERN, Cart
+from contracts.orders import OrderPlaced
+
+JSON = "application/json"
+PARTS = "cart.parts"
+
+router = APIRouter(tags=["cart"])
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What the routes use, chosen in ``bootstrap``."""
+
+    store: application.CartStore
+    catalogue: application.Catalogue
+    # The currency an empty cart is shown in.
+    currency: str
+    clock: Clock = utc_now
+
+
+# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+async def parts(request: Request) -> Parts:
+    found: Parts = request.app.state.resources.extra[PARTS]
+    return found
+
+
+Ports = Annotated[Parts, Depends(parts)]
+Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="Upper-case letters, digits and '-'.")]
+
+
+class ItemOut(BaseModel):
+    """A line of the cart, priced by the catalogue now."""
+
+    sku: str
+    name: str | None = Field(
+        description="The product's name; null when the catalogue does not know it (any more)."
+    )
+    quantity: int
+    unit_price: int | None = Field(
+        description="Minor units of the cart's currency; null when the line cannot be bought: "
+        "the product is unknown, no longer sold, or priced in another currency."
+    )
+    line_total: int | None = Field(description="unit_price x quantity; null as unit_price.")
+    available: bool = Field(
+        description="Whether the line can be ordered. One that cannot is kept, so the shopper "
+        "sees it, but counts nothing in the total; an order refuses a cart that holds one."
+    )
+
+
+class CartOut(BaseModel):
+    items: list[ItemOut] = Field(
+        description="In the order the lines were last set: the one added or changed last, last."
+    )
+    total: int = Field(description="Minor units of `currency`: the sum of the available lines.")
+    currency: str = Field(description="ISO 4217 code: the catalogue's prices' currency.")
+
+    @classmethod
+    def of(cls, cart: Cart) -> CartOut:
+        return cls(
+            items=[
+                ItemOut(
+                    sku=item.sku,
+                    name=item.name,
+                    quantity=item.quantity,
+                    unit_price=item.unit_price,
+                    line_total=item.line_total,
+                    available=item.available,
+                )
+                for item in cart.items
+            ],
+            total=cart.total,
+            currency=cart.currency,
+        )
+
+
+class NewQuantity(BaseModel):
+    """How many units of the product the cart should hold."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    quantity: int = Field(
+        ge=0, le=QUANTITY_MAX, description="Units wanted; 0 removes the line.", examples=[2]
+    )
+
+
+_CART = TypeAdapter(CartOut)
+
+
+def _answer(cart: Cart) -> Response:
+    return Response(_CART.dump_json(CartOut.of(cart)), media_type=JSON)
+
+
+# The refusals every route may answer, each a problem document (the chassis documents the shape).
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid access token."},
+    503: {"description": "The catalogue or the cart store cannot answer; nothing was changed."},
+}
+
+
+@router.get("/cart", response_model=CartOut, responses=REFUSALS)
+async def get_cart(user: CurrentUser, ports: Ports) -> Response:
+    """The caller's cart, priced by the catalogue now."""
+    cart = await application.view_cart(
+        ports.store, ports.catalogue, user.id, currency=ports.currency
+    )
+    return _answer(cart)
+
+
+@router.put(
+    "/cart/items/{sku}",
+    response_model=CartOut,
+    responses={
+        **REFUSALS,
+        404: {"description": "The catalogue has no product with this sku."},
+        422: {
+            "description": "A malformed sku or body; a product no longer sold, or priced in "
+            "another currency than the cart; a new line in a cart that has 50 already."
+        },
+    },
+)
+async def set_item(sku: Sku, body: NewQuantity, user: CurrentUser, ports: Ports) -> Response:
+    """Set how many units of a product the cart holds (1 to 100); 0 removes the line."""
+    cart = await application.set_quantity(
+        ports.store,
+        ports.catalogue,
+        user.id,
+        sku,
+        body.quantity,
+        now=ports.clock(),
+        currency=ports.currency,
+    )
+    return _answer(cart)
+
+
+@router.delete(
+    "/cart/items/{sku}",
+    response_model=CartOut,
+    responses={**REFUSALS, 422: {"description": "A malformed sku."}},
+)
+async def remove_item(sku: Sku, user: CurrentUser, ports: Ports) -> Response:
+    """Remove a line from the cart; removing one that is not there is no error."""
+    cart = await application.remove_line(
+        ports.store, ports.catalogue, user.id, sku, currency=ports.currency
+    )
+    return _answer(cart)
+
+
+@router.delete("/cart", response_model=CartOut, responses=REFUSALS)
+async def empty_cart(user: CurrentUser, ports: Ports) -> Response:
+    """Remove every line; the answer is the empty cart."""
+    return _answer(await application.empty_cart(ports.store, user.id, currency=ports.currency))
+
+
+def subscriptions(store: application.CartStore) -> tuple[Subscription, ...]:
+    """What the cart listens to: orders placed, whose lines leave the cart.
+
+    Built around the store bootstrap picks, as the routes find it in the app's resources.
+    """
+
+    def remove_ordered(session: Session, event: OrderPlaced, envelope: CloudEvent) -> None:
+        # With Redis the lines leave before the inbox row commits: when that commit fails, the
+        # event comes again and this runs twice. That is safe: a line goes only if it was not
+        # set after placed_at, so a second run finds nothing more to take, and keeps what the
+        # shopper has added since.
+        skus = sorted({line.sku for line in event.lines})
+        application.remove_ordered(session, store, event.user_id, skus, event.placed_at)
+
+    return (Subscription(OrderPlaced, remove_ordered),)
