@@ -1,0 +1,213 @@
+"""Notifications' entry points: the mailbox routes, the subscriptions to identity's and orders'
+events, and the sender loop. Each parses what came in, runs one handler, and answers.
+
+| route | who | answer |
+|---|---|---|
+| GET /notifications?limit=&cursor= | a user | 200 ``{items, next_cursor}``, their own |
+| GET /notifications/all?user_id=&limit=&cursor= | admin | 200 ``{items, next_cursor}``, anyone's |
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
+from sqlalchemy.orm import Session
+
+from agora.app import Resources
+from agora.deps import Admin, CurrentUser, Uow
+from agora.messaging import CloudEvent, Subscription
+from contracts.identity import UserRegistered
+from contracts.orders import OrderCancelled, OrderConfirmed
+from notifications import application, domain
+from notifications.application import MailboxQuery, Sender, Templates, Wake
+from notifications.domain import (
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    USER_ID_MAX,
+    Cursor,
+    Kind,
+    Message,
+    Status,
+    page_size,
+)
+
+JSON = "application/json"
+STORE = "notifications.store"
+SENDER = "notifications.sender"
+
+router = APIRouter(tags=["notifications"])
+
+
+# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+async def store(request: Request) -> application.Store:
+    found: application.Store = request.app.state.resources.extra[STORE]
+    return found
+
+
+Store = Annotated[application.Store, Depends(store)]
+
+
+class MessageOut(BaseModel):
+    """A message in a mailbox."""
+
+    id: str
+    kind: Kind
+    order_id: str | None = Field(description="The order it is about; null for a welcome.")
+    subject: str
+    body: str = Field(description="Plain text.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        return cls(
+            id=message.id,
+            kind=message.kind,
+            order_id=message.order_id,
+            subject=message.subject,
+            body=message.body,
+            created_at=message.created_at,
+        )
+
+
+class DeliveryOut(BaseModel):
+    """Where the message's mail is."""
+
+    status: Status = Field(
+        description="pending (to be mailed once the address is known and mail is configured), "
+        "sent (the mail server accepted it), failed (the server refused it for good)."
+    )
+    attempts: int = Field(description="Sends started so far.")
+    last_error: str | None = Field(description="Why the last send failed, if it did.")
+    sent_at: datetime | None
+
+
+class AnyMessageOut(MessageOut):
+    """A message in anyone's mailbox, for admins and the consistency checker."""
+
+    user_id: str
+    delivery: DeliveryOut
+
+    @classmethod
+    def of(cls, message: Message) -> AnyMessageOut:
+        delivery = message.delivery
+        return cls(
+            **MessageOut.of(message).model_dump(),
+            user_id=message.user_id,
+            delivery=DeliveryOut(
+                status=delivery.status,
+                attempts=delivery.attempts,
+                last_error=delivery.last_error,
+                sent_at=delivery.sent_at,
+            ),
+        )
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class AnyMessagePage(BaseModel):
+    items: list[AnyMessageOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class MailboxParams(BaseModel):
+    """An empty value (``?cursor=``) means the parameter is not given."""
+
+    limit: int = Field(
+        default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
+    )
+    cursor: str | None = Field(
+        default=None, max_length=512, description="The `next_cursor` of the previous page."
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value
+
+
+class EveryMailboxParams(MailboxParams):
+    user_id: str | None = Field(
+        default=None, max_length=USER_ID_MAX, description="Only this user's messages."
+    )
+
+    @field_validator("user_id")
+    @classmethod
+    def _printable(cls, user_id: str | None) -> str | None:
+        # PostgreSQL cannot even compare text holding NUL: refused here, not a 500 there.
+        if user_id is not None and not user_id.isprintable():
+            raise ValueError("a user id holds no control characters")
+        return user_id
+
+
+_PAGE = TypeAdapter(MessagePage)
+_ANY_PAGE = TypeAdapter(AnyMessagePage)
+
+
+def _query(params: MailboxParams, user_id: str | None) -> MailboxQuery:
+    after = Cursor.decode(params.cursor) if params.cursor else None
+    return MailboxQuery(limit=page_size(params.limit), user_id=user_id, after=after)
+
+
+@router.get("/notifications", response_model=MessagePage)
+async def my_messages(
+    params: Annotated[MailboxParams, Query()], user: CurrentUser, uow: Uow, store: Store
+) -> Response:
+    """The caller's messages, newest first, a page at a time."""
+    page = await uow.query(application.list_messages, store, _query(params, user.id))
+    body = MessagePage(items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor)
+    return Response(_PAGE.dump_json(body), media_type=JSON)
+
+
+@router.get("/notifications/all", response_model=AnyMessagePage)
+async def every_message(
+    params: Annotated[EveryMailboxParams, Query()], _admin: Admin, uow: Uow, store: Store
+) -> Response:
+    """Every user's messages (or one user's), newest first, with their delivery (admin only)."""
+    page = await uow.query(application.list_messages, store, _query(params, params.user_id))
+    items = [AnyMessageOut.of(message) for message in page.items]
+    body = AnyMessagePage(items=items, next_cursor=page.next_cursor)
+    return Response(_ANY_PAGE.dump_json(body), media_type=JSON)
+
+
+def subscriptions(
+    store: application.Store, templates: Templates, wake: Wake
+) -> tuple[Subscription, ...]:
+    """What notifications listens to: new users, and orders that ended. Each handler only
+    stores the message, in the transaction that records the event in the inbox; ``wake`` tells
+    the sender once it is committed."""
+
+    def welcome_user(session: Session, event: UserRegistered, _: CloudEvent) -> None:
+        application.welcome_user(session, store, templates, event.user_id, event.email, wake)
+
+    def tell_order_confirmed(session: Session, event: OrderConfirmed, _: CloudEvent) -> None:
+        note = domain.order_confirmed(event.order_id, event.user_id, event.total, event.currency)
+        application.notify(session, store, templates, note, wake)
+
+    def tell_order_cancelled(session: Session, event: OrderCancelled, _: CloudEvent) -> None:
+        note = domain.order_cancelled(event.order_id, event.user_id, event.reason)
+        application.notify(session, store, templates, note, wake)
+
+    return (
+        Subscription(UserRegistered, welcome_user),
+        Subscription(OrderConfirmed, tell_order_confirmed),
+        Subscription(OrderCancelled, tell_order_cancelled),
+    )
+
+
+async def send_mail(resources: Resources) -> None:
+    """The sender loop: mails what the events left in the mailboxes."""
+    sender: Sender = resources.extra[SENDER]
+    await sender.run()

@@ -1,0 +1,3 @@
+from agora.migrations import run_env
+
+run_env()

@@ -1,0 +1,81 @@
+"""Generated requests, well-formed and malformed, against both mailbox routes on both stores: none
+may get a server error, and every answer, refusals included (problem details), must be the one
+the OpenAPI document describes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from agora.migrations import upgrade
+from agora.testing import STORES, database
+from notifications.bootstrap import MIGRATIONS
+
+from .conftest import KEY, PROBLEM, Bench, a_user, act, an_order, app_for, settings_for
+
+Case = schemathesis.Case[Any]
+CHECKS: list[schemathesis.CheckFunction] = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+# A fixed seed and no example database: every run sends the same requests.
+CONFIG = {
+    "seed": 20261124,
+    "generation": {"mode": "all", "max-examples": 40, "deterministic": True, "database": "none"},
+}
+DOCUMENT = schemathesis.openapi.from_dict(
+    app_for(settings_for("sqlite:///never-opened.db", Path("never-opened"))).openapi(),
+    config=schemathesis.Config.from_dict(CONFIG),
+)
+
+
+@pytest.fixture(scope="module", params=STORES)
+def app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FastAPI]:
+    """The service over a database with a few messages in it; schemathesis starts and stops it
+    around each test."""
+    data_dir = tmp_path_factory.mktemp("notifications")
+    with database(request.param, "notifications", data_dir) as url:
+        upgrade(url, MIGRATIONS)
+        ada = a_user()
+
+        async def events(bench: Bench) -> None:
+            await bench.register(ada)
+            await bench.confirm(an_order(), ada)
+            await bench.cancel(an_order(), ada, reason="something_new")
+
+        act(url, events)
+        yield app_for(settings_for(url, data_dir))
+
+
+@pytest.fixture(scope="module")
+def admin() -> dict[str, str]:
+    # Outlives the module: an expired token would turn every answer into a 401.
+    return KEY.bearer(["customer", "admin"], exp=int(time.time()) + 3600)
+
+
+@DOCUMENT.parametrize()
+def test_no_request_gets_a_server_error_or_an_undocumented_answer(
+    case: Case, app: FastAPI, admin: dict[str, str]
+) -> None:
+    response = case.call(app=app, headers=admin)
+
+    case.validate_response(response, checks=CHECKS, headers=admin)
+    if response.status_code >= 400:
+        assert response.headers["content-type"] == [PROBLEM], case.as_curl_command()
+        assert response.json()["status"] == response.status_code, case.as_curl_command()

@@ -1,0 +1,21 @@
+"""What notifications listens to, as the broker sees it: one durable consumer per subscription,
+on identity's and orders' event subjects."""
+
+from __future__ import annotations
+
+from notifications.adapters import JinjaTemplates, SqlMailbox
+from notifications.entrypoints import subscriptions
+
+
+def _nothing() -> None:
+    """No sender to wake."""
+
+
+def test_notifications_consumes_new_users_and_ended_orders() -> None:
+    found = subscriptions(SqlMailbox, JinjaTemplates(), _nothing)
+
+    assert {s.durable: s.subject for s in found} == {
+        "welcome_user": "agora.identity.events.UserRegistered.v1",
+        "tell_order_confirmed": "agora.orders.events.OrderConfirmed.v1",
+        "tell_order_cancelled": "agora.orders.events.OrderCancelled.v1",
+    }
