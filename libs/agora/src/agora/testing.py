@@ -89,6 +89,34 @@ def postgres_database(label: str) -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@contextmanager
+def redis_prefix(label: str) -> Iterator[str]:
+    """A key prefix of the test's own on the shared Redis; its keys are deleted afterwards.
+
+    Only keys under that prefix are touched: the shared server's other keys are never read,
+    changed or flushed.
+    """
+    require_server(REDIS_HOST, REDIS_PORT, "Redis")
+    import redis
+
+    prefix = f"agora-test:{label}:{uuid.uuid4().hex[:10]}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
 # The stores every database test runs on: `@pytest.fixture(params=STORES)`.
 STORES = ("sqlite", "postgresql")
 
