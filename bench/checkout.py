@@ -48,7 +48,8 @@ ADDRESS = {
     "postal_code": "22202",
     "country": "US",
 }
-PROCESSES = 7
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
+PROCESSES = 9
 SHOPPERS = 64
 TARGET_THROUGHPUT = 100.0
 TARGET_P99_MS = 500.0

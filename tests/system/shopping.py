@@ -74,8 +74,42 @@ class Shopper:
         headers = {**self.headers, "idempotency-key": key or uuid.uuid4().hex}
         return self.api.post("/api/orders", json=body, headers=headers)
 
+    def place_from_cart(self, card: str = APPROVED, *, key: str | None = None) -> httpx.Response:
+        body = {"shipping_address": ADDRESS, "card_number": card}
+        headers = {**self.headers, "idempotency-key": key or uuid.uuid4().hex}
+        return self.api.post("/api/orders", json=body, headers=headers)
+
     def order(self, order_id: str) -> httpx.Response:
         return self.api.get(f"/api/orders/{order_id}", headers=self.headers)
+
+    def cart(self) -> dict[str, Any]:
+        answer = self.api.get("/api/cart", headers=self.headers)
+        assert answer.status_code == 200, answer.text
+        cart: dict[str, Any] = answer.json()
+        return cart
+
+    def put_in_cart(self, sku: str, quantity: int) -> httpx.Response:
+        return self.api.put(
+            f"/api/cart/items/{sku}", json={"quantity": quantity}, headers=self.headers
+        )
+
+    def messages(self) -> list[dict[str, Any]]:
+        answer = self.api.get("/api/notifications", headers=self.headers)
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    def wait_for_messages(
+        self, count: int, timeout: float = 30.0, **about: Any
+    ) -> list[dict[str, Any]]:
+        """The mailbox's messages matching ``about`` (e.g. ``kind=``), once there are ``count``
+        of them or ``timeout`` has passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m for m in self.messages() if all(m.get(k) == v for k, v in about.items())]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
 
     def cancel(self, order_id: str) -> httpx.Response:
         return self.api.post(f"/api/orders/{order_id}/cancel", headers=self.headers)

@@ -28,7 +28,8 @@ from agora.messaging.envelope import CloudEvent
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
-PROCESSES = 7  # nats, identity, catalog, inventory, payments, orders, gateway
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
+PROCESSES = 9
 STREAM = "AGORA_IDENTITY"
 SUBJECT = "agora.identity.events.UserRegistered.v1"
 DELIVERY_BOUND = 60.0  # seconds for the events to arrive once the broker is back

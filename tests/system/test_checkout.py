@@ -31,8 +31,8 @@ from agora.harness import RunningSystem, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
-# nats, identity, catalog, two inventories, payments, orders, the gateway
-PROCESSES = 8
+# nats, identity, catalog, two inventories, payments, orders, cart, notifications, the gateway
+PROCESSES = 10
 STEP_TIMEOUT = 1.0  # seconds the saga waits for an answer before trying again
 
 

@@ -27,7 +27,7 @@ import pytest
 from shopping import ADDRESS, APPROVED, DECLINED, TERMINAL, Shop, admin_env, open_shop
 
 from agora.harness import RunningSystem, wait_for
-from agora.testing import NatsServer, postgres_database, require_server
+from agora.testing import NatsServer, postgres_database, redis_prefix, require_server
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
@@ -36,8 +36,9 @@ SHOPPERS = 20
 OFFERED_PER_SECOND = 8.0  # so the checkouts are still coming while the faults happen
 SETTLE = 30.0  # seconds after the last fault by which every order must be terminal
 BROKER_DOWN = 10.0
-PROCESSES = 7  # nats, identity, catalog, inventory, payments, orders, gateway
-DATABASES = ("identity", "catalog", "inventory", "payments", "orders")
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
+PROCESSES = 9
+DATABASES = ("identity", "catalog", "inventory", "payments", "orders", "cart", "notifications")
 REDIS = ("127.0.0.1", 6379)
 
 
@@ -62,7 +63,10 @@ def deployment(
                 AGORA_PROFILE="production",
                 AGORA_NATS_URL=nats.url,
                 AGORA_GATEWAY_REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/0",
-                AGORA_GATEWAY_REDIS_PREFIX=f"agora-test:{uuid.uuid4().hex[:10]}:",
+                AGORA_GATEWAY_REDIS_PREFIX=stack.enter_context(redis_prefix("crash-gateway")),
+                # The production cart keeps its lines in Redis (its inbox in its database).
+                AGORA_CART_REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/0",
+                AGORA_CART_REDIS_PREFIX=stack.enter_context(redis_prefix("crash-cart")),
             )
             for service in DATABASES:
                 url = stack.enter_context(postgres_database(f"crash_{service}"))

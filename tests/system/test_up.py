@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "system-test admin passphrase"
-PROCESSES = 7  # nats, identity, catalog, inventory, payments, orders, gateway
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
+PROCESSES = 9
 
 
 @pytest.fixture
@@ -111,6 +112,8 @@ def test_the_journey_survives_a_killed_catalog_and_sigterm_leaves_nothing(
         "inventory",
         "payments",
         "orders",
+        "cart",
+        "notifications",
         "gateway",
     }
     assert f"Gateway: {system.gateway_url}" in system.printed()
