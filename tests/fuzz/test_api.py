@@ -1,18 +1,20 @@
 """Generated requests, well-formed and malformed, against every operation that inventory,
-payments, orders and catalog document: none may get a server error, and every answer, refusals
-included (problem details), must be the one the document describes.
+payments, orders, catalog and cart document (notifications has its own, over a mailbox it
+fills): none may get a server error, and every answer, refusals included (problem details),
+must be the one the document describes.
 
 Each service runs in-process on a SQLite database of its own. Requests carry an admin's access
 token, signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``), so that the
-generated input gets past authentication and reaches the handlers. Orders reaches the catalog and
-payments through ports; it gets small fakes of both, so no other service is needed.
+generated input gets past authentication and reaches the handlers. Orders reaches the catalog,
+payments and cart through ports, and cart the catalog; they get small fakes, so no other service
+is needed.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,15 @@ from schemathesis.specs.openapi.checks import (
 from agora.auth import TokenVerifier
 from agora.settings import ServiceSettings
 from agora.testing import SigningKey
+from cart.bootstrap import create_app as create_cart
+from cart.domain import Product
+from cart.settings import CartSettings
 from catalog.bootstrap import create_app as create_catalog
 from catalog.settings import CatalogSettings
 from inventory.bootstrap import create_app as create_inventory
 from inventory.settings import InventorySettings
 from orders.bootstrap import create_app as create_orders
-from orders.domain import Card, InvalidCard, Priced
+from orders.domain import Card, InvalidCard, Priced, Requested
 from orders.settings import OrdersSettings
 from payments.bootstrap import create_app as create_payments
 from payments.settings import PaymentsSettings
@@ -61,6 +66,26 @@ class FakeCatalogue:
 
     async def prices(self, skus: Sequence[str]) -> dict[str, Priced]:
         return {sku: self.products[sku] for sku in skus if sku in self.products}
+
+
+class FakeShelf:
+    """The catalog service as cart sees it: the same products as orders' fake catalogue."""
+
+    def __init__(self) -> None:
+        self.known = {
+            sku: Product(p.sku, p.name, p.price, p.currency, p.active)
+            for sku, p in FakeCatalogue().products.items()
+        }
+
+    async def products(self, skus: Collection[str]) -> dict[str, Product]:
+        return {sku: self.known[sku] for sku in skus if sku in self.known}
+
+
+class FakeCart:
+    """The cart service as orders sees it: every cart holds one knife."""
+
+    async def lines(self) -> list[Requested]:
+        return [Requested("KIT-CHEF-KNIFE-20", 1)]
 
 
 class FakeCards:
@@ -95,8 +120,17 @@ def payments(data_dir: Path) -> FastAPI:
 def orders(data_dir: Path) -> FastAPI:
     settings = OrdersSettings(**local(data_dir, "orders"))
     return create_orders(
-        settings, verifier=verifier(settings), catalogue=FakeCatalogue(), cards=FakeCards()
+        settings,
+        verifier=verifier(settings),
+        catalogue=FakeCatalogue(),
+        cards=FakeCards(),
+        cart=FakeCart(),
     )
+
+
+def cart(data_dir: Path) -> FastAPI:
+    settings = CartSettings(**local(data_dir, "cart"))
+    return create_cart(settings, verifier=verifier(settings), catalogue=FakeShelf())
 
 
 def catalog(data_dir: Path) -> FastAPI:
@@ -110,6 +144,7 @@ SERVICES: dict[str, Callable[[Path], FastAPI]] = {
     "payments": payments,
     "orders": orders,
     "catalog": catalog,
+    "cart": cart,
 }
 
 
@@ -223,3 +258,8 @@ def test_orders(case: Case, apps: Apps, admin: dict[str, str]) -> None:
 @DOCUMENTS["catalog"].parametrize()
 def test_catalog(case: Case, apps: Apps, admin: dict[str, str]) -> None:
     answers_as_documented(case, apps["catalog"], admin)
+
+
+@DOCUMENTS["cart"].parametrize()
+def test_cart(case: Case, apps: Apps, admin: dict[str, str]) -> None:
+    answers_as_documented(case, apps["cart"], admin)
