@@ -21,8 +21,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import structlog
 from sqlalchemy import Engine, create_engine, event, text
@@ -57,6 +58,18 @@ _PG_RETRYABLE = {"40001", "40P01"}
 
 class DatabaseBusy(ServiceUnavailable):
     title = "Database busy"
+
+
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+def aware(moment: datetime | None) -> datetime | None:
+    """A moment read back from the database, in UTC: SQLite keeps no time zone, and every moment
+    a service stores is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -7,7 +7,7 @@ import json
 import zlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from agora.app import Resources
 from agora.client import ServiceClient
-from agora.db import UnitOfWork
+from agora.db import UnitOfWork, aware
 from agora.embedded_nats import without_credentials
 from agora.errors import Problem, ServiceUnavailable
 from cart.domain import LINES_MAX, Line, Product, TooManyLines
@@ -64,11 +64,6 @@ LINE_COLUMNS = (cart_lines.c.sku, cart_lines.c.quantity, cart_lines.c.updated_at
 # --- SQL ---------------------------------------------------------------------------------------
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite keeps no time zone; every stored moment is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _lines(session: Session, user_id: str, skus: Sequence[str] | None = None) -> list[Line]:
     statement = select(*LINE_COLUMNS).where(cart_lines.c.user_id == user_id)
     if skus is not None:
@@ -76,7 +71,7 @@ def _lines(session: Session, user_id: str, skus: Sequence[str] | None = None) ->
         statement = statement.where(cart_lines.c.sku.in_(skus)).order_by(cart_lines.c.sku)
         statement = statement.with_for_update()
     rows = session.execute(statement)
-    return [Line(row.sku, row.quantity, _aware(row.updated_at)) for row in rows]
+    return [Line(row.sku, row.quantity, aware(row.updated_at)) for row in rows]
 
 
 def _lock_cart(session: Session, user_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agora.db import aware
 from catalog.application import CategorySummary, CreateProduct, Listing, Seed
 from catalog.domain import Category, Product, ProductExists, name_key, search_text
 
@@ -104,15 +105,10 @@ PRODUCT_COLUMNS = (
 _BY_SKU = select(*PRODUCT_COLUMNS).where(products.c.sku == bindparam("sku"))
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite keeps no time zone; every stored moment is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _product(row: Row[*tuple[Any, ...]]) -> Product:
     fields = row._asdict()
-    fields["created_at"] = _aware(fields["created_at"])
-    fields["updated_at"] = _aware(fields["updated_at"])
+    fields["created_at"] = aware(fields["created_at"])
+    fields["updated_at"] = aware(fields["updated_at"])
     return Product(**fields)
 
 

@@ -7,13 +7,14 @@ the read routes run one query and serialize the answer once, straight to bytes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agora.deps import Admin, Uow
+from agora.query import QueryParams
 from catalog import application
 from catalog.application import CategorySummary, CreateProduct, Listing
 from catalog.domain import (
@@ -119,7 +120,7 @@ class ProductChanges(BaseModel):
     active: bool | None = Field(default=None, description="false hides it from listings.")
 
 
-class ListQuery(BaseModel):
+class ListQuery(QueryParams):
     """The listing's query string. An empty value (``?q=``) means the parameter is not given."""
 
     category: str | None = Field(
@@ -139,13 +140,6 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(
         default=None, max_length=512, description="The `next_cursor` of the previous page."
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
-        if value == "":
-            return cls.model_fields[info.field_name].default
-        return value
 
 
 _PRODUCT = TypeAdapter(ProductOut)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import secrets
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import jwt
@@ -35,6 +35,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agora.db import aware
 from identity.domain import (
     EmailTaken,
     KeyRotationConflict,
@@ -83,17 +84,6 @@ login_failures = Table(
 )
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without a zone; they were written in UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def _required_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 # --- repositories -------------------------------------------------------------------------------
 
 
@@ -140,7 +130,7 @@ def _user(row: Row[Any]) -> User:
         email=row.email,
         password_hash=row.password_hash,
         roles=roles_of(list(row.roles)),
-        created_at=_required_utc(row.created_at),
+        created_at=aware(row.created_at),
     )
 
 
@@ -186,8 +176,8 @@ def _key(row: Row[Any]) -> SigningKey:
         generation=row.generation,
         private_pem=row.private_key_pem,
         public_jwk=dict(row.public_jwk),
-        created_at=_required_utc(row.created_at),
-        retire_at=_utc(row.retire_at),
+        created_at=aware(row.created_at),
+        retire_at=aware(row.retire_at),
     )
 
 
@@ -215,10 +205,10 @@ class SqlLoginAttempts:
         return LoginAttempts(
             email=row.email,
             failures=row.failures,
-            window_started_at=_utc(row.window_started_at),
-            locked_until=_utc(row.locked_until),
+            window_started_at=aware(row.window_started_at),
+            locked_until=aware(row.locked_until),
             lockouts=row.lockouts,
-            last_failure_at=_utc(row.last_failure_at),
+            last_failure_at=aware(row.last_failure_at),
         )
 
     def save(self, session: Session, attempts: LoginAttempts) -> None:

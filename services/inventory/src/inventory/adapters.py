@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agora.db import aware
 from inventory.application import ReservationFilter, Seed
 from inventory.domain import (
     Adjustment,
@@ -104,27 +105,20 @@ RESERVATION_COLUMNS = (
 )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite keeps no time zone; every stored moment is UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _stock(row: Row[*tuple[Any, ...]]) -> Stock:
     return Stock(**row._asdict())
 
 
 def _reservation(row: Row[*tuple[Any, ...]]) -> Reservation:
-    created_at = _aware(row.created_at)
-    updated_at = _aware(row.updated_at)
+    created_at = aware(row.created_at)
+    updated_at = aware(row.updated_at)
     assert created_at is not None
     assert updated_at is not None
     return Reservation(
         order_id=row.order_id,
         status=Status(row.status),
         lines=tuple(Line(str(line["sku"]), int(line["quantity"])) for line in row.lines),
-        expires_at=_aware(row.expires_at),
+        expires_at=aware(row.expires_at),
         created_at=created_at,
         updated_at=updated_at,
     )
@@ -247,7 +241,7 @@ class SqlInventory:
         if row is None:
             return None
         fields = row._asdict()
-        fields["created_at"] = _aware(fields["created_at"])
+        fields["created_at"] = aware(fields["created_at"])
         return Adjustment(**fields)
 
     def add_adjustment(self, adjustment: Adjustment) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from agora.app import Hook, Resources
 from agora.deps import Admin, Uow
 from agora.messaging import CloudEvent, Subscription
+from agora.query import QueryParams
 from contracts.catalog import ProductCreated
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock
 from inventory import application
@@ -155,7 +156,7 @@ class NewAdjustment(BaseModel):
         return reason.strip()
 
 
-class _Paging(BaseModel):
+class _Paging(QueryParams):
     """An empty value (``?cursor=``) means the parameter is not given."""
 
     limit: int = Field(
@@ -164,13 +165,6 @@ class _Paging(BaseModel):
     cursor: str | None = Field(
         default=None, max_length=512, description="The `next_cursor` of the previous page."
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
-        if value == "":
-            return cls.model_fields[info.field_name].default
-        return value
 
 
 class StockQuery(_Paging):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from agora.db import aware
 from notifications.application import Mail, MailboxQuery, MailError, MailRefused
 from notifications.domain import (
     EMAIL_MAX,
@@ -108,15 +109,8 @@ COLUMNS = (
 )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite keeps no time zone; every stored moment is UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _moment(moment: datetime | None) -> datetime:
-    found = _aware(moment)
+    found = aware(moment)
     assert found is not None
     return found
 
@@ -135,10 +129,10 @@ def _message(row: Row[*tuple[Any, ...]]) -> Message:
             status=Status(row.status),
             attempts=row.attempts,
             next_attempt_at=_moment(row.next_attempt_at),
-            lease_until=_aware(row.lease_until),
+            lease_until=aware(row.lease_until),
             lease_token=row.lease_token,
             last_error=row.last_error,
-            sent_at=_aware(row.sent_at),
+            sent_at=aware(row.sent_at),
         ),
     )
 

@@ -10,7 +10,7 @@ events, and the sender loop. Each parses what came in, runs one handler, and ans
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from agora.app import Resources
 from agora.deps import Admin, CurrentUser, Uow
 from agora.messaging import CloudEvent, Subscription
+from agora.query import QueryParams
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application, domain
@@ -120,7 +121,7 @@ class AnyMessagePage(BaseModel):
     )
 
 
-class MailboxParams(BaseModel):
+class MailboxParams(QueryParams):
     """An empty value (``?cursor=``) means the parameter is not given."""
 
     limit: int = Field(
@@ -129,13 +130,6 @@ class MailboxParams(BaseModel):
     cursor: str | None = Field(
         default=None, max_length=512, description="The `next_cursor` of the previous page."
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
-        if value == "":
-            return cls.model_fields[info.field_name].default
-        return value
 
 
 class EveryMailboxParams(MailboxParams):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agora.client import Reply, ServiceClient
+from agora.db import aware
 from agora.errors import Problem, ServiceUnavailable
 from orders.application import Due, DuplicateOrder, Listing
 from orders.domain import (
@@ -131,19 +132,12 @@ _UPDATE_ORDER = orders.update().where(orders.c.id == bindparam("b_order_id"))
 _UPDATE_CHECKOUT = checkouts.update().where(checkouts.c.order_id == bindparam("b_order_id"))
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite keeps no time zone; every stored moment is UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _order(row: Row[Any]) -> Order:
     values = row._mapping
     checkout = {name: values[f"checkout_{name}"] for name in _CHECKOUT_FIELDS}
     checkout["step"] = Step(checkout["step"])
     checkout["reason"] = Reason(checkout["reason"]) if checkout["reason"] else None
-    checkout["deadline_at"] = _aware(checkout["deadline_at"])
+    checkout["deadline_at"] = aware(checkout["deadline_at"])
     return Order(
         id=values["id"],
         user_id=values["user_id"],
@@ -158,9 +152,9 @@ def _order(row: Row[Any]) -> Order:
         ),
         idempotency_key=values["idempotency_key"],
         fingerprint=values["fingerprint"],
-        placed_at=_aware(values["placed_at"]),  # type: ignore[arg-type]
-        updated_at=_aware(values["updated_at"]),  # type: ignore[arg-type]
-        deadline_at=_aware(values["deadline_at"]),  # type: ignore[arg-type]
+        placed_at=aware(values["placed_at"]),
+        updated_at=aware(values["updated_at"]),
+        deadline_at=aware(values["deadline_at"]),
         checkout=Checkout(**checkout),
         trace_id=values["trace_id"],
         traceparent=values["traceparent"],

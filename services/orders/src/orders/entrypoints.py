@@ -24,6 +24,7 @@ from agora.auth import Principal
 from agora.deps import CurrentUser, Uow
 from agora.errors import Problem, slug
 from agora.messaging import CloudEvent, Subscription
+from agora.query import QueryParams
 from contracts.base import IntegrationEvent
 from orders import application
 from orders.application import (
@@ -262,7 +263,7 @@ class OrderPage(BaseModel):
     )
 
 
-class ListQuery(BaseModel):
+class ListQuery(QueryParams):
     status: Status | None = None
     limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
     cursor: str | None = Field(

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
+from agora.db import UnitOfWork, aware
 from payments.application import (
     Authorization,
     Balance,
@@ -153,19 +153,12 @@ processor_operations = Table(
 )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite keeps no time zone; every stored moment is UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _payment(row: Row[Any]) -> Payment:
     fields = row._asdict()
     pending = fields.pop("pending_operation")
     fields["status"] = Status(fields["status"])
     for moment in ("created_at", "updated_at", "lease_until"):
-        fields[moment] = _aware(fields[moment])
+        fields[moment] = aware(fields[moment])
     return Payment(**fields, pending=Operation(pending) if pending else None)
 
 
@@ -327,7 +320,7 @@ class SqlPayments:
                 kind=MovementKind(row.kind),
                 amount=row.amount,
                 currency=row.currency,
-                created_at=_aware(row.created_at) or row.created_at,
+                created_at=aware(row.created_at) or row.created_at,
                 entries=entries[row.id],
             )
             for row in rows

@@ -9,15 +9,16 @@ is wrong with it without repeating it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.orm import Session
 
 from agora.deps import Admin, CurrentUser, Uow
 from agora.messaging import CloudEvent, Subscription
+from agora.query import QueryParams
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
 from payments.application import CardProcessor, PaymentQuery, Wake
@@ -130,15 +131,8 @@ class CardOut(BaseModel):
     last4: str
 
 
-class _Query(BaseModel):
+class _Query(QueryParams):
     """A query string in which an empty value (``?order_id=``) means the parameter is absent."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _empty_is_absent(cls, value: Any, info: Any) -> Any:
-        if value == "":
-            return cls.model_fields[info.field_name].default
-        return value
 
 
 class PaymentsQuery(_Query):
