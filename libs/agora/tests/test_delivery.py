@@ -32,6 +32,7 @@ from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
+from agora.tasks import cancel_and_wait
 from agora.telemetry import configure_tracing
 from agora.testing import NatsServer
 
@@ -150,9 +151,7 @@ class Line:
         return int(info.state.messages)
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(self.tasks)
         for broker in self.brokers:
             await broker.close()
 

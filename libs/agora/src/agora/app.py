@@ -37,6 +37,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.middleware import RequestContext
 from agora.migrations import upgrade
 from agora.settings import ServiceSettings
+from agora.tasks import cancel_and_wait
 from agora.telemetry import configure_tracing
 
 log = structlog.get_logger("agora.app")
@@ -143,9 +144,7 @@ def create_service_app(
             tasks.append(asyncio.create_task(consumers.run(), name=f"{name}:consumers"))
 
     async def stop_messaging() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         if broker is not None:
             await broker.close()
 

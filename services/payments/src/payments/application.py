@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork, on_commit
 from agora.messaging.outbox import record
+from agora.tasks import cancel_and_wait
 from contracts.base import IntegrationEvent
 from contracts.payments import (
     AuthorizePayment,
@@ -571,9 +572,7 @@ class Worker:
         finally:
             self.wakeup.stop()
             # What is cut short is taken again once its lease runs out, with the same reference.
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await cancel_and_wait(running)
 
     async def run_once(self) -> int:
         """Take what is due, call the processor for each concurrently, record the outcomes;

@@ -21,6 +21,7 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from agora.messaging.envelope import stream_name, stream_subjects
+from agora.tasks import cancel_and_wait
 
 log = structlog.get_logger("agora.broker")
 
@@ -74,8 +75,7 @@ class Broker:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
         if self._nc is not None and not self._nc.is_closed:
             try:
