@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork, on_commit
+from agora.tasks import Bell
 from notifications import domain
 from notifications.domain import (
     Cursor,
@@ -253,32 +254,6 @@ def record_failure(
     return True
 
 
-class Wakeup:
-    """How a commit that left a message to send reaches the sender loop before its next poll."""
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def start(self) -> None:
-        """Begin listening, in the running event loop (an app may be started more than once)."""
-        self._event = asyncio.Event()
-
-    def __call__(self) -> None:
-        if self._event is not None:
-            self._event.set()
-
-    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 (a poll interval)
-        """Until rung, or ``timeout`` seconds."""
-        if self._event is None:
-            self._event = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-        except TimeoutError:
-            pass
-        self._event.clear()
-
-
 Clock = Callable[[], datetime]
 
 
@@ -300,7 +275,7 @@ class Sender:
         lease: timedelta,
         poll: float = 1.0,
         batch: int = 20,
-        wakeup: Wakeup | None = None,
+        wakeup: Bell | None = None,
         clock: Clock | None = None,
     ) -> None:
         if lease.total_seconds() <= timeout:
@@ -312,7 +287,7 @@ class Sender:
         self.lease = lease
         self.poll = poll
         self.batch = batch
-        self.wakeup = wakeup or Wakeup()
+        self.wakeup = wakeup or Bell()
         self.clock = clock or _now
 
     async def run(self) -> None:

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from agora.app import Hook, Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
+from agora.tasks import Bell
 from notifications import application, entrypoints
 from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMailbox
-from notifications.application import Sender, Wakeup
+from notifications.application import Sender
 from notifications.domain import InvalidCursor
 from notifications.settings import NotificationsSettings
 
@@ -32,7 +33,7 @@ address the user registered with.
 """
 
 
-def sender_for(settings: NotificationsSettings, resources: Resources, wakeup: Wakeup) -> Sender:
+def sender_for(settings: NotificationsSettings, resources: Resources, wakeup: Bell) -> Sender:
     """The sender that mails pending messages through the configured SMTP server."""
     assert settings.smtp_host is not None
     assert resources.uow is not None
@@ -63,7 +64,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or NotificationsSettings()
     store: application.Store = SqlMailbox
-    wakeup = Wakeup()
+    wakeup = Bell()
     # Without a mail server nothing is sent, nor tried: the messages wait in the mailboxes.
     background: list[Hook] = [entrypoints.send_mail] if settings.mail_configured else []
     app = create_service_app(

@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from agora.tasks import Bell
 from agora.testing import free_port
 from notifications.adapters import SqlMailbox
-from notifications.application import Mail, Sender, Wakeup, claim_messages
+from notifications.application import Mail, Sender, claim_messages
 from notifications.domain import Kind, Status
 from notifications.entrypoints import SENDER
 from notifications.settings import NotificationsSettings
@@ -192,7 +193,7 @@ async def test_a_recipient_the_server_refuses_for_good_is_not_tried_again(bench:
     assert [m.rcpt_tos for m in postbox.received] == [[bob.email]]
 
 
-class Watched(Wakeup):
+class Watched(Bell):
     """A wakeup that tells when the loop first waits on it: its first round is over."""
 
     def __init__(self) -> None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
+from agora.tasks import Bell
 from orders import application, entrypoints
 from orders.adapters import HttpCards, HttpCart, HttpCatalogue, SqlOrders
 from orders.application import TIMER_BATCH, Clock, utc_now
@@ -77,11 +78,12 @@ def create_app(
             if due < TIMER_BATCH:
                 await asyncio.sleep(settings.timer_interval)
 
-    changes = entrypoints.Changes()
+    changes = Bell()
 
     async def ring_on_commit(resources: Resources) -> None:
         """Wake the status streams when a commit of this process may have changed an order."""
         assert resources.uow is not None
+        changes.start()
         resources.uow.after_commit(changes.ring)
 
     app = create_service_app(

@@ -6,8 +6,6 @@ answer, no log line and no row. Validation answers name the field, never its val
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from agora.deps import CurrentUser, Uow
 from agora.errors import Problem, slug
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
+from agora.tasks import Bell
 from contracts.base import IntegrationEvent
 from orders import application
 from orders.application import (
@@ -62,26 +61,6 @@ REPLAYED = "Idempotent-Replayed"
 router = APIRouter(tags=["orders"])
 
 
-class Changes:
-    """Wakes the status streams of this process when one of its commits moved a checkout on.
-
-    Fed by the unit of work's after-commit hook: every step of the saga records a command or an
-    event, so every change of an order in this process rings it. A change made by another
-    replica is found by the streams' own polling.
-    """
-
-    def __init__(self) -> None:
-        self._rung = asyncio.Event()
-
-    def ring(self) -> None:
-        rung, self._rung = self._rung, asyncio.Event()
-        rung.set()
-
-    async def wait(self) -> None:
-        """Until the next ring (bound it with ``asyncio.timeout``)."""
-        await self._rung.wait()
-
-
 @dataclass(frozen=True, slots=True)
 class Follow:
     """How a status stream follows its order (from the settings)."""
@@ -101,7 +80,7 @@ class Parts:
     cart: application.Cart
     rules: Rules
     clock: Clock = utc_now
-    changes: Changes = field(default_factory=Changes)
+    changes: Bell = field(default_factory=Bell)
     follow: Follow = field(default_factory=Follow)
 
 
@@ -425,7 +404,7 @@ async def follow_order(
 
 
 async def _status_events(
-    order: Order, current: Callable[[], Awaitable[Order]], changes: Changes, follow: Follow
+    order: Order, current: Callable[[], Awaitable[Order]], changes: Bell, follow: Follow
 ) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n\n"  # how soon a client that lost the stream asks again, in ms
     started = last_sent = time.monotonic()
@@ -446,9 +425,8 @@ async def _status_events(
         if now - last_sent >= follow.keepalive:
             yield b": keep-alive\n\n"
             last_sent = now
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(follow.poll):
-                await changes.wait()
+        # Rung by a commit of this process; another replica's changes are found by the poll.
+        await changes.wait(follow.poll)
         order = await current()
 
 
