@@ -15,6 +15,8 @@ from payments.entrypoints import subscriptions
 
 from .conftest import APPROVED, Bench, an_order, assert_balanced, held
 
+WAIT = 30.0  # seconds a step may take on a busy machine (a bound, not a measurement)
+
 
 def handing(bench: Bench) -> Wakeup:
     """The bench's commands wired to its worker's wakeup, as the service wires them, with the
@@ -74,7 +76,9 @@ async def test_the_worker_loop_carries_out_handed_operations(bench: Bench) -> No
     bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
     loop = asyncio.create_task(bench.worker.run())
     try:
-        await asyncio.sleep(0.05)  # its first poll, which finds nothing
+        # Until the loop has started listening with its lease: only then do commands hand over
+        # (a command before that is left to a poll, which the 60 s poll would not make soon).
+        await listening(wakeup)
         order_id = an_order()
         await bench.authorize(order_id, APPROVED, amount=700)
         await until(bench, order_id, Status.AUTHORIZED)
@@ -107,8 +111,16 @@ async def test_a_command_without_a_running_loop_leaves_its_operation_to_a_poll(
     assert [claim.order_id for claim in claims] == [order_id]
 
 
+async def listening(wakeup: Wakeup) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while wakeup.lease is None:
+        assert asyncio.get_running_loop().time() < deadline, "the worker loop never started"
+        await asyncio.sleep(0.01)
+
+
 async def until(bench: Bench, order_id: str, status: Status) -> None:
-    for _ in range(200):
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while asyncio.get_running_loop().time() < deadline:
         if (await bench.payment(order_id)).status is status:
             return
         await asyncio.sleep(0.01)
