@@ -45,3 +45,33 @@ async def test_tasks_that_ended_or_failed_are_waited_for_without_complaint() -> 
     assert finished.done()
     assert not finished.cancelled()
     assert running.cancelled()
+
+
+async def test_consumers_stop_even_when_a_loop_lost_its_cancellation() -> None:
+    from agora.messaging.consumer import Consumers
+
+    class Stubborn:
+        """A subscription's loop that lost its first cancellation, as a fetch can make it."""
+
+        name = "stubborn"
+        lost = 0
+
+        async def run(self) -> None:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    if self.lost:
+                        raise
+                    self.lost += 1
+
+    consumers = Consumers.__new__(Consumers)
+    stubborn = Stubborn()
+    consumers.loops = [stubborn]  # type: ignore[list-item]
+    task = asyncio.create_task(consumers.run())
+    await asyncio.sleep(0)
+
+    await asyncio.wait_for(cancel_and_wait([task]), timeout=30)
+
+    assert task.done()
+    assert stubborn.lost == 1

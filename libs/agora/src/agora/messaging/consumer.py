@@ -55,6 +55,7 @@ from agora.messaging.broker import Broker
 from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_name
 from agora.messaging.schema import inbox
 from agora.messaging.subscriptions import Subscription
+from agora.tasks import cancel_and_wait
 
 log = structlog.get_logger("agora.consumer")
 
@@ -189,10 +190,22 @@ class Consumers:
         broker.on_connect(self._reconnected)
 
     async def run(self) -> None:
-        """Consume until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for loop in self.loops:
-                group.create_task(loop.run(), name=f"consumer:{loop.name}")
+        """Consume until cancelled (or until one subscription's loop fails)."""
+        tasks = [
+            asyncio.create_task(loop.run(), name=f"consumer:{loop.name}") for loop in self.loops
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            # Not a TaskGroup: it cancels its tasks once, and a loop that lost that cancellation
+            # (see agora.tasks) would keep this one waiting for ever. Cancelled again while
+            # stopping them, it still waits for them: no loop is left running behind it.
+            while True:
+                try:
+                    await cancel_and_wait(tasks)
+                    break
+                except asyncio.CancelledError:
+                    continue
 
     def redelivery_delay(self, delivered: int) -> float | None:
         """The pause before delivery ``delivered + 1``; None means at once."""
