@@ -209,20 +209,39 @@ def test_nats_server_runs_the_command_line_and_fsyncs_as_the_sync_option_says(
 ) -> None:
     layout = Layout.of(tmp_path)
     layout.root.mkdir()
-    nats_server = embedded_nats(
-        port=free_port(), store_dir=layout.nats, config_path=layout.nats_config, sync=NatsSync(sync)
-    )
-    monitor = free_port()
-    # The monitoring port is only for this test: it is where the server says how it syncs.
-    with subprocess.Popen(
-        [*nats_server.argv(), "--http_port", str(monitor)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as process:
-        try:
-            info = wait_for("nats-server's /varz", lambda: varz(monitor), timeout=30)
-        finally:
-            process.terminate()
+    # A port found free can be taken by another process before the server binds it: then the
+    # server exits at once, and the test starts it again on other ports (three tries at most).
+    for _ in range(3):
+        nats_server = embedded_nats(
+            port=free_port(),
+            store_dir=layout.nats,
+            config_path=layout.nats_config,
+            sync=NatsSync(sync),
+        )
+        monitor = free_port()
+        # The monitoring port is only for this test: it is where the server says how it syncs.
+        with subprocess.Popen(
+            [*nats_server.argv(), "--http_port", str(monitor)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as process:
+
+            def answered(
+                process: subprocess.Popen[bytes] = process, monitor: int = monitor
+            ) -> dict[str, Any] | bool | None:
+                if process.poll() is not None:
+                    return False  # exited: try again
+                return varz(monitor)
+
+            try:
+                found = wait_for("nats-server's /varz", answered, timeout=30)
+            finally:
+                process.terminate()
+        if isinstance(found, dict):
+            info = found
+            break
+    else:
+        raise AssertionError("nats-server exited at once on three pairs of free ports")
 
     assert info["port"] == nats_server.port
     assert info["jetstream"]["config"]["store_dir"] == str(layout.nats / "jetstream")
