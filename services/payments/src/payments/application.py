@@ -19,6 +19,7 @@ session into the :class:`Payments` port, so this module names no table.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -458,7 +459,7 @@ class Wakeup:
     def __init__(self) -> None:
         self._event: asyncio.Event | None = None
         self._poll = True
-        self._handed: deque[Claim] = deque()
+        self._handed: deque[tuple[Claim, contextvars.Context]] = deque()
         self.lease: timedelta | None = None
 
     def start(self, lease: timedelta | None = None) -> None:
@@ -486,11 +487,13 @@ class Wakeup:
             self._event.set()
 
     def hand(self, claim: Claim) -> None:
-        self._handed.append(claim)
+        # With the context of the command that left it, so the processor call and the events it
+        # records stay in the checkout's trace and carry its request id.
+        self._handed.append((claim, contextvars.copy_context()))
         self.nudge()
 
-    def handed(self) -> list[Claim]:
-        """The operations handed over since the last call."""
+    def handed(self) -> list[tuple[Claim, contextvars.Context]]:
+        """The operations handed over since the last call, each with its command's context."""
         claims = list(self._handed)
         self._handed.clear()
         return claims
@@ -549,16 +552,16 @@ class Worker:
         self.wakeup.start(self.lease)
         running: set[asyncio.Task[None]] = set()
 
-        def launch(claim: Claim) -> None:
-            task = asyncio.create_task(self._complete(claim))
+        def launch(claim: Claim, context: contextvars.Context | None = None) -> None:
+            task = asyncio.create_task(self._complete(claim), context=context)
             running.add(task)
             task.add_done_callback(running.discard)
 
         try:
             while True:
                 # Handed operations are leased already: each is started at once.
-                for claim in self.wakeup.handed():
-                    launch(claim)
+                for claim, context in self.wakeup.handed():
+                    launch(claim, context)
                 room = self.batch - len(running)
                 if room > 0 and self.wakeup.take_poll():
                     claims = await self.uow.run(

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
+from opentelemetry import trace
+
+from agora.messaging.schema import outbox
+from agora.telemetry import configure_tracing
 from agora.testing import InMemoryBus
 from contracts.payments import CapturePayment
 from payments.adapters import SqlPayments
@@ -35,7 +40,7 @@ async def test_a_command_leases_its_operation_and_hands_it_over_once_committed(
 
     await bench.authorize(order_id, APPROVED)
 
-    (claim,) = wakeup.handed()
+    ((claim, _),) = wakeup.handed()
     payment = await bench.payment(order_id)
     assert payment.lease_token == claim.token
     assert payment.lease_until == claim.until
@@ -51,11 +56,36 @@ async def test_a_command_leases_its_operation_and_hands_it_over_once_committed(
     assert await bench.answers(order_id) == ["PaymentAuthorized"]
 
 
+async def test_a_handed_operation_answers_in_the_trace_of_the_command_that_left_it(
+    bench: Bench,
+) -> None:
+    """So a checkout's trace goes on past the processor call, to the capture and the
+    confirmation, instead of ending at the command."""
+    configure_tracing("payments")
+    wakeup = handing(bench)
+    order_id = an_order()
+    with trace.get_tracer("test").start_as_current_span("checkout") as span:
+        await bench.authorize(order_id, APPROVED)
+        checkout = format(span.get_span_context().trace_id, "032x")
+
+    ((claim, context),) = wakeup.handed()
+    await asyncio.create_task(bench.worker._complete(claim), context=context)
+
+    assert await bench.answers(order_id) == ["PaymentAuthorized"]
+    (traceparent,) = await bench.uow.query(
+        lambda session: session.scalars(
+            sa.select(outbox.c.traceparent).where(outbox.c.aggregate == order_id)
+        ).all()
+    )
+    assert traceparent is not None
+    assert traceparent.split("-")[1] == checkout
+
+
 async def test_a_handed_operation_never_done_is_taken_again_and_done_once(bench: Bench) -> None:
     wakeup = handing(bench)
     order_id = an_order()
     await bench.authorize(order_id, APPROVED)
-    (lost,) = wakeup.handed()
+    ((lost, _),) = wakeup.handed()
     await bench.worker.call(lost)  # the processor authorized; the process died before recording
 
     assert await bench.claim() == []
