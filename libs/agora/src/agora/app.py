@@ -1,9 +1,10 @@
 """The service app factory: what every Agora service gets in one call.
 
-``create_service_app`` returns a FastAPI app with ``/livez``, ``/readyz``, ``/metrics`` and
-``/openapi.json``; problem-details answers for every error; the request middleware (request id,
-trace span, metrics, access log, body cap); JSON logs; migrations applied before the first request;
-one pooled service client; and token verification against identity's key set.
+``create_service_app`` returns a FastAPI app with ``/livez``, ``/readyz``, ``/metrics``,
+``/openapi.json`` and the console's ``/internal/...`` (see :mod:`agora.observe`); problem-details
+answers for every error; the request middleware (request id, trace span, metrics, access log, body
+cap); JSON logs; migrations applied before the first request; one pooled service client; and
+token verification against identity's key set.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from agora.messaging.relay import Relay, has_outbox
 from agora.messaging.subscriptions import Subscription
 from agora.middleware import RequestContext
 from agora.migrations import upgrade
+from agora.observe import SERVICE_INFO, internal_router
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
 from agora.telemetry import configure_tracing
@@ -92,7 +94,8 @@ def create_service_app(
         if use_database
         else None
     )
-    client = ServiceClient(settings.service_urls, timeout=settings.client_timeout)
+    SERVICE_INFO.labels(name, settings.version, str(settings.replica)).set(1)
+    client = ServiceClient(settings.service_urls, timeout=settings.client_timeout, service=name)
     if verifier is None and "identity" in settings.service_urls:
         verifier = TokenVerifier(
             lambda: client.get_json("identity", JWKS_PATH),
@@ -188,6 +191,7 @@ def create_service_app(
     install_problem_handlers(app, errors or {})
     document_problems(app)
     app.include_router(_probes(checks, informational, settings))
+    app.include_router(internal_router(settings, uow))
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContext, service=name, max_body_bytes=settings.max_body_bytes)

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from prometheus_client import Counter
 from yarl import URL
 
 from agora import context
@@ -50,6 +51,17 @@ _TRACE_HEADERS = ("traceparent", "tracestate")
 _NO_AUTO_HEADERS = ("Accept-Encoding",)
 
 _T = TypeVar("_T")
+
+CALLS = Counter(
+    "agora_client_requests_total",
+    "Calls to other services, by caller, callee and outcome: the class of the answer's status "
+    "(2xx, 3xx, 4xx, 5xx), or error when no answer came (retries of one call count once).",
+    ["service", "peer", "outcome"],
+)
+
+
+def _outcome(status: int | None) -> str:
+    return "error" if status is None else f"{status // 100}xx"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,15 +245,17 @@ class ServiceClient:
         reset_timeout: float = 3.0,
         pool_per_host: int = 100,
         tracer_provider: trace.TracerProvider | None = None,
+        service: str = "agora",
     ) -> None:
         """``timeout`` bounds each attempt (connecting, sending, reading the answer);
         ``connect_timeout`` bounds opening a connection. A failing idempotent call is tried
         ``attempts`` times in all, waiting ``backoff`` seconds (doubling, plus up to ``backoff``
         of jitter, at most ``backoff_max``) between tries. A replica's breaker opens after
         ``failure_threshold`` consecutive failures and lets a trial call through after
-        ``reset_timeout`` seconds."""
+        ``reset_timeout`` seconds. ``service`` names the caller in the metrics."""
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
+        self.service = service
         self.service_urls = {name: list(urls) for name, urls in service_urls.items()}
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
@@ -358,10 +372,15 @@ class ServiceClient:
             except _FailureStatus as failed:
                 reply = failed.reply
             except _Unanswered as failed:
+                self._count(service, None)
                 raise failed.problem from failed.__cause__
+            except Problem:  # every replica's breaker is open
+                self._count(service, None)
+                raise
             finally:
                 if len(last) > 1:
                     span.set_attribute("http.request.resend_count", len(last) - 1)
+            self._count(service, reply.status)
             _record_status(span, reply.status)
             return reply
 
@@ -402,6 +421,10 @@ class ServiceClient:
         if replicas is None:
             raise ServiceUnavailable(f"no address known for {service}")
         return replicas
+
+    def _count(self, peer: str, status: int | None) -> None:
+        """One call to ``peer`` ended: with an answer of ``status``, or none (None)."""
+        CALLS.labels(self.service, peer, _outcome(status)).inc()
 
     def _propagate(self, out: CIMultiDict[str]) -> None:
         """Trace context, token and request id onto an outgoing call; call inside its span."""
@@ -530,13 +553,17 @@ class _Stream:
         try:
             response = self._response = await client._retrying(attempt, retry)
         except _Unanswered as error:
+            client._count(self._service, None)
             self._end(error.problem)
             raise error.problem from error.__cause__
         except BaseException as error:
+            if isinstance(error, Problem):  # every replica's breaker is open
+                client._count(self._service, None)
             self._end(error)
             raise
         if len(last) > 1:
             span.set_attribute("http.request.resend_count", len(last) - 1)
+        client._count(self._service, response.status)
         _record_status(span, response.status)
         return response
 

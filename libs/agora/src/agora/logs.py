@@ -1,20 +1,25 @@
 """Structured logs: one JSON object a line, carrying service, request id and trace id.
 
 Standard-library loggers (uvicorn, alembic) are routed through the same processors, so every
-line a process writes has one shape and can be joined with its trace.
+line a process writes has one shape and can be joined with its trace. The process keeps its last
+lines in memory (:func:`recent_logs`), where the console reads them through ``GET /internal/logs``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
 from opentelemetry import trace
 
 from agora import context
+from agora.telemetry import Recent, span_service
+
+LOGS_KEPT = 5_000
 
 
 def _add_request(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -37,9 +42,53 @@ _process: dict[str, Any] = {"service": "agora", "replica": 0}
 
 
 def _add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    event.setdefault("service", _process["service"])
+    # Inside a request or a message, the service whose span is current (a process may hold
+    # several services' apps); otherwise the one configured last.
+    if "service" not in event:
+        event["service"] = span_service(trace.get_current_span()) or _process["service"]
     event.setdefault("replica", _process["replica"])
     return event
+
+
+class LogLine(NamedTuple):
+    trace_id: str | None
+    service: str
+    line: bytes  # the event as JSON: a snapshot later changes cannot reach, cheap to keep
+
+
+class RecentLogs:
+    """Keeps the process's last log lines; a structlog processor placed just before rendering,
+    so it sees each line as written, whatever the output format."""
+
+    def __init__(self, capacity: int = LOGS_KEPT) -> None:
+        self.lines: Recent[LogLine] = Recent(capacity)
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        trace_id = event.get("trace_id")
+        line = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
+        service = str(event.get("service"))
+        self.lines.add(LogLine(trace_id if isinstance(trace_id, str) else None, service, line))
+        return event
+
+    def find(
+        self, *, service: str | None = None, trace_id: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """The newest lines (of ``service``, of the trace ``trace_id``), as event dicts."""
+
+        def match(line: LogLine) -> bool:
+            return (trace_id is None or line.trace_id == trace_id) and (
+                service is None or line.service == service
+            )
+
+        return [orjson.loads(line.line) for line in self.lines.newest(match, limit)]
+
+
+_recent = RecentLogs()
+
+
+def recent_logs() -> RecentLogs:
+    """The process's recent log lines (kept once :func:`configure_logging` has run)."""
+    return _recent
 
 
 def configure_logging(
@@ -66,7 +115,7 @@ def configure_logging(
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _recent, renderer],
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from agora import context
 from agora.errors import PROBLEM_JSON, PayloadTooLarge, problem_body
-from agora.telemetry import extract
+from agora.telemetry import SERVICE, extract
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,8 +42,10 @@ LATENCY = Histogram(
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-# Probes and scrapes are too frequent to log or trace; they are still counted.
+# Probes, scrapes and the console's polls of /internal/... are too frequent to log or trace;
+# they are still counted.
 QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+QUIET_PREFIX = "/internal/"
 
 log = structlog.get_logger("agora.http")
 
@@ -81,7 +83,7 @@ class RequestContext:
         rid = request_id.decode()
         method: str = scope["method"]
         path: str = scope["path"]
-        quiet = path in QUIET_PATHS
+        quiet = path in QUIET_PATHS or path.startswith(QUIET_PREFIX)
         status = 500
         refused = False  # a 413 was sent for a body that grew past the cap while streaming
         received = 0
@@ -101,7 +103,10 @@ class RequestContext:
         span = None
         if not quiet:
             span = self.tracer.start_span(
-                f"{method} {path}", context=extract(headers), kind=SpanKind.SERVER
+                f"{method} {path}",
+                context=extract(headers),
+                kind=SpanKind.SERVER,
+                attributes={SERVICE: self.service},
             )
             span.set_attribute("http.request.method", method)
             span.set_attribute("url.path", path)

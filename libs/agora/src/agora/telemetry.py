@@ -1,16 +1,184 @@
-"""OpenTelemetry tracing: one tracer provider per process, W3C trace context in and out."""
+"""OpenTelemetry tracing: one tracer provider per process, W3C trace context in and out.
+
+The process keeps its last finished spans in memory (:func:`recent_spans`), where the console
+reads them through ``GET /internal/spans``; with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they also
+go to that collector (Jaeger, Tempo), which can keep them longer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import StatusCode
+
+# The span attribute naming the service a span belongs to. The resource names the process's
+# service, but a process may hold several services (a test builds one app after another, the
+# one-process mode runs them all), and the first to configure tracing names the resource: so the
+# chassis's entry points (HTTP server, consumer, relay) set this, and spans begun inside them
+# inherit it from their parent (see :class:`RecentSpans`).
+SERVICE = "agora.service"
+# Either names the collector; the exporter reads them itself.
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+SPANS_KEPT = 2_000
+
+_T = TypeVar("_T")
+
+
+class Recent(Generic[_T]):
+    """The last ``capacity`` items a process recorded, oldest dropped first. Items are added
+    from whichever thread finishes them and read from the event loop's."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[_T] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def add(self, item: _T) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def newest(self, match: Callable[[_T], bool], limit: int) -> list[_T]:
+        """Up to ``limit`` items that ``match``, the newest first."""
+        with self._lock:
+            items = list(self._items)
+        found: list[_T] = []
+        for item in reversed(items):
+            if match(item):
+                found.append(item)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def span_service(span: object) -> str | None:
+    """The service a span was recorded for, when the span says so (a span of this process)."""
+    attributes = getattr(span, "attributes", None)
+    service = attributes.get(SERVICE) if attributes is not None else None
+    return service if isinstance(service, str) else None
+
+
+class RecentSpans(SpanProcessor):
+    """Keeps the process's last finished spans. They are kept as they are and turned into plain
+    dicts (:func:`span_record`) only when read: the conversion costs more than keeping them,
+    and most spans are dropped unread."""
+
+    def __init__(self, capacity: int = SPANS_KEPT) -> None:
+        self.spans: Recent[ReadableSpan] = Recent(capacity)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        # A span begun inside another of this process belongs to the same service.
+        if span_service(span) is None:
+            service = span_service(trace.get_current_span(parent_context))
+            if service is not None:
+                span.set_attribute(SERVICE, service)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.add(span)
+
+    def find(
+        self, *, service: str | None = None, trace_id: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """The newest spans (of ``service``, of the trace ``trace_id``), as plain dicts."""
+        wanted = int(trace_id, 16) if trace_id is not None else None
+
+        def match(span: ReadableSpan) -> bool:
+            context = span.context
+            if wanted is not None and (context is None or context.trace_id != wanted):
+                return False
+            return service is None or _service_of(span) == service
+
+        return [span_record(span) for span in self.spans.newest(match, limit)]
+
+
+def _service_of(span: ReadableSpan) -> str:
+    return span_service(span) or str(span.resource.attributes.get("service.name", "unknown"))
+
+
+def _replica_of(span: ReadableSpan) -> int:
+    replica = span.resource.attributes.get("agora.replica", 0)
+    return replica if isinstance(replica, int) else 0
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """A finished span as plain JSON-safe data."""
+    context = span.context
+    start = span.start_time or 0
+    end = span.end_time or start
+    return {
+        "trace_id": format(context.trace_id, "032x") if context else None,
+        "span_id": format(context.span_id, "016x") if context else None,
+        "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
+        "name": span.name,
+        "kind": span.kind.name.lower(),
+        "service": _service_of(span),
+        "replica": _replica_of(span),
+        "start": start / 1e9,
+        "duration_ms": (end - start) / 1e6,
+        "status": "error" if span.status.status_code is StatusCode.ERROR else "ok",
+        "attributes": {key: _plain(value) for key, value in (span.attributes or {}).items()},
+    }
+
+
+def _plain(value: object) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return str(value)
+
 
 _configured = False
+_recent = RecentSpans()
+
+
+def recent_spans() -> RecentSpans:
+    """The process's recent spans (filled once :func:`configure_tracing` has run)."""
+    return _recent
+
+
+def tracer_provider(
+    service: str,
+    *,
+    version: str = "0.1.0",
+    replica: int = 0,
+    processors: tuple[SpanProcessor, ...] = (),
+) -> TracerProvider:
+    """A tracer provider naming this service, not yet installed. Its spans go to ``processors``,
+    and to the OTLP collector the environment names, if any (the standard OpenTelemetry
+    variables, read by the exporter itself)."""
+    provider = TracerProvider(
+        resource=Resource.create(
+            {
+                "service.name": service,
+                "service.version": version,
+                "service.instance.id": f"{service}-{replica}",
+                "agora.replica": replica,
+            }
+        )
+    )
+    for processor in processors:
+        provider.add_span_processor(processor)
+    if any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
+        # Imported here: a process that exports nothing need not load the exporter.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
 
 
 def configure_tracing(
@@ -20,22 +188,16 @@ def configure_tracing(
     replica: int = 0,
     processors: tuple[SpanProcessor, ...] = (),
 ) -> TracerProvider:
-    """Install a tracer provider naming this service. The first call in a process wins."""
+    """Install a tracer provider naming this service, keeping its recent spans in memory and
+    exporting them over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. The first call in a
+    process wins."""
     global _configured
     provider = trace.get_tracer_provider()
     if _configured and isinstance(provider, TracerProvider):
         return provider
-    provider = TracerProvider(
-        resource=Resource.create(
-            {
-                "service.name": service,
-                "service.version": version,
-                "service.instance.id": f"{service}-{replica}",
-            }
-        )
+    provider = tracer_provider(
+        service, version=version, replica=replica, processors=(_recent, *processors)
     )
-    for processor in processors:
-        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _configured = True
     return provider
@@ -56,4 +218,16 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
 
-__all__ = ["SpanExporter", "configure_tracing", "current_trace_id", "extract", "inject"]
+__all__ = [
+    "SERVICE",
+    "Recent",
+    "RecentSpans",
+    "SpanExporter",
+    "configure_tracing",
+    "current_trace_id",
+    "extract",
+    "inject",
+    "recent_spans",
+    "span_record",
+    "tracer_provider",
+]

@@ -56,6 +56,7 @@ from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_nam
 from agora.messaging.schema import inbox
 from agora.messaging.subscriptions import Subscription
 from agora.tasks import cancel_and_wait
+from agora.telemetry import SERVICE
 
 log = structlog.get_logger("agora.consumer")
 
@@ -78,6 +79,14 @@ HANDLING = Histogram(
     "Time from taking a message to acknowledging it (the handler's transaction included).",
     ["service", "consumer"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+RECEIVED = Counter(
+    "agora_messages_received_total",
+    "Messages a service took, by sender (the envelope's source; unknown when unreadable) and "
+    "kind (event or command). Each counts once per subscription, when settled: applied, or "
+    "dead-lettered; a redelivery after a failure or of one already applied does not count again.",
+    ["service", "source", "kind"],
 )
 
 AfterCommit = Callable[[Msg], Awaitable[None]]
@@ -227,6 +236,8 @@ class _Loop:
         self.name = consumer_name(owner.service, subscription)
         self.handler = handler_name(subscription)
         self.publisher = subscription.event_type.publisher
+        # agora.<receiver>.commands.<Name>.v<N> or agora.<publisher>.events.<Name>.v<N>
+        self.kind = "command" if subscription.subject.split(".")[2] == "commands" else "event"
         self.dead_subject = dead_letter_subject(owner.service, subscription.durable)
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stale = True
@@ -356,6 +367,7 @@ class _Loop:
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes={
+                SERVICE: owner.service,
                 "messaging.system": "nats",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": msg.subject,
@@ -364,10 +376,16 @@ class _Loop:
             },
         ) as span:
             event_id = _fallback_id(msg)
+            source = "unknown"
             try:
                 envelope, event = self._parse(msg)
                 event_id = envelope.id
+                source = envelope.source
                 span.set_attribute("messaging.message.id", event_id)
+                span.set_attribute("agora.event_type", envelope.type)
+                if envelope.subject is not None:
+                    # The aggregate the message is about (an order id finds its checkout).
+                    span.set_attribute("agora.subject", envelope.subject)
                 applied = await owner.uow.run(
                     apply, self.name, event_id, self.subscription, event, envelope
                 )
@@ -382,6 +400,8 @@ class _Loop:
                 outcome = "handled" if applied else "duplicate"
             span.set_attribute("agora.outcome", outcome)
         EVENTS.labels(owner.service, self.name, outcome).inc()
+        if outcome in ("handled", "dead"):
+            RECEIVED.labels(owner.service, source, self.kind).inc()
         HANDLING.labels(owner.service, self.name).observe(time.perf_counter() - started)
 
     def _parse(self, msg: Msg) -> tuple[CloudEvent, BaseModel]:

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from agora.db import UnitOfWork
 from agora.messaging.broker import Broker
 from agora.messaging.schema import outbox
+from agora.telemetry import SERVICE
 
 log = structlog.get_logger("agora.relay")
 tracer = trace.get_tracer("agora.messaging")
@@ -56,6 +57,7 @@ class Pending:
     subject: str
     payload: bytes
     traceparent: str | None
+    type: str
 
 
 def pending_rows(session: Session, limit: int) -> list[Pending]:
@@ -67,6 +69,7 @@ def pending_rows(session: Session, limit: int) -> list[Pending]:
             outbox.c.subject,
             outbox.c.payload,
             outbox.c.traceparent,
+            outbox.c.type,
         )
         .where(outbox.c.status == "pending")
         .order_by(outbox.c.seq)
@@ -196,9 +199,15 @@ class Relay:
         with tracer.start_as_current_span(
             f"{row.subject} publish", context=parent, kind=SpanKind.PRODUCER
         ) as span:
+            span.set_attribute(SERVICE, self.service)
             span.set_attribute("messaging.system", "nats")
             span.set_attribute("messaging.destination.name", row.subject)
             span.set_attribute("messaging.message.id", row.id)
+            span.set_attribute("agora.event_type", row.type)
+            if row.aggregate:
+                # The envelope's subject: the aggregate it is about (an order id finds its
+                # checkout).
+                span.set_attribute("agora.subject", row.aggregate)
             headers = {"Nats-Msg-Id": row.id}
             propagate.inject(headers)
             try:
