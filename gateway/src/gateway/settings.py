@@ -29,3 +29,9 @@ class GatewaySettings(ServiceSettings):
     redis_prefix: str = "agora:gateway:"
     # How long `GET /api` waits for a replica's /readyz before calling it not ready.
     health_timeout: float = Field(default=1.0, gt=0)
+    # The key that signs the pages' CSRF tokens (`AGORA_GATEWAY_SESSION_SECRET`). Empty: a random
+    # one per process, which is enough for one gateway; several gateway replicas need one set,
+    # the same for all, or a form rendered by one replica is refused by another.
+    session_secret: str = Field(default="", repr=False)
+    # Products per page on the storefront.
+    storefront_page_size: int = Field(default=24, ge=1, le=100)
