@@ -1,17 +1,22 @@
-"""The gateway's composition root: the chassis app, the proxy, `GET /api` and the rate limit."""
+"""The gateway's composition root: the chassis app, the proxy, `GET /api`, the rate limit, and
+the storefront's pages."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.topology import Topology, load_topology
+from gateway.console.routes import console_router
 from gateway.health import health_router, probe_client
 from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets
 from gateway.routing import Proxy
 from gateway.settings import GatewaySettings
+from gateway.storefront import storefront_router
+from gateway.web import STATIC_DIR, install
 
 DESCRIPTION = (
     "The one door to Agora. `/api/<service>/<path>` reaches a service's public routes (as the "
@@ -54,7 +59,11 @@ def create_app(
         settings,
         title="Agora gateway",
         description=DESCRIPTION,
-        routers=[health_router(topology, settings, probe, shared)],
+        routers=[
+            health_router(topology, settings, probe, shared),
+            storefront_router(settings),
+            console_router(topology, settings),
+        ],
         on_startup=[start],
         on_shutdown=[close],
         verifier=verifier,
@@ -65,6 +74,9 @@ def create_app(
     # after the rate limit, answering `/api/<service>/...` without FastAPI's router.
     app.user_middleware.append(Middleware(RateLimit, limiter=limiter))
     app.user_middleware.append(Middleware(Proxy, topology=topology, resources=app.state.resources))
+    # The pages: templates' CSRF secret and cookie, error pages on page paths, their files.
+    install(app, session_secret=settings.session_secret)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 

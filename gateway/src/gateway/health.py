@@ -49,6 +49,8 @@ def probe_client(settings: GatewaySettings) -> ServiceClient:
         # One try: a replica that does not answer at once is not ready, and the deadline of
         # `GET /api` is the same for all of them.
         attempts=1,
+        # Its calls are the gateway's: the service map shows them as gateway -> service.
+        service=settings.service_name,
     )
 
 

@@ -1,0 +1,1 @@
+"""The operations console at ``/console``: see :mod:`gateway.console.routes`."""
