@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from agora.topology import Topology
+from gateway.bootstrap import create_app
+from gateway.settings import GatewaySettings
+
 from .conftest import Upstream, catalog_routes, eventually
 
 if TYPE_CHECKING:
@@ -271,3 +275,25 @@ def test_requests_are_spread_over_a_services_replicas(
         assert len([i for i in ids if seen_by(second, i)]) == 2
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize(
+    ("client", "status"),
+    [(("203.0.113.9", 40000), 404), (("10.0.0.2", 40000), 200)],
+    ids=["from outside", "from itself"],
+)
+async def test_the_gateways_internal_endpoints_answer_only_the_gateway_itself(
+    topology: Topology, client: tuple[str, int], status: int
+) -> None:
+    """Its spans and log lines hold every shopper's requests: the public door keeps them to
+    the console, which reads them by calling the gateway's own address."""
+    app = create_app(GatewaySettings(), topology=topology)
+    transport = httpx.ASGITransport(app=app, client=client)
+    async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.2:8000") as http:
+        answer = await http.get("/internal/spans")
+
+    assert answer.status_code == status
+    if status == 404:
+        assert answer.headers["content-type"] == "application/problem+json"
+    else:
+        assert answer.json()["service"] == "gateway"

@@ -36,7 +36,7 @@ from agora.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from agora.middleware import ASGIApp, Message, Receive, Scope, Send
+from agora.middleware import QUIET_PREFIX, ASGIApp, Message, Receive, Scope, Send
 from agora.topology import Route, Service, Topology
 
 log = structlog.get_logger("gateway.routing")
@@ -105,28 +105,39 @@ class Proxy:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not (path := scope["path"]).startswith(PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if path == PREFIX:
+        path: str = scope["path"]
+        if path.startswith(QUIET_PREFIX) and not _from_itself(scope):
+            # A service's /internal/* is on its own port, inside the system; the gateway's is
+            # on the public door, so only its own console (calling itself) may read its spans
+            # and log lines.
+            await self._answer(scope, receive, send, NotFound(f"no public route {path!r}"))
+            return
+        if not path.startswith(PREFIX) or path == PREFIX:
             await self.app(scope, receive, send)  # `/api/` is the app's (a redirect to `/api`)
             return
         scope["route"] = self.UNMATCHED
         try:
             await self._route(scope, receive, send, path)
         except Problem as problem:
-            # What the app's problem handler would answer, without going through the app.
-            answer = problem_response(
-                Request(scope),
-                problem.status,
-                problem.title,
-                detail=problem.detail,
-                type_=problem.type,
-                headers=problem.headers,
-            )
-            await answer(scope, receive, send)
+            await self._answer(scope, receive, send, problem)
         except _ClientGone:
             return
+
+    @staticmethod
+    async def _answer(scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
+        # What the app's problem handler would answer, without going through the app.
+        answer = problem_response(
+            Request(scope),
+            problem.status,
+            problem.title,
+            detail=problem.detail,
+            type_=problem.type,
+            headers=problem.headers,
+        )
+        await answer(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, public: str) -> None:
         method: str = scope["method"]
@@ -204,6 +215,12 @@ class Proxy:
                 # connection, so the caller sees a cut-off body rather than a complete-looking one.
                 return
             raise BadGateway(f"{service} broke off its answer") from error
+
+
+def _from_itself(scope: Scope) -> bool:
+    """Whether the request came from the address it arrived on: the gateway calling itself."""
+    client, server = scope.get("client"), scope.get("server")
+    return bool(client and server and client[0] == server[0])
 
 
 def _has_dot_segment(path: str) -> bool:
