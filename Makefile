@@ -14,13 +14,14 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up test lint typecheck contracts-lint contracts unit sync bench reset help
+.PHONY: up test lint typecheck contracts-lint contracts unit sync bench reset screenshots help
 
 help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
 	@echo "make test    lint, type-check, check the import contracts and run every test"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
 	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout)"
+	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -55,6 +56,10 @@ bench: sync
 	$(BIN)/python bench/read_path.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/checkout.py
+
+# Starts a shop of its own and photographs it in the machine's Chromium (installed when missing).
+screenshots: sync
+	$(BIN)/python tests/browser/screenshots.py
 
 reset: sync
 	$(BIN)/agora reset

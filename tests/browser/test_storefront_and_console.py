@@ -1,0 +1,165 @@
+"""The shop and its console in a real browser, against ``agora up`` with all seven services.
+
+A shopper searches, puts two products in the cart, checks out and watches the order turn
+CONFIRMED on its page without reloading it; a declined card shows the order CANCELLED with a
+clear reason. An admin opens the console, sees every service healthy, opens that checkout's
+trace and finds the gateway's, orders', inventory's and payments' spans in one waterfall; a
+service killed while the console is open turns red, then green once ``agora up`` restarted it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from journeys import (
+    APPROVED,
+    DECLINED,
+    SETTLE_MS,
+    Account,
+    add_found_products,
+    checkout,
+    log_in,
+    register,
+    search,
+    settled_status,
+)
+from playwright.sync_api import Browser, Page, expect
+from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env
+
+from agora.harness import RunningSystem
+from agora.topology import load_topology
+
+pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.timeout(900)]
+
+SERVICES = [*load_topology().services, "gateway"]
+# nats, the seven services, the gateway
+PROCESSES = 9
+ADMIN = Account(ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+@dataclass
+class Journey:
+    """What the shopper's test leaves for the admin's: the order it placed."""
+
+    orders: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    directory = tmp_path_factory.mktemp("browser") / "shop"
+    with RunningSystem(directory, env={**os.environ, **admin_env()}) as running:
+        running.wait_healthy(count=PROCESSES)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def journey() -> Journey:
+    return Journey()
+
+
+@pytest.fixture
+def page(chromium: Browser, system: RunningSystem) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    yield opened
+    context.close()
+
+
+def test_a_shopper_searches_fills_a_cart_checks_out_and_sees_it_confirmed_live(
+    page: Page, system: RunningSystem, journey: Journey
+) -> None:
+    base = system.gateway_url
+    page.goto(base)
+    expect(page.get_by_test_id("product-card").first).to_be_visible()
+    everything = page.get_by_test_id("product-card").count()
+    register(page, base, Account.new())
+
+    search(page, "coffee")
+    found = page.get_by_test_id("product-card")
+    expect(found.filter(has_text="Coffee Grinder")).to_have_count(1)
+    expect(found.filter(has_text="Headphones")).to_have_count(0)
+    assert 2 <= found.count() < everything
+    names = add_found_products(page, 2)
+    expect(page.get_by_test_id("cart-count")).to_have_text("2")
+
+    page.goto(f"{base}/cart")
+    for name in names:
+        expect(page.get_by_test_id("cart-line").filter(has_text=name)).to_have_count(1)
+    order_id = checkout(page, base, APPROVED)
+    journey.orders.append(order_id)
+
+    # A mark on the page's window: a reload would wipe it, so finding it again afterwards
+    # proves the status changed in place.
+    page.evaluate("window.__stayed = true")
+    settled_status(page, "CONFIRMED")
+    assert page.evaluate("window.__stayed === true")
+    for name in names:
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+
+    page.goto(f"{base}/orders")
+    expect(page.get_by_role("link", name=order_id[:8])).to_be_visible()
+    page.goto(f"{base}/messages")
+    expect(page.get_by_text("confirmed", exact=False).first).to_be_visible(timeout=SETTLE_MS)
+
+
+def test_a_declined_card_shows_the_order_cancelled_with_its_reason(
+    page: Page, system: RunningSystem
+) -> None:
+    base = system.gateway_url
+    register(page, base, Account.new())
+    search(page, "tea")
+    add_found_products(page, 1)
+    checkout(page, base, DECLINED)
+    page.evaluate("window.__stayed = true")
+    settled_status(page, "CANCELLED")
+    expect(page.get_by_test_id("cancel-reason")).to_contain_text("declined", ignore_case=True)
+    assert page.evaluate("window.__stayed === true")
+
+
+def test_an_admin_sees_every_service_healthy_and_follows_a_checkout_across_services(
+    page: Page, system: RunningSystem, journey: Journey
+) -> None:
+    base = system.gateway_url
+    if not journey.orders:  # run on its own: place the checkout to follow first
+        register(page, base, Account.new())
+        search(page, "coffee")
+        add_found_products(page, 1)
+        journey.orders.append(checkout(page, base, APPROVED))
+        settled_status(page, "CONFIRMED")
+        page.context.clear_cookies()
+
+    log_in(page, base, ADMIN, "/console")
+    page.goto(f"{base}/console")
+    rows = page.get_by_test_id("service-row")
+    for service in SERVICES:
+        row = rows.and_(page.locator(f'[data-service="{service}"]'))
+        expect(row.first).to_be_visible()
+        expect(row.first).to_have_attribute("data-health", "up", timeout=SETTLE_MS)
+    expect(page.get_by_test_id("service-map")).to_be_visible()
+
+    page.goto(f"{base}/console/orders/{journey.orders[0]}/trace")
+    waterfall = page.get_by_test_id("waterfall")
+    expect(waterfall).to_be_visible()
+    spans = waterfall.get_by_test_id("span")
+    for service in ("gateway", "orders", "inventory", "payments"):
+        expect(spans.and_(page.locator(f'[data-service="{service}"]')).first).to_be_visible()
+
+
+def test_a_service_killed_while_the_console_is_open_turns_red_then_green_again(
+    page: Page, system: RunningSystem
+) -> None:
+    base = system.gateway_url
+    log_in(page, base, ADMIN, "/console")
+    page.goto(f"{base}/console")
+    row = page.locator('[data-testid="service-row"][data-service="catalog"]').first
+    expect(row).to_have_attribute("data-health", "up", timeout=SETTLE_MS)
+
+    os.kill(system.process_of("catalog")["pid"], signal.SIGKILL)
+    expect(row).not_to_have_attribute("data-health", "up", timeout=SETTLE_MS)
+    # agora up restarts it on its own; the console shows it once it answers again.
+    expect(row).to_have_attribute("data-health", "up", timeout=SETTLE_MS)
