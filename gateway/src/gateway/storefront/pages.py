@@ -211,11 +211,7 @@ def storefront_router(settings: GatewaySettings) -> APIRouter:
     async def login(
         request: Request, email: Text = "", password: Text = "", next: Text = "/"
     ) -> Response:
-        form = FormState(values={"email": email.strip(), "next": safe_next(next)})
-        if not email.strip():
-            form.error("email", "Fill this in.")
-        if not password:
-            form.error("password", "Fill this in.")
+        form = _credentials_form(email, password, next)
         if form.ok:
             shop = Shop(request)
             shop.token = None
@@ -240,11 +236,7 @@ def storefront_router(settings: GatewaySettings) -> APIRouter:
     async def register(
         request: Request, email: Text = "", password: Text = "", next: Text = "/"
     ) -> Response:
-        form = FormState(values={"email": email.strip(), "next": safe_next(next)})
-        if not email.strip():
-            form.error("email", "Fill this in.")
-        if not password:
-            form.error("password", "Fill this in.")
+        form = _credentials_form(email, password, next)
         if form.ok:
             shop = Shop(request)
             shop.token = None
@@ -606,6 +598,16 @@ def _bad_listing() -> PageError:
     return PageError(
         400, "Page not found", "This page of the list does not exist; start again from the first."
     )
+
+
+def _credentials_form(email: str, password: str, next_path: str) -> FormState:
+    """The login or register form as sent, with a message beside each field left empty."""
+    form = FormState(values={"email": email.strip(), "next": safe_next(next_path)})
+    if not email.strip():
+        form.error("email", "Fill this in.")
+    if not password:
+        form.error("password", "Fill this in.")
+    return form
 
 
 def _shown_image(image: object) -> bool:
