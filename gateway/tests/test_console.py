@@ -295,6 +295,26 @@ def test_an_order_is_found_by_the_subject_of_its_messages() -> None:
     assert traces.trace_of_order(spans, "another-order") is None
 
 
+def test_an_orders_page_shown_before_its_first_message_is_not_taken_for_its_checkout() -> None:
+    """The browser follows the checkout's redirect to the order's page at once: that page's
+    trace names the order in its path, and starts before the checkout's first message."""
+    page_view = span(
+        "9" * 16,
+        None,
+        "gateway",
+        "GET /orders/{order_id}",
+        T0 + 0.030,
+        15.0,
+        trace_id="2" * 32,
+        url_path=f"/orders/{ORDER}",
+    )
+    spans = traces.parse_spans([{"spans": [*GATEWAY_SPANS, *ORDERS_SPANS, page_view]}])
+
+    assert traces.trace_of_order(spans, ORDER) == TRACE
+    # With the checkout's spans gone, the page that showed the order is the best there is.
+    assert traces.trace_of_order(traces.parse_spans([{"spans": [page_view]}]), ORDER) == "2" * 32
+
+
 # --- the recent events --------------------------------------------------------------------------
 
 

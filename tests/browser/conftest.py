@@ -26,7 +26,9 @@ def chromium_path() -> str:
         pytest.skip(f"browser tests skipped: {error}")
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's synchronous API runs an event loop in the main
+# thread while it is open, and tests after these ones call asyncio.run().
+@pytest.fixture(scope="module")
 def chromium(chromium_path: str) -> Iterator[Browser]:
     with browser(chromium_path) as opened:
         yield opened

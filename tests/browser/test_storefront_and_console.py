@@ -163,3 +163,45 @@ def test_a_service_killed_while_the_console_is_open_turns_red_then_green_again(
     expect(row).not_to_have_attribute("data-health", "up", timeout=SETTLE_MS)
     # agora up restarts it on its own; the console shows it once it answers again.
     expect(row).to_have_attribute("data-health", "up", timeout=SETTLE_MS)
+
+
+def test_the_shop_works_at_phone_width_and_from_the_keyboard(
+    chromium: Browser, system: RunningSystem
+) -> None:
+    base = system.gateway_url
+    context = chromium.new_context(viewport={"width": 375, "height": 812}, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        # Registering from the keyboard alone: the fields in tab order, Enter sends the form.
+        account = Account.new()
+        page.goto(f"{base}/register")
+        page.get_by_label("Email", exact=True).focus()
+        page.keyboard.type(account.email)
+        page.keyboard.press("Tab")
+        page.keyboard.type(account.password)
+        page.keyboard.press("Enter")
+        expect(page.get_by_test_id("user-email")).to_have_text(account.email)
+
+        search(page, "tea")
+        add_found_products(page, 1)
+        for path in ("/", "/cart", "/checkout", "/orders", "/messages"):
+            page.goto(f"{base}{path}")
+            wider = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert wider <= 0, f"{path} is {wider} px wider than a phone's screen"
+
+        # An address the API refuses: the message stands beside the field, the rest is kept.
+        page.goto(f"{base}/checkout")
+        for label, value in {"Full name": "Ada", "Address": "1 Main St", "City": "London"}.items():
+            page.get_by_label(label, exact=True).fill(value)
+        page.get_by_label("Postal code", exact=True).fill("N1 9GU")
+        page.get_by_label("Country code", exact=True).fill("G")
+        page.get_by_label("Card number", exact=True).fill("4242 4242 4242 4241")
+        page.get_by_role("button", name="Place order").click()
+        errors = page.locator('[data-testid="form-error"][data-field]')
+        expect(errors.first).to_be_visible()
+        fields = {errors.nth(i).get_attribute("data-field") for i in range(errors.count())}
+        assert {"country", "card_number"} <= fields
+        expect(page.get_by_label("City", exact=True)).to_have_value("London")
+    finally:
+        context.close()

@@ -226,22 +226,28 @@ def _by_start(span: Span) -> float:
 
 
 def trace_of_order(spans: Iterable[Span], order_id: str) -> str | None:
-    """The earliest trace with a span about this order (its ``agora.subject``, or a path that
-    names it): the one that placed it, when it is still kept. The console's own look-ups of the
-    order are not it."""
-    found: tuple[float, str] | None = None
+    """The trace that placed this order, when it is still kept: the earliest of those that carried
+    its messages (a span whose ``agora.subject`` is the order), else the earliest whose path names
+    it. A page that showed the order names it in its path too, and may even start before the
+    checkout's first message is sent, so carrying the order's messages comes first. The
+    console's own look-ups of the order are not it."""
+    found: tuple[int, float, str] | None = None
     for trace_id, members in by_trace(spans).items():
-        about = [span for span in members if _about(span, order_id)]
-        if about and not watching_only(members):
-            start = min(span.start for span in about)
-            if found is None or start < found[0]:
-                found = (start, trace_id)
-    return found[1] if found is not None else None
+        if watching_only(members):
+            continue
+        if any(span.attributes.get("agora.subject") == order_id for span in members):
+            rank = 0
+        elif any(_names_in_path(span, order_id) for span in members):
+            rank = 1
+        else:
+            continue
+        key = (rank, min(span.start for span in members), trace_id)
+        if found is None or key < found:
+            found = key
+    return found[2] if found is not None else None
 
 
-def _about(span: Span, order_id: str) -> bool:
-    if span.attributes.get("agora.subject") == order_id:
-        return True
+def _names_in_path(span: Span, order_id: str) -> bool:
     paths = (span.attributes.get(key) for key in _PATH_ATTRIBUTES)
     return any(isinstance(path, str) and order_id in path for path in paths)
 
