@@ -32,10 +32,6 @@ def _add_request(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _json(_: Any, __: str, event: dict[str, Any]) -> str:
-    return orjson.dumps(event, default=str).decode()
-
-
 # Who this process is. Read on every line rather than captured in a closure: loggers are cached
 # on first use, and a test process builds several services' apps one after another.
 _process: dict[str, Any] = {"service": "agora", "replica": 0}
@@ -64,11 +60,20 @@ class RecentLogs:
         self.lines: Recent[LogLine] = Recent(capacity)
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-        trace_id = event.get("trace_id")
+        """Keep the line, and pass it on to a renderer of another format."""
+        self._keep(event, orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS))
+        return event
+
+    def render_json(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
+        """Keep the line and render it as JSON, serialized once for both (it runs per line)."""
         line = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
+        self._keep(event, line)
+        return line.decode()
+
+    def _keep(self, event: Mapping[str, Any], line: bytes) -> None:
+        trace_id = event.get("trace_id")
         service = str(event.get("service"))
         self.lines.add(LogLine(trace_id if isinstance(trace_id, str) else None, service, line))
-        return event
 
     def find(
         self, *, service: str | None = None, trace_id: str | None = None, limit: int = 200
@@ -106,7 +111,12 @@ def configure_logging(
         _add_request,
         structlog.processors.format_exc_info,
     ]
-    renderer: Any = _json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    # JSON lines are kept as rendered; other formats keep a JSON copy beside their rendering.
+    rendering: list[Any] = (
+        [_recent.render_json]
+        if fmt == "json"
+        else [_recent, structlog.dev.ConsoleRenderer(colors=False)]
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -115,7 +125,7 @@ def configure_logging(
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _recent, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
