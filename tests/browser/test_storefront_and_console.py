@@ -10,6 +10,7 @@ service killed while the console is open turns red, then green once ``agora up``
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from journeys import (
     settled_status,
 )
 from playwright.sync_api import Browser, Page, expect
-from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env
+from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop
 
 from agora.harness import RunningSystem
 from agora.topology import load_topology
@@ -205,3 +206,38 @@ def test_the_shop_works_at_phone_width_and_from_the_keyboard(
         expect(page.get_by_label("City", exact=True)).to_have_value("London")
     finally:
         context.close()
+
+
+def test_bad_addresses_and_a_dead_session_get_clear_pages(
+    page: Page, system: RunningSystem
+) -> None:
+    base = system.gateway_url
+    with open_shop(system) as shop:
+        stranger = shop.shopper()
+        placed = stranger.place([{"sku": shop.products(1)[0]["sku"], "quantity": 1}])
+        assert placed.status_code == 202, placed.text
+        strangers_order = placed.json()["id"]
+    register(page, base, Account.new())
+
+    answer = page.goto(f"{base}/products/NO-SUCH-PRODUCT")
+    assert answer is not None
+    assert answer.status == 404
+    expect(page.get_by_test_id("error-page")).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
+
+    # Another user's order is not there for this one, as an unknown order would not be.
+    answer = page.goto(f"{base}/orders/{strangers_order}")
+    assert answer is not None
+    assert answer.status == 404
+    expect(page.get_by_test_id("error-page")).to_be_visible()
+    assert "Traceback" not in page.content()
+
+    # A session whose token no longer verifies (expired, or signed by no key of identity's):
+    # back to the login page, saying so, and the cookie is gone.
+    page.context.add_cookies(
+        [{"name": "agora_session", "value": "eyJhbGciOiJFZERTQSJ9.e30.c2ln", "url": base}]
+    )
+    page.goto(f"{base}/orders")
+    expect(page).to_have_url(re.compile(r"/login\?"))
+    expect(page.get_by_test_id("form-error")).to_contain_text("expired")
+    assert "agora_session" not in {cookie["name"] for cookie in page.context.cookies()}
