@@ -242,10 +242,22 @@ def spans() -> Iterator[InMemorySpanExporter]:
     if not isinstance(provider, TracerProvider):
         provider = configure_tracing("delivery-test")
     exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
+    processor = _Listening(exporter)
     provider.add_span_processor(processor)
     yield exporter
-    processor.shutdown()
+    processor.listening = False
+    exporter.clear()
+
+
+class _Listening(SimpleSpanProcessor):
+    """Hands spans to the test's exporter until the test is over. A provider cannot let go of
+    a processor, and a processor shut down warns on every later span of the process."""
+
+    listening = True
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.listening:
+            super().on_end(span)
 
 
 async def test_the_consumers_span_is_a_child_of_the_span_that_recorded_the_event(
