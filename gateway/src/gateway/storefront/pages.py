@@ -508,10 +508,7 @@ def storefront_router(settings: GatewaySettings) -> APIRouter:
     async def _cart_page(
         request: Request, *, errors: dict[str, str] | None = None, status: int = 200
     ) -> Response:
-        shop = Shop(request)
-        held = await shop.json("cart", "GET", "/cart", what=CART)
-        request.state.cart_count = cart_units(held)
-        lines = [_line(item) for item in held.get("items", [])]
+        held, lines = await _held_cart(request)
         return render(
             request,
             "storefront/cart.html",
@@ -528,10 +525,7 @@ def storefront_router(settings: GatewaySettings) -> APIRouter:
     async def _checkout_page(
         request: Request, form: FormState, *, key: str, status: int = 200
     ) -> Response:
-        shop = Shop(request)
-        held = await shop.json("cart", "GET", "/cart", what=CART)
-        request.state.cart_count = cart_units(held)
-        lines = [_line(item) for item in held.get("items", [])]
+        held, lines = await _held_cart(request)
         return render(
             request,
             "storefront/checkout.html",
@@ -598,6 +592,13 @@ def _bad_listing() -> PageError:
     return PageError(
         400, "Page not found", "This page of the list does not exist; start again from the first."
     )
+
+
+async def _held_cart(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The user's cart and its lines as the pages show them; the header's count comes with it."""
+    held = await Shop(request).json("cart", "GET", "/cart", what=CART)
+    request.state.cart_count = cart_units(held)
+    return held, [_line(item) for item in held.get("items", [])]
 
 
 def _credentials_form(email: str, password: str, next_path: str) -> FormState:
