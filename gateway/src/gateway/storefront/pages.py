@@ -597,7 +597,7 @@ def _bad_listing() -> PageError:
 async def _held_cart(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The user's cart and its lines as the pages show them; the header's count comes with it."""
     held = await Shop(request).json("cart", "GET", "/cart", what=CART)
-    request.state.cart_count = cart_units(held)
+    setattr(request.state, CART_COUNT_STATE, cart_units(held))
     return held, [_line(item) for item in held.get("items", [])]
 
 
