@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agora.forwarded import TrustedProxies
+
 Profile = Literal["embedded", "production"]
 
 
@@ -54,6 +56,10 @@ class ServiceSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1024 * 1024, validation_alias=_shared("max_body_bytes"))
     client_timeout: float = Field(default=5.0, gt=0, validation_alias=_shared("client_timeout"))
+    # The proxies whose X-Forwarded-For and X-Forwarded-Proto this process believes, comma
+    # separated addresses or networks (agora.forwarded). A service is called by the gateway and
+    # its peers, on loopback when embedded; the gateway itself trusts none unless told.
+    trusted_proxies: str = "127.0.0.1,::1"
 
     # Messaging. No URL: the service runs without a broker (its outbox still fills).
     nats_url: str = Field(default="", validation_alias=_shared("nats_url"))
@@ -74,6 +80,10 @@ class ServiceSettings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / f'{self.service_name}.db'}"
         return self
+
+    @property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies(self.trusted_proxies.split(","))
 
     @classmethod
     def prefixed(cls, prefix: str) -> SettingsConfigDict:
