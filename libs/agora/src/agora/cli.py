@@ -55,6 +55,7 @@ from agora.runner import (
     pid_alive,
     running_state,
 )
+from agora.server import server_config
 from agora.settings import ServiceSettings
 from agora.topology import Topology, find_topology_file, load_topology
 
@@ -123,25 +124,25 @@ def serve(
     application = module.create_app()
     bind_host, bind_port = _address(application, name, topology)
     server = uvicorn.Server(
-        uvicorn.Config(
+        server_config(
             application,
             host=bind_host,
             port=bind_port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            # The chassis has configured JSON logs, and it logs each request itself.
-            log_config=None,
-            access_log=False,
-            # Trust no X-Forwarded-For: the gateway keys its rate limit on the client's address,
-            # which a local client could otherwise choose for itself.
-            proxy_headers=False,
-            timeout_graceful_shutdown=5,
+            max_header_bytes=_max_header_bytes(application),
         )
     )
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _max_header_bytes(application: Any) -> int:
+    resources = getattr(application.state, "resources", None)
+    settings = getattr(resources, "settings", None)
+    if isinstance(settings, ServiceSettings):
+        return settings.max_header_bytes
+    default: int = ServiceSettings.model_fields["max_header_bytes"].default
+    return default
 
 
 def _address(application: Any, name: str, topology: Topology) -> tuple[str, int]:

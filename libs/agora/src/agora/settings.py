@@ -55,6 +55,12 @@ class ServiceSettings(BaseSettings):
         default="NORMAL", validation_alias=_shared("sqlite_synchronous")
     )
     max_body_bytes: int = Field(default=1024 * 1024, validation_alias=_shared("max_body_bytes"))
+    # The request line and headers of one request, together (agora.server): past it, 431. Room
+    # for a session cookie, a token and a browser's usual headers, with the cookies other local
+    # apps leave on 127.0.0.1 besides.
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, validation_alias=_shared("max_header_bytes")
+    )
     client_timeout: float = Field(default=5.0, gt=0, validation_alias=_shared("client_timeout"))
     # The proxies whose X-Forwarded-For and X-Forwarded-Proto this process believes, comma
     # separated addresses or networks (agora.forwarded). A service is called by the gateway and

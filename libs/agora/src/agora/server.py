@@ -1,0 +1,143 @@
+"""Serving an app over HTTP: uvicorn on httptools, with a bound on the size of a request's head.
+
+httptools (the fast parser uvicorn runs here) sets no limit on a request line or a header: one
+64 MiB header is read into memory whole and handed on. :func:`bounded_http` gives uvicorn a
+protocol that counts the head (request line and headers) as it arrives and, past the bound,
+answers ``431 Request Header Fields Too Large`` and closes the connection, without reading the
+rest (ADR 0023).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from agora.errors import PROBLEM_JSON, problem_body
+
+HEAD_TOO_LARGE = 431
+
+
+class HeadTooLarge(Exception):
+    """Raised inside the parser's callbacks: it stops the parser at once (httptools turns it into
+    a parser error, and uvicorn into a call of :meth:`BoundedHttpTools.send_400_response`)."""
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request whose head passes ``max_head_bytes``.
+
+    Two counts keep the bound. The parser's callbacks count what it has parsed (the URL as it
+    comes, each header once complete), exactly. But httptools keeps a header's value to itself
+    until the value ends, so a header that never ends is counted as raw bytes instead: the bytes
+    received while a head is still unfinished.
+    """
+
+    max_head_bytes = 32 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Bytes of the current head seen so far; None between a head's end and the next request.
+        self._head: int | None = None
+        self._heads = 0
+        self._refusing = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            return
+        heads, unfinished = self._heads, self._head is not None
+        super().data_received(data)
+        # A chunk fed while one head stays unfinished from before to after it is all head: the
+        # parser found no end in it. (A chunk that ends a head, or starts one, is counted exactly
+        # by the callbacks.)
+        if unfinished and self._head is not None and heads == self._heads and not self._refusing:
+            self._head += len(data)
+            if self._head > self.max_head_bytes:
+                self._refuse()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._heads += 1
+        self._head = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # As sent: the name, ": ", the value and the line's end.
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head = None
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusing:
+            self._answer_431()
+        else:
+            super().send_400_response(msg)
+
+    def _count(self, size: int) -> None:
+        if self._head is None:
+            return
+        self._head += size
+        if self._head > self.max_head_bytes:
+            self._refusing = True
+            raise HeadTooLarge
+
+    def _refuse(self) -> None:
+        self._refusing = True
+        self._answer_431()
+
+    def _answer_431(self) -> None:
+        self.logger.info("Refused a request whose head passes %d bytes.", self.max_head_bytes)
+        body = problem_body(
+            HEAD_TOO_LARGE,
+            "Request header fields too large",
+            detail=f"the request line and headers may take at most {self.max_head_bytes} bytes",
+        )
+        head = [STATUS_LINE[HEAD_TOO_LARGE]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.extend(
+            [
+                b"content-type: " + PROBLEM_JSON.encode() + b"\r\n",
+                b"content-length: " + str(len(body)).encode() + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+            ]
+        )
+        self.transport.write(b"".join(head) + body)
+        # Read no more of it: what is left of the head is not wanted.
+        self.transport.pause_reading()
+        self.transport.close()
+
+
+def bounded_http(max_head_bytes: int) -> type[asyncio.Protocol]:
+    """The HTTP protocol class for uvicorn's ``http=``: httptools, heads bound to this size."""
+    if max_head_bytes < 1:
+        raise ValueError("a request's head takes at least one byte")
+    return type("BoundedHttpTools", (BoundedHttpTools,), {"max_head_bytes": max_head_bytes})
+
+
+def server_config(app: Any, *, host: str, port: int, max_header_bytes: int) -> uvicorn.Config:
+    """How ``agora serve`` runs an app: uvloop, httptools with a bounded head, the chassis's
+    logs."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=bounded_http(max_header_bytes),
+        lifespan="on",
+        # The chassis has configured JSON logs, and it logs each request itself.
+        log_config=None,
+        access_log=False,
+        # Trust no X-Forwarded-For: the gateway keys its rate limit on the client's address,
+        # which a local client could otherwise choose for itself.
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )

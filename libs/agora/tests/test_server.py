@@ -1,0 +1,186 @@
+"""The HTTP server ``agora serve`` runs: a request whose line or headers pass the bound is refused
+with a 431 problem, at once, without the server reading the rest; other requests are served."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import APIRouter, Request
+
+from agora.app import create_service_app
+from agora.server import server_config
+from agora.settings import ServiceSettings
+from agora.testing import free_port
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class DemoSettings(ServiceSettings):
+    service_name: ClassVar[str] = "demo"
+    model_config = ServiceSettings.prefixed("AGORA_DEMO_")
+
+
+router = APIRouter()
+
+
+@router.get("/echo")
+async def echo(request: Request) -> dict[str, int]:
+    return {"header_bytes": sum(len(k) + len(v) for k, v in request.headers.items())}
+
+
+class Served:
+    """A service app served by uvicorn as ``agora serve`` serves it, in a thread, on a free port."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        app = create_service_app(settings, title="Demo", routers=[router])
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = server_config(
+            app, host="127.0.0.1", port=self.port, max_header_bytes=settings.max_header_bytes
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> Served:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+Serve = Callable[[], Served]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    started: list[Served] = []
+
+    def start() -> Served:
+        # The bound comes from the environment, as for a service that `agora serve` runs.
+        served = Served(DemoSettings(data_dir=tmp_path, log_level="warning")).start()
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    """What the server says before it closes the connection (or resets it)."""
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(64 * KIB)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def send(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        return answer_of(sock)
+
+
+def refused_with_431(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    problem = json.loads(body)
+    return (
+        lines[0] == b"http/1.1 431 request header fields too large"
+        and b"content-type: application/problem+json" in lines
+        and b"connection: close" in lines
+        and problem["status"] == 431
+        and problem["title"] == "Request header fields too large"
+    )
+
+
+def test_a_64_kib_header_is_refused_with_431(serve: Serve) -> None:
+    served = serve()
+    request = b"GET /echo HTTP/1.1\r\nhost: demo\r\nx-big: " + b"a" * 64 * KIB + b"\r\n\r\n"
+
+    assert refused_with_431(send(served.port, request))
+
+
+def test_many_small_headers_past_the_bound_are_refused_with_431(serve: Serve) -> None:
+    served = serve()
+    headers = b"".join(b"x-h%d: %s\r\n" % (n, b"v" * 100) for n in range(400))
+
+    assert refused_with_431(
+        send(served.port, b"GET /echo HTTP/1.1\r\nhost: d\r\n" + headers + b"\r\n")
+    )
+
+
+def test_a_long_request_line_is_refused_with_431(serve: Serve) -> None:
+    served = serve()
+    request = b"GET /echo?q=" + b"a" * 64 * KIB + b" HTTP/1.1\r\nhost: demo\r\n\r\n"
+
+    assert refused_with_431(send(served.port, request))
+
+
+def test_a_64_mib_header_is_refused_before_it_is_all_sent(serve: Serve) -> None:
+    served = serve()
+    chunk = b"a" * 64 * KIB
+    sent = 0
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nhost: demo\r\nx-big: ")
+        while sent < 64 * MIB:
+            answered, _, _ = select.select([sock], [], [], 0)
+            if answered:
+                break
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        answer = answer_of(sock)
+
+    assert refused_with_431(answer)
+    # The server stopped reading long before the end: the header was never held whole.
+    assert sent < 16 * MIB
+
+
+def test_usual_requests_are_served_one_after_another_on_one_connection(serve: Serve) -> None:
+    served = serve()
+    # A session cookie and a bearer token, as a browser and the gateway send them.
+    headers = {"cookie": "agora_session=" + "s" * 4 * KIB, "authorization": "Bearer " + "t" * 2048}
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        answers = [client.get("/echo", headers=headers) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert answers[-1].json()["header_bytes"] > 6 * KIB
+
+
+def test_the_bound_is_the_max_header_bytes_setting(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header = {"x-big": "a" * 40 * KIB}
+    monkeypatch.setenv("AGORA_MAX_HEADER_BYTES", str(64 * KIB))
+    roomy = serve()
+    monkeypatch.setenv("AGORA_MAX_HEADER_BYTES", str(8 * KIB))
+    tight = serve()
+
+    with httpx.Client(timeout=30) as client:
+        assert client.get(f"{roomy.url}/echo", headers=header).status_code == 200
+        assert client.get(f"{tight.url}/echo", headers={"x-big": "a" * 9 * KIB}).status_code == 431
