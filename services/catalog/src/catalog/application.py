@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from agora.cursor import CursorCodec, InvalidCursor
 from agora.messaging.outbox import record
 from catalog.domain import (
     CHECKS,
@@ -100,6 +101,7 @@ class Catalogue(Protocol):
 
 
 Store = Callable[[Session], Catalogue]
+CURSORS = CursorCodec(Cursor)
 
 
 def get_product(session: Session, store: Store, sku: str) -> Product:
@@ -122,8 +124,18 @@ def list_products(session: Session, store: Store, listing: Listing) -> Page:
     rows = store(session).listing(listing, listing.limit + 1)
     items = rows[: listing.limit]
     more = len(rows) > listing.limit
-    next_cursor = Cursor.after(items[-1], listing.sort).encode() if more else None
+    next_cursor = CURSORS.encode(Cursor.after(items[-1], listing.sort)) if more else None
     return Page(items=items, next_cursor=next_cursor)
+
+
+def read_cursor(token: str, sort: Sort) -> Cursor:
+    """The cursor in ``token``, which must have been handed out by a listing in ``sort`` order."""
+    cursor = CURSORS.decode(token)
+    if cursor.sort != sort:
+        raise InvalidCursor(
+            f"the cursor belongs to a listing sorted by {cursor.sort.value!r}, not {sort.value!r}"
+        )
+    return cursor
 
 
 def list_categories(session: Session, store: Store) -> list[CategorySummary]:

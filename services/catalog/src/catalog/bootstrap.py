@@ -13,7 +13,6 @@ from agora.migrations import upgrade
 from catalog import application, entrypoints
 from catalog.adapters import SqlCatalogue, load_seed
 from catalog.domain import (
-    InvalidCursor,
     InvalidProduct,
     ProductExists,
     ProductNotFound,
@@ -28,7 +27,6 @@ ERRORS: dict[type[Exception], int] = {
     ProductExists: 409,
     InvalidProduct: 422,
     UnknownCategory: 422,
-    InvalidCursor: 400,
 }
 
 DESCRIPTION = """Products, categories and prices.

@@ -27,7 +27,6 @@ from catalog.domain import (
     SKU_PATTERN,
     SLUG_MAX,
     SLUG_PATTERN,
-    Cursor,
     Product,
     Sort,
     page_size,
@@ -166,7 +165,7 @@ async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, store: S
         limit=page_size(query.limit),
         category=query.category,
         words=search_words(query.q),
-        after=Cursor.decode(query.cursor, query.sort) if query.cursor else None,
+        after=application.read_cursor(query.cursor, query.sort) if query.cursor else None,
     )
     page = await uow.query(application.list_products, store, listing)
     items = [ProductOut.model_validate(product) for product in page.items]

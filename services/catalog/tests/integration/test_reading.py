@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -249,6 +251,21 @@ def test_a_cursor_from_a_listing_in_another_order_is_refused(shared: TestClient)
 
     assert answer.status_code == 400
     assert answer.json()["title"] == "Invalid cursor"
+
+
+@pytest.mark.parametrize("sort", ["price", "-price", "name", "-name"])
+@pytest.mark.parametrize("key", [2**63, -(2**63) - 1, 10**30])
+def test_a_cursor_with_a_key_too_large_for_the_database_is_a_400(
+    shared: TestClient, sort: str, key: int
+) -> None:
+    made_up = json.dumps([sort, key, "KIT-CHEF-KNIFE-20"]).encode()
+    cursor = base64.urlsafe_b64encode(made_up).decode().rstrip("=")
+
+    answer = shared.get("/products", params={"sort": sort, "cursor": cursor})
+
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == PROBLEM
+    assert answer.json()["type"] == "/problems/invalid-cursor"
 
 
 def test_the_openapi_document_describes_the_public_routes(shared: TestClient) -> None:

@@ -20,7 +20,6 @@ from catalog.application import (
 )
 from catalog.domain import (
     Category,
-    Cursor,
     InvalidProduct,
     Product,
     ProductExists,
@@ -227,7 +226,7 @@ def test_pages_follow_each_other_until_the_last_has_no_cursor(
         seen += [p.sku for p in page.items]
         if page.next_cursor is None:
             break
-        after = Cursor.decode(page.next_cursor, Sort.PRICE_DESC)
+        after = application.read_cursor(page.next_cursor, Sort.PRICE_DESC)
 
     assert seen == ["KIT-4", "KIT-3", "KIT-2", "KIT-1", "KIT-0"]
     assert pages == 3

@@ -1,0 +1,113 @@
+"""Opaque paging cursors: one codec for the ``next_cursor`` of every listing.
+
+A listing pages by key (keyset paging): its cursor is the key of the last row of a page, which the
+client hands back to get the next. A service states that key as a dataclass of its domain
+(``Cursor(placed_at, id)``); on the wire it is the dataclass's fields as a JSON array, in
+base64url without padding, so it travels in a query string unescaped.
+
+A cursor comes back from anyone, so :meth:`CursorCodec.decode` trusts nothing in it: bad base64,
+bad JSON, another shape, a field of another type, an integer outside a signed 64-bit column
+(SQLite's and PostgreSQL's ``bigint``), a string too long or holding control characters, a moment
+without a time zone, or a key the dataclass itself refuses (its ``__post_init__`` raising
+``ValueError``) — each is the one :class:`InvalidCursor`, a 400 problem, before any of it reaches
+a query (ADR 0023).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import types
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
+
+from agora.errors import Problem
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# Longer than any key a listing here pages by (a product's name key is at most 200 characters).
+TEXT_MAX = 256
+# The longest token decoded at all: room for every field at its longest, in any script.
+TOKEN_MAX = 4096
+
+C = TypeVar("C")
+
+
+class InvalidCursor(Problem):
+    status = 400
+    title = "Invalid cursor"
+
+    def __init__(self, detail: str = "the cursor is not one this service handed out") -> None:
+        super().__init__(detail)
+
+
+def _printable(text: str) -> str:
+    # No control characters or lone surrogates: PostgreSQL refuses a NUL in text, and a lone
+    # surrogate is no UTF-8 at all, so either would fail inside the query rather than here.
+    if not text.isprintable():
+        raise ValueError("a cursor's text holds only printable characters")
+    return text
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # Stored moments are UTC; one that has no UTC reading (year 1 at +05:00) is no key of ours.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("the moment has no UTC reading") from error
+
+
+Int64 = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
+Text = Annotated[str, Field(strict=True, max_length=TEXT_MAX), AfterValidator(_printable)]
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _checked(hint: Any) -> Any:
+    """The checked form of a key field's type: what a decoded value must be to pass."""
+    if hint is int:
+        return Int64
+    if hint is str:
+        return Text
+    if hint is datetime:
+        return Moment
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint
+    if get_origin(hint) in (Union, types.UnionType):
+        return Union[tuple(_checked(arg) for arg in get_args(hint))]  # noqa: UP007
+    raise TypeError(f"a cursor holds ints, strings, moments and enums, not {hint!r}")
+
+
+class CursorCodec(Generic[C]):
+    """Turns a listing's key (a dataclass) into an opaque token and back.
+
+    ``CursorCodec(Cursor).encode(Cursor(placed_at, order_id))`` is the ``next_cursor`` to hand
+    out; ``decode(token)`` the ``Cursor`` again, or :class:`InvalidCursor`.
+    """
+
+    def __init__(self, kind: type[C]) -> None:
+        if not dataclasses.is_dataclass(kind):
+            raise TypeError(f"a cursor is a dataclass, not {kind!r}")
+        hints = get_type_hints(kind)
+        self._kind = kind
+        self._names = [field.name for field in dataclasses.fields(kind)]
+        shape: Any = tuple.__class_getitem__(tuple(_checked(hints[name]) for name in self._names))
+        self._fields: TypeAdapter[tuple[Any, ...]] = TypeAdapter(shape)
+
+    def encode(self, cursor: C) -> str:
+        raw = self._fields.dump_json(tuple(getattr(cursor, name) for name in self._names))
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def decode(self, token: str) -> C:
+        if len(token) > TOKEN_MAX:
+            raise InvalidCursor
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            fields = self._fields.validate_json(raw, strict=True)
+            # The dataclass's own rules (a sku's pattern, a key that fits its sort) come last.
+            return self._kind(*fields)
+        except (ValueError, TypeError) as error:
+            # binascii.Error and pydantic's ValidationError are ValueErrors too.
+            raise InvalidCursor from error
