@@ -482,6 +482,9 @@ def log_line(service: str, event: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+OPERATOR = "the-operators-token"
+
+
 @dataclass
 class FakeReplica:
     """A replica answering what the console asks of a service."""
@@ -529,13 +532,25 @@ class FakeReplica:
             limit = int(request.query.get("limit", "200"))
             return [item for item in found if trace_id in (None, item["trace_id"])][:limit]
 
+        def refused(request: web.Request) -> web.Response | None:
+            # As a service's /internal/* does: the operator's token, or a 401.
+            if request.headers.get("Authorization") == f"Bearer {OPERATOR}":
+                return None
+            return web.json_response({"status": 401}, status=401)
+
         async def spans(request: web.Request) -> web.Response:
+            if (refusal := refused(request)) is not None:
+                return refusal
             return web.json_response({**identity, "spans": kept(request, self.spans)})
 
         async def logs(request: web.Request) -> web.Response:
+            if (refusal := refused(request)) is not None:
+                return refusal
             return web.json_response({**identity, "logs": kept(request, self.logs)})
 
-        async def outbox(_: web.Request) -> web.Response:
+        async def outbox(request: web.Request) -> web.Response:
+            if (refusal := refused(request)) is not None:
+                return refusal
             return web.json_response({**identity, "oldest_pending_seconds": None, **self.outbox})
 
         async def jwks(_: web.Request) -> web.Response:
@@ -643,6 +658,7 @@ def system(keys: Keys) -> Iterator[System]:
         # busy machine (the fakes share the test's process) can take most of a second.
         health_timeout=5.0,
         nats_url="",
+        operator_token=OPERATOR,
     )
     running = System(replicas, settings, keys)
     yield running

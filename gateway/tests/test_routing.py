@@ -245,13 +245,14 @@ def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(
 
 
 def test_metrics_count_forwarded_requests_by_route_template_not_by_path(
-    gateway: httpx.Client,
+    start_gateway: StartGateway,
 ) -> None:
+    gateway = start_gateway(operator_token=OPERATOR)
     gateway.get("/api/catalog/products/counted-1")
     gateway.get("/api/catalog/products/counted-2")
     gateway.get("/api/catalog/no-such-thing")
 
-    metrics = gateway.get("/metrics").text
+    metrics = gateway.get("/metrics", headers={"authorization": f"Bearer {OPERATOR}"}).text
 
     assert 'route="/api/catalog/products/{sku}",service="gateway",status="200"' in metrics
     assert 'route="/api/{path}",service="gateway",status="404"' in metrics
@@ -277,23 +278,53 @@ def test_requests_are_spread_over_a_services_replicas(
         second.stop()
 
 
-@pytest.mark.parametrize(
-    ("client", "status"),
-    [(("203.0.113.9", 40000), 404), (("10.0.0.2", 40000), 200)],
-    ids=["from outside", "from itself"],
-)
-async def test_the_gateways_internal_endpoints_answer_only_the_gateway_itself(
-    topology: Topology, client: tuple[str, int], status: int
-) -> None:
-    """Its spans and log lines hold every shopper's requests: the public door keeps them to
-    the console, which reads them by calling the gateway's own address."""
-    app = create_app(GatewaySettings(), topology=topology)
+OPERATOR = "the-operators-token"
+FROM_ITSELF = ("10.0.0.2", 40000)  # the address the gateway listens on below
+FROM_LOOPBACK = ("127.0.0.1", 40000)  # a reverse proxy on the same host
+
+
+async def gateway_answer(
+    topology: Topology, client: tuple[str, int], path: str, headers: dict[str, str]
+) -> httpx.Response:
+    app = create_app(GatewaySettings(operator_token=OPERATOR), topology=topology)
     transport = httpx.ASGITransport(app=app, client=client)
     async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.2:8000") as http:
-        answer = await http.get("/internal/spans")
+        return await http.get(path, headers=headers)
 
-    assert answer.status_code == status
-    if status == 404:
-        assert answer.headers["content-type"] == "application/problem+json"
-    else:
-        assert answer.json()["service"] == "gateway"
+
+@pytest.mark.parametrize("path", ["/internal/spans", "/internal/logs", "/metrics"])
+@pytest.mark.parametrize("client", [FROM_ITSELF, FROM_LOOPBACK], ids=["itself", "loopback"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-forwarded-for": "127.0.0.1"},
+        {"authorization": "Bearer a-guess", "x-forwarded-for": "10.0.0.2"},
+    ],
+    ids=["no-token", "forwarded-for-loopback", "wrong-token"],
+)
+async def test_the_gateways_spans_logs_and_metrics_need_the_operators_token_from_anywhere(
+    topology: Topology, path: str, client: tuple[str, int], headers: dict[str, str]
+) -> None:
+    """Its spans and log lines hold every shopper's requests, and its port is the public door:
+    where a request comes from proves nothing behind a proxy on the same host."""
+    answer = await gateway_answer(topology, client, path, headers)
+
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("client", [("203.0.113.9", 40000), FROM_ITSELF])
+async def test_the_operators_token_reads_the_gateways_spans_and_metrics(
+    topology: Topology, client: tuple[str, int]
+) -> None:
+    sent = {"authorization": f"Bearer {OPERATOR}"}
+
+    spans = await gateway_answer(topology, client, "/internal/spans", sent)
+    metrics = await gateway_answer(topology, client, "/metrics", sent)
+
+    assert spans.status_code == 200
+    assert spans.json()["service"] == "gateway"
+    assert metrics.status_code == 200
+    assert "agora_http_requests_total" in metrics.text

@@ -68,6 +68,8 @@ def create_app(
         on_shutdown=[close],
         verifier=verifier,
         use_database=False,
+        # Its port is the public door: its metrics are the operator's, like its /internal/*.
+        private_metrics=True,
     )
     # Both inside the chassis middleware rather than around it, so that every answer (a 429, a
     # forwarded one) carries a request id and is traced, logged and counted; the proxy innermost,

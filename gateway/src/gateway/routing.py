@@ -36,7 +36,7 @@ from agora.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from agora.middleware import QUIET_PREFIX, ASGIApp, Message, Receive, Scope, Send
+from agora.middleware import ASGIApp, Message, Receive, Scope, Send
 from agora.topology import Route, Service, Topology
 
 log = structlog.get_logger("gateway.routing")
@@ -109,12 +109,8 @@ class Proxy:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith(QUIET_PREFIX) and not _from_itself(scope):
-            # A service's /internal/* is on its own port, inside the system; the gateway's is
-            # on the public door, so only its own console (calling itself) may read its spans
-            # and log lines.
-            await self._answer(scope, receive, send, NotFound(f"no public route {path!r}"))
-            return
+        # The gateway's own /internal/* and /metrics go on to the app, which asks the operator's
+        # token for them (ADR 24): a caller's address proves nothing behind a proxy.
         if not path.startswith(PREFIX) or path == PREFIX:
             await self.app(scope, receive, send)  # `/api/` is the app's (a redirect to `/api`)
             return
@@ -215,12 +211,6 @@ class Proxy:
                 # connection, so the caller sees a cut-off body rather than a complete-looking one.
                 return
             raise BadGateway(f"{service} broke off its answer") from error
-
-
-def _from_itself(scope: Scope) -> bool:
-    """Whether the request came from the address it arrived on: the gateway calling itself."""
-    client, server = scope.get("client"), scope.get("server")
-    return bool(client and server and client[0] == server[0])
 
 
 def _has_dot_segment(path: str) -> bool:

@@ -39,6 +39,9 @@ from agora.testing import NatsServer, free_port
 pytestmark = pytest.mark.timeout(60)
 
 LOGGER = "test.notes"
+# What the console sends to read /internal/*: every app here is given it.
+OPERATOR_TOKEN = "operator-token-for-the-tests"
+AS_OPERATOR = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
 log = structlog.get_logger(LOGGER)
 
 
@@ -52,7 +55,7 @@ def settings_for(name: str, **values: Any) -> ServiceSettings:
         service_name: ClassVar[str] = name
         model_config = ServiceSettings.prefixed(f"AGORA_{name.upper()}_")
 
-    return ShopSettings(**values)
+    return ShopSettings(**{"operator_token": OPERATOR_TOKEN, **values})
 
 
 def notes() -> APIRouter:
@@ -88,7 +91,9 @@ async def calling(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     resources: Resources = app.state.resources
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://shop", headers=AS_OPERATOR
+        ) as client:
             yield client
     finally:
         await resources.client.close()

@@ -4,6 +4,8 @@ One aiohttp session, short timeouts, every replica in parallel: a replica that d
 costs one timeout and is shown down, never an error page. What a replica answered last is kept
 per replica, so the next scrape turns counters into rates; a scrape is shared by everyone
 watching for ``min_interval`` seconds, so ten open consoles do not scrape ten times as often.
+Every read carries the operator's token (``agora.auth.operator_token``): the replicas' /internal/*
+and the gateway's own /metrics are the operator's (ADR 24).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from agora.auth import operator_token
 from agora.topology import Topology
 from gateway.console import metrics, servicemap
 from gateway.console.metrics import Flow, Scrape, Traffic
@@ -103,7 +106,11 @@ class Collector:
         if self._session is None:
             # A plain session, not the service client: the console's reads are not the system's
             # traffic, so they carry no trace context and are not counted as calls on the map.
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            token = operator_token(self.settings)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"Authorization": f"Bearer {token}"} if token else None,
+            )
 
     async def close(self) -> None:
         if self._session is not None:

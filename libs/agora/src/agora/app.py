@@ -3,8 +3,9 @@
 ``create_service_app`` returns a FastAPI app with ``/livez``, ``/readyz``, ``/metrics``,
 ``/openapi.json`` and the console's ``/internal/...`` (see :mod:`agora.observe`); problem-details
 answers for every error; the request middleware (request id, trace span, metrics, access log, body
-cap); JSON logs; migrations applied before the first request; one pooled service client; and
-token verification against identity's key set.
+cap); JSON logs; migrations applied before the first request; one pooled service client, carrying
+the service's own credential where it calls on nobody's behalf; token verification against
+identity's key set; and the operator's token checked on ``/internal/*`` (ADR 24).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agora import context
-from agora.auth import TokenVerifier
+from agora.auth import OperatorGuard, ServiceCredentials, TokenVerifier, operator_token
 from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.errors import PROBLEM_JSON, Problem, problem_body, slug
@@ -58,6 +59,8 @@ class Resources:
     client: ServiceClient
     verifier: TokenVerifier | None
     broker: Broker | None = None
+    # This process's own credential and the services that may call it (agora.deps.CallingService).
+    credentials: ServiceCredentials = field(default_factory=ServiceCredentials)
     started_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,8 +80,13 @@ def create_service_app(
     use_database: bool = True,
     subscriptions: Sequence[Subscription] = (),
     background: Sequence[Hook] = (),
+    private_metrics: bool = False,
 ) -> FastAPI:
     """Build a service's app. Nothing connects until the app starts (rule 8).
+
+    ``private_metrics`` puts ``/metrics`` behind the operator's token like ``/internal/*``: for
+    the gateway, whose port is the public door. A service's port is inside the system, and its
+    ``/metrics`` stays open there for Prometheus.
 
     ``background`` are a service's own loops (a saga's deadline timer, a worker calling an
     outside system): each runs for the app's life once messaging has started, is restarted after
@@ -95,7 +103,13 @@ def create_service_app(
         else None
     )
     SERVICE_INFO.labels(name, settings.version, str(settings.replica)).set(1)
-    client = ServiceClient(settings.service_urls, timeout=settings.client_timeout, service=name)
+    credentials = ServiceCredentials.from_settings(settings)
+    client = ServiceClient(
+        settings.service_urls,
+        timeout=settings.client_timeout,
+        service=name,
+        credential=credentials.own,
+    )
     if verifier is None and "identity" in settings.service_urls:
         verifier = TokenVerifier(
             lambda: client.get_json("identity", JWKS_PATH),
@@ -106,8 +120,14 @@ def create_service_app(
         Broker(settings.nats_url, name=f"{name}-{settings.replica}") if settings.nats_url else None
     )
     resources = Resources(
-        settings=settings, uow=uow, client=client, verifier=verifier, broker=broker
+        settings=settings,
+        uow=uow,
+        client=client,
+        verifier=verifier,
+        broker=broker,
+        credentials=credentials,
     )
+    operator = OperatorGuard(operator_token(settings))
     checks: dict[str, Check] = {}
     if uow is not None:
         checks["database"] = uow.ping
@@ -195,8 +215,12 @@ def create_service_app(
     # After the service's own routes: the router tries routes in order and each miss costs
     # several microseconds, so the routes every request wants come first, and the probes,
     # scrapes and console reads, a few a second, last.
-    app.include_router(_probes(checks, informational, settings))
-    app.include_router(internal_router(settings, uow))
+    app.include_router(
+        _probes(
+            checks, informational, settings, metrics_guard=operator if private_metrics else None
+        )
+    )
+    app.include_router(internal_router(settings, uow, operator))
     app.add_middleware(RequestContext, service=name, max_body_bytes=settings.max_body_bytes)
     return app
 
@@ -285,7 +309,11 @@ async def _run_checks(checks: Mapping[str, Check]) -> dict[str, dict[str, Any]]:
 
 
 def _probes(
-    checks: Mapping[str, Check], informational: Mapping[str, Check], settings: ServiceSettings
+    checks: Mapping[str, Check],
+    informational: Mapping[str, Check],
+    settings: ServiceSettings,
+    *,
+    metrics_guard: OperatorGuard | None = None,
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
@@ -308,7 +336,7 @@ def _probes(
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @router.get("/metrics")
+    @router.get("/metrics", dependencies=[Depends(metrics_guard)] if metrics_guard else [])
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -5,25 +5,40 @@ key-confusion tricks fail), requires ``iss``, ``aud``, ``exp``, ``sub`` and a ``
 only access tokens (header ``typ: at+jwt``, RFC 9068), so that no other kind of JWT signed by the
 same keys passes as one. The key set is cached and fetched again when a token names a key id the
 cache does not hold (after a rotation), at most once per ``refetch_interval``.
+
+Two credentials are not users' (ADR 24). The operator's token opens ``/internal/*``
+(:class:`OperatorGuard`). A service's own credential, ``agora-service.<name>.<secret>``, goes on
+the calls it makes on nobody's behalf; a callee knows only the SHA-256 digests of the secrets of
+the services allowed to call it (:class:`ServiceCredentials`), so a callee that leaks what it
+holds does not let anyone call others as its callers. Neither is a JWT, so neither can pass for
+a user's token, nor a user's token for one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
 import structlog
 
+from agora import context
 from agora.errors import ServiceUnavailable, Unauthorized
+from agora.secrets import read_secret
+from agora.settings import ServiceSettings
 
 ALGORITHMS = ["EdDSA"]
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 VERIFIED_KEPT = 10_000  # verified tokens remembered per process
+OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name, not a secret)
+SERVICE_CREDENTIAL = "agora-service."
 
 log = structlog.get_logger("agora.auth")
 
@@ -165,3 +180,99 @@ class TokenVerifier:
                 keys[key.key_id] = key
         self._keys = keys
         return True
+
+
+# --- credentials that are not users' ------------------------------------------------------------
+
+
+def secrets_dir(data_dir: Path) -> Path:
+    """Where the embedded profile keeps its secrets: ``.agora/secrets`` beside ``.agora/data``."""
+    return data_dir.parent / "secrets"
+
+
+def _configured(value: str, path: Path | None) -> str | None:
+    """A secret given as it is, or as a file holding it (None when the file is missing)."""
+    if value:
+        return value
+    return read_secret(path) if path is not None else None
+
+
+def operator_token(settings: ServiceSettings) -> str | None:
+    """The operator's token: ``AGORA_OPERATOR_TOKEN``, else the file ``AGORA_OPERATOR_TOKEN_FILE``
+    names, else (embedded profile only) ``.agora/secrets/operator.token`` beside the data. The
+    production profile has no default: without one, /internal refuses everyone."""
+    found = _configured(settings.operator_token, settings.operator_token_file)
+    if found is None and settings.operator_token_file is None and settings.profile == "embedded":
+        found = read_secret(secrets_dir(settings.data_dir) / OPERATOR_TOKEN_FILE)
+    return found
+
+
+def _sha256(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def token_digest(secret: str) -> str:
+    """What a callee is told of a caller's secret: its SHA-256, in hex."""
+    return _sha256(secret).hex()
+
+
+class OperatorGuard:
+    """A FastAPI dependency: the request carries the operator's token as its bearer token.
+
+    Compared in constant time (digests of both sides, so their lengths give nothing away).
+    Without a token configured, every request is refused."""
+
+    def __init__(self, token: str | None) -> None:
+        self._digest = _sha256(token) if token else None
+
+    async def __call__(self) -> None:
+        sent = context.bearer_token.get()
+        if self._digest is None:
+            raise Unauthorized("no operator credential is configured: this is closed to everyone")
+        if not sent or not hmac.compare_digest(_sha256(sent), self._digest):
+            raise Unauthorized("send the operator's token: Authorization: Bearer <token>")
+
+
+def service_credential(name: str, secret: str) -> str:
+    """The credential service ``name`` sends: ``agora-service.<name>.<secret>``."""
+    return f"{SERVICE_CREDENTIAL}{name}.{secret}"
+
+
+def is_service_credential(token: str) -> bool:
+    return token.startswith(SERVICE_CREDENTIAL)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCaller:
+    """A service calling on nobody's behalf, by name, as its credential proved."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCredentials:
+    """This process's own credential (``own``, None when it was given none) and the digests of
+    the secrets of the services that may call it (``callers``: name -> SHA-256 hex)."""
+
+    own: str | None = None
+    callers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> ServiceCredentials:
+        secret = _configured(settings.service_token, settings.service_token_file)
+        return cls(
+            own=service_credential(settings.service_name, secret) if secret else None,
+            callers={name: digest.lower() for name, digest in settings.service_callers.items()},
+        )
+
+    def caller(self, token: str) -> ServiceCaller | None:
+        """The service whose credential ``token`` is, if it is one allowed to call here."""
+        if not is_service_credential(token):
+            return None
+        name, dot, secret = token[len(SERVICE_CREDENTIAL) :].partition(".")
+        expected = self.callers.get(name)
+        if not dot or not secret or expected is None:
+            return None
+        if not hmac.compare_digest(token_digest(secret).encode(), expected.encode()):
+            return None
+        return ServiceCaller(name)

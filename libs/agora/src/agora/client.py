@@ -10,7 +10,9 @@ connection could not be made). Failures reach the caller as problems (504 for a 
 unreachable service, 502 for a broken exchange), never as aiohttp exceptions.
 
 Every call carries the caller's trace context (from inside a CLIENT span of its own, so the
-callee's span is that span's child), the caller's bearer token and the request id.
+callee's span is that span's child), the caller's bearer token and the request id. A call made
+on nobody's behalf (outside any request: a background loop, a consumer) carries the service's own
+credential instead (ADR 24); a service's credential that came in is never passed on.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prometheus_client import Counter
 from yarl import URL
 
 from agora import context
+from agora.auth import is_service_credential
 from agora.errors import BadGateway, GatewayTimeout, Problem, ServiceUnavailable
 from agora.telemetry import inject
 
@@ -246,16 +249,19 @@ class ServiceClient:
         pool_per_host: int = 100,
         tracer_provider: trace.TracerProvider | None = None,
         service: str = "agora",
+        credential: str | None = None,
     ) -> None:
         """``timeout`` bounds each attempt (connecting, sending, reading the answer);
         ``connect_timeout`` bounds opening a connection. A failing idempotent call is tried
         ``attempts`` times in all, waiting ``backoff`` seconds (doubling, plus up to ``backoff``
         of jitter, at most ``backoff_max``) between tries. A replica's breaker opens after
         ``failure_threshold`` consecutive failures and lets a trial call through after
-        ``reset_timeout`` seconds. ``service`` names the caller in the metrics."""
+        ``reset_timeout`` seconds. ``service`` names the caller in the metrics; ``credential``
+        is its own, sent on the calls it makes on nobody's behalf."""
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
         self.service = service
+        self._credential = credential
         self.service_urls = {name: list(urls) for name, urls in service_urls.items()}
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
@@ -431,8 +437,15 @@ class ServiceClient:
         for name in _TRACE_HEADERS:
             out.popall(name, None)
         inject(out)
-        if (token := context.bearer_token.get()) and "Authorization" not in out:
-            out["Authorization"] = f"Bearer {token}"
+        if "Authorization" not in out:
+            token = context.bearer_token.get()
+            if token and not is_service_credential(token):
+                out["Authorization"] = f"Bearer {token}"
+            elif self._credential and context.request_id.get() is None:
+                # Serving no request, the call is the service's own. Inside one it is the
+                # caller's, even an anonymous one: the gateway must not lend its credential to
+                # whoever it forwards.
+                out["Authorization"] = f"Bearer {self._credential}"
         if (request_id := context.request_id.get()) and REQUEST_ID not in out:
             out[REQUEST_ID] = request_id
 

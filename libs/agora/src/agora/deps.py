@@ -1,7 +1,9 @@
 """FastAPI dependencies with readable aliases, for a service's entry points.
 
 ``Uow``, ``Client``, ``CurrentUser`` and ``Admin`` are what a route asks for; tests replace what
-stands behind them through ``bootstrap``, not by patching.
+stands behind them through ``bootstrap``, not by patching. A route that other services call on
+nobody's behalf asks for ``CallingService`` (a known service's own credential) or
+``UserOrService`` (that, or a user's token); see ADR 24.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from fastapi import Depends, Request
 
 from agora import context
 from agora.app import Resources
-from agora.auth import Principal
+from agora.auth import Principal, ServiceCaller, is_service_credential
 from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -57,7 +59,26 @@ async def admin(user: Annotated[Principal, Depends(current_user)]) -> Principal:
     return user
 
 
+async def calling_service(request: Request) -> ServiceCaller:
+    """The service calling, proved by its own credential; anything else is a 401."""
+    token = context.bearer_token.get()
+    caller = _resources(request).credentials.caller(token) if token else None
+    if caller is None:
+        raise Unauthorized("this is for services: send the calling service's own credential")
+    return caller
+
+
+async def user_or_service(request: Request) -> Principal | ServiceCaller:
+    """A user's valid token, or a known service's own credential."""
+    token = context.bearer_token.get()
+    if token and is_service_credential(token):
+        return await calling_service(request)
+    return await current_user(request)
+
+
 Uow = Annotated[UnitOfWork, Depends(unit_of_work)]
 Client = Annotated[ServiceClient, Depends(service_client)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 Admin = Annotated[Principal, Depends(admin)]
+CallingService = Annotated[ServiceCaller, Depends(calling_service)]
+UserOrService = Annotated[Principal | ServiceCaller, Depends(user_or_service)]

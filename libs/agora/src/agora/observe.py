@@ -15,7 +15,9 @@ and 5,000 lines), and each endpoint answers with those of its own service: a pro
 several services' apps.
 
 These routes are not public (the gateway forwards only the topology's routes), are left out of
-the OpenAPI document, and are neither traced nor logged per request: the console polls them.
+the OpenAPI document, and are neither traced nor logged per request: the console polls them. They
+hold every shopper's requests, so each needs the operator's token (``Authorization: Bearer``,
+see :class:`agora.auth.OperatorGuard`); anything else is a 401, whatever address it comes from.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agora.auth import OperatorGuard
 from agora.db import UnitOfWork, aware
 from agora.logs import recent_logs
 from agora.messaging.relay import has_outbox
@@ -58,9 +61,11 @@ def backlog_summary(session: Session) -> tuple[bool, int, datetime | None]:
     return True, int(pending), aware(oldest)
 
 
-def internal_router(settings: ServiceSettings, uow: UnitOfWork | None) -> APIRouter:
-    """The console's routes for one service's app."""
-    router = APIRouter(prefix="/internal", include_in_schema=False)
+def internal_router(
+    settings: ServiceSettings, uow: UnitOfWork | None, guard: OperatorGuard
+) -> APIRouter:
+    """The console's routes for one service's app, each behind the operator's ``guard``."""
+    router = APIRouter(prefix="/internal", include_in_schema=False, dependencies=[Depends(guard)])
     identity: dict[str, Any] = {"service": settings.service_name, "replica": settings.replica}
 
     @router.get("/spans")

@@ -67,6 +67,23 @@ class ServiceSettings(BaseSettings):
     # its peers, on loopback when embedded; the gateway itself trusts none unless told.
     trusted_proxies: str = "127.0.0.1,::1"
 
+    # Credentials (agora.auth, ADR 24). The operator's token opens /internal/*: given as it is
+    # (AGORA_OPERATOR_TOKEN) or as a file holding it (AGORA_OPERATOR_TOKEN_FILE, what agora up
+    # passes); embedded, `<data_dir>/../secrets/operator.token` is read when neither is set.
+    operator_token: str = Field(default="", repr=False, validation_alias=_shared("operator_token"))
+    operator_token_file: Path | None = Field(
+        default=None, validation_alias=_shared("operator_token_file")
+    )
+    # This process's own credential, sent on the calls it makes on nobody's behalf...
+    service_token: str = Field(default="", repr=False, validation_alias=_shared("service_token"))
+    service_token_file: Path | None = Field(
+        default=None, validation_alias=_shared("service_token_file")
+    )
+    # ...and the services that may call it so: {"orders": "<sha256 hex of its token>"}.
+    service_callers: dict[str, str] = Field(
+        default_factory=dict, validation_alias=_shared("service_callers")
+    )
+
     # Messaging. No URL: the service runs without a broker (its outbox still fills).
     nats_url: str = Field(default="", validation_alias=_shared("nats_url"))
     # How long a consumer may hold a message before the broker redelivers it; after a replica
