@@ -11,12 +11,14 @@ from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.topology import Topology, load_topology
 from gateway.console.routes import console_router
+from gateway.headers import install_security_headers
 from gateway.health import health_router, probe_client
 from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets
 from gateway.routing import Proxy
+from gateway.sessions import LocalEnds, RedisEnds, RefuseEnded, Sessions
 from gateway.settings import GatewaySettings
 from gateway.storefront import storefront_router
-from gateway.web import STATIC_DIR, install
+from gateway.web import STATIC_DIR, Transport, install
 
 DESCRIPTION = (
     "The one door to Agora. `/api/<service>/<path>` reaches a service's public routes (as the "
@@ -44,16 +46,30 @@ def create_app(
         else None
     )
     limiter: Limiter = shared or buckets
+    # Tokens ended by logging out: in Redis too when there is one, so that every replica
+    # refuses them (ADR 22).
+    local_ends = LocalEnds()
+    shared_ends = (
+        RedisEnds(settings.redis_url, local_ends, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else None
+    )
+    ended = shared_ends or local_ends
+    transport = Transport(settings.proxies, always_secure=settings.profile == "production")
 
     async def start(_: Resources) -> None:
         await probe.start()
         if shared is not None:
             await shared.start()
+        if shared_ends is not None:
+            await shared_ends.start()
 
     async def close(_: Resources) -> None:
         await probe.close()
         if shared is not None:
             await shared.close()
+        if shared_ends is not None:
+            await shared_ends.close()
 
     app = create_service_app(
         settings,
@@ -75,10 +91,14 @@ def create_app(
     # forwarded one) carries a request id and is traced, logged and counted; the proxy innermost,
     # after the rate limit, answering `/api/<service>/...` without FastAPI's router.
     app.user_middleware.append(Middleware(RateLimit, limiter=limiter))
+    # Before the proxy: a bearer token ended by logging out gets no further.
+    app.user_middleware.append(Middleware(RefuseEnded, ended=ended))
     app.user_middleware.append(Middleware(Proxy, topology=topology, resources=app.state.resources))
     # The pages: templates' CSRF secret and cookie, error pages on page paths, their files.
-    install(app, session_secret=settings.session_secret)
+    sessions = Sessions(ended, lifetime=settings.session_lifetime)
+    install(app, session_secret=settings.session_secret, transport=transport, sessions=sessions)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_security_headers(app, transport, hsts_max_age=settings.hsts_max_age)
     return app
 
 

@@ -35,3 +35,9 @@ class GatewaySettings(ServiceSettings):
     session_secret: str = Field(default="", repr=False)
     # Products per page on the storefront.
     storefront_page_size: int = Field(default=24, ge=1, le=100)
+    # How long a storefront session lasts from logging in, in seconds, whatever the lifetime of
+    # the token it holds (`AGORA_GATEWAY_SESSION_LIFETIME`): then the pages ask to log in again,
+    # and the gateway refuses that token from then on (ADR 22).
+    session_lifetime: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Strict-Transport-Security's max-age, sent on answers to requests that came over https.
+    hsts_max_age: int = Field(default=365 * 24 * 3600, ge=0)

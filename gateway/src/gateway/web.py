@@ -2,8 +2,11 @@
 session cookie, CSRF tokens, and error pages instead of problem details.
 
 The session is the user's access token from identity, kept in an HttpOnly cookie
-(``agora_session``) that lives as long as the token does; each request verifies it with the app's
-token verifier, as the proxy does for a bearer token.
+(``agora_session``) that lives as long as the token does, or the session's own lifetime when that
+is shorter; each request verifies it with the app's token verifier, as the proxy does for a bearer
+token, and asks :class:`~gateway.sessions.Sessions` whether the session goes on (logging out ends
+the token at once, on every replica). The cookies are ``Secure`` when the browser came over https,
+directly or by a trusted proxy's word, and always in the production profile (ADR 22).
 
 CSRF is a signed double submit (OWASP's recommended variant): a random nonce in an HttpOnly,
 SameSite=Strict cookie (``agora_csrf``), and in every form ``nonce.HMAC(secret, nonce|session)``,
@@ -23,6 +26,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,9 @@ from starlette.middleware import Middleware
 from agora import context
 from agora.auth import Principal
 from agora.errors import Problem, Unauthorized
+from agora.forwarded import TrustedProxies
 from agora.middleware import ASGIApp, Message, Receive, Scope, Send
+from gateway.sessions import Sessions
 
 log = structlog.get_logger("gateway.web")
 
@@ -208,21 +214,54 @@ def error_page(request: Request, status: int, title: str, detail: str) -> HTMLRe
 # --- the session --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How browsers reach the gateway: whether a request came over https (itself, or by the word
+    of a trusted proxy that ended TLS), and whether cookies are Secure whatever the request."""
+
+    proxies: TrustedProxies
+    always_secure: bool = False
+
+    def https(self, scope: Mapping[str, Any]) -> bool:
+        return self.proxies.client(scope).scheme == "https"
+
+    def secure_cookies(self, scope: Mapping[str, Any]) -> bool:
+        return self.always_secure or self.https(scope)
+
+
+def _transport(request: Request) -> Transport:
+    transport: Transport = request.app.state.transport
+    return transport
+
+
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
 def session_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def set_session(response: Response, request: Request, token: str, max_age: int) -> None:
-    """Log the browser in: the access token in the session cookie, for the token's lifetime."""
+async def set_session(response: Response, request: Request, token: str, expires_in: int) -> None:
+    """Log the browser in: the access token in the session cookie, for the session's lifetime
+    (the token's, when that is shorter)."""
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=max(0, max_age),
+        max_age=await _sessions(request).begin(token, expires_in),
         path="/",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=_transport(request).secure_cookies(request.scope),
     )
+
+
+async def end_session(response: Response, request: Request) -> None:
+    """Log the browser out: its token is refused from now on, and the cookie is cleared."""
+    if (token := session_token(request)) is not None:
+        await _sessions(request).end(token)
+    clear_session(response, request)
 
 
 def clear_session(response: Response, request: Request) -> None:
@@ -231,7 +270,7 @@ def clear_session(response: Response, request: Request) -> None:
         path="/",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=_transport(request).secure_cookies(request.scope),
     )
 
 
@@ -251,6 +290,8 @@ async def current_user(request: Request) -> Principal | None:
         principal: Principal = await verifier.verify(token)
     except Unauthorized as error:
         raise SessionExpired(return_path(request)) from error
+    if not await _sessions(request).live(token):  # logged out, or past the session's lifetime
+        raise SessionExpired(return_path(request))
     setattr(state, USER_STATE, principal)
     return principal
 
@@ -343,8 +384,9 @@ async def check_csrf(request: Request) -> None:
 class CsrfCookie:
     """Sets the nonce cookie on an answer whose page made a new one (see :func:`csrf_token`)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, transport: Transport) -> None:
         self.app = app
+        self.transport = transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_page_path(scope["path"]):
@@ -357,7 +399,7 @@ class CsrfCookie:
             if message["type"] == "http.response.start":
                 nonce = state.get(_NEW_NONCE_STATE)
                 if nonce:
-                    secure = "; Secure" if scope.get("scheme") == "https" else ""
+                    secure = "; Secure" if self.transport.secure_cookies(scope) else ""
                     MutableHeaders(scope=message).append(
                         "set-cookie",
                         f"{CSRF_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Strict{secure}",
@@ -436,14 +478,19 @@ def page_router(**options: Any) -> APIRouter:
     return APIRouter(route_class=PageRoute, **options)
 
 
-def install(app: FastAPI, *, session_secret: str = "") -> None:
+def install(
+    app: FastAPI, *, session_secret: str = "", transport: Transport, sessions: Sessions
+) -> None:
     """Make ``app`` serve pages: the CSRF secret (a random one when empty; several replicas need
-    the same one), the nonce cookie, and pages rather than problems on page paths for what the
-    app answers itself (an unknown address, a page error raised outside a page router)."""
+    the same one), the nonce cookie, the sessions, how browsers reach it (for Secure cookies),
+    and pages rather than problems on page paths for what the app answers itself (an unknown
+    address, a page error raised outside a page router)."""
     app.state.session_secret = (
         session_secret.encode() if session_secret else secrets.token_bytes(32)
     )
-    app.user_middleware.append(Middleware(CsrfCookie))
+    app.state.transport = transport
+    app.state.sessions = sessions
+    app.user_middleware.append(Middleware(CsrfCookie, transport=transport))
     for error_class in (PageError, LoginRequired, SessionExpired):
         app.add_exception_handler(error_class, _as_page)
     plain = app.exception_handlers.get(StarletteHTTPException)

@@ -59,8 +59,8 @@ from gateway.web import (
     SessionExpired,
     Unavailable,
     check_csrf,
-    clear_session,
     current_user,
+    end_session,
     login_url,
     page_router,
     render,
@@ -223,7 +223,7 @@ def storefront_router(settings: GatewaySettings) -> APIRouter:
                 json={"email": email.strip(), "password": password},
             )
             if reply.status == 200:
-                return _signed_in(request, body(reply, SIGN_IN), form.values["next"])
+                return await _signed_in(request, body(reply, SIGN_IN), form.values["next"])
             _login_refusal(reply, form)
         return render(request, "storefront/login.html", {"form": form}, status=_status(form))
 
@@ -246,14 +246,14 @@ def storefront_router(settings: GatewaySettings) -> APIRouter:
                 token = await shop.json(
                     "identity", "POST", "/token", what=SIGN_IN, json=credentials
                 )
-                return _signed_in(request, token, form.values["next"])
+                return await _signed_in(request, token, form.values["next"])
             _register_refusal(reply, form)
         return render(request, "storefront/register.html", {"form": form}, status=_status(form))
 
     @router.post("/logout", dependencies=CSRF)
     async def logout(request: Request) -> Response:
         response = RedirectResponse("/", 303)
-        clear_session(response, request)
+        await end_session(response, request)
         return response
 
     # --- the cart ---------------------------------------------------------------------------
@@ -699,13 +699,13 @@ def _plain(status: int, text: str) -> Response:
     return Response(text + "\n", status_code=status, media_type="text/plain")
 
 
-def _signed_in(request: Request, token: Any, next_path: str) -> Response:
+async def _signed_in(request: Request, token: Any, next_path: str) -> Response:
     try:
         access, lifetime = str(token["access_token"]), int(token["expires_in"])
     except (KeyError, TypeError, ValueError) as error:
         raise Unavailable(SIGN_IN) from error
     response = RedirectResponse(safe_next(next_path), 303)
-    set_session(response, request, access, lifetime)
+    await set_session(response, request, access, lifetime)
     return response
 
 
