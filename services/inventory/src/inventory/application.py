@@ -20,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
+from agora.cursor import CursorCodec, InvalidCursor
 from agora.messaging.outbox import record
 from contracts.inventory import (
     Shortage as ShortageOut,
@@ -115,6 +116,7 @@ class Inventory(Protocol):
 
 
 Store = Callable[[Session], Inventory]
+CURSORS = CursorCodec(Cursor)
 
 
 # Reads.
@@ -127,11 +129,19 @@ def get_stock(session: Session, store: Store, sku: str) -> Stock:
     return rows[0]
 
 
+def read_cursor(token: str, listing: str) -> Cursor:
+    """The cursor in ``token``, which must have been handed out by ``listing``."""
+    cursor = CURSORS.decode(token)
+    if cursor.listing != listing:
+        raise InvalidCursor("the cursor is not one this service handed out for this listing")
+    return cursor
+
+
 def list_stock(session: Session, store: Store, after: Cursor | None, limit: int) -> Page[Stock]:
     rows = store(session).stock_page(after.after if after else None, limit + 1)
     items = rows[:limit]
     more = len(rows) > limit
-    cursor = Cursor(STOCK_LISTING, items[-1].sku).encode() if more else None
+    cursor = CURSORS.encode(Cursor(STOCK_LISTING, items[-1].sku)) if more else None
     return Page(items, cursor)
 
 
@@ -145,7 +155,7 @@ def list_reservations(
     rows = store(session).reservation_page(where, after.after if after else None, limit + 1)
     items = rows[:limit]
     more = len(rows) > limit
-    cursor = Cursor(RESERVATION_LISTING, items[-1].order_id).encode() if more else None
+    cursor = CURSORS.encode(Cursor(RESERVATION_LISTING, items[-1].order_id)) if more else None
     return Page(items, cursor)
 
 

@@ -16,7 +16,6 @@ from inventory.adapters import SqlInventory, load_seed
 from inventory.domain import (
     IdempotencyKeyReused,
     InvalidAdjustment,
-    InvalidCursor,
     NotEnoughStock,
     UnknownSku,
 )
@@ -29,7 +28,6 @@ ERRORS: dict[type[Exception], int] = {
     NotEnoughStock: 409,
     InvalidAdjustment: 422,
     IdempotencyKeyReused: 422,
-    InvalidCursor: 400,
 }
 
 DESCRIPTION = """Stock per SKU and the reservations of orders.

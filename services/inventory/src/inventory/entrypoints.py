@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from agora.app import Hook, Resources
 from agora.deps import Admin, Uow
+from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
 from contracts.catalog import ProductCreated
@@ -37,7 +38,6 @@ from inventory.domain import (
     PAGE_MAX,
     REASON_MAX,
     SKU_PATTERN,
-    Cursor,
     Line,
     Reservation,
     Status,
@@ -136,8 +136,11 @@ class NewAdjustment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    delta: int = Field(
-        ge=-DELTA_MAX, le=DELTA_MAX, description="Units to add (positive) or remove (negative)."
+    delta: WholeNumber = Field(
+        ge=-DELTA_MAX,
+        le=DELTA_MAX,
+        description="Units to add (positive) or remove (negative); never 0.",
+        json_schema_extra={"not": {"const": 0}},
     )
     reason: str = Field(min_length=1, max_length=REASON_MAX, examples=["stock count"])
 
@@ -163,7 +166,10 @@ class _Paging(QueryParams):
         default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
     )
     cursor: str | None = Field(
-        default=None, max_length=512, description="The `next_cursor` of the previous page."
+        default=None,
+        max_length=512,
+        description="The `next_cursor` of the previous page, as it was handed out; any other "
+        "value is refused (400).",
     )
 
 
@@ -220,23 +226,31 @@ async def adjust_stock(
     return _availability(adjustment.sku, adjustment.available)
 
 
-@router.get("/inventory/stock", response_model=StockPage)
+@router.get(
+    "/inventory/stock",
+    response_model=StockPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_stock(
     query: Annotated[StockQuery, Query()], uow: Uow, store: Store, _admin: Admin
 ) -> Response:
     """Every SKU's stock row, by sku, one page at a time (admin only)."""
-    after = Cursor.decode(query.cursor, STOCK_LISTING) if query.cursor else None
+    after = application.read_cursor(query.cursor, STOCK_LISTING) if query.cursor else None
     page = await uow.query(application.list_stock, store, after, page_size(query.limit))
     items = [StockOut.of(row) for row in page.items]
     return _json(_STOCK_PAGE.dump_json(StockPage(items=items, next_cursor=page.next_cursor)))
 
 
-@router.get("/inventory/reservations", response_model=ReservationPage)
+@router.get(
+    "/inventory/reservations",
+    response_model=ReservationPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_reservations(
     query: Annotated[ReservationQuery, Query()], uow: Uow, store: Store, _admin: Admin
 ) -> Response:
     """Reservations by order id, optionally of one status or one order (admin only)."""
-    after = Cursor.decode(query.cursor, RESERVATION_LISTING) if query.cursor else None
+    after = application.read_cursor(query.cursor, RESERVATION_LISTING) if query.cursor else None
     where = ReservationFilter(status=query.status, order_id=query.order_id)
     page = await uow.query(
         application.list_reservations, store, where, after, page_size(query.limit)

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
+from inventory.application import CURSORS
 from inventory.domain import Cursor
 
 from .conftest import OPENING, PROBLEM, Headers, bearer
@@ -178,8 +179,11 @@ def test_bad_listing_parameters_are_a_422(
     [
         ("/inventory/stock", "not-a-cursor!"),
         ("/inventory/stock", "bm90IGpzb24"),
-        ("/inventory/stock", Cursor("reservations", "order-1").encode()),
-        ("/inventory/reservations", Cursor("stock", KNIFE).encode()),
+        ("/inventory/stock", CURSORS.encode(Cursor("reservations", "order-1"))),
+        ("/inventory/reservations", CURSORS.encode(Cursor("stock", KNIFE))),
+        # A key holding a NUL (PostgreSQL refuses it in text) or not text at all.
+        ("/inventory/stock", "WyJzdG9jayIsIktJVFx1MDAwMCJd"),
+        ("/inventory/stock", "WyJzdG9jayIsOTIyMzM3MjAzNjg1NDc3NTgwOF0"),
     ],
 )
 def test_a_cursor_not_handed_out_for_that_listing_is_a_400(

@@ -21,6 +21,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span
 from sqlalchemy.orm import Session
 
+from agora.cursor import CursorCodec
 from agora.db import UnitOfWork
 from agora.messaging.outbox import record
 from contracts.base import IntegrationCommand, IntegrationEvent
@@ -168,6 +169,7 @@ class Orders(Protocol):
 
 
 Store = Callable[[Session], Orders]
+CURSORS = CursorCodec(Cursor)
 Clock = Callable[[], datetime]
 
 
@@ -321,7 +323,7 @@ def list_orders(session: Session, store: Store, listing: Listing) -> Page:
     rows = store(session).listing(listing, listing.limit + 1)
     items = rows[: listing.limit]
     more = len(rows) > listing.limit
-    return Page(items=items, next_cursor=Cursor.after(items[-1]).encode() if more else None)
+    return Page(items=items, next_cursor=CURSORS.encode(Cursor.after(items[-1])) if more else None)
 
 
 def cancel_order(

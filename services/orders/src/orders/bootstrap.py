@@ -20,7 +20,6 @@ from orders.domain import (
     EmptyCart,
     IdempotencyKeyReused,
     InvalidCard,
-    InvalidCursor,
     MixedCurrencies,
     OrderCharged,
     OrderNotFound,
@@ -37,7 +36,6 @@ ERRORS: dict[type[Exception], int] = {
     MixedCurrencies: 422,
     InvalidCard: 422,
     IdempotencyKeyReused: 422,
-    InvalidCursor: 400,
     EmptyCart: 422,
     CartNotOrderable: 422,
 }
