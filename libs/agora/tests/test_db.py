@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +206,45 @@ async def test_two_processes_writing_one_sqlite_database_both_land_every_write(
     assert codes == [0, 0]
     assert await uow.query(count) == 600
     await uow.dispose()
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, which lets everyone read new files: the modes seen are the code's doing."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_a_sqlite_database_and_its_journal_files_are_readable_by_their_owner_only(
+    tmp_path: Path, umask_022: None
+) -> None:
+    data = tmp_path / "data"
+    uow = UnitOfWork(f"sqlite:///{data / 'shop.db'}")
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(add, "a note")
+
+    names = ("shop.db", "shop.db-wal", "shop.db-shm")
+    modes = {name: mode(data / name) for name in names}
+    await uow.dispose()
+
+    assert modes == dict.fromkeys(names, 0o600)
+    assert mode(data) == 0o700, "a folder the database needed is made owner-only"
+
+
+async def test_a_database_an_older_version_left_readable_by_others_is_narrowed_when_opened(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+
+    uow = UnitOfWork(f"sqlite:///{path}")
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.dispose()
+
+    assert mode(path) == 0o600

@@ -500,6 +500,17 @@ def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: RunningSy
     assert (up.directory / ".agora" / "data").is_dir()
 
 
+def test_up_keeps_its_folder_and_the_data_in_it_to_their_owner(
+    up: RunningSystem, workdir: Path
+) -> None:
+    up.wait_healthy(count=5)
+
+    root = workdir / ".agora"
+
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert (root / "data").stat().st_mode & 0o777 == 0o700
+
+
 def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: RunningSystem) -> None:
     before = by_name(up.wait_healthy(count=5))
     victim = before[("beta", 0)]

@@ -18,6 +18,7 @@ How it runs depends on the store, because the costs differ by an order of magnit
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from agora.errors import ServiceUnavailable
 from agora.messaging.outbox import SOURCE, write_recorded
+from agora.secrets import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -83,6 +85,25 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Make the SQLite database ``path`` readable by its owner only, before SQLite opens it.
+
+    SQLite gives a database's -wal and -shm files the mode of the database file, so creating it
+    0600 here keeps all three private. A database an older version left readable by others is
+    narrowed; a missing folder is made owner-only (an existing one is the operator's choice).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY_FILE))
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            status = file.stat()
+        except FileNotFoundError:
+            continue
+        # Another user's file is not ours to change (and chmod would be refused).
+        if status.st_mode & 0o077 and status.st_uid == os.getuid():
+            file.chmod(OWNER_ONLY_FILE)
+
+
 def async_url(url: str) -> str:
     """``postgresql://`` means asyncpg here: the one PostgreSQL driver of the chassis."""
     parsed = make_url(url)
@@ -115,7 +136,7 @@ class UnitOfWork:
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite_file(path)
             self._sync = _sqlite_engine(url, synchronous)
             # Made once: execution_options() builds a new engine proxy on every call.
             self._binds = {

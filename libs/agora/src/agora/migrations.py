@@ -23,7 +23,7 @@ from sqlalchemy import Connection, MetaData, create_engine, pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agora.db import async_url, sqlite_path
+from agora.db import async_url, private_sqlite_file, sqlite_path
 
 log = structlog.get_logger("agora.migrations")
 
@@ -35,7 +35,7 @@ def upgrade(url: str, script_location: Path, *, revision: str = "head") -> None:
     if make_url(url).get_backend_name() == "sqlite":
         path = sqlite_path(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(path)
         with _file_lock(path):
             engine = create_engine(url, poolclass=pool.NullPool)
             try:

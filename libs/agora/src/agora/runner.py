@@ -55,6 +55,7 @@ from agora.ports import (
     scan_start,
     service_port_window,
 )
+from agora.secrets import private_dir
 from agora.supervisor import Output, Process, Supervisor, describe_exit
 from agora.topology import Service, Topology
 
@@ -173,7 +174,8 @@ class RunnerLock:
 
     def acquire(self) -> bool:
         """Take the lock; False when another runner holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # .agora/ holds every service's data, logs and secrets: its owner's alone.
+        private_dir(self.path.parent)
         file = self.path.open("a")
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -291,7 +293,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
-        self.layout.data.mkdir(parents=True, exist_ok=True)
+        private_dir(self.layout.data)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         # What an earlier run's `agora stop` held does not hold this one.
         shutil.rmtree(self.layout.held, ignore_errors=True)
