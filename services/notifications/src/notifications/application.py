@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 from sqlalchemy.orm import Session
 
+from agora.cursor import CursorCodec
 from agora.db import UnitOfWork, on_commit
 from agora.tasks import Bell
 from notifications import domain
@@ -99,6 +100,7 @@ class Mailbox(Protocol):
 
 
 Store = Callable[[Session], Mailbox]
+CURSORS = CursorCodec(Cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +189,7 @@ def list_messages(session: Session, store: Store, query: MailboxQuery) -> Page:
     rows = store(session).page(query, query.limit + 1)
     items = rows[: query.limit]
     more = len(rows) > query.limit
-    return Page(items, Cursor.after(items[-1]).encode() if more else None)
+    return Page(items, CURSORS.encode(Cursor.after(items[-1])) if more else None)
 
 
 # --- the sender --------------------------------------------------------------------------------

@@ -15,14 +15,11 @@ from agora.tasks import Bell
 from notifications import application, entrypoints
 from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMailbox
 from notifications.application import Sender
-from notifications.domain import InvalidCursor
 from notifications.settings import NotificationsSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {
-    InvalidCursor: 400,
-}
+ERRORS: dict[type[Exception], int] = {}
 
 DESCRIPTION = """Messages to users: a welcome for every new account, and a message for every
 order that was confirmed or cancelled.

@@ -12,13 +12,10 @@ kind, makes no second message.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 USER_ID_MAX = 100
@@ -39,10 +36,6 @@ _MESSAGE_ID = re.compile(r"[0-9a-f-]{1,36}")
 
 class InvalidEvent(Exception):
     """Invalid event."""
-
-
-class InvalidCursor(Exception):
-    """Invalid cursor."""
 
 
 class Kind(StrEnum):
@@ -267,34 +260,19 @@ def mail_id(message_id: str, sender: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where the next page of a mailbox starts: after this message (newest first; ties by id).
-    Keyset paging, so pages neither repeat nor skip messages while new ones come in."""
+    Keyset paging, so pages neither repeat nor skip messages while new ones come in. The
+    application hands it out as an opaque token (agora.cursor)."""
 
     created_at: datetime
     id: str
 
+    def __post_init__(self) -> None:
+        if not _MESSAGE_ID.fullmatch(self.id):
+            raise ValueError("no message has this id")
+
     @classmethod
     def after(cls, message: Message) -> Cursor:
         return cls(message.created_at, message.id)
-
-    def encode(self) -> str:
-        raw = json.dumps([self.created_at.isoformat(), self.id], separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            created_at, message_id = json.loads(raw)
-            moment = datetime.fromisoformat(created_at)
-            if moment.tzinfo is None:
-                raise ValueError("a moment without a time zone")
-            # Stored moments are UTC; one that is not a UTC moment at all is no cursor of ours.
-            moment = moment.astimezone(UTC)
-        except (binascii.Error, ValueError, TypeError, OverflowError) as error:
-            raise InvalidCursor("the cursor is not one this service handed out") from error
-        if not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id):
-            raise InvalidCursor("the cursor is not one this service handed out")
-        return cls(moment, message_id)
 
 
 def page_size(limit: int) -> int:

@@ -29,7 +29,6 @@ from notifications.domain import (
     PAGE_DEFAULT,
     PAGE_MAX,
     USER_ID_MAX,
-    Cursor,
     Kind,
     Message,
     Status,
@@ -151,7 +150,7 @@ _ANY_PAGE = TypeAdapter(AnyMessagePage)
 
 
 def _query(params: MailboxParams, user_id: str | None) -> MailboxQuery:
-    after = Cursor.decode(params.cursor) if params.cursor else None
+    after = application.CURSORS.decode(params.cursor) if params.cursor else None
     return MailboxQuery(limit=page_size(params.limit), user_id=user_id, after=after)
 
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from agora.testing import STORES, database
+from notifications.application import CURSORS
 from notifications.domain import Cursor
 
 from .conftest import PROBLEM, User, a_user, app_for, bearer, settings_for, sign
@@ -106,11 +107,13 @@ def test_a_user_id_filter_no_user_has_is_a_422(
         "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwiaWQiXQ",  # a moment without a time zone
         "W10",  # []
         "\u00e9\u00e9",
-        Cursor(datetime(2026, 1, 1, tzinfo=UTC), "\x00").encode(),
-        Cursor(datetime(2026, 1, 1, tzinfo=UTC), "x" * 37).encode(),
+        "WyIyMDI2LTAxLTAxVDAwOjAwOjAwWiIsIlx1MDAwMCJd",  # an id holding a NUL
+        "WyIyMDI2LTAxLTAxVDAwOjAwOjAwWiIsInh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHgiXQ",
         # Moments no UTC moment can be: beyond the years a datetime holds, once in UTC.
-        Cursor(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "0").encode(),
-        Cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "0").encode(),
+        CURSORS.encode(Cursor(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "0")),
+        CURSORS.encode(
+            Cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "0")
+        ),
     ],
 )
 def test_a_cursor_not_handed_out_is_a_400(
@@ -127,7 +130,7 @@ def test_a_cursor_not_handed_out_is_a_400(
 def test_a_cursor_past_the_last_message_is_an_empty_page(
     shared: TestClient, admin: User, year: int
 ) -> None:
-    cursor = Cursor(datetime(year, 1, 1, tzinfo=UTC), "0").encode()
+    cursor = CURSORS.encode(Cursor(datetime(year, 1, 1, tzinfo=UTC), "0"))
 
     answer = shared.get("/notifications/all", params={"cursor": cursor}, headers=admin.headers)
 
