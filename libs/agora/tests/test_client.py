@@ -38,7 +38,8 @@ class Seen:
 
 class Callee:
     """A stand-in service: answers 503 to the next ``failures`` calls, never answers while
-    ``hang`` is set, and otherwise says which replica it is (with ``status`` when set)."""
+    ``hang`` is set (or on the paths in ``hang_on``), and otherwise says which replica it is
+    (with ``status`` when set)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -46,6 +47,7 @@ class Callee:
         self.calls: list[Seen] = []
         self.failures = 0
         self.hang = False
+        self.hang_on: set[str] = set()  # paths that never answer, while the others do
         self.status: int | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -54,7 +56,7 @@ class Callee:
         if self.failures:
             self.failures -= 1
             return web.json_response({"title": "Service unavailable"}, status=503)
-        if self.hang:
+        if self.hang or request.path in self.hang_on:
             await asyncio.Event().wait()
         response = web.Response(
             status=self.status or (201 if request.method == "POST" else 200),
@@ -377,6 +379,49 @@ async def test_a_failed_trial_call_opens_the_breaker_again(
     assert reply.status == 503
     assert client.breaker(callee.url).state is BreakerState.OPEN
     assert len(callee.calls) == 3
+
+
+async def test_a_route_that_keeps_timing_out_stops_being_called_while_the_others_are_served(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    identity = await start_callee("a")
+    identity.hang_on = {"/token"}
+    client = make_client({"identity": [identity.url]}, timeout=0.2, failure_threshold=2)
+
+    for _ in range(2):
+        with pytest.raises(GatewayTimeout):
+            await client.request("identity", "POST", "/token", json={"email": "a@example.com"})
+    with pytest.raises(ServiceUnavailable, match="identity"):
+        await client.request("identity", "POST", "/token", json={"email": "a@example.com"})
+    me = [(await client.request("identity", "GET", "/me")).status for _ in range(5)]
+
+    assert me == [200] * 5
+    assert len([seen for seen in identity.calls if seen.path_qs == "/token"]) == 2
+    assert client.breaker(identity.url).state is BreakerState.CLOSED
+    assert client.route_breaker(identity.url, "POST", "/token").state is BreakerState.OPEN
+
+
+async def test_calls_named_by_one_route_template_share_its_breaker(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    catalog = await start_callee("a")
+    catalog.hang_on = {"/products/slow-1", "/products/slow-2"}
+    client = make_client({"catalog": [catalog.url]}, timeout=0.2, failure_threshold=2, attempts=1)
+
+    for sku in ("slow-1", "slow-2"):
+        with pytest.raises(GatewayTimeout):
+            await client.request("catalog", "GET", f"/products/{sku}", route="/products/{sku}")
+    with pytest.raises(ServiceUnavailable):
+        async with client.stream("catalog", "GET", "/products/tea-1", route="/products/{sku}"):
+            pass
+    listed = await client.request("catalog", "GET", "/products")
+
+    assert listed.status == 200
+    assert [seen.path_qs for seen in catalog.calls] == [
+        "/products/slow-1",
+        "/products/slow-2",
+        "/products",
+    ]
 
 
 # --- round robin -----------------------------------------------------------------------------

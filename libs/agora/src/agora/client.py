@@ -9,6 +9,11 @@ times with jittered backoff, on the next replica, after a connection error, a ti
 connection could not be made). Failures reach the caller as problems (504 for a timeout, 503 for an
 unreachable service, 502 for a broken exchange), never as aiohttp exceptions.
 
+A replica's breaker counts what says the replica cannot serve: no connection, a broken exchange, a
+502 or 503. A timeout or a 504 is held against the route alone (its method and path, or the
+template the caller names), in a breaker of its own per replica, so that one slow route stops
+being called without the replica's other routes stopping with it (ADR 21).
+
 Every call carries the caller's trace context (from inside a CLIENT span of its own, so the
 callee's span is that span's child), the caller's bearer token and the request id. A call made
 on nobody's behalf (outside any request: a background loop, a consumer) carries the service's own
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -158,10 +164,65 @@ class CircuitBreaker:
         self._failures = 0
 
 
+class _RouteBreakers:
+    """The breakers of one replica's routes, for the failures that are a route's own.
+
+    Least recently used first, at most ``kept``: a route not called for a while most likely has
+    a closed breaker, and one forgotten errs on the side of calling, as a new one would."""
+
+    __slots__ = ("_breakers", "_make", "kept")
+
+    def __init__(self, make: Callable[[], CircuitBreaker], kept: int = 1000) -> None:
+        self._make = make
+        self.kept = kept
+        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
+
+    def __getitem__(self, route: str) -> CircuitBreaker:
+        breakers = self._breakers
+        breaker = breakers.get(route)
+        if breaker is None:
+            breaker = breakers[route] = self._make()
+            if len(breakers) > self.kept:
+                breakers.popitem(last=False)
+        else:
+            breakers.move_to_end(route)
+        return breaker
+
+
 @dataclass(slots=True)
 class _Replica:
     url: str
     breaker: CircuitBreaker
+    routes: _RouteBreakers
+
+    def admit(self, route: str) -> CircuitBreaker | None:
+        """The route's breaker, when both it and the replica's let a call through now."""
+        on_route = self.routes[route]
+        if not on_route.allow():
+            return None
+        if self.breaker.allow():
+            return on_route
+        on_route.release()  # it may have granted its trial call: keep that for the next one
+        return None
+
+    def succeeded(self, on_route: CircuitBreaker) -> None:
+        self.breaker.record_success()
+        on_route.record_success()
+
+    def failed(self, on_route: CircuitBreaker, status: int) -> None:
+        """A timeout (504) is the route's own failure: another route of the replica may be
+        answering well. Anything else (unreachable, broken off, 502, 503) is the replica's."""
+        if status == GatewayTimeout.status:
+            on_route.record_failure()
+            self.breaker.release()
+        else:
+            self.breaker.record_failure()
+            on_route.release()
+
+    def gave_up(self, on_route: CircuitBreaker) -> None:
+        """The call ended without a verdict (it was cancelled)."""
+        self.breaker.release()
+        on_route.release()
 
 
 class _Replicas:
@@ -174,19 +235,20 @@ class _Replicas:
         self.replicas = replicas
         self._next = 0
 
-    def pick(self, avoid: _Replica | None = None) -> _Replica:
-        """The next replica whose breaker lets a call through, preferring one other than
-        ``avoid`` (the replica that just failed this call)."""
+    def pick(self, route: str, avoid: _Replica | None = None) -> tuple[_Replica, CircuitBreaker]:
+        """The next replica whose breakers (its own and the route's) let a call through, and
+        the route's breaker there, preferring a replica other than ``avoid`` (the one that just
+        failed this call)."""
         count = len(self.replicas)
         if count == 0:
             raise ServiceUnavailable(f"no address known for {self.name}")
         for _ in range(count):
             replica = self.replicas[self._next]
             self._next = (self._next + 1) % count
-            if replica is not avoid and replica.breaker.allow():
-                return replica
-        if avoid is not None and avoid.breaker.allow():
-            return avoid
+            if replica is not avoid and (on_route := replica.admit(route)) is not None:
+                return replica, on_route
+        if avoid is not None and (on_route := avoid.admit(route)) is not None:
+            return avoid, on_route
         raise ServiceUnavailable(
             f"{self.name} is failing on every replica; calls to it resume after a pause"
         )
@@ -274,17 +336,21 @@ class ServiceClient:
             "wait_max": backoff_max,
             "wait_jitter": backoff,
         }
+
+        def new_breaker() -> CircuitBreaker:
+            return CircuitBreaker(failure_threshold=failure_threshold, reset_timeout=reset_timeout)
+
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._route_breakers: dict[str, _RouteBreakers] = {}
         self._services: dict[str, _Replicas] = {}
         for name, urls in self.service_urls.items():
             replicas = []
             for url in urls:
                 base = url.rstrip("/")
                 if base not in self._breakers:
-                    self._breakers[base] = CircuitBreaker(
-                        failure_threshold=failure_threshold, reset_timeout=reset_timeout
-                    )
-                replicas.append(_Replica(base, self._breakers[base]))
+                    self._breakers[base] = new_breaker()
+                    self._route_breakers[base] = _RouteBreakers(new_breaker)
+                replicas.append(_Replica(base, self._breakers[base], self._route_breakers[base]))
             self._services[name] = _Replicas(name, replicas)
         # Streamed bodies (server-sent events) may flow for as long as the callee sends them:
         # ``timeout`` bounds only the wait for the answer's head there.
@@ -295,6 +361,10 @@ class ServiceClient:
     def breaker(self, url: str) -> CircuitBreaker:
         """The circuit breaker of the replica at ``url``."""
         return self._breakers[url.rstrip("/")]
+
+    def route_breaker(self, url: str, method: str, route: str) -> CircuitBreaker:
+        """The circuit breaker of one route (``route`` as the calls named it) at ``url``."""
+        return self._route_breakers[url.rstrip("/")][_route_key(method, route)]
 
     async def start(self) -> None:
         if self._session is None:
@@ -330,12 +400,16 @@ class ServiceClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        route: str | None = None,
     ) -> Reply:
         """Call ``service`` and read its whole answer. A 502/503/504 answer that no retry
-        cured is returned as it is; no answer at all raises a :class:`Problem`."""
+        cured is returned as it is; no answer at all raises a :class:`Problem`. ``route`` is
+        the path's template (``/products/{sku}``), for the route's breaker; by default the
+        path itself."""
         session = self._session or await self._started()
         replicas = self._replicas(service)
         method = method.upper()
+        route_key = _route_key(method, route or path)
         out: CIMultiDict[str] = CIMultiDict(headers or {})
         data = None
         if json is not None:
@@ -351,7 +425,7 @@ class ServiceClient:
             last: list[_Replica] = []
 
             async def attempt() -> Reply:
-                replica = replicas.pick(last[-1] if last else None)
+                replica, on_route = replicas.pick(route_key, last[-1] if last else None)
                 last.append(replica)
                 span.set_attribute("url.full", replica.url + path)
                 try:
@@ -360,15 +434,16 @@ class ServiceClient:
                     ) as response:
                         reply = Reply(response.status, response.headers, await response.read())
                 except (aiohttp.ClientError, TimeoutError) as error:
-                    replica.breaker.record_failure()
-                    raise _unanswered(error, service, self.timeout) from error
+                    unanswered = _unanswered(error, service, self.timeout)
+                    replica.failed(on_route, unanswered.problem.status)
+                    raise unanswered from error
                 except BaseException:
-                    replica.breaker.release()
+                    replica.gave_up(on_route)
                     raise
                 if reply.status in FAILURE_STATUSES:
-                    replica.breaker.record_failure()
+                    replica.failed(on_route, reply.status)
                     raise _FailureStatus(reply)
-                replica.breaker.record_success()
+                replica.succeeded(on_route)
                 return reply
 
             try:
@@ -404,6 +479,7 @@ class ServiceClient:
         *,
         headers: Sequence[tuple[str, str]] = (),
         body: bytes | AsyncIterable[bytes] | None = None,
+        route: str | None = None,
     ) -> _Stream:
         """``async with client.stream(...) as response:`` yields an ``aiohttp.ClientResponse``
         whose body the caller reads; it is released on leaving the block.
@@ -413,8 +489,10 @@ class ServiceClient:
         service gets. Any answer is passed through as it is; only a failure before the answer
         (no connection, a timeout, a broken exchange) is retried, for an idempotent method with
         a body given as bytes. ``timeout`` bounds the wait for the answer's head, not the body.
+        ``route`` is the path's template, for the route's breaker (by default the path).
         """
-        return _Stream(self, service, method, path_qs, headers, body)
+        key = _route_key(method.upper(), route or path_qs.partition("?")[0])
+        return _Stream(self, service, method, path_qs, headers, body, key)
 
     async def _started(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -473,6 +551,10 @@ class ServiceClient:
         raise AssertionError("stamina ends its loop by returning or raising")
 
 
+def _route_key(method: str, route: str) -> str:
+    return f"{method} {route}"
+
+
 def _record_status(span: Span, status: int) -> None:
     span.set_attribute("http.response.status_code", status)
     if status >= 400:
@@ -490,6 +572,7 @@ class _Stream:
         "_method",
         "_path_qs",
         "_response",
+        "_route",
         "_service",
         "_span",
     )
@@ -502,8 +585,10 @@ class _Stream:
         path_qs: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterable[bytes] | None,
+        route: str,
     ) -> None:
         self._client = client
+        self._route = route
         self._service = service
         self._method = method.upper()
         self._path_qs = path_qs
@@ -536,7 +621,7 @@ class _Stream:
         last: list[_Replica] = []
 
         async def attempt() -> aiohttp.ClientResponse:
-            replica = replicas.pick(last[-1] if last else None)
+            replica, on_route = replicas.pick(self._route, last[-1] if last else None)
             last.append(replica)
             url = replica.url + self._path_qs
             span.set_attribute("url.full", url)
@@ -552,15 +637,16 @@ class _Stream:
                         allow_redirects=False,
                     )
             except (aiohttp.ClientError, TimeoutError) as error:
-                replica.breaker.record_failure()
-                raise _unanswered(error, self._service, client.timeout) from error
+                unanswered = _unanswered(error, self._service, client.timeout)
+                replica.failed(on_route, unanswered.problem.status)
+                raise unanswered from error
             except BaseException:
-                replica.breaker.release()
+                replica.gave_up(on_route)
                 raise
             if response.status in FAILURE_STATUSES:
-                replica.breaker.record_failure()
+                replica.failed(on_route, response.status)
             else:
-                replica.breaker.record_success()
+                replica.succeeded(on_route)
             return response
 
         try:
