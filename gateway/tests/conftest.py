@@ -41,6 +41,7 @@ def build_topology() -> Topology:
                 "identity": {
                     "module": "identity.bootstrap",
                     "routes": [
+                        {"methods": ["POST"], "path": "/users", "auth": "public"},
                         {"methods": ["POST"], "path": "/token", "auth": "public"},
                         {"methods": ["GET"], "path": "/me", "auth": "user"},
                         {"methods": ["GET"], "path": "/.well-known/jwks.json", "auth": "public"},
@@ -246,7 +247,24 @@ def identity_routes(keys: Keys) -> Callable[[Upstream], list[web.RouteDef]]:
         async def me(request: web.Request) -> web.Response:
             return web.json_response({"authorization": request.headers.get("Authorization")})
 
-        return [*_probes(), web.get("/.well-known/jwks.json", jwks), web.get("/me", me)]
+        async def register(_: web.Request) -> web.Response:
+            return web.json_response({"id": str(uuid.uuid4())}, status=201)
+
+        async def log_in(_: web.Request) -> web.Response:
+            # Whatever the email: no account has a password here.
+            return web.json_response(
+                {"type": "/problems/invalid-credentials", "title": "Invalid credentials"},
+                status=401,
+                content_type="application/problem+json",
+            )
+
+        return [
+            *_probes(),
+            web.get("/.well-known/jwks.json", jwks),
+            web.get("/me", me),
+            web.post("/users", register),
+            web.post("/token", log_in),
+        ]
 
     return routes
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
+import jwt
 import pytest
 import redis
 
@@ -21,7 +22,7 @@ from agora.testing import free_port, require_server
 from gateway.ratelimit import RedisBuckets, TokenBuckets
 
 if TYPE_CHECKING:
-    from .conftest import StartGateway
+    from .conftest import Keys, StartGateway
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -114,6 +115,43 @@ async def test_a_bucket_is_one_key_that_expires_when_it_would_be_full_again(
     assert keys == [f"{prefix}bucket:ada"]
     # One token spent, at one per thousand seconds: full again in a thousand seconds.
     assert 990_000 < ttl <= 1_000_000
+
+
+def test_login_attempts_spent_on_one_gateway_are_refused_by_the_other(
+    start_gateway: StartGateway, prefix: str
+) -> None:
+    shared = {"redis_url": REDIS_URL, "redis_prefix": prefix, "login_rate_limit": 2}
+    one, other = start_gateway(**shared), start_gateway(**shared)
+    guess = {"email": "ada@example.com", "password": "a guess"}
+
+    spent = [one.post("/api/identity/token", json=guess).status_code for _ in range(2)]
+    refused = other.post("/api/identity/token", json=guess)
+
+    assert spent == [401, 401]
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.exists(f"{prefix}bucket:login:127.0.0.1")
+
+
+def test_a_users_requests_are_counted_in_redis_under_the_user(
+    start_gateway: StartGateway, prefix: str, keys: Keys
+) -> None:
+    shared = {"redis_url": REDIS_URL, "redis_prefix": prefix, "rate_limit": 0.001}
+    one, other = start_gateway(rate_burst=2, **shared), start_gateway(rate_burst=2, **shared)
+    token = keys.token()
+    user = {"authorization": f"Bearer {token}"}
+
+    spent = [one.get("/api/catalog/products", headers=user).status_code for _ in range(2)]
+    refused = other.get("/api/catalog/products", headers=user)
+    anonymous = other.get("/api/catalog/products")
+
+    assert spent == [200, 200]
+    assert refused.status_code == 429
+    assert anonymous.status_code == 200
+    subject = jwt.decode(token, options={"verify_signature": False})["sub"]
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.exists(f"{prefix}bucket:user:{subject}")
 
 
 def test_without_redis_the_gateway_limits_on_its_own_and_says_why(

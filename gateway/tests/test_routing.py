@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from aiohttp import web
 
 from agora.topology import Topology
 from gateway.bootstrap import create_app
 from gateway.settings import GatewaySettings
 
-from .conftest import Upstream, catalog_routes, eventually
+from .conftest import Keys, Seen, Upstream, catalog_routes, eventually, identity_routes, sent_on
 
 if TYPE_CHECKING:
     from .conftest import StartGateway
 
 MIB = 1024 * 1024
+
+
+def header(seen: Seen, name: str) -> list[str]:
+    """Every value of header ``name`` the service received."""
+    return [value for key, value in seen.headers.items() if key.lower() == name.lower()]
 
 
 def seen_by(upstream: Upstream, request_id: str) -> list[str]:
@@ -89,16 +96,42 @@ def test_hop_by_hop_headers_are_dropped_both_ways(gateway: httpx.Client, catalog
 def test_the_service_learns_who_asked_and_which_request_it_is(
     gateway: httpx.Client, catalog: Upstream
 ) -> None:
-    reply = gateway.get(
-        "/api/catalog/products/tea-3",
-        headers={"x-request-id": "order-flow-42", "x-forwarded-for": "203.0.113.9"},
-    )
+    reply = gateway.get("/api/catalog/products/tea-3", headers={"x-request-id": "order-flow-42"})
 
     assert reply.headers["x-request-id"] == "order-flow-42"
     (seen,) = [s for s in catalog.seen if s.headers.get("X-Request-Id") == "order-flow-42"]
-    assert seen.headers["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+    assert seen.headers["X-Forwarded-For"] == "127.0.0.1"
     assert seen.headers["X-Forwarded-Proto"] == "http"
     assert seen.headers["X-Forwarded-Host"] == gateway.base_url.netloc.decode()
+
+
+def test_a_client_cannot_name_itself_to_a_service_with_its_own_forwarded_headers(
+    gateway: httpx.Client, catalog: Upstream
+) -> None:
+    reply = gateway.get(
+        "/api/catalog/products/tea-3",
+        headers={"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"},
+    )
+
+    (seen,) = sent_on(catalog, reply.headers["x-request-id"])
+    assert header(seen, "X-Forwarded-For") == ["127.0.0.1"]
+    assert header(seen, "X-Forwarded-Proto") == ["http"]
+
+
+def test_behind_a_trusted_proxy_the_service_learns_the_client_the_proxy_named(
+    start_gateway: StartGateway, catalog: Upstream
+) -> None:
+    gateway = start_gateway(trusted_proxies="127.0.0.1")
+
+    reply = gateway.get(
+        "/api/catalog/products/tea-3",
+        # The left-most entry is the client's own word; the proxy appended what it saw.
+        headers={"x-forwarded-for": "10.9.9.9, 203.0.113.9", "x-forwarded-proto": "https"},
+    )
+
+    (seen,) = sent_on(catalog, reply.headers["x-request-id"])
+    assert header(seen, "X-Forwarded-For") == ["203.0.113.9"]
+    assert header(seen, "X-Forwarded-Proto") == ["https"]
 
 
 @pytest.mark.parametrize(
@@ -214,6 +247,48 @@ def test_a_service_that_hangs_is_a_504_problem(start_gateway: StartGateway) -> N
 
     assert reply.status_code == 504
     assert reply.headers["content-type"] == "application/problem+json"
+
+
+@pytest.fixture
+def slow_logins(keys: Keys) -> Iterator[Upstream]:
+    """An identity whose logins never answer (its argon2id work queued behind a flood), while
+    its key set and /me still do."""
+
+    def routes(upstream: Upstream) -> list[web.RouteDef]:
+        async def token(_: web.Request) -> web.Response:
+            await asyncio.sleep(60)  # cancelled when the server stops
+            return web.json_response({})
+
+        others = [route for route in identity_routes(keys)(upstream) if route.path != "/token"]
+        return [*others, web.post("/token", token)]
+
+    upstream = Upstream(routes).start()
+    yield upstream
+    upstream.stop()
+
+
+def test_a_login_route_that_keeps_timing_out_leaves_me_served(
+    start_gateway: StartGateway,
+    service_urls: dict[str, list[str]],
+    slow_logins: Upstream,
+    keys: Keys,
+) -> None:
+    gateway = start_gateway(
+        service_urls={**service_urls, "identity": [slow_logins.url]}, client_timeout=0.3
+    )
+    me = {"authorization": f"Bearer {keys.token()}"}
+    assert gateway.get("/api/identity/me", headers=me).status_code == 200
+
+    logins = [
+        gateway.post("/api/identity/token", json={"email": f"{n}@example.com", "password": "x"})
+        for n in range(6)
+    ]
+    answers = [gateway.get("/api/identity/me", headers=me).status_code for _ in range(5)]
+
+    # Five timeouts open the login route's breaker: the sixth is refused at once.
+    assert [login.status_code for login in logins] == [504] * 5 + [503]
+    assert len(slow_logins.requests_to("/token")) == 5
+    assert answers == [200] * 5
 
 
 def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(

@@ -13,7 +13,7 @@ from agora.topology import Topology, load_topology
 from gateway.console.routes import console_router
 from gateway.headers import install_security_headers
 from gateway.health import health_router, probe_client
-from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets
+from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets, password_attempts
 from gateway.routing import Proxy
 from gateway.sessions import LocalEnds, RedisEnds, RefuseEnded, Sessions
 from gateway.settings import GatewaySettings
@@ -90,10 +90,22 @@ def create_app(
     # Both inside the chassis middleware rather than around it, so that every answer (a 429, a
     # forwarded one) carries a request id and is traced, logged and counted; the proxy innermost,
     # after the rate limit, answering `/api/<service>/...` without FastAPI's router.
-    app.user_middleware.append(Middleware(RateLimit, limiter=limiter))
+    app.user_middleware.append(
+        Middleware(
+            RateLimit,
+            limiter=limiter,
+            resources=app.state.resources,
+            proxies=settings.proxies,
+            attempts=password_attempts(settings, topology, shared),
+        )
+    )
     # Before the proxy: a bearer token ended by logging out gets no further.
     app.user_middleware.append(Middleware(RefuseEnded, ended=ended))
-    app.user_middleware.append(Middleware(Proxy, topology=topology, resources=app.state.resources))
+    app.user_middleware.append(
+        Middleware(
+            Proxy, topology=topology, resources=app.state.resources, proxies=settings.proxies
+        )
+    )
     # The pages: templates' CSRF secret and cookie, error pages on page paths, their files.
     sessions = Sessions(ended, lifetime=settings.session_lifetime)
     install(app, session_secret=settings.session_secret, transport=transport, sessions=sessions)

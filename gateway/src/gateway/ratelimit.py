@@ -1,6 +1,15 @@
-"""Per-client rate limits: a token bucket per client address, answered with 429 when empty.
+"""Rate limits: a token bucket per user or client address, answered with 429 when empty.
 
-Each client may send ``burst`` requests at once and ``rate`` requests per second after that.
+Each user may send ``burst`` requests at once and ``rate`` requests per second after that. A
+request counts against its user (``user:<sub>``) when it carries an access token that verifies,
+as a bearer token or the storefront's session cookie; an anonymous one (no token, or one that does
+not verify: a made-up token must not buy a fresh bucket) counts against its client's address
+(``client:<address>``). The address is the peer's, or behind the proxies that
+``AGORA_GATEWAY_TRUSTED_PROXIES`` names the client they forwarded for (``agora.forwarded``).
+
+Logging in and registering also spend from tighter buckets of their own, per client address
+(``login:<address>``, ``register:<address>``; attempts per minute): each attempt makes identity
+hash a password, which costs far more than any other request (ADR 21).
 
 By default each gateway process keeps its own buckets (``TokenBuckets``). They are kept in
 least-recently-used order, so the ones to forget are always at the front: a bucket idle long
@@ -9,16 +18,18 @@ is forgotten (it gets a fresh bucket, which errs on the side of serving).
 
 Several gateway replicas would each allow the full rate, so with ``AGORA_GATEWAY_REDIS_URL`` set
 (``redis://host:6379/0``) the buckets live in Redis instead (``RedisBuckets``), shared by every
-replica: one hash per client, ``<prefix>bucket:<client address>``, where the prefix is
+replica: one hash per key, ``<prefix>bucket:<key>``, where the prefix is
 ``AGORA_GATEWAY_REDIS_PREFIX`` (``agora:gateway:``). When Redis fails, each replica counts in its
 own buckets until Redis answers again, and ``GET /api`` says so under ``redis``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -27,11 +38,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
+from starlette.requests import Request, cookie_parser
 
 from agora import context
+from agora.app import Resources
 from agora.embedded_nats import without_credentials
-from agora.errors import PROBLEM_JSON, TooManyRequests, problem_body
+from agora.errors import PROBLEM_JSON, Problem, TooManyRequests, problem_body
+from agora.forwarded import TrustedProxies
 from agora.middleware import QUIET_PATHS, ASGIApp, Receive, Scope, Send
+from agora.topology import Topology
+from gateway.settings import GatewaySettings
+from gateway.web import SESSION_COOKIE, error_page, is_page_path
 
 log = structlog.get_logger("gateway.ratelimit")
 
@@ -190,12 +207,21 @@ class RedisBuckets:
             raise RuntimeError("not started")
         await self._redis.ping()
 
+    def alongside(self, local: TokenBuckets) -> Limiter:
+        """Another limit's buckets (``local``'s rate and burst) in the same Redis, over the same
+        connection, counted in ``local`` while Redis is away, as these are."""
+        return _Alongside(self, local)
+
     async def take(self, key: str) -> float:
+        return await self.take_from(self.local, key)
+
+    async def take_from(self, local: TokenBuckets, key: str) -> float:
+        """Spend a token of ``key`` from a bucket of ``local``'s rate and burst."""
         now = self._clock()
         if self._script is None or now < self._redis_again_at:
-            return await self.local.take(key)
+            return await local.take(key)
         try:
-            wait = await self._script(keys=[self.prefix + key], args=[self.rate, self.local.burst])
+            wait = await self._script(keys=[self.prefix + key], args=[local.rate, local.burst])
         except RedisError as error:
             self._redis_again_at = now + self.pause
             if now >= self._warn_again_at:
@@ -205,15 +231,78 @@ class RedisBuckets:
                     redis=without_credentials(self.url),
                     error=str(error) or type(error).__name__,
                 )
-            return await self.local.take(key)
+            return await local.take(key)
         return float(wait)
 
 
-class RateLimit:
-    """ASGI middleware answering 429 (with Retry-After) to a client that spent its bucket.
+class _Alongside:
+    """A limit of its own kept in the Redis of another (see :meth:`RedisBuckets.alongside`)."""
 
-    The client is the peer address: the gateway is the public door, so nothing in front of it
-    can be trusted to have set ``X-Forwarded-For`` honestly. Probes are never limited.
+    def __init__(self, shared: RedisBuckets, local: TokenBuckets) -> None:
+        self.shared = shared
+        self.local = local
+
+    @property
+    def rate(self) -> float:
+        return self.local.rate
+
+    async def take(self, key: str) -> float:
+        return await self.shared.take_from(self.local, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """A tighter limit on one kind of attempt (logging in, registering), per client address:
+    the requests ``(method, path)`` that make one, and the words for a refusal."""
+
+    kind: str  # the start of the bucket's key: `login:<address>`
+    what: str  # "login attempts"
+    limiter: Limiter
+    requests: frozenset[tuple[str, str]]
+
+
+def password_attempts(
+    settings: GatewaySettings, topology: Topology, shared: RedisBuckets | None
+) -> list[Attempts]:
+    """Logging in and registering, each with its bucket per client: the API's route and the
+    storefront's form that calls it spend from the same one (both make identity hash)."""
+    identity = topology.services.get("identity")
+    api = identity.public_prefix if identity is not None else "/api/identity"
+
+    def attempts(kind: str, what: str, per_minute: float, *requests: tuple[str, str]) -> Attempts:
+        # A minute's attempts at once, then one every 60/per_minute seconds.
+        local = TokenBuckets(
+            per_minute / 60, max(1, math.ceil(per_minute)), max_clients=settings.rate_clients
+        )
+        limiter = shared.alongside(local) if shared is not None else local
+        return Attempts(kind, what, limiter, frozenset(requests))
+
+    return [
+        attempts(
+            "login",
+            "login attempts",
+            settings.login_rate_limit,
+            ("POST", f"{api}/token"),
+            ("POST", "/login"),
+        ),
+        attempts(
+            "register",
+            "registrations",
+            settings.register_rate_limit,
+            ("POST", f"{api}/users"),
+            ("POST", "/register"),
+        ),
+    ]
+
+
+class RateLimit:
+    """ASGI middleware answering 429 (with Retry-After) to a user or client that spent its
+    bucket, or its bucket of attempts: as problem details under ``/api``, as an error page on
+    the storefront's paths. Probes are never limited.
+
+    The client is the peer address unless the peer is one of ``proxies`` (none by default: the
+    gateway is the public door, and a client could otherwise choose its own address, and so a
+    fresh bucket, with every request).
     """
 
     def __init__(
@@ -221,39 +310,95 @@ class RateLimit:
         app: ASGIApp,
         *,
         limiter: Limiter,
+        resources: Resources,
+        proxies: TrustedProxies,
+        attempts: Iterable[Attempts] = (),
         exempt: Collection[str] = QUIET_PATHS,
     ) -> None:
         self.app = app
         self.limiter = limiter
+        self.resources = resources
+        self.proxies = proxies
+        self.attempts = {request: kind for kind in attempts for request in kind.requests}
         self.exempt = frozenset(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        wait = await self.limiter.take(client[0] if client else "")
-        if not wait:
-            await self.app(scope, receive, send)
+        address = self.proxies.client(scope).address
+        wait = await self.limiter.take(await self._key(scope, address))
+        if wait:
+            what = f"{self.limiter.rate:g} requests per second"
+            await _refuse(scope, receive, send, wait, what, "requests")
             return
-        refusal = TooManyRequests(retry_after=wait)
-        body = problem_body(
+        attempt = self.attempts.get((scope["method"], scope["path"]))
+        if attempt is not None:
+            wait = await attempt.limiter.take(f"{attempt.kind}:{address}")
+            if wait:
+                what = f"{attempt.limiter.rate * 60:g} {attempt.what} a minute"
+                await _refuse(scope, receive, send, wait, what, attempt.what)
+                return
+        await self.app(scope, receive, send)
+
+    async def _key(self, scope: Scope, address: str) -> str:
+        """The user's bucket when the request carries a token that verifies, else the client's.
+
+        Only a verified token names a user: a client that could choose the subject of an
+        unchecked one would get a fresh bucket with every request. The verifier remembers the
+        tokens it checked, so a user's later requests cost a lookup."""
+        token = context.bearer_token.get() or _session(scope)
+        verifier = self.resources.verifier
+        if token and verifier is not None:
+            try:
+                principal = await verifier.verify(token)
+            except Problem:  # not valid, or not checkable now: an anonymous request
+                pass
+            else:
+                return f"user:{principal.id}"
+        return f"client:{address}"
+
+
+def _session(scope: Scope) -> str | None:
+    """The storefront's session token (its cookie), if the request carries one."""
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            return cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE) or None
+    return None
+
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, wait: float, limit: str, what: str
+) -> None:
+    refusal = TooManyRequests(retry_after=wait)
+    if is_page_path(scope["path"]):
+        # A browser on the storefront gets a page saying when to try again, not a JSON document.
+        page = error_page(
+            Request(scope),
             refusal.status,
-            refusal.title,
-            detail=f"more than {self.limiter.rate:g} requests per second from this client",
-            type_=refusal.type,
-            instance=scope["path"],
-            request_id=context.request_id.get(),
+            "Too many attempts" if what != "requests" else refusal.title,
+            f"Too many {what} from here; try again in {refusal.retry_after} seconds.",
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": refusal.status,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(refusal.retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        page.headers["Retry-After"] = str(refusal.retry_after)
+        await page(scope, receive, send)
+        return
+    body = problem_body(
+        refusal.status,
+        refusal.title,
+        detail=f"more than {limit} from this client",
+        type_=refusal.type,
+        instance=scope["path"],
+        request_id=context.request_id.get(),
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": refusal.status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(refusal.retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -15,17 +15,27 @@ class GatewaySettings(ServiceSettings):
     model_config = ServiceSettings.prefixed("AGORA_GATEWAY_")
 
     port: int = Field(default=8000, ge=0, le=65535)
-    # Requests per second per client (its IP address), refilled continuously...
+    # Requests per second per user or anonymous client, refilled continuously...
     rate_limit: float = Field(default=100.0, gt=0)
     # ...and how many a client may send at once after being idle.
     rate_burst: int = Field(default=200, ge=1)
     # Clients whose buckets are remembered; idle ones are forgotten first.
     rate_clients: int = Field(default=100_000, ge=1)
+    # A user's requests count against the user (the subject of a token that verifies), an
+    # anonymous one's against the client's address; logins and registrations, each an argon2id
+    # hash at identity, also against tighter buckets per address: this many attempts at once,
+    # then this many a minute (`AGORA_GATEWAY_LOGIN_RATE_LIMIT`, `..._REGISTER_RATE_LIMIT`).
+    login_rate_limit: float = Field(default=10, gt=0)
+    register_rate_limit: float = Field(default=10, gt=0)
+    # The proxies in front of the gateway whose X-Forwarded-For and X-Forwarded-Proto name the
+    # client (`AGORA_GATEWAY_TRUSTED_PROXIES`, addresses or networks): none by default, the
+    # gateway being the public door. What they say is passed on to the services (ADR 21).
+    trusted_proxies: str = ""
     # A Redis to keep the buckets in, shared by every gateway replica (`redis://host:6379/0`).
     # Empty: each gateway process counts on its own (enough for one replica). While it is away,
     # each process counts on its own too.
     redis_url: str = ""
-    # The start of every key the gateway writes there (`<prefix>bucket:<client address>`).
+    # The start of every key the gateway writes there (`<prefix>bucket:<key>`).
     redis_prefix: str = "agora:gateway:"
     # How long `GET /api` waits for a replica's /readyz before calling it not ready.
     health_timeout: float = Field(default=1.0, gt=0)

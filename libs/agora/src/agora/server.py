@@ -136,8 +136,8 @@ def server_config(app: Any, *, host: str, port: int, max_header_bytes: int) -> u
         # The chassis has configured JSON logs, and it logs each request itself.
         log_config=None,
         access_log=False,
-        # Trust no X-Forwarded-For: the gateway keys its rate limit on the client's address,
-        # which a local client could otherwise choose for itself.
+        # uvicorn believes no X-Forwarded-*: each app reads them itself, from the proxies its
+        # settings trust (agora.forwarded), and the gateway trusts none unless told.
         proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
