@@ -37,13 +37,16 @@ TERMINAL = {"CONFIRMED", "CANCELLED"}
 
 
 def admin_env(**extra: str) -> dict[str, str]:
-    """Settings every system test shares: its own admin, and no rate limit to speak of (the
-    tests send a whole shop's traffic from one address)."""
+    """Settings every system test shares: its own admin, and no rate limits to speak of (the
+    tests send a whole shop's traffic, logging in and registering every shopper, from one
+    address; test_login_flood.py runs with the gateway's own limits)."""
     return {
         "AGORA_ADMIN_EMAIL": ADMIN_EMAIL,
         "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "AGORA_GATEWAY_RATE_LIMIT": "100000",
         "AGORA_GATEWAY_RATE_BURST": "100000",
+        "AGORA_GATEWAY_LOGIN_RATE_LIMIT": "100000",
+        "AGORA_GATEWAY_REGISTER_RATE_LIMIT": "100000",
         **extra,
     }
 
