@@ -12,11 +12,15 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 import httpx
+import jwt
 import pytest
 
 from agora.testing import free_port
+from gateway.bootstrap import create_app
 from gateway.sessions import LocalEnds, RedisEnds, Sessions, token_facts
+from gateway.settings import GatewaySettings
 
+from .conftest import AUDIENCE, ISSUER, KID, Served, build_topology
 from .shop import issue
 from .test_ratelimit_redis import REDIS_URL, prefix
 from .test_storefront import (  # the shop's fixtures, and how a browser uses its forms
@@ -149,6 +153,22 @@ def test_the_api_and_the_files_carry_the_headers_too(browser: Browser) -> None:
         assert policy(answer)["default-src"] == ["'none'"]
 
 
+def test_even_the_answer_to_a_crash_carries_the_headers(
+    service_urls: dict[str, list[str]],
+) -> None:
+    app = create_app(GatewaySettings(service_urls=service_urls), topology=build_topology())
+
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/crash", crash)
+    with Served(app) as client:
+        reply = client.get("/crash")
+
+    assert reply.status_code == 500
+    assert_not_frameable(reply)
+
+
 def test_no_page_holds_inline_script_or_style(browser: Browser, shop: Shop) -> None:
     admin = shop.add_account(f"{uuid.uuid4().hex[:8]}@example.com", PASSWORD, ("admin",))
     client = browser()
@@ -261,6 +281,33 @@ def test_after_logging_out_the_token_is_refused_by_the_api(
     assert [reply.status_code for reply in after] == [401, 401]
     assert after[0].headers["content-type"] == "application/problem+json"
     assert after[0].json()["title"] == "Invalid access token"
+
+
+def test_a_forged_cookie_naming_another_sessions_token_cannot_log_it_out(
+    browser: Browser, account: Account, keys: Keys
+) -> None:
+    victim = browser()
+    log_in(victim, account)
+    token = victim.cookies["agora_session"]
+    facts = token_facts(token)
+    assert facts is not None
+    claims = {"sub": "x", "iat": int(facts.issued_at), "exp": int(facts.expires_at)}
+    forged = jwt.encode(
+        {**claims, "jti": facts.id, "iss": ISSUER, "aud": AUDIENCE},
+        keys.stranger,
+        algorithm="EdDSA",
+        headers={"kid": KID, "typ": "at+jwt"},
+    )
+    attacker = httpx.Client(base_url=str(victim.base_url))
+    attacker.cookies.set("agora_session", forged, domain="127.0.0.1", path="/")
+    form = attacker.get("/login")
+
+    logout = attacker.post("/logout", data={"csrf_token": csrf(form)})
+
+    assert logout.status_code == 303
+    assert account.email in victim.get("/").text
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert victim.get("/api/catalog/products", headers=bearer).status_code == 200
 
 
 def test_logging_out_on_one_replica_ends_the_session_on_the_others(

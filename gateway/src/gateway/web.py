@@ -258,9 +258,16 @@ async def set_session(response: Response, request: Request, token: str, expires_
 
 
 async def end_session(response: Response, request: Request) -> None:
-    """Log the browser out: its token is refused from now on, and the cookie is cleared."""
-    if (token := session_token(request)) is not None:
-        await _sessions(request).end(token)
+    """Log the browser out: its token is refused from now on, and the cookie is cleared.
+
+    Only a token that verifies is put on the list of ended tokens: the list must not grow with
+    whatever a client puts in its cookie."""
+    try:
+        user = await current_user(request)
+    except (SessionExpired, PageError, Problem):
+        user = None  # nothing to end, or it cannot be checked now: the cookie goes all the same
+    if user is not None:
+        await _sessions(request).end(user.token)
     clear_session(response, request)
 
 
