@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
+from agora.cursor import CursorCodec
 from agora.db import UnitOfWork, on_commit
 from agora.messaging.outbox import record
 from agora.tasks import cancel_and_wait
@@ -48,14 +49,13 @@ from payments.domain import (
     Answer,
     Card,
     CardNumber,
-    InvalidCursor,
     Movement,
+    MovementCursor,
     MovementKind,
     Operation,
     Payment,
+    PaymentCursor,
     Reply,
-    decode_cursor,
-    encode_cursor,
 )
 
 log = structlog.get_logger("payments")
@@ -257,6 +257,8 @@ class Payments(Protocol):
 
 
 Store = Callable[[Session], Payments]
+PAYMENT_CURSORS = CursorCodec(PaymentCursor)
+MOVEMENT_CURSORS = CursorCodec(MovementCursor)
 Wake = Callable[[], None]
 
 
@@ -647,16 +649,14 @@ def list_payments(session: Session, store: Store, query: PaymentQuery) -> Paymen
     rows = store(session).listing(query, query.limit + 1)
     items = rows[: query.limit]
     last = items[-1] if len(rows) > query.limit else None
-    cursor = None if last is None else encode_cursor(last.created_at.isoformat(), last.id)
+    after = None if last is None else PaymentCursor(last.created_at, last.id)
+    cursor = None if after is None else PAYMENT_CURSORS.encode(after)
     return PaymentPage(items=items, next_cursor=cursor)
 
 
 def payment_cursor(token: str) -> tuple[datetime, str]:
-    created_at, payment_id = decode_cursor(token, str, str)
-    try:
-        return datetime.fromisoformat(str(created_at)), str(payment_id)
-    except ValueError as error:
-        raise InvalidCursor("the cursor is not one this service handed out") from error
+    after = PAYMENT_CURSORS.decode(token)
+    return after.created_at, after.id
 
 
 def ledger(session: Session, store: Store) -> Ledger:
@@ -666,10 +666,11 @@ def ledger(session: Session, store: Store) -> Ledger:
 def list_movements(
     session: Session, store: Store, order_id: str | None, limit: int, cursor: str | None
 ) -> MovementPage:
-    after = int(decode_cursor(cursor, int)[0]) if cursor else None
+    after = MOVEMENT_CURSORS.decode(cursor).id if cursor else None
     rows = store(session).movements(order_id, after, limit + 1)
     items = rows[:limit]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    more = len(rows) > limit
+    next_cursor = MOVEMENT_CURSORS.encode(MovementCursor(items[-1].id)) if more else None
     return MovementPage(items=items, next_cursor=next_cursor)
 
 

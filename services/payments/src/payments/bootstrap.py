@@ -20,14 +20,13 @@ from payments.application import (
     Wakeup,
     Worker,
 )
-from payments.domain import InvalidCard, InvalidCursor
+from payments.domain import InvalidCard
 from payments.settings import PaymentsSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 ERRORS: dict[type[Exception], int] = {
     InvalidCard: 422,
-    InvalidCursor: 400,
     ProcessorError: 502,
     ProcessorTimeout: 504,
 }

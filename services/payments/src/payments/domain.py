@@ -25,9 +25,6 @@ Card numbers: only :class:`CardNumber` holds the digits, and it never shows them
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -48,10 +45,6 @@ NO_CURRENCY = "XXX"
 
 class InvalidCard(Exception):
     """Invalid card number."""
-
-
-class InvalidCursor(Exception):
-    """Invalid cursor."""
 
 
 class OperationInProgress(Exception):
@@ -503,22 +496,21 @@ class Payment:
 # --- paging ------------------------------------------------------------------------------------
 
 
-def encode_cursor(*key: str | int) -> str:
-    raw = json.dumps(list(key), separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+# Keyset paging: a page starts after the last row of the one before, so pages neither repeat nor
+# skip rows while others are added. The application hands these out as opaque tokens
+# (agora.cursor).
 
 
-def decode_cursor(token: str, *types: type) -> tuple[str | int, ...]:
-    """The key in a cursor this service handed out; :class:`InvalidCursor` for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        key = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as error:
-        raise InvalidCursor("the cursor is not one this service handed out") from error
-    if (
-        not isinstance(key, list)
-        or len(key) != len(types)
-        or not all(type(part) is kind for part, kind in zip(key, types, strict=True))
-    ):
-        raise InvalidCursor("the cursor is not one this service handed out")
-    return tuple(key)
+@dataclass(frozen=True, slots=True)
+class PaymentCursor:
+    """Where the next page of payments starts: after this one (oldest first; ties by id)."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MovementCursor:
+    """Where the next page of ledger movements starts: after the movement with this id."""
+
+    id: int

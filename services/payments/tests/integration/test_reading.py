@@ -215,6 +215,10 @@ def test_a_bad_token_is_a_401(shared: TestClient) -> None:
         ("/payments", {"order_id": "x" * 101}, 422),
         ("/payments/ledger/movements", {"limit": 0}, 422),
         ("/payments/ledger/movements", {"cursor": "WyJ4IiwieSJd"}, 400),
+        # [9223372036854775808]: beyond a 64-bit column, it would overflow in the driver.
+        ("/payments/ledger/movements", {"cursor": "WzkyMjMzNzIwMzY4NTQ3NzU4MDhd"}, 400),
+        # A moment without a time zone.
+        ("/payments", {"cursor": "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwicC0xIl0"}, 400),
     ],
 )
 def test_bad_paging_is_a_problem_not_a_crash(
