@@ -9,10 +9,12 @@ nats-server of its own for it, on a port of its own (the shared one on 4222 is n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 import pytest
 from nats.js.api import StorageType
 from typer.testing import CliRunner
@@ -418,21 +421,22 @@ def by_name(processes: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, 
     return {(p["service"], p["replica"]): p for p in processes}
 
 
-async def _streams(url: str) -> dict[str, Any]:
-    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+async def _streams(url: str, login: dict[str, Any]) -> dict[str, Any]:
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5, **login)
     try:
         return {str(info.config.name): info for info in await connection.jetstream().streams_info()}
     finally:
         await connection.close()
 
 
-def streams(url: str) -> dict[str, Any]:
-    """The JetStream streams on the server at ``url``, by name (a JetStream connection)."""
-    return asyncio.run(_streams(url))
+def streams(url: str, login: dict[str, Any]) -> dict[str, Any]:
+    """The JetStream streams on the server at ``url``, by name (a JetStream connection, logged in
+    with ``login``'s ``nats.connect`` arguments)."""
+    return asyncio.run(_streams(url, login))
 
 
-async def _publish(url: str, subject: str, payload: bytes) -> int:
-    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+async def _publish(url: str, login: dict[str, Any], subject: str, payload: bytes) -> int:
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5, **login)
     try:
         ack = await connection.jetstream().publish(subject, payload)
         return ack.seq
@@ -440,8 +444,8 @@ async def _publish(url: str, subject: str, payload: bytes) -> int:
         await connection.close()
 
 
-async def _stored(url: str, stream: str, seq: int) -> bytes:
-    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+async def _stored(url: str, login: dict[str, Any], stream: str, seq: int) -> bytes:
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5, **login)
     try:
         message = await connection.jetstream().get_msg(stream, seq)
         return message.data or b""
@@ -563,7 +567,7 @@ def test_up_starts_nats_with_jetstream_and_a_stream_per_service_before_the_servi
     assert url == f"nats://127.0.0.1:{nats_row['port']}"
     assert nats_row["port"] != 4222
     assert nats_row["healthy"] is True
-    made = streams(url)
+    made = streams(url, up.nats_login())
     assert {"AGORA_ALPHA", "AGORA_BETA"} <= set(made)
     alpha = made["AGORA_ALPHA"].config
     assert alpha.subjects == ["agora.alpha.>"]
@@ -581,11 +585,60 @@ def test_up_starts_nats_with_jetstream_and_a_stream_per_service_before_the_servi
     assert f"Broker: {url}" in up.printed()
 
 
+async def _connect_without_credentials(url: str) -> None:
+    connection = await nats.connect(
+        url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5
+    )
+    await connection.close()
+
+
+async def _publish_as(url: str, login: dict[str, Any], subject: str) -> list[str]:
+    """What the broker said to a publish to ``subject`` by ``login``'s user."""
+    said: list[str] = []
+
+    async def keep(error: Exception) -> None:
+        said.append(str(error).lower())
+
+    connection = await nats.connect(url, allow_reconnect=False, error_cb=keep, **login)
+    try:
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await connection.jetstream().publish(subject, b"forged", timeout=1)
+        await connection.flush()
+    finally:
+        await connection.close()
+    return said
+
+
+def test_the_broker_of_up_takes_only_its_users_each_to_its_own_events(
+    up: RunningSystem, workdir: Path
+) -> None:
+    up.wait_healthy(count=5)
+    url = up.state()["nats_url"]
+    config = workdir / ".agora" / "nats.conf"
+
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+        asyncio.run(_connect_without_credentials(url))
+    beta = "agora.beta.events.Probed.v1"
+    said = asyncio.run(_publish_as(url, up.nats_login("alpha"), beta))
+    assert any("permissions violation" in line and beta.lower() in line for line in said)
+    assert not asyncio.run(_publish_as(url, up.nats_login("beta"), beta))
+    # The passwords are the owner's alone: in the configuration and in one file per user.
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    secrets = workdir / ".agora" / "secrets" / "nats"
+    assert sorted(path.name for path in secrets.iterdir()) == [
+        "alpha",
+        "beta",
+        "gateway",
+        "operator",
+    ]
+    assert {stat.S_IMODE(path.stat().st_mode) for path in secrets.iterdir()} == {0o600}
+
+
 def test_a_killed_nats_server_comes_back_on_its_port_with_its_data(up: RunningSystem) -> None:
     before = by_name(up.wait_healthy(count=5))
     broker = before[("nats", 0)]
     url = up.state()["nats_url"]
-    seq = asyncio.run(_publish(url, "agora.alpha.events.Probed.v1", b"kept"))
+    seq = asyncio.run(_publish(url, up.nats_login(), "agora.alpha.events.Probed.v1", b"kept"))
 
     os.kill(broker["pid"], signal.SIGKILL)
 
@@ -596,7 +649,7 @@ def test_a_killed_nats_server_comes_back_on_its_port_with_its_data(up: RunningSy
     after = wait_for("nats[0] to come back", restarted)
     assert after["port"] == broker["port"]
     assert up.state()["nats_url"] == url
-    assert asyncio.run(_stored(url, "AGORA_ALPHA", seq)) == b"kept"
+    assert asyncio.run(_stored(url, up.nats_login(), "AGORA_ALPHA", seq)) == b"kept"
     assert "nats[0] exited unexpectedly (killed by SIGKILL); restarting it in 0.5 s" in (
         up.printed()
     )
@@ -627,7 +680,7 @@ def test_with_agora_nats_url_up_starts_no_nats_server_and_uses_that_one(
             "healthy": True,
         }
         assert up.state()["nats_url"] == own.url
-        assert {"AGORA_ALPHA", "AGORA_BETA"} <= set(streams(own.url))
+        assert {"AGORA_ALPHA", "AGORA_BETA"} <= set(streams(own.url, {}))
         alpha = f"http://127.0.0.1:{processes[('alpha', 0)]['port']}"
         assert broker_check(alpha)["ok"] is True
         assert f"using the NATS server at {own.url}" in up.printed()

@@ -117,7 +117,13 @@ def create_service_app(
             audience=settings.jwt_audience,
         )
     broker = (
-        Broker(settings.nats_url, name=f"{name}-{settings.replica}") if settings.nats_url else None
+        Broker(
+            settings.nats_url,
+            name=f"{name}-{settings.replica}",
+            credentials=settings.nats_credentials,
+        )
+        if settings.nats_url
+        else None
     )
     resources = Resources(
         settings=settings,

@@ -31,6 +31,7 @@ from rich.text import Text
 from agora.embedded_nats import NatsSync
 from agora.logs import configure_logging
 from agora.messaging.broker import BrokerUnavailable
+from agora.messaging.credentials import MissingPassword, NatsCredentials
 from agora.messaging.deadletters import (
     DeadLetter,
     Replayed,
@@ -51,6 +52,7 @@ from agora.runner import (
     UpOptions,
     check_health,
     env_prefix,
+    operator_credentials,
     parse_scale,
     pid_alive,
     running_state,
@@ -257,7 +259,7 @@ def status(
     state = running_state(layout)
     if state is None:
         raise _not_running(layout)
-    health = asyncio.run(check_health(state))
+    health = asyncio.run(check_health(state, operator_credentials(layout)))
     if as_json:
         sys.stdout.write(json.dumps([h.as_json() for h in health]) + "\n")
         return
@@ -346,7 +348,11 @@ def start(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         current = running_state(layout)
-        health = asyncio.run(check_health(current)) if current is not None else []
+        health = (
+            asyncio.run(check_health(current, operator_credentials(layout)))
+            if current is not None
+            else []
+        )
         wanted = {(p.service, p.replica) for p in chosen}
         if all(h.healthy for h in health if (h.service, h.replica) in wanted):
             console.print(f"Started {name}: {len(wanted)} process(es) answering.")
@@ -389,21 +395,29 @@ NatsUrl = Annotated[
 ]
 
 
-def _nats_url(given: str | None) -> str:
-    """The broker to talk to: --nats-url, else the system running here, else $AGORA_NATS_URL."""
+def _nats_url(given: str | None) -> tuple[str, NatsCredentials | None]:
+    """The broker to talk to, and as whom: --nats-url, else the system running here (as its
+    operator), else $AGORA_NATS_URL; logged in as AGORA_NATS_USER says unless the operator."""
     if given:
-        return given
+        return given, _login_from_env()
     layout = Layout.of(Path.cwd())
     state = running_state(layout)
     if state is not None and state.nats_url:
-        return state.nats_url
+        return state.nats_url, operator_credentials(layout) or _login_from_env()
     from_env = os.environ.get("AGORA_NATS_URL", "")
     if from_env:
-        return from_env
+        return from_env, _login_from_env()
     raise _fail(
         f"No broker to ask: no Agora system with a broker is running in {layout.root.parent}, "
         "and neither --nats-url nor AGORA_NATS_URL is set."
     )
+
+
+def _login_from_env() -> NatsCredentials | None:
+    try:
+        return ServiceSettings().nats_credentials
+    except MissingPassword as error:
+        raise _fail(str(error)) from None
 
 
 @events.command("dead")
@@ -419,10 +433,10 @@ def events_dead(
     ] = False,
 ) -> None:
     """List the dead letters: events a consumer could not apply after its last delivery."""
-    url = _nats_url(nats_url)
+    url, login = _nats_url(nats_url)
 
     async def read() -> list[DeadLetter]:
-        async with connection(url) as js:
+        async with connection(url, credentials=login) as js:
             return await dead_letters(js)
 
     try:
@@ -460,10 +474,10 @@ def events_replay(
     nats_url: NatsUrl = None,
 ) -> None:
     """Send a dead letter back to its subject; consumers that applied it already skip it."""
-    url = _nats_url(nats_url)
+    url, login = _nats_url(nats_url)
 
     async def send() -> Replayed:
-        async with connection(url) as js:
+        async with connection(url, credentials=login) as js:
             return await replay(js, event_id)
 
     try:

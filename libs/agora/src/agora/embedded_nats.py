@@ -15,25 +15,33 @@ What an acknowledged event survives depends on ``--nats-sync`` (or ``AGORA_NATS_
 ``always``
     JetStream fsyncs before it acknowledges (``jetstream { sync_interval: always }``). What was
     acknowledged survives a power loss too; each publish waits for the disk.
+
+The embedded server takes no connection without a user and password: one user per service, whose
+permissions come from the contracts (:mod:`agora.messaging.permissions`), one for the gateway's
+console, and the operator. The configuration file holding them is readable by its owner only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import nats
 import nats.errors
 
 from agora.messaging.broker import Broker
+from agora.messaging.credentials import NatsCredentials, connect_options
 from agora.ports import LOOPBACK
+from agora.secrets import OWNER_ONLY_FILE
 
 # The broker's name in `agora status`, in .agora/state.json and in front of its output.
 NATS = "nats"
@@ -54,6 +62,18 @@ jetstream {
   sync_interval: always
 }
 """
+AUTHORIZATION_HEADER = "# Written by `agora up`: who may connect, and what each user may do.\n"
+
+
+def render_config(*, sync: NatsSync, users: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The embedded server's configuration file: the sync setting and the users, if any ("" when
+    nats-server's defaults do). The users are written as JSON, which nats-server's format takes
+    as it is, so no password or subject needs quoting by hand."""
+    parts = [SYNC_ALWAYS_CONFIG] if sync is NatsSync.ALWAYS else []
+    if users:
+        authorization = json.dumps({"users": list(users)}, indent=2)
+        parts.append(f"{AUTHORIZATION_HEADER}authorization: {authorization}\n")
+    return "\n".join(parts)
 
 
 class NatsServerMissing(RuntimeError):
@@ -83,7 +103,8 @@ class EmbeddedNats:
     executable: Path
     port: int
     store_dir: Path
-    # The configuration file carrying the sync setting; None for nats-server's default.
+    # The configuration file carrying the sync setting and the users; None for nats-server's
+    # defaults.
     config: Path | None = None
 
     @property
@@ -106,17 +127,36 @@ class EmbeddedNats:
 
 
 def embedded_nats(
-    *, port: int, store_dir: Path, config_path: Path, sync: NatsSync, python: str = sys.executable
+    *,
+    port: int,
+    store_dir: Path,
+    config_path: Path,
+    sync: NatsSync,
+    users: Sequence[Mapping[str, Any]] = (),
+    python: str = sys.executable,
 ) -> EmbeddedNats:
-    """The embedded server's plan; writes (or removes) its configuration file for ``sync``."""
+    """The embedded server's plan; writes (or removes) its configuration file for ``sync`` and
+    ``users`` (see :func:`agora.messaging.permissions.users_config`)."""
     executable = find_nats_server(python)
     store_dir.mkdir(parents=True, exist_ok=True)
-    if sync is NatsSync.ALWAYS:
-        config_path.write_text(SYNC_ALWAYS_CONFIG)
+    config = render_config(sync=sync, users=users)
+    if config:
+        write_private(config_path, config)
         return EmbeddedNats(executable, port, store_dir, config_path)
     # A file left by an earlier `--nats-sync always` would say something untrue.
     config_path.unlink(missing_ok=True)
     return EmbeddedNats(executable, port, store_dir)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (it holds passwords), aside and then renamed."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY_FILE)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    # A file made by an earlier version with the umask's mode keeps it through O_TRUNC.
+    partial.chmod(OWNER_ONLY_FILE)
+    partial.replace(path)
 
 
 def url_port(url: str) -> int:
@@ -145,9 +185,11 @@ async def _ignore(_: Exception) -> None:
     return None
 
 
-async def jetstream_answers(url: str, connect_timeout: float = 2.0) -> bool:
-    """Whether a NATS server at ``url`` accepts a connection and has JetStream enabled, within
-    ``connect_timeout`` seconds."""
+async def jetstream_answers(
+    url: str, connect_timeout: float = 2.0, credentials: NatsCredentials | None = None
+) -> bool:
+    """Whether a NATS server at ``url`` accepts a connection (as ``credentials``' user) and has
+    JetStream enabled, within ``connect_timeout`` seconds."""
     try:
         async with asyncio.timeout(connect_timeout):
             connection = await nats.connect(
@@ -158,6 +200,7 @@ async def jetstream_answers(url: str, connect_timeout: float = 2.0) -> bool:
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,
                 error_cb=_ignore,
+                **connect_options(credentials),
             )
             try:
                 await connection.jetstream().account_info()
@@ -168,13 +211,16 @@ async def jetstream_answers(url: str, connect_timeout: float = 2.0) -> bool:
     return True
 
 
-async def ensure_streams(url: str, services: Iterable[str]) -> None:
+async def ensure_streams(
+    url: str, services: Iterable[str], credentials: NatsCredentials | None = None
+) -> None:
     """Create or update the stream of each service (each may publish), through the same
-    :class:`Broker` the services use, so the streams are configured in one place.
+    :class:`Broker` the services use, so the streams are configured in one place. With
+    credentials, the operator's: a service's own user may not make another's stream.
 
     Waits for the broker as long as it takes: bound it with ``asyncio.timeout``.
     """
-    broker = Broker(url, name="agora-up")
+    broker = Broker(url, name="agora-up", credentials=credentials)
     await broker.start()
     try:
         await broker.wait_connected()

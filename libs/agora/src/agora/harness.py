@@ -5,7 +5,7 @@ Used by the runner's tests and by the system tests (tests/system)::
     with RunningSystem(tmp_path) as system:
         system.wait_healthy(count=4)  # the broker, two services, the gateway
         httpx.get(f"{system.gateway_url}/api")
-        system.state()["nats_url"]
+        nats.connect(system.state()["nats_url"], **system.nats_login())  # as the operator
 
 Leaving the ``with`` block kills ``agora up`` if it is still running; its children go with it
 (the kernel kills them when the runner dies).
@@ -24,6 +24,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from agora.messaging.credentials import NatsCredentials
+from agora.runner import Layout
+from agora.secrets import read_secret
 from agora.testing import free_port
 
 T = TypeVar("T")
@@ -127,6 +130,14 @@ class RunningSystem:
         """``.agora/state.json`` of the running system (where each process is, ``nats_url``)."""
         state: dict[str, Any] = json.loads((self.directory / ".agora" / "state.json").read_text())
         return state
+
+    def nats_login(self, user: str = "operator") -> dict[str, Any]:
+        """``nats.connect`` keyword arguments logging in to the embedded broker as ``user`` (the
+        operator by default: it may do everything), from the passwords ``agora up`` made."""
+        password = read_secret(Layout.of(self.directory).nats_password_file(user))
+        if password is None:
+            raise AssertionError(f"agora up made no broker password for {user!r}")
+        return NatsCredentials(user, password).connect_options()
 
     def process_of(self, service: str, replica: int = 0) -> dict[str, Any]:
         return next(p for p in self.status() if p["service"] == service and p["replica"] == replica)

@@ -7,6 +7,12 @@ exists. The supervisor keeps the children running (restarting the ones that die,
 the broker on its same port and data) and streams their output, prefixed and coloured, copying
 it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops them all, the broker
 last. ``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
+
+The embedded broker takes only its users (ADR 25): one per service, whose permissions come from
+the contracts, ``gateway`` for the console, and ``operator`` for the runner, ``agora events`` and
+tests. Their passwords are made on the first run, in ``.agora/secrets/nats/<user>``; each process
+is given its user and the file holding its password (``AGORA_NATS_USER``,
+``AGORA_NATS_PASSWORD_FILE``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,14 @@ from agora.embedded_nats import (
     without_credentials,
 )
 from agora.messaging.broker import BrokerUnavailable
+from agora.messaging.credentials import NatsCredentials
+from agora.messaging.permissions import (
+    Permissions,
+    console_permissions,
+    declared_traffic,
+    service_permissions,
+    users_config,
+)
 from agora.ports import (
     LOOPBACK,
     NoFreePort,
@@ -55,11 +69,13 @@ from agora.ports import (
     scan_start,
     service_port_window,
 )
-from agora.secrets import private_dir
+from agora.secrets import private_dir, read_secret, secret_file
 from agora.supervisor import Output, Process, Supervisor, describe_exit
 from agora.topology import Service, Topology
 
 GATEWAY = "gateway"
+# The broker user of the runner, `agora events` and tests: it may do everything.
+OPERATOR = "operator"
 # Ctrl-C, a service manager's stop, and the terminal closing all stop the system in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_REPLICAS = 16
@@ -106,6 +122,10 @@ class Layout:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    def nats_password_file(self, user: str) -> Path:
+        """The embedded broker's password of ``user``, readable by its owner only."""
+        return self.root / "secrets" / "nats" / user
 
     def log_file(self, service: str, replica: int | str) -> Path:
         return self.logs / f"{service}-{replica}.log"
@@ -212,6 +232,24 @@ def running_state(layout: Layout) -> RunState | None:
     return state
 
 
+def operator_credentials(layout: Layout) -> NatsCredentials | None:
+    """The operator's login to the embedded broker of the system in ``layout``; None when
+    ``agora up`` made none there (it used a broker of its own, or never ran)."""
+    password = read_secret(layout.nats_password_file(OPERATOR))
+    return NatsCredentials(OPERATOR, password) if password is not None else None
+
+
+def broker_users(services: Iterable[str]) -> dict[str, Permissions | None]:
+    """Every user of the embedded broker and its permissions (None: all, the operator's)."""
+    traffic = declared_traffic()
+    users: dict[str, Permissions | None] = {
+        service: service_permissions(service, traffic.get(service)) for service in services
+    }
+    users[GATEWAY] = console_permissions(GATEWAY)
+    users[OPERATOR] = None
+    return users
+
+
 def env_prefix(name: str) -> str:
     """The settings prefix of a service or of the gateway: ``AGORA_CATALOG_``."""
     return f"AGORA_{name.upper().replace('-', '_')}_"
@@ -277,6 +315,8 @@ class Runner:
             held=lambda p: self.layout.held_file(p.service, p.replica).exists(),
         )
         self.state = RunState(runner_pid=os.getpid(), started_at=time.time())
+        # The operator's login to the embedded broker; None with a broker of one's own.
+        self.operator: NatsCredentials | None = None
 
     async def run(self) -> int:
         """Run the system until SIGINT or SIGTERM. 0 when stopped so, 1 when it could not start."""
@@ -383,6 +423,7 @@ class Runner:
             argv=argv,
             env={
                 **env,
+                **self._broker_login(name),
                 "AGORA_REPLICA": str(replica),
                 f"{prefix}PORT": str(port),
                 f"{prefix}HOST": host,
@@ -392,6 +433,18 @@ class Runner:
             port=port,
             url=f"http://{_reachable_host(host)}:{port}",
         )
+
+    def _broker_login(self, name: str) -> dict[str, str]:
+        """The embedded broker's user of the process ``name``, and where its password is."""
+        if self.operator is None:
+            # A broker of one's own: the processes log in as the environment says.
+            return {}
+        return {
+            "AGORA_NATS_USER": name,
+            # Not a password the runner's own environment may hold for another broker.
+            "AGORA_NATS_PASSWORD": "",
+            "AGORA_NATS_PASSWORD_FILE": str(self.layout.nats_password_file(name)),
+        }
 
     # Starting.
 
@@ -461,12 +514,18 @@ class Runner:
     def _nats_plan(self, port: int | None) -> EmbeddedNats | None:
         if port is None:
             return None
+        permissions = broker_users(self.topology.services)
+        passwords = {
+            user: secret_file(self.layout.nats_password_file(user)) for user in permissions
+        }
+        self.operator = NatsCredentials(OPERATOR, passwords[OPERATOR])
         try:
             return embedded_nats(
                 port=port,
                 store_dir=self.layout.nats,
                 config_path=self.layout.nats_config,
                 sync=self.options.nats_sync,
+                users=users_config(passwords, permissions),
                 python=self.options.python,
             )
         except NatsServerMissing as error:
@@ -488,7 +547,7 @@ class Runner:
         await self.supervisor.start(process)
         await self._wait_ready(
             process,
-            lambda: jetstream_answers(nats.url),
+            lambda: jetstream_answers(nats.url, credentials=self.operator),
             f"accept a JetStream connection on {nats.url}",
         )
         await self._ensure_streams(nats.url)
@@ -526,7 +585,7 @@ class Runner:
         where = without_credentials(url)
         try:
             async with asyncio.timeout(self.options.ready_timeout):
-                await ensure_streams(url, self.topology.services)
+                await ensure_streams(url, self.topology.services, self.operator)
         except TimeoutError:
             raise StartupError(
                 f"the streams could not be made on {where} within {self.options.ready_timeout:g} s"
@@ -673,16 +732,20 @@ class Health:
         }
 
 
-async def check_health(state: RunState) -> list[Health]:
+async def check_health(
+    state: RunState, nats_credentials: NatsCredentials | None = None
+) -> list[Health]:
     """Each process of a running system: is it alive, and does its /readyz answer 200 (the
-    broker: does it take a JetStream connection)?"""
+    broker: does it take a JetStream connection, as ``nats_credentials``' user)?"""
     async with aiohttp.ClientSession() as session:
 
         async def check(process: ProcessState) -> Health:
             if process.service == NATS:
                 # No pid: a broker the system was given rather than one it runs.
                 alive = process.pid is None or pid_alive(process.pid)
-                healthy = alive and await jetstream_answers(process.url)
+                healthy = alive and await jetstream_answers(
+                    process.url, credentials=nats_credentials
+                )
             else:
                 alive = process.pid is not None and pid_alive(process.pid)
                 healthy = alive and await _answers_200(session, f"{process.url}/readyz")

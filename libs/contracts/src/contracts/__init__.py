@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 # The package's own machinery; every other module is a publisher's.
-_TOOLS = frozenset({"base", "compat", "export"})
+_TOOLS = frozenset({"base", "compat", "export", "traffic"})
 
 
 def publishers() -> dict[str, tuple[type[IntegrationEvent], ...]]:

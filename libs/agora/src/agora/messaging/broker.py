@@ -10,6 +10,7 @@ publishes a row twice is caught by the broker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from agora.messaging.credentials import NatsCredentials, connect_options
 from agora.messaging.envelope import stream_name, stream_subjects
 from agora.tasks import cancel_and_wait
 
@@ -34,10 +36,18 @@ class BrokerUnavailable(ConnectionError):
 
 
 class Broker:
-    def __init__(self, url: str, *, name: str, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        connect_timeout: float = 2.0,
+        credentials: NatsCredentials | None = None,
+    ) -> None:
         self.url = url
         self.name = name
         self.connect_timeout = connect_timeout
+        self.credentials = credentials
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
@@ -99,12 +109,7 @@ class Broker:
     async def ensure_stream(self, service: str) -> None:
         """Create or update the stream of what ``service`` publishes."""
         name = stream_name(service)
-        config = StreamConfig(
-            name=name,
-            subjects=stream_subjects(service),
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW,
-        )
+        config = _stream_config(service)
         try:
             await self.js.stream_info(name)
             await self.js.update_stream(config)
@@ -114,6 +119,17 @@ class Broker:
             except BadRequestError:
                 # Another replica made it between our look and our add.
                 await self.js.update_stream(config)
+
+    async def find_stream(self, service: str) -> None:
+        """Make sure another service's stream exists, leaving its settings as they are: made
+        here only when it is missing (a command sent, or a consumer started, before that service
+        ever ran), which a broker with users refuses to all but the service and the operator."""
+        name = stream_name(service)
+        try:
+            await self.js.stream_info(name)
+        except NotFoundError:
+            with contextlib.suppress(BadRequestError):  # made meanwhile by someone else
+                await self.js.add_stream(_stream_config(service))
 
     async def _connect_forever(self) -> None:
         delay = 0.1
@@ -130,6 +146,7 @@ class Broker:
                     reconnected_cb=self._reconnected,
                     disconnected_cb=self._disconnected,
                     error_cb=self._error,
+                    **connect_options(self.credentials),
                 )
                 self._js = self._nc.jetstream()
                 log.info("broker connected", url=self.url)
@@ -167,4 +184,18 @@ class Broker:
         log.warning("broker disconnected", url=self.url)
 
     async def _error(self, error: Exception) -> None:
+        if "permissions violation" in str(error).lower():
+            # What this service's broker user may do is derived from the contracts: a refusal
+            # means its code does something they do not say (ADR 25).
+            log.error("the broker refused an operation to this user", error=str(error))
+            return
         log.debug("broker error", error=repr(error))
+
+
+def _stream_config(service: str) -> StreamConfig:
+    return StreamConfig(
+        name=stream_name(service),
+        subjects=stream_subjects(service),
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+    )

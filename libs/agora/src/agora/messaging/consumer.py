@@ -324,7 +324,8 @@ class _Loop:
         broker = self.owner.broker
         # The publisher's stream may not exist yet (its service never ran): make it, so this
         # consumer can start first; this service's own stream holds its dead letters.
-        await broker.ensure_stream(self.publisher)
+        if self.publisher != self.owner.service:
+            await broker.find_stream(self.publisher)
         await broker.ensure_stream(self.owner.service)
         js: JetStreamContext = broker.js
         stream = stream_name(self.publisher)

@@ -26,6 +26,7 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from agora.messaging.broker import BrokerUnavailable
 from agora.messaging.consumer import DeadLetterHeaders as H
+from agora.messaging.credentials import NatsCredentials, connect_options
 from agora.messaging.envelope import SUBJECT_ROOT
 
 STREAM_PREFIX = "AGORA_"
@@ -90,8 +91,11 @@ class ReplayFailed(RuntimeError):
 
 
 @asynccontextmanager
-async def connection(url: str, *, wait: float = 2.0) -> AsyncIterator[JetStreamContext]:
-    """JetStream at ``url`` for one command; BrokerUnavailable when it cannot be reached."""
+async def connection(
+    url: str, *, wait: float = 2.0, credentials: NatsCredentials | None = None
+) -> AsyncIterator[JetStreamContext]:
+    """JetStream at ``url`` for one command, logged in as ``credentials``' user (the operator's,
+    for ``agora events``); BrokerUnavailable when it cannot be reached or refuses the login."""
 
     seen: list[Exception] = []
 
@@ -110,6 +114,7 @@ async def connection(url: str, *, wait: float = 2.0) -> AsyncIterator[JetStreamC
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.2,
                 error_cb=quiet,
+                **connect_options(credentials),
             )
     except Exception as error:
         reason = seen[-1] if seen else error

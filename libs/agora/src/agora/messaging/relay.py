@@ -217,7 +217,7 @@ class Relay:
             except NoStreamResponseError:
                 # No stream takes the subject yet: a command to a service that has never run.
                 # Make its stream, as a consumer of it would, and the command waits there.
-                await self.broker.ensure_stream(row.subject.split(".")[1])
+                await self.broker.find_stream(row.subject.split(".")[1])
                 ack = await js.publish(
                     row.subject, row.payload, timeout=self.publish_timeout, headers=headers
                 )
