@@ -6,7 +6,6 @@ be checked with any clock.
 
 from __future__ import annotations
 
-import base64
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -50,27 +49,19 @@ class UnknownUser(Exception):
     """User not found."""
 
 
-class InvalidCursor(Exception):
-    """Invalid cursor."""
-
-
 USERS_PAGE_MAX = 500
 
 
-def users_cursor(user_id: str) -> str:
-    """The opaque position after ``user_id`` in the listing of accounts (ordered by id)."""
-    return base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
+@dataclass(frozen=True, slots=True)
+class UserCursor:
+    """Where the next page of accounts starts: after the account with this id (accounts are
+    listed by id). It is handed out as an opaque token (agora.cursor)."""
 
+    id: str
 
-def after_user(cursor: str) -> str:
-    """The account id a :func:`users_cursor` stands for; :class:`InvalidCursor` otherwise."""
-    try:
-        user_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidCursor("the cursor is not one this service handed out") from error
-    if not user_id or len(user_id) > 36 or not user_id.isprintable():
-        raise InvalidCursor("the cursor is not one this service handed out")
-    return user_id
+    def __post_init__(self) -> None:
+        if not self.id or len(self.id) > 36:
+            raise ValueError("no account has this id")
 
 
 class KeyRotationConflict(Exception):

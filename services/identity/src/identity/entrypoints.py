@@ -19,21 +19,20 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
+from agora.cursor import CursorCodec
 from agora.deps import Admin, CurrentUser, Uow, resources
 from identity.application import Identity
 from identity.domain import (
     USERS_PAGE_MAX,
     EmailTaken,
     InvalidCredentials,
-    InvalidCursor,
     InvalidEmail,
     KeyRotationConflict,
     LoginLocked,
     UnknownUser,
     User,
+    UserCursor,
     WeakPassword,
-    after_user,
-    users_cursor,
 )
 
 # Domain errors and the status each one answers with (the problem's title is the error's first
@@ -46,8 +45,9 @@ ERRORS: dict[type[Exception], int] = {
     EmailTaken: 409,
     UnknownUser: 404,
     KeyRotationConflict: 409,
-    InvalidCursor: 400,
 }
+
+USER_CURSORS = CursorCodec(UserCursor)
 
 IDENTITY = "identity"  # the key under which bootstrap leaves the use cases in Resources.extra
 
@@ -151,11 +151,11 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=USERS_PAGE_MAX)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AccountPage:
-    after = after_user(cursor) if cursor else None
+    after = USER_CURSORS.decode(cursor).id if cursor else None
     found, last = await service.users_page(uow, after, limit)
     return AccountPage(
         items=[AccountView.of(user) for user in found],
-        next_cursor=users_cursor(last) if last is not None else None,
+        next_cursor=USER_CURSORS.encode(UserCursor(last)) if last is not None else None,
     )
 
 

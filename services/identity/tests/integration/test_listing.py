@@ -49,7 +49,14 @@ def test_a_customer_may_not_list_accounts(api: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", [{"cursor": "not base64 at all!"}, {"cursor": "%%%"}, {"cursor": "AA"}]
+    "query",
+    [
+        {"cursor": "not base64 at all!"},
+        {"cursor": "%%%"},
+        {"cursor": "AA"},
+        {"cursor": "WyJcdTAwMDAiXQ"},  # ["\u0000"]: an id holding a NUL
+        {"cursor": "WzQyXQ"},  # [42]
+    ],
 )
 def test_a_cursor_it_never_handed_out_is_400(api: Any, query: dict[str, str]) -> None:
     reply = api.client.get("/users", params=query, headers=bearer(api.admin_token()))
