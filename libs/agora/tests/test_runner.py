@@ -491,6 +491,49 @@ def test_up_starts_every_process_healthy_with_migrations_run_once(
     assert "beta[1]" in up.printed()
 
 
+def answer_status(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our own loopback URL)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (as above)
+            return int(response.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def test_up_writes_the_operator_token_owner_only_and_every_process_asks_for_it(
+    up: RunningSystem, workdir: Path
+) -> None:
+    processes = up.wait_healthy(count=5)
+    secrets = workdir / ".agora" / "secrets"
+    token_file = secrets / "operator.token"
+
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    for process in processes:
+        if process["service"] == "nats":
+            continue
+        internal = f"http://127.0.0.1:{process['port']}/internal/logs"
+        assert answer_status(internal) == 401, process
+        assert answer_status(internal, "a-guess") == 401, process
+        assert answer_status(internal, token) == 200, process
+
+
+def test_up_gives_each_service_a_credential_of_its_own_that_its_dependants_may_use(
+    up: RunningSystem, workdir: Path
+) -> None:
+    processes = by_name(up.wait_healthy(count=5))
+    services = workdir / ".agora" / "secrets" / "services"
+
+    for name in ("alpha", "beta", "gateway"):
+        assert stat.S_IMODE((services / f"{name}.token").stat().st_mode) == 0o600
+    # beta depends on alpha: alpha lets beta and the gateway in, beta only the gateway.
+    alpha, beta = processes["alpha", 0]["port"], processes["beta", 1]["port"]
+    assert get_json(f"http://127.0.0.1:{alpha}/whoami")["callers"] == ["beta", "gateway"]
+    assert get_json(f"http://127.0.0.1:{beta}/whoami")["callers"] == ["gateway"]
+
+
 def test_a_second_up_and_a_reset_are_refused_while_the_system_runs(up: RunningSystem) -> None:
     up.wait_healthy(count=5)
 

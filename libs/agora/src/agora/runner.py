@@ -8,6 +8,13 @@ the broker on its same port and data) and streams their output, prefixed and col
 it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops them all, the broker
 last. ``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
 
+The operator's token, which opens every process's ``/internal/*`` and the gateway's ``/metrics``,
+is made on the first run in ``.agora/secrets/operator.token``, and so is each service's own
+credential, in ``.agora/secrets/services/<name>.token`` (ADR 24). Every process is told where the
+operator's token is (``AGORA_OPERATOR_TOKEN_FILE``), where its own credential is
+(``AGORA_SERVICE_TOKEN_FILE``), and the digests of the services that may call it on nobody's
+behalf (``AGORA_SERVICE_CALLERS``): its dependants and the gateway.
+
 The embedded broker takes only its users (ADR 25): one per service, whose permissions come from
 the contracts, ``gateway`` for the console, and ``operator`` for the runner, ``agora events`` and
 tests. Their passwords are made on the first run, in ``.agora/secrets/nats/<user>``; each process
@@ -40,6 +47,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agora.auth import OPERATOR_TOKEN_FILE, token_digest
 from agora.embedded_nats import (
     NATS,
     EmbeddedNats,
@@ -126,6 +134,15 @@ class Layout:
     def nats_password_file(self, user: str) -> Path:
         """The embedded broker's password of ``user``, readable by its owner only."""
         return self.root / "secrets" / "nats" / user
+
+    @property
+    def operator_token_file(self) -> Path:
+        """The operator's token (agora.auth), readable by its owner only."""
+        return self.root / "secrets" / OPERATOR_TOKEN_FILE
+
+    def service_token_file(self, name: str) -> Path:
+        """The own credential's secret of service ``name`` (or the gateway)."""
+        return self.root / "secrets" / "services" / f"{name}.token"
 
     def log_file(self, service: str, replica: int | str) -> Path:
         return self.logs / f"{service}-{replica}.log"
@@ -248,6 +265,18 @@ def broker_users(services: Iterable[str]) -> dict[str, Permissions | None]:
     users[GATEWAY] = console_permissions(GATEWAY)
     users[OPERATOR] = None
     return users
+
+
+def service_callers(topology: Topology) -> dict[str, list[str]]:
+    """Who may call each service on nobody's behalf: the services that depend on it, and the
+    gateway."""
+    return {
+        service.name: [
+            GATEWAY,
+            *(other.name for other in topology if service.name in other.depends_on),
+        ]
+        for service in topology
+    }
 
 
 def env_prefix(name: str) -> str:
@@ -424,6 +453,7 @@ class Runner:
             env={
                 **env,
                 **self._broker_login(name),
+                **self._service_login(name),
                 "AGORA_REPLICA": str(replica),
                 f"{prefix}PORT": str(port),
                 f"{prefix}HOST": host,
@@ -446,9 +476,33 @@ class Runner:
             "AGORA_NATS_PASSWORD_FILE": str(self.layout.nats_password_file(name)),
         }
 
+    def _service_login(self, name: str) -> dict[str, str]:
+        """Where the process ``name`` finds the operator's token and its own credential, and
+        the digests of the services that may call it; made on the first run."""
+        secrets = {
+            caller: secret_file(self.layout.service_token_file(caller))
+            for caller in service_callers(self.topology).get(name, [])
+        }
+        return {
+            "AGORA_OPERATOR_TOKEN_FILE": str(self.layout.operator_token_file),
+            "AGORA_SERVICE_TOKEN_FILE": str(self.layout.service_token_file(name)),
+            # Not a credential the runner's own environment may hold for another system.
+            "AGORA_SERVICE_TOKEN": "",
+            "AGORA_SERVICE_CALLERS": json.dumps(
+                {caller: token_digest(secret) for caller, secret in secrets.items()}
+            ),
+        }
+
+    def _make_secrets(self) -> None:
+        """The operator's token and every process's own credential, made once and kept."""
+        secret_file(self.layout.operator_token_file)
+        for name in [*self.topology.services, GATEWAY]:
+            secret_file(self.layout.service_token_file(name))
+
     # Starting.
 
     async def _start_all(self) -> None:
+        self._make_secrets()
         gateway, plan, nats_port = self._plan()
         nats = self._nats_plan(nats_port)
         nats_url = nats.url if nats is not None else self.options.nats_url

@@ -31,6 +31,8 @@ def build(name: str) -> FastAPI:
             "replica": settings.replica,
             "port": settings.port,
             "peers": settings.service_urls,
+            # Who may call it with their own credential (agora up says so, by digest).
+            "callers": sorted(settings.service_callers),
         }
 
     # No database: the tiny services keep nothing (and so have no outbox for a relay to read).
