@@ -1,0 +1,41 @@
+"""The traffic the broker's permissions come from (ADR 25) says what the services do: every
+subscription a service declares is one its broker user may consume, and nothing more."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import pytest
+
+from contracts.traffic import traffic
+
+SERVICES = ("identity", "catalog", "inventory", "payments", "orders", "cart", "notifications")
+
+
+def declared_subjects(service: str) -> set[str]:
+    """The subjects of the subscriptions ``service``'s entry points declare.
+
+    Each service builds them around what its bootstrap picks (a store, a clock); building them
+    calls none of it, so every argument is None here.
+    """
+    module = importlib.import_module(f"{service}.entrypoints")
+    build: Any = getattr(module, "subscriptions", None)
+    if build is None:
+        return set()
+    parameters = inspect.signature(build).parameters.values()
+    arguments = {p.name: None for p in parameters if p.default is inspect.Parameter.empty}
+    return {subscription.subject for subscription in build(**arguments)}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_consumes_exactly_what_its_broker_user_may(service: str) -> None:
+    assert declared_subjects(service) == set(traffic()[service].consumes)
+
+
+def test_a_service_publishes_its_own_events_and_sends_only_commands_of_others() -> None:
+    for service, subjects in traffic().items():
+        for subject in subjects.publishes:
+            _, owner, kind, *_ = subject.split(".")
+            assert (owner, kind) == (service, "events") or kind == "commands", subject
