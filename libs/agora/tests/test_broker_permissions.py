@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 from agora.db import UnitOfWork
 from agora.embedded_nats import NatsSync, embedded_nats, ensure_streams
 from agora.messaging.broker import Broker
-from agora.messaging.consumer import Consumers
+from agora.messaging.consumer import Consumers, DeadLetterHeaders
 from agora.messaging.credentials import NatsCredentials
+from agora.messaging.deadletters import dead_letters, replay
 from agora.messaging.envelope import CloudEvent, envelope, stream_name, subject_of
 from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
@@ -308,6 +309,42 @@ async def test_each_service_publishes_and_consumes_its_own_messages_under_its_ow
         for broker in brokers:
             await broker.close()
         await orders_uow.dispose()
+
+
+async def test_the_consoles_user_sees_the_messages_lists_dead_letters_and_replays_them(
+    nats_server: NatsServer,
+) -> None:
+    placed = envelope(order_placed("order-dead"), source="orders")
+    async with connected(nats_server.url, "cart") as cart:
+        # What cart's consumer does with an event it gave up on.
+        await cart.client.jetstream().publish(
+            "agora.cart.dead.remove_ordered",
+            placed.to_bytes(),
+            headers={
+                DeadLetterHeaders.EVENT_ID: placed.id,
+                DeadLetterHeaders.ORIGINAL_SUBJECT: subject_of(OrderPlaced),
+                DeadLetterHeaders.CONSUMER: "cart__remove_ordered",
+            },
+        )
+    replayed_seen = asyncio.Event()
+
+    async def seen(msg: Msg) -> None:
+        # The feed of recent messages: the replayed event goes by.
+        if msg.subject == subject_of(OrderPlaced) and placed.id.encode() in msg.data:
+            replayed_seen.set()
+
+    async with connected(nats_server.url, GATEWAY) as console:
+        await console.client.subscribe("agora.>", cb=seen)
+        js = console.client.jetstream()
+        listed = [letter.id for letter in await dead_letters(js)]
+        replayed = await replay(js, placed.id)
+        await asyncio.wait_for(replayed_seen.wait(), timeout=10)
+        left = [letter.id for letter in await dead_letters(js)]
+        assert not console.errors
+
+    assert placed.id in listed
+    assert replayed.subject == subject_of(OrderPlaced)
+    assert placed.id not in left
 
 
 def test_the_embedded_broker_configuration_is_readable_by_its_owner_only(
