@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -403,3 +404,25 @@ async def test_the_operators_token_reads_the_gateways_spans_and_metrics(
     assert spans.json()["service"] == "gateway"
     assert metrics.status_code == 200
     assert "agora_http_requests_total" in metrics.text
+
+
+def test_the_storefronts_calls_tell_identity_who_the_browser_is(
+    start_gateway: StartGateway, identity: Upstream
+) -> None:
+    gateway = start_gateway(trusted_proxies="127.0.0.1")
+    browser = {"x-forwarded-for": "203.0.113.5"}
+    form = gateway.get("/login", headers=browser)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert found, form.text
+
+    page = gateway.post(
+        "/login",
+        data={"email": "ada@example.com", "password": "a guess", "csrf_token": found.group(1)},
+        headers=browser,
+    )
+
+    assert "Wrong email or password" in page.text
+    (seen,) = sent_on(identity, page.headers["x-request-id"])
+    assert seen.path_qs == "/token"
+    assert header(seen, "X-Forwarded-For") == ["203.0.113.5"]
+    assert header(seen, "X-Forwarded-Proto") == ["http"]

@@ -37,12 +37,17 @@ class Shop:
     """Calls to the services for one request: ``await shop.call("catalog", "GET", ...)``."""
 
     def __init__(self, request: Request) -> None:
-        self.client: ServiceClient = request.app.state.resources.client
+        resources = request.app.state.resources
+        self.client: ServiceClient = resources.client
         self.token = session_token(request)
         self._return_path = return_path(request)
+        # Who the browser is, as the proxy tells the services (gateway.routing): identity
+        # throttles logins per client, and must not see every shopper as the gateway.
+        caller = resources.settings.proxies.client(request.scope)
+        self._forwarded = {"X-Forwarded-For": caller.address, "X-Forwarded-Proto": caller.scheme}
 
     def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", **(extra or {})}
+        headers = {"Accept": "application/json", **self._forwarded, **(extra or {})}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
