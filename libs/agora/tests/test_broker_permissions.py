@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +22,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
+from agora.cli import app
 from agora.db import UnitOfWork
 from agora.embedded_nats import NatsSync, embedded_nats, ensure_streams
 from agora.messaging.broker import Broker
@@ -360,3 +363,21 @@ def test_the_embedded_broker_configuration_is_readable_by_its_owner_only(
     assert plan.config is not None
     assert stat.S_IMODE(plan.config.stat().st_mode) == 0o600
     assert PASSWORDS[OPERATOR] in plan.config.read_text()
+
+
+def test_agora_events_logs_in_as_agora_nats_user_says_and_is_refused_without(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no system of agora up's runs here
+    monkeypatch.setenv("AGORA_NATS_USER", OPERATOR)
+    monkeypatch.setenv("AGORA_NATS_PASSWORD", PASSWORDS[OPERATOR])
+    command = ["events", "dead", "--nats-url", nats_server.url, "--json"]
+
+    logged_in = CliRunner().invoke(app, command)
+    monkeypatch.delenv("AGORA_NATS_USER")
+    anonymous = CliRunner().invoke(app, command)
+
+    assert logged_in.exit_code == 0, logged_in.output
+    assert isinstance(json.loads(logged_in.stdout), list)
+    assert anonymous.exit_code == 1
+    assert "authorization" in anonymous.output.lower()

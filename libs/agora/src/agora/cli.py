@@ -229,6 +229,7 @@ def up(
         ready_timeout=ready_timeout,
         nats_url=nats_url.strip(),
         nats_sync=nats_sync,
+        nats_login=_login_from_env() if nats_url.strip() else None,
     )
     try:
         code = asyncio.run(Runner(options, console).run())
@@ -259,7 +260,7 @@ def status(
     state = running_state(layout)
     if state is None:
         raise _not_running(layout)
-    health = asyncio.run(check_health(state, operator_credentials(layout)))
+    health = asyncio.run(check_health(state, operator_credentials(layout) or _login_from_env()))
     if as_json:
         sys.stdout.write(json.dumps([h.as_json() for h in health]) + "\n")
         return
@@ -349,7 +350,7 @@ def start(
     while time.monotonic() < deadline:
         current = running_state(layout)
         health = (
-            asyncio.run(check_health(current, operator_credentials(layout)))
+            asyncio.run(check_health(current, operator_credentials(layout) or _login_from_env()))
             if current is not None
             else []
         )

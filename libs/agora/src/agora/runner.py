@@ -323,6 +323,9 @@ class UpOptions:
     # A NATS server to use instead of starting one ("" starts the embedded one).
     nats_url: str = ""
     nats_sync: NatsSync = NatsSync.DEFAULT
+    # How the runner logs in to the broker of ``nats_url`` (AGORA_NATS_USER's); the embedded
+    # one's operator otherwise.
+    nats_login: NatsCredentials | None = None
 
 
 def child_argv(python: str, *args: str) -> list[str]:
@@ -346,6 +349,8 @@ class Runner:
         self.state = RunState(runner_pid=os.getpid(), started_at=time.time())
         # The operator's login to the embedded broker; None with a broker of one's own.
         self.operator: NatsCredentials | None = None
+        # The runner's own login: the operator's, or the one given for a broker of one's own.
+        self.login = options.nats_login
 
     async def run(self) -> int:
         """Run the system until SIGINT or SIGTERM. 0 when stopped so, 1 when it could not start."""
@@ -572,7 +577,7 @@ class Runner:
         passwords = {
             user: secret_file(self.layout.nats_password_file(user)) for user in permissions
         }
-        self.operator = NatsCredentials(OPERATOR, passwords[OPERATOR])
+        self.operator = self.login = NatsCredentials(OPERATOR, passwords[OPERATOR])
         try:
             return embedded_nats(
                 port=port,
@@ -601,7 +606,7 @@ class Runner:
         await self.supervisor.start(process)
         await self._wait_ready(
             process,
-            lambda: jetstream_answers(nats.url, credentials=self.operator),
+            lambda: jetstream_answers(nats.url, credentials=self.login),
             f"accept a JetStream connection on {nats.url}",
         )
         await self._ensure_streams(nats.url)
@@ -623,7 +628,7 @@ class Runner:
             )
         # A broker that is away does not stop the system (the outboxes keep the events); the
         # services make their streams themselves when they reach it.
-        if not await jetstream_answers(url, connect_timeout=5.0):
+        if not await jetstream_answers(url, connect_timeout=5.0, credentials=self.login):
             self.output.say(
                 f"the NATS server at {shown} does not answer with JetStream now; the services "
                 "will connect when it does",
@@ -639,7 +644,7 @@ class Runner:
         where = without_credentials(url)
         try:
             async with asyncio.timeout(self.options.ready_timeout):
-                await ensure_streams(url, self.topology.services, self.operator)
+                await ensure_streams(url, self.topology.services, self.login)
         except TimeoutError:
             raise StartupError(
                 f"the streams could not be made on {where} within {self.options.ready_timeout:g} s"
