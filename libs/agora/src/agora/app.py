@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from agora import context
 from agora.auth import OperatorGuard, ServiceCredentials, TokenVerifier, operator_token
@@ -385,6 +386,27 @@ def _problem_headers(status: int, error: Exception) -> dict[str, str] | None:
     return headers or None
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the document names at the request's path (RFC 9110 15.5.6): Starlette's 405
+    names only those of the first route that matched the path, and FastAPI makes a route per
+    method. As OpenAPI matches paths, a concrete one (``/products/batch``) comes before a
+    templated one (``/products/{sku}``). An undocumented path (a probe, ``/internal``) keeps
+    Starlette's answer."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    matching = [template for template in paths if compile_path(template)[0].match(request.url.path)]
+    fewest = min((template.count("{") for template in matching), default=0)
+    return sorted(
+        method.upper()
+        for template in matching
+        if template.count("{") == fewest
+        for method in paths[template]
+        if method.upper() in _METHODS
+    )
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
 def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]) -> None:
     """Answer every error with RFC 9457 problem details; map domain errors by class."""
 
@@ -426,12 +448,16 @@ def install_problem_handlers(app: FastAPI, errors: Mapping[type[Exception], int]
     async def on_http(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
         titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+        headers = dict(error.headers) if error.headers else {}
+        allowed = _allowed_methods(request) if error.status_code == 405 else None
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
         return problem_response(
             request,
             error.status_code,
             titles.get(error.status_code, "Request failed"),
             detail=str(error.detail) if error.detail else None,
-            headers=dict(error.headers) if error.headers else None,
+            headers=headers or None,
         )
 
     def on_domain(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:

@@ -10,7 +10,16 @@ from pydantic import BaseModel, ValidationInfo, field_validator
 class QueryParams(BaseModel):
     """A model of a query string in which an empty value (``?cursor=``) is the parameter not
     given: a form or a client that sends every field, filled or not, gets the defaults rather
-    than a 422 for an empty limit or an empty cursor."""
+    than a 422 for an empty limit or an empty cursor. The OpenAPI document says so: each
+    parameter's schema admits the empty string besides its own values."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # FastAPI documents each field as a parameter of its own, from the field's own info.
+        for field in cls.model_fields.values():
+            if field.json_schema_extra is None:
+                field.json_schema_extra = _or_empty
 
     @field_validator("*", mode="before")
     @classmethod
@@ -18,3 +27,14 @@ class QueryParams(BaseModel):
         if value == "" and info.field_name is not None:
             return cls.model_fields[info.field_name].default
         return value
+
+
+# What a parameter's schema keeps for itself rather than for one of its alternatives.
+_OWN = ("title", "description", "default", "examples")
+
+
+def _or_empty(schema: dict[str, Any]) -> None:
+    own = {key: schema.pop(key) for key in _OWN if key in schema}
+    alternatives = schema.pop("anyOf", None) or [dict(schema)]
+    schema.clear()
+    schema.update(own, anyOf=[*alternatives, {"const": ""}])

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.orm import Session
 
 from agora.deps import CurrentUser
+from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
 from cart import application
 from cart.application import Clock, utc_now
@@ -105,7 +106,7 @@ class NewQuantity(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    quantity: int = Field(
+    quantity: WholeNumber = Field(
         ge=0, le=QUANTITY_MAX, description="Units wanted; 0 removes the line.", examples=[2]
     )
 

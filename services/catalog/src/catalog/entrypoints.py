@@ -7,17 +7,20 @@ the read routes run one query and serialize the answer once, straight to bytes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from agora.deps import Admin, Uow
+from agora.fields import WHOLE, WholeNumber
 from agora.query import QueryParams
 from catalog import application
 from catalog.application import CategorySummary, CreateProduct, Listing
 from catalog.domain import (
+    CURRENCIES,
     CURRENCY_PATTERN,
     DESCRIPTION_MAX,
     IMAGE_URL_MAX,
@@ -39,6 +42,14 @@ STORE = "catalog.store"
 BATCH_MAX = 100
 
 router = APIRouter(tags=["catalog"])
+
+# The codes the catalogue prices in: ISO 4217's in circulation, named in the document.
+CURRENCY: dict[str, Any] = {"enum": sorted(CURRENCIES)}
+# How an image's address starts: a path on the shop's site, or http(s) in any case. The rest of
+# ``check_image_url`` (a host, no spaces) no pattern states alike in every regex dialect.
+ImageUrl = Annotated[
+    str, Field(max_length=IMAGE_URL_MAX, pattern=r"^(?:/(?:[^/]|$)|[Hh][Tt][Tt][Pp][Ss]?://)")
+]
 
 
 # A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a hop
@@ -95,28 +106,49 @@ class NewProduct(BaseModel):
     sku: str = Field(pattern=SKU_PATTERN, description="Upper-case letters, digits and '-'.")
     name: str = Field(min_length=1, max_length=NAME_MAX)
     description: str = Field(max_length=DESCRIPTION_MAX)
-    price: int = Field(gt=0, le=PRICE_MAX, description="Minor units of `currency`.")
-    currency: str = Field(pattern=CURRENCY_PATTERN, description="ISO 4217 code in use.")
+    price: WholeNumber = Field(gt=0, le=PRICE_MAX, description="Minor units of `currency`.")
+    currency: str = Field(
+        pattern=CURRENCY_PATTERN, description="ISO 4217 code in use.", json_schema_extra=CURRENCY
+    )
     category: str = Field(pattern=SLUG_PATTERN, max_length=SLUG_MAX)
-    image_url: str | None = Field(
+    image_url: ImageUrl | None = Field(
         default=None,
-        max_length=IMAGE_URL_MAX,
         description="An http(s) URL, or a path on the shop's site such as /static/products/X.svg.",
     )
 
 
 class ProductChanges(BaseModel):
-    """The fields to change; those left out keep their values. The sku cannot change."""
+    """The fields to change; those left out keep their values. The sku cannot change.
+
+    Only `image_url` may be null (the product then has no image); the others are left out to
+    keep their values, and a null is refused.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
-    price: int | None = Field(default=None, gt=0, le=PRICE_MAX)
-    currency: str | None = Field(default=None, pattern=CURRENCY_PATTERN)
-    category: str | None = Field(default=None, pattern=SLUG_PATTERN, max_length=SLUG_MAX)
-    image_url: str | None = Field(default=None, max_length=IMAGE_URL_MAX)
-    active: bool | None = Field(default=None, description="false hides it from listings.")
+    # ``SkipJsonSchema[None]``: absent is None here, but the document admits no null.
+    name: Annotated[str, Field(min_length=1, max_length=NAME_MAX)] | SkipJsonSchema[None] = None
+    description: Annotated[str, Field(max_length=DESCRIPTION_MAX)] | SkipJsonSchema[None] = None
+    price: Annotated[int, Field(gt=0, le=PRICE_MAX), WHOLE] | SkipJsonSchema[None] = None
+    currency: (
+        Annotated[str, Field(pattern=CURRENCY_PATTERN, json_schema_extra=CURRENCY)]
+        | SkipJsonSchema[None]
+    ) = None
+    category: (
+        Annotated[str, Field(pattern=SLUG_PATTERN, max_length=SLUG_MAX)] | SkipJsonSchema[None]
+    ) = None
+    image_url: ImageUrl | None = None
+    active: bool | SkipJsonSchema[None] = Field(
+        default=None, description="false hides it from listings."
+    )
+
+    @field_validator("name", "description", "price", "currency", "category", "active")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only on a value the client sent: a field left out keeps its default.
+        if value is None:
+            raise ValueError("leave the field out to keep its value; it cannot be null")
+        return value
 
 
 class ListQuery(QueryParams):
@@ -137,7 +169,10 @@ class ListQuery(QueryParams):
         default=PAGE_DEFAULT, ge=1, description="Page size; more than 100 is served as 100."
     )
     cursor: str | None = Field(
-        default=None, max_length=512, description="The `next_cursor` of the previous page."
+        default=None,
+        max_length=512,
+        description="The `next_cursor` of the previous page, as it was handed out; any other "
+        "value is refused (400).",
     )
 
 
@@ -157,7 +192,11 @@ def _product(product: Product, status: int = 200) -> Response:
     return _json(body, status, headers)
 
 
-@router.get("/products", response_model=ProductPage)
+@router.get(
+    "/products",
+    response_model=ProductPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, store: Store) -> Response:
     """Active products, one page at a time, in a stable order (keyset paging)."""
     listing = Listing(

@@ -23,6 +23,8 @@ from agora.cursor import CursorCodec
 from agora.deps import Admin, CurrentUser, Uow, resources
 from identity.application import Identity
 from identity.domain import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
     USERS_PAGE_MAX,
     EmailTaken,
     InvalidCredentials,
@@ -57,6 +59,20 @@ class Credentials(BaseModel):
 
     email: str = Field(max_length=320, examples=["ada@example.com"])
     password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery"])
+
+
+class NewAccount(Credentials):
+    """Credentials for a new account. The document gives the password's length as
+    ``check_password`` counts it, after NFKC normalization; that check, not the schema, refuses
+    a password out of bounds, so the answer says what is wrong in its words (the storefront
+    shows them). It also refuses well-known passwords and ones holding the email."""
+
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        examples=["correct horse battery"],
+        json_schema_extra={"minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH},
+    )
 
 
 class UserView(BaseModel):
@@ -117,7 +133,7 @@ router = APIRouter()
     summary="Register a customer account",
     responses={409: PROBLEM, 422: PROBLEM},
 )
-async def register(body: Credentials, uow: Uow, service: Service) -> UserView:
+async def register(body: NewAccount, uow: Uow, service: Service) -> UserView:
     user = await service.register(uow, body.email, body.password)
     return UserView.of(user)
 
@@ -149,7 +165,14 @@ async def list_users(
     uow: Uow,
     service: Service,
     limit: Annotated[int, Query(ge=1, le=USERS_PAGE_MAX)] = 100,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="The `next_cursor` of the previous page, as it was handed out; any "
+            "other value is refused (400).",
+        ),
+    ] = None,
 ) -> AccountPage:
     after = USER_CURSORS.decode(cursor).id if cursor else None
     found, last = await service.users_page(uow, after, limit)

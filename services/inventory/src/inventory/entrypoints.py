@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from agora.app import Hook, Resources
 from agora.deps import Admin, Uow
+from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
 from contracts.catalog import ProductCreated
@@ -135,8 +136,11 @@ class NewAdjustment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    delta: int = Field(
-        ge=-DELTA_MAX, le=DELTA_MAX, description="Units to add (positive) or remove (negative)."
+    delta: WholeNumber = Field(
+        ge=-DELTA_MAX,
+        le=DELTA_MAX,
+        description="Units to add (positive) or remove (negative); never 0.",
+        json_schema_extra={"not": {"const": 0}},
     )
     reason: str = Field(min_length=1, max_length=REASON_MAX, examples=["stock count"])
 
@@ -162,7 +166,10 @@ class _Paging(QueryParams):
         default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
     )
     cursor: str | None = Field(
-        default=None, max_length=512, description="The `next_cursor` of the previous page."
+        default=None,
+        max_length=512,
+        description="The `next_cursor` of the previous page, as it was handed out; any other "
+        "value is refused (400).",
     )
 
 
@@ -219,7 +226,11 @@ async def adjust_stock(
     return _availability(adjustment.sku, adjustment.available)
 
 
-@router.get("/inventory/stock", response_model=StockPage)
+@router.get(
+    "/inventory/stock",
+    response_model=StockPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_stock(
     query: Annotated[StockQuery, Query()], uow: Uow, store: Store, _admin: Admin
 ) -> Response:
@@ -230,7 +241,11 @@ async def list_stock(
     return _json(_STOCK_PAGE.dump_json(StockPage(items=items, next_cursor=page.next_cursor)))
 
 
-@router.get("/inventory/reservations", response_model=ReservationPage)
+@router.get(
+    "/inventory/reservations",
+    response_model=ReservationPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_reservations(
     query: Annotated[ReservationQuery, Query()], uow: Uow, store: Store, _admin: Admin
 ) -> Response:

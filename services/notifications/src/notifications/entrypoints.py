@@ -127,7 +127,10 @@ class MailboxParams(QueryParams):
         default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
     )
     cursor: str | None = Field(
-        default=None, max_length=512, description="The `next_cursor` of the previous page."
+        default=None,
+        max_length=512,
+        description="The `next_cursor` of the previous page, as it was handed out; any other "
+        "value is refused (400).",
     )
 
 
@@ -154,7 +157,11 @@ def _query(params: MailboxParams, user_id: str | None) -> MailboxQuery:
     return MailboxQuery(limit=page_size(params.limit), user_id=user_id, after=after)
 
 
-@router.get("/notifications", response_model=MessagePage)
+@router.get(
+    "/notifications",
+    response_model=MessagePage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def my_messages(
     params: Annotated[MailboxParams, Query()], user: CurrentUser, uow: Uow, store: Store
 ) -> Response:
@@ -164,7 +171,11 @@ async def my_messages(
     return Response(_PAGE.dump_json(body), media_type=JSON)
 
 
-@router.get("/notifications/all", response_model=AnyMessagePage)
+@router.get(
+    "/notifications/all",
+    response_model=AnyMessagePage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def every_message(
     params: Annotated[EveryMailboxParams, Query()], _admin: Admin, uow: Uow, store: Store
 ) -> Response:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from agora.auth import Principal
 from agora.deps import CurrentUser, Uow
 from agora.errors import Problem, slug
+from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
 from agora.tasks import Bell
@@ -114,13 +115,21 @@ async def idempotency_key(
     return key
 
 
+# The printable characters a header's value can carry (ISO 8859-1 but the controls, the no-break
+# space and the soft hyphen), not starting or ending with a space: what ``idempotency_key`` takes.
+_PRINTABLE = "!-~\u00a1-\u00ac\u00ae-\u00ff"
 IDEMPOTENCY_KEY_PARAMETER = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": True,
     "description": "A new unique value per order (1 to 200 printable characters): the same "
     "key again, with the same body, returns the same order.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDEMPOTENCY_KEY_MAX,
+        "pattern": f"^[{_PRINTABLE}](?:[ {_PRINTABLE}]*[{_PRINTABLE}])?$",
+    },
 }
 
 Ports = Annotated[Parts, Depends(parts)]
@@ -133,11 +142,15 @@ def _plain(value: str | None) -> str | None:
     return value
 
 
+# 12 to 19 digits, and spaces anywhere (``card_digits`` takes them out).
+CARD_NUMBER_PATTERN = r"^ *(?:[0-9] *){12,19}$"
+
+
 class LineIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     sku: str = Field(pattern=SKU_PATTERN)
-    quantity: int = Field(ge=1, le=QUANTITY_MAX)
+    quantity: WholeNumber = Field(ge=1, le=QUANTITY_MAX)
 
 
 class AddressIn(BaseModel):
@@ -174,7 +187,9 @@ class NewOrder(BaseModel):
     )
     shipping_address: AddressIn
     card_number: str = Field(
-        max_length=64, description="12 to 19 digits, spaces allowed; it is never stored."
+        max_length=64,
+        description="12 to 19 digits passing the Luhn check, spaces allowed; it is never stored.",
+        json_schema_extra={"pattern": CARD_NUMBER_PATTERN},
     )
 
     @field_validator("card_number")
@@ -245,7 +260,10 @@ class ListQuery(QueryParams):
     status: Status | None = None
     limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
     cursor: str | None = Field(
-        default=None, max_length=512, description="The `next_cursor` of the previous page."
+        default=None,
+        max_length=512,
+        description="The `next_cursor` of the previous page, as it was handed out; any other "
+        "value is refused (400).",
     )
 
 
@@ -344,7 +362,11 @@ async def place_order(
     return _order(placed.order, 202, {"Location": f"/orders/{placed.order.id}"})
 
 
-@router.get("/orders", response_model=OrderPage)
+@router.get(
+    "/orders",
+    response_model=OrderPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_orders(
     query: Annotated[ListQuery, Query()], user: CurrentUser, uow: Uow, ports: Ports
 ) -> Response:
@@ -367,6 +389,21 @@ async def get_order(order_id: str, user: CurrentUser, uow: Uow, ports: Ports) ->
 
 
 EVENT_STREAM = "text/event-stream"
+# One event of the stream, as an EventSource reads it (the schema of each event, as OpenAPI 3.1
+# tools read a stream's schema): its data is the order in JSON.
+STATUS_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "status"},
+        "id": {"type": "string", "description": "The event's number in this stream: 1, 2, ..."},
+        "data": {
+            "type": "string",
+            "contentMediaType": JSON,
+            "contentSchema": {"$ref": "#/components/schemas/OrderOut"},
+        },
+    },
+}
 
 
 @router.get(
@@ -379,7 +416,7 @@ EVENT_STREAM = "text/event-stream"
             "change of its status or checkout step; the stream ends after CONFIRMED or "
             "CANCELLED (or after a few minutes, when the client reconnects). Lines starting "
             "with `:` only keep the connection alive.",
-            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            "content": {EVENT_STREAM: {"schema": STATUS_EVENT}},
         }
     },
 )

@@ -120,6 +120,8 @@ class NewCard(BaseModel):
     card_number: str = Field(
         max_length=CARD_INPUT_MAX,
         description="12 to 19 digits passing the Luhn check; spaces between them allowed.",
+        # What ``CardNumber.parse`` takes but the Luhn check, which no pattern states.
+        json_schema_extra={"pattern": r"^ *(?:[0-9] *){12,19}$"},
     )
 
 
@@ -139,7 +141,10 @@ class PaymentsQuery(_Query):
     order_id: str | None = Field(default=None, max_length=100)
     limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
     cursor: str | None = Field(
-        default=None, max_length=512, description="The `next_cursor` of the previous page."
+        default=None,
+        max_length=512,
+        description="The `next_cursor` of the previous page, as it was handed out; any other "
+        "value is refused (400).",
     )
 
 
@@ -155,7 +160,11 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-@router.get("/payments", response_model=PaymentPage)
+@router.get(
+    "/payments",
+    response_model=PaymentPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def list_payments(
     query: Annotated[PaymentsQuery, Query()], user: CurrentUser, uow: Uow, store: Store
 ) -> Response:
@@ -190,7 +199,11 @@ async def ledger(_admin: Admin, uow: Uow, store: Store) -> Response:
     return _json(_LEDGER.dump_json(body))
 
 
-@router.get("/payments/ledger/movements", response_model=MovementPage)
+@router.get(
+    "/payments/ledger/movements",
+    response_model=MovementPage,
+    responses={400: {"description": "A cursor this listing did not hand out."}},
+)
 async def ledger_movements(
     query: Annotated[MovementsQuery, Query()], _admin: Admin, uow: Uow, store: Store
 ) -> Response:
