@@ -42,7 +42,9 @@ def token(value: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("rank", [0, INT64_MIN, INT64_MAX, "Ärger & Öl", "名前"])
+@pytest.mark.parametrize(
+    "rank", [0, INT64_MIN, INT64_MAX, "Ärger & Öl", "名前", "tab\tnew\nline", "👨\u200d👩\u200d👧"]
+)
 def test_a_cursor_comes_back_as_it_was_handed_out(rank: int | str) -> None:
     key = Key(Order.DOWN, AT, rank, "row-1")
 
@@ -92,7 +94,7 @@ def test_a_moment_in_another_zone_is_read_as_the_same_moment_in_utc() -> None:
         token(["up", "0001-01-01T00:00:00+05:00", 1, "r"]),
         token(["up", AT.isoformat(), 1, "r\x00"]),
         token(["up", AT.isoformat(), 1, "\ud800"]),
-        token(["up", AT.isoformat(), 1, "r" * 257]),
+        token(["up", AT.isoformat(), 1, "r" * 1001]),
         token(["up", AT.isoformat(), 1, ""]),
         base64.urlsafe_b64encode(b"[" * 10_000 + b"]" * 10_000).decode(),
     ],
@@ -133,7 +135,7 @@ def test_any_json_is_a_valid_key_or_an_invalid_cursor(fields: object) -> None:
         return
     assert isinstance(key.rank, str) or INT64_MIN <= key.rank <= INT64_MAX
     assert key.at.tzinfo == UTC
-    assert key.id.isprintable()
+    assert "\x00" not in key.id
 
 
 def test_a_cursor_holds_only_what_it_can_check() -> None:

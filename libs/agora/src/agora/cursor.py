@@ -7,7 +7,7 @@ base64url without padding, so it travels in a query string unescaped.
 
 A cursor comes back from anyone, so :meth:`CursorCodec.decode` trusts nothing in it: bad base64,
 bad JSON, another shape, a field of another type, an integer outside a signed 64-bit column
-(SQLite's and PostgreSQL's ``bigint``), a string too long or holding control characters, a moment
+(SQLite's and PostgreSQL's ``bigint``), a string too long or holding a NUL, a moment
 without a time zone, or a key the dataclass itself refuses (its ``__post_init__`` raising
 ``ValueError``) — each is the one :class:`InvalidCursor`, a 400 problem, before any of it reaches
 a query (ADR 0023).
@@ -28,8 +28,9 @@ from agora.errors import Problem
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-# Longer than any key a listing here pages by (a product's name key is at most 200 characters).
-TEXT_MAX = 256
+# Longer than any key a listing here pages by: a product's name key is its name (200 characters
+# at most) case-folded, which may triple it ("ﬃ" is "ffi").
+TEXT_MAX = 1000
 # The longest token decoded at all: room for every field at its longest, in any script.
 TOKEN_MAX = 4096
 
@@ -44,11 +45,11 @@ class InvalidCursor(Problem):
         super().__init__(detail)
 
 
-def _printable(text: str) -> str:
-    # No control characters or lone surrogates: PostgreSQL refuses a NUL in text, and a lone
-    # surrogate is no UTF-8 at all, so either would fail inside the query rather than here.
-    if not text.isprintable():
-        raise ValueError("a cursor's text holds only printable characters")
+def _storable(text: str) -> str:
+    # PostgreSQL refuses a NUL in text, and a lone surrogate is no UTF-8 at all: either would
+    # fail inside the query rather than here. Anything else may be in a key (a product's name).
+    if "\x00" in text or any("\ud800" <= char <= "\udfff" for char in text):
+        raise ValueError("a cursor's text holds no NUL and no lone surrogate")
     return text
 
 
@@ -61,7 +62,7 @@ def _in_utc(moment: datetime) -> datetime:
 
 
 Int64 = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
-Text = Annotated[str, Field(strict=True, max_length=TEXT_MAX), AfterValidator(_printable)]
+Text = Annotated[str, Field(strict=True, max_length=TEXT_MAX), AfterValidator(_storable)]
 Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from agora.cursor import TOKEN_MAX
 from agora.deps import Admin, Uow
 from agora.fields import WHOLE, WholeNumber
 from agora.query import QueryParams
@@ -170,7 +171,8 @@ class ListQuery(QueryParams):
     )
     cursor: str | None = Field(
         default=None,
-        max_length=512,
+        # A cursor holds a product's name: up to 200 characters, in any script.
+        max_length=TOKEN_MAX,
         description="The `next_cursor` of the previous page, as it was handed out; any other "
         "value is refused (400).",
     )
