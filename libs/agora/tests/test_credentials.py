@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from agora.app import Resources, create_service_app
 from agora.auth import OPERATOR_TOKEN_FILE, secrets_dir, service_credential, token_digest
-from agora.deps import CallingService
+from agora.deps import CallingService, UserOrService
 from agora.secrets import secret_file
 from agora.settings import ServiceSettings
 from agora.testing import free_port
@@ -147,6 +147,10 @@ def prices() -> APIRouter:
     async def read_prices(caller: CallingService) -> dict[str, str]:
         return {"caller": caller.name}
 
+    @router.get("/stock")
+    async def read_stock(caller: UserOrService) -> dict[str, str]:
+        return {"caller": getattr(caller, "name", "a user")}
+
     return router
 
 
@@ -194,6 +198,23 @@ async def test_a_route_for_services_names_the_service_whose_credential_came(
 
     assert answer.status_code == 200
     assert answer.json() == {"caller": "orders"}
+
+
+async def test_a_route_for_users_or_services_lets_a_known_service_in_and_no_one_unnamed(
+    tmp_path: Path,
+) -> None:
+    async with calling(callee(tmp_path)) as client:
+        anonymous = await client.get("/stock")
+        guessed = await client.get(
+            "/stock", headers=bearer(service_credential("orders", "a-guessed-secret"))
+        )
+        known = await client.get(
+            "/stock", headers=bearer(service_credential("orders", ORDERS_SECRET))
+        )
+
+    assert anonymous.status_code == 401
+    assert guessed.status_code == 401
+    assert known.json() == {"caller": "orders"}
 
 
 @contextlib.asynccontextmanager
