@@ -142,6 +142,19 @@ def test_a_flood_from_one_address_leaves_a_user_at_that_address_served(
     assert gateway.get(CATALOG, headers=ada).status_code == 429
 
 
+def test_a_shopper_logged_in_on_the_storefront_spends_from_their_own_bucket(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gateway = start_gateway(rate_limit=0.001, rate_burst=2)
+    flood = [gateway.get(CATALOG).status_code for _ in range(3)]
+
+    session = {"cookie": f"agora_csrf=x; agora_session={keys.token()}"}
+    served = [gateway.get(CATALOG, headers=session).status_code for _ in range(2)]
+
+    assert flood == [200, 200, 429]
+    assert served == [200, 200]
+
+
 @pytest.mark.parametrize(
     "forged",
     [

@@ -295,6 +295,9 @@ def password_attempts(
     ]
 
 
+ATTEMPTS = "Too many attempts"
+
+
 class RateLimit:
     """ASGI middleware answering 429 (with Retry-After) to a user or client that spent its
     bucket, or its bucket of attempts: as problem details under ``/api``, as an error page on
@@ -329,15 +332,17 @@ class RateLimit:
         address = self.proxies.client(scope).address
         wait = await self.limiter.take(await self._key(scope, address))
         if wait:
-            what = f"{self.limiter.rate:g} requests per second"
-            await _refuse(scope, receive, send, wait, what, "requests")
+            limit = f"{self.limiter.rate:g} requests per second"
+            await _refuse(scope, receive, send, wait, limit=limit, what="requests")
             return
         attempt = self.attempts.get((scope["method"], scope["path"]))
         if attempt is not None:
             wait = await attempt.limiter.take(f"{attempt.kind}:{address}")
             if wait:
-                what = f"{attempt.limiter.rate * 60:g} {attempt.what} a minute"
-                await _refuse(scope, receive, send, wait, what, attempt.what)
+                limit = f"{attempt.limiter.rate * 60:g} {attempt.what} a minute"
+                await _refuse(
+                    scope, receive, send, wait, limit=limit, what=attempt.what, title=ATTEMPTS
+                )
                 return
         await self.app(scope, receive, send)
 
@@ -362,21 +367,32 @@ class RateLimit:
 def _session(scope: Scope) -> str | None:
     """The storefront's session token (its cookie), if the request carries one."""
     for name, value in scope["headers"]:
-        if name == b"cookie":
-            return cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE) or None
+        if name == b"cookie" and (
+            token := cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+        ):
+            return token
     return None
 
 
 async def _refuse(
-    scope: Scope, receive: Receive, send: Send, wait: float, limit: str, what: str
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    wait: float,
+    *,
+    limit: str,
+    what: str,
+    title: str = TooManyRequests.title,
 ) -> None:
+    """429 with Retry-After: problem details saying the ``limit``, or on a storefront path a
+    page titled ``title`` saying there were too many ``what`` and when to try again."""
     refusal = TooManyRequests(retry_after=wait)
     if is_page_path(scope["path"]):
-        # A browser on the storefront gets a page saying when to try again, not a JSON document.
+        # A browser gets a page saying when to try again, not a JSON document.
         page = error_page(
             Request(scope),
             refusal.status,
-            "Too many attempts" if what != "requests" else refusal.title,
+            title,
             f"Too many {what} from here; try again in {refusal.retry_after} seconds.",
         )
         page.headers["Retry-After"] = str(refusal.retry_after)
