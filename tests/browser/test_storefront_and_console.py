@@ -64,11 +64,23 @@ def journey() -> Journey:
 
 @pytest.fixture
 def page(chromium: Browser, system: RunningSystem) -> Iterator[Page]:
+    """A page whose journey must not run into the Content-Security-Policy (ADR 22): a script or
+    style the policy blocks would be a part of the shop that silently does not work."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.set_default_timeout(30_000)
+    blocked: list[str] = []
+    opened.on(
+        "console",
+        lambda message: (
+            blocked.append(f"{opened.url}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield opened
     context.close()
+    assert not blocked, blocked
 
 
 def test_a_shopper_searches_fills_a_cart_checks_out_and_sees_it_confirmed_live(
