@@ -194,6 +194,9 @@ def identity_admin(app: FastAPI) -> dict[str, str]:
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
+Case = schemathesis.Case[Any]
+
+
 @schemathesis.check
 def refusals_are_problem_details(
     ctx: schemathesis.CheckContext, response: schemathesis.Response, case: Case
@@ -204,9 +207,6 @@ def refusals_are_problem_details(
     assert response.headers.get("content-type") == [PROBLEM], "a refusal is not problem+json"
     assert response.json()["status"] == response.status_code, "the problem names another status"
     return None
-
-
-Case = schemathesis.Case[Any]
 
 
 def failures(schema: schemathesis.BaseSchema) -> list[str]:
@@ -253,6 +253,16 @@ def test_every_generated_request_gets_the_answer_the_document_describes(
 # Requests on which a document and its service disagreed: each is now judged alike by both.
 
 
+class Schema:
+    """A JSON Schema from a document (its components beside it), judging values."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.validator = jsonschema_rs.validator_for(schema)
+
+    def admits(self, value: Any) -> bool:
+        return bool(self.validator.is_valid(value))
+
+
 def documented(app: FastAPI, method: str, path: str, where: str = "body") -> Schema:
     """What an app's document says of the JSON body (``where="body"``) or of one parameter."""
     document = app.openapi()
@@ -265,14 +275,6 @@ def documented(app: FastAPI, method: str, path: str, where: str = "body") -> Sch
     return Schema({**schema, "components": document["components"]})
 
 
-class Schema:
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self.validator = jsonschema_rs.validator_for(schema)
-
-    def admits(self, value: Any) -> bool:
-        return bool(self.validator.is_valid(value))
-
-
 NEW_PRODUCT = {
     "sku": "KIT-SPATULA",
     "name": "Spatula",
@@ -280,6 +282,15 @@ NEW_PRODUCT = {
     "price": 900,
     "currency": "EUR",
     "category": "kitchen",
+}
+ADDRESS = {
+    "shipping_address": {
+        "name": "Ada Lovelace",
+        "line1": "12 St James's Square",
+        "city": "London",
+        "postal_code": "SW1Y 4JH",
+        "country": "GB",
+    }
 }
 
 
@@ -412,14 +423,3 @@ def test_the_order_status_stream_is_documented_event_by_event(tmp_path: Path) ->
     )
     assert event["properties"]["data"]["contentMediaType"] == "application/json"
     assert event["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/OrderOut"}
-
-
-ADDRESS = {
-    "shipping_address": {
-        "name": "Ada Lovelace",
-        "line1": "12 St James's Square",
-        "city": "London",
-        "postal_code": "SW1Y 4JH",
-        "country": "GB",
-    }
-}
