@@ -1,6 +1,9 @@
-"""The broker under `agora up` dies, and no event is lost.
+"""The broker under `agora up` takes only its users, each to its own messages; and it dies, and no
+event is lost.
 
-A durable pull consumer of the test's own listens for identity's UserRegistered. The embedded
+First, with the credentials `agora up` made: a connection without any is refused, payments'
+user cannot publish orders' events, and inventory's cannot read payments' commands. Then a
+durable pull consumer of the test's own listens for identity's UserRegistered. The embedded
 nats-server is SIGKILLed; at once three users register through the gateway, and each gets 201
 (identity keeps accepting writes: its outbox holds the events). `agora up` restarts the broker on
 its port and data, the relay publishes what piled up, and the three UserRegistered events reach
@@ -10,12 +13,12 @@ the test's consumer, once each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,18 +36,82 @@ PROCESSES = 9
 STREAM = "AGORA_IDENTITY"
 SUBJECT = "agora.identity.events.UserRegistered.v1"
 DELIVERY_BOUND = 60.0  # seconds for the events to arrive once the broker is back
+STARTUP_BOUND = 480.0  # seconds for the shop to be up
+ORDER_PLACED = "agora.orders.events.OrderPlaced.v1"
+PAYMENTS_COMMANDS = "agora.payments.commands.>"
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[RunningSystem]:
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     env = {**os.environ, "AGORA_ADMIN_PASSWORD": "system-test admin passphrase"}
-    with RunningSystem(tmp_path / "shop", env=env) as running:
+    with RunningSystem(tmp_path_factory.mktemp("shop"), env=env) as running:
         yield running
 
 
-async def subscribe(url: str, durable: str) -> None:
+class Refusals:
+    """What the broker said to one user's connection."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    async def keep(self, error: Exception) -> None:
+        self.said.append(str(error).lower())
+
+    async def refused(self, subject: str) -> bool:
+        """Whether the broker refused ``subject``, waiting up to ten seconds for it to say so."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any("permissions violation" in e and subject.lower() in e for e in self.said):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+
+async def try_to_forge_and_peek(url: str, system: RunningSystem) -> tuple[bool, bool]:
+    """Whether the broker refused payments' user an OrderPlaced, and inventory's a subscription
+    to payments' commands."""
+    payments, inventory = Refusals(), Refusals()
+    forger = await nats.connect(
+        url, allow_reconnect=False, error_cb=payments.keep, **system.nats_login("payments")
+    )
+    peeker = await nats.connect(
+        url, allow_reconnect=False, error_cb=inventory.keep, **system.nats_login("inventory")
+    )
+    try:
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await forger.jetstream().publish(ORDER_PLACED, b"{}", timeout=2)
+        await peeker.subscribe(PAYMENTS_COMMANDS)
+        return await payments.refused(ORDER_PLACED), await inventory.refused(PAYMENTS_COMMANDS)
+    finally:
+        await forger.close()
+        await peeker.close()
+
+
+async def connect_without_credentials(url: str) -> None:
+    connection = await nats.connect(
+        url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5
+    )
+    await connection.close()
+
+
+def test_the_broker_takes_only_its_users_and_each_only_to_its_own_messages(
+    system: RunningSystem,
+) -> None:
+    # The first test starts the whole shop: a bound a busy shared machine can meet.
+    system.wait_healthy(count=PROCESSES, timeout=STARTUP_BOUND)
+    url = system.state()["nats_url"]
+
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+        asyncio.run(connect_without_credentials(url))
+    forging_refused, peeking_refused = asyncio.run(try_to_forge_and_peek(url, system))
+
+    assert forging_refused
+    assert peeking_refused
+
+
+async def subscribe(url: str, login: dict[str, Any], durable: str) -> None:
     """Make the test's durable pull consumer; it stays on the broker when the test disconnects."""
-    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5, **login)
     try:
         await connection.jetstream().pull_subscribe(SUBJECT, durable=durable, stream=STREAM)
     finally:
@@ -62,12 +129,14 @@ async def register(gateway_url: str, emails: list[str]) -> list[httpx.Response]:
         )
 
 
-async def receive(url: str, durable: str, emails: set[str]) -> list[CloudEvent]:
+async def receive(
+    url: str, login: dict[str, Any], durable: str, emails: set[str]
+) -> list[CloudEvent]:
     """What the durable consumer delivers of these users' registrations, until all are in or
     :data:`DELIVERY_BOUND` has passed."""
     received: list[CloudEvent] = []
     deadline = time.monotonic() + DELIVERY_BOUND
-    connection = await nats.connect(url, connect_timeout=5)
+    connection = await nats.connect(url, connect_timeout=5, **login)
     try:
         subscription = await connection.jetstream().pull_subscribe(
             SUBJECT, durable=durable, stream=STREAM
@@ -94,7 +163,8 @@ def test_events_recorded_while_the_broker_was_killed_arrive_once_it_is_back(
     url = system.state()["nats_url"]
     broker = system.process_of("nats")
     durable = f"system-test-{uuid.uuid4().hex[:8]}"
-    asyncio.run(subscribe(url, durable))
+    login = system.nats_login()
+    asyncio.run(subscribe(url, login, durable))
     emails = [f"outage-{i}-{uuid.uuid4().hex[:8]}@example.com" for i in range(3)]
 
     os.kill(broker["pid"], signal.SIGKILL)
@@ -111,7 +181,7 @@ def test_events_recorded_while_the_broker_was_killed_arrive_once_it_is_back(
     assert system.state()["nats_url"] == url
     assert "nats[0] exited unexpectedly (killed by SIGKILL)" in system.printed()
 
-    received = asyncio.run(receive(url, durable, set(emails)))
+    received = asyncio.run(receive(url, login, durable, set(emails)))
 
     assert sorted(e.data["email"] for e in received) == sorted(emails)
     assert {e.type for e in received} == {"identity.UserRegistered.v1"}
