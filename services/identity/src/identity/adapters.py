@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import secrets
-from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Insert,
     Integer,
     MetaData,
     String,
@@ -31,6 +31,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -46,6 +48,9 @@ from identity.domain import (
 )
 
 metadata = MetaData()
+
+# An IPv6 address with a zone fits; a longer client name is cut (it comes from a trusted proxy).
+CLIENT_LENGTH = 64
 
 # The migrations (identity/migrations/versions) create these tables; keep the two in step.
 users = Table(
@@ -71,16 +76,19 @@ signing_keys = Table(
     UniqueConstraint("generation", name="uq_signing_keys_generation"),
 )
 
-login_failures = Table(
-    "login_failures",
+# One row per (email, client) that failed, and one per email for every client together (client
+# "", domain.EVERY_CLIENT).
+login_throttle = Table(
+    "login_throttle",
     metadata,
     Column("email", String(320), primary_key=True),
+    Column("client", String(CLIENT_LENGTH), primary_key=True),
     Column("failures", Integer, nullable=False),
     Column("window_started_at", DateTime(timezone=True), nullable=True),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("lockouts", Integer, nullable=False),
     Column("last_failure_at", DateTime(timezone=True), nullable=True),
-    Index("ix_login_failures_last_failure_at", "last_failure_at"),
+    Index("ix_login_throttle_last_failure_at", "last_failure_at"),
 )
 
 
@@ -182,28 +190,34 @@ def _key(row: Row[Any]) -> SigningKey:
 
 
 class SqlLoginAttempts:
-    def for_update(self, session: Session, email: str) -> LoginAttempts:
-        found = self._locked(session, email)
-        if found is not None:
-            return found
-        # Two first failures at the same moment both insert; the primary key keeps one and the
-        # other reads that one below.
-        with suppress(IntegrityError), session.begin_nested():
-            session.execute(insert(login_failures).values(email=email, failures=0, lockouts=0))
-        found = self._locked(session, email)
-        if found is None:
-            raise RuntimeError(f"the login record of {email} vanished inside its transaction")
-        return found
+    # A record may be inserted and deleted by concurrent transactions between our insert and our
+    # read (a first failure racing a success that forgets it); each turn of the loop sees one
+    # of them win, so a few turns always settle.
+    TRIES = 10
 
-    def _locked(self, session: Session, email: str) -> LoginAttempts | None:
+    def for_update(self, session: Session, email: str, client: str) -> LoginAttempts:
+        client = client[:CLIENT_LENGTH]
+        for _ in range(self.TRIES):
+            found = self._locked(session, email, client)
+            if found is not None:
+                return found
+            session.execute(_insert_if_absent(session, email, client))
+        raise RuntimeError(f"the login record of {email} kept vanishing inside its transaction")
+
+    def _locked(self, session: Session, email: str, client: str) -> LoginAttempts | None:
         # FOR UPDATE serializes concurrent attempts on PostgreSQL; SQLite's write transactions
         # (BEGIN IMMEDIATE) are serialized already and ignore the clause.
-        statement = select(login_failures).where(login_failures.c.email == email).with_for_update()
+        statement = (
+            select(login_throttle)
+            .where(login_throttle.c.email == email, login_throttle.c.client == client)
+            .with_for_update()
+        )
         row = session.execute(statement).first()
         if row is None:
             return None
         return LoginAttempts(
             email=row.email,
+            client=row.client,
             failures=row.failures,
             window_started_at=aware(row.window_started_at),
             locked_until=aware(row.locked_until),
@@ -213,8 +227,11 @@ class SqlLoginAttempts:
 
     def save(self, session: Session, attempts: LoginAttempts) -> None:
         session.execute(
-            update(login_failures)
-            .where(login_failures.c.email == attempts.email)
+            update(login_throttle)
+            .where(
+                login_throttle.c.email == attempts.email,
+                login_throttle.c.client == attempts.client[:CLIENT_LENGTH],
+            )
             .values(
                 failures=attempts.failures,
                 window_started_at=attempts.window_started_at,
@@ -224,20 +241,54 @@ class SqlLoginAttempts:
             )
         )
 
-    def forget(self, session: Session, email: str) -> None:
-        session.execute(delete(login_failures).where(login_failures.c.email == email))
+    def forget(self, session: Session, email: str, client: str) -> None:
+        session.execute(
+            delete(login_throttle).where(
+                login_throttle.c.email == email, login_throttle.c.client == client[:CLIENT_LENGTH]
+            )
+        )
 
     def forget_idle_since(self, session: Session, moment: datetime) -> None:
-        session.execute(delete(login_failures).where(login_failures.c.last_failure_at < moment))
+        # Only rows no other transaction holds: waiting for them while holding this login's own
+        # rows could deadlock with a login that holds one of them and waits for ours.
+        idle = (
+            select(login_throttle.c.email, login_throttle.c.client)
+            .where(login_throttle.c.last_failure_at < moment)
+            .limit(IDLE_PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        for email, client in session.execute(idle).all():
+            session.execute(
+                delete(login_throttle).where(
+                    login_throttle.c.email == email, login_throttle.c.client == client
+                )
+            )
+
+
+# Idle rows purged by one login at most: the purge never makes a login slow.
+IDLE_PURGE_BATCH = 20
+
+
+def _insert_if_absent(session: Session, email: str, client: str) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect: never an error, never a wait
+    on the transaction that inserted the same record unless it is still undecided."""
+    values = {"email": email, "client": client, "failures": 0, "lockouts": 0}
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(login_throttle).values(values).on_conflict_do_nothing()
+    return sqlite_insert(login_throttle).values(values).on_conflict_do_nothing()
 
 
 # --- passwords ----------------------------------------------------------------------------------
 
 
 class Argon2Passwords:
-    """argon2id hashes in the PHC string format (``$argon2id$v=19$m=...``)."""
+    """argon2id hashes in the PHC string format (``$argon2id$v=19$m=...``).
 
-    def __init__(self, *, time_cost: int = 3, memory_cost: int = 65536, parallelism: int = 4):
+    The defaults are OWASP's password storage minimum for argon2id (19 MiB, two passes, one
+    lane): one hash takes one core for about 25 ms on the reference machine (FIELD-NOTES.md).
+    """
+
+    def __init__(self, *, time_cost: int = 2, memory_cost: int = 19456, parallelism: int = 1):
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
         )

@@ -3,7 +3,8 @@
 Two kinds of function live here. *Handlers* are plain functions over a SQLAlchemy ``Session``, one
 transaction each, run by the unit of work (``await uow.run(register_user, ...)``). *Use cases* are
 the methods of :class:`Identity`: they put the slow, CPU-bound work (argon2 hashing, tens of
-milliseconds) in a worker thread *outside* any transaction, and then run the handlers. The concrete
+milliseconds) in a worker thread *outside* any transaction, through a :class:`HashingGate` that
+bounds how much of it runs and waits, and then run the handlers. The concrete
 stores, the hasher and the key maker are ports (``Protocol`` classes below) that ``bootstrap``
 fills with the adapters.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, TypeVarTuple
 
+import anyio
 import structlog
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ from contracts.identity import UserRegistered
 from identity.domain import (
     ADMIN_ROLES,
     CUSTOMER_ROLES,
+    EVERY_CLIENT,
     AccessClaims,
     EmailTaken,
     InvalidCredentials,
@@ -45,6 +48,13 @@ from identity.domain import (
 log = structlog.get_logger("identity")
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+Result = TypeVar("Result")
+Args = TypeVarTuple("Args")
+
+# The client of a login whose address is unknown (no peer): still a client of its own, never
+# the record of every client.
+UNKNOWN_CLIENT = "unknown"
 
 
 def utc_now() -> datetime:
@@ -81,12 +91,13 @@ class KeyRepository(Protocol):
 
 
 class AttemptRepository(Protocol):
-    def for_update(self, session: Session, email: str) -> LoginAttempts:
-        """The record for ``email`` (a fresh one when there is none), locked until commit."""
+    def for_update(self, session: Session, email: str, client: str) -> LoginAttempts:
+        """The record for ``email`` from ``client`` (a fresh one when there is none), locked
+        until commit."""
 
     def save(self, session: Session, attempts: LoginAttempts) -> None: ...
 
-    def forget(self, session: Session, email: str) -> None: ...
+    def forget(self, session: Session, email: str, client: str) -> None: ...
 
     def forget_idle_since(self, session: Session, moment: datetime) -> None:
         """Drop records with no failure since ``moment``: they no longer lock anything."""
@@ -124,6 +135,55 @@ class TokenRules:
 class IssuedToken:
     access_token: str
     expires_in: int
+
+
+# --- bounded password hashing -------------------------------------------------------------------
+
+
+class HashingBusy(Exception):
+    """Too many password checks at once."""
+
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__("identity is checking as many passwords as it can; try again shortly")
+        self.retry_after = retry_after
+
+
+class HashingGate:
+    """Password hashing off the event loop, and a bounded amount of it.
+
+    At most ``at_once`` hashes run at a time, each in a worker thread; at most ``waiting`` more
+    wait for a thread. Any further one is refused at once with :class:`HashingBusy`: a flood of
+    logins then costs its sender quick 429s, where an unbounded queue would make every caller,
+    the flood's and everyone else's, wait into timeouts.
+    """
+
+    def __init__(self, *, at_once: int, waiting: int, retry_after: timedelta) -> None:
+        self._threads = anyio.CapacityLimiter(at_once)
+        self._bound = at_once + waiting
+        self._admitted = 0
+        self._retry_after = retry_after
+
+    def check(self) -> None:
+        """Refuse now what :meth:`run` would refuse, before any other work is spent on it."""
+        if self._admitted >= self._bound:
+            raise HashingBusy(self._retry_after)
+
+    async def run(self, work: Callable[[*Args], Result], *args: *Args) -> Result:
+        # The count changes only on the event loop's thread, with no await between the check
+        # and the increment: nothing slips past the bound.
+        self.check()
+        self._admitted += 1
+        job = asyncio.ensure_future(anyio.to_thread.run_sync(work, *args, limiter=self._threads))
+        job.add_done_callback(self._done)
+        # Shielded: a caller that is cancelled (its client hung up) leaves the job to finish, and
+        # the job keeps its place and its thread until then, so cancellations cannot make room
+        # for more work than the bound.
+        return await asyncio.shield(job)
+
+    def _done(self, job: asyncio.Future[Any]) -> None:
+        self._admitted -= 1
+        if not job.cancelled():
+            job.exception()  # retrieved: a job whose caller left has nobody to raise it to
 
 
 # --- handlers: one transaction each -------------------------------------------------------------
@@ -180,20 +240,35 @@ def find_user(session: Session, users: UserRepository, user_id: str) -> User:
     return user
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A login attempt let through: the account, if any, and how long to wait before checking."""
+
+    user: User | None
+    pause: timedelta
+
+
 def admit_login(
     session: Session,
     users: UserRepository,
     attempts: AttemptRepository,
     email: str,
+    client: str,
     now: datetime,
     policy: LoginPolicy,
-) -> User | None:
-    """Count one login attempt for ``email`` (or refuse it while locked); the account, if any."""
-    record = attempts.for_update(session, email)
-    record.admit(now, policy)
-    attempts.save(session, record)
+) -> Admission:
+    """Count one login attempt for ``email`` from ``client``, or refuse it while that client is
+    locked out of that email."""
+    # The email's record of every client first, then the client's own: every login takes the
+    # two locks in this order, so two logins never each hold one and wait for the other.
+    every = attempts.for_update(session, email, EVERY_CLIENT)
+    pause = every.tally(now, policy)
+    mine = attempts.for_update(session, email, client)
+    mine.admit(now, policy)
+    attempts.save(session, every)
+    attempts.save(session, mine)
     attempts.forget_idle_since(session, now - policy.memory)
-    return users.by_email(session, email)
+    return Admission(users.by_email(session, email), pause)
 
 
 def complete_login(
@@ -202,10 +277,15 @@ def complete_login(
     attempts: AttemptRepository,
     keys: KeyRepository,
     user: User,
+    client: str,
     new_password_hash: str | None,
 ) -> SigningKey:
-    """Forget the email's failed logins; return the key that signs the new token."""
-    attempts.forget(session, user.email)
+    """Forget the client's failed logins on the account, take the right password back out of
+    the tally of every client; return the key that signs the new token."""
+    every = attempts.for_update(session, user.email, EVERY_CLIENT)
+    every.untally()
+    attempts.save(session, every)
+    attempts.forget(session, user.email, client)
     if new_password_hash is not None:
         users.set_password_hash(session, user.id, new_password_hash)
     key = keys.newest(session)
@@ -265,7 +345,9 @@ class Identity:
         key_maker: KeyMaker,
         tokens: TokenRules,
         policy: LoginPolicy,
+        hashing: HashingGate,
         clock: Clock = utc_now,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.users = users
         self.keys = keys
@@ -274,12 +356,14 @@ class Identity:
         self.key_maker = key_maker
         self.tokens = tokens
         self.policy = policy
+        self.hashing = hashing
         self.clock = clock
+        self.sleep = sleep
 
     async def register(self, uow: UnitOfWork, email: str, password: str) -> User:
         email = normalize_email(email)
         check_password(password, email)
-        password_hash = await asyncio.to_thread(self.passwords.hash, normalize_password(password))
+        password_hash = await self.hashing.run(self.passwords.hash, normalize_password(password))
         user = User(
             id=str(uuid.uuid4()),
             email=email,
@@ -289,24 +373,40 @@ class Identity:
         )
         return await uow.run(register_user, self.users, user)
 
-    async def log_in(self, uow: UnitOfWork, email: str, password: str) -> IssuedToken:
+    async def log_in(
+        self, uow: UnitOfWork, email: str, password: str, client: str = UNKNOWN_CLIENT
+    ) -> IssuedToken:
+        """A token for the right password; ``client`` is the caller's address, for the throttle."""
         # Not validated: a string that is no email address simply has no account, and answering
         # it differently would tell a caller something.
         email = email.strip().lower()
+        client = client or UNKNOWN_CLIENT
         password = normalize_password(password)
-        user = await uow.run(
-            admit_login, self.users, self.attempts, email, self.clock(), self.policy
+        # A login that could not be checked now is refused before it is counted as a failure.
+        self.hashing.check()
+        admission = await uow.run(
+            admit_login, self.users, self.attempts, email, client, self.clock(), self.policy
         )
+        if admission.pause:
+            await self.sleep(admission.pause.total_seconds())
+        user = admission.user
         if user is None:
-            await asyncio.to_thread(self.passwords.verify_dummy, password)
+            await self.hashing.run(self.passwords.verify_dummy, password)
             raise InvalidCredentials
-        if not await asyncio.to_thread(self.passwords.verify, user.password_hash, password):
-            raise InvalidCredentials
-        new_hash = None
-        if self.passwords.needs_rehash(user.password_hash):
-            new_hash = await asyncio.to_thread(self.passwords.hash, password)
-        key = await uow.run(complete_login, self.users, self.attempts, self.keys, user, new_hash)
+        new_hash = await self.hashing.run(self._verify, user.password_hash, password)
+        key = await uow.run(
+            complete_login, self.users, self.attempts, self.keys, user, client, new_hash
+        )
         return self._issue(key, user)
+
+    def _verify(self, password_hash: str, password: str) -> str | None:
+        """Check ``password`` (in a worker thread); a new hash when ``password_hash`` was made
+        with older parameters. One job, so a right password is never refused half-way."""
+        if not self.passwords.verify(password_hash, password):
+            raise InvalidCredentials
+        if self.passwords.needs_rehash(password_hash):
+            return self.passwords.hash(password)
+        return None
 
     def _issue(self, key: SigningKey, user: User) -> IssuedToken:
         now = self.clock()
@@ -359,7 +459,7 @@ class Identity:
             if not existing.is_admin:
                 log.warning("the admin email belongs to an account without the admin role")
             return False
-        password_hash = await asyncio.to_thread(self.passwords.hash, normalize_password(password))
+        password_hash = await self.hashing.run(self.passwords.hash, normalize_password(password))
         admin = User(
             id=str(uuid.uuid4()),
             email=email,

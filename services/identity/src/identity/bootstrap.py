@@ -23,7 +23,14 @@ from identity.adapters import (
     SqlSigningKeys,
     SqlUsers,
 )
-from identity.application import Clock, Identity, TokenRules, utc_now
+from identity.application import (
+    Clock,
+    HashingGate,
+    Identity,
+    PasswordHasher,
+    TokenRules,
+    utc_now,
+)
 from identity.domain import LoginPolicy
 from identity.entrypoints import ERRORS, IDENTITY, router
 from identity.settings import IdentitySettings
@@ -51,14 +58,22 @@ class LocalKeySet:
         return await self._identity.key_set(self._uow)
 
 
-def create_app(settings: IdentitySettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
-    """identity's app. ``clock`` is for tests that need time to pass (token expiry, locks)."""
+def create_app(
+    settings: IdentitySettings | None = None,
+    *,
+    clock: Clock = utc_now,
+    passwords: PasswordHasher | None = None,
+) -> FastAPI:
+    """identity's app. ``clock`` is for tests that need time to pass (token expiry, locks),
+    ``passwords`` for tests that need to hold a password check while they look (bounded
+    hashing); by default argon2id with the settings' parameters."""
     settings = settings or IdentitySettings()
     identity = Identity(
         users=SqlUsers(),
         keys=SqlSigningKeys(),
         attempts=SqlLoginAttempts(),
-        passwords=Argon2Passwords(
+        passwords=passwords
+        or Argon2Passwords(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
@@ -74,6 +89,14 @@ def create_app(settings: IdentitySettings | None = None, *, clock: Clock = utc_n
             window=timedelta(seconds=settings.login_window_seconds),
             first_lock=timedelta(seconds=settings.login_lock_seconds),
             longest_lock=timedelta(seconds=settings.login_lock_max_seconds),
+            slow_after=settings.login_slow_after,
+            slow_step=timedelta(seconds=settings.login_slow_step_seconds),
+            longest_pause=timedelta(seconds=settings.login_slow_max_seconds),
+        ),
+        hashing=HashingGate(
+            at_once=settings.hash_concurrency,
+            waiting=settings.hash_queue,
+            retry_after=timedelta(seconds=settings.hash_retry_after_seconds),
         ),
         clock=clock,
     )

@@ -41,7 +41,7 @@ class LoginLocked(Exception):
     """Too many failed logins."""
 
     def __init__(self, retry_after: timedelta) -> None:
-        super().__init__("too many failed logins for this email; try again later")
+        super().__init__("too many failed logins for this email from your address; try again later")
         self.retry_after = retry_after
 
 
@@ -252,11 +252,15 @@ def check_password(password: str, email: str) -> None:
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """How many failed logins an email may have before it is locked, and for how long.
+    """How many failed logins a client may have on an email before it is locked out of it, for
+    how long, and when attempts on an email that many clients fail on are slowed down.
 
-    ``max_failures`` failures within ``window`` lock the email for ``first_lock``; each further
-    lock doubles, up to ``longest_lock``. A lock is forgotten after ``memory`` without a failure,
-    or at the next successful login.
+    ``max_failures`` failures from one client within ``window`` lock that client out of that
+    email for ``first_lock``; each further lock doubles, up to ``longest_lock``. A lock is
+    forgotten after ``memory`` without a failure, or at the client's next successful login.
+    Other clients are never locked by it: once the email has ``slow_after`` failures within
+    ``window`` from all clients together, each further attempt on it waits ``slow_step`` more,
+    up to ``longest_pause``, the right password included.
     """
 
     max_failures: int = 5
@@ -264,6 +268,9 @@ class LoginPolicy:
     first_lock: timedelta = timedelta(minutes=1)
     longest_lock: timedelta = timedelta(minutes=15)
     memory: timedelta = timedelta(days=1)
+    slow_after: int = 10
+    slow_step: timedelta = timedelta(milliseconds=200)
+    longest_pause: timedelta = timedelta(seconds=2)
 
     def lock_for(self, lockouts: int) -> timedelta:
         """How long the ``lockouts``-th lock in a row lasts."""
@@ -272,16 +279,22 @@ class LoginPolicy:
         return min(lock, self.longest_lock)
 
 
+# The client of an email's record that tallies the attempts of every client together.
+EVERY_CLIENT = ""
+
+
 @dataclass
 class LoginAttempts:
-    """The failed logins recorded for one email (whether or not it has an account).
+    """The failed logins recorded for one email (whether or not it has an account) from one
+    client, or from every client together when ``client`` is :data:`EVERY_CLIENT`.
 
     An attempt counts as a failure from the moment it is admitted, before the password is checked;
-    a success then forgets the record. Counting first means parallel guesses cannot all slip in
-    before the first of them is recorded.
+    a success then forgets the client's record. Counting first means parallel guesses cannot all
+    slip in before the first of them is recorded.
     """
 
     email: str
+    client: str = EVERY_CLIENT
     failures: int = 0
     window_started_at: datetime | None = None
     locked_until: datetime | None = None
@@ -304,6 +317,28 @@ class LoginAttempts:
             self.locked_until = now + policy.lock_for(self.lockouts)
             self.failures = 0
             self.window_started_at = None
+
+    def tally(self, now: datetime, policy: LoginPolicy) -> timedelta:
+        """Count one attempt on the email by any client; how long it waits before its check.
+
+        Never a lock: refusing every client would let anyone lock the owner out. The pause grows
+        with the failures within the window beyond ``policy.slow_after``, so that guessing from
+        many addresses gets slower while the owner still gets in.
+        """
+        if self.window_started_at is None or now - self.window_started_at >= policy.window:
+            self.failures = 0
+            self.window_started_at = now
+        beyond = self.failures - policy.slow_after + 1
+        self.failures += 1
+        self.last_failure_at = now
+        if beyond <= 0:
+            return timedelta()
+        pause: timedelta = min(policy.slow_step * min(beyond, 10_000), policy.longest_pause)
+        return pause
+
+    def untally(self) -> None:
+        """Take back the attempt :meth:`tally` counted, once it proved to be the right password."""
+        self.failures = max(self.failures - 1, 0)
 
 
 # --- signing keys -------------------------------------------------------------------------------

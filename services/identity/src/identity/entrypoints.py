@@ -15,13 +15,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
 from agora.cursor import CursorCodec
 from agora.deps import Admin, CurrentUser, Uow, resources
-from identity.application import Identity
+from identity.application import HashingBusy, Identity
 from identity.domain import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
@@ -38,10 +38,12 @@ from identity.domain import (
 )
 
 # Domain errors and the status each one answers with (the problem's title is the error's first
-# docstring line; a 401 gets WWW-Authenticate and a LoginLocked its Retry-After from the chassis).
+# docstring line; a 401 gets WWW-Authenticate, a LoginLocked and a HashingBusy their Retry-After
+# from the chassis).
 ERRORS: dict[type[Exception], int] = {
     InvalidCredentials: 401,
     LoginLocked: 429,
+    HashingBusy: 429,
     InvalidEmail: 422,
     WeakPassword: 422,
     EmailTaken: 409,
@@ -123,6 +125,14 @@ async def identity(found: Annotated[Resources, Depends(resources)]) -> Identity:
 
 Service = Annotated[Identity, Depends(identity)]
 
+
+async def client_address(request: Request, found: Annotated[Resources, Depends(resources)]) -> str:
+    # The gateway forwards the client's address; a direct caller's is its peer (agora.forwarded).
+    return found.settings.proxies.client(request.scope).address
+
+
+ClientAddress = Annotated[str, Depends(client_address)]
+
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 router = APIRouter()
 
@@ -131,7 +141,7 @@ router = APIRouter()
     "/users",
     status_code=201,
     summary="Register a customer account",
-    responses={409: PROBLEM, 422: PROBLEM},
+    responses={409: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
 async def register(body: NewAccount, uow: Uow, service: Service) -> UserView:
     user = await service.register(uow, body.email, body.password)
@@ -143,8 +153,10 @@ async def register(body: NewAccount, uow: Uow, service: Service) -> UserView:
     summary="Log in: exchange email and password for an access token",
     responses={401: PROBLEM, 429: PROBLEM},
 )
-async def token(body: Credentials, uow: Uow, service: Service, response: Response) -> TokenView:
-    issued = await service.log_in(uow, body.email, body.password)
+async def token(
+    body: Credentials, uow: Uow, service: Service, client: ClientAddress, response: Response
+) -> TokenView:
+    issued = await service.log_in(uow, body.email, body.password, client)
     # A token is a credential: no cache may keep it (RFC 6749 5.1).
     response.headers["Cache-Control"] = "no-store"
     return TokenView(access_token=issued.access_token, expires_in=issued.expires_in)

@@ -31,18 +31,34 @@ class IdentitySettings(ServiceSettings):
     # How long an access token is valid, in seconds.
     token_lifetime: int = Field(default=3600, ge=60, le=24 * 3600)
 
-    # The login throttle (identity.domain.LoginPolicy): failures within the window lock the email
-    # for lock_seconds, doubling with each further lock up to lock_max_seconds.
+    # The login throttle (identity.domain.LoginPolicy), per (email, client): login_max_failures
+    # failures from one client within the window lock that client out of that email for
+    # lock_seconds, doubling with each further lock up to lock_max_seconds. Other clients are not
+    # locked: once the email has login_slow_after failures within the window from all clients
+    # together, each further attempt on it waits login_slow_step_seconds more, up to
+    # login_slow_max_seconds (keep that well under the gateway's timeout).
     login_max_failures: int = Field(default=5, ge=1)
     login_window_seconds: float = Field(default=300.0, gt=0)
     login_lock_seconds: float = Field(default=60.0, gt=0)
     login_lock_max_seconds: float = Field(default=900.0, gt=0)
+    login_slow_after: int = Field(default=10, ge=1)
+    login_slow_step_seconds: float = Field(default=0.2, ge=0)
+    login_slow_max_seconds: float = Field(default=2.0, ge=0)
 
-    # argon2id cost (RFC 9106's second recommended option, argon2-cffi's default). Tests may lower
-    # it; production should not.
-    argon2_time_cost: int = Field(default=3, ge=1)
-    argon2_memory_kib: int = Field(default=65536, ge=8)
-    argon2_parallelism: int = Field(default=4, ge=1)
+    # argon2id cost: OWASP's password storage minimum (19 MiB, t=2, p=1), about 25 ms of one core
+    # per hash on the 2-vCPU reference machine. Hashes made with other parameters are renewed at
+    # their next successful login. Tests may lower it; production should not.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    # Bounded hashing (identity.application.HashingGate), shared by logins and registrations:
+    # hash_concurrency hashes at once, each in a worker thread (one core each at p=1, so about the
+    # cores this replica may use); hash_queue more may wait for a thread; any further one is
+    # refused at once with 429 and Retry-After: hash_retry_after_seconds.
+    hash_concurrency: int = Field(default=2, ge=1)
+    hash_queue: int = Field(default=16, ge=0)
+    hash_retry_after_seconds: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _no_default_admin_password_in_production(self) -> IdentitySettings:

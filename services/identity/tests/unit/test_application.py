@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,15 +22,19 @@ from identity.adapters import (
     SqlUsers,
 )
 from identity.application import (
+    HashingBusy,
+    HashingGate,
     Identity,
     PasswordHasher,
+    Sleep,
     TokenRules,
     find_user,
     find_user_by_email,
     published_keys,
 )
 from identity.bootstrap import MIGRATIONS
-from identity.domain import InvalidCredentials, LoginPolicy
+from identity.domain import InvalidCredentials, LoginLocked, LoginPolicy
+from identity.settings import IdentitySettings
 
 PASSWORD = "correct horse battery"
 
@@ -62,7 +68,9 @@ async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
     await unit.dispose()
 
 
-def make_identity(passwords: PasswordHasher) -> Identity:
+def make_identity(
+    passwords: PasswordHasher, *, hashing: HashingGate | None = None, sleep: Sleep | None = None
+) -> Identity:
     return Identity(
         users=SqlUsers(),
         keys=SqlSigningKeys(),
@@ -71,6 +79,8 @@ def make_identity(passwords: PasswordHasher) -> Identity:
         key_maker=Ed25519Keys(),
         tokens=TokenRules(issuer="agora-identity", audience="agora", lifetime=timedelta(hours=1)),
         policy=LoginPolicy(),
+        hashing=hashing or HashingGate(at_once=2, waiting=8, retry_after=timedelta(seconds=1)),
+        sleep=sleep or asyncio.sleep,
     )
 
 
@@ -107,6 +117,189 @@ async def test_a_hash_made_with_older_parameters_is_renewed_at_the_next_login(
     stored = await uow.query(find_user, SqlUsers(), user.id)
     assert "t=2" in stored.password_hash
     await new.log_in(uow, "ada@example.com", PASSWORD)
+
+
+async def test_a_hash_made_with_the_former_64_mib_parameters_is_renewed_at_the_next_login(
+    uow: UnitOfWork,
+) -> None:
+    former = make_identity(Argon2Passwords(time_cost=3, memory_cost=65536, parallelism=4))
+    await former.ensure_signing_key(uow)
+    user = await former.register(uow, "ada@example.com", PASSWORD)
+    current = make_identity(Argon2Passwords())
+
+    await current.log_in(uow, "ada@example.com", PASSWORD)
+
+    stored = await uow.query(find_user, SqlUsers(), user.id)
+    assert stored.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    await current.log_in(uow, "ada@example.com", PASSWORD)
+
+
+# --- bounded hashing ----------------------------------------------------------------------------
+
+
+class HeldPasswords(CountingPasswords):
+    """A hasher whose checks wait until the test lets them go, counting how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            assert self.release.wait(timeout=60), "the test never let the check go"
+            return super().verify(password_hash, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition``, polling, with a bound far above what a busy machine needs."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never came true")
+
+
+async def test_hashes_beyond_the_bound_are_refused_at_once_with_a_retry_after() -> None:
+    held = threading.Event()
+    ran: list[int] = []
+
+    def work(number: int) -> int:
+        held.wait(timeout=60)
+        ran.append(number)
+        return number
+
+    gate = HashingGate(at_once=1, waiting=1, retry_after=timedelta(seconds=3))
+    running = asyncio.create_task(gate.run(work, 1))
+    waiting = asyncio.create_task(gate.run(work, 2))
+    await asyncio.sleep(0)  # both tasks take their places
+
+    with pytest.raises(HashingBusy) as refused:
+        await gate.run(work, 3)
+
+    assert refused.value.retry_after == timedelta(seconds=3)
+    held.set()
+    assert await running == 1
+    assert await waiting == 2
+    assert sorted(ran) == [1, 2], "the refused hash never ran"
+    assert await gate.run(work, 4) == 4, "room again once the others are done"
+
+
+async def test_a_hash_whose_caller_hung_up_keeps_its_place_until_it_is_done() -> None:
+    held = threading.Event()
+    started = threading.Event()
+
+    def work() -> None:
+        started.set()
+        held.wait(timeout=60)
+
+    gate = HashingGate(at_once=1, waiting=0, retry_after=timedelta(seconds=1))
+    caller = asyncio.create_task(gate.run(work))
+    await until(started.is_set)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+    with pytest.raises(HashingBusy):
+        await gate.run(work)
+    held.set()
+    await until(lambda: not busy(gate))
+
+
+def busy(gate: HashingGate) -> bool:
+    try:
+        gate.check()
+    except HashingBusy:
+        return True
+    return False
+
+
+async def test_a_login_flood_is_refused_with_hashing_busy_and_checks_no_more_at_once(
+    uow: UnitOfWork,
+) -> None:
+    passwords = HeldPasswords()
+    identity = make_identity(
+        passwords, hashing=HashingGate(at_once=2, waiting=1, retry_after=timedelta(seconds=1))
+    )
+    await identity.ensure_signing_key(uow)
+    await identity.register(uow, "ada@example.com", PASSWORD)
+    flood = [
+        asyncio.create_task(identity.log_in(uow, "ada@example.com", PASSWORD, f"10.0.0.{n}"))
+        for n in range(3)
+    ]
+    await until(lambda: passwords.running == 2)
+
+    with pytest.raises(HashingBusy):
+        await identity.log_in(uow, "ada@example.com", PASSWORD, "10.0.0.9")
+    with pytest.raises(HashingBusy):
+        await identity.register(uow, "bob@example.com", PASSWORD)
+
+    passwords.release.set()
+    tokens = await asyncio.gather(*flood)
+    assert all(token.access_token for token in tokens)
+    assert passwords.most_at_once == 2
+    assert await identity.log_in(uow, "ada@example.com", PASSWORD, "10.0.0.9"), (
+        "the refused login was not counted as a failure"
+    )
+
+
+# --- the login throttle -------------------------------------------------------------------------
+
+
+async def test_the_right_password_from_a_clean_client_logs_in_while_an_attacker_hammers_the_account(
+    uow: UnitOfWork,
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    identity = make_identity(CountingPasswords(), sleep=sleep)
+    await identity.ensure_signing_key(uow)
+    await identity.register(uow, "ada@example.com", PASSWORD)
+
+    for attempt in range(40):
+        try:
+            await identity.log_in(uow, "ada@example.com", "guess guess guess", "203.0.113.7")
+        except LoginLocked:
+            assert attempt >= 5
+        except InvalidCredentials:
+            assert attempt < 5
+
+    token = await identity.log_in(uow, "ada@example.com", PASSWORD, "198.51.100.2")
+
+    assert token.access_token
+    assert pauses == [], "a single client's failures never slow the account down"
+
+
+async def test_guessing_from_many_addresses_slows_the_account_down_but_never_locks_its_owner_out(
+    uow: UnitOfWork,
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    identity = make_identity(CountingPasswords(), sleep=sleep)
+    await identity.ensure_signing_key(uow)
+    await identity.register(uow, "ada@example.com", PASSWORD)
+
+    for address in range(30):
+        with pytest.raises(InvalidCredentials):
+            await identity.log_in(uow, "ada@example.com", "guess guess guess", f"10.1.0.{address}")
+    token = await identity.log_in(uow, "ada@example.com", PASSWORD, "198.51.100.2")
+
+    assert token.access_token
+    assert pauses[0] == pytest.approx(0.2)
+    assert pauses[-1] == pytest.approx(2.0), "the owner waits, the longest pause at most"
 
 
 async def test_the_first_start_makes_one_signing_key_and_later_starts_keep_it(
@@ -146,11 +339,17 @@ async def test_a_customer_who_registered_the_admin_email_is_not_promoted(
     assert account.roles == ("customer",)
 
 
-def test_passwords_are_stored_as_argon2id_hashes() -> None:
-    passwords = Argon2Passwords()
+def test_a_new_hash_uses_the_owasp_minimum_argon2id_parameters() -> None:
+    settings = IdentitySettings()
+    passwords = Argon2Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
     stored = passwords.hash(PASSWORD)
 
-    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert Argon2Passwords().hash(PASSWORD).startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert passwords.verify(stored, PASSWORD)
     assert not passwords.verify(stored, PASSWORD + "!")
 

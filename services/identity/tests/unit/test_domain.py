@@ -201,6 +201,24 @@ def test_a_day_without_failures_forgets_the_earlier_locks() -> None:
     assert attempts.locked_until == later + timedelta(minutes=1)
 
 
+def test_an_email_many_clients_fail_on_is_slowed_down_up_to_the_longest_pause() -> None:
+    every = LoginAttempts("ada@example.com")
+    pauses = [every.tally(T0, POLICY) for _ in range(30)]
+
+    assert pauses[:10] == [timedelta()] * 10, "the first slow_after attempts never wait"
+    assert pauses[10:13] == [timedelta(milliseconds=200 * n) for n in (1, 2, 3)]
+    assert pauses[-1] == timedelta(seconds=2)
+
+
+def test_the_tally_of_every_client_starts_again_after_the_window_and_never_locks() -> None:
+    every = LoginAttempts("ada@example.com")
+    for _ in range(50):
+        every.tally(T0, POLICY)
+
+    assert every.tally(T0 + timedelta(minutes=5), POLICY) == timedelta()
+    assert every.locked_until is None
+
+
 def test_lock_lengths_never_overflow() -> None:
     assert POLICY.lock_for(10_000) == timedelta(minutes=15)
     assert LoginPolicy(first_lock=timedelta(days=1), longest_lock=timedelta(days=900)).lock_for(

@@ -1,0 +1,47 @@
+"""The login throttle per (email, client): login_throttle replaces login_failures.
+
+The old table's rows are dropped, not carried over: they are minutes of failure counts with no
+client, and a failure count is all the throttle ever loses by it.
+
+Revision ID: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "login_throttle",
+        sa.Column("email", sa.String(320), primary_key=True),
+        # "" for the record of every client together.
+        sa.Column("client", sa.String(64), primary_key=True),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lockouts", sa.Integer, nullable=False),
+        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_login_throttle_last_failure_at", "login_throttle", ["last_failure_at"])
+    op.drop_index("ix_login_failures_last_failure_at", table_name="login_failures")
+    op.drop_table("login_failures")
+
+
+def downgrade() -> None:
+    op.create_table(
+        "login_failures",
+        sa.Column("email", sa.String(320), primary_key=True),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lockouts", sa.Integer, nullable=False),
+        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_login_failures_last_failure_at", "login_failures", ["last_failure_at"])
+    op.drop_index("ix_login_throttle_last_failure_at", table_name="login_throttle")
+    op.drop_table("login_throttle")
