@@ -255,7 +255,9 @@ def test_the_admin_account_is_created_once_across_restarts(start: Any) -> None:
 
 
 def test_two_replicas_starting_together_make_one_admin_and_one_first_key(start: Any) -> None:
-    ready = threading.Barrier(2)
+    # Bounded: a replica that fails to start breaks the barrier, and the failure is reported,
+    # rather than leaving the other replica waiting until the test times out.
+    ready = threading.Barrier(2, timeout=60)
     started: list[Any] = []
     failures: list[BaseException] = []
 
@@ -276,7 +278,7 @@ def test_two_replicas_starting_together_make_one_admin_and_one_first_key(start: 
     for thread in threads:
         thread.join()
 
-    assert not failures
+    assert not failures, failures
     accounts = [item for item in started if isinstance(item, dict)]
     key_sets = [item for item in started if isinstance(item, list)]
     assert accounts[0] == accounts[1]
