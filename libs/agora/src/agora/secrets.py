@@ -44,7 +44,9 @@ def secret_file(path: Path, *, nbytes: int = 32) -> str:
         return found
     private_dir(path.parent)
     value = secrets.token_urlsafe(nbytes)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per caller, not per process: replicas run together in one process (and tests) share
+    # a pid, and the second O_EXCL open of one name would fail instead of reading the winner's.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
