@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import signal
 import threading
 import time
@@ -61,6 +62,8 @@ def deployment(
             nats = stack.enter_context(NatsServer(tmp_path / "nats"))
             env.update(
                 AGORA_PROFILE="production",
+                # The production profile makes up no secret: identity's key-encryption key is given.
+                AGORA_IDENTITY_KEY_ENCRYPTION_KEY=secrets.token_urlsafe(32),
                 AGORA_NATS_URL=nats.url,
                 AGORA_GATEWAY_REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/0",
                 AGORA_GATEWAY_REDIS_PREFIX=stack.enter_context(redis_prefix("crash-gateway")),

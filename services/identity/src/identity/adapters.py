@@ -1,10 +1,12 @@
-"""identity's concrete parts: the tables and their repositories, argon2id, and Ed25519 keys."""
+"""identity's concrete parts: the tables and their repositories, argon2id, and Ed25519 keys
+(stored encrypted under the key-encryption key)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import os
 import secrets
 from datetime import datetime
 from typing import Any
@@ -12,8 +14,11 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     JSON,
     Column,
@@ -29,6 +34,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -69,7 +75,9 @@ signing_keys = Table(
     metadata,
     Column("kid", String(64), primary_key=True),
     Column("generation", Integer, nullable=False),
-    Column("private_key_pem", Text, nullable=False),
+    # The PKCS#8 PEM sealed by KeyCipher (ADR 26); a plain PEM only in a database from before
+    # keys were sealed, until the next start seals it.
+    Column("private_key", Text, nullable=False),
     Column("public_jwk", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("retire_at", DateTime(timezone=True), nullable=True),
@@ -143,14 +151,19 @@ def _user(row: Row[Any]) -> User:
 
 
 class SqlSigningKeys:
+    """The signing keys, their private halves sealed by ``cipher`` in the table."""
+
+    def __init__(self, cipher: KeyCipher) -> None:
+        self._cipher = cipher
+
     def all(self, session: Session) -> list[SigningKey]:
         rows = session.execute(select(signing_keys).order_by(signing_keys.c.generation.desc()))
-        return [_key(row) for row in rows]
+        return [self._key(row) for row in rows]
 
     def newest(self, session: Session) -> SigningKey | None:
         statement = select(signing_keys).order_by(signing_keys.c.generation.desc()).limit(1)
         row = session.execute(statement).first()
-        return None if row is None else _key(row)
+        return None if row is None else self._key(row)
 
     def add(self, session: Session, key: SigningKey) -> None:
         try:
@@ -159,7 +172,7 @@ class SqlSigningKeys:
                     insert(signing_keys).values(
                         kid=key.kid,
                         generation=key.generation,
-                        private_key_pem=key.private_pem,
+                        private_key=self._cipher.seal(key.kid, key.private_pem),
                         public_jwk=key.public_jwk,
                         created_at=key.created_at,
                         retire_at=key.retire_at,
@@ -177,16 +190,39 @@ class SqlSigningKeys:
             .values(retire_at=at)
         )
 
+    def seal_plain(self, session: Session) -> int:
+        """Encrypt the keys an older version stored in plain text; how many there were."""
+        # FOR UPDATE: a second replica sealing at the same moment waits, then finds none left.
+        statement = (
+            select(signing_keys.c.kid, signing_keys.c.private_key)
+            .where(signing_keys.c.private_key.not_like(f"{KeyCipher.PREFIX}%"))
+            .with_for_update()
+        )
+        plain = session.execute(statement).all()
+        if not plain:
+            return 0
+        if session.get_bind().dialect.name == "sqlite":
+            # Zero the space the plain text leaves, where SQLite frees it (builds without
+            # SECURE_DELETE keep it as it was). Best effort: a page SQLite rebuilds may keep
+            # fragments, so a key that lay in plain text is to be rotated out (ADR 26).
+            session.execute(text("PRAGMA secure_delete = ON"))
+        for kid, pem in plain:
+            session.execute(
+                update(signing_keys)
+                .where(signing_keys.c.kid == kid)
+                .values(private_key=self._cipher.seal(kid, pem))
+            )
+        return len(plain)
 
-def _key(row: Row[Any]) -> SigningKey:
-    return SigningKey(
-        kid=row.kid,
-        generation=row.generation,
-        private_pem=row.private_key_pem,
-        public_jwk=dict(row.public_jwk),
-        created_at=aware(row.created_at),
-        retire_at=aware(row.retire_at),
-    )
+    def _key(self, row: Row[Any]) -> SigningKey:
+        return SigningKey(
+            kid=row.kid,
+            generation=row.generation,
+            private_pem=self._cipher.open(row.kid, row.private_key),
+            public_jwk=dict(row.public_jwk),
+            created_at=aware(row.created_at),
+            retire_at=aware(row.retire_at),
+        )
 
 
 class SqlLoginAttempts:
@@ -350,6 +386,49 @@ class Ed25519Keys:
         return jwt.encode(
             claims, private, algorithm="EdDSA", headers={"kid": key.kid, "typ": "at+jwt"}
         )
+
+
+class WrongKeyEncryptionKey(RuntimeError):
+    """A stored signing key does not open with the key-encryption key identity was given."""
+
+
+class KeyCipher:
+    """Seals private keys for storage: AES-256-GCM under a key derived (HKDF-SHA256) from the
+    key-encryption key, with the key id as associated data, so a sealed key copied onto another
+    row does not open. Sealed form: ``PREFIX`` + base64url(12-byte nonce + ciphertext + tag).
+    """
+
+    PREFIX = "aes256gcm:"
+    _NONCE_BYTES = 12
+    _PURPOSE = b"agora identity signing keys v1"
+
+    def __init__(self, secret: str, *, source: str) -> None:
+        """``secret``: the key-encryption key; ``source``: where it came from, for errors."""
+        derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=self._PURPOSE)
+        self._aead = AESGCM(derive.derive(secret.encode()))
+        self._source = source
+
+    def seal(self, kid: str, pem: str) -> str:
+        nonce = os.urandom(self._NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, pem.encode(), kid.encode())
+        return self.PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, kid: str, stored: str) -> str:
+        """The PEM of a stored key. A plain PEM (from before keys were sealed) passes as it is:
+        the start seals it, and a replica of the older version may still write one meanwhile."""
+        if not stored.startswith(self.PREFIX):
+            return stored
+        try:
+            raw = base64.urlsafe_b64decode(stored.removeprefix(self.PREFIX))
+            nonce, sealed = raw[: self._NONCE_BYTES], raw[self._NONCE_BYTES :]
+            return self._aead.decrypt(nonce, sealed, kid.encode()).decode()
+        # ValueError: not base64, or not text once opened; both mean the row was altered.
+        except (InvalidTag, ValueError) as error:
+            raise WrongKeyEncryptionKey(
+                f"signing key {kid} does not open with the key-encryption key from "
+                f"{self._source}: it is not the key the signing keys were encrypted with (or "
+                "the stored key was altered). Start identity with the key it used before."
+            ) from error
 
 
 def _thumbprint(members: dict[str, str]) -> str:

@@ -10,15 +10,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 
 from agora.app import Resources, create_service_app
-from agora.auth import TokenVerifier
+from agora.auth import TokenVerifier, secrets_dir
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
+from agora.secrets import secret_file
 from identity.adapters import (
     Argon2Passwords,
     Ed25519Keys,
+    KeyCipher,
     SqlLoginAttempts,
     SqlSigningKeys,
     SqlUsers,
@@ -36,6 +39,33 @@ from identity.entrypoints import ERRORS, IDENTITY, router
 from identity.settings import IdentitySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = structlog.get_logger("identity")
+
+
+def key_cipher(settings: IdentitySettings) -> KeyCipher:
+    """What seals the signing keys: the operator's key-encryption key, or (embedded profile only,
+    the production settings refuse to go without one) a key made on first use and kept in an
+    owner-only file beside the data folder, so a test's own data folder gets its own."""
+    given = settings.given_key_encryption_key()
+    if given is not None:
+        source = str(settings.key_encryption_key_file or "AGORA_IDENTITY_KEY_ENCRYPTION_KEY")
+        return KeyCipher(given, source=source)
+    path = secrets_dir(settings.data_dir) / "identity.kek"
+    return KeyCipher(secret_file(path), source=str(path))
+
+
+async def open_signing_keys(uow: UnitOfWork, keys: SqlSigningKeys) -> None:
+    """Seal the keys an older version stored in plain text, then open every stored key, so that a
+    wrong key-encryption key stops identity at its start rather than at the first login."""
+    sealed = await uow.run(keys.seal_plain)
+    if sealed:
+        log.warning(
+            "signing keys stored in plain text are now encrypted; copies made before, such as "
+            "backups, still hold them: rotate the keys twice (POST /keys/rotate)",
+            keys=sealed,
+        )
+    await uow.query(keys.all)
 
 
 class LocalKeySet:
@@ -68,9 +98,10 @@ def create_app(
     ``passwords`` for tests that need to hold a password check while they look (bounded
     hashing); by default argon2id with the settings' parameters."""
     settings = settings or IdentitySettings()
+    keys = SqlSigningKeys(key_cipher(settings))
     identity = Identity(
         users=SqlUsers(),
-        keys=SqlSigningKeys(),
+        keys=keys,
         attempts=SqlLoginAttempts(),
         passwords=passwords
         or Argon2Passwords(
@@ -115,6 +146,7 @@ def create_app(
         # Both steps are safe when two replicas start together: unique constraints pick one
         # first key and one admin account.
         assert resources.uow is not None
+        await open_signing_keys(resources.uow, keys)
         await identity.ensure_signing_key(resources.uow)
         await identity.ensure_admin(
             resources.uow, settings.admin_email, settings.admin_password.get_secret_value()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 
+from agora.secrets import read_secret
 from agora.settings import ServiceSettings
 from identity.domain import WeakPassword, check_password
 
 DEFAULT_ADMIN_EMAIL = "admin@agora.local"
 DEFAULT_ADMIN_PASSWORD = "agora-admin-password"  # noqa: S105 (the documented local default)
+# Shorter than this, a key-encryption key is a password, not a key (`openssl rand -base64 32`
+# gives 44 characters).
+KEY_ENCRYPTION_KEY_MIN_LENGTH = 32
 
 
 class IdentitySettings(ServiceSettings):
@@ -27,6 +32,12 @@ class IdentitySettings(ServiceSettings):
         default=SecretStr(DEFAULT_ADMIN_PASSWORD),
         validation_alias=AliasChoices("AGORA_ADMIN_PASSWORD", "admin_password"),
     )
+
+    # The key that encrypts the signing keys in the database (ADR 26): given directly, or in a file
+    # (a mounted secret). Required in production; the embedded profile makes one on first use in
+    # <data_dir>/../secrets/identity.kek.
+    key_encryption_key: SecretStr | None = None
+    key_encryption_key_file: Path | None = None
 
     # How long an access token is valid, in seconds.
     token_lifetime: int = Field(default=3600, ge=60, le=24 * 3600)
@@ -75,3 +86,43 @@ class IdentitySettings(ServiceSettings):
         except WeakPassword as error:
             raise ValueError(f"AGORA_ADMIN_PASSWORD is too weak for production: {error}") from error
         return self
+
+    @model_validator(mode="after")
+    def _key_encryption_key_given_in_production(self) -> IdentitySettings:
+        if self.key_encryption_key is not None and self.key_encryption_key_file is not None:
+            raise ValueError(
+                "set AGORA_IDENTITY_KEY_ENCRYPTION_KEY or AGORA_IDENTITY_KEY_ENCRYPTION_KEY_FILE, "
+                "not both"
+            )
+        given = self.given_key_encryption_key()
+        if given is None and self.profile == "production":
+            raise ValueError(
+                "the production profile needs AGORA_IDENTITY_KEY_ENCRYPTION_KEY (or "
+                "AGORA_IDENTITY_KEY_ENCRYPTION_KEY_FILE naming a file that holds it): the key "
+                "that encrypts identity's signing keys, at least "
+                f"{KEY_ENCRYPTION_KEY_MIN_LENGTH} random characters (openssl rand -base64 32)"
+            )
+        if given is not None and len(given) < KEY_ENCRYPTION_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"the key-encryption key is too short: at least {KEY_ENCRYPTION_KEY_MIN_LENGTH} "
+                "random characters (openssl rand -base64 32)"
+            )
+        return self
+
+    def given_key_encryption_key(self) -> str | None:
+        """The key-encryption key the operator gave, directly or in its file; None if none.
+
+        Raises ValueError when the file named is missing or empty.
+        """
+        if self.key_encryption_key is not None:
+            return self.key_encryption_key.get_secret_value()
+        if self.key_encryption_key_file is None:
+            return None
+        where = f"AGORA_IDENTITY_KEY_ENCRYPTION_KEY_FILE names {self.key_encryption_key_file}"
+        try:
+            found = read_secret(self.key_encryption_key_file)
+        except OSError as error:
+            raise ValueError(f"{where}, which cannot be read: {error.strerror}") from error
+        if found is None:
+            raise ValueError(f"{where}, which is missing or empty")
+        return found

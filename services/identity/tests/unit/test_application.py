@@ -17,6 +17,7 @@ from agora.migrations import upgrade
 from identity.adapters import (
     Argon2Passwords,
     Ed25519Keys,
+    KeyCipher,
     SqlLoginAttempts,
     SqlSigningKeys,
     SqlUsers,
@@ -37,6 +38,7 @@ from identity.domain import InvalidCredentials, LoginLocked, LoginPolicy
 from identity.settings import IdentitySettings
 
 PASSWORD = "correct horse battery"
+CIPHER = KeyCipher("a key-encryption key for these tests only", source="the tests")
 
 
 class CountingPasswords(PasswordHasher):
@@ -73,7 +75,7 @@ def make_identity(
 ) -> Identity:
     return Identity(
         users=SqlUsers(),
-        keys=SqlSigningKeys(),
+        keys=SqlSigningKeys(CIPHER),
         attempts=SqlLoginAttempts(),
         passwords=passwords,
         key_maker=Ed25519Keys(),
@@ -309,7 +311,7 @@ async def test_the_first_start_makes_one_signing_key_and_later_starts_keep_it(
     first = await identity.ensure_signing_key(uow)
     again = await make_identity(CountingPasswords()).ensure_signing_key(uow)
 
-    keys = await uow.query(published_keys, SqlSigningKeys(), datetime.now(UTC))
+    keys = await uow.query(published_keys, SqlSigningKeys(CIPHER), datetime.now(UTC))
     assert [key.kid for key in keys] == [first.kid]
     assert again.kid == first.kid
 

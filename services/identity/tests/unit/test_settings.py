@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from identity.settings import IdentitySettings
+
+KEK = "Zm9yIHRoZSB0ZXN0cyBvbmx5OiBhIHJhbmRvbSBrZXk="
 
 
 def test_the_admin_account_is_read_from_the_shared_unprefixed_names(
@@ -51,6 +55,59 @@ def test_production_refuses_a_weak_admin_password() -> None:
 
 
 def test_production_accepts_an_admin_password_of_its_own() -> None:
-    settings = IdentitySettings(profile="production", admin_password="a long operator passphrase")
+    settings = IdentitySettings(
+        profile="production", admin_password="a long operator passphrase", key_encryption_key=KEK
+    )
 
     assert settings.profile == "production"
+
+
+def test_production_refuses_to_start_without_a_key_encryption_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGORA_PROFILE", "production")
+    monkeypatch.setenv("AGORA_ADMIN_PASSWORD", "a long operator passphrase")
+
+    with pytest.raises(
+        ValidationError, match="production profile needs AGORA_IDENTITY_KEY_ENCRYPTION_KEY"
+    ):
+        IdentitySettings()
+
+
+def test_production_takes_the_key_encryption_key_from_the_environment_or_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AGORA_PROFILE", "production")
+    monkeypatch.setenv("AGORA_ADMIN_PASSWORD", "a long operator passphrase")
+    mounted = tmp_path / "kek"
+    mounted.write_text(KEK + "\n")
+
+    monkeypatch.setenv("AGORA_IDENTITY_KEY_ENCRYPTION_KEY", KEK)
+    direct = IdentitySettings()
+    monkeypatch.delenv("AGORA_IDENTITY_KEY_ENCRYPTION_KEY")
+    monkeypatch.setenv("AGORA_IDENTITY_KEY_ENCRYPTION_KEY_FILE", str(mounted))
+    from_file = IdentitySettings()
+
+    assert direct.given_key_encryption_key() == KEK
+    assert from_file.given_key_encryption_key() == KEK
+    assert KEK not in repr(direct), "the key stays out of logs"
+
+
+def test_a_key_encryption_key_file_that_is_missing_is_refused_by_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "kek"
+
+    with pytest.raises(ValidationError, match=f"names {missing}, which is missing or empty"):
+        IdentitySettings(key_encryption_key_file=missing)
+
+
+def test_a_short_key_encryption_key_is_refused_as_a_password_not_a_key() -> None:
+    with pytest.raises(ValidationError, match="key-encryption key is too short: at least 32"):
+        IdentitySettings(key_encryption_key="hunter2hunter2")
+
+
+def test_a_key_encryption_key_given_twice_is_refused(tmp_path: Path) -> None:
+    mounted = tmp_path / "kek"
+    mounted.write_text(KEK)
+
+    with pytest.raises(ValidationError, match="not both"):
+        IdentitySettings(key_encryption_key=KEK, key_encryption_key_file=mounted)
