@@ -4,6 +4,7 @@ the OpenAPI document describes."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +38,10 @@ CONFIG = {
     "seed": 20261124,
     "generation": {"mode": "all", "max-examples": 40, "deterministic": True, "database": "none"},
 }
+# Building the app makes its (empty) database file: keep it out of the working tree.
+_NOWHERE = Path(tempfile.mkdtemp(prefix="agora-notifications-document-"))
 DOCUMENT = schemathesis.openapi.from_dict(
-    app_for(settings_for("sqlite:///never-opened.db", Path("never-opened"))).openapi(),
+    app_for(settings_for(f"sqlite:///{_NOWHERE / 'never-opened.db'}", _NOWHERE)).openapi(),
     config=schemathesis.Config.from_dict(CONFIG),
 )
 
