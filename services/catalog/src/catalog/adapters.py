@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from agora.db import aware
 from catalog.application import CategorySummary, CreateProduct, Listing, Seed
-from catalog.domain import Category, Product, ProductExists, name_key, search_text
+from catalog.domain import NAME_MAX, Category, Product, ProductExists, name_key, search_text
 
 metadata = MetaData()
 
@@ -74,7 +74,8 @@ products = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Derived from name and description on every write (domain.name_key, domain.search_text).
-    Column("name_key", sort_text(200), nullable=False),
+    # Case folding may triple a name's length ("ﬃ" → "ffi"): migration 0003.
+    Column("name_key", sort_text(3 * NAME_MAX), nullable=False),
     Column("search_text", Text, nullable=False),
     CheckConstraint("price > 0", name="ck_products_price_positive"),
     Index("ix_products_name_key", "name_key", "sku"),

@@ -95,6 +95,8 @@ def test_paging_with_the_cursor_covers_every_product_exactly_once(
     [
         "Ä" * 200,  # two bytes a character
         "名" * 200,  # three bytes a character
+        "ß" * 200,  # twice as long once case-folded ("ss")
+        "ﬃ" * 200,  # three times as long once case-folded ("ffi")
         "Family mug 👨\u200d👩\u200d👧",  # joined by zero-width joiners
     ],
 )
