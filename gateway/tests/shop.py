@@ -105,6 +105,8 @@ class Shop:
     by_key: dict[tuple[str, str], str] = field(default_factory=dict)
     # The bytes each order's event stream sent, to compare with what the storefront passed on.
     streamed: dict[str, bytes] = field(default_factory=dict)
+    # identity's password checks all taken: logins and registrations are refused at once.
+    hashing_busy: bool = False
 
     def add_account(
         self, email: str, password: str, roles: tuple[str, ...] = ("customer",)
@@ -129,6 +131,12 @@ def problem(status: int, kind: str, title: str, detail: str = "", **extra: Any) 
     if detail:
         body["detail"] = detail
     return web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM)
+
+
+def _hashing_busy() -> web.Response:
+    refusal = problem(429, "hashing-busy", "Too many password checks at once")
+    refusal.headers["Retry-After"] = "1"
+    return refusal
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -173,6 +181,8 @@ def shop_routes(shop: Shop) -> Any:
             return _json(shop.keys.jwks())
 
         async def register(request: web.Request) -> web.Response:
+            if shop.hashing_busy:
+                return _hashing_busy()
             data = await request.json()
             email, password = data.get("email", ""), data.get("password", "")
             if email in shop.accounts:
@@ -185,6 +195,8 @@ def shop_routes(shop: Shop) -> Any:
             return _json({"id": account.id, "email": email, "roles": ["customer"]}, 201)
 
         async def token(request: web.Request) -> web.Response:
+            if shop.hashing_busy:
+                return _hashing_busy()
             data = await request.json()
             account = shop.accounts.get(data.get("email", ""))
             if account is None or account.password != data.get("password"):

@@ -283,6 +283,30 @@ def test_a_wrong_password_is_said_on_the_login_page(browser: Browser, account: A
     assert "agora_session" not in reply.headers.get("set-cookie", "")
 
 
+def test_a_login_refused_because_identity_is_busy_says_so_not_that_the_shopper_failed(
+    browser: Browser, account: Account, shop: Shop
+) -> None:
+    client = browser()
+    form = client.get("/login")
+    shop.hashing_busy = True
+
+    reply = client.post(
+        "/login",
+        data={"email": account.email, "password": account.password, "csrf_token": csrf(form)},
+    )
+    registering = client.post(
+        "/register",
+        data={"email": "new@example.com", "password": "long enough pass", "csrf_token": csrf(form)},
+    )
+
+    assert texts_of(reply, "form-error") == [
+        "The shop is busy checking passwords; try again in 1 second."
+    ]
+    assert texts_of(registering, "form-error") == [
+        "The shop is busy checking passwords; try again in 1 second."
+    ]
+
+
 def test_login_goes_back_only_to_pages_of_the_shop(browser: Browser, account: Account) -> None:
     client = browser()
     form = client.get("/login")

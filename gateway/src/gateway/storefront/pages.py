@@ -713,13 +713,21 @@ def _login_refusal(reply: Any, form: FormState) -> None:
     if reply.status == 401:
         form.general.append("Wrong email or password.")
     elif reply.status == 429:
-        wait = reply.headers.get("Retry-After", "")
-        later = f" in {wait} seconds" if wait.isdigit() else " later"
-        form.general.append(f"Too many failed attempts; try again{later}.")
+        form.general.append(_too_many(reply, "Too many failed attempts"))
     elif reply.status == 422:
         _fields_or_general(problem(reply), ("email", "password"), form)
     else:
         raise Unavailable(SIGN_IN)
+
+
+def _too_many(reply: Any, what: str) -> str:
+    """A 429's sentence: identity refuses when its password checks are all taken, too, and
+    then nothing the shopper did is to blame."""
+    wait = reply.headers.get("Retry-After", "")
+    later = f" in {wait} second{'' if wait == '1' else 's'}" if wait.isdigit() else " later"
+    if problem_type(reply) == "hashing-busy":
+        return f"The shop is busy checking passwords; try again{later}."
+    return f"{what}; try again{later}."
 
 
 def _register_refusal(reply: Any, form: FormState) -> None:
@@ -734,7 +742,7 @@ def _register_refusal(reply: Any, form: FormState) -> None:
     elif reply.status == 422:
         _fields_or_general(problem(reply), ("email", "password"), form)
     elif reply.status == 429:
-        form.general.append("Too many attempts; try again later.")
+        form.general.append(_too_many(reply, "Too many attempts"))
     else:
         raise Unavailable(SIGN_IN)
 
