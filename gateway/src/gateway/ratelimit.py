@@ -33,21 +33,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.requests import Request, cookie_parser
 
 from agora import context
 from agora.app import Resources
-from agora.embedded_nats import without_credentials
 from agora.errors import PROBLEM_JSON, Problem, TooManyRequests, problem_body
 from agora.forwarded import TrustedProxies
 from agora.middleware import QUIET_PATHS, ASGIApp, Receive, Scope, Send
 from agora.topology import Topology
 from gateway.settings import GatewaySettings
+from gateway.shared_redis import SharedRedis
 from gateway.web import SESSION_COOKIE, error_page, is_page_path
 
 log = structlog.get_logger("gateway.ratelimit")
@@ -152,9 +149,8 @@ class RedisBuckets:
     """The same buckets kept in Redis (key ``<prefix>bucket:<key>``), shared by every replica.
 
     One script per request reads, refills and spends a bucket atomically, on the Redis server's
-    clock, so replicas on different machines agree. When Redis fails, the request is counted in
-    ``local`` instead, Redis is left alone for ``pause`` seconds (so a Redis that hangs costs
-    one timeout, not one per request), and a warning is logged at most every ``warn_every`` s.
+    clock, so replicas on different machines agree. While Redis fails (``SharedRedis``), the
+    request is counted in ``local`` instead.
     """
 
     def __init__(
@@ -168,17 +164,16 @@ class RedisBuckets:
         warn_every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url
+        self.redis = SharedRedis(
+            url, log=log, timeout=timeout, pause=pause, warn_every=warn_every, clock=clock
+        )
         self.local = local
         self.prefix = f"{prefix}bucket:"
-        self.timeout = timeout
-        self.pause = pause
-        self.warn_every = warn_every
-        self._clock = clock
-        self._redis: Redis | None = None
         self._script: AsyncScript | None = None
-        self._redis_again_at = 0.0
-        self._warn_again_at = 0.0
+
+    @property
+    def url(self) -> str:
+        return self.redis.url
 
     @property
     def rate(self) -> float:
@@ -186,26 +181,16 @@ class RedisBuckets:
 
     async def start(self) -> None:
         """Make the connection pool (it connects on the first request)."""
-        self._redis = Redis.from_url(
-            self.url,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            # No retries: a request that Redis fails is counted in the local buckets at once.
-            retry=Retry(NoBackoff(), 0),
-        )
         # Sent by its SHA1 (EVALSHA), and loaded again when the server does not know it.
-        self._script = self._redis.register_script(_TAKE)
+        self._script = (await self.redis.start()).register_script(_TAKE)
 
     async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = self._script = None
+        await self.redis.close()
+        self._script = None
 
     async def check(self) -> None:
         """Raise unless Redis answers."""
-        if self._redis is None:
-            raise RuntimeError("not started")
-        await self._redis.ping()
+        await self.redis.check()
 
     def alongside(self, local: TokenBuckets) -> Limiter:
         """Another limit's buckets (``local``'s rate and burst) in the same Redis, over the same
@@ -217,20 +202,12 @@ class RedisBuckets:
 
     async def take_from(self, local: TokenBuckets, key: str) -> float:
         """Spend a token of ``key`` from a bucket of ``local``'s rate and burst."""
-        now = self._clock()
-        if self._script is None or now < self._redis_again_at:
+        if self._script is None or self.redis.available() is None:
             return await local.take(key)
         try:
             wait = await self._script(keys=[self.prefix + key], args=[local.rate, local.burst])
         except RedisError as error:
-            self._redis_again_at = now + self.pause
-            if now >= self._warn_again_at:
-                self._warn_again_at = now + self.warn_every
-                log.warning(
-                    "redis failed: rate limits are per gateway process until it answers",
-                    redis=without_credentials(self.url),
-                    error=str(error) or type(error).__name__,
-                )
+            self.redis.failed(error, "rate limits are per gateway process until it answers")
             return await local.take(key)
         return float(wait)
 

@@ -26,17 +26,14 @@ from typing import Protocol
 
 import jwt
 import structlog
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from agora import context
 from agora.app import problem_response
 from agora.auth import InvalidToken
-from agora.embedded_nats import without_credentials
 from agora.middleware import ASGIApp, Receive, Scope, Send
+from gateway.shared_redis import SharedRedis
 
 log = structlog.get_logger("gateway.sessions")
 
@@ -123,8 +120,8 @@ class RedisEnds:
     token is refused and expiring with it), shared by every replica, and in ``local`` too.
 
     A token ended here is refused at once whatever Redis does; one ended by another replica is
-    refused once Redis says so. When Redis fails, Redis is left alone for ``pause`` seconds and
-    a warning is logged at most every ``warn_every`` seconds, as for the rate limits.
+    refused once Redis says so. While Redis fails (``SharedRedis``), each replica refuses what
+    it ended itself.
     """
 
     def __init__(
@@ -138,34 +135,21 @@ class RedisEnds:
         warn_every: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url
+        self.redis = SharedRedis(url, log=log, timeout=timeout, pause=pause, warn_every=warn_every)
         self.local = local
         self.prefix = f"{prefix}ended:"
-        self.timeout = timeout
-        self.pause = pause
-        self.warn_every = warn_every
         self._clock = clock
-        self._redis: Redis | None = None
-        self._redis_again_at = 0.0
-        self._warn_again_at = 0.0
 
     async def start(self) -> None:
         """Make the connection pool (it connects on first use)."""
-        self._redis = Redis.from_url(
-            self.url,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        await self.redis.start()
 
     async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        await self.redis.close()
 
     async def end(self, token_id: str, *, at: float, until: float) -> None:
         await self.local.end(token_id, at=at, until=until)
-        redis = self._available()
+        redis = self.redis.available()
         if redis is None:
             return
         try:
@@ -176,37 +160,23 @@ class RedisEnds:
             keep = max(1, math.ceil(until + KEPT_AFTER_EXPIRY - self._clock()))
             await redis.set(self.prefix + token_id, repr(at), ex=keep)
         except RedisError as error:
-            self._failed(error)
+            self.redis.failed(error, _NOT_SEEN)
 
     async def ended(self, token_id: str) -> bool:
         if await self.local.ended(token_id):
             return True
-        redis = self._available()
+        redis = self.redis.available()
         if redis is None:
             return False
         try:
             refused_from = await redis.get(self.prefix + token_id)
         except RedisError as error:
-            self._failed(error)
+            self.redis.failed(error, _NOT_SEEN)
             return False
         return refused_from is not None and self._clock() >= float(refused_from)
 
-    def _available(self) -> Redis | None:
-        if self._redis is None or time.monotonic() < self._redis_again_at:
-            return None
-        return self._redis
 
-    def _failed(self, error: RedisError) -> None:
-        now = time.monotonic()
-        self._redis_again_at = now + self.pause
-        if now >= self._warn_again_at:
-            self._warn_again_at = now + self.warn_every
-            log.warning(
-                "redis failed: a logout on another gateway replica is not seen here until it "
-                "answers",
-                redis=without_credentials(self.url),
-                error=str(error) or type(error).__name__,
-            )
+_NOT_SEEN = "a logout on another gateway replica is not seen here until it answers"
 
 
 class Sessions:
