@@ -50,6 +50,7 @@ from agora.runner import (
     RunnerLock,
     RunState,
     UpOptions,
+    broker_users,
     check_health,
     env_prefix,
     operator_credentials,
@@ -491,6 +492,43 @@ def events_replay(
         f"Replayed event {replayed.id} to {replayed.subject} "
         f"(dead-lettered by {', '.join(replayed.consumers)}); removed it from the dead letters."
     )
+
+
+deploy = typer.Typer(
+    name="deploy",
+    help="The deployment files, rendered from topology.toml into deploy/ (ADR 29).",
+    no_args_is_help=True,
+)
+app.add_typer(deploy)
+
+
+@deploy.command("render")
+def deploy_render(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 naming the files that are stale."),
+    ] = False,
+) -> None:
+    """Write deploy/compose/ (Compose files, broker and database set-up, example env file) from
+    the topology; a second run changes nothing."""
+    # Imported here: the other commands need neither YAML nor the contracts' traffic.
+    from agora.deploy import DEPLOY_DIR, installed_versions, render, stale_files, write_files
+
+    path, topology = _topology()
+    target = path.parent / DEPLOY_DIR
+    rendered = render(topology, broker_users(topology.services), installed_versions(topology))
+    if check:
+        stale = stale_files(target, rendered)
+        if stale:
+            listed = "\n".join(f"  {DEPLOY_DIR}/{file}" for file in stale)
+            raise _fail(f"stale, run `agora deploy render`:\n{listed}")
+        console.print(f"{DEPLOY_DIR}/ is up to date with {path.name}.")
+        return
+    written = write_files(target, rendered)
+    for file in written:
+        console.print(f"wrote {DEPLOY_DIR}/{file}")
+    if not written:
+        console.print(f"{DEPLOY_DIR}/ was already up to date with {path.name}.")
 
 
 def _add_plugin_commands() -> None:

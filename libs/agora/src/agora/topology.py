@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +23,14 @@ Auth = Literal["public", "user", "admin"]
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+# The ports the machine's own servers hold (NATS, PostgreSQL, Redis, MySQL, RabbitMQ, MQTT, and
+# the gateway of `agora up`): the one-host rendering of `agora deploy render` keeps away from them.
+HELD_PORTS = frozenset({4222, 5432, 6379, 3306, 5672, 1883, 8000})
+MAX_REPLICAS = 16
+
+
+def _port(default: int | None) -> Any:
+    return Field(default=default, ge=1024, le=65535)
 
 
 class _Strict(BaseModel):
@@ -63,12 +71,16 @@ class Service(_Strict):
     name: str = ""
     module: str
     store: Literal["sqlite", "postgres", "redis"] = "sqlite"
-    replicas: int = Field(default=1, ge=1, le=16)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     depends_on: tuple[str, ...] = ()
     # Where the gateway exposes the routes: ``/api/<name>`` unless said otherwise. A service
     # whose paths already name what they serve (``/orders/{id}``) sets ``prefix = "/api"``.
     prefix: str = ""
     routes: tuple[Route, ...] = ()
+    # The first replica's port in the one-host rendering (deploy/compose/compose.host.yaml),
+    # the next replicas' the ports after it. Unset: ``[host] services`` plus 16 per service
+    # before it in this file. `agora up` picks free ports itself and ignores it.
+    host_port: int | None = _port(None)
 
     @field_validator("prefix")
     @classmethod
@@ -95,9 +107,23 @@ class Gateway(_Strict):
     port: int = Field(default=8000, ge=1, le=65535)
 
 
+class HostPorts(_Strict):
+    """The ports of the one-host rendering, where every process shares the machine's network:
+    away from the ones its own servers hold (:data:`HELD_PORTS`)."""
+
+    gateway: int = _port(18000)
+    postgres: int = _port(15432)
+    nats: int = _port(14222)
+    nats_monitor: int = _port(18222)
+    redis: int = _port(16379)
+    # Where the services' ports start: 16 for each service, one for each replica it may have.
+    services: int = _port(18100)
+
+
 class Topology(_Strict):
     gateway: Gateway = Gateway()
     services: dict[str, Service]
+    host: HostPorts = HostPorts()
 
     @model_validator(mode="before")
     @classmethod
@@ -119,7 +145,39 @@ class Topology(_Strict):
             if unknown:
                 raise ValueError(f"{name} depends on unknown services {sorted(unknown)}")
         self.start_order()  # raises on a dependency cycle
+        self._check_host_ports()
         return self
+
+    def host_ports(self) -> dict[str, list[int]]:
+        """Each service's replicas' ports in the one-host rendering."""
+        return {
+            service.name: [self._first_host_port(i, service) + r for r in range(service.replicas)]
+            for i, service in enumerate(self.services.values())
+        }
+
+    def _first_host_port(self, index: int, service: Service) -> int:
+        if service.host_port is not None:
+            return service.host_port
+        return self.host.services + MAX_REPLICAS * index
+
+    def _check_host_ports(self) -> None:
+        owners: dict[int, str] = {}
+        # The services' base is where their ports start, not a port of its own.
+        named = [
+            (name, [port]) for name, port in self.host.model_dump(exclude={"services"}).items()
+        ]
+        for owner, ports in [*named, *self.host_ports().items()]:
+            for port in ports:
+                if port in HELD_PORTS:
+                    raise ValueError(
+                        f"host port {port} of {owner} is one the machine's own servers hold "
+                        f"({', '.join(map(str, sorted(HELD_PORTS)))}): choose another"
+                    )
+                if port > 65535:
+                    raise ValueError(f"host port {port} of {owner} is above 65535")
+                if port in owners:
+                    raise ValueError(f"host port {port} is both {owners[port]}'s and {owner}'s")
+                owners[port] = owner
 
     def __iter__(self) -> Iterator[Service]:  # type: ignore[override]
         return iter(self.services.values())

@@ -1,0 +1,568 @@
+"""``agora deploy render``: the deployment files, rendered from the topology (ADR 29).
+
+Everything in ``deploy/compose/`` comes from ``topology.toml`` and the contracts, so nothing there
+can drift from what Agora is made of:
+
+* ``compose.yaml``, the production profile: one Compose service per replica (each addressable,
+  for the client-side balancing and the console), a one-shot migration per service before its
+  replicas start, PostgreSQL with a database and a role per service, NATS with JetStream and a
+  broker user per service, Redis for the cart and the gateway; only the gateway is published;
+* ``compose.host.yaml``, the same system on one host without container networking: every
+  process on the machine's network, on the ports ``[host]`` of the topology gives;
+* ``nats.conf``, the broker's users and what each may do (:mod:`agora.messaging.permissions`),
+  their passwords read from the environment;
+* ``postgres-init.sh``, which makes (or updates) each service's role and database;
+* ``.env.example``, every secret the files read, to be copied to ``.env`` (never committed).
+
+The functions here are pure: a topology (and the broker's permissions) in, file texts out, the
+same texts for the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agora.messaging.permissions import Permissions, users_config
+from agora.runner import GATEWAY, OPERATOR, env_prefix, service_callers
+from agora.topology import Service, Topology
+
+DEPLOY_DIR = "deploy"
+COMPOSE_DIR = "compose"
+PROJECT = "agora"
+ENV_FILE = ".env"
+
+POSTGRES_IMAGE = "postgres:17-alpine"
+NATS_IMAGE = "nats:2.11-alpine"
+REDIS_IMAGE = "redis:7-alpine"
+
+# Inside a container every service listens here; the gateway on the topology's port.
+SERVICE_PORT = 8080
+POSTGRES_PORT = 5432
+NATS_PORT = 4222
+NATS_MONITOR_PORT = 8222
+REDIS_PORT = 6379
+# The Compose network has a fixed range so that the services can trust the gateway's address
+# for X-Forwarded-For (it names the client whose logins identity throttles).
+SUBNET = "172.28.0.0/24"
+GATEWAY_ADDRESS = "172.28.0.2"
+# Where the containers find the topology the files were rendered from.
+TOPOLOGY_MOUNT = "/etc/agora/topology.toml"
+
+GENERATED = (
+    "# Rendered by `agora deploy render` from topology.toml: do not edit, render again (ADR 29).\n"
+)
+MISSING = "is not set: see deploy/compose/.env.example"
+
+_PASSWORD_VAR = re.compile(r'"(\$AGORA_NATS_PASSWORD_[A-Z0-9_]+)"')
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where the processes of one rendering find each other."""
+
+    host: bool
+
+    def service(self, topology: Topology, name: str, replica: int) -> tuple[str, int]:
+        """The address and port of a service's replica."""
+        if self.host:
+            return "127.0.0.1", topology.host_ports()[name][replica]
+        return replica_name(name, replica), SERVICE_PORT
+
+    def infra(self, topology: Topology, name: str) -> tuple[str, int]:
+        """The address and port of postgres, nats, nats_monitor or redis."""
+        if self.host:
+            return "127.0.0.1", int(getattr(topology.host, name))
+        inside = {
+            "postgres": POSTGRES_PORT,
+            "nats": NATS_PORT,
+            "nats_monitor": NATS_MONITOR_PORT,
+            "redis": REDIS_PORT,
+        }
+        return ("nats" if name == "nats_monitor" else name), inside[name]
+
+    def gateway_port(self, topology: Topology) -> int:
+        return topology.host.gateway if self.host else topology.gateway.port
+
+
+PRODUCTION = Network(host=False)
+ONE_HOST = Network(host=True)
+
+
+def replica_name(service: str, replica: int) -> str:
+    """The Compose service of one replica: ``catalog-0``."""
+    return f"{service}-{replica}"
+
+
+def var(name: str) -> str:
+    """A Compose reference to a variable of the env file that must be set."""
+    return f"${{{name}:?{name} {MISSING}}}"
+
+
+def secret_name(kind: str, who: str) -> str:
+    """``AGORA_NATS_PASSWORD_CATALOG`` and the like: one variable per process and secret."""
+    return f"AGORA_{kind}_{who.upper().replace('-', '_')}"
+
+
+def database_password(service: str) -> str:
+    return f"{env_prefix(service)}DATABASE_PASSWORD"
+
+
+# Rendering.
+
+
+def render(
+    topology: Topology,
+    permissions: Mapping[str, Permissions | None],
+    versions: Mapping[str, str],
+) -> dict[str, str]:
+    """Every file of ``deploy/compose/``, by its path under ``deploy/``."""
+    return {
+        f"{COMPOSE_DIR}/compose.yaml": compose_file(topology, versions, PRODUCTION),
+        f"{COMPOSE_DIR}/compose.host.yaml": compose_file(topology, versions, ONE_HOST),
+        f"{COMPOSE_DIR}/nats.conf": nats_config(permissions),
+        f"{COMPOSE_DIR}/postgres-init.sh": postgres_init(topology),
+        f"{COMPOSE_DIR}/{ENV_FILE}.example": env_example(topology, permissions),
+    }
+
+
+def compose_file(topology: Topology, versions: Mapping[str, str], network: Network) -> str:
+    services: dict[str, Any] = {
+        "postgres": _postgres(topology, network),
+        "postgres-init": _postgres_init_step(topology, network),
+        "nats": _nats(topology, network),
+        "redis": _redis(topology, network),
+    }
+    for service in topology.start_order():
+        services[f"{service.name}-migrate"] = _migrate(topology, service, versions, network)
+        for replica in range(service.replicas):
+            services[replica_name(service.name, replica)] = _replica(
+                topology, service, replica, versions, network
+            )
+    services[GATEWAY] = _gateway(topology, versions, network)
+    document: dict[str, Any] = {"name": PROJECT, "services": services}
+    document["volumes"] = {"postgres-data": {}, "nats-data": {}, "redis-data": {}}
+    if not network.host:
+        document["networks"] = {"default": {"ipam": {"config": [{"subnet": SUBNET}]}}}
+    intro = (
+        "# The production profile: `docker compose --env-file .env up -d` in deploy/compose/.\n"
+        if not network.host
+        else "# One host, no container networking: each process on the machine's network, on\n"
+        "# the ports of topology.toml's [host]. The tests run this one; users run compose.yaml.\n"
+    )
+    return GENERATED + intro + _yaml(document)
+
+
+def _common(network: Network) -> dict[str, Any]:
+    return {"network_mode": "host"} if network.host else {}
+
+
+def _postgres(topology: Topology, network: Network) -> dict[str, Any]:
+    _, port = network.infra(topology, "postgres")
+    command = ["postgres", "-p", str(port)]
+    if network.host:
+        command += ["-c", "listen_addresses=127.0.0.1"]
+    return {
+        "image": POSTGRES_IMAGE,
+        **_common(network),
+        "command": command,
+        "environment": {"POSTGRES_PASSWORD": var("POSTGRES_PASSWORD")},
+        "volumes": ["postgres-data:/var/lib/postgresql/data"],
+        "healthcheck": _healthcheck(["pg_isready", "-h", "127.0.0.1", "-p", str(port)]),
+        "restart": "unless-stopped",
+    }
+
+
+def _postgres_init_step(topology: Topology, network: Network) -> dict[str, Any]:
+    host, port = network.infra(topology, "postgres")
+    environment = {
+        "PGHOST": host,
+        "PGPORT": str(port),
+        "PGUSER": "postgres",
+        "PGPASSWORD": var("POSTGRES_PASSWORD"),
+        **{database_password(s.name): var(database_password(s.name)) for s in topology},
+    }
+    return {
+        "image": POSTGRES_IMAGE,
+        **_common(network),
+        "command": ["sh", "/agora/postgres-init.sh"],
+        "environment": environment,
+        "volumes": ["./postgres-init.sh:/agora/postgres-init.sh:ro"],
+        "depends_on": {"postgres": {"condition": "service_healthy"}},
+        "restart": "no",
+    }
+
+
+def _nats(topology: Topology, network: Network) -> dict[str, Any]:
+    _, port = network.infra(topology, "nats")
+    _, monitor = network.infra(topology, "nats_monitor")
+    listen = "127.0.0.1" if network.host else "0.0.0.0"
+    health = f"http://127.0.0.1:{monitor}/healthz"
+    users = [*topology.services, GATEWAY, OPERATOR]
+    return {
+        "image": NATS_IMAGE,
+        **_common(network),
+        "command": ["-c", "/etc/nats/nats.conf", "-a", listen, "-p", str(port), "-m", str(monitor)],
+        "environment": {
+            secret_name("NATS_PASSWORD", user): var(secret_name("NATS_PASSWORD", user))
+            for user in users
+        },
+        "volumes": ["./nats.conf:/etc/nats/nats.conf:ro", "nats-data:/data"],
+        "healthcheck": _healthcheck(
+            ["wget", "-q", "-O", "/dev/null", f"{health}?js-enabled-only=true"]
+        ),
+        "restart": "unless-stopped",
+    }
+
+
+def _redis(topology: Topology, network: Network) -> dict[str, Any]:
+    _, port = network.infra(topology, "redis")
+    command = ["redis-server", "--port", str(port), "--appendonly", "yes"]
+    command += ["--requirepass", var("REDIS_PASSWORD")]
+    if network.host:
+        command += ["--bind", "127.0.0.1"]
+    ping = f'redis-cli --no-auth-warning -p {port} -a "$$REDIS_PASSWORD" ping | grep -q PONG'
+    return {
+        "image": REDIS_IMAGE,
+        **_common(network),
+        "command": command,
+        "environment": {"REDIS_PASSWORD": var("REDIS_PASSWORD")},
+        "volumes": ["redis-data:/data"],
+        "healthcheck": {**_healthcheck([]), "test": ["CMD-SHELL", ping]},
+        "restart": "unless-stopped",
+    }
+
+
+def _healthcheck(test: list[str]) -> dict[str, Any]:
+    return {
+        "test": ["CMD", *test],
+        "interval": "5s",
+        "timeout": "3s",
+        "retries": 30,
+        "start_period": "10s",
+    }
+
+
+def _image(name: str, versions: Mapping[str, str]) -> dict[str, Any]:
+    """The image of a service or the gateway, and how it is built (deploy/Dockerfile)."""
+    return {
+        "image": f"{PROJECT}/{name}:{versions[name]}",
+        "build": {"context": "../..", "dockerfile": "deploy/Dockerfile", "args": {"SERVICE": name}},
+    }
+
+
+def _migrate(
+    topology: Topology, service: Service, versions: Mapping[str, str], network: Network
+) -> dict[str, Any]:
+    return {
+        **_image(service.name, versions),
+        **_common(network),
+        "command": ["migrate", service.name],
+        "environment": _environment(topology, service.name, 0, versions, network),
+        "volumes": [_topology_volume()],
+        "depends_on": {"postgres-init": {"condition": "service_completed_successfully"}},
+        "restart": "no",
+    }
+
+
+def _replica(
+    topology: Topology,
+    service: Service,
+    replica: int,
+    versions: Mapping[str, str],
+    network: Network,
+) -> dict[str, Any]:
+    depends_on: dict[str, Any] = {
+        f"{service.name}-migrate": {"condition": "service_completed_successfully"},
+        "nats": {"condition": "service_healthy"},
+    }
+    if service.name == "cart":
+        depends_on["redis"] = {"condition": "service_healthy"}
+    for dependency in service.depends_on:
+        for other in range(topology.services[dependency].replicas):
+            depends_on[replica_name(dependency, other)] = {"condition": "service_healthy"}
+    _, port = network.service(topology, service.name, replica)
+    return {
+        **_image(service.name, versions),
+        **_common(network),
+        "command": ["serve", service.name],
+        "environment": _environment(topology, service.name, replica, versions, network),
+        "volumes": [_topology_volume()],
+        "depends_on": depends_on,
+        "healthcheck": _ready_check(port),
+        "restart": "unless-stopped",
+    }
+
+
+def _gateway(topology: Topology, versions: Mapping[str, str], network: Network) -> dict[str, Any]:
+    port = network.gateway_port(topology)
+    depends_on: dict[str, Any] = {"redis": {"condition": "service_healthy"}}
+    for service in topology.start_order():
+        for replica in range(service.replicas):
+            depends_on[replica_name(service.name, replica)] = {"condition": "service_healthy"}
+    gateway: dict[str, Any] = {
+        **_image(GATEWAY, versions),
+        **_common(network),
+        "command": ["serve", GATEWAY],
+        "environment": _environment(topology, GATEWAY, 0, versions, network),
+        "volumes": [_topology_volume()],
+        "depends_on": depends_on,
+        "healthcheck": _ready_check(port),
+        "restart": "unless-stopped",
+    }
+    if not network.host:
+        # The one door from outside; its fixed address is the one the services trust.
+        gateway["ports"] = [f"{port}:{port}"]
+        gateway["networks"] = {"default": {"ipv4_address": GATEWAY_ADDRESS}}
+    return gateway
+
+
+def _ready_check(port: int) -> dict[str, Any]:
+    # The images carry Python (they run the chassis), not curl or wget.
+    url = f"http://127.0.0.1:{port}/readyz"
+    probe = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
+    return _healthcheck(["python", "-c", probe])
+
+
+def _topology_volume() -> str:
+    return f"../../topology.toml:{TOPOLOGY_MOUNT}:ro"
+
+
+def _environment(
+    topology: Topology, name: str, replica: int, versions: Mapping[str, str], network: Network
+) -> dict[str, str]:
+    """What one process of ``name`` is told, as ``agora up`` tells its children (runner.py),
+    with the secrets read from the env file."""
+    prefix = env_prefix(name)
+    nats_host, nats_port = network.infra(topology, "nats")
+    redis_host, redis_port = network.infra(topology, "redis")
+    redis_url = f"redis://:{var('REDIS_PASSWORD')}@{redis_host}:{redis_port}/0"
+    port = (
+        network.gateway_port(topology)
+        if name == GATEWAY
+        else network.service(topology, name, replica)[1]
+    )
+    callers = {
+        caller: var(secret_name("SERVICE_DIGEST", caller))
+        for caller in service_callers(topology).get(name, [])
+    }
+    environment = {
+        "AGORA_PROFILE": "production",
+        "AGORA_TOPOLOGY": TOPOLOGY_MOUNT,
+        "AGORA_VERSION": versions[name],
+        "AGORA_REPLICA": str(replica),
+        "AGORA_SERVICE_URLS": json.dumps(_service_urls(topology, network), sort_keys=True),
+        "AGORA_NATS_URL": f"nats://{nats_host}:{nats_port}",
+        "AGORA_NATS_USER": name,
+        "AGORA_NATS_PASSWORD": var(secret_name("NATS_PASSWORD", name)),
+        "AGORA_OPERATOR_TOKEN": var("AGORA_OPERATOR_TOKEN"),
+        "AGORA_SERVICE_TOKEN": var(secret_name("SERVICE_TOKEN", name)),
+        "AGORA_SERVICE_CALLERS": json.dumps(callers),
+        f"{prefix}HOST": "127.0.0.1" if network.host else "0.0.0.0",
+        f"{prefix}PORT": str(port),
+    }
+    if name == GATEWAY:
+        environment |= {
+            f"{prefix}REDIS_URL": redis_url,
+            f"{prefix}SESSION_SECRET": var(f"{prefix}SESSION_SECRET"),
+            # Who stands in front of the gateway (a load balancer): none unless the env file says.
+            f"{prefix}TRUSTED_PROXIES": f"${{{prefix}TRUSTED_PROXIES:-}}",
+        }
+        return environment
+    host, db_port = network.infra(topology, "postgres")
+    password = var(database_password(name))
+    environment[f"{prefix}DATABASE_URL"] = f"postgresql://{name}:{password}@{host}:{db_port}/{name}"
+    if not network.host:
+        # The services' callers come through the gateway, whose address is fixed; on one host
+        # it calls from loopback, which the services trust by default.
+        environment[f"{prefix}TRUSTED_PROXIES"] = GATEWAY_ADDRESS
+    if name == "cart":
+        environment[f"{prefix}REDIS_URL"] = redis_url
+    if name == "identity":
+        environment |= {
+            "AGORA_ADMIN_EMAIL": var("AGORA_ADMIN_EMAIL"),
+            "AGORA_ADMIN_PASSWORD": var("AGORA_ADMIN_PASSWORD"),
+            f"{prefix}KEY_ENCRYPTION_KEY": var(f"{prefix}KEY_ENCRYPTION_KEY"),
+        }
+    return environment
+
+
+def _service_urls(topology: Topology, network: Network) -> dict[str, list[str]]:
+    urls: dict[str, list[str]] = {}
+    for service in topology:
+        addresses = [network.service(topology, service.name, r) for r in range(service.replicas)]
+        urls[service.name] = [f"http://{host}:{port}" for host, port in addresses]
+    return urls
+
+
+def nats_config(permissions: Mapping[str, Permissions | None]) -> str:
+    """The broker's configuration: JetStream on its volume, and one user per process whose
+    password nats-server reads from the environment (an unquoted ``$VARIABLE`` there)."""
+    passwords = {user: f"${secret_name('NATS_PASSWORD', user)}" for user in permissions}
+    authorization = json.dumps({"users": users_config(passwords, permissions)}, indent=2)
+    # Quoted, "$X" would be the password itself; unquoted, nats-server reads $X from the
+    # environment. Subjects such as "$JS.API..." keep their quotes: they have dots.
+    authorization = _PASSWORD_VAR.sub(r"\1", authorization)
+    return (
+        GENERATED
+        + "# Who may connect, and what each user may do (ADR 25); the passwords come from the\n"
+        + "# environment of the nats service (deploy/compose/.env).\n"
+        + "jetstream {\n  store_dir: /data\n}\n\n"
+        + f"authorization: {authorization}\n"
+    )
+
+
+def postgres_init(topology: Topology) -> str:
+    """A script that makes each service's role and database, and keeps them so when run again:
+    a role may connect to its own database and to no other."""
+    lines = [
+        "#!/bin/sh",
+        GENERATED.rstrip("\n"),
+        "# Run by the postgres-init step at every start: it creates what is missing and sets each",
+        "# role's password from the env file, so a new service or a changed password takes effect.",
+        "set -eu",
+        'psql -v ON_ERROR_STOP=1 -d postgres <<"SQL"',
+        "-- Nobody but the superuser connects to the maintenance databases.",
+        "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;",
+        "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;",
+        "SQL",
+    ]
+    for service in topology:
+        name = service.name
+        role = _identifier(name)
+        password = "$" + database_password(name)
+        # The names are checked by the topology (letters, digits, '-'): nothing to inject.
+        lines += [
+            f"# {name}: role and database {role}.",
+            f'psql -v ON_ERROR_STOP=1 -d postgres -v password="{password}" <<"SQL"',
+            f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608
+            f"(SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec",
+            f"ALTER ROLE {role} WITH LOGIN PASSWORD :'password';",
+            f"SELECT 'CREATE DATABASE {role} OWNER {role}' WHERE NOT EXISTS "  # noqa: S608
+            f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec",
+            f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC;",
+            f"GRANT CONNECT ON DATABASE {role} TO {role};",
+            "SQL",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _identifier(name: str) -> str:
+    # Service names are lower-case letters, digits and '-': quoted, each is an identifier.
+    return f'"{name}"'
+
+
+def env_example(topology: Topology, permissions: Mapping[str, Permissions | None]) -> str:
+    """Every variable the Compose files read, with how to make its value."""
+    processes = [*topology.services, GATEWAY]
+    # A digest is needed where its process calls another on nobody's behalf.
+    callers = {caller for named in service_callers(topology).values() for caller in named}
+    sections: list[tuple[str, list[str]]] = [
+        (
+            "PostgreSQL's superuser, and each service's own role (letters and digits only: "
+            "they go into URLs; openssl rand -hex 32).",
+            ["POSTGRES_PASSWORD", *(database_password(s) for s in topology.services)],
+        ),
+        (
+            "The broker: one user per service, the gateway's console, the operator (ADR 25).",
+            [secret_name("NATS_PASSWORD", user) for user in permissions],
+        ),
+        ("Redis, which keeps the carts and the gateway's shared rate limits.", ["REDIS_PASSWORD"]),
+        (
+            "The operator's token: /internal/* of every process and the gateway's /metrics "
+            "(ADR 24).",
+            ["AGORA_OPERATOR_TOKEN"],
+        ),
+        (
+            "Each process's own credential, and its SHA-256 in hex, which the services it calls "
+            'are given (printf %s "$TOKEN" | sha256sum) (ADR 24).',
+            [
+                *(secret_name("SERVICE_TOKEN", p) for p in processes),
+                *(secret_name("SERVICE_DIGEST", p) for p in processes if p in callers),
+            ],
+        ),
+    ]
+    if "identity" in topology.services:
+        sections.append(
+            (
+                "Identity: the first admin, and the key that seals its signing keys, at least 32 "
+                "random characters: openssl rand -base64 32 (ADR 26).",
+                ["AGORA_ADMIN_EMAIL", "AGORA_ADMIN_PASSWORD", "AGORA_IDENTITY_KEY_ENCRYPTION_KEY"],
+            )
+        )
+    sections.append(
+        (
+            "The gateway: the key of its pages' sessions and CSRF tokens (openssl rand -hex 32), "
+            "and the proxies in front of it whose X-Forwarded-For it believes (empty: none).",
+            ["AGORA_GATEWAY_SESSION_SECRET", "AGORA_GATEWAY_TRUSTED_PROXIES"],
+        )
+    )
+    lines = [
+        GENERATED.rstrip("\n"),
+        "# Copy to deploy/compose/.env (never committed) and give every variable a value of its",
+        "# own: `docker compose` refuses to start while one is missing.",
+    ]
+    for comment, names in sections:
+        lines += ["", *(f"# {part}" for part in _wrap(comment)), *(f"{n}=" for n in names)]
+    return "\n".join(lines) + "\n"
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+class _Dumper(yaml.SafeDumper):
+    # The same mapping twice is written out twice, never as a YAML alias.
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _yaml(document: Mapping[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=10_000)
+
+
+# Writing and checking.
+
+
+def installed_versions(topology: Topology) -> dict[str, str]:
+    """Each process's image version: its installed package's, else the chassis's."""
+    fallback = metadata.version("agora")
+    versions: dict[str, str] = {}
+    for name in [*topology.services, GATEWAY]:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = fallback
+    return versions
+
+
+def stale_files(deploy_dir: Path, rendered: Mapping[str, str]) -> list[str]:
+    """The files under ``deploy_dir`` that differ from their rendering, or are missing."""
+    return [
+        path
+        for path, text in rendered.items()
+        if not (deploy_dir / path).is_file() or (deploy_dir / path).read_text() != text
+    ]
+
+
+def write_files(deploy_dir: Path, rendered: Mapping[str, str]) -> list[str]:
+    """Writes the stale files; returns them."""
+    stale = stale_files(deploy_dir, rendered)
+    for path in stale:
+        target = deploy_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered[path])
+    return stale

@@ -1,0 +1,303 @@
+"""`agora deploy render`: the Compose files and their companions, rendered from the topology.
+
+A service added to the topology appears in the files with its database, role, broker user,
+health check and dependencies; one removed leaves them; the files validate against the Compose
+specification; a second rendering changes nothing; and the committed files are those the
+repository's topology renders (the staleness check, as the event contracts have).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from agora.cli import app
+from agora.deploy import (
+    DEPLOY_DIR,
+    GATEWAY_ADDRESS,
+    installed_versions,
+    nats_config,
+    render,
+    stale_files,
+    write_files,
+)
+from agora.embedded_nats import find_nats_server
+from agora.runner import broker_users
+from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def topology(**services: dict[str, Any]) -> Topology:
+    return Topology.model_validate({"services": services})
+
+
+def shop(**extra: dict[str, Any]) -> Topology:
+    return topology(
+        identity={"module": "identity.bootstrap"},
+        catalog={"module": "catalog.bootstrap", "replicas": 2, "depends_on": ["identity"]},
+        cart={"module": "cart.bootstrap", "depends_on": ["identity", "catalog"]},
+        **extra,
+    )
+
+
+def files(t: Topology) -> dict[str, str]:
+    versions = dict.fromkeys([*t.services, "gateway"], "1.2.3")
+    return render(t, broker_users(t.services), versions)
+
+
+def compose(t: Topology, name: str = "compose.yaml") -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(files(t)[f"compose/{name}"])
+    return document
+
+
+def test_a_service_added_to_the_topology_gets_its_replicas_database_role_check_and_order() -> None:
+    before = compose(shop())
+    after_files = files(shop(reviews={"module": "reviews.bootstrap", "depends_on": ["catalog"]}))
+    after = yaml.safe_load(after_files["compose/compose.yaml"])
+
+    assert "reviews-0" not in before["services"]
+    added = after["services"]["reviews-0"]
+    assert added["image"] == "agora/reviews:1.2.3"
+    assert added["command"] == ["serve", "reviews"]
+    assert after["services"]["reviews-migrate"]["command"] == ["migrate", "reviews"]
+    # It starts after its migration, the broker, and every replica of what it depends on.
+    assert added["depends_on"] == {
+        "reviews-migrate": {"condition": "service_completed_successfully"},
+        "nats": {"condition": "service_healthy"},
+        "catalog-0": {"condition": "service_healthy"},
+        "catalog-1": {"condition": "service_healthy"},
+    }
+    assert "/readyz" in " ".join(added["healthcheck"]["test"])
+    environment = added["environment"]
+    assert environment["AGORA_REVIEWS_DATABASE_URL"].startswith("postgresql://reviews:${")
+    assert environment["AGORA_REVIEWS_DATABASE_URL"].endswith("@postgres:5432/reviews")
+    assert environment["AGORA_NATS_USER"] == "reviews"
+    # Its database and role are made, its broker user exists, its secrets are listed.
+    init = after_files["compose/postgres-init.sh"]
+    assert 'CREATE ROLE "reviews" LOGIN' in init
+    assert 'CREATE DATABASE "reviews" OWNER "reviews"' in init
+    assert '"user": "reviews"' in after_files["compose/nats.conf"]
+    example = after_files["compose/.env.example"]
+    for variable in ("AGORA_REVIEWS_DATABASE_PASSWORD", "AGORA_NATS_PASSWORD_REVIEWS"):
+        assert f"\n{variable}=" in example
+    # The gateway waits for it, and every process can find it.
+    assert "reviews-0" in after["services"]["gateway"]["depends_on"]
+    assert '"reviews": ["http://reviews-0:8080"]' in environment["AGORA_SERVICE_URLS"]
+
+
+def test_a_service_removed_from_the_topology_leaves_every_file() -> None:
+    without_cart = topology(
+        identity={"module": "identity.bootstrap"},
+        catalog={"module": "catalog.bootstrap", "replicas": 2, "depends_on": ["identity"]},
+    )
+
+    rendered = files(without_cart)
+
+    for text in rendered.values():
+        assert "cart" not in text.replace("carts", ""), text[:200]
+    assert not any(name.startswith("cart") for name in compose(without_cart)["services"])
+
+
+def test_each_replica_is_a_service_of_its_own_that_every_process_can_reach() -> None:
+    services = compose(shop())["services"]
+
+    assert {"catalog-0", "catalog-1"} <= set(services)
+    urls = services["gateway"]["environment"]["AGORA_SERVICE_URLS"]
+    assert '"catalog": ["http://catalog-0:8080", "http://catalog-1:8080"]' in urls
+    assert [services[f"catalog-{i}"]["environment"]["AGORA_REPLICA"] for i in (0, 1)] == ["0", "1"]
+
+
+def test_only_the_gateway_is_published_on_a_host_port() -> None:
+    services = compose(shop())["services"]
+
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+
+    assert published == {"gateway": ["8000:8000"]}
+
+
+def test_every_service_reaches_its_own_database_only_as_its_own_role() -> None:
+    t = shop()
+    init = files(t)["compose/postgres-init.sh"]
+    services = compose(t)["services"]
+
+    for name in t.services:
+        url = services[f"{name}-0"]["environment"][f"AGORA_{name.upper()}_DATABASE_URL"]
+        password = rf"\$\{{AGORA_{name.upper()}_DATABASE_PASSWORD:\?[^}}]+\}}"
+        assert re.fullmatch(rf"postgresql://{name}:{password}@postgres:5432/{name}", url)
+        # Nobody but the owner (and the superuser) may connect to a service's database.
+        assert f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC;' in init
+        assert f'GRANT CONNECT ON DATABASE "{name}" TO "{name}";' in init
+    assert "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;" in init
+
+
+def test_the_services_believe_the_gateway_about_the_client_and_the_gateway_its_proxies() -> None:
+    services = compose(shop())["services"]
+
+    assert services["catalog-0"]["environment"]["AGORA_CATALOG_TRUSTED_PROXIES"] == GATEWAY_ADDRESS
+    assert services["gateway"]["networks"]["default"]["ipv4_address"] == GATEWAY_ADDRESS
+    gateway = services["gateway"]["environment"]
+    assert gateway["AGORA_GATEWAY_TRUSTED_PROXIES"] == "${AGORA_GATEWAY_TRUSTED_PROXIES:-}"
+    assert gateway["AGORA_GATEWAY_HOST"] == "0.0.0.0"
+    assert gateway["AGORA_PROFILE"] == "production"
+
+
+def test_a_service_accepts_calls_from_the_gateway_and_its_dependants_only() -> None:
+    services = compose(shop())["services"]
+
+    callers = services["identity-0"]["environment"]["AGORA_SERVICE_CALLERS"]
+    named = re.findall(r'"([a-z-]+)": "\$\{AGORA_SERVICE_DIGEST_', callers)
+    assert named == ["gateway", "catalog", "cart"]
+    assert services["cart-0"]["environment"]["AGORA_SERVICE_CALLERS"].startswith('{"gateway": ')
+
+
+def test_rendering_twice_gives_the_same_files_and_writes_nothing_the_second_time(
+    tmp_path: Path,
+) -> None:
+    assert files(shop()) == files(shop())
+
+    assert write_files(tmp_path, files(shop())) != []
+    assert write_files(tmp_path, files(shop())) == []
+    assert stale_files(tmp_path, files(shop())) == []
+
+
+def test_the_one_host_rendering_keeps_off_the_machines_servers_ports_and_shares_none() -> None:
+    t = shop(reviews={"module": "reviews.bootstrap", "replicas": 3})
+    services = compose(t, "compose.host.yaml")["services"]
+
+    listening = [
+        int(value)
+        for name, service in services.items()
+        if not name.endswith("-migrate")
+        for key, value in service.get("environment", {}).items()
+        if key.startswith("AGORA_") and key.endswith("_PORT")
+    ]
+    infrastructure = [t.host.postgres, t.host.nats, t.host.nats_monitor, t.host.redis]
+    every = listening + infrastructure
+
+    assert all(s["network_mode"] == "host" and "ports" not in s for s in services.values())
+    assert len(listening) == sum(s.replicas for s in t) + 1  # and the gateway's
+    assert len(set(every)) == len(every)
+    assert not set(every) & HELD_PORTS
+    assert str(t.host.nats) in services["nats"]["command"]
+    assert str(t.host.postgres) in services["postgres"]["command"]
+    assert str(t.host.redis) in services["redis"]["command"]
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ({"postgres": 5432}, "5432 of postgres is one the machine's own servers hold"),
+        ({"redis": 18100}, "host port 18100 is both redis's and identity's"),
+    ],
+)
+def test_a_topology_whose_host_ports_clash_is_refused_with_what_clashes(
+    host: dict[str, int], said: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        Topology.model_validate(
+            {"host": host, "services": {"identity": {"module": "identity.bootstrap"}}}
+        )
+
+
+def test_a_service_host_port_may_be_given_and_its_replicas_follow_it() -> None:
+    t = topology(catalog={"module": "catalog.bootstrap", "replicas": 2, "host_port": 19000})
+
+    assert t.host_ports() == {"catalog": [19000, 19001]}
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.host.yaml"])
+def test_the_compose_files_validate_against_the_compose_specification(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(files(shop())[f"compose/{name}"])
+    command = Path(sys.executable).parent / "check-jsonschema"
+
+    result = subprocess.run(
+        [str(command), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_example_env_file_names_every_variable_the_files_read() -> None:
+    rendered = files(shop())
+    example = rendered["compose/.env.example"]
+    listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+
+    read = set()
+    for name in ("compose/compose.yaml", "compose/compose.host.yaml"):
+        read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", rendered[name]))
+    read |= set(re.findall(r"\$(AGORA_[A-Z0-9_]*)", rendered["compose/nats.conf"]))
+    read |= set(re.findall(r"\$([A-Z][A-Z0-9_]*)", rendered["compose/postgres-init.sh"]))
+
+    assert read == listed
+
+
+def test_the_broker_reads_each_users_password_from_its_environment(tmp_path: Path) -> None:
+    try:
+        server = find_nats_server()
+    except RuntimeError as error:
+        pytest.skip(f"no nats-server to check the configuration with: {error}")
+    t = shop()
+    permissions = broker_users(t.services)
+    config = tmp_path / "nats.conf"
+    config.write_text(nats_config(permissions).replace("/data", str(tmp_path / "data")))
+    passwords = {f"AGORA_NATS_PASSWORD_{user.upper()}": f"pw-{user}" for user in permissions}
+
+    valid = subprocess.run(
+        [str(server), "-c", str(config), "-t"], env=passwords, capture_output=True, text=True
+    )
+    missing = {k: v for k, v in passwords.items() if k != "AGORA_NATS_PASSWORD_CART"}
+    refused = subprocess.run(
+        [str(server), "-c", str(config), "-t"], env=missing, capture_output=True, text=True
+    )
+
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert refused.returncode != 0
+    assert "AGORA_NATS_PASSWORD_CART" in refused.stdout + refused.stderr
+
+
+def test_the_committed_deployment_files_are_what_the_topology_renders() -> None:
+    topology_file = REPO / "topology.toml"
+    t = load_topology(topology_file)
+    rendered = render(t, broker_users(t.services), installed_versions(t))
+
+    stale = stale_files(REPO / DEPLOY_DIR, rendered)
+
+    assert stale == [], f"stale: {stale}; run `agora deploy render` at the repository's root"
+
+
+def test_deploy_render_check_names_the_stale_files_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(REPO / "topology.toml", tmp_path / "topology.toml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGORA_TOPOLOGY", raising=False)
+    assert find_topology_file() == tmp_path / "topology.toml"
+
+    stale = CliRunner().invoke(app, ["deploy", "render", "--check"])
+    assert stale.exit_code == 1
+    assert "deploy/compose/compose.yaml" in stale.output
+    assert not (tmp_path / DEPLOY_DIR).exists()
+
+    written = CliRunner().invoke(app, ["deploy", "render"])
+    again = CliRunner().invoke(app, ["deploy", "render"])
+    fresh = CliRunner().invoke(app, ["deploy", "render", "--check"])
+
+    assert written.exit_code == 0, written.output
+    assert "wrote deploy/compose/compose.yaml" in written.output
+    assert "already up to date" in again.output
+    assert fresh.exit_code == 0, fresh.output
