@@ -8,7 +8,7 @@ psql -v ON_ERROR_STOP=1 -d postgres <<"SQL"
 REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;
 REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;
 SQL
-# identity: role and database "identity".
+# identity: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_IDENTITY_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "identity" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'identity')\gexec
 ALTER ROLE "identity" WITH LOGIN PASSWORD :'password';
@@ -16,7 +16,7 @@ SELECT 'CREATE DATABASE "identity" OWNER "identity"' WHERE NOT EXISTS (SELECT FR
 REVOKE CONNECT ON DATABASE "identity" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "identity" TO "identity";
 SQL
-# catalog: role and database "catalog".
+# catalog: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_CATALOG_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "catalog" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog')\gexec
 ALTER ROLE "catalog" WITH LOGIN PASSWORD :'password';
@@ -24,7 +24,7 @@ SELECT 'CREATE DATABASE "catalog" OWNER "catalog"' WHERE NOT EXISTS (SELECT FROM
 REVOKE CONNECT ON DATABASE "catalog" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "catalog" TO "catalog";
 SQL
-# inventory: role and database "inventory".
+# inventory: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_INVENTORY_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "inventory" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'inventory')\gexec
 ALTER ROLE "inventory" WITH LOGIN PASSWORD :'password';
@@ -32,7 +32,7 @@ SELECT 'CREATE DATABASE "inventory" OWNER "inventory"' WHERE NOT EXISTS (SELECT 
 REVOKE CONNECT ON DATABASE "inventory" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "inventory" TO "inventory";
 SQL
-# payments: role and database "payments".
+# payments: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_PAYMENTS_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "payments" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments')\gexec
 ALTER ROLE "payments" WITH LOGIN PASSWORD :'password';
@@ -40,7 +40,7 @@ SELECT 'CREATE DATABASE "payments" OWNER "payments"' WHERE NOT EXISTS (SELECT FR
 REVOKE CONNECT ON DATABASE "payments" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "payments" TO "payments";
 SQL
-# orders: role and database "orders".
+# orders: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_ORDERS_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "orders" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orders')\gexec
 ALTER ROLE "orders" WITH LOGIN PASSWORD :'password';
@@ -48,7 +48,7 @@ SELECT 'CREATE DATABASE "orders" OWNER "orders"' WHERE NOT EXISTS (SELECT FROM p
 REVOKE CONNECT ON DATABASE "orders" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "orders" TO "orders";
 SQL
-# cart: role and database "cart".
+# cart: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_CART_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "cart" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cart')\gexec
 ALTER ROLE "cart" WITH LOGIN PASSWORD :'password';
@@ -56,7 +56,7 @@ SELECT 'CREATE DATABASE "cart" OWNER "cart"' WHERE NOT EXISTS (SELECT FROM pg_da
 REVOKE CONNECT ON DATABASE "cart" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "cart" TO "cart";
 SQL
-# notifications: role and database "notifications".
+# notifications: its role and its database.
 psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_NOTIFICATIONS_DATABASE_PASSWORD" <<"SQL"
 SELECT 'CREATE ROLE "notifications" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'notifications')\gexec
 ALTER ROLE "notifications" WITH LOGIN PASSWORD :'password';

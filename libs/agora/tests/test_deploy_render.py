@@ -12,6 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from agora.cli import app
 from agora.deploy import (
     DEPLOY_DIR,
     GATEWAY_ADDRESS,
+    database_sql,
     installed_versions,
     nats_config,
     render,
@@ -31,6 +34,7 @@ from agora.deploy import (
 )
 from agora.embedded_nats import find_nats_server
 from agora.runner import broker_users
+from agora.testing import POSTGRES_HOST, POSTGRES_PORT, require_server
 from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
 
 REPO = Path(__file__).resolve().parents[3]
@@ -137,6 +141,51 @@ def test_every_service_reaches_its_own_database_only_as_its_own_role() -> None:
         assert f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC;' in init
         assert f'GRANT CONNECT ON DATABASE "{name}" TO "{name}";' in init
     assert "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;" in init
+
+
+def psql(*args: str, user: str = "postgres", database: str = "postgres", sql: str = "") -> Any:
+    command = ["psql", "-h", POSTGRES_HOST, "-p", str(POSTGRES_PORT), "-U", user, "-d", database]
+    return subprocess.run(
+        [*command, "-v", "ON_ERROR_STOP=1", *args],
+        input=sql,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def two_services() -> Iterator[tuple[str, str]]:
+    """Two service names of the test's own on the shared server; their roles and databases are
+    dropped afterwards, and nothing else there is touched."""
+    require_server(POSTGRES_HOST, POSTGRES_PORT, "PostgreSQL")
+    if shutil.which("psql") is None:
+        pytest.skip("no psql to run the database set-up with")
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"deploy-test-a-{suffix}", f"deploy-test-b-{suffix}")
+    try:
+        yield names
+    finally:
+        for name in names:
+            psql("-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            psql("-c", f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_a_service_role_connects_to_its_own_database_and_to_no_other_service_s(
+    two_services: tuple[str, str],
+) -> None:
+    a, b = two_services
+    for name in (a, b, a):  # a second run changes nothing and fails on nothing
+        made = psql("-v", "password=a-password-of-its-own", sql=database_sql(name))
+        assert made.returncode == 0, made.stderr
+
+    own = psql("-c", "SELECT 1", user=a, database=a)
+    other = psql("-c", "SELECT 1", user=a, database=b)
+
+    assert own.returncode == 0, own.stderr
+    assert other.returncode != 0
+    assert "permission denied for database" in other.stderr
 
 
 def test_the_services_believe_the_gateway_about_the_client_and_the_gateway_its_proxies() -> None:

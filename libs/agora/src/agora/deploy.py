@@ -435,23 +435,31 @@ def postgres_init(topology: Topology) -> str:
         "SQL",
     ]
     for service in topology:
-        name = service.name
-        role = _identifier(name)
-        password = "$" + database_password(name)
-        # The names are checked by the topology (letters, digits, '-'): nothing to inject.
+        password = "$" + database_password(service.name)
         lines += [
-            f"# {name}: role and database {role}.",
+            f"# {service.name}: its role and its database.",
             f'psql -v ON_ERROR_STOP=1 -d postgres -v password="{password}" <<"SQL"',
-            f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608
-            f"(SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec",
-            f"ALTER ROLE {role} WITH LOGIN PASSWORD :'password';",
-            f"SELECT 'CREATE DATABASE {role} OWNER {role}' WHERE NOT EXISTS "  # noqa: S608
-            f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec",
-            f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC;",
-            f"GRANT CONNECT ON DATABASE {role} TO {role};",
+            database_sql(service.name).rstrip("\n"),
             "SQL",
         ]
     return "\n".join(lines) + "\n"
+
+
+def database_sql(name: str) -> str:
+    """What psql runs for one service, given its role's password as the variable ``password``:
+    the role and the database made if missing, the password set, the database closed to others."""
+    role = _identifier(name)
+    # The names are checked by the topology (letters, digits, '-'): nothing to inject.
+    statements = [
+        f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608
+        f"(SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec",
+        f"ALTER ROLE {role} WITH LOGIN PASSWORD :'password';",
+        f"SELECT 'CREATE DATABASE {role} OWNER {role}' WHERE NOT EXISTS "  # noqa: S608
+        f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec",
+        f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC;",
+        f"GRANT CONNECT ON DATABASE {role} TO {role};",
+    ]
+    return "\n".join(statements) + "\n"
 
 
 def _identifier(name: str) -> str:
