@@ -20,7 +20,7 @@ help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
 	@echo "make test    lint, type-check, check the import contracts and run every test"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
-	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout)"
+	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks)"
 	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
 
 $(UV):
@@ -56,6 +56,7 @@ bench: sync
 	$(BIN)/python bench/read_path.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/checkout.py
+	$(BIN)/python bench/password_checks.py
 
 # Starts a shop of its own and photographs it in the machine's Chromium (installed when missing).
 screenshots: sync
