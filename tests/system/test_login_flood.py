@@ -205,6 +205,8 @@ def test_a_login_flood_from_one_client_leaves_other_users_logging_in(
 
     logins = sum((user.logins for user in users), Counter[str]())
     me = sum((user.me for user in users), Counter[str]())
+    # The figures, for `pytest tests/system/test_login_flood.py -s`.
+    print(f"\nflood: {dict(flooded)}  other users' logins: {dict(logins)}  /me: {dict(me)}")
     # The flood lasted as long as the users' 24 s of logins at least, and the gateway turned
     # almost all of it away.
     assert sum(flooded.values()) >= FLOOD_PER_SECOND * (LOGINS - 1) * LOGIN_EVERY, flooded
