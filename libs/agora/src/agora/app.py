@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -30,7 +30,7 @@ from starlette.routing import compile_path
 
 from agora import context
 from agora.auth import OperatorGuard, ServiceCredentials, TokenVerifier, operator_token
-from agora.client import ServiceClient
+from agora.client import STOPPING_HEADER, ServiceClient
 from agora.db import UnitOfWork
 from agora.errors import PROBLEM_JSON, Problem, problem_body, slug
 from agora.logs import configure_logging
@@ -43,6 +43,9 @@ from agora.observe import SERVICE_INFO, internal_router
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
 from agora.telemetry import configure_tracing
+
+if TYPE_CHECKING:
+    from agora.messaging.consumer import Consumers
 
 log = structlog.get_logger("agora.app")
 
@@ -64,6 +67,17 @@ class Resources:
     credentials: ServiceCredentials = field(default_factory=ServiceCredentials)
     started_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
+    # When the process was asked to stop (agora.server.GracefulServer), by time.monotonic():
+    # /readyz answers 503 from then on (ADR 30).
+    stopping_since: float | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopping_since is not None
+
+    def stop(self) -> None:
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
 
 
 def create_service_app(
@@ -143,6 +157,8 @@ def create_service_app(
     # outbox holds their events (rule 3).
     informational: dict[str, Check] = {"broker": broker.check} if broker is not None else {}
     tasks: list[asyncio.Task[None]] = []
+    relays: list[tuple[Relay, asyncio.Task[None]]] = []
+    consuming: list[tuple[Consumers, asyncio.Task[None]]] = []
 
     async def start_messaging() -> None:
         if broker is None:
@@ -157,7 +173,9 @@ def create_service_app(
             uow.after_commit(relay.wake)
             # Wake on every (re)connection: what piled up while the broker was away goes at once.
             broker.on_connect(_as_coroutine(relay.wake))
-            tasks.append(asyncio.create_task(relay.run(), name=f"{name}:relay"))
+            relay_task = asyncio.create_task(relay.run(), name=f"{name}:relay")
+            tasks.append(relay_task)
+            relays.append((relay, relay_task))
         if subscriptions:
             from agora.messaging.consumer import Consumers
 
@@ -171,9 +189,21 @@ def create_service_app(
                 max_deliver=settings.max_deliver,
                 backoff=settings.redelivery_backoff,
             )
-            tasks.append(asyncio.create_task(consumers.run(), name=f"{name}:consumers"))
+            consumers_task = asyncio.create_task(consumers.run(), name=f"{name}:consumers")
+            tasks.append(consumers_task)
+            consuming.append((consumers, consumers_task))
 
     async def stop_messaging() -> None:
+        # In order, within half the stop's bound (agora.server gives the requests the other
+        # half): the consumers finish and ack the messages in hand, then the relay publishes
+        # what they and the requests committed (ADR 30).
+        deadline = time.monotonic() + max(0.1, (settings.stop_timeout - settings.stop_drain) / 2)
+        for consumers, consumers_task in consuming:
+            await consumers.stop(deadline - time.monotonic())
+            await cancel_and_wait([consumers_task])
+        for relay, relay_task in relays:
+            await cancel_and_wait([relay_task])
+            await relay.flush(max(0.1, deadline - time.monotonic()))
         await cancel_and_wait(tasks)
         if broker is not None:
             await broker.close()
@@ -228,8 +258,62 @@ def create_service_app(
         )
     )
     app.include_router(internal_router(settings, uow, operator))
+    app.add_middleware(WhileStopping, resources=resources)
     app.add_middleware(RequestContext, service=name, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+STOPPING = "/problems/stopping"
+_PROBES = frozenset({"/livez", "/readyz"})
+
+
+class WhileStopping:
+    """What a stopping replica answers (ADR 30). During the drain it serves as ever, but
+    closes each connection after its answer (``Connection: close``), so that callers' pools let
+    go of it and their next calls open connections to a replica that stays. A request still
+    reaching it after the drain is refused, untouched, with a 503 of type ``/problems/stopping``
+    marked ``Agora-Stopping`` (agora.client): a caller may send it to another replica whatever
+    its method, and holds it against no breaker."""
+
+    def __init__(self, app: Any, *, resources: Resources) -> None:
+        self.app = app
+        self.resources = resources
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        since = self.resources.stopping_since
+        if since is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        drained = time.monotonic() - since >= self.resources.settings.stop_drain
+        if drained and scope["path"] not in _PROBES:
+            body = problem_body(
+                503,
+                "Stopping",
+                detail="this replica is stopping; another one serves the request",
+                type_=STOPPING,
+                instance=scope["path"],
+                request_id=context.request_id.get(),
+            )
+            response = Response(
+                body,
+                status_code=503,
+                media_type=PROBLEM_JSON,
+                headers={"Connection": "close", STOPPING_HEADER: "1"},
+            )
+            await response(scope, receive, send)
+            return
+
+        async def closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
 
 
 async def _keep_running(loop: Hook, resources: Resources) -> None:
@@ -329,7 +413,18 @@ def _probes(
         return {"status": "alive"}
 
     @router.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
+        if request.app.state.resources.stopping:
+            # Out of rotation at once: the checks do not matter any more.
+            body = {
+                "status": "stopping",
+                "reason": "stopping",
+                "service": settings.service_name,
+                "version": settings.version,
+                "replica": settings.replica,
+                "checks": {},
+            }
+            return JSONResponse(body, status_code=503)
         results = await _run_checks(checks)
         ready = all(result["ok"] for result in results.values())
         for check_name, result in (await _run_checks(informational)).items():

@@ -16,12 +16,12 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 from rich.console import Console
@@ -58,7 +58,7 @@ from agora.runner import (
     pid_alive,
     running_state,
 )
-from agora.server import server_config
+from agora.server import GracefulServer, server_config
 from agora.settings import ServiceSettings
 from agora.topology import Topology, find_topology_file, load_topology
 
@@ -126,26 +126,40 @@ def serve(
     module = _module_of(topology, name)
     application = module.create_app()
     bind_host, bind_port = _address(application, name, topology)
-    server = uvicorn.Server(
+    settings = _settings(application)
+    stop_timeout, stop_drain = settings.stop_timeout, settings.stop_drain
+    server = GracefulServer(
         server_config(
             application,
             host=bind_host,
             port=bind_port,
-            max_header_bytes=_max_header_bytes(application),
-        )
+            max_header_bytes=settings.max_header_bytes,
+            stop_timeout=stop_timeout,
+            stop_drain=stop_drain,
+        ),
+        stop_timeout=stop_timeout,
+        drain=stop_drain,
+        on_stop=_on_stop(application),
     )
     server.run()
     if not server.started:
         raise typer.Exit(1)
 
 
-def _max_header_bytes(application: Any) -> int:
+def _settings(application: Any) -> ServiceSettings:
+    """The app's settings; an app without them (the gateway) gets the shared ones from the
+    environment."""
     resources = getattr(application.state, "resources", None)
     settings = getattr(resources, "settings", None)
     if isinstance(settings, ServiceSettings):
-        return settings.max_header_bytes
-    default: int = ServiceSettings.model_fields["max_header_bytes"].default
-    return default
+        return settings
+    return ServiceSettings()
+
+
+def _on_stop(application: Any) -> Callable[[], None] | None:
+    """What turns the app's readiness false when it is asked to stop."""
+    stop = getattr(getattr(application.state, "resources", None), "stop", None)
+    return stop if callable(stop) else None
 
 
 def _address(application: Any, name: str, topology: Topology) -> tuple[str, int]:

@@ -14,6 +14,10 @@ A replica's breaker counts what says the replica cannot serve: no connection, a 
 template the caller names), in a breaker of its own per replica, so that one slow route stops
 being called without the replica's other routes stopping with it (ADR 21).
 
+A replica that is stopping refuses what still reaches it after its drain with a 503 carrying
+``Agora-Stopping`` (agora.app.WhileStopping): it took nothing of the request, so the call goes to
+another replica whatever its method, and the refusal counts against no breaker (ADR 30).
+
 Every call carries the caller's trace context (from inside a CLIENT span of its own, so the
 callee's span is that span's child), the caller's bearer token and the request id. A call made
 on nobody's behalf (outside any request: a background loop, a consumer) carries the service's own
@@ -50,6 +54,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 # Answers that say "this replica cannot serve now", as opposed to "your request is wrong".
 FAILURE_STATUSES = frozenset({502, 503, 504})
 IDEMPOTENCY_KEY = "Idempotency-Key"
+# On a 503 from a replica that is stopping and did not take the request (ADR 30).
+STOPPING_HEADER = "Agora-Stopping"
 REQUEST_ID = "x-request-id"
 # Below uvicorn's 5 s keep-alive, so the client drops an idle connection before the server does
 # and never sends a request down a socket the server is closing.
@@ -272,12 +278,20 @@ class _FailureStatus(Exception):
         self.reply = reply
 
 
+class _Stopping(_FailureStatus):
+    """The replica is stopping and refused the request untouched: safe to send elsewhere."""
+
+
+def _said_stopping(status: int, headers: Mapping[str, str]) -> bool:
+    return status == ServiceUnavailable.status and STOPPING_HEADER in headers
+
+
 def _retry_idempotent(error: Exception) -> bool:
     return isinstance(error, _Unanswered | _FailureStatus)
 
 
 def _retry_unsent(error: Exception) -> bool:
-    return isinstance(error, _Unanswered) and not error.sent
+    return isinstance(error, _Stopping) or (isinstance(error, _Unanswered) and not error.sent)
 
 
 def _unanswered(error: BaseException, service: str, timeout: float) -> _Unanswered:
@@ -441,6 +455,9 @@ class ServiceClient:
                     replica.gave_up(on_route)
                     raise
                 if reply.status in FAILURE_STATUSES:
+                    if _said_stopping(reply.status, reply.headers):
+                        replica.gave_up(on_route)  # no verdict: it is going away in order
+                        raise _Stopping(reply)
                     replica.failed(on_route, reply.status)
                     raise _FailureStatus(reply)
                 replica.succeeded(on_route)
@@ -643,7 +660,12 @@ class _Stream:
             except BaseException:
                 replica.gave_up(on_route)
                 raise
-            if response.status in FAILURE_STATUSES:
+            if _said_stopping(response.status, response.headers):
+                replica.gave_up(on_route)  # no verdict: it is going away in order
+                if retry is not None:
+                    response.release()
+                    raise _Stopping(Reply(response.status, response.headers, b""))
+            elif response.status in FAILURE_STATUSES:
                 replica.failed(on_route, response.status)
             else:
                 replica.succeeded(on_route)
@@ -655,6 +677,11 @@ class _Stream:
             client._count(self._service, None)
             self._end(error.problem)
             raise error.problem from error.__cause__
+        except _Stopping as error:  # every replica tried was stopping
+            client._count(self._service, None)
+            problem = ServiceUnavailable(f"{self._service} is stopping on every replica tried")
+            self._end(problem)
+            raise problem from error
         except BaseException as error:
             if isinstance(error, Problem):  # every replica's breaker is open
                 client._count(self._service, None)

@@ -5,11 +5,22 @@ httptools (the fast parser uvicorn runs here) sets no limit on a request line or
 protocol that counts the head (request line and headers) as it arrives and, past the bound,
 answers ``431 Request Header Fields Too Large`` and closes the connection, without reading the
 rest (ADR 0023).
+
+:class:`GracefulServer` stops on SIGTERM in order (ADR 0030): readiness turns false at once, the
+server goes on serving for a short drain while callers notice, then takes no new connection, lets
+the requests in flight finish, and runs the app's shutdown (consumers, the relay's last pass);
+past ``stop_timeout`` the process ends anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -18,6 +29,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from agora.errors import PROBLEM_JSON, problem_body
 
 HEAD_TOO_LARGE = 431
+# The exit status of a stop that overran its bound.
+STOP_OVERRAN = 1
+
+log = logging.getLogger("agora.server")
 
 
 class HeadTooLarge(Exception):
@@ -123,7 +138,22 @@ def bounded_http(max_head_bytes: int) -> type[asyncio.Protocol]:
     return type("BoundedHttpTools", (BoundedHttpTools,), {"max_head_bytes": max_head_bytes})
 
 
-def server_config(app: Any, *, host: str, port: int, max_header_bytes: int) -> uvicorn.Config:
+def graceful_timeout(stop_timeout: float, stop_drain: float) -> int:
+    """How long uvicorn waits for the requests in flight once it stops taking new ones (whole
+    seconds, as uvicorn takes it): half of what the drain leaves of the bound; the app's shutdown
+    (consumers finishing, the relay's last pass) has the other half."""
+    return max(1, int((stop_timeout - stop_drain) / 2))
+
+
+def server_config(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    max_header_bytes: int,
+    stop_timeout: float = 20.0,
+    stop_drain: float = 0.0,
+) -> uvicorn.Config:
     """How ``agora serve`` runs an app: uvloop, httptools with a bounded head, the chassis's
     logs."""
     return uvicorn.Config(
@@ -139,5 +169,57 @@ def server_config(app: Any, *, host: str, port: int, max_header_bytes: int) -> u
         # uvicorn believes no X-Forwarded-*: each app reads them itself, from the proxies its
         # settings trust (agora.forwarded), and the gateway trusts none unless told.
         proxy_headers=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=graceful_timeout(stop_timeout, stop_drain),
     )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, stopping on SIGTERM (or a first SIGINT) as a container's replica should.
+
+    ``on_stop`` runs at once on the signal (the app turns its readiness false); the server keeps
+    serving for ``drain`` seconds, then stops as uvicorn does (no new connections, requests in
+    flight finish, lifespan shutdown). A watchdog ends the process with status 1 if all that
+    overruns ``stop_timeout``. A stop carried out in time exits 0: uvicorn would raise the signal
+    again once done, and the process would die of it, as if it had been killed.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        stop_timeout: float,
+        drain: float,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.stop_timeout = stop_timeout
+        self.drain = drain
+        self.on_stop = on_stop
+        self.stop_asked: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.stop_asked is not None:
+            # A second signal: uvicorn's own way (a second Ctrl+C forces the exit).
+            super().handle_exit(sig, frame)
+            return
+        self.stop_asked = time.monotonic()
+        if self.on_stop is not None:
+            self.on_stop()
+        watchdog = threading.Timer(self.stop_timeout, self._overran)
+        watchdog.daemon = True
+        watchdog.start()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.stop_asked is not None and time.monotonic() - self.stop_asked >= self.drain:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def serve(self, sockets: Any = None) -> None:
+        with self.capture_signals():
+            await self._serve(sockets)
+            # Stopped as asked, in order: nothing to raise again.
+            self._captured_signals.clear()
+
+    def _overran(self) -> None:
+        log.error("the stop overran its bound of %g s, exiting anyway", self.stop_timeout)
+        os._exit(STOP_OVERRAN)

@@ -105,6 +105,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=_shared("redelivery_backoff"),
     )
     relay_batch: int = Field(default=500, ge=1, le=10_000, validation_alias=_shared("relay_batch"))
+    # A stop (SIGTERM) ends within this many seconds, whatever is still running (ADR 30).
+    stop_timeout: float = Field(default=20.0, gt=0, validation_alias=_shared("stop_timeout"))
+    # How long a stopping process keeps serving after /readyz turned 503: callers and load
+    # balancers learn of it only at their next poll, and go on sending until then (ADR 30).
+    stop_drain: float = Field(default=1.0, ge=0, validation_alias=_shared("stop_drain"))
 
     @model_validator(mode="after")
     def _default_database(self) -> ServiceSettings:

@@ -193,6 +193,9 @@ class Consumers:
         self.after_commit = after_commit
         self.tracer = trace.get_tracer("agora.messaging", tracer_provider=tracer_provider)
         self.loops = [_Loop(self, subscription) for subscription in subscriptions]
+        # Set by stop(): no loop starts on another message.
+        self.stopping = False
+        self._settled = asyncio.Event()
         names = [loop.name for loop in self.loops]
         if len(set(names)) != len(names):
             raise ValueError(f"two subscriptions of {service} share a durable name: {names}")
@@ -215,6 +218,20 @@ class Consumers:
                     break
                 except asyncio.CancelledError:
                     continue
+
+    async def stop(self, within: float) -> None:
+        """Take no more messages and wait (at most ``within`` seconds) for those in hand to be
+        applied and acked; the caller then cancels :meth:`run`, which only interrupts fetches."""
+        self.stopping = True
+        deadline = time.monotonic() + within
+        while any(loop.handling for loop in self.loops):
+            self._settled.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("consumers stopped with a message in hand", service=self.service)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), timeout=remaining)
 
     def redelivery_delay(self, delivered: int) -> float | None:
         """The pause before delivery ``delivered + 1``; None means at once."""
@@ -242,6 +259,7 @@ class _Loop:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stale = True
         self._wake = asyncio.Event()
+        self.handling = False
 
     def resubscribe(self) -> None:
         """Build the pull subscription again before the next fetch (after a reconnection)."""
@@ -252,7 +270,7 @@ class _Loop:
         failures = 0
         silent = 0
         try:
-            while True:
+            while not self.owner.stopping:
                 try:
                     if not self.owner.broker.connected:
                         await self._wait_for_broker()
@@ -272,7 +290,17 @@ class _Loop:
                         continue
                     silent = 0
                     for message in messages:
-                        await self.handle(message)
+                        if self.owner.stopping:
+                            # Handed back at once: another replica takes it without waiting
+                            # out the ack wait.
+                            await _hand_back(message)
+                            continue
+                        self.handling = True
+                        try:
+                            await self.handle(message)
+                        finally:
+                            self.handling = False
+                            self.owner._settled.set()
                     failures = 0
                 except asyncio.CancelledError:
                     raise
@@ -473,6 +501,13 @@ class _Loop:
             subject=self.dead_subject,
             delivered=delivered,
         )
+
+
+async def _hand_back(msg: Msg) -> None:
+    try:
+        await msg.nak()
+    except Exception as error:  # the broker redelivers it after the ack wait anyway
+        log.debug("could not hand a message back", error=repr(error))
 
 
 def _fallback_id(msg: Msg) -> str:

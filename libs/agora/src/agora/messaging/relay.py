@@ -155,6 +155,16 @@ class Relay:
                 await asyncio.sleep(delay)
                 self._wake.set()  # try again straight after the pause
 
+    async def flush(self, within: float) -> None:
+        """The last pass of a stopping process: publish what is committed, for at most
+        ``within`` seconds. What is left stays in the outbox for another replica's relay."""
+        try:
+            async with asyncio.timeout(within):
+                while await self.publish_pending() >= self.batch:
+                    pass
+        except Exception as error:
+            log.warning("relay stopped with events unpublished", error=repr(error))
+
     async def publish_pending(self) -> int:
         """One round: publish up to ``batch`` pending rows; how many were taken.
 
