@@ -34,6 +34,7 @@ from agora.deploy import (
 )
 from agora.embedded_nats import find_nats_server
 from agora.runner import broker_users
+from agora.settings import ServiceSettings
 from agora.testing import POSTGRES_HOST, POSTGRES_PORT, require_server
 from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
 
@@ -118,6 +119,18 @@ def test_each_replica_is_a_service_of_its_own_that_every_process_can_reach() -> 
     urls = services["gateway"]["environment"]["AGORA_SERVICE_URLS"]
     assert '"catalog": ["http://catalog-0:8080", "http://catalog-1:8080"]' in urls
     assert [services[f"catalog-{i}"]["environment"]["AGORA_REPLICA"] for i in (0, 1)] == ["0", "1"]
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.host.yaml"])
+def test_every_process_is_given_longer_to_stop_than_it_gives_itself(name: str) -> None:
+    services = compose(shop(), name)["services"]
+    processes = [s for n, s in services.items() if n == "gateway" or re.fullmatch(r".+-\d+", n)]
+
+    graces = {s["stop_grace_period"] for s in processes}
+
+    assert len(processes) >= 3
+    assert len(graces) == 1
+    assert float(graces.pop().removesuffix("s")) > ServiceSettings().stop_timeout
 
 
 def test_only_the_gateway_is_published_on_a_host_port() -> None:

@@ -297,6 +297,7 @@ def _replica(
         "volumes": [_topology_volume()],
         "depends_on": depends_on,
         "healthcheck": _ready_check(port),
+        "stop_grace_period": STOP_GRACE_PERIOD,
         "restart": "unless-stopped",
     }
 
@@ -315,6 +316,7 @@ def _gateway(topology: Topology, versions: Mapping[str, str], network: Network) 
         "volumes": [_topology_volume()],
         "depends_on": depends_on,
         "healthcheck": _ready_check(port),
+        "stop_grace_period": STOP_GRACE_PERIOD,
         "restart": "unless-stopped",
     }
     if not network.host:
@@ -322,6 +324,11 @@ def _gateway(topology: Topology, versions: Mapping[str, str], network: Network) 
         gateway["ports"] = [f"{port}:{port}"]
         gateway["networks"] = {"default": {"ipv4_address": GATEWAY_ADDRESS}}
     return gateway
+
+
+# Longer than the bound a process keeps its own stop to (AGORA_STOP_TIMEOUT, 20 s; ADR 30), so
+# that SIGTERM's ordered stop ends the process, not the runtime's SIGKILL.
+STOP_GRACE_PERIOD = "25s"
 
 
 def _ready_check(port: int) -> dict[str, Any]:

@@ -78,6 +78,7 @@ from agora.ports import (
     service_port_window,
 )
 from agora.secrets import private_dir, read_secret, secret_file
+from agora.settings import ServiceSettings
 from agora.supervisor import Output, Process, Supervisor, describe_exit
 from agora.topology import Service, Topology
 
@@ -154,6 +155,13 @@ class Layout:
 
     def held_file(self, service: str, replica: int | str) -> Path:
         return self.held / f"{service}-{replica}"
+
+
+def stop_grace() -> float:
+    """How long a process may take to stop before it is killed: a little more than the bound
+    each process keeps its own stop to (``AGORA_STOP_TIMEOUT``, ADR 30), so that the process, not
+    the runner, decides how its stop ends."""
+    return ServiceSettings().stop_timeout + 5.0
 
 
 class ProcessState(BaseModel):
@@ -390,7 +398,7 @@ class Runner:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StartupError, NoFreePort):
                     await task
-            await self.supervisor.stop()
+            await self.supervisor.stop(grace=stop_grace())
             with contextlib.suppress(FileNotFoundError):
                 self.layout.state_file.unlink()
             for signum in STOP_SIGNALS:
