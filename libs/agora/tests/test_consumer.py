@@ -37,7 +37,7 @@ from agora.messaging.deadletters import DeadLetter, dead_letters
 from agora.messaging.envelope import CloudEvent, stream_name
 from agora.messaging.subscriptions import Handler, Subscription
 from agora.runner import Layout, RunnerLock
-from agora.testing import STORES, NatsServer, free_port
+from agora.testing import STORES, NatsServer, eventually, free_port
 from agora.testing import database as store_database
 
 # Each test takes seconds; a hang should fail fast, not after the suite's five minutes.
@@ -166,18 +166,6 @@ async def running(*consumers: Consumers) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20) -> None:
-    """Wait until ``check`` holds; fail saying ``what`` did not happen."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"{what} (not within {within} s)")
 
 
 async def publish(

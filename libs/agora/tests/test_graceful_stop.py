@@ -43,7 +43,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.server import STOP_OVERRAN
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
-from agora.testing import NatsServer, free_port
+from agora.testing import NatsServer, eventually, free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -393,17 +393,6 @@ async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
     await uow.dispose()
 
 
-async def eventually(check: Callable[[], Any], what: str) -> None:
-    try:
-        async with asyncio.timeout(PATIENCE):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"{what} (not within {PATIENCE} s)")
-
-
 async def test_a_stopping_consumer_finishes_the_message_in_hand_and_acks_it(
     broker: Broker, uow: UnitOfWork
 ) -> None:
@@ -443,7 +432,7 @@ async def test_a_stopping_consumer_finishes_the_message_in_hand_and_acks_it(
         )
         return info.num_ack_pending == 0 and (info.ack_floor.consumer_seq or 0) >= 1
 
-    await eventually(acked, "the message in hand was acked")
+    await eventually(acked, "the message in hand was acked", within=PATIENCE)
 
 
 async def test_a_stopping_relay_publishes_the_events_already_committed(

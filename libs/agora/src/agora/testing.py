@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,18 @@ if TYPE_CHECKING:
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
 POSTGRES_USER = os.environ.get("AGORA_TEST_POSTGRES_USER", "postgres")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20) -> None:
+    """Wait until ``check`` holds, polling; fail saying ``what`` did not happen within bound."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{what} (not within {within:g} s)") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
