@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from agora.harness import RunningSystem
+from agora_tools.harness import RunningSystem
 
 ADMIN_EMAIL = "admin@bench.example"
 ADMIN_PASSWORD = "checkout bench admin passphrase"  # noqa: S105 (a throwaway system's)

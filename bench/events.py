@@ -55,7 +55,7 @@ from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing
-from agora.testing import NatsServer
+from agora_tools.testing import NatsServer
 
 THROUGHPUT_TARGET = 2000.0  # events/s
 P99_TARGET_MS = 50.0  # at the offered rate below

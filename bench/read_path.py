@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_WITHIN = 40.0  # seconds for all three processes to answer /readyz (first start seeds)

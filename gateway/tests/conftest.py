@@ -22,8 +22,8 @@ from fastapi import FastAPI
 from multidict import CIMultiDict
 
 from agora.auth import TokenVerifier
-from agora.testing import free_port
 from agora.topology import Topology
+from agora_tools.testing import free_port
 from gateway.bootstrap import create_app
 from gateway.settings import GatewaySettings
 

@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 from agora.messaging.broker import Broker
-from agora.testing import NatsServer, free_port
 from agora.topology import Topology
+from agora_tools.testing import NatsServer, free_port
 from consistency.checks import Report, Violation
 from consistency.snapshot import ReadFailed
 from gateway.bootstrap import create_app

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AGORA = Path(sys.executable).with_name("agora")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 if TYPE_CHECKING:
     from .conftest import StartGateway, Upstream

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from agora.testing import NatsServer
+from agora_tools.testing import NatsServer
 
 from .conftest import Upstream, eventually
 

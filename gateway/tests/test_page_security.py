@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from agora.testing import free_port
+from agora_tools.testing import free_port
 from gateway.bootstrap import create_app
 from gateway.sessions import LocalEnds, RedisEnds, Sessions, token_facts
 from gateway.settings import GatewaySettings

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from agora.logs import configure_logging
-from agora.testing import free_port, require_server
+from agora_tools.testing import free_port, require_server
 from gateway.ratelimit import RedisBuckets, TokenBuckets
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 from .conftest import Upstream
 from .shop import PRODUCTS, Account, Shop, shop_routes

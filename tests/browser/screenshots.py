@@ -32,7 +32,7 @@ from journeys import (  # noqa: E402
 from playwright.sync_api import Page, ViewportSize, expect  # noqa: E402
 from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop  # noqa: E402
 
-from agora.harness import RunningSystem  # noqa: E402
+from agora_tools.harness import RunningSystem  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 PROCESSES = 9

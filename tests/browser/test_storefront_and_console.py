@@ -31,8 +31,8 @@ from journeys import (
 from playwright.sync_api import Browser, Page, expect
 from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop
 
-from agora.harness import RunningSystem
 from agora.topology import load_topology
+from agora_tools.harness import RunningSystem
 
 pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.timeout(900)]
 

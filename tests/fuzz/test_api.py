@@ -34,7 +34,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from agora.auth import TokenVerifier
 from agora.settings import ServiceSettings
-from agora.testing import SigningKey
+from agora_tools.testing import SigningKey
 from cart.bootstrap import create_app as create_cart
 from cart.domain import Product
 from cart.settings import CartSettings

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agora.testing import SigningKey
+from agora_tools.testing import SigningKey
 from catalog.bootstrap import create_app as create_catalog
 from catalog.settings import CatalogSettings
 from identity.bootstrap import create_app as create_identity

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from agora.harness import RunningSystem
+from agora_tools.harness import RunningSystem
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "tide-pool lantern orchard 42"

@@ -26,8 +26,8 @@ import nats
 import nats.errors
 import pytest
 
-from agora.harness import RunningSystem, wait_for
 from agora.messaging.envelope import CloudEvent
+from agora_tools.harness import RunningSystem, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 

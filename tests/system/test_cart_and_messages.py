@@ -23,8 +23,8 @@ import httpx
 import pytest
 from shopping import APPROVED, DECLINED, Shop, admin_env, open_shop
 
-from agora.harness import RunningSystem
-from agora.testing import REDIS_URL, redis_prefix
+from agora_tools.harness import RunningSystem
+from agora_tools.testing import REDIS_URL, redis_prefix
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 

@@ -27,7 +27,7 @@ from shopping import (
     open_shop,
 )
 
-from agora.harness import RunningSystem, wait_for
+from agora_tools.harness import RunningSystem, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 

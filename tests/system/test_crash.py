@@ -27,8 +27,8 @@ import aiohttp
 import pytest
 from shopping import ADDRESS, APPROVED, DECLINED, TERMINAL, Shop, admin_env, open_shop
 
-from agora.harness import RunningSystem, wait_for
-from agora.testing import NatsServer, postgres_database, redis_prefix, require_server
+from agora_tools.harness import RunningSystem, wait_for
+from agora_tools.testing import NatsServer, postgres_database, redis_prefix, require_server
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 

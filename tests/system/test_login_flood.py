@@ -26,7 +26,7 @@ import httpx
 import pytest
 from shopping import ADMIN_EMAIL, ADMIN_PASSWORD
 
-from agora.harness import RunningSystem
+from agora_tools.harness import RunningSystem
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 

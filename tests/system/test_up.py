@@ -22,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agora.harness import RunningSystem, process_gone, wait_for
+from agora_tools.harness import RunningSystem, process_gone, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse, Response
 
 from agora.app import Resources
 from agora.client import Reply, ServiceClient
-from agora.embedded_nats import without_credentials
 from agora.errors import Problem
+from agora.messaging.credentials import without_credentials
 from agora.topology import Topology
 from gateway.ratelimit import RedisBuckets
 from gateway.settings import GatewaySettings

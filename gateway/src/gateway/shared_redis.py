@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from agora.embedded_nats import without_credentials
+from agora.messaging.credentials import without_credentials
 
 
 class SharedRedis:

@@ -25,9 +25,7 @@ from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from agora.cli import app
 from agora.db import UnitOfWork
-from agora.embedded_nats import NatsSync, embedded_nats, ensure_streams
 from agora.messaging.broker import Broker
 from agora.messaging.consumer import Consumers, DeadLetterHeaders
 from agora.messaging.credentials import NatsCredentials
@@ -37,9 +35,12 @@ from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
-from agora.runner import GATEWAY, OPERATOR, broker_users
+from agora.settings import GATEWAY
 from agora.tasks import cancel_and_wait
-from agora.testing import NatsServer
+from agora_tools.cli import app
+from agora_tools.embedded_nats import NatsSync, embedded_nats, ensure_streams
+from agora_tools.runner import OPERATOR, broker_users
+from agora_tools.testing import NatsServer
 from contracts.inventory import ReserveStock, StockLine
 from contracts.orders import OrderLine, OrderPlaced
 from contracts.payments import AuthorizePayment

@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from agora import context
 from agora.client import BreakerState, CircuitBreaker, ServiceClient
 from agora.errors import BadGateway, GatewayTimeout, ServiceUnavailable
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
-from agora.testing import InMemoryBus, NatsServer
+from agora_tools.testing import InMemoryBus, NatsServer
 
 pytestmark = pytest.mark.timeout(60)
 

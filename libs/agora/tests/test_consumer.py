@@ -28,7 +28,6 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from agora.cli import app
 from agora.db import UnitOfWork
 from agora.messaging import schema
 from agora.messaging.broker import Broker
@@ -36,9 +35,10 @@ from agora.messaging.consumer import DEAD_LETTER_SLACK, Consumers, apply
 from agora.messaging.deadletters import DeadLetter, dead_letters
 from agora.messaging.envelope import CloudEvent, stream_name
 from agora.messaging.subscriptions import Handler, Subscription
-from agora.runner import Layout, RunnerLock
-from agora.testing import STORES, NatsServer, eventually, free_port
-from agora.testing import database as store_database
+from agora_tools.cli import app
+from agora_tools.runner import Layout, RunnerLock
+from agora_tools.testing import STORES, NatsServer, eventually, free_port
+from agora_tools.testing import database as store_database
 
 # Each test takes seconds; a hang should fail fast, not after the suite's five minutes.
 pytestmark = pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ from agora.auth import OPERATOR_TOKEN_FILE, secrets_dir, service_credential, tok
 from agora.deps import CallingService, UserOrService
 from agora.secrets import secret_file
 from agora.settings import ServiceSettings
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

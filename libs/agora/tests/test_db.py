@@ -16,7 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.orm import Session
 
 from agora.db import DatabaseBusy, UnitOfWork, on_commit
-from agora.testing import STORES, database
+from agora_tools.testing import STORES, database
 
 metadata = MetaData()
 notes = Table(

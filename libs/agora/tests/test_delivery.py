@@ -34,7 +34,7 @@ from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora.tasks import cancel_and_wait
 from agora.telemetry import configure_tracing
-from agora.testing import NatsServer
+from agora_tools.testing import NatsServer
 
 # Each test bounds its own waits (at most 90 s for the broker-away one); this only stops a hang.
 pytestmark = pytest.mark.timeout(240)

@@ -43,7 +43,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.server import STOP_OVERRAN
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
-from agora.testing import NatsServer, eventually, free_port
+from agora_tools.testing import NatsServer, eventually, free_port
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -25,7 +25,7 @@ from agora.messaging.relay import backlog
 from agora.messaging.schema import inbox
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
-from agora.testing import (
+from agora_tools.testing import (
     STORES,
     InMemoryBus,
     NatsServer,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
-from agora.testing import STORES, database
+from agora_tools.testing import STORES, database
 
 ENV = """
 from agora.migrations import run_env

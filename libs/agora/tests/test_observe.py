@@ -34,7 +34,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.observe import recent_spans
 from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing, tracer_provider
-from agora.testing import NatsServer, free_port
+from agora_tools.testing import NatsServer, free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from agora.app import create_service_app
 from agora.server import server_config
 from agora.settings import ServiceSettings
-from agora.testing import free_port
+from agora_tools.testing import free_port
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from agora.app import Resources
 from agora.auth import Principal
-from agora.embedded_nats import without_credentials
 from agora.messaging.broker import Broker, BrokerUnavailable
+from agora.messaging.credentials import without_credentials
 from agora.messaging.deadletters import (
     DeadLetter,
     ReplayFailed,

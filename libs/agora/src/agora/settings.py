@@ -18,6 +18,13 @@ from agora.forwarded import TrustedProxies
 from agora.messaging.credentials import NatsCredentials
 
 Profile = Literal["embedded", "production"]
+# The edge's name in the topology, beside the services'.
+GATEWAY = "gateway"
+
+
+def env_prefix(name: str) -> str:
+    """The settings prefix of a service or of the gateway: ``AGORA_CATALOG_``."""
+    return f"AGORA_{name.upper().replace('-', '_')}_"
 
 
 def _shared(name: str) -> Any:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agora.runner import Layout, running_state
+from agora_tools.runner import Layout, running_state
 from consistency.checks import Report, check
 from consistency.snapshot import Gateway, ReadFailed, read_settled
 

@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 from agora.app import Resources
 from agora.client import ServiceClient
 from agora.db import UnitOfWork, aware
-from agora.embedded_nats import without_credentials
 from agora.errors import Problem, ServiceUnavailable
+from agora.messaging.credentials import without_credentials
 from cart.domain import LINES_MAX, Line, Product, TooManyLines
 
 log = structlog.get_logger("cart")

@@ -4,7 +4,8 @@ tokens are signed by a test key, and orders' events are delivered through the in
 
 Carts belong to users, so the tests of one module share one app per store, each test with users
 of its own (``shop.shopper()``). The Redis on 127.0.0.1:6379 is shared: each app writes under a
-key prefix of its own (``agora.testing.redis_prefix``), and only its keys are deleted afterwards.
+key prefix of its own (``agora_tools.testing.redis_prefix``), and only its keys are deleted
+afterwards.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from agora.db import UnitOfWork
 from agora.errors import ServiceUnavailable
 from agora.messaging import CloudEvent
 from agora.messaging.envelope import envelope
-from agora.testing import (
+from agora_tools.testing import (
     REDIS_URL,
     STORES,
     Delivery,

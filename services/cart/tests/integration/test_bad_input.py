@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agora.testing import bearer
+from agora_tools.testing import bearer
 
 from .conftest import KEY, PROBLEM, WOK, Shop, Shopper
 

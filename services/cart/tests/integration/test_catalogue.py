@@ -13,7 +13,7 @@ from aiohttp import web
 
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
-from agora.testing import database, free_port
+from agora_tools.testing import database, free_port
 from cart.adapters import HttpCatalogue
 from cart.bootstrap import create_app
 from cart.domain import Product

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import envelope
-from agora.testing import database, free_port
+from agora_tools.testing import database, free_port
 from cart.settings import CartSettings
 
 from .conftest import (

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora import testing
-from agora.testing import STORES, SigningKey, database
+from agora_tools import testing
+from agora_tools.testing import STORES, SigningKey, database
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
 

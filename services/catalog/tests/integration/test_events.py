@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from agora.testing import outbox_events
+from agora_tools.testing import outbox_events
 from catalog.settings import CatalogSettings
 
 from .conftest import Headers, a_product

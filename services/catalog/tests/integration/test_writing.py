@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from agora.testing import started_together
+from agora_tools.testing import started_together
 from catalog.settings import CatalogSettings
 
 from .conftest import PROBLEM, Headers, a_product, app_for, listed_skus

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora.testing import STORES, database
+from agora_tools.testing import STORES, database
 from identity.bootstrap import create_app
 from identity.settings import IdentitySettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agora.testing import outbox_events
+from agora_tools.testing import outbox_events
 
 PASSWORD = "correct horse battery"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agora.testing import bearer
+from agora_tools.testing import bearer
 
 ADMIN_EMAIL = "root@shop.example"  # the admin the test settings create
 

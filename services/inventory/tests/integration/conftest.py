@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora import testing
 from agora.db import UnitOfWork
 from agora.messaging import CloudEvent
-from agora.testing import STORES, InMemoryBus, SigningKey, database, outbox_events
+from agora_tools import testing
+from agora_tools.testing import STORES, InMemoryBus, SigningKey, database, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
 from inventory.adapters import SqlInventory, load_seed

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from agora.testing import outbox_events
+from agora_tools.testing import outbox_events
 from inventory.settings import InventorySettings
 
 from .conftest import OPENING, Replica, act, app_for, kinds

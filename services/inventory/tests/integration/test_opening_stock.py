@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from agora.testing import started_together
+from agora_tools.testing import started_together
 from contracts.catalog import ProductCreated
 from inventory.settings import InventorySettings
 

@@ -28,11 +28,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agora import testing
 from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
 from agora.migrations import upgrade
-from agora.testing import STORES, InMemoryBus, SigningKey, database, free_port
+from agora_tools import testing
+from agora_tools.testing import STORES, InMemoryBus, SigningKey, database, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application

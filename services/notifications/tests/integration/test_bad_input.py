@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from agora.testing import STORES, database
+from agora_tools.testing import STORES, database
 from notifications.application import CURSORS
 from notifications.domain import Cursor
 

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agora.migrations import upgrade
-from agora.testing import STORES, database
+from agora_tools.testing import STORES, database
 from notifications.bootstrap import MIGRATIONS
 
 from .conftest import KEY, PROBLEM, Bench, a_user, act, an_order, app_for, settings_for

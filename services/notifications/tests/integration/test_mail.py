@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from agora.tasks import Bell
-from agora.testing import free_port
+from agora_tools.testing import free_port
 from notifications.adapters import SqlMailbox
 from notifications.application import Mail, Sender, claim_messages
 from notifications.domain import Kind, Status

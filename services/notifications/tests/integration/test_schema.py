@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agora.migrations import upgrade
-from agora.testing import STORES, database, schema_drift
+from agora_tools.testing import STORES, database, schema_drift
 from notifications.adapters import metadata
 from notifications.bootstrap import MIGRATIONS
 

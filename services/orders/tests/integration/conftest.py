@@ -25,12 +25,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from agora import context, testing
+from agora import context
 from agora.db import UnitOfWork
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import CloudEvent, EventModel
 from agora.messaging.relay import mark_sent, pending_rows
-from agora.testing import STORES, InMemoryBus, SigningKey, database
+from agora_tools import testing
+from agora_tools.testing import STORES, InMemoryBus, SigningKey, database
 from orders import application
 from orders.adapters import SqlOrders
 from orders.bootstrap import create_app

@@ -12,7 +12,7 @@ from aiohttp import web
 from agora import context
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
-from agora.testing import free_port
+from agora_tools.testing import free_port
 from orders.adapters import HttpCards, HttpCart, HttpCatalogue
 from orders.domain import Card, InvalidCard, Priced, Requested
 

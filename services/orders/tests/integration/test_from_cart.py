@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora.testing import outbox_events
+from agora_tools.testing import outbox_events
 
 from .conftest import PROBLEM, Fakes, Headers, an_order, keyed
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from agora.db import UnitOfWork
-from agora.testing import outbox_events
+from agora_tools.testing import outbox_events
 from orders.adapters import SqlOrders
 from orders.application import run_due
 

@@ -21,12 +21,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agora import testing
 from agora.db import UnitOfWork
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
 from agora.migrations import upgrade
-from agora.testing import STORES, InMemoryBus, SigningKey, database
+from agora_tools import testing
+from agora_tools.testing import STORES, InMemoryBus, SigningKey, database
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora.messaging.envelope import CloudEvent, envelope, subject_of
-from agora.testing import NatsServer, wait_for_event
+from agora_tools.testing import NatsServer, wait_for_event
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment
 

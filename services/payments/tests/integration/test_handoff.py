@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 from agora.messaging.schema import outbox
 from agora.telemetry import configure_tracing
-from agora.testing import InMemoryBus
+from agora_tools.testing import InMemoryBus
 from contracts.payments import CapturePayment
 from payments.adapters import SqlPayments
 from payments.application import Claim, Wakeup

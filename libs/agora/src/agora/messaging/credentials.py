@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from agora.secrets import read_secret
 
@@ -62,3 +63,16 @@ def inbox_prefix(user: str) -> str:
 def connect_options(credentials: NatsCredentials | None) -> dict[str, Any]:
     """``nats.connect`` keyword arguments for ``credentials``; none without."""
     return credentials.connect_options() if credentials is not None else {}
+
+
+def without_credentials(url: str) -> str:
+    """The URL with any ``user:password@`` left out, fit to be shown."""
+    servers = []
+    for server in url.split(","):
+        parts = urlsplit(server.strip())
+        if parts.hostname is None:
+            servers.append(server.strip())
+            continue
+        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        servers.append(parts._replace(netloc=netloc).geturl())
+    return ",".join(servers)

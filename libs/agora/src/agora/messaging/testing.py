@@ -1,4 +1,4 @@
-"""Test helpers for events, re-exported from :mod:`agora.testing` (as nameko ships its own
+"""Test helpers for events, re-exported from :mod:`agora_tools.testing` (as nameko ships its own
 ``entrypoint_waiter``, so every service tests its messaging the same way).
 
 * :class:`InMemoryBus` runs a service's subscription handlers without a broker, with the real

@@ -1,35 +1,31 @@
 """The ``agora`` command: start the whole system, one service, its migrations; see and reset it.
 
-``agora up`` runs every service of the topology and the gateway (see :mod:`agora.runner`);
-``agora serve`` and ``agora migrate`` are what ``agora up`` runs for each child, and what a
-container runs as its entry point.
+``agora up`` runs every service of the topology and the gateway (see :mod:`agora_tools.runner`);
+``agora serve`` and ``agora migrate`` are what ``agora up`` runs for each child: the chassis's
+:mod:`agora.process`, which a container runs as ``agora-service`` without this local tooling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from nats.errors import Error as NatsError
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agora.embedded_nats import NatsSync
-from agora.logs import configure_logging
+from agora import process as service_process
 from agora.messaging.broker import BrokerUnavailable
 from agora.messaging.credentials import MissingPassword, NatsCredentials
 from agora.messaging.deadletters import (
@@ -41,9 +37,11 @@ from agora.messaging.deadletters import (
     dead_letters,
     replay,
 )
-from agora.ports import LOOPBACK, NoFreePort
-from agora.runner import (
-    GATEWAY,
+from agora.settings import ServiceSettings
+from agora.topology import Topology
+from agora_tools.embedded_nats import NatsSync
+from agora_tools.ports import LOOPBACK, NoFreePort
+from agora_tools.runner import (
     Layout,
     ProcessState,
     Runner,
@@ -52,15 +50,11 @@ from agora.runner import (
     UpOptions,
     broker_users,
     check_health,
-    env_prefix,
     operator_credentials,
     parse_scale,
     pid_alive,
     running_state,
 )
-from agora.server import GracefulServer, server_config
-from agora.settings import ServiceSettings
-from agora.topology import Topology, find_topology_file, load_topology
 
 app = typer.Typer(
     name="agora",
@@ -80,23 +74,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _topology(path: Path | None = None) -> tuple[Path, Topology]:
     try:
-        path = (path or find_topology_file()).resolve()
-        return path, load_topology(path)
-    except FileNotFoundError as error:
-        raise _fail(str(error), 2) from None
-    except (ValidationError, ValueError) as error:
-        raise _fail(f"{path} is not a valid topology:\n{error}", 2) from None
-
-
-def _module_of(topology: Topology, name: str) -> Any:
-    if name == GATEWAY:
-        module = topology.gateway.module
-    elif name in topology.services:
-        module = topology.services[name].module
-    else:
-        known = ", ".join([*topology.services, GATEWAY])
-        raise _fail(f"there is no service {name!r} in the topology (known: {known})", 2)
-    return importlib.import_module(module)
+        return service_process.topology_at(path)
+    except service_process.ProcessError as error:
+        raise _fail(str(error), error.code) from None
 
 
 Name = Annotated[str, typer.Argument(help="A service of the topology, or `gateway`.")]
@@ -112,78 +92,22 @@ def serve(
         typer.Option(help="Address to listen on (default 127.0.0.1; the gateway may open more)."),
     ] = None,
 ) -> None:
-    """Run one service (or the gateway) in this process."""
-    _, topology = _topology()
-    # The app reads its settings from the environment; the options are set there, so the
-    # settings and the socket agree on where the service is.
-    prefix = env_prefix(name)
-    if port is not None:
-        os.environ[f"{prefix}PORT"] = str(port)
-    if host is not None:
-        os.environ[f"{prefix}HOST"] = host
-    if replica is not None:
-        os.environ["AGORA_REPLICA"] = str(replica)
-    module = _module_of(topology, name)
-    application = module.create_app()
-    bind_host, bind_port = _address(application, name, topology)
-    settings = _settings(application)
-    stop_timeout, stop_drain = settings.stop_timeout, settings.stop_drain
-    server = GracefulServer(
-        server_config(
-            application,
-            host=bind_host,
-            port=bind_port,
-            max_header_bytes=settings.max_header_bytes,
-            stop_timeout=stop_timeout,
-            stop_drain=stop_drain,
-        ),
-        stop_timeout=stop_timeout,
-        drain=stop_drain,
-        on_stop=_on_stop(application),
-    )
-    server.run()
-    if not server.started:
+    """Run one service (or the gateway) in this process, as `agora-service serve` does."""
+    try:
+        started = service_process.serve(name, port=port, replica=replica, host=host)
+    except service_process.ProcessError as error:
+        raise _fail(str(error), error.code) from None
+    if not started:
         raise typer.Exit(1)
-
-
-def _settings(application: Any) -> ServiceSettings:
-    """The app's settings; an app without them (the gateway) gets the shared ones from the
-    environment."""
-    resources = getattr(application.state, "resources", None)
-    settings = getattr(resources, "settings", None)
-    if isinstance(settings, ServiceSettings):
-        return settings
-    return ServiceSettings()
-
-
-def _on_stop(application: Any) -> Callable[[], None] | None:
-    """What turns the app's readiness false when it is asked to stop."""
-    stop = getattr(getattr(application.state, "resources", None), "stop", None)
-    return stop if callable(stop) else None
-
-
-def _address(application: Any, name: str, topology: Topology) -> tuple[str, int]:
-    resources = getattr(application.state, "resources", None)
-    settings = getattr(resources, "settings", None)
-    if isinstance(settings, ServiceSettings):
-        return settings.host, settings.port
-    prefix = env_prefix(name)
-    default_port = topology.gateway.port if name == GATEWAY else 8080
-    return (
-        os.environ.get(f"{prefix}HOST", LOOPBACK),
-        int(os.environ.get(f"{prefix}PORT", default_port)),
-    )
 
 
 @app.command()
 def migrate(name: Name) -> None:
-    """Bring a service's database up to date."""
-    _, topology = _topology()
-    if name == GATEWAY:
-        raise _fail("the gateway has no database", 2)
-    module = _module_of(topology, name)
-    configure_logging(name)
-    module.migrate()
+    """Bring a service's database up to date, as `agora-service migrate` does."""
+    try:
+        service_process.migrate(name)
+    except service_process.ProcessError as error:
+        raise _fail(str(error), error.code) from None
 
 
 @app.command()
@@ -526,7 +450,7 @@ def deploy_render(
     """Write deploy/compose/ (Compose files, broker and database set-up, example env file) from
     the topology; a second run changes nothing."""
     # Imported here: the other commands need neither YAML nor the contracts' traffic.
-    from agora.deploy import DEPLOY_DIR, installed_versions, render, stale_files, write_files
+    from agora_tools.deploy import DEPLOY_DIR, installed_versions, render, stale_files, write_files
 
     path, topology = _topology()
     target = path.parent / DEPLOY_DIR

@@ -25,9 +25,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from agora.messaging.credentials import NatsCredentials
-from agora.runner import Layout
 from agora.secrets import read_secret
-from agora.testing import free_port
+from agora_tools.runner import Layout
+from agora_tools.testing import free_port
 
 T = TypeVar("T")
 

@@ -40,8 +40,8 @@ import nats.errors
 
 from agora.messaging.broker import Broker
 from agora.messaging.credentials import NatsCredentials, connect_options
-from agora.ports import LOOPBACK
 from agora.secrets import OWNER_ONLY_FILE
+from agora_tools.ports import LOOPBACK
 
 # The broker's name in `agora status`, in .agora/state.json and in front of its output.
 NATS = "nats"
@@ -165,19 +165,6 @@ def url_port(url: str) -> int:
     if "://" not in first:
         first = f"nats://{first}"
     return urlsplit(first).port or DEFAULT_NATS_PORT
-
-
-def without_credentials(url: str) -> str:
-    """The URL with any ``user:password@`` left out, fit to be shown."""
-    servers = []
-    for server in url.split(","):
-        parts = urlsplit(server.strip())
-        if parts.hostname is None:
-            servers.append(server.strip())
-            continue
-        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        servers.append(parts._replace(netloc=netloc).geturl())
-    return ",".join(servers)
 
 
 async def _ignore(_: Exception) -> None:

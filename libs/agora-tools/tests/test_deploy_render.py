@@ -21,8 +21,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agora.cli import app
-from agora.deploy import (
+from agora.settings import ServiceSettings
+from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
+from agora_tools.cli import app
+from agora_tools.deploy import (
     DEPLOY_DIR,
     GATEWAY_ADDRESS,
     database_sql,
@@ -32,11 +34,9 @@ from agora.deploy import (
     stale_files,
     write_files,
 )
-from agora.embedded_nats import find_nats_server
-from agora.runner import broker_users
-from agora.settings import ServiceSettings
-from agora.testing import POSTGRES_HOST, POSTGRES_PORT, require_server
-from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
+from agora_tools.embedded_nats import find_nats_server
+from agora_tools.runner import broker_users
+from agora_tools.testing import POSTGRES_HOST, POSTGRES_PORT, require_server
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -28,20 +28,20 @@ import pytest
 from nats.js.api import StorageType
 from typer.testing import CliRunner
 
-from agora.cli import app
-from agora.embedded_nats import (
+from agora.messaging.credentials import without_credentials
+from agora_tools.cli import app
+from agora_tools.embedded_nats import (
     NatsServerMissing,
     NatsSync,
     embedded_nats,
     find_nats_server,
     url_port,
-    without_credentials,
 )
-from agora.harness import RunningSystem, process_gone, wait_for
-from agora.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
-from agora.runner import Layout, RunState, parse_scale
-from agora.supervisor import RestartPolicy, describe_exit, shorten_line
-from agora.testing import NatsServer, free_port, reachable
+from agora_tools.harness import RunningSystem, process_gone, wait_for
+from agora_tools.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
+from agora_tools.runner import Layout, RunState, parse_scale
+from agora_tools.supervisor import RestartPolicy, describe_exit, shorten_line
+from agora_tools.testing import NatsServer, free_port, reachable
 
 TESTS = Path(__file__).parent
 

@@ -31,8 +31,9 @@ from typing import Any
 import yaml
 
 from agora.messaging.permissions import Permissions, users_config
-from agora.runner import GATEWAY, OPERATOR, env_prefix, service_callers
+from agora.settings import GATEWAY, env_prefix
 from agora.topology import Service, Topology
+from agora_tools.runner import OPERATOR, service_callers
 
 DEPLOY_DIR = "deploy"
 COMPOSE_DIR = "compose"

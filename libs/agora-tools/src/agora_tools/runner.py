@@ -2,7 +2,7 @@
 
 The runner picks free ports, migrates each service once, starts its replicas and waits for their
 ``/readyz`` (in dependency order), then starts the gateway. Before any service starts, a NATS
-server with JetStream is running (see :mod:`agora.embedded_nats`) and every service's stream
+server with JetStream is running (see :mod:`agora_tools.embedded_nats`) and every service's stream
 exists. The supervisor keeps the children running (restarting the ones that die, with backoff,
 the broker on its same port and data) and streams their output, prefixed and coloured, copying
 it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops them all, the broker
@@ -48,7 +48,19 @@ from rich.table import Table
 from rich.text import Text
 
 from agora.auth import OPERATOR_TOKEN_FILE, token_digest
-from agora.embedded_nats import (
+from agora.messaging.broker import BrokerUnavailable
+from agora.messaging.credentials import NatsCredentials, without_credentials
+from agora.messaging.permissions import (
+    Permissions,
+    console_permissions,
+    declared_traffic,
+    service_permissions,
+    users_config,
+)
+from agora.secrets import private_dir, read_secret, secret_file
+from agora.settings import GATEWAY, ServiceSettings, env_prefix
+from agora.topology import Service, Topology
+from agora_tools.embedded_nats import (
     NATS,
     EmbeddedNats,
     NatsServerMissing,
@@ -57,18 +69,8 @@ from agora.embedded_nats import (
     ensure_streams,
     jetstream_answers,
     url_port,
-    without_credentials,
 )
-from agora.messaging.broker import BrokerUnavailable
-from agora.messaging.credentials import NatsCredentials
-from agora.messaging.permissions import (
-    Permissions,
-    console_permissions,
-    declared_traffic,
-    service_permissions,
-    users_config,
-)
-from agora.ports import (
+from agora_tools.ports import (
     LOOPBACK,
     NoFreePort,
     gateway_port,
@@ -77,12 +79,8 @@ from agora.ports import (
     scan_start,
     service_port_window,
 )
-from agora.secrets import private_dir, read_secret, secret_file
-from agora.settings import ServiceSettings
-from agora.supervisor import Output, Process, Supervisor, describe_exit
-from agora.topology import Service, Topology
+from agora_tools.supervisor import Output, Process, Supervisor, describe_exit
 
-GATEWAY = "gateway"
 # The broker user of the runner, `agora events` and tests: it may do everything.
 OPERATOR = "operator"
 # Ctrl-C, a service manager's stop, and the terminal closing all stop the system in order.
@@ -287,11 +285,6 @@ def service_callers(topology: Topology) -> dict[str, list[str]]:
     }
 
 
-def env_prefix(name: str) -> str:
-    """The settings prefix of a service or of the gateway: ``AGORA_CATALOG_``."""
-    return f"AGORA_{name.upper().replace('-', '_')}_"
-
-
 def parse_scale(values: Iterable[str], services: Collection[str]) -> dict[str, int]:
     """``["catalog=2"]`` -> ``{"catalog": 2}``; a clear ValueError for anything else."""
     scale: dict[str, int] = {}
@@ -337,7 +330,8 @@ class UpOptions:
 
 
 def child_argv(python: str, *args: str) -> list[str]:
-    return [python, "-m", "agora.cli", *args]
+    """A child's command: the chassis's own entry point, the one a container runs."""
+    return [python, "-m", "agora.process", *args]
 
 
 class Runner:

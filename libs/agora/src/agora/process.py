@@ -1,0 +1,163 @@
+"""One process of a service: ``agora-service serve NAME`` or ``agora-service migrate NAME``.
+
+This is what a container runs as its entry point, and what ``agora up`` runs for each child (through
+``agora serve``): a service, or the gateway, of the topology in this process, or its migrations.
+It is the chassis's runtime alone: no local tooling, so a service's image needs nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agora.logs import configure_logging
+from agora.server import GracefulServer, server_config
+from agora.settings import GATEWAY, ServiceSettings, env_prefix
+from agora.topology import Topology, find_topology_file, load_topology
+
+
+class ProcessError(Exception):
+    """The process cannot start; the message says why, ``code`` is its exit status."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def topology_at(path: Path | None = None) -> tuple[Path, Topology]:
+    """The topology file (given, ``AGORA_TOPOLOGY``, or the nearest ``topology.toml``), read."""
+    try:
+        path = (path or find_topology_file()).resolve()
+        return path, load_topology(path)
+    except FileNotFoundError as error:
+        raise ProcessError(str(error)) from None
+    except (ValidationError, ValueError) as error:
+        raise ProcessError(f"{path} is not a valid topology:\n{error}") from None
+
+
+def module_of(topology: Topology, name: str) -> Any:
+    """The module that builds ``name``'s app (``create_app``) and migrates it (``migrate``)."""
+    if name == GATEWAY:
+        module = topology.gateway.module
+    elif name in topology.services:
+        module = topology.services[name].module
+    else:
+        known = ", ".join([*topology.services, GATEWAY])
+        raise ProcessError(f"there is no service {name!r} in the topology (known: {known})")
+    return importlib.import_module(module)
+
+
+def serve(
+    name: str, *, port: int | None = None, replica: int | None = None, host: str | None = None
+) -> bool:
+    """Run ``name`` until it is asked to stop; False when it never started (its port taken)."""
+    _, topology = topology_at()
+    # The app reads its settings from the environment; the options are set there, so the
+    # settings and the socket agree on where the service is.
+    prefix = env_prefix(name)
+    if port is not None:
+        os.environ[f"{prefix}PORT"] = str(port)
+    if host is not None:
+        os.environ[f"{prefix}HOST"] = host
+    if replica is not None:
+        os.environ["AGORA_REPLICA"] = str(replica)
+    application = module_of(topology, name).create_app()
+    bind_host, bind_port = _address(application, name, topology)
+    settings = _settings(application)
+    stop_timeout, stop_drain = settings.stop_timeout, settings.stop_drain
+    server = GracefulServer(
+        server_config(
+            application,
+            host=bind_host,
+            port=bind_port,
+            max_header_bytes=settings.max_header_bytes,
+            stop_timeout=stop_timeout,
+            stop_drain=stop_drain,
+        ),
+        stop_timeout=stop_timeout,
+        drain=stop_drain,
+        on_stop=_on_stop(application),
+    )
+    server.run()
+    return server.started
+
+
+def migrate(name: str) -> None:
+    """Bring ``name``'s database up to date (the chassis's migration lock makes racing safe)."""
+    _, topology = topology_at()
+    if name == GATEWAY:
+        raise ProcessError("the gateway has no database")
+    module = module_of(topology, name)
+    configure_logging(name)
+    module.migrate()
+
+
+def _settings(application: Any) -> ServiceSettings:
+    """The app's settings; an app without them (the gateway) gets the shared ones from the
+    environment."""
+    resources = getattr(application.state, "resources", None)
+    settings = getattr(resources, "settings", None)
+    if isinstance(settings, ServiceSettings):
+        return settings
+    return ServiceSettings()
+
+
+def _on_stop(application: Any) -> Callable[[], None] | None:
+    """What turns the app's readiness false when it is asked to stop."""
+    stop = getattr(getattr(application.state, "resources", None), "stop", None)
+    return stop if callable(stop) else None
+
+
+def _address(application: Any, name: str, topology: Topology) -> tuple[str, int]:
+    resources = getattr(application.state, "resources", None)
+    settings = getattr(resources, "settings", None)
+    if isinstance(settings, ServiceSettings):
+        return settings.host, settings.port
+    prefix = env_prefix(name)
+    default_port = topology.gateway.port if name == GATEWAY else 8080
+    return (
+        os.environ.get(f"{prefix}HOST", ServiceSettings.model_fields["host"].default),
+        int(os.environ.get(f"{prefix}PORT", default_port)),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agora-service", description="Run one Agora service (or the gateway), or migrate it."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serving = commands.add_parser("serve", help="serve a service of the topology, or `gateway`")
+    serving.add_argument("name")
+    serving.add_argument("--port", type=int, help="port to listen on")
+    serving.add_argument("--replica", type=int, help="which replica this process is")
+    serving.add_argument("--host", help="address to listen on")
+    migrating = commands.add_parser("migrate", help="bring a service's database up to date")
+    migrating.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = _parser().parse_args(argv)
+    try:
+        if arguments.command == "migrate":
+            migrate(arguments.name)
+            return
+        started = serve(
+            arguments.name, port=arguments.port, replica=arguments.replica, host=arguments.host
+        )
+    except ProcessError as error:
+        print(f"agora-service: {error}", file=sys.stderr)
+        raise SystemExit(error.code) from None
+    if not started:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
