@@ -21,6 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from agora.auth import token_digest
 from agora.settings import ServiceSettings
 from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
 from agora_tools.cli import app
@@ -32,6 +33,7 @@ from agora_tools.deploy import (
     nats_config,
     render,
     stale_files,
+    tag_variable,
     write_files,
 )
 from agora_tools.embedded_nats import find_nats_server
@@ -71,7 +73,7 @@ def test_a_service_added_to_the_topology_gets_its_replicas_database_role_check_a
 
     assert "reviews-0" not in before["services"]
     added = after["services"]["reviews-0"]
-    assert added["image"] == "agora/reviews:1.2.3"
+    assert added["image"] == "agora/reviews:${AGORA_REVIEWS_TAG:-1.2.3}"
     assert added["command"] == ["serve", "reviews"]
     assert after["services"]["reviews-migrate"]["command"] == ["migrate", "reviews"]
     # It starts after its migration, the broker, and every replica of what it depends on.
@@ -304,8 +306,55 @@ def test_the_example_env_file_names_every_variable_the_files_read() -> None:
         read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", rendered[name]))
     read |= set(re.findall(r"\$(AGORA_[A-Z0-9_]*)", rendered["compose/nats.conf"]))
     read |= set(re.findall(r"\$([A-Z][A-Z0-9_]*)", rendered["compose/postgres-init.sh"]))
+    # The image tags have the rendered versions as defaults: no secret, nothing to give.
+    tags = {tag_variable(name) for name in [*shop().services, "gateway"]}
 
-    assert read == listed
+    assert read - tags == listed
+
+
+def test_each_container_runs_its_image_at_a_tag_of_its_own_on_a_read_only_root() -> None:
+    services = compose(shop())["services"]
+
+    for name in ("catalog-0", "catalog-1", "catalog-migrate", "gateway"):
+        process = name.split("-")[0]
+        variable = tag_variable(process)
+        assert services[name]["image"] == f"agora/{process}:${{{variable}:-1.2.3}}"
+        assert services[name]["read_only"] is True
+        assert services[name]["tmpfs"] == ["/tmp"]  # noqa: S108 (the container's own)
+        # The version a process reports is its image's own, not one the file would pin.
+        assert "AGORA_VERSION" not in services[name]["environment"]
+
+
+def test_deploy_secrets_gives_every_variable_a_value_and_never_replaces_a_file(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / ".env"
+    example = (REPO / DEPLOY_DIR / "compose" / ".env.example").read_text()
+    names = re.findall(r"^([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE)
+
+    written = CliRunner().invoke(app, ["deploy", "secrets", "--output", str(target)])
+    first = target.read_text()
+    again = CliRunner().invoke(app, ["deploy", "secrets", "--output", str(target)])
+
+    assert written.exit_code == 0, written.output
+    assert target.stat().st_mode & 0o777 == 0o600
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", first, flags=re.MULTILINE))
+    assert list(values) == names
+    assert values["AGORA_ADMIN_EMAIL"] == "admin@agora.local"
+    assert values["AGORA_GATEWAY_TRUSTED_PROXIES"] == ""
+    made = {n: v for n, v in values.items() if n not in {"AGORA_ADMIN_EMAIL", *PLAIN}}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", value) for value in made.values())
+    assert len(set(made.values())) == len(made), "a secret is used twice"
+    for name, digest in values.items():
+        if name.startswith("AGORA_SERVICE_DIGEST_"):
+            assert digest == token_digest(values[name.replace("_DIGEST_", "_TOKEN_")])
+    assert again.exit_code == 1
+    assert "left as it is" in again.output
+    assert target.read_text() == first
+
+
+# Not a secret: none trusted unless the user names a proxy.
+PLAIN = {"AGORA_GATEWAY_TRUSTED_PROXIES"}
 
 
 def test_the_broker_reads_each_users_password_from_its_environment(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from agora.messaging.deadletters import (
     dead_letters,
     replay,
 )
+from agora.secrets import OWNER_ONLY_FILE
 from agora.settings import ServiceSettings
 from agora.topology import Topology
 from agora_tools.embedded_nats import NatsSync
@@ -467,6 +468,32 @@ def deploy_render(
         console.print(f"wrote {DEPLOY_DIR}/{file}")
     if not written:
         console.print(f"{DEPLOY_DIR}/ was already up to date with {path.name}.")
+
+
+@deploy.command("secrets")
+def deploy_secrets(
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write (default: deploy/compose/.env beside topology.toml)."),
+    ] = None,
+) -> None:
+    """Write an env file with a fresh secret for every variable the Compose files read, readable
+    by its owner alone. An existing file is never replaced: its secrets are a running system's."""
+    from agora_tools.deploy import COMPOSE_DIR, DEPLOY_DIR, ENV_FILE, env_file
+
+    path, topology = _topology()
+    target = output or path.parent / DEPLOY_DIR / COMPOSE_DIR / ENV_FILE
+    text = env_file(topology, broker_users(topology.services))
+    try:
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE)
+    except FileExistsError:
+        raise _fail(
+            f"{target} exists and holds a system's secrets: it is left as it is (remove it "
+            "first to start a new system)."
+        ) from None
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    console.print(f"wrote {target} (mode 600); set AGORA_ADMIN_EMAIL in it to your own address.")
 
 
 def _add_plugin_commands() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from agora.auth import token_digest
 from agora.messaging.permissions import Permissions, users_config
 from agora.settings import GATEWAY, env_prefix
 from agora.topology import Service, Topology
@@ -252,11 +254,22 @@ def _healthcheck(test: list[str]) -> dict[str, Any]:
 
 
 def _image(name: str, versions: Mapping[str, str]) -> dict[str, Any]:
-    """The image of a service or the gateway, and how it is built (deploy/Dockerfile)."""
+    """The image of a service or the gateway (built by deploy/build-images.sh), and the bounds
+    of its container: a read-only root filesystem, a private /tmp.
+
+    Its tag is a variable whose default is the version rendered here: deploying a new version of
+    one service is setting ``AGORA_<SERVICE>_TAG`` and replacing that service's containers alone.
+    """
     return {
-        "image": f"{PROJECT}/{name}:{versions[name]}",
-        "build": {"context": "../..", "dockerfile": "deploy/Dockerfile", "args": {"SERVICE": name}},
+        "image": f"{PROJECT}/{name}:${{{tag_variable(name)}:-{versions[name]}}}",
+        "read_only": True,
+        "tmpfs": ["/tmp"],  # noqa: S108 (a private tmpfs of the container's own)
     }
+
+
+def tag_variable(name: str) -> str:
+    """``AGORA_ORDERS_TAG``: the image tag Compose runs for ``name``."""
+    return f"{env_prefix(name)}TAG"
 
 
 def _migrate(
@@ -266,7 +279,7 @@ def _migrate(
         **_image(service.name, versions),
         **_common(network),
         "command": ["migrate", service.name],
-        "environment": _environment(topology, service.name, 0, versions, network),
+        "environment": _environment(topology, service.name, 0, network),
         "volumes": [_topology_volume()],
         "depends_on": {"postgres-init": {"condition": "service_completed_successfully"}},
         "restart": "no",
@@ -294,7 +307,7 @@ def _replica(
         **_image(service.name, versions),
         **_common(network),
         "command": ["serve", service.name],
-        "environment": _environment(topology, service.name, replica, versions, network),
+        "environment": _environment(topology, service.name, replica, network),
         "volumes": [_topology_volume()],
         "depends_on": depends_on,
         "healthcheck": _ready_check(port),
@@ -313,7 +326,7 @@ def _gateway(topology: Topology, versions: Mapping[str, str], network: Network) 
         **_image(GATEWAY, versions),
         **_common(network),
         "command": ["serve", GATEWAY],
-        "environment": _environment(topology, GATEWAY, 0, versions, network),
+        "environment": _environment(topology, GATEWAY, 0, network),
         "volumes": [_topology_volume()],
         "depends_on": depends_on,
         "healthcheck": _ready_check(port),
@@ -343,9 +356,7 @@ def _topology_volume() -> str:
     return f"../../topology.toml:{TOPOLOGY_MOUNT}:ro"
 
 
-def _environment(
-    topology: Topology, name: str, replica: int, versions: Mapping[str, str], network: Network
-) -> dict[str, str]:
+def _environment(topology: Topology, name: str, replica: int, network: Network) -> dict[str, str]:
     """What one process of ``name`` is told, as ``agora up`` tells its children (runner.py),
     with the secrets read from the env file."""
     prefix = env_prefix(name)
@@ -364,7 +375,6 @@ def _environment(
     environment = {
         "AGORA_PROFILE": "production",
         "AGORA_TOPOLOGY": TOPOLOGY_MOUNT,
-        "AGORA_VERSION": versions[name],
         "AGORA_REPLICA": str(replica),
         "AGORA_SERVICE_URLS": json.dumps(_service_urls(topology, network), sort_keys=True),
         "AGORA_NATS_URL": f"nats://{nats_host}:{nats_port}",
@@ -475,8 +485,10 @@ def _identifier(name: str) -> str:
     return f'"{name}"'
 
 
-def env_example(topology: Topology, permissions: Mapping[str, Permissions | None]) -> str:
-    """Every variable the Compose files read, with how to make its value."""
+def env_sections(
+    topology: Topology, permissions: Mapping[str, Permissions | None]
+) -> list[tuple[str, list[str]]]:
+    """Every variable the Compose files read, in groups, each with how to make its values."""
     processes = [*topology.services, GATEWAY]
     # A digest is needed where its process calls another on nobody's behalf.
     callers = {caller for named in service_callers(topology).values() for caller in named}
@@ -520,13 +532,58 @@ def env_example(topology: Topology, permissions: Mapping[str, Permissions | None
             ["AGORA_GATEWAY_SESSION_SECRET", "AGORA_GATEWAY_TRUSTED_PROXIES"],
         )
     )
-    lines = [
+    return sections
+
+
+def env_example(topology: Topology, permissions: Mapping[str, Permissions | None]) -> str:
+    """The example env file: every variable, empty, with how to make its value."""
+    header = [
         GENERATED.rstrip("\n"),
         "# Copy to deploy/compose/.env (never committed) and give every variable a value of its",
-        "# own: `docker compose` refuses to start while one is missing.",
+        "# own, or let `agora deploy secrets` write one: `docker compose` refuses to start while",
+        "# one is missing.",
     ]
+    return _env_text(header, env_sections(topology, permissions), {})
+
+
+def env_file(topology: Topology, permissions: Mapping[str, Permissions | None]) -> str:
+    """An env file with a fresh secret for every variable (``agora deploy secrets``)."""
+    sections = env_sections(topology, permissions)
+    values = new_secrets([name for _, names in sections for name in names])
+    header = [
+        "# Written by `agora deploy secrets`: this system's own secrets. Never commit it; keep a",
+        "# copy where you keep passwords. The admin's email is a placeholder: set your own.",
+    ]
+    return _env_text(header, sections, values)
+
+
+def new_secrets(names: list[str]) -> dict[str, str]:
+    """A value for each variable: random tokens (hex, fit for URLs), each service credential's
+    digest from that credential, the admin's placeholder email, no trusted proxy."""
+    values: dict[str, str] = {}
+    for name in names:
+        if name == "AGORA_ADMIN_EMAIL":
+            values[name] = "admin@agora.local"
+        elif name == "AGORA_GATEWAY_TRUSTED_PROXIES":
+            values[name] = ""
+        elif name.startswith("AGORA_SERVICE_DIGEST_"):
+            continue
+        else:
+            values[name] = secrets.token_hex(32)
+    for name in names:
+        if name.startswith("AGORA_SERVICE_DIGEST_"):
+            token = values[name.replace("_DIGEST_", "_TOKEN_", 1)]
+            values[name] = token_digest(token)
+    return values
+
+
+def _env_text(
+    header: list[str], sections: list[tuple[str, list[str]]], values: Mapping[str, str]
+) -> str:
+    lines = list(header)
     for comment, names in sections:
-        lines += ["", *(f"# {part}" for part in _wrap(comment)), *(f"{n}=" for n in names)]
+        lines += ["", *(f"# {part}" for part in _wrap(comment))]
+        lines += [f"{name}={values.get(name, '')}" for name in names]
     return "\n".join(lines) + "\n"
 
 
