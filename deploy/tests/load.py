@@ -1,0 +1,168 @@
+"""A shop's traffic for a bounded time: checkouts and catalogue reads, every failure kept.
+
+Open loop: a checkout is due every ``1 / checkout_rate`` s and a catalogue read every
+``1 / read_rate`` s, however slow the answers, so a pause on the server side shows up as failures
+or slow answers instead of as fewer requests. A failure is any answer that is not a success (a 5xx
+above all, but a 4xx too) and any connection error or timeout, each recorded with the request,
+what came back and when, so a run that fails names the request that did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+APPROVED = "4242 4242 4242 4242"
+DECLINED = "4000 0000 0000 0002"
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+# A replayed checkout answers 200 with the order it placed the first time.
+PLACED = {200, 201, 202}
+# Every request's own bound: well past the gateway's retries, short of the run's length.
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One request the shop did not serve."""
+
+    at: float  # seconds since the load began
+    request: str  # "POST /api/orders"
+    error: str  # "503 {problem...}" or "ClientConnectorError: ..."
+
+    def __str__(self) -> str:
+        return f"{self.at:7.2f} s  {self.request}: {self.error}"
+
+
+@dataclass
+class Report:
+    """What a run sent and what came back."""
+
+    seconds: float = 0.0
+    checkouts: int = 0
+    reads: int = 0
+    order_ids: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    slowest: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return self.checkouts + self.reads
+
+    @property
+    def checkouts_per_second(self) -> float:
+        return self.checkouts / self.seconds if self.seconds else 0.0
+
+    def summary(self, title: str) -> str:
+        lines = [
+            f"{title}: {self.requests} requests in {self.seconds:.1f} s "
+            f"({self.checkouts} checkouts, {self.checkouts_per_second:.1f}/s; {self.reads} "
+            f"catalogue reads), {len(self.order_ids)} orders placed, "
+            f"{len(self.failures)} failed, slowest answer {self.slowest:.2f} s",
+            *(f"  {failure}" for failure in self.failures[:50]),
+        ]
+        if len(self.failures) > 50:
+            lines.append(f"  ... and {len(self.failures) - 50} more")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Shoppers:
+    """Who sends the load: the shoppers' access tokens and what they may buy."""
+
+    tokens: Sequence[str]
+    skus: Sequence[str]
+
+
+class Load:
+    def __init__(self, url: str, shoppers: Shoppers, *, seed: int = 13) -> None:
+        self.url = url
+        self.shoppers = shoppers
+        self.random = random.Random(seed)
+        self.report = Report()
+        self.began = 0.0
+
+    async def run(self, seconds: float, checkout_rate: float, read_rate: float) -> Report:
+        """Sends the load for ``seconds``, then waits for the answers still due."""
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self.began = time.monotonic()
+            tasks = await asyncio.gather(
+                self._arrivals(seconds, checkout_rate, lambda n: self._checkout(session, n)),
+                self._arrivals(seconds, read_rate, lambda n: self._read(session, n)),
+            )
+            await asyncio.gather(*(task for started in tasks for task in started))
+        self.report.seconds = seconds
+        return self.report
+
+    async def _arrivals(
+        self, seconds: float, rate: float, request: Callable[[int], Coroutine[Any, Any, None]]
+    ) -> list[asyncio.Task[None]]:
+        started: list[asyncio.Task[None]] = []
+        n = 0
+        while (due := n / rate) < seconds:
+            await asyncio.sleep(max(0.0, self.began + due - time.monotonic()))
+            started.append(asyncio.create_task(request(n)))
+            n += 1
+        return started
+
+    async def _checkout(self, session: aiohttp.ClientSession, n: int) -> None:
+        skus = self.random.sample(list(self.shoppers.skus), self.random.randint(1, 2))
+        body = {
+            "lines": [{"sku": sku, "quantity": self.random.randint(1, 2)} for sku in skus],
+            "shipping_address": ADDRESS,
+            # One in ten is declined: the saga's compensating path runs under the load too.
+            "card_number": DECLINED if n % 10 == 9 else APPROVED,
+        }
+        headers = {
+            "authorization": f"Bearer {self.shoppers.tokens[n % len(self.shoppers.tokens)]}",
+            "idempotency-key": uuid.uuid4().hex,
+        }
+        self.report.checkouts += 1
+        answer = await self._send(session, "POST", "/api/orders", json=body, headers=headers)
+        if answer is not None:
+            self.report.order_ids.append(str(answer["id"]))
+
+    async def _read(self, session: aiohttp.ClientSession, n: int) -> None:
+        self.report.reads += 1
+        if n % 2:
+            await self._send(session, "GET", f"/api/catalog/products/{self._sku(n)}")
+        else:
+            await self._send(session, "GET", "/api/catalog/products?limit=20")
+
+    def _sku(self, n: int) -> str:
+        return self.shoppers.skus[n % len(self.shoppers.skus)]
+
+    async def _send(
+        self, session: aiohttp.ClientSession, method: str, path: str, **options: Any
+    ) -> dict[str, Any] | None:
+        """The answer's body when it succeeded; otherwise None, the failure recorded."""
+        sent = time.monotonic()
+        what = f"{method} {path.split('?')[0]}"
+        try:
+            async with session.request(method, f"{self.url}{path}", **options) as answer:
+                text = await answer.text()
+                ok = answer.status in (PLACED if method == "POST" else {200})
+                error = f"{answer.status} {text[:300]}"
+        except (aiohttp.ClientError, TimeoutError) as failure:
+            ok, error = False, f"{type(failure).__name__}: {failure}"
+        took = time.monotonic() - sent
+        self.report.slowest = max(self.report.slowest, took)
+        if not ok:
+            self.report.failures.append(Failure(sent - self.began, what, error))
+            return None
+        body: dict[str, Any] = json.loads(text)
+        return body
