@@ -104,6 +104,9 @@ prepare_service() {
     done
 }
 
+# One build at a time on this checkout: another would rewrite deploy/.build/ under this one.
+exec 9<"$0"
+flock 9
 started=$SECONDS
 prepare_wheels
 prepare_uv

@@ -20,6 +20,10 @@ label="org.agora.base.script"
 
 say() { echo "build-base: $*" >&2; }
 
+# One build at a time: a second run waits, then finds the image built.
+exec 9<"${BASH_SOURCE[0]}"
+flock 9
+
 if [[ "$("$docker" image inspect -f "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null)" \
     == "$script_hash" ]]; then
     say "$image is up to date (script hash $script_hash), nothing to build"

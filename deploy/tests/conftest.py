@@ -22,10 +22,9 @@ def _cannot_run(reason: str) -> None:
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     """A Docker daemon that answers, installed and started when needed."""
-    try:
-        engine.ensure_engine()
-    except engine.EngineUnavailable as unavailable:
-        _cannot_run(str(unavailable))
+    if (reason := engine.why_unavailable()) is not None:
+        _cannot_run(reason)
+    engine.ensure_engine()
 
 
 @pytest.fixture(scope="session")

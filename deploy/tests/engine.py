@@ -27,10 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL_BASE = "agora/python-base:3.11-bookworm"
 
 
-class EngineUnavailable(Exception):
-    """This machine cannot run the engine (no root, no apt-get): the reason, for a skip line."""
-
-
 class EngineFailed(Exception):
     """The engine could be installed and started here, but was not."""
 
@@ -45,9 +41,8 @@ def why_unavailable() -> str | None:
 
 
 def ensure_engine() -> None:
-    """Install the packages that are missing and start the daemon when none answers."""
-    if (reason := why_unavailable()) is not None:
-        raise EngineUnavailable(reason)
+    """Install the packages that are missing and start the daemon when none answers (as root:
+    :func:`why_unavailable` says whether this machine can)."""
     _install_missing()
     if not _daemon_answers():
         _start_daemon()
