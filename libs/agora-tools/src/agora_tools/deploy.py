@@ -35,6 +35,7 @@ from agora.auth import token_digest
 from agora.messaging.permissions import Permissions, users_config
 from agora.settings import GATEWAY, env_prefix
 from agora.topology import Service, Topology
+from agora_tools import k8s
 from agora_tools.runner import OPERATOR, service_callers
 
 DEPLOY_DIR = "deploy"
@@ -126,13 +127,15 @@ def render(
     permissions: Mapping[str, Permissions | None],
     versions: Mapping[str, str],
 ) -> dict[str, str]:
-    """Every file of ``deploy/compose/``, by its path under ``deploy/``."""
+    """Every file of ``deploy/compose/`` and ``deploy/k8s/`` (ADR 33), by its path under
+    ``deploy/``."""
     return {
         f"{COMPOSE_DIR}/compose.yaml": compose_file(topology, versions, PRODUCTION),
         f"{COMPOSE_DIR}/compose.host.yaml": compose_file(topology, versions, ONE_HOST),
         f"{COMPOSE_DIR}/nats.conf": nats_config(permissions),
         f"{COMPOSE_DIR}/postgres-init.sh": postgres_init(topology),
         f"{COMPOSE_DIR}/{ENV_FILE}.example": env_example(topology, permissions),
+        **k8s.render(topology, permissions, versions),
     }
 
 

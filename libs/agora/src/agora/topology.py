@@ -10,6 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -65,12 +66,67 @@ class Route(_Strict):
         )
 
 
-class Service(_Strict):
+# A Kubernetes quantity as the topology writes one: `250m` of a CPU, `256Mi` of memory.
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_UNITS = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
+
+
+def quantity(text: str) -> Decimal:
+    """The value of a quantity (``"250m"`` -> 0.25, ``"1Gi"`` -> 1073741824)."""
+    found = _QUANTITY.match(text)
+    if found is None:
+        raise ValueError(f"{text!r} is not a quantity such as 250m, 1, 256Mi or 1Gi")
+    return Decimal(found["number"]) * _UNITS[found["unit"]]
+
+
+class Resources(_Strict):
+    """What one replica asks of a node (requests) and may use at most (limits), in Kubernetes
+    quantities. A Python process of the chassis idles at about 100 MiB."""
+
+    cpu: str = "100m"
+    memory: str = "192Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "512Mi"
+
+    @model_validator(mode="after")
+    def _limits_above_requests(self) -> Resources:
+        for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
+            asked, bound = getattr(self, request), getattr(self, limit)
+            if quantity(bound) < quantity(asked):
+                raise ValueError(f"{limit} {bound} is below the {request} it asks for, {asked}")
+        return self
+
+
+class _Scaling(_Strict):
+    """How far a deployment may scale a process: its replicas' bounds and resources."""
+
+    # Unset, both bounds are the replicas it starts with: no autoscaling.
+    min_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    resources: Resources = Resources()
+
+
+class Service(_Scaling):
     """A service: the module that builds it, its store, replicas, dependencies and routes."""
 
     name: str = ""
     module: str
-    store: Literal["sqlite", "postgres", "redis"] = "sqlite"
+    # What it keeps its data in when deployed (Compose, Kubernetes); `agora up` runs every
+    # service on SQLite whatever this says. On SQLite the data is one replica's file, so such a
+    # service runs, and scales to, one replica only.
+    store: Literal["sqlite", "postgres", "redis"] = "postgres"
+    # How many `agora up` and Compose run, and a Kubernetes Deployment starts with.
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     depends_on: tuple[str, ...] = ()
     # Where the gateway exposes the routes: ``/api/<name>`` unless said otherwise. A service
@@ -90,6 +146,27 @@ class Service(_Strict):
             raise ValueError("a prefix is /api or a path under it, without a trailing '/'")
         return prefix
 
+    @model_validator(mode="after")
+    def _scales_within_bounds(self) -> Service:
+        low, high = self.scaling
+        if self.replicas < low:
+            raise ValueError(f"replicas = {self.replicas} is below min_replicas = {low}")
+        if self.replicas > high:
+            raise ValueError(f"replicas = {self.replicas} is above max_replicas = {high}")
+        if self.store == "sqlite" and high > 1:
+            raise ValueError(
+                "it keeps its data in SQLite, a file of one replica's, so it may not run or "
+                f"scale past one replica (replicas = {self.replicas}, max_replicas = {high}): "
+                'give it store = "postgres" first'
+            )
+        return self
+
+    @property
+    def scaling(self) -> tuple[int, int]:
+        """The fewest and the most replicas a deployment may run."""
+        low = self.min_replicas or self.replicas
+        return low, self.max_replicas or max(self.replicas, low)
+
     @property
     def public_prefix(self) -> str:
         return self.prefix or f"/api/{self.name}"
@@ -102,9 +179,25 @@ class Service(_Strict):
         return any(r.pattern.match(path) for r in self.routes)
 
 
-class Gateway(_Strict):
+class Gateway(_Scaling):
+    """The edge. `agora up` and Compose run it once; a Kubernetes deployment may run more, its
+    rate limits and ended sessions being shared in Redis."""
+
     module: str = "gateway.bootstrap"
     port: int = Field(default=8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> Gateway:
+        low, high = self.scaling
+        if low > high:
+            raise ValueError(f"min_replicas = {low} is above max_replicas = {high}")
+        return self
+
+    @property
+    def scaling(self) -> tuple[int, int]:
+        """The fewest and the most replicas a deployment may run."""
+        low = self.min_replicas or 1
+        return low, self.max_replicas or low
 
 
 class HostPorts(_Strict):

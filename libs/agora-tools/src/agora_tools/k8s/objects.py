@@ -1,0 +1,81 @@
+"""What every manifest is made of: labels, names, references, hardened containers, YAML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from agora_tools import deploy
+
+PART_OF = "agora"
+GENERATED = (
+    "# Rendered by `agora deploy render` from topology.toml: do not edit, render again (ADR 33).\n"
+)
+
+
+def labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name}
+
+
+def meta(name: str, owner: str | None = None) -> dict[str, Any]:
+    return {"name": name, "labels": labels(owner or name)}
+
+
+def secret_name(process: str) -> str:
+    """``agora-catalog``: the Secret of one process, made by the operator."""
+    return f"agora-{process}"
+
+
+def settings_name(process: str) -> str:
+    return f"{process}-settings"
+
+
+def replicas_name(service: str) -> str:
+    """The headless Service whose DNS name lists every replica of ``service``."""
+    return f"{service}-replicas"
+
+
+def secret_ref(secret: str, key: str) -> dict[str, Any]:
+    return {"secretKeyRef": {"name": secret, "key": key}}
+
+
+def part_of() -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": PART_OF}
+
+
+def service(name: str, owner: str, port: int, *, headless: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": selector(owner),
+        "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+    }
+    if headless:
+        spec = {"clusterIP": "None", "publishNotReadyAddresses": True, **spec}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, owner), "spec": spec}
+
+
+def hardened() -> dict[str, Any]:
+    """A container's security context: no root, no privilege, nothing written but volumes."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def documents(objects: list[dict[str, Any]]) -> str:
+    return GENERATED + "---\n".join(to_yaml(o) for o in objects)
+
+
+def to_yaml(document: Any) -> str:
+    return yaml.dump(document, Dumper=deploy._Dumper, sort_keys=False, width=10_000)
+
+
+def json_patch(kind: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"target": {"kind": kind, "name": name}, "patch": to_yaml(operations)}
