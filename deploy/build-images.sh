@@ -48,13 +48,18 @@ if ((${#services[@]} == 0)); then
     read -r -a services <<<"$(toml topology.toml '" ".join([*t["services"], "gateway"])')"
 fi
 
-member_dir() { # the workspace member that holds a service: services/<name> or <name>/
-    local candidate
-    for candidate in "services/$1" "$1"; do
-        [[ -f "$candidate/pyproject.toml" ]] && { echo "$candidate"; return; }
+# The workspace member that holds each service: services/<name>, or <name>/ for the gateway.
+declare -A member_of
+for service in "${services[@]}"; do
+    for candidate in "services/$service" "$service"; do
+        if [[ -f "$candidate/pyproject.toml" ]]; then
+            member_of[$service]="$candidate"
+            break
+        fi
     done
-    fail "no workspace member named $1 (services/$1 or $1/)"
-}
+    [[ -n "${member_of[$service]:-}" ]] ||
+        fail "no workspace member named $service (services/$service or $service/)"
+done
 
 # The third-party wheels of every service, downloaded again only when uv.lock's export changes.
 prepare_wheels() {
@@ -114,7 +119,7 @@ rm -rf "$build_dir/members"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 source_url="$(git remote get-url origin 2>/dev/null || true)"
 for service in "${services[@]}"; do
-    version="${tag_version:-$(toml "$(member_dir "$service")/pyproject.toml" 't["project"]["version"]')}"
+    version="${tag_version:-$(toml "${member_of[$service]}/pyproject.toml" 't["project"]["version"]')}"
     image="agora/$service:$version"
     prepare_service "$service"
     say "building $image on $base"
