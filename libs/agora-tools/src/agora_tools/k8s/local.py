@@ -26,7 +26,7 @@ def local_patches(topology: Topology) -> list[dict[str, Any]]:
         for probe, check in _python_probes(port).items():
             operations.append({"op": "replace", "path": f"{container}/{probe}", "value": check})
         patches.append(json_patch("Deployment", name, operations))
-        settings = environment(topology, name, one_host=True)["settings"]
+        settings = environment(topology, name, one_host=True).settings
         patches.append(
             {
                 "patch": to_yaml(

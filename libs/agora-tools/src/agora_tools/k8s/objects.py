@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from agora.topology import Resources
 from agora_tools import deploy
 
 PART_OF = "agora"
@@ -65,6 +66,24 @@ def hardened() -> dict[str, Any]:
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def requirements(resources: Resources) -> dict[str, Any]:
+    """A container's requests and limits, as the topology gives them."""
+    return {
+        "requests": {"cpu": resources.cpu, "memory": resources.memory},
+        "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+    }
+
+
+def pod_security(user: int) -> dict[str, Any]:
+    """A pod's security context: its image's own user, never root, the runtime's seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": user,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 

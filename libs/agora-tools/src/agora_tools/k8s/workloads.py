@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agora.settings import GATEWAY, env_prefix
@@ -20,7 +21,9 @@ from agora_tools.k8s.objects import (
     hardened,
     labels,
     meta,
+    pod_security,
     replicas_name,
+    requirements,
     secret_name,
     secret_ref,
     selector,
@@ -66,8 +69,17 @@ def one_host_service_urls(topology: Topology) -> dict[str, list[str]]:
     return {s.name: [f"http://127.0.0.1:{ports[s.name][0]}"] for s in topology}
 
 
-def environment(topology: Topology, name: str, *, one_host: bool) -> dict[str, Any]:
-    """A process's settings (for its ConfigMap) and its secrets (name -> (Secret, key)).
+@dataclass(frozen=True)
+class Environment:
+    """What a process is told: settings by value (its ConfigMap), secrets by reference."""
+
+    settings: dict[str, str]
+    # Each secret variable's Secret and key.
+    secrets: dict[str, tuple[str, str]]
+
+
+def environment(topology: Topology, name: str, *, one_host: bool) -> Environment:
+    """A process's settings and secrets.
 
     They are what Compose gives it (``deploy._environment``), with every value that reads the
     env file turned into a reference to a key of a Secret: the process's own ``agora-<name>``
@@ -98,7 +110,7 @@ def environment(topology: Topology, name: str, *, one_host: bool) -> dict[str, A
         trusted = ONE_HOST_TRUSTED_PROXIES if one_host else CLUSTER_TRUSTED_PROXIES
         settings[f"{env_prefix(name)}TRUSTED_PROXIES"] = trusted
     settings["AGORA_STOP_DRAIN"] = CLUSTER_STOP_DRAIN
-    return {"settings": dict(sorted(settings.items())), "secrets": secrets}
+    return Environment(dict(sorted(settings.items())), secrets)
 
 
 def _secret_of(process: str, variable: str) -> tuple[str, str]:
@@ -115,7 +127,7 @@ def secret_keys(topology: Topology) -> dict[str, list[str]]:
     """Every Secret the manifests read and its keys (for the docs and the tests)."""
     keys: dict[str, set[str]] = {}
     for name in processes(topology):
-        for secret, key in environment(topology, name, one_host=False)["secrets"].values():
+        for secret, key in environment(topology, name, one_host=False).secrets.values():
             keys.setdefault(secret, set()).add(key)
     return {secret: sorted(found) for secret, found in sorted(keys.items())}
 
@@ -141,9 +153,9 @@ def process_objects(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": meta(settings_name(name), name),
-            "data": config["settings"],
+            "data": config.settings,
         },
-        deployment(topology, name, versions[name], config["secrets"], port),
+        deployment(topology, name, versions[name], config.secrets, port),
         service(name, name, port, headless=False),
     ]
     if name != GATEWAY:
@@ -179,12 +191,7 @@ def deployment(
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_USER,
-            "runAsGroup": IMAGE_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(IMAGE_USER),
         "terminationGracePeriodSeconds": GRACE_SECONDS,
     }
     if name != GATEWAY:
@@ -234,10 +241,7 @@ def _container(
             {"name": variable, "valueFrom": secret_ref(secret, key)}
             for variable, (secret, key) in sorted(secrets.items())
         ],
-        "resources": {
-            "requests": {"cpu": resources.cpu, "memory": resources.memory},
-            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
-        },
+        "resources": requirements(resources),
         "securityContext": hardened(),
         "volumeMounts": [
             {"name": "topology", "mountPath": "/etc/agora", "readOnly": True},
