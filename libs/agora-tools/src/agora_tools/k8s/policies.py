@@ -17,6 +17,9 @@ CPU_TARGET = 70
 
 
 def network_policies(topology: Topology) -> list[dict[str, Any]]:
+    """Nothing reaches a pod unless a policy says so; then a service is reached on its port by
+    its callers (its dependants and the gateway, ADR 24) and reaches what it depends on, its
+    database, the broker and DNS; the gateway is reached by anyone and reaches every service."""
     callers = service_callers(topology)
     policies = [
         {
@@ -44,6 +47,7 @@ def network_policies(topology: Topology) -> list[dict[str, Any]]:
 def policy(
     name: str, ingress: list[dict[str, Any]], egress: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """What reaches a process's pods and what they reach, DNS always."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
