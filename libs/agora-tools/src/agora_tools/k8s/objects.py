@@ -7,7 +7,6 @@ from typing import Any
 import yaml
 
 from agora.topology import Resources
-from agora_tools import deploy
 
 PART_OF = "agora"
 GENERATED = (
@@ -92,8 +91,25 @@ def documents(objects: list[dict[str, Any]]) -> str:
     return GENERATED + "---\n".join(to_yaml(o) for o in objects)
 
 
+class _Dumper(yaml.SafeDumper):
+    """No aliases (the same mapping twice is written twice), and each text of several lines (a
+    script, the topology, a patch) as a literal block, so that the files read as what they
+    hold."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _literal(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _literal)
+
+
 def to_yaml(document: Any) -> str:
-    return yaml.dump(document, Dumper=deploy._Dumper, sort_keys=False, width=10_000)
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=10_000)
 
 
 def json_patch(kind: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:

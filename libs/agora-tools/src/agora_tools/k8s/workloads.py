@@ -293,7 +293,10 @@ def topology_toml(topology: Topology) -> str:
 
 
 def _toml_items(table: Mapping[str, Any]) -> list[str]:
-    return [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+    # What a process is (its module, store, routes) before how far it scales.
+    last = set(Resources.model_fields) | {"min_replicas", "max_replicas", "resources"}
+    ordered = sorted(table.items(), key=lambda item: item[0] in last)
+    return [f"{key} = {_toml_value(value)}" for key, value in ordered]
 
 
 def _toml_value(value: Any) -> str:
