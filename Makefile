@@ -14,11 +14,12 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up test lint typecheck contracts-lint contracts unit sync bench reset screenshots help
+.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test sync bench reset screenshots help
 
 help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
 	@echo "make test    lint, type-check, check the import contracts and run every test"
+	@echo "make deploy-test  build every image and run the system from its Compose file (root)"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
 	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks)"
 	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
@@ -38,7 +39,7 @@ lint: sync
 	$(BIN)/ruff format --check .
 
 typecheck: sync
-	$(BIN)/mypy libs services gateway tests bench
+	$(BIN)/mypy libs services gateway tests bench deploy
 
 contracts-lint: sync
 	$(BIN)/lint-imports
@@ -50,7 +51,12 @@ contracts: sync
 unit: sync
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck contracts-lint unit
+# Installs Docker from Debian's packages, builds the base and every image, and runs the system
+# from the rendered Compose file (deploy/tests/); it skips without root, and fails so under CI.
+deploy-test: sync
+	$(BIN)/pytest deploy/tests $(PYTEST_ARGS)
+
+test: lint typecheck contracts-lint unit deploy-test
 
 bench: sync
 	$(BIN)/python bench/read_path.py
