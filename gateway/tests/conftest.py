@@ -30,6 +30,8 @@ from gateway.settings import GatewaySettings
 ISSUER = "agora-identity"
 AUDIENCE = "agora"
 KID = "test-key-1"
+# What the fake services' /readyz say they run.
+UPSTREAM_VERSION = "1.2.3"
 
 
 def build_topology() -> Topology:
@@ -177,7 +179,7 @@ class Upstream:
 
 def _probes() -> list[web.RouteDef]:
     async def ready(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", "version": UPSTREAM_VERSION})
 
     async def internal(_: web.Request) -> web.Response:
         return web.Response(text="internal only")

@@ -8,6 +8,8 @@ import httpx
 
 from agora_tools.testing import free_port
 
+from .conftest import UPSTREAM_VERSION
+
 if TYPE_CHECKING:
     from .conftest import StartGateway, Upstream
 
@@ -41,6 +43,16 @@ def test_a_service_is_healthy_while_one_of_its_replicas_is_ready(
     assert services["catalog"]["replicas"] == 2
     assert services["catalog"]["ready_replicas"] == 1
     assert [i["ready"] for i in services["catalog"]["instances"]] == [False, True]
+
+
+def test_get_api_tells_the_version_each_replica_runs(gateway: httpx.Client) -> None:
+    services = {entry["name"]: entry for entry in gateway.get("/api").json()["services"]}
+
+    assert services["catalog"]["instances"] == [
+        {"replica": 0, "ready": True, "version": UPSTREAM_VERSION}
+    ]
+    # A replica that does not answer says nothing of its version.
+    assert "version" not in services["inventory"]["instances"][0]
 
 
 def test_a_declared_service_without_an_address_is_listed_as_unhealthy(

@@ -77,6 +77,8 @@ def health_router(
                 status["error"] = f"answered {reply.status}"
             if (broker := _broker_check(reply)) is not None:
                 status["broker"] = broker
+            if (version := _version(reply)) is not None:
+                status["version"] = version
         return status
 
     async def connection(url: str, check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
@@ -144,6 +146,16 @@ def health_router(
         )
 
     return router
+
+
+def _version(reply: Reply) -> str | None:
+    """The version a replica's ``/readyz`` says it runs, if any: what a rollout is checked by."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    version = body.get("version") if isinstance(body, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _broker_check(reply: Reply) -> dict[str, Any] | None:
