@@ -22,7 +22,7 @@ compose_file="$(cd "$(dirname "$0")" && pwd)/compose/compose.yaml"
 env_file=""
 project=()
 
-say() { echo "rollout: $*" >&2; }
+say() { echo "rollout: $(date -u +%H:%M:%S) $*" >&2; }
 fail() { say "$*"; exit 2; }
 
 while (($#)); do

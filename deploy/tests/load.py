@@ -14,8 +14,11 @@ import json
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -42,9 +45,19 @@ class Failure:
     at: float  # seconds since the load began
     request: str  # "POST /api/orders"
     error: str  # "503 {problem...}" or "ClientConnectorError: ..."
+    kind: str  # "503 payments answered 504 to a card" or "ClientConnectorError"
 
     def __str__(self) -> str:
         return f"{self.at:7.2f} s  {self.request}: {self.error}"
+
+
+def kind_of(status: int, text: str) -> str:
+    """An answer's status and, for a problem, its detail (request ids left out)."""
+    try:
+        detail = json.loads(text).get("detail") or ""
+    except (ValueError, AttributeError):
+        detail = ""
+    return f"{status} {detail}".strip()
 
 
 @dataclass
@@ -52,11 +65,15 @@ class Report:
     """What a run sent and what came back."""
 
     seconds: float = 0.0
+    began_at: str = ""  # the wall clock, UTC, to compare with the containers' logs
     checkouts: int = 0
     reads: int = 0
     order_ids: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     slowest: float = 0.0
+    # The machine's CPUs, busy from 0 to 1, each second of the run: a failure in a second at
+    # 1.0 was a machine out of breath, not necessarily a fault of the system.
+    cpu: list[float] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -66,16 +83,26 @@ class Report:
     def checkouts_per_second(self) -> float:
         return self.checkouts / self.seconds if self.seconds else 0.0
 
+    def cpu_at(self, second: float) -> float:
+        index = int(second)
+        return self.cpu[index] if 0 <= index < len(self.cpu) else float("nan")
+
     def summary(self, title: str) -> str:
+        busy = f"CPU busy {100 * sum(self.cpu) / len(self.cpu):.0f}% on average" if self.cpu else ""
         lines = [
-            f"{title}: {self.requests} requests in {self.seconds:.1f} s "
+            f"{title}: {self.requests} requests in {self.seconds:.1f} s from {self.began_at} "
             f"({self.checkouts} checkouts, {self.checkouts_per_second:.1f}/s; {self.reads} "
             f"catalogue reads), {len(self.order_ids)} orders placed, "
-            f"{len(self.failures)} failed, slowest answer {self.slowest:.2f} s",
-            *(f"  {failure}" for failure in self.failures[:50]),
+            f"{len(self.failures)} failed, slowest answer {self.slowest:.2f} s; {busy}",
+            *(
+                f"  {failure}  (CPU {100 * self.cpu_at(failure.at):.0f}% busy)"
+                for failure in self.failures[:50]
+            ),
         ]
         if len(self.failures) > 50:
             lines.append(f"  ... and {len(self.failures) - 50} more")
+        kinds = Counter(f"{failure.request}: {failure.kind}" for failure in self.failures)
+        lines += [f"  {count:5d} x {kind}" for kind, count in kinds.most_common()]
         return "\n".join(lines)
 
 
@@ -100,13 +127,25 @@ class Load:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             self.began = time.monotonic()
+            self.report.began_at = datetime.now(UTC).strftime("%H:%M:%S")
             tasks = await asyncio.gather(
                 self._arrivals(seconds, checkout_rate, lambda n: self._checkout(session, n)),
                 self._arrivals(seconds, read_rate, lambda n: self._read(session, n)),
+                self._sample_cpu(seconds),
             )
             await asyncio.gather(*(task for started in tasks for task in started))
         self.report.seconds = seconds
         return self.report
+
+    async def _sample_cpu(self, seconds: float) -> list[asyncio.Task[None]]:
+        last = _cpu_times()
+        for second in range(1, int(seconds) + 1):
+            await asyncio.sleep(max(0.0, self.began + second - time.monotonic()))
+            now = _cpu_times()
+            total = now[0] - last[0]
+            self.report.cpu.append((now[1] - last[1]) / total if total else 0.0)
+            last = now
+        return []
 
     async def _arrivals(
         self, seconds: float, rate: float, request: Callable[[int], Coroutine[Any, Any, None]]
@@ -156,13 +195,20 @@ class Load:
             async with session.request(method, f"{self.url}{path}", **options) as answer:
                 text = await answer.text()
                 ok = answer.status in (PLACED if method == "POST" else {200})
-                error = f"{answer.status} {text[:300]}"
+                error, kind = f"{answer.status} {text[:300]}", kind_of(answer.status, text)
         except (aiohttp.ClientError, TimeoutError) as failure:
-            ok, error = False, f"{type(failure).__name__}: {failure}"
+            ok, error, kind = False, f"{type(failure).__name__}: {failure}", type(failure).__name__
         took = time.monotonic() - sent
         self.report.slowest = max(self.report.slowest, took)
         if not ok:
-            self.report.failures.append(Failure(sent - self.began, what, error))
+            self.report.failures.append(Failure(sent - self.began, what, error, kind))
             return None
         body: dict[str, Any] = json.loads(text)
         return body
+
+
+def _cpu_times() -> tuple[int, int]:
+    """All CPUs' jiffies since boot: in total, and busy (neither idle nor waiting for I/O)."""
+    fields = [int(part) for part in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields), sum(fields) - idle

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -232,6 +233,14 @@ def reported_versions(api: httpx.Client, service: str) -> list[Any]:
     return [instance.get("version") for instance in entry["instances"]]
 
 
+def explain(deployment: Deployment, report: Report, title: str) -> str:
+    """The report, and what the containers logged about the requests that failed."""
+    ids = set(re.findall(r'"request_id":"([0-9a-f]+)"', "\n".join(map(str, report.failures))))
+    logged = deployment.compose("logs", "--no-color", timeout=120).splitlines()
+    about = [line for line in logged if any(request in line for request in ids)]
+    return "\n".join([report.summary(title), "What the containers logged about them:", *about])
+
+
 def under_load(
     deployment: Deployment,
     shoppers: Shoppers,
@@ -314,7 +323,7 @@ def test_orders_is_replaced_one_replica_at_a_time_while_the_shop_sells(
     assert report.seconds >= 60
     assert report.checkouts_per_second >= 10
     assert rolled_at < ended_at, "the load ended before the rollout did"
-    assert not report.failures, report.summary("failed requests during the rollout")
+    assert not report.failures, explain(deployment, report, "failed requests during the rollout")
     orders = assert_no_order_lost(api, admin, report)
     _print(f"after the rollout: {len(orders)} orders, all terminal; {verify(deployment)}")
 
