@@ -33,6 +33,8 @@ from agora_tools.k8s.objects import (
 
 TOPOLOGY_CONFIGMAP = "agora-topology"
 TOPOLOGY_KEY = "topology.toml"
+# Each pod's scratch space, mounted at /tmp (the root filesystem is read-only).
+SCRATCH_VOLUME = "tmp"
 # The image's own user (deploy/Dockerfile).
 IMAGE_USER = 10001
 # Longer than a process's own bound on its stop (AGORA_STOP_TIMEOUT, 20 s; ADR 30).
@@ -205,7 +207,7 @@ def deployment(
     pod["containers"] = [container]
     pod["volumes"] = [
         {"name": "topology", "configMap": {"name": TOPOLOGY_CONFIGMAP}},
-        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        {"name": SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     return {
         "apiVersion": "apps/v1",
@@ -245,7 +247,7 @@ def _container(
         "securityContext": hardened(),
         "volumeMounts": [
             {"name": "topology", "mountPath": "/etc/agora", "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's own, in memory)
+            {"name": SCRATCH_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (the pod's own, in memory)
         ],
     }
 
