@@ -37,7 +37,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]
 runtime = "runc"
 """
-COMMAND_TIMEOUT = 600
+COMMAND_TIMEOUT = 120
+# Eight pods one after the other, each after its migrations: far more than the 15 s it takes.
+PLAY_TIMEOUT = 600
 
 
 class PodmanFailed(AssertionError):
@@ -100,21 +102,35 @@ class Podman:
         config.write_text(CONTAINERS_CONF)
         return cls(config)
 
-    def run(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [PODMAN, *args],
-            env=self.environment(),
-            input=stdin,
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
+    def run(
+        self, *args: str, stdin: bytes | None = None, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(
+                [PODMAN, *args],
+                env=self.environment(),
+                input=stdin,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as expired:
+            states = self("ps", "--all", "--format", "{{.Names}} {{.Status}}", check=False)
+            raise PodmanFailed(
+                f"podman {' '.join(args)} took more than {timeout:g} s; the containers:\n{states}"
+            ) from expired
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, "CONTAINERS_CONF": str(self.config)}
 
-    def __call__(self, *args: str, stdin: bytes | None = None, check: bool = True) -> str:
-        result = self.run(*args, stdin=stdin)
+    def __call__(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> str:
+        result = self.run(*args, stdin=stdin, timeout=timeout)
         if check and result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")
             raise PodmanFailed(f"podman {' '.join(args)} failed ({result.returncode}):\n{output}")
@@ -142,6 +158,8 @@ class Podman:
                 f"docker save | podman load failed ({save.returncode}, {loaded.returncode}):\n"
                 + loaded.stderr.decode(errors="replace")
             )
+        # The builds they replace, untagged now: each run's would pile up in podman's store.
+        self("image", "prune", "--force")
         return moved
 
     def image_id(self, image: str) -> str | None:
@@ -173,11 +191,16 @@ class Podman:
     def play(self, manifest: Path) -> None:
         """Starts every pod of the manifest: podman runs each pod's init containers to their
         end before its container, and replaces pods a failed run left behind."""
-        self("kube", "play", "--replace", str(manifest))
+        try:
+            self("kube", "play", "--replace", str(manifest), timeout=PLAY_TIMEOUT)
+        except PodmanFailed as failure:
+            raise PodmanFailed(f"{failure}\n{self.logs_of_every_container()}") from None
 
     def down(self, manifest: Path) -> None:
-        """Stops and removes the manifest's pods (each process is given its grace period)."""
-        self("kube", "down", str(manifest))
+        """Stops and removes the manifest's pods, each process given its grace period; then
+        removes whatever pod a play that failed half-way left, which ``kube down`` may not."""
+        self("kube", "down", str(manifest), check=False, timeout=PLAY_TIMEOUT)
+        self("pod", "rm", "--force", "--ignore", *pod_names(manifest), timeout=PLAY_TIMEOUT)
 
     def inspect(self, container: str) -> dict[str, Any]:
         found: list[dict[str, Any]] = json.loads(self("container", "inspect", container))
@@ -190,6 +213,19 @@ class Podman:
 
     def logs(self, container: str, lines: int = 40) -> str:
         return self("logs", "--tail", str(lines), container, check=False)
+
+    def logs_of_every_container(self, lines: int = 20) -> str:
+        """What each container of the machine logged last, the init containers' included."""
+        names = self("ps", "--all", "--format", "{{.Names}}", check=False).split()
+        return "\n".join(f"--- {name}:\n{self.logs(name, lines)}" for name in names)
+
+
+def pod_names(manifest: Path) -> list[str]:
+    return [
+        f"{document['metadata']['name']}-pod-0"
+        for document in documents(manifest)
+        if document["kind"] == "Deployment"
+    ]
 
 
 def container_name(deployment: str, container: str) -> str:

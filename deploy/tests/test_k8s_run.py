@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -89,10 +90,12 @@ def deployment(pods: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             timer.lap("every process ready")
             yield deployment
         finally:
-            pods.down(manifest)
-            pods.remove_secrets(secrets)
-            pods.remove_volumes(podman.volume_names(manifest))
-            timer.lap("pods, secrets and volumes removed")
+            with ExitStack() as cleanup:
+                # Each runs even if one before it failed.
+                cleanup.callback(timer.lap, "pods, secrets and volumes removed")
+                cleanup.callback(pods.remove_volumes, podman.volume_names(manifest))
+                cleanup.callback(pods.remove_secrets, secrets)
+                cleanup.callback(pods.down, manifest)
 
 
 def kustomize(overlay: Path) -> str:
