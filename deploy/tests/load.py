@@ -133,8 +133,9 @@ class Load:
                 self._arrivals(seconds, read_rate, lambda n: self._read(session, n)),
                 self._sample_cpu(seconds),
             )
+            # How long the sending took: ``seconds``, or more when the arrivals fell behind.
+            self.report.seconds = time.monotonic() - self.began
             await asyncio.gather(*(task for started in tasks for task in started))
-        self.report.seconds = seconds
         return self.report
 
     async def _sample_cpu(self, seconds: float) -> list[asyncio.Task[None]]:
