@@ -212,7 +212,9 @@ class Podman:
         return self.run("healthcheck", "run", container).returncode == 0
 
     def logs(self, container: str, lines: int = 40) -> str:
-        return self("logs", "--tail", str(lines), container, check=False)
+        """What the container wrote to either stream (podman logs keeps stderr apart)."""
+        result = self.run("logs", "--tail", str(lines), container)
+        return (result.stdout + result.stderr).decode(errors="replace")
 
     def logs_of_every_container(self, lines: int = 20) -> str:
         """What each container of the machine logged last, the init containers' included."""
