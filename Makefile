@@ -14,12 +14,13 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test sync bench reset screenshots help
+.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test k8s-test sync bench reset screenshots help
 
 help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
 	@echo "make test    lint, type-check, check the import contracts and run every test"
 	@echo "make deploy-test  build every image and run the system from its Compose file (root)"
+	@echo "make k8s-test     run the local Kubernetes overlay under podman kube play (root)"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
 	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks)"
 	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
@@ -54,9 +55,14 @@ unit: sync
 # Installs Docker from Debian's packages, builds the base and every image, and runs the system
 # from the rendered Compose file (deploy/tests/); it skips without root, and fails so under CI.
 deploy-test: sync
-	$(BIN)/pytest deploy/tests $(PYTEST_ARGS)
+	$(BIN)/pytest deploy/tests -m "not k8s" $(PYTEST_ARGS)
 
-test: lint typecheck contracts-lint unit deploy-test
+# The local overlay of deploy/k8s/, built with kustomize, run by podman (installed from Debian's
+# packages) with the same images: the manifests started for real, without an API server.
+k8s-test: sync
+	$(BIN)/pytest deploy/tests -m k8s $(PYTEST_ARGS)
+
+test: lint typecheck contracts-lint unit deploy-test k8s-test
 
 bench: sync
 	$(BIN)/python bench/read_path.py
