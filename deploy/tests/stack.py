@@ -89,8 +89,8 @@ class Deployment:
 
     @property
     def compose_file(self) -> Path:
-        """What Compose is given: the rendered file, less what Compose v1 refuses."""
-        return self.compose_dir / "compose.host.v1.yaml"
+        """What Compose is given: the rendered file itself."""
+        return self.rendered_file
 
     @property
     def env_file(self) -> Path:
@@ -107,7 +107,6 @@ class Deployment:
         )
         deployment = cls(root, project)
         deployment.agora("deploy", "render")
-        deployment.compose_file.write_text(for_compose_v1(deployment.rendered_file.read_text()))
         deployment.agora("deploy", "secrets", "--output", str(deployment.env_file))
         return deployment
 
@@ -242,13 +241,6 @@ class Deployment:
     def down(self) -> None:
         """Removes the project's containers and volumes; the images stay."""
         self.compose("down", "-v", "--remove-orphans", "--timeout", "30", timeout=600)
-
-
-def for_compose_v1(rendered: str) -> str:
-    """The rendered file without its top-level ``name``, which Compose v1 (Debian's 1.29)
-    refuses as unknown; the project is named with ``-p`` all the same."""
-    kept = [line for line in rendered.splitlines(keepends=True) if not line.startswith("name:")]
-    return "".join(kept)
 
 
 def reached(state: Mapping[str, Any], *, one_shot: bool) -> bool:

@@ -309,7 +309,10 @@ def test_the_example_env_file_names_every_variable_the_files_read() -> None:
     # The image tags have the rendered versions as defaults: no secret, nothing to give.
     tags = {tag_variable(name) for name in [*shop().services, "gateway"]}
 
-    assert read - tags == listed
+    assert read - tags == listed - {"COMPOSE_PROJECT_NAME"}
+    # The project's name is read by Compose itself, from the env file beside the Compose file.
+    assert "name" not in compose(shop())
+    assert "\nCOMPOSE_PROJECT_NAME=agora\n" in example
 
 
 def test_each_container_runs_its_image_at_a_tag_of_its_own_on_a_read_only_root() -> None:
@@ -342,6 +345,7 @@ def test_deploy_secrets_gives_every_variable_a_value_and_never_replaces_a_file(
     assert list(values) == names
     assert values["AGORA_ADMIN_EMAIL"] == "admin@agora.local"
     assert values["AGORA_GATEWAY_TRUSTED_PROXIES"] == ""
+    assert values["COMPOSE_PROJECT_NAME"] == "agora"
     made = {n: v for n, v in values.items() if n not in {"AGORA_ADMIN_EMAIL", *PLAIN}}
     assert all(re.fullmatch(r"[0-9a-f]{64}", value) for value in made.values())
     assert len(set(made.values())) == len(made), "a secret is used twice"
@@ -353,8 +357,8 @@ def test_deploy_secrets_gives_every_variable_a_value_and_never_replaces_a_file(
     assert target.read_text() == first
 
 
-# Not a secret: none trusted unless the user names a proxy.
-PLAIN = {"AGORA_GATEWAY_TRUSTED_PROXIES"}
+# Not secrets: none trusted unless the user names a proxy; the Compose project's name.
+PLAIN = {"AGORA_GATEWAY_TRUSTED_PROXIES", "COMPOSE_PROJECT_NAME"}
 
 
 def test_the_broker_reads_each_users_password_from_its_environment(tmp_path: Path) -> None:

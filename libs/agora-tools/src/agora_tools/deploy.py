@@ -41,6 +41,7 @@ from agora_tools.runner import OPERATOR, service_callers
 DEPLOY_DIR = "deploy"
 COMPOSE_DIR = "compose"
 PROJECT = "agora"
+PROJECT_VARIABLE = "COMPOSE_PROJECT_NAME"
 ENV_FILE = ".env"
 
 POSTGRES_IMAGE = "postgres:17-alpine"
@@ -153,7 +154,9 @@ def compose_file(topology: Topology, versions: Mapping[str, str], network: Netwo
                 topology, service, replica, versions, network
             )
     services[GATEWAY] = _gateway(topology, versions, network)
-    document: dict[str, Any] = {"name": PROJECT, "services": services}
+    # No top-level ``name``: Compose v1 refuses it. The env file names the project
+    # (COMPOSE_PROJECT_NAME), which every Compose reads.
+    document: dict[str, Any] = {"services": services}
     document["volumes"] = {"postgres-data": {}, "nats-data": {}, "redis-data": {}}
     if not network.host:
         document["networks"] = {"default": {"ipam": {"config": [{"subnet": SUBNET}]}}}
@@ -497,6 +500,10 @@ def env_sections(
     callers = {caller for named in service_callers(topology).values() for caller in named}
     sections: list[tuple[str, list[str]]] = [
         (
+            "The Compose project: its containers, network and volumes are named after it.",
+            [PROJECT_VARIABLE],
+        ),
+        (
             "PostgreSQL's superuser, and each service's own role (letters and digits only: "
             "they go into URLs; openssl rand -hex 32).",
             ["POSTGRES_PASSWORD", *(database_password(s) for s in topology.services)],
@@ -546,7 +553,7 @@ def env_example(topology: Topology, permissions: Mapping[str, Permissions | None
         "# own, or let `agora deploy secrets` write one: `docker compose` refuses to start while",
         "# one is missing.",
     ]
-    return _env_text(header, env_sections(topology, permissions), {})
+    return _env_text(header, env_sections(topology, permissions), {PROJECT_VARIABLE: PROJECT})
 
 
 def env_file(topology: Topology, permissions: Mapping[str, Permissions | None]) -> str:
@@ -565,7 +572,9 @@ def new_secrets(names: list[str]) -> dict[str, str]:
     digest from that credential, the admin's placeholder email, no trusted proxy."""
     values: dict[str, str] = {}
     for name in names:
-        if name == "AGORA_ADMIN_EMAIL":
+        if name == PROJECT_VARIABLE:
+            values[name] = PROJECT
+        elif name == "AGORA_ADMIN_EMAIL":
             values[name] = "admin@agora.local"
         elif name == "AGORA_GATEWAY_TRUSTED_PROXIES":
             values[name] = ""
