@@ -44,10 +44,12 @@ ROLLOUT = str(REPO / "deploy/rollout.sh")
 COMPOSE = engine.PACKAGES["docker-compose"]
 ROLLED = "orders"
 REPLICAS = 2
-# The load: at least 10 checkouts a second for at least a minute, plus catalogue reads.
+# The load: at least 10 checkouts a second for at least a minute, plus catalogue reads. The
+# rates stay near that floor: at 11 checkouts and 8 reads a second the shop already kept both
+# cores 96% busy, and a saturated machine fails requests whatever a rollout does (ADR 32).
 LOAD_SECONDS = 60.0
-CHECKOUT_RATE = 11.0
-READ_RATE = 8.0
+CHECKOUT_RATE = 10.25
+READ_RATE = 5.0
 # Shoppers share the checkouts (the gateway limits each user, and registrations per address).
 LOAD_SHOPPERS = 6
 STOCKED_SKUS = 10
