@@ -22,16 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from shopping import ADDRESS, APPROVED, DECLINED
 
-APPROVED = "4242 4242 4242 4242"
-DECLINED = "4000 0000 0000 0002"
-ADDRESS = {
-    "name": "Ada Lovelace",
-    "line1": "12 St James's Square",
-    "city": "London",
-    "postal_code": "SW1Y 4JH",
-    "country": "GB",
-}
 # A replayed checkout answers 200 with the order it placed the first time.
 PLACED = {200, 201, 202}
 # Every request's own bound: well past the gateway's retries, short of the run's length.

@@ -29,13 +29,14 @@ from typing import Any
 
 import httpx
 import pytest
-from shopping import APPROVED, DECLINED, TERMINAL, Shopper, log_in
+from shopping import TERMINAL, log_in
 
 from agora_tools.harness import wait_for
 from deploy.tests import engine
 from deploy.tests.backing import BackingServers
+from deploy.tests.journey import buy_once_each_way, register, verify
 from deploy.tests.load import Load, Report, Shoppers
-from deploy.tests.stack import AGORA, BACKING, REPO, Deployment
+from deploy.tests.stack import BACKING, REPO, Deployment
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
@@ -134,14 +135,6 @@ def shoppers(api: httpx.Client, skus: list[str]) -> Shoppers:
     return Shoppers([bearer.removeprefix("Bearer ") for bearer in bearers], skus)
 
 
-def register(api: httpx.Client) -> Shopper:
-    email = f"shopper-{uuid.uuid4().hex[:10]}@example.com"
-    password = f"plum-orchard-{uuid.uuid4().hex[:8]}"
-    answer = api.post("/api/identity/users", json={"email": email, "password": password})
-    assert answer.status_code == 201, answer.text
-    return Shopper(api, log_in(api, email, password), email)
-
-
 def image_version(deployment: Deployment, service: str) -> str:
     """The tag a service's image has unless the env file says otherwise (the rendered default)."""
     image = deployment.rendered()["services"][f"{service}-0"]["image"]
@@ -149,21 +142,6 @@ def image_version(deployment: Deployment, service: str) -> str:
 
 
 # What the tests look at.
-
-
-def verify(deployment: Deployment) -> str:
-    """``agora verify --url`` against the gateway, as its admin; fails the test on a violation."""
-    env = deployment.env()
-    admin = {k: env[k] for k in ("AGORA_ADMIN_EMAIL", "AGORA_ADMIN_PASSWORD")}
-    result = subprocess.run(
-        [AGORA, "verify", "--url", deployment.gateway_url, "--wait", "120"],
-        env={**os.environ, **admin},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"agora verify failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout.strip()
 
 
 def all_orders(api: httpx.Client, admin: dict[str, str]) -> list[dict[str, Any]]:
@@ -275,21 +253,7 @@ def under_load(
 def test_a_shopper_buys_through_the_containerised_shop(
     deployment: Deployment, api: httpx.Client
 ) -> None:
-    products = api.get("/api/catalog/products", params={"limit": "30"})
-    assert products.status_code == 200, products.text
-    sku = products.json()["items"][-1]["sku"]
-    shopper = register(api)
-    assert shopper.wait_for_messages(1, kind="welcome")
-
-    approved = shopper.place([{"sku": sku, "quantity": 1}], APPROVED)
-    assert approved.status_code in {201, 202}, approved.text
-    assert shopper.wait_until_terminal(approved.json()["id"])["status"] == "CONFIRMED"
-    declined = shopper.place([{"sku": sku, "quantity": 1}], DECLINED)
-    assert declined.status_code in {201, 202}, declined.text
-    assert shopper.wait_until_terminal(declined.json()["id"])["status"] == "CANCELLED"
-
-    assert shopper.wait_for_messages(1, kind="order_confirmed")
-    assert shopper.wait_for_messages(1, kind="order_cancelled")
+    buy_once_each_way(api)
     _print(f"journey: {verify(deployment)}")
 
 

@@ -23,16 +23,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from shopping import APPROVED, DECLINED
 
 from agora.settings import GATEWAY
 from agora_tools.k8s.local import scratch_volume
 from agora_tools.k8s.workloads import IMAGE_USER, TOPOLOGY_CONFIGMAP, processes
 from deploy.tests import podman
 from deploy.tests.backing import BackingServers
+from deploy.tests.journey import buy_once_each_way, verify
 from deploy.tests.podman import Podman, container_name
 from deploy.tests.stack import Deployment
-from deploy.tests.test_compose_run import register, verify
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
@@ -162,21 +161,7 @@ def test_each_pod_runs_as_its_manifest_says(pods: Podman, deployment: Deployment
 def test_a_shopper_buys_through_the_shop_podman_runs(deployment: Deployment) -> None:
     timer = Timer()
     with httpx.Client(base_url=deployment.gateway_url, timeout=60) as api:
-        products = api.get("/api/catalog/products", params={"limit": "30"})
-        assert products.status_code == 200, products.text
-        sku = products.json()["items"][-1]["sku"]
-        shopper = register(api)
-        assert shopper.wait_for_messages(1, kind="welcome")
-
-        approved = shopper.place([{"sku": sku, "quantity": 1}], APPROVED)
-        assert approved.status_code in {201, 202}, approved.text
-        assert shopper.wait_until_terminal(approved.json()["id"])["status"] == "CONFIRMED"
-        declined = shopper.place([{"sku": sku, "quantity": 1}], DECLINED)
-        assert declined.status_code in {201, 202}, declined.text
-        assert shopper.wait_until_terminal(declined.json()["id"])["status"] == "CANCELLED"
-
-        assert shopper.wait_for_messages(1, kind="order_confirmed")
-        assert shopper.wait_for_messages(1, kind="order_cancelled")
+        buy_once_each_way(api)
     timer.lap("shopper's journey")
     verified = verify(deployment)
     timer.lap(f"agora verify --url: {verified}")
