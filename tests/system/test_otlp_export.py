@@ -1,0 +1,164 @@
+"""Traces leave the system over OTLP/HTTP, as a collector (Jaeger, Tempo, the OpenTelemetry
+Collector) receives them: `agora up` with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, one checkout, and a
+receiver of the test's own that decodes what each process sends.
+
+One checkout arrives as one trace, across the gateway, the services it called and those its
+messages reached, and it holds the spans of the same services as each process keeps for the
+console (``GET /internal/spans``): two export paths, one trace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from shopping import APPROVED, Shop, admin_env, open_shop
+
+from agora.auth import OPERATOR_TOKEN_FILE
+from agora_tools.harness import RunningSystem, wait_for
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
+
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, the gateway
+PROCESSES = 9
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace receiver: decodes each export and keeps its spans."""
+
+    spans: ClassVar[list[dict[str, Any]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        received = []
+        for resource_spans in request.resource_spans:
+            resource = _attributes(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    received.append(
+                        {
+                            "service": resource.get("service.name"),
+                            "trace_id": span.trace_id.hex(),
+                            "name": span.name,
+                            "attributes": _attributes(span.attributes),
+                        }
+                    )
+        with self.lock:
+            self.spans.extend(received)
+        self.send_response(200 if self.path == "/v1/traces" else 404)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    @classmethod
+    def received(cls) -> list[dict[str, Any]]:
+        with cls.lock:
+            return list(cls.spans)
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    """OTLP's key/value list as a dict of plain values."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        kind = pair.value.WhichOneof("value")
+        values[pair.key] = getattr(pair.value, kind) if kind else None
+    return values
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def system(receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    env = {
+        **os.environ,
+        **admin_env(),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
+        # The batch processor sends every 200 ms instead of every 5 s.
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    directory = tmp_path_factory.mktemp("otlp") / "shop"
+    with RunningSystem(directory, env=env) as running:
+        running.wait_healthy(count=PROCESSES)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shop(system: RunningSystem) -> Iterator[Shop]:
+    with open_shop(system) as opened:
+        yield opened
+
+
+def kept_by_processes(system: RunningSystem, trace_id: str) -> set[str]:
+    """The services whose processes keep spans of ``trace_id`` (what the console reads)."""
+    token = (system.directory / ".agora" / "secrets" / OPERATOR_TOKEN_FILE).read_text().strip()
+    services = set()
+    for process in system.status():
+        if not process.get("port") or process["service"] == "nats":
+            continue
+        answer = httpx.get(
+            f"http://127.0.0.1:{process['port']}/internal/spans",
+            params={"trace_id": trace_id},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, f"{process['service']}: {answer.text}"
+        if answer.json():
+            services.add(process["service"])
+    return services
+
+
+def test_a_checkout_reaches_the_collector_as_one_trace_across_every_service_it_touched(
+    system: RunningSystem, shop: Shop
+) -> None:
+    sku = shop.products(5)[-1]["sku"]
+    shopper = shop.shopper()
+    answer = shopper.place([{"sku": sku, "quantity": 1}], APPROVED)
+    assert answer.status_code == 202, answer.text
+    order_id = answer.json()["id"]
+    assert shopper.wait_until_terminal(order_id)["status"] == "CONFIRMED"
+
+    # The spans that carried the order's messages name it: they are of the checkout's trace.
+    def checkout_traces() -> set[str] | None:
+        carried = {
+            span["trace_id"]
+            for span in Receiver.received()
+            if span["attributes"].get("agora.subject") == order_id
+        }
+        return carried or None
+
+    traces = wait_for("the order's spans at the receiver", checkout_traces, timeout=60)
+    assert len(traces) == 1, f"the checkout arrived as {len(traces)} traces"
+    (trace_id,) = traces
+    touched = kept_by_processes(system, trace_id)
+    # At least the checkout's path: the edge, the order, its prices, its stock, its payment and
+    # the shopper's message.
+    assert {"gateway", "orders", "catalog", "inventory", "payments", "notifications"} <= touched
+
+    def exported() -> set[str] | None:
+        services = {s["service"] for s in Receiver.received() if s["trace_id"] == trace_id}
+        return services if services >= touched else None
+
+    services = wait_for("every touched service's spans at the receiver", exported, timeout=60)
+    assert services == touched
+    names = {s["name"] for s in Receiver.received() if s["trace_id"] == trace_id}
+    assert any("/api/orders" in name for name in names), names
