@@ -108,6 +108,14 @@ class Resources(_Strict):
         return self
 
 
+class Objectives(_Strict):
+    """What a service promises, which its alerts hold it to (deploy/prometheus/, ADR 34): at most
+    this share of its requests answered 5xx, and its 99th percentile at most this long."""
+
+    error_ratio: float = Field(default=0.01, gt=0, lt=0.5)
+    p99_seconds: float = Field(default=0.5, gt=0)
+
+
 class _Scaling(_Strict):
     """How far a deployment may scale a process: its replicas' bounds and resources."""
 
@@ -137,6 +145,7 @@ class Service(_Scaling):
     # the next replicas' the ports after it. Unset: ``[host] services`` plus 16 per service
     # before it in this file. `agora up` picks free ports itself and ignores it.
     host_port: int | None = _port(None)
+    objectives: Objectives = Objectives()
 
     @field_validator("prefix")
     @classmethod
