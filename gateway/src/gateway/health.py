@@ -75,9 +75,10 @@ def health_router(
             status["ready"] = reply.status == 200
             if not status["ready"]:
                 status["error"] = f"answered {reply.status}"
-            if (broker := _broker_check(reply)) is not None:
+            body = _body(reply)
+            if (broker := _broker_check(body)) is not None:
                 status["broker"] = broker
-            if (version := _version(reply)) is not None:
+            if isinstance(version := body.get("version"), str):
                 status["version"] = version
         return status
 
@@ -148,23 +149,19 @@ def health_router(
     return router
 
 
-def _version(reply: Reply) -> str | None:
-    """The version a replica's ``/readyz`` says it runs, if any: what a rollout is checked by."""
+def _body(reply: Reply) -> dict[str, Any]:
+    """A ``/readyz`` answer's JSON object, read once: it says the replica's broker and its
+    version (what a rollout is checked by); anything else reads as an empty one."""
     try:
         body = reply.json()
     except ValueError:
-        return None
-    version = body.get("version") if isinstance(body, dict) else None
-    return version if isinstance(version, str) else None
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
-def _broker_check(reply: Reply) -> dict[str, Any] | None:
+def _broker_check(body: dict[str, Any]) -> dict[str, Any] | None:
     """The ``checks.broker`` of a ``/readyz`` body (``{"ok": bool, "error"?: str}``), if any."""
-    try:
-        body = reply.json()
-    except ValueError:
-        return None
-    checks = body.get("checks") if isinstance(body, dict) else None
+    checks = body.get("checks")
     broker = checks.get("broker") if isinstance(checks, dict) else None
     if not isinstance(broker, dict) or not isinstance(broker.get("ok"), bool):
         return None
