@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import httpx
@@ -22,6 +22,7 @@ from shopping import APPROVED, Shop, admin_env, open_shop
 
 from agora.auth import OPERATOR_TOKEN_FILE
 from agora_tools.harness import RunningSystem, wait_for
+from agora_tools.testing import http_receiver
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
@@ -79,12 +80,8 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_receiver(Receiver) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +33,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.observe import recent_spans
 from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing, tracer_provider
-from agora_tools.testing import NatsServer, free_port
+from agora_tools.testing import NatsServer, free_port, http_receiver
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -559,12 +558,8 @@ class Collector(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def collector() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_receiver(Collector) as url:
+        yield url
 
 
 def test_spans_go_to_the_otlp_collector_the_environment_names(

@@ -9,10 +9,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +300,20 @@ class SigningKey:
 
     def bearer(self, roles: Sequence[str] = ("customer",), **claims: Any) -> dict[str, str]:
         return bearer(self.sign(roles, **claims))
+
+
+@contextmanager
+def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain HTTP server of the test's own on a free loopback port (a collector, a webhook
+    target), answering with ``handler`` in a thread; its base URL while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def bearer(token: str) -> dict[str, str]:
