@@ -6,24 +6,17 @@ fails them, so a CI run never passes without having built and run the images.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from agora_tools.testing import skip_or_fail
 from deploy.tests import engine
-
-
-def _cannot_run(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true, and the deployment tests cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     """A Docker daemon that answers, installed and started when needed."""
     if (reason := engine.why_unavailable()) is not None:
-        _cannot_run(reason)
+        skip_or_fail(reason)
     engine.ensure_engine()
 
 

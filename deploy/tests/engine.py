@@ -9,10 +9,11 @@ run with host networking or none: never on a bridge network.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from agora_tools.testing import install_debian_packages, why_no_debian_packages
 
 DOCKER = "/usr/bin/docker"
 # Debian's package of each tool, and the file that shows it is installed.
@@ -33,11 +34,7 @@ class EngineFailed(Exception):
 
 def why_unavailable() -> str | None:
     """Why the engine cannot be set up here, or None when it can."""
-    if os.geteuid() != 0:
-        return "the deployment tests install and start Docker as root, and this user is not root"
-    if shutil.which("apt-get") is None:
-        return "the deployment tests install Docker with apt-get, and this machine has none"
-    return None
+    return why_no_debian_packages("Docker, which the deployment tests run,")
 
 
 def ensure_engine() -> None:
@@ -49,15 +46,7 @@ def ensure_engine() -> None:
 
 
 def _install_missing() -> None:
-    missing = [name for name, path in PACKAGES.items() if not Path(path).exists()]
-    if not missing:
-        return
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    if subprocess.run(install, check=False).returncode == 0:
-        return
-    # The package lists may be older than the archive: refresh them once and try again.
-    subprocess.run(["apt-get", "update"], check=True)
-    subprocess.run(install, check=True)
+    install_debian_packages([name for name, path in PACKAGES.items() if not Path(path).exists()])
 
 
 def _daemon_answers() -> bool:

@@ -24,6 +24,7 @@ import yaml
 from agora.topology import Topology
 from agora_tools import deploy
 from agora_tools.k8s.workloads import environment, processes
+from agora_tools.testing import install_debian_packages
 from deploy.tests.backing import interpolate
 from deploy.tests.engine import DOCKER
 
@@ -49,16 +50,7 @@ class PodmanFailed(AssertionError):
 def ensure_installed() -> None:
     """Installs the packages that are missing (as root, with apt-get: the Docker tests' session
     fixture has already skipped, or failed under CI, where that cannot be done)."""
-    missing = [name for name, path in PACKAGES.items() if not Path(path).exists()]
-    if not missing:
-        return
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(install, env=environment, check=False).returncode == 0:
-        return
-    # The package lists may be older than the archive: refresh them once and try again.
-    subprocess.run(["apt-get", "update"], check=True)
-    subprocess.run(install, env=environment, check=True)
+    install_debian_packages([name for name, path in PACKAGES.items() if not Path(path).exists()])
 
 
 def secret_values(topology: Topology, env: Mapping[str, str]) -> dict[str, dict[str, str]]:

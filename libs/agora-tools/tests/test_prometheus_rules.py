@@ -8,7 +8,6 @@ its rules, held to the objectives the topology gives it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from agora.topology import Topology
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE, TESTS_FILE, render
+from agora_tools.testing import install_debian_packages, skip_or_fail, why_no_debian_packages
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "deploy" / PROMETHEUS_DIR
@@ -45,33 +45,14 @@ def alert(t: Topology, service: str, name: str) -> dict[str, Any]:
     return next(rule for rule in group_of(t, service) if rule.get("alert") == name)
 
 
-def _why_promtool_cannot_be_installed() -> str | None:
-    if os.geteuid() != 0:
-        return "promtool is missing, and only root may install Debian's prometheus package"
-    if shutil.which("apt-get") is None:
-        return "promtool is missing, and this machine has no apt-get to install it with"
-    return None
-
-
-def _install_promtool() -> None:
-    install = ["apt-get", "install", "-y", "--no-install-recommends", PROMTOOL_PACKAGE]
-    if subprocess.run(install, check=False).returncode == 0:
-        return
-    # The package lists may be older than the archive: refresh them once and try again.
-    subprocess.run(["apt-get", "update"], check=True)
-    subprocess.run(install, check=True)
-
-
 @pytest.fixture(scope="module")
 def promtool() -> str:
     """The path of promtool, installed from Debian's packages when missing; skips saying why
     when it cannot be (fails instead under CI)."""
     if (found := shutil.which("promtool")) is None:
-        if why := _why_promtool_cannot_be_installed():
-            if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-                pytest.fail(f"{why}, and CI must run every test")
-            pytest.skip(why)
-        _install_promtool()
+        if why := why_no_debian_packages(f"promtool (Debian's {PROMTOOL_PACKAGE} package)"):
+            skip_or_fail(why)
+        install_debian_packages([PROMTOOL_PACKAGE])
         found = shutil.which("promtool")
     assert found is not None, f"{PROMTOOL_PACKAGE} was installed but promtool is not on PATH"
     return found

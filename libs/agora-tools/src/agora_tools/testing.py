@@ -12,11 +12,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agora.messaging.envelope import CloudEvent
 
@@ -59,16 +59,43 @@ def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def require_server(host: str, port: int, what: str) -> None:
-    """Skip the calling test when ``what`` is not running, saying why; under CI, fail instead."""
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test, saying why; under CI, which must run every test, fail instead."""
     import pytest
 
-    if reachable(host, port):
-        return
-    message = f"{what} is not reachable on {host}:{port}"
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{message}, and CI must run every test")
-    pytest.skip(message)
+        pytest.fail(f"{reason}, and CI must run every test", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_server(host: str, port: int, what: str) -> None:
+    """Skip the calling test when ``what`` is not running, saying why; under CI, fail instead."""
+    if not reachable(host, port):
+        skip_or_fail(f"{what} is not reachable on {host}:{port}")
+
+
+def why_no_debian_packages(what: str) -> str | None:
+    """Why ``what`` (Debian packages a test installs) cannot be installed here, or None."""
+    if os.geteuid() != 0:
+        return f"{what} is installed as root with apt-get, and this user is not root"
+    if shutil.which("apt-get") is None:
+        return f"{what} is installed with apt-get, and this machine has none"
+    return None
+
+
+def install_debian_packages(packages: Collection[str]) -> None:
+    """``apt-get install`` the packages (as root: :func:`why_no_debian_packages` says whether
+    this machine can), refreshing the package lists once if the first try fails."""
+    if not packages:
+        return
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # apt-get from PATH, with package names the tests give: the machine's own package manager.
+    if subprocess.run(install, env=environment, check=False).returncode == 0:  # noqa: S603
+        return
+    # The package lists may be older than the archive: refresh them once and try again.
+    subprocess.run(["apt-get", "update"], env=environment, check=True)  # noqa: S607
+    subprocess.run(install, env=environment, check=True)  # noqa: S603
 
 
 def postgres_url(database: str) -> str:
