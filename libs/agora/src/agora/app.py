@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -53,6 +53,8 @@ Hook = Callable[["Resources"], Awaitable[None]]
 Check = Callable[[], Awaitable[None]]
 JWKS_PATH = "/.well-known/jwks.json"
 
+T = TypeVar("T")
+
 
 @dataclass
 class Resources:
@@ -67,9 +69,26 @@ class Resources:
     credentials: ServiceCredentials = field(default_factory=ServiceCredentials)
     started_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
+    # What bootstrap chose for the routes and hooks, one value per class (see ``provide``).
+    provided: dict[type, object] = field(default_factory=dict, repr=False)
     # When the process was asked to stop (agora.server.GracefulServer), by time.monotonic():
     # /readyz answers 503 from then on (ADR 30).
     stopping_since: float | None = None
+
+    def provide(self, value: object) -> None:
+        """Keep ``value`` for :meth:`get` under its own class, replacing one provided before.
+
+        A service provides one ``application.Parts`` (its repositories, clients, clock and rules),
+        and routes ask for it with ``agora.deps.provided``; a test replaces it the same way.
+        """
+        self.provided[type(value)] = value
+
+    def get(self, kind: type[T]) -> T:
+        """What was provided of class ``kind``; ``LookupError`` when nothing was."""
+        found = self.provided.get(kind)
+        if not isinstance(found, kind):
+            raise LookupError(f"bootstrap provided no {kind.__qualname__}")
+        return found
 
     @property
     def stopping(self) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -35,6 +37,7 @@ TEXT_MAX = 1000
 TOKEN_MAX = 4096
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 class InvalidCursor(Problem):
@@ -112,3 +115,26 @@ class CursorCodec(Generic[C]):
         except (ValueError, TypeError) as error:
             # binascii.Error and pydantic's ValidationError are ValueErrors too.
             raise InvalidCursor from error
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing: its rows, and the cursor of the next page (None on the last)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+def page_size(limit: int, most: int) -> int:
+    """A requested page size, clamped to the largest page a listing hands out (``most``)."""
+    if limit < 1:
+        raise ValueError("a page holds at least one row")
+    return min(limit, most)
+
+
+def paged(codec: CursorCodec[C], rows: Sequence[T], limit: int, key: Callable[[T], C]) -> Page[T]:
+    """The page of ``rows``, fetched with one row more than ``limit``: that row, when it came,
+    says that another page follows, which starts after the ``key`` of this page's last row."""
+    items = list(rows[:limit])
+    more = len(rows) > limit
+    return Page(items, codec.encode(key(items[-1])) if more else None)

@@ -8,7 +8,8 @@ nobody's behalf asks for ``CallingService`` (a known service's own credential) o
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -18,6 +19,8 @@ from agora.auth import Principal, ServiceCaller, is_service_credential
 from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.errors import Forbidden, ServiceUnavailable, Unauthorized
+
+T = TypeVar("T")
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
 # thread, a hop that costs more than the whole lookup.
@@ -30,6 +33,20 @@ def _resources(request: Request) -> Resources:
 
 async def resources(request: Request) -> Resources:
     return _resources(request)
+
+
+def provided(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """The dependency that answers what bootstrap provided of class ``kind`` (see
+    ``Resources.provide``), given a readable alias once in the entry points::
+
+        Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
+    """
+
+    async def lookup(request: Request) -> T:
+        return _resources(request).get(kind)
+
+    lookup.__name__ = f"provided_{kind.__name__}"
+    return lookup
 
 
 async def unit_of_work(request: Request) -> UnitOfWork:
