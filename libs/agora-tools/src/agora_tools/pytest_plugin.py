@@ -1,0 +1,147 @@
+"""The fixtures every service's tests share, so that a service's conftest holds only what is its
+own: its settings, its app, its fakes.
+
+pytest loads this plugin into every run in the workspace through agora-tools' ``pytest11`` entry
+point (``-p no:agora`` leaves it out), so a service, and one that ``agora new`` writes, has these
+fixtures without a line of set-up. Every pytest run pays for loading it, so it imports nothing
+heavy until a fixture asks for it.
+
+``store``
+    A test that asks for it runs once per store: ``[sqlite]`` and ``[postgresql]``. The
+    PostgreSQL runs carry the ``postgres`` mark; on a machine without the server they skip,
+    saying why, and under CI they fail (``agora_tools.testing.require_server``).
+``database_url``
+    A database of the test's own on its ``store``: a SQLite file under ``tmp_path``, or a fresh
+    database on the shared PostgreSQL server, dropped afterwards.
+``module_store``, ``module_data_dir``, ``module_database_url``
+    The same, shared by the tests of one module (for an app that is slow to start and that the
+    tests leave as they found it), with a data directory of its own per store.
+``database_label``
+    The name those databases carry: the folder of the project the test belongs to
+    (``services/orders`` gives ``orders``). A conftest may override it (module scope or wider).
+``clock``
+    A :class:`Clock` the test moves; hand it to the app in the real clock's place.
+
+:func:`schema_drift_after_migrating` is the schema drift check: each service's ``test_schema``
+asserts with it that its migrations build exactly the tables its code is written against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
+# agora_tools.testing.STORES, spelt out here so that loading the plugin does not load the chassis
+# (a test of the plugin holds the two equal); PostgreSQL's runs carry the `postgres` mark.
+STORE_PARAMS = (
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A project that runs its tests without the workspace's configuration knows the mark too.
+    config.addinivalue_line("markers", "postgres: needs the PostgreSQL server on 127.0.0.1:5432")
+
+
+class Clock:
+    """Time as the test says it is: the real time, or the moment the test pins (``now``), moved
+    on by however far the test has advanced it. Call it as the app calls its clock."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now
+        self.ahead = timedelta()
+
+    def __call__(self) -> datetime:
+        return (self.now or datetime.now(UTC)) + self.ahead
+
+    def advance(self, seconds: float = 0, **units: float) -> datetime:
+        """Move time on (``advance(60)``, ``advance(hours=2)``; back with a negative amount);
+        the new time."""
+        self.ahead += timedelta(seconds=seconds, **units)
+        return self()
+
+    def reset(self) -> None:
+        """The real time again."""
+        self.now = None
+        self.ahead = timedelta()
+
+
+def project_label(path: Path) -> str:
+    """The name of the project ``path`` belongs to (the nearest folder with a
+    ``pyproject.toml``), fit to name a database: lower case, ``_`` between words."""
+    folder = next(
+        (parent for parent in path.parents if (parent / "pyproject.toml").is_file()), path.parent
+    )
+    return re.sub(r"[^a-z0-9]+", "_", folder.name.lower()).strip("_") or "test"
+
+
+@pytest.fixture(scope="module")
+def database_label(request: pytest.FixtureRequest) -> str:
+    return project_label(request.path)
+
+
+@pytest.fixture(params=STORE_PARAMS)
+def store(request: pytest.FixtureRequest) -> str:
+    param: str = request.param
+    return param
+
+
+@pytest.fixture
+def database_url(store: str, database_label: str, tmp_path: Path) -> Iterator[str]:
+    from agora_tools.testing import database
+
+    with database(store, database_label, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=STORE_PARAMS)
+def module_store(request: pytest.FixtureRequest) -> str:
+    param: str = request.param
+    return param
+
+
+@pytest.fixture(scope="module")
+def module_data_dir(
+    module_store: str, database_label: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return tmp_path_factory.mktemp(f"{database_label}-{module_store}")
+
+
+@pytest.fixture(scope="module")
+def module_database_url(
+    module_store: str, database_label: str, module_data_dir: Path
+) -> Iterator[str]:
+    from agora_tools.testing import database
+
+    with database(module_store, database_label, module_data_dir) as url:
+        yield url
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def schema_drift_after_migrating(
+    database_url: str, migrations: Path, metadata: MetaData
+) -> list[Any]:
+    """Run the migrations in ``migrations`` on the database at ``database_url`` twice (the
+    second run must find it current), then say how its schema differs from the tables the code
+    is written against (``metadata``, and the chassis's outbox and inbox): empty when it does
+    not. Call it from a synchronous test."""
+    from agora.migrations import upgrade
+    from agora_tools.testing import schema_drift
+
+    upgrade(database_url, migrations)
+    upgrade(database_url, migrations)
+    return asyncio.run(schema_drift(database_url, metadata))

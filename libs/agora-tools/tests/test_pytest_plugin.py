@@ -1,0 +1,152 @@
+"""The pytest plugin every service's tests share: loaded by its entry point, a database of the
+test's own on each store, a clock the test moves, and the schema drift check."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table
+
+from agora_tools import testing
+from agora_tools.pytest_plugin import (
+    STORE_PARAMS,
+    Clock,
+    project_label,
+    schema_drift_after_migrating,
+)
+
+pytest_plugins = ["pytester"]
+
+NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_the_plugin_runs_on_the_stores_the_helpers_know() -> None:
+    assert tuple(param.values[0] for param in STORE_PARAMS) == testing.STORES
+    assert tuple(param.id for param in STORE_PARAMS) == testing.STORES
+
+
+def test_a_test_runs_once_per_store_named_by_it(
+    request: pytest.FixtureRequest, store: str, database_url: str, tmp_path: Path
+) -> None:
+    assert request.node.callspec.id == store
+    if store == "sqlite":
+        assert database_url == f"sqlite:///{tmp_path / 'data' / 'agora_tools.db'}"
+    else:
+        assert database_url.startswith(testing.postgres_url("agora_test_agora_tools_"))
+        assert request.node.get_closest_marker("postgres") is not None
+
+
+def test_a_module_shares_one_database_per_store(
+    module_store: str, module_database_url: str, module_data_dir: Path
+) -> None:
+    assert module_store in module_data_dir.name
+    if module_store == "sqlite":
+        assert module_database_url == f"sqlite:///{module_data_dir / 'data' / 'agora_tools.db'}"
+
+
+def test_databases_are_named_after_the_project_of_the_test(tmp_path: Path) -> None:
+    project = tmp_path / "services" / "click-and-collect"
+    (project / "tests" / "integration").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\n")
+    assert project_label(project / "tests" / "integration" / "test_x.py") == "click_and_collect"
+
+
+def test_every_test_run_has_the_plugin(pytester: pytest.Pytester) -> None:
+    # In a process of its own, so that pytest finds the plugin through its entry point alone.
+    pytester.makepyfile(
+        """
+        from agora_tools.pytest_plugin import Clock
+
+        def test_fixtures(clock, database_label):
+            assert isinstance(clock, Clock)
+            assert database_label
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_the_clock_tells_the_real_time_until_it_is_moved() -> None:
+    clock = Clock()
+    before = datetime.now(UTC)
+    assert before <= clock() <= datetime.now(UTC)
+    later = clock.advance(hours=2)
+    assert later - timedelta(hours=2) >= before
+    assert clock() >= later
+
+
+def test_the_clock_stands_at_the_moment_the_test_pins() -> None:
+    clock = Clock(NOON)
+    assert clock() == NOON
+    assert clock.advance(90) == NOON + timedelta(seconds=90)
+    assert clock.advance(minutes=-1) == NOON + timedelta(seconds=30)
+    clock.now = NOON + timedelta(days=1)
+    assert clock() == NOON + timedelta(days=1, seconds=30)
+
+
+def test_a_reset_clock_tells_the_real_time_again() -> None:
+    clock = Clock(NOON)
+    clock.advance(hours=5)
+    clock.reset()
+    assert abs(clock() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def migrations(directory: Path) -> Path:
+    """Migrations that make a table ``things`` (id, name) and the chassis's outbox and inbox."""
+    versions = directory / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (directory / "migrations" / "env.py").write_text(
+        "from agora.migrations import run_env\n\nrun_env()\n"
+    )
+    (versions / "0001_things.py").write_text(
+        textwrap.dedent(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+
+            from agora.messaging.schema import create_tables
+
+            revision = "0001"
+            down_revision = None
+
+
+            def upgrade() -> None:
+                op.create_table(
+                    "things",
+                    sa.Column("id", sa.Integer(), primary_key=True),
+                    sa.Column("name", sa.String(40), nullable=False),
+                )
+                create_tables(op)
+            """
+        )
+    )
+    return directory / "migrations"
+
+
+def things(*extra: Column[str]) -> MetaData:
+    metadata = MetaData()
+    Table(
+        "things",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(40), nullable=False),
+        *extra,
+    )
+    return metadata
+
+
+def test_migrations_that_build_the_code_s_tables_show_no_drift(
+    database_url: str, tmp_path: Path
+) -> None:
+    assert schema_drift_after_migrating(database_url, migrations(tmp_path), things()) == []
+
+
+def test_a_column_the_migrations_never_made_is_drift(database_url: str, tmp_path: Path) -> None:
+    drift = schema_drift_after_migrating(
+        database_url, migrations(tmp_path), things(Column("colour", String(20)))
+    )
+    assert [(change[0], change[2], change[3].name) for change in drift] == [
+        ("add_column", "things", "colour")
+    ]
