@@ -1,4 +1,5 @@
-"""The catalog app on SQLite and on PostgreSQL, and access tokens signed by a test key.
+"""The catalog app on SQLite and on PostgreSQL (a database per test or per module, from agora-tools'
+pytest plugin), and access tokens signed by a test key.
 
 Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
 gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora_tools import testing
-from agora_tools.testing import STORES, SigningKey, database
+from agora_tools.testing import SigningKey
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
 
@@ -51,12 +52,6 @@ def app_for(settings: CatalogSettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-@pytest.fixture(params=STORES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "catalog", tmp_path) as url:
-        yield url
-
-
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> CatalogSettings:
     return settings_for(database_url, tmp_path)
@@ -69,16 +64,12 @@ def client(settings: CatalogSettings) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="module", params=STORES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
     """A seeded catalog shared by the tests of one module, which must leave it as they found it."""
-    data_dir = tmp_path_factory.mktemp("catalog")
-    with database(request.param, "catalog", data_dir) as url:
-        app = app_for(settings_for(url, data_dir))
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            yield test_client
+    app = app_for(settings_for(module_database_url, module_data_dir))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 PROBLEM = "application/problem+json"
