@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "system")]
 
 from chromium import browser, ensure  # noqa: E402 (after the path above)
-from journeys import (  # noqa: E402
+from journeys import (  # noqa: E402 (after the path above)
     APPROVED,
     SETTLE_MS,
     Account,
@@ -29,10 +29,10 @@ from journeys import (  # noqa: E402
     search,
     settled_status,
 )
-from playwright.sync_api import Page, ViewportSize, expect  # noqa: E402
-from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop  # noqa: E402
+from playwright.sync_api import Page, ViewportSize, expect  # noqa: E402 (after the path above)
+from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop  # noqa: E402 (after the path above)
 
-from agora_tools.harness import RunningSystem  # noqa: E402
+from agora_tools.harness import RunningSystem  # noqa: E402 (after the path above)
 
 ROOT = Path(__file__).parents[2]
 PROCESSES = 9

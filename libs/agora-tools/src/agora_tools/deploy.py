@@ -476,10 +476,10 @@ def database_sql(name: str) -> str:
     role = _identifier(name)
     # The names are checked by the topology (letters, digits, '-'): nothing to inject.
     statements = [
-        f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608
+        f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608 (checked names)
         f"(SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec",
         f"ALTER ROLE {role} WITH LOGIN PASSWORD :'password';",
-        f"SELECT 'CREATE DATABASE {role} OWNER {role}' WHERE NOT EXISTS "  # noqa: S608
+        f"SELECT 'CREATE DATABASE {role} OWNER {role}' WHERE NOT EXISTS "  # noqa: S608 (checked names)
         f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec",
         f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC;",
         f"GRANT CONNECT ON DATABASE {role} TO {role};",

@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from agora.messaging.envelope import CloudEvent
 
+# The messaging helpers live with messaging; tests import every helper from here.
+from agora.messaging.testing import Delivery as Delivery
+from agora.messaging.testing import InMemoryBus as InMemoryBus
+from agora.messaging.testing import collect_events as collect_events
+from agora.messaging.testing import wait_for_event as wait_for_event
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from sqlalchemy import MetaData
@@ -91,11 +97,11 @@ def install_debian_packages(packages: Collection[str]) -> None:
     install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # apt-get from PATH, with package names the tests give: the machine's own package manager.
-    if subprocess.run(install, env=environment, check=False).returncode == 0:  # noqa: S603
+    if subprocess.run(install, env=environment, check=False).returncode == 0:  # noqa: S603 (fixed argv)
         return
     # The package lists may be older than the archive: refresh them once and try again.
-    subprocess.run(["apt-get", "update"], env=environment, check=True)  # noqa: S607
-    subprocess.run(install, env=environment, check=True)  # noqa: S603
+    subprocess.run(["apt-get", "update"], env=environment, check=True)  # noqa: S607 (apt-get from PATH)
+    subprocess.run(install, env=environment, check=True)  # noqa: S603 (fixed argv)
 
 
 def postgres_url(database: str) -> str:
@@ -413,10 +419,3 @@ class NatsServer:
 
     def __exit__(self, *_: object) -> None:
         self.kill()
-
-
-# The messaging helpers live with messaging; tests import every helper from here.
-from agora.messaging.testing import Delivery as Delivery  # noqa: E402
-from agora.messaging.testing import InMemoryBus as InMemoryBus  # noqa: E402
-from agora.messaging.testing import collect_events as collect_events  # noqa: E402
-from agora.messaging.testing import wait_for_event as wait_for_event  # noqa: E402

@@ -397,7 +397,7 @@ def document_problems(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to replace it
 
 
 def _as_coroutine(callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:

@@ -80,7 +80,7 @@ def _checked(hint: Any) -> Any:
     if isinstance(hint, type) and issubclass(hint, Enum):
         return hint
     if get_origin(hint) in (Union, types.UnionType):
-        return Union[tuple(_checked(arg) for arg in get_args(hint))]  # noqa: UP007
+        return Union[tuple(_checked(arg) for arg in get_args(hint))]  # noqa: UP007 (X | Y takes no tuple)
     raise TypeError(f"a cursor holds ints, strings, moments and enums, not {hint!r}")
 
 

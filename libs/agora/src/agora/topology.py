@@ -281,7 +281,7 @@ class Topology(_Strict):
                     raise ValueError(f"host port {port} is both {owners[port]}'s and {owner}'s")
                 owners[port] = owner
 
-    def __iter__(self) -> Iterator[Service]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Service]:  # type: ignore[override]  # its services, not pydantic fields
         return iter(self.services.values())
 
     def start_order(self) -> list[Service]:
