@@ -10,9 +10,11 @@ from starlette.middleware import Middleware
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.topology import Topology, load_topology
-from gateway.console.routes import console_router
+from gateway import health
+from gateway.console import routes as console
+from gateway.console.sections import Console
 from gateway.headers import install_security_headers
-from gateway.health import health_router, probe_client
+from gateway.health import Probes, probe_client
 from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets, password_attempts
 from gateway.routing import Proxy
 from gateway.sessions import LocalEnds, RedisEnds, RefuseEnded, Sessions
@@ -76,9 +78,9 @@ def create_app(
         title="Agora gateway",
         description=DESCRIPTION,
         routers=[
-            health_router(topology, settings, probe, shared),
+            health.router,
             storefront_router(settings),
-            console_router(topology, settings),
+            console.router,
         ],
         on_startup=[start],
         on_shutdown=[close],
@@ -87,6 +89,11 @@ def create_app(
         # Its port is the public door: its metrics are the operator's, like its /internal/*.
         private_metrics=True,
     )
+    # What the routers ask for by type (agora.deps.provided).
+    resources: Resources = app.state.resources
+    resources.provide(settings)
+    resources.provide(Probes(topology, settings, probe, shared))
+    resources.provide(Console.of(topology, settings))
     # Both inside the chassis middleware rather than around it, so that every answer (a 429, a
     # forwarded one) carries a request id and is traced, logged and counted; the proxy innermost,
     # after the rate limit, answering `/api/<service>/...` without FastAPI's router.

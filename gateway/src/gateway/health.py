@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from agora.app import Resources
 from agora.client import Reply, ServiceClient
+from agora.deps import provided
 from agora.errors import Problem
 from agora.messaging.credentials import without_credentials
 from agora.topology import Topology
@@ -54,99 +56,116 @@ def probe_client(settings: GatewaySettings) -> ServiceClient:
     )
 
 
-def health_router(
-    topology: Topology,
-    settings: GatewaySettings,
-    probe: ServiceClient,
-    redis: RedisBuckets | None = None,
-) -> APIRouter:
-    router = APIRouter()
+@dataclass(frozen=True, slots=True)
+class Probes:
+    """What ``GET /api`` asks: every replica of the topology's services through ``client`` (see
+    :func:`probe_client`), and the Redis of the shared rate limit when there is one."""
 
-    async def replica_status(service: str, replica: int) -> dict[str, Any]:
-        status: dict[str, Any] = {"replica": replica, "ready": False}
-        try:
-            async with asyncio.timeout(settings.health_timeout):
-                reply = await probe.request(replica_key(service, replica), "GET", "/readyz")
-        except TimeoutError:
-            status["error"] = "timed out"
-        except Problem as error:
-            status["error"] = _FAILURES.get(error.status, error.title.lower())
-        else:
-            status["ready"] = reply.status == 200
-            if not status["ready"]:
-                status["error"] = f"answered {reply.status}"
-            body = _body(reply)
-            if (broker := _broker_check(body)) is not None:
-                status["broker"] = broker
-            if isinstance(version := body.get("version"), str):
-                status["version"] = version
-        return status
+    topology: Topology
+    settings: GatewaySettings
+    client: ServiceClient
+    redis: RedisBuckets | None = None
 
-    async def connection(url: str, check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
-        state: dict[str, Any] = {"url": without_credentials(url), "connected": True}
-        try:
-            async with asyncio.timeout(settings.health_timeout):
-                await check()
-        except Exception as error:  # whatever the reason, the answer is "not connected", and why
-            state.update(connected=False, error=str(error) or type(error).__name__)
-        return state
 
-    async def gateway_broker(resources: Resources) -> dict[str, Any]:
-        broker = resources.broker
-        if broker is None:
-            return {"url": None, "connected": False, "error": "no broker configured"}
-        return await connection(broker.url, broker.check)
+ProbesDep = Annotated[Probes, Depends(provided(Probes))]
 
-    async def gateway_redis() -> dict[str, Any]:
-        if redis is None:
-            error = "no redis configured: each gateway process keeps its own rate limits"
-            return {"url": None, "connected": False, "error": error}
-        return await connection(redis.url, redis.check)
+router = APIRouter()
 
-    async def service_status(name: str, urls: Sequence[str], declared: int) -> dict[str, Any]:
-        if not urls:
-            return {
-                "name": name,
-                "replicas": declared,
-                "healthy": False,
-                "ready_replicas": 0,
-                "instances": [],
-                "error": "no address known",
-            }
-        instances = await asyncio.gather(*(replica_status(name, i) for i in range(len(urls))))
-        ready = sum(1 for instance in instances if instance["ready"])
+
+@router.get(
+    "/api",
+    summary="The services behind the gateway and their health",
+    response_description="`{services: [{name, replicas, healthy, ...}]}`",
+)
+async def services(request: Request, probes: ProbesDep) -> Response:
+    settings = probes.settings
+    urls: Mapping[str, list[str]] = settings.service_urls
+    broker, redis_state, *statuses = await asyncio.gather(
+        _gateway_broker(probes, request.app.state.resources),
+        _gateway_redis(probes),
+        *(
+            _service_status(probes, s.name, urls.get(s.name, []), s.replicas)
+            for s in probes.topology
+        ),
+    )
+    itself = {
+        "name": settings.service_name,
+        "replicas": 1,
+        "healthy": True,
+        "ready_replicas": 1,
+        "instances": [{"replica": settings.replica, "ready": True}],
+    }
+    return JSONResponse({"services": [itself, *statuses], "broker": broker, "redis": redis_state})
+
+
+async def _replica_status(probes: Probes, service: str, replica: int) -> dict[str, Any]:
+    status: dict[str, Any] = {"replica": replica, "ready": False}
+    try:
+        async with asyncio.timeout(probes.settings.health_timeout):
+            reply = await probes.client.request(replica_key(service, replica), "GET", "/readyz")
+    except TimeoutError:
+        status["error"] = "timed out"
+    except Problem as error:
+        status["error"] = _FAILURES.get(error.status, error.title.lower())
+    else:
+        status["ready"] = reply.status == 200
+        if not status["ready"]:
+            status["error"] = f"answered {reply.status}"
+        body = _body(reply)
+        if (broker := _broker_check(body)) is not None:
+            status["broker"] = broker
+        if isinstance(version := body.get("version"), str):
+            status["version"] = version
+    return status
+
+
+async def _connection(
+    probes: Probes, url: str, check: Callable[[], Awaitable[None]]
+) -> dict[str, Any]:
+    state: dict[str, Any] = {"url": without_credentials(url), "connected": True}
+    try:
+        async with asyncio.timeout(probes.settings.health_timeout):
+            await check()
+    except Exception as error:  # whatever the reason, the answer is "not connected", and why
+        state.update(connected=False, error=str(error) or type(error).__name__)
+    return state
+
+
+async def _gateway_broker(probes: Probes, resources: Resources) -> dict[str, Any]:
+    broker = resources.broker
+    if broker is None:
+        return {"url": None, "connected": False, "error": "no broker configured"}
+    return await _connection(probes, broker.url, broker.check)
+
+
+async def _gateway_redis(probes: Probes) -> dict[str, Any]:
+    if probes.redis is None:
+        error = "no redis configured: each gateway process keeps its own rate limits"
+        return {"url": None, "connected": False, "error": error}
+    return await _connection(probes, probes.redis.url, probes.redis.check)
+
+
+async def _service_status(
+    probes: Probes, name: str, urls: Sequence[str], declared: int
+) -> dict[str, Any]:
+    if not urls:
         return {
             "name": name,
-            "replicas": len(urls),
-            "healthy": ready > 0,
-            "ready_replicas": ready,
-            "instances": instances,
+            "replicas": declared,
+            "healthy": False,
+            "ready_replicas": 0,
+            "instances": [],
+            "error": "no address known",
         }
-
-    @router.get(
-        "/api",
-        summary="The services behind the gateway and their health",
-        response_description="`{services: [{name, replicas, healthy, ...}]}`",
-    )
-    async def services(request: Request) -> Response:
-        urls: Mapping[str, list[str]] = settings.service_urls
-        broker, redis_state, *statuses = await asyncio.gather(
-            gateway_broker(request.app.state.resources),
-            gateway_redis(),
-            *(service_status(s.name, urls.get(s.name, []), s.replicas) for s in topology),
-        )
-        itself = {
-            "name": settings.service_name,
-            "replicas": 1,
-            "healthy": True,
-            "ready_replicas": 1,
-            "instances": [{"replica": settings.replica, "ready": True}],
-        }
-        return JSONResponse(
-            {"services": [itself, *statuses], "broker": broker, "redis": redis_state}
-        )
-
-    return router
+    instances = await asyncio.gather(*(_replica_status(probes, name, i) for i in range(len(urls))))
+    ready = sum(1 for instance in instances if instance["ready"])
+    return {
+        "name": name,
+        "replicas": len(urls),
+        "healthy": ready > 0,
+        "ready_replicas": ready,
+        "instances": instances,
+    }
 
 
 def _body(reply: Reply) -> dict[str, Any]:
