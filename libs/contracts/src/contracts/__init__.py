@@ -18,8 +18,9 @@ __all__ = [
     "subject_of",
 ]
 
-# The package's own machinery; every other module is a publisher's.
-_TOOLS = frozenset({"base", "compat", "export", "traffic"})
+# The package's own machinery, and the services' HTTP rules (api); every other module is a
+# publisher's.
+_TOOLS = frozenset({"api", "base", "compat", "export", "traffic"})
 
 
 def publishers() -> dict[str, tuple[type[IntegrationEvent], ...]]:
