@@ -1,5 +1,6 @@
-"""The inventory app on SQLite and on PostgreSQL, access tokens signed by a test key, and the
-checkout's commands delivered through the in-memory bus.
+"""The inventory app on SQLite and on PostgreSQL (a database per test or per module, from
+agora-tools' pytest plugin), access tokens signed by a test key, and the checkout's commands
+delivered through the in-memory bus.
 
 Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
 gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
@@ -22,7 +23,7 @@ from fastapi.testclient import TestClient
 from agora.db import UnitOfWork
 from agora.messaging import CloudEvent
 from agora_tools import testing
-from agora_tools.testing import STORES, InMemoryBus, SigningKey, database, outbox_events
+from agora_tools.testing import InMemoryBus, SigningKey, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
 from inventory.adapters import SqlInventory, load_seed
@@ -67,12 +68,6 @@ def app_for(settings: InventorySettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-@pytest.fixture(params=STORES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "inventory", tmp_path) as url:
-        yield url
-
-
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> InventorySettings:
     return settings_for(database_url, tmp_path)
@@ -85,18 +80,13 @@ def client(settings: InventorySettings) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="module", params=STORES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
     """A seeded inventory shared by the tests of one module, which must leave it as they found
     it."""
-    data_dir = tmp_path_factory.mktemp("inventory")
-    with (
-        database(request.param, "inventory", data_dir) as url,
-        TestClient(app_for(settings_for(url, data_dir)), raise_server_exceptions=False) as c,
-    ):
-        yield c
+    app = app_for(settings_for(module_database_url, module_data_dir))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 class Replica:
