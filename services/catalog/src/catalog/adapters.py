@@ -122,45 +122,40 @@ def _values(product: Product) -> dict[str, Any]:
     return values
 
 
-class SqlCatalogue:
-    """The :class:`catalog.application.Catalogue` port over one SQLAlchemy session."""
+class SqlProducts:
+    """The :class:`catalog.application.Products` port in the service's database."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def get(self, sku: str, *, for_update: bool = False) -> Product | None:
+    def get(self, session: Session, sku: str, *, for_update: bool = False) -> Product | None:
         statement = _BY_SKU.with_for_update() if for_update else _BY_SKU
-        row = self.session.execute(statement, {"sku": sku}).first()
+        row = session.execute(statement, {"sku": sku}).first()
         return None if row is None else _product(row)
 
-    def many(self, skus: Sequence[str]) -> list[Product]:
+    def many(self, session: Session, skus: Sequence[str]) -> list[Product]:
         if not skus:
             return []
         statement = select(*PRODUCT_COLUMNS).where(products.c.sku.in_(skus))
-        return [_product(row) for row in self.session.execute(statement)]
+        return [_product(row) for row in session.execute(statement)]
 
-    def add(self, product: Product) -> None:
+    def add(self, session: Session, product: Product) -> None:
         try:
-            self.session.execute(products.insert().values(sku=product.sku, **_values(product)))
+            session.execute(products.insert().values(sku=product.sku, **_values(product)))
         except IntegrityError as error:
             # Two admins creating one sku at the same moment: the second insert loses.
             raise ProductExists(f"a product with sku {product.sku!r} already exists") from error
 
-    def save(self, product: Product) -> None:
-        self.session.execute(
+    def save(self, session: Session, product: Product) -> None:
+        session.execute(
             products.update().where(products.c.sku == product.sku).values(**_values(product))
         )
 
-    def has_category(self, slug: str) -> bool:
-        found = self.session.execute(
-            select(categories.c.slug).where(categories.c.slug == slug)
-        ).first()
+    def has_category(self, session: Session, slug: str) -> bool:
+        found = session.execute(select(categories.c.slug).where(categories.c.slug == slug)).first()
         return found is not None
 
-    def add_category(self, category: Category) -> None:
-        self.session.execute(categories.insert().values(slug=category.slug, name=category.name))
+    def add_category(self, session: Session, category: Category) -> None:
+        session.execute(categories.insert().values(slug=category.slug, name=category.name))
 
-    def categories(self) -> list[CategorySummary]:
+    def categories(self, session: Session) -> list[CategorySummary]:
         count = func.count(products.c.sku)
         statement = (
             select(categories.c.slug, categories.c.name, count)
@@ -175,10 +170,10 @@ class SqlCatalogue:
         )
         return [
             CategorySummary(slug=slug, name=name, product_count=n)
-            for slug, name, n in self.session.execute(statement)
+            for slug, name, n in session.execute(statement)
         ]
 
-    def listing(self, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, session: Session, listing: Listing, limit: int) -> list[Product]:
         key = products.c.price if listing.sort.by_price else products.c.name_key
         statement = select(*PRODUCT_COLUMNS).where(products.c.active.is_(True))
         if listing.category is not None:
@@ -195,13 +190,13 @@ class SqlCatalogue:
             statement = statement.order_by(key.desc(), products.c.sku.desc())
         else:
             statement = statement.order_by(key.asc(), products.c.sku.asc())
-        rows = self.session.execute(statement.limit(limit))
+        rows = session.execute(statement.limit(limit))
         return [_product(row) for row in rows]
 
-    def claim_seed(self, name: str, now: datetime) -> bool:
-        dialect = self.session.get_bind().dialect.name
+    def claim_seed(self, session: Session, name: str, now: datetime) -> bool:
+        dialect = session.get_bind().dialect.name
         insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-        result = self.session.execute(
+        result = session.execute(
             insert(seeds).values(name=name, applied_at=now).on_conflict_do_nothing()
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]

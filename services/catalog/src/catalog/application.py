@@ -1,20 +1,21 @@
-"""The catalogue's use cases: one transaction each, over a ``Catalogue`` port.
+"""The catalogue's use cases: one transaction each, over the :class:`Products` port.
 
-Handlers are plain functions ``handler(session, store, ...)``: ``store`` turns the unit of work's
-session into a :class:`Catalogue` (the SQL one in production, an in-memory one in unit tests), so
-this module names no table and no concrete adapter.
+Handlers are plain functions ``handler(session, products, ...)`` that the unit of work runs:
+``products`` keeps the catalogue within that session (the SQL one in production, an in-memory one
+in unit tests), so this module names no table and no concrete adapter. Bootstrap chooses it and
+hands it to the entry points in :class:`Parts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from agora.cursor import CursorCodec, InvalidCursor
+from agora.cursor import CursorCodec, InvalidCursor, Page, paged
 from agora.messaging.outbox import record
 from catalog.domain import (
     CHECKS,
@@ -48,12 +49,6 @@ class Listing:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Product]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class CreateProduct:
     sku: str
     name: str
@@ -73,59 +68,61 @@ class Seed:
     products: Sequence[CreateProduct]
 
 
-class Catalogue(Protocol):
-    """What the handlers need from storage, within the current transaction."""
+class Products(Protocol):
+    """The catalogue's products and their categories, within the transaction of ``session``."""
 
-    def get(self, sku: str, *, for_update: bool = False) -> Product | None: ...
+    def get(self, session: Session, sku: str, *, for_update: bool = False) -> Product | None: ...
 
-    def many(self, skus: Sequence[str]) -> list[Product]:
+    def many(self, session: Session, skus: Sequence[str]) -> list[Product]:
         """The products of ``skus`` that exist, active or not, in no particular order."""
 
-    def add(self, product: Product) -> None:
+    def add(self, session: Session, product: Product) -> None:
         """Store a new product; :class:`ProductExists` when its sku is taken."""
 
-    def save(self, product: Product) -> None: ...
+    def save(self, session: Session, product: Product) -> None: ...
 
-    def has_category(self, slug: str) -> bool: ...
+    def has_category(self, session: Session, slug: str) -> bool: ...
 
-    def add_category(self, category: Category) -> None: ...
+    def add_category(self, session: Session, category: Category) -> None: ...
 
-    def categories(self) -> list[CategorySummary]:
+    def categories(self, session: Session) -> list[CategorySummary]:
         """Every category with the number of its active products, by name."""
 
-    def listing(self, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, session: Session, listing: Listing, limit: int) -> list[Product]:
         """Up to ``limit`` active products matching ``listing``, in its order, after its cursor."""
 
-    def claim_seed(self, name: str, now: datetime) -> bool:
+    def claim_seed(self, session: Session, name: str, now: datetime) -> bool:
         """Record that seed ``name`` is loaded; False when it was already (or is being) loaded."""
 
 
-Store = Callable[[Session], Catalogue]
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What bootstrap chooses for the routes and the start-up seed."""
+
+    products: Products
+
+
 CURSORS = CursorCodec(Cursor)
 
 
-def get_product(session: Session, store: Store, sku: str) -> Product:
-    product = store(session).get(sku)
+def get_product(session: Session, products: Products, sku: str) -> Product:
+    product = products.get(session, sku)
     if product is None:
         raise ProductNotFound(f"there is no product with sku {sku!r}")
     return product
 
 
-def get_products(session: Session, store: Store, skus: Sequence[str]) -> list[Product]:
+def get_products(session: Session, products: Products, skus: Sequence[str]) -> list[Product]:
     """The products of ``skus`` that exist (active or not), in the order asked; unknown skus and
     repeats are left out."""
     wanted = list(dict.fromkeys(skus))
-    found = {product.sku: product for product in store(session).many(wanted)}
+    found = {product.sku: product for product in products.many(session, wanted)}
     return [found[sku] for sku in wanted if sku in found]
 
 
-def list_products(session: Session, store: Store, listing: Listing) -> Page:
-    # One row more than the page shows whether another page follows.
-    rows = store(session).listing(listing, listing.limit + 1)
-    items = rows[: listing.limit]
-    more = len(rows) > listing.limit
-    next_cursor = CURSORS.encode(Cursor.after(items[-1], listing.sort)) if more else None
-    return Page(items=items, next_cursor=next_cursor)
+def list_products(session: Session, products: Products, listing: Listing) -> Page[Product]:
+    rows = products.listing(session, listing, listing.limit + 1)
+    return paged(CURSORS, rows, listing.limit, lambda last: Cursor.after(last, listing.sort))
 
 
 def read_cursor(token: str, sort: Sort) -> Cursor:
@@ -138,33 +135,35 @@ def read_cursor(token: str, sort: Sort) -> Cursor:
     return cursor
 
 
-def list_categories(session: Session, store: Store) -> list[CategorySummary]:
-    return store(session).categories()
+def list_categories(session: Session, products: Products) -> list[CategorySummary]:
+    return products.categories(session)
 
 
-def create_product(session: Session, store: Store, command: CreateProduct) -> Product:
-    catalogue = store(session)
+def create_product(session: Session, products: Products, command: CreateProduct) -> Product:
     product = _new_product(command, _now())
-    if not catalogue.has_category(product.category):
+    if not products.has_category(session, product.category):
         raise UnknownCategory(f"there is no category {product.category!r}")
-    if catalogue.get(product.sku) is not None:
+    if products.get(session, product.sku) is not None:
         raise ProductExists(f"a product with sku {product.sku!r} already exists")
-    catalogue.add(product)
+    products.add(session, product)
     record(session, ProductCreated(**_state(product)), aggregate=product.sku)
     return product
 
 
-def change_product(session: Session, store: Store, sku: str, changes: dict[str, Any]) -> Product:
+def change_product(
+    session: Session, products: Products, sku: str, changes: dict[str, Any]
+) -> Product:
     """Apply ``changes``: any of name, description, price, currency, category, image_url, active."""
-    catalogue = store(session)
-    product = catalogue.get(sku, for_update=True)
+    product = products.get(session, sku, for_update=True)
     if product is None:
         raise ProductNotFound(f"there is no product with sku {sku!r}")
     changed = product.change(changes, now=_now())
-    if changed.category != product.category and not catalogue.has_category(changed.category):
+    if changed.category != product.category and not products.has_category(
+        session, changed.category
+    ):
         raise UnknownCategory(f"there is no category {changed.category!r}")
     if changed is not product:
-        catalogue.save(changed)
+        products.save(session, changed)
         fields = tuple(f for f in CHECKS if getattr(changed, f) != getattr(product, f))
         record(session, ProductUpdated(**_state(changed), changed=fields), aggregate=changed.sku)
     return changed
@@ -188,25 +187,24 @@ def _new_product(command: CreateProduct, now: datetime) -> Product:
     )
 
 
-def seed_catalogue(session: Session, store: Store, seed: Seed) -> bool:
+def seed_catalogue(session: Session, products: Products, seed: Seed) -> bool:
     """Load ``seed`` unless it was loaded before; True when this call loaded it.
 
     Safe when replicas start together: the claim is a row insert that only one transaction can
     make, and the others wait for it and then find the seed recorded.
     """
-    catalogue = store(session)
     now = _now()
-    if not catalogue.claim_seed(seed.name, now):
+    if not products.claim_seed(session, seed.name, now):
         return False
     for category in seed.categories:
-        if not catalogue.has_category(category.slug):
-            catalogue.add_category(category)
+        if not products.has_category(session, category.slug):
+            products.add_category(session, category)
     for command in seed.products:
         product = _new_product(command, now)
-        if not catalogue.has_category(product.category):
+        if not products.has_category(session, product.category):
             raise UnknownCategory(f"the seed's product {product.sku} names no seeded category")
-        if catalogue.get(product.sku) is None:
-            catalogue.add(product)
+        if products.get(session, product.sku) is None:
+            products.add(session, product)
             record(session, ProductCreated(**_state(product)), aggregate=product.sku)
     return True
 

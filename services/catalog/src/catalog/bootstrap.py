@@ -1,4 +1,4 @@
-"""The catalog's composition root: the one place that picks the SQL store and the seed file."""
+"""The catalog's composition root: the one place that picks the SQL products and the seed file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from agora.app import Hook, Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
 from catalog import application, entrypoints
-from catalog.adapters import SqlCatalogue, load_seed
+from catalog.adapters import SqlProducts, load_seed
 from catalog.domain import (
     InvalidProduct,
     ProductExists,
@@ -43,7 +43,8 @@ async def seed_catalogue(resources: Resources) -> None:
     """Load the shipped starting catalogue into an empty database (once, whoever starts first)."""
     assert resources.uow is not None
     seed = load_seed()
-    loaded = await resources.uow.run(application.seed_catalogue, SqlCatalogue, seed)
+    products = resources.get(application.Parts).products
+    loaded = await resources.uow.run(application.seed_catalogue, products, seed)
     log.info("seed", name=seed.name, loaded=loaded, products=len(seed.products))
 
 
@@ -62,8 +63,7 @@ def create_app(
         on_startup=on_startup,
         verifier=verifier,
     )
-    store: application.Store = SqlCatalogue
-    app.state.resources.extra[entrypoints.STORE] = store
+    app.state.resources.provide(application.Parts(products=SqlProducts()))
     return app
 
 

@@ -277,10 +277,3 @@ class Cursor:
     @classmethod
     def after(cls, product: Product, sort: Sort) -> Cursor:
         return cls(sort=sort, key=sort.key(product), sku=product.sku)
-
-
-def page_size(limit: int) -> int:
-    """A requested page size, clamped to the largest page the service hands out."""
-    if limit < 1:
-        raise ValueError("a page holds at least one product")
-    return min(limit, PAGE_MAX)

@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from agora.cursor import TOKEN_MAX
-from agora.deps import Admin, Uow
+from agora.cursor import TOKEN_MAX, page_size
+from agora.deps import Admin, Uow, provided
 from agora.fields import WHOLE, WholeNumber
 from agora.query import QueryParams
 from catalog import application
@@ -27,18 +27,17 @@ from catalog.domain import (
     IMAGE_URL_MAX,
     NAME_MAX,
     PAGE_DEFAULT,
+    PAGE_MAX,
     PRICE_MAX,
     SKU_PATTERN,
     SLUG_MAX,
     SLUG_PATTERN,
     Product,
     Sort,
-    page_size,
     search_words,
 )
 
 JSON = "application/json"
-STORE = "catalog.store"
 # The most skus one batch lookup may name.
 BATCH_MAX = 100
 
@@ -53,14 +52,7 @@ ImageUrl = Annotated[
 ]
 
 
-# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a hop
-# that costs more than the whole product lookup.
-async def store(request: Request) -> application.Store:
-    found: application.Store = request.app.state.resources.extra[STORE]
-    return found
-
-
-Store = Annotated[application.Store, Depends(store)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 
 
 class ProductOut(BaseModel):
@@ -199,16 +191,16 @@ def _product(product: Product, status: int = 200) -> Response:
     response_model=ProductPage,
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
-async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, store: Store) -> Response:
+async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, parts: Parts) -> Response:
     """Active products, one page at a time, in a stable order (keyset paging)."""
     listing = Listing(
         sort=query.sort,
-        limit=page_size(query.limit),
+        limit=page_size(query.limit, PAGE_MAX),
         category=query.category,
         words=search_words(query.q),
         after=application.read_cursor(query.cursor, query.sort) if query.cursor else None,
     )
-    page = await uow.query(application.list_products, store, listing)
+    page = await uow.query(application.list_products, parts.products, listing)
     items = [ProductOut.model_validate(product) for product in page.items]
     return _json(_PAGE.dump_json(ProductPage(items=items, next_cursor=page.next_cursor)))
 
@@ -225,41 +217,41 @@ async def get_products(
         ),
     ],
     uow: Uow,
-    store: Store,
+    parts: Parts,
 ) -> Response:
     """Several products by sku in one call, also inactive ones (their `active` says so).
 
     Unknown skus are left out of `items` rather than answered 404.
     """
-    found = await uow.query(application.get_products, store, sku)
+    found = await uow.query(application.get_products, parts.products, sku)
     items = [ProductOut.model_validate(product) for product in found]
     return _json(_BATCH.dump_json(ProductBatch(items=items)))
 
 
 @router.get("/products/{sku}", response_model=ProductOut)
-async def get_product(sku: str, uow: Uow, store: Store) -> Response:
+async def get_product(sku: str, uow: Uow, parts: Parts) -> Response:
     """One product by sku, also when it is inactive (its `active` says so)."""
-    return _product(await uow.query(application.get_product, store, sku))
+    return _product(await uow.query(application.get_product, parts.products, sku))
 
 
 @router.post("/products", status_code=201, response_model=ProductOut)
-async def create_product(body: NewProduct, uow: Uow, store: Store, _admin: Admin) -> Response:
+async def create_product(body: NewProduct, uow: Uow, parts: Parts, _admin: Admin) -> Response:
     """Add a product (admin only). It starts active."""
     command = CreateProduct(**body.model_dump())
-    return _product(await uow.run(application.create_product, store, command), 201)
+    return _product(await uow.run(application.create_product, parts.products, command), 201)
 
 
 @router.patch("/products/{sku}", response_model=ProductOut)
 async def change_product(
-    sku: str, body: ProductChanges, uow: Uow, store: Store, _admin: Admin
+    sku: str, body: ProductChanges, uow: Uow, parts: Parts, _admin: Admin
 ) -> Response:
     """Change any of a product's fields but its sku (admin only); `active: false` hides it."""
     changes = body.model_dump(exclude_unset=True)
-    return _product(await uow.run(application.change_product, store, sku, changes))
+    return _product(await uow.run(application.change_product, parts.products, sku, changes))
 
 
 @router.get("/categories", response_model=list[CategoryOut])
-async def list_categories(uow: Uow, store: Store) -> Response:
+async def list_categories(uow: Uow, parts: Parts) -> Response:
     """Every category, by name, with how many active products it holds."""
-    found: list[CategorySummary] = await uow.query(application.list_categories, store)
+    found: list[CategorySummary] = await uow.query(application.list_categories, parts.products)
     return _json(_CATEGORIES.dump_json([CategoryOut.model_validate(c) for c in found]))

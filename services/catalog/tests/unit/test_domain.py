@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agora.cursor import InvalidCursor
+from agora.cursor import InvalidCursor, page_size
 from catalog.application import CURSORS, read_cursor
 from catalog.domain import (
     PAGE_MAX,
@@ -21,7 +21,6 @@ from catalog.domain import (
     check_price,
     check_sku,
     check_slug,
-    page_size,
     search_words,
 )
 
@@ -226,8 +225,8 @@ def test_a_cursor_is_refused_by_a_listing_in_another_order() -> None:
 
 @pytest.mark.parametrize(("asked", "served"), [(1, 1), (20, 20), (100, 100), (101, 100)])
 def test_a_page_size_above_the_maximum_is_clamped(asked: int, served: int) -> None:
-    assert page_size(asked) == served
-    assert page_size(10**9) == PAGE_MAX
+    assert page_size(asked, PAGE_MAX) == served
+    assert page_size(10**9, PAGE_MAX) == PAGE_MAX
 
 
 def test_search_words_are_case_folded_and_deduplicated() -> None:
