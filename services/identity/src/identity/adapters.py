@@ -47,7 +47,7 @@ from agora.db import aware
 from identity.domain import (
     EmailTaken,
     KeyRotationConflict,
-    LoginAttempts,
+    LoginRecord,
     SigningKey,
     User,
     roles_of,
@@ -231,7 +231,7 @@ class SqlLoginAttempts:
     # of them win, so a few turns always settle.
     TRIES = 10
 
-    def for_update(self, session: Session, email: str, client: str) -> LoginAttempts:
+    def for_update(self, session: Session, email: str, client: str) -> LoginRecord:
         client = client[:CLIENT_LENGTH]
         for _ in range(self.TRIES):
             found = self._locked(session, email, client)
@@ -240,7 +240,7 @@ class SqlLoginAttempts:
             session.execute(_insert_if_absent(session, email, client))
         raise RuntimeError(f"the login record of {email} kept vanishing inside its transaction")
 
-    def _locked(self, session: Session, email: str, client: str) -> LoginAttempts | None:
+    def _locked(self, session: Session, email: str, client: str) -> LoginRecord | None:
         # FOR UPDATE serializes concurrent attempts on PostgreSQL; SQLite's write transactions
         # (BEGIN IMMEDIATE) are serialized already and ignore the clause.
         statement = (
@@ -251,7 +251,7 @@ class SqlLoginAttempts:
         row = session.execute(statement).first()
         if row is None:
             return None
-        return LoginAttempts(
+        return LoginRecord(
             email=row.email,
             client=row.client,
             failures=row.failures,
@@ -261,7 +261,7 @@ class SqlLoginAttempts:
             last_failure_at=aware(row.last_failure_at),
         )
 
-    def save(self, session: Session, attempts: LoginAttempts) -> None:
+    def save(self, session: Session, attempts: LoginRecord) -> None:
         session.execute(
             update(login_throttle)
             .where(

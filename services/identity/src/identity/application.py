@@ -33,8 +33,8 @@ from identity.domain import (
     EmailTaken,
     InvalidCredentials,
     KeyRotationConflict,
-    LoginAttempts,
     LoginPolicy,
+    LoginRecord,
     SigningKey,
     UnknownUser,
     User,
@@ -91,11 +91,11 @@ class KeyRepository(Protocol):
 
 
 class AttemptRepository(Protocol):
-    def for_update(self, session: Session, email: str, client: str) -> LoginAttempts:
+    def for_update(self, session: Session, email: str, client: str) -> LoginRecord:
         """The record for ``email`` from ``client`` (a fresh one when there is none), locked
         until commit."""
 
-    def save(self, session: Session, attempts: LoginAttempts) -> None: ...
+    def save(self, session: Session, attempts: LoginRecord) -> None: ...
 
     def forget(self, session: Session, email: str, client: str) -> None: ...
 

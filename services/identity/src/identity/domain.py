@@ -284,7 +284,7 @@ EVERY_CLIENT = ""
 
 
 @dataclass
-class LoginAttempts:
+class LoginRecord:
     """The failed logins recorded for one email (whether or not it has an account) from one
     client, or from every client together when ``client`` is :data:`EVERY_CLIENT`.
 

@@ -11,9 +11,9 @@ from identity.domain import (
     CUSTOMER_ROLES,
     AccessClaims,
     InvalidEmail,
-    LoginAttempts,
     LoginLocked,
     LoginPolicy,
+    LoginRecord,
     SigningKey,
     User,
     WeakPassword,
@@ -143,19 +143,19 @@ def test_an_unknown_role_is_refused() -> None:
 # --- the login throttle -------------------------------------------------------------------------
 
 
-def fail(attempts: LoginAttempts, times: int, at: datetime) -> None:
+def fail(attempts: LoginRecord, times: int, at: datetime) -> None:
     for _ in range(times):
         attempts.admit(at, POLICY)
 
 
 def test_four_failures_do_not_lock_the_email() -> None:
-    attempts = LoginAttempts("ada@example.com")
+    attempts = LoginRecord("ada@example.com")
     fail(attempts, 4, T0)
     attempts.admit(T0, POLICY)  # the fifth is still let through, and checked
 
 
 def test_five_failures_within_the_window_lock_the_email_for_the_first_lock() -> None:
-    attempts = LoginAttempts("ada@example.com")
+    attempts = LoginRecord("ada@example.com")
     fail(attempts, 5, T0)
 
     with pytest.raises(LoginLocked) as locked:
@@ -164,14 +164,14 @@ def test_five_failures_within_the_window_lock_the_email_for_the_first_lock() -> 
 
 
 def test_the_lock_lifts_when_it_has_run_out() -> None:
-    attempts = LoginAttempts("ada@example.com")
+    attempts = LoginRecord("ada@example.com")
     fail(attempts, 5, T0)
 
     attempts.admit(T0 + timedelta(minutes=1), POLICY)
 
 
 def test_failures_spread_wider_than_the_window_never_lock() -> None:
-    attempts = LoginAttempts("ada@example.com")
+    attempts = LoginRecord("ada@example.com")
     for minute in range(0, 50, 2):
         attempts.admit(T0 + timedelta(minutes=minute), POLICY)
     # 25 failures, but never 5 inside one 5-minute window.
@@ -179,7 +179,7 @@ def test_failures_spread_wider_than_the_window_never_lock() -> None:
 
 
 def test_each_further_lock_lasts_twice_as_long_up_to_the_longest() -> None:
-    attempts = LoginAttempts("ada@example.com")
+    attempts = LoginRecord("ada@example.com")
     now = T0
     locks = []
     for _ in range(6):
@@ -191,7 +191,7 @@ def test_each_further_lock_lasts_twice_as_long_up_to_the_longest() -> None:
 
 
 def test_a_day_without_failures_forgets_the_earlier_locks() -> None:
-    attempts = LoginAttempts("ada@example.com")
+    attempts = LoginRecord("ada@example.com")
     fail(attempts, 5, T0)
     fail(attempts, 5, T0 + timedelta(minutes=1))
     later = T0 + timedelta(days=2)
@@ -202,7 +202,7 @@ def test_a_day_without_failures_forgets_the_earlier_locks() -> None:
 
 
 def test_an_email_many_clients_fail_on_is_slowed_down_up_to_the_longest_pause() -> None:
-    every = LoginAttempts("ada@example.com")
+    every = LoginRecord("ada@example.com")
     pauses = [every.tally(T0, POLICY) for _ in range(30)]
 
     assert pauses[:10] == [timedelta()] * 10, "the first slow_after attempts never wait"
@@ -211,7 +211,7 @@ def test_an_email_many_clients_fail_on_is_slowed_down_up_to_the_longest_pause() 
 
 
 def test_the_tally_of_every_client_starts_again_after_the_window_and_never_locks() -> None:
-    every = LoginAttempts("ada@example.com")
+    every = LoginRecord("ada@example.com")
     for _ in range(50):
         every.tally(T0, POLICY)
 
