@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 import structlog
 from sqlalchemy import Engine, create_engine, event, text
@@ -34,24 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 
 from agora.errors import ServiceUnavailable
-from agora.messaging.outbox import SOURCE, write_recorded
 from agora.secrets import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from agora.transactions import SOURCE, Callback, Handler, finish
+from agora.transactions import on_commit as on_commit  # services import the hook from here
 
 P = ParamSpec("P")
 T = TypeVar("T")
-Handler = Callable[Concatenate[Session, P], T]
 
 log = structlog.get_logger("agora.db")
-
-ON_COMMIT = "agora.on_commit"
-Callback = Callable[[], None]
-
-
-def on_commit(session: Session, callback: Callback) -> None:
-    """Call ``callback`` once this handler's transaction has committed; never if it rolls back
-    (a retried attempt's callbacks go with it). For what must happen only after the change is
-    durable, such as handing the committed work to a worker of this process."""
-    session.info.setdefault(ON_COMMIT, []).append(callback)
 
 
 # SQLSTATEs after which PostgreSQL asks the client to run the transaction again.
@@ -149,8 +139,9 @@ class UnitOfWork:
             )
 
     def after_commit(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` after each commit that wrote events (the relay wakes on it).
-        Returns what stops those calls."""
+        """Call ``callback`` after each commit that wrote events (the relay wakes on it: the
+        outbox's writer, asked for by ``agora.messaging.record``, counts them). Returns what
+        stops those calls."""
         self._after_commit.append(callback)
         return lambda: self._after_commit.remove(callback)
 
@@ -220,7 +211,7 @@ class UnitOfWork:
         async with AsyncSession(self._async, expire_on_commit=False, info=info) as session:
             if write:
                 async with session.begin():
-                    return await session.run_sync(_with_outbox, handler, *args, **kwargs)
+                    return await session.run_sync(_in_transaction, handler, *args, **kwargs)
             try:
                 return (await session.run_sync(handler, *args, **kwargs), 0, [])
             finally:
@@ -236,13 +227,15 @@ class UnitOfWork:
         return code in _PG_RETRYABLE
 
 
-def _with_outbox(
+def _in_transaction(
     session: Session, handler: Handler[P, T], /, *args: P.args, **kwargs: P.kwargs
 ) -> tuple[T, int, list[Callback]]:
-    """Run the handler, then write the events it recorded, in its transaction; what it asked to
-    be called after the commit comes back with the result."""
+    """Run the handler, then what it asked to be written before the commit (the events it
+    recorded), in its transaction; how many events were written, and what it asked to be called
+    after the commit, come back with the result."""
     result = handler(session, *args, **kwargs)
-    return result, write_recorded(session), session.info.pop(ON_COMMIT, [])
+    events, committed = finish(session)
+    return result, events, committed
 
 
 def _in_session(
@@ -257,7 +250,7 @@ def _in_session(
         try:
             if not write:
                 return handler(session, *args, **kwargs), 0, []
-            result, events, committed = _with_outbox(session, handler, *args, **kwargs)
+            result, events, committed = _in_transaction(session, handler, *args, **kwargs)
             session.commit()
             return result, events, committed
         finally:

@@ -50,13 +50,13 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
 from agora.messaging.broker import Broker
 from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_name
 from agora.messaging.schema import inbox
 from agora.messaging.subscriptions import Subscription
 from agora.tasks import cancel_and_wait
 from agora.telemetry import SERVICE
+from agora.transactions import Transactions
 
 log = structlog.get_logger("agora.consumer")
 
@@ -167,7 +167,7 @@ class Consumers:
     def __init__(
         self,
         service: str,
-        uow: UnitOfWork,
+        uow: Transactions,
         broker: Broker,
         subscriptions: Sequence[Subscription],
         *,

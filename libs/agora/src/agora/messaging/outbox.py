@@ -1,9 +1,10 @@
 """Recording events in the transaction of the change they report.
 
 A handler calls :func:`record` with the event and the id of the aggregate it is about; nothing is
-written yet. When the unit of work commits, it writes every recorded event into ``agora_outbox``
-in the same transaction (:func:`write_recorded`), so the change and its events are committed
-together or not at all. The relay publishes them afterwards.
+written yet. When the handler returns, the unit of work writes every recorded event into
+``agora_outbox`` in the same transaction (:func:`write_recorded`, asked for through
+:func:`agora.transactions.before_commit`), so the change and its events are committed together or
+not at all. The relay publishes them afterwards.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from agora.messaging.envelope import CloudEvent, EventModel, envelope, subject_of
 from agora.messaging.schema import outbox
+from agora.transactions import before_commit, source_of
 
 RECORDED = "agora.recorded_events"
-SOURCE = "agora.source"
 
 
 def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent:
@@ -31,12 +32,13 @@ def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent
     The trace context of the moment is kept with it, so the consumer's span becomes a child of
     the span that recorded the event, however late the relay publishes it.
     """
-    cloud_event = envelope(event, source=str(session.info.get(SOURCE, "agora")), subject=aggregate)
+    cloud_event = envelope(event, source=source_of(session), subject=aggregate)
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     session.info.setdefault(RECORDED, []).append(
         (cloud_event, subject_of(event), carrier.get("traceparent"))
     )
+    before_commit(session, write_recorded)
     return cloud_event
 
 

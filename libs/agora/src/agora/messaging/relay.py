@@ -34,10 +34,10 @@ from prometheus_client import Counter
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
 from agora.messaging.broker import Broker
 from agora.messaging.schema import outbox
 from agora.telemetry import SERVICE
+from agora.transactions import Transactions
 
 log = structlog.get_logger("agora.relay")
 tracer = trace.get_tracer("agora.messaging")
@@ -104,7 +104,7 @@ def backlog(session: Session) -> int:
 class Relay:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: Transactions,
         broker: Broker,
         *,
         service: str,

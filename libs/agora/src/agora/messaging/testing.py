@@ -31,11 +31,11 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
 from agora.messaging.consumer import Poison, apply, consumer_name
 from agora.messaging.envelope import CloudEvent, EventModel, EventType, envelope
 from agora.messaging.relay import mark_sent, pending_rows
 from agora.messaging.subscriptions import Subscription
+from agora.transactions import Transactions
 
 Predicate = Callable[[CloudEvent], bool]
 
@@ -75,7 +75,7 @@ class InMemoryBus:
     def __init__(
         self,
         subscriptions: Sequence[Subscription],
-        uow: UnitOfWork,
+        uow: Transactions,
         *,
         service: str | None = None,
     ) -> None:
@@ -144,7 +144,7 @@ class InMemoryBus:
             raise ExceptionGroup(f"{len(errors)} handlers of {cloud_event.type} failed", errors)
         return delivery
 
-    async def relay(self, publisher: UnitOfWork, *, batch: int = 500) -> list[Delivery]:
+    async def relay(self, publisher: Transactions, *, batch: int = 500) -> list[Delivery]:
         """Deliver every pending event of ``publisher``'s outbox, in outbox order, marking each
         row sent once delivered (as the relay marks it once the broker has it).
 
