@@ -1,42 +1,24 @@
-"""identity through its HTTP API, on SQLite and on PostgreSQL."""
+"""identity through its HTTP API, on SQLite and on PostgreSQL (a database per test and the clock
+the tests move come from agora-tools' pytest plugin)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import STORES, database
+from agora_tools.pytest_plugin import Clock as Clock
+from agora_tools.testing import bearer as bearer
 from identity.bootstrap import create_app
 from identity.settings import IdentitySettings
 
 ADMIN_EMAIL = "root@shop.example"
 ADMIN_PASSWORD = "a long admin passphrase"
 PASSWORD = "correct horse battery"
-
-
-class Clock:
-    """identity's clock in these tests: real time, until a test moves it."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture(params=STORES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "identity", tmp_path) as url:
-        yield url
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> IdentitySettings:
@@ -61,11 +43,6 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Identi
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> IdentitySettings:
     return make_settings(database_url, tmp_path / "data")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 class Api:
@@ -96,10 +73,6 @@ class Api:
 
     def key_ids(self) -> list[str]:
         return [key["kid"] for key in self.client.get("/.well-known/jwks.json").json()["keys"]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 Start = Callable[..., AbstractContextManager[Api]]

@@ -1,0 +1,11 @@
+"""The migrations build exactly the schema identity's queries are written against."""
+
+from __future__ import annotations
+
+from agora_tools.pytest_plugin import schema_drift_after_migrating
+from identity.adapters import metadata
+from identity.bootstrap import MIGRATIONS
+
+
+def test_the_migrated_schema_matches_the_tables_the_code_uses(database_url: str) -> None:
+    assert schema_drift_after_migrating(database_url, MIGRATIONS, metadata) == []
