@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from agora.db import UnitOfWork
 from agora.errors import ServiceUnavailable
 from agora.messaging import CloudEvent
 from agora.messaging.envelope import envelope
+from agora_tools.pytest_plugin import Clock as Clock
 from agora_tools.testing import (
     REDIS_URL,
     STORES,
@@ -89,16 +90,6 @@ class FakeCatalogue:
                 self._all_in.set()
             await asyncio.wait_for(self._all_in.wait(), timeout=10)
         return {sku: self.known[sku] for sku in skus if sku in self.known}
-
-
-class Clock:
-    """Time as the test says it is; the real time while it says nothing."""
-
-    def __init__(self) -> None:
-        self.now: datetime | None = None
-
-    def __call__(self) -> datetime:
-        return self.now or datetime.now(UTC)
 
 
 @contextmanager
@@ -230,7 +221,7 @@ def shop(running: Shop) -> Iterator[Shop]:
     """The module's cart app, its catalogue up and its clock real again after the test."""
     yield running
     running.catalogue.reset()
-    running.clock.now = None
+    running.clock.reset()
 
 
 @pytest.fixture
