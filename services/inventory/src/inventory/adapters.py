@@ -134,13 +134,12 @@ def _reservation_values(reservation: Reservation) -> dict[str, Any]:
     }
 
 
-class SqlInventory:
-    """The :class:`inventory.application.Inventory` port over one SQLAlchemy session."""
+class SqlStockrooms:
+    """The :class:`inventory.application.Stockrooms` port in the service's database."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def stock(self, skus: Sequence[str], *, for_update: bool = False) -> list[Stock]:
+    def stock(
+        self, session: Session, skus: Sequence[str], *, for_update: bool = False
+    ) -> list[Stock]:
         if not skus:
             return []
         statement = select(*STOCK_COLUMNS).where(stock.c.sku.in_(skus)).order_by(stock.c.sku)
@@ -149,18 +148,18 @@ class SqlInventory:
             # so none waits for a row another holds while holding one that other wants.
             # SQLite ignores it: its write transactions run one at a time (BEGIN IMMEDIATE).
             statement = statement.with_for_update()
-        return [_stock(row) for row in self.session.execute(statement)]
+        return [_stock(row) for row in session.execute(statement)]
 
-    def open(self, skus: Iterable[str]) -> None:
+    def open(self, session: Session, skus: Iterable[str]) -> None:
         rows = [
             {"sku": sku, "on_hand": 0, "reserved": 0, "seeded": None, "adjusted": 0} for sku in skus
         ]
         if rows:
-            self.session.execute(self._insert(stock).values(rows).on_conflict_do_nothing())
+            session.execute(_insert(session, stock).values(rows).on_conflict_do_nothing())
 
-    def save(self, rows: Iterable[Stock]) -> None:
+    def save(self, session: Session, rows: Iterable[Stock]) -> None:
         for row in rows:
-            self.session.execute(
+            session.execute(
                 stock.update()
                 .where(stock.c.sku == row.sku)
                 .values(
@@ -171,28 +170,30 @@ class SqlInventory:
                 )
             )
 
-    def reservation(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
+    def reservation(
+        self, session: Session, order_id: str, *, for_update: bool = False
+    ) -> Reservation | None:
         statement = select(*RESERVATION_COLUMNS).where(reservations.c.order_id == order_id)
         if for_update:
             statement = statement.with_for_update()
-        row = self.session.execute(statement).first()
+        row = session.execute(statement).first()
         return None if row is None else _reservation(row)
 
-    def add_reservation(self, reservation: Reservation) -> None:
-        self.session.execute(
+    def add_reservation(self, session: Session, reservation: Reservation) -> None:
+        session.execute(
             reservations.insert().values(
                 order_id=reservation.order_id, **_reservation_values(reservation)
             )
         )
 
-    def save_reservation(self, reservation: Reservation) -> None:
-        self.session.execute(
+    def save_reservation(self, session: Session, reservation: Reservation) -> None:
+        session.execute(
             reservations.update()
             .where(reservations.c.order_id == reservation.order_id)
             .values(**_reservation_values(reservation))
         )
 
-    def due(self, now: datetime, limit: int) -> list[Reservation]:
+    def due(self, session: Session, now: datetime, limit: int) -> list[Reservation]:
         statement = (
             select(*RESERVATION_COLUMNS)
             .where(
@@ -205,17 +206,17 @@ class SqlInventory:
             # holds right now is left for the next round, by when it is no longer active.
             .with_for_update(skip_locked=True)
         )
-        return [_reservation(row) for row in self.session.execute(statement)]
+        return [_reservation(row) for row in session.execute(statement)]
 
-    def stock_page(self, after: str | None, limit: int) -> list[Stock]:
+    def stock_page(self, session: Session, after: str | None, limit: int) -> list[Stock]:
         statement = select(*STOCK_COLUMNS)
         if after is not None:
             statement = statement.where(stock.c.sku > after)
         statement = statement.order_by(stock.c.sku).limit(limit)
-        return [_stock(row) for row in self.session.execute(statement)]
+        return [_stock(row) for row in session.execute(statement)]
 
     def reservation_page(
-        self, where: ReservationFilter, after: str | None, limit: int
+        self, session: Session, where: ReservationFilter, after: str | None, limit: int
     ) -> list[Reservation]:
         statement = select(*RESERVATION_COLUMNS)
         if where.status is not None:
@@ -225,10 +226,10 @@ class SqlInventory:
         if after is not None:
             statement = statement.where(reservations.c.order_id > after)
         statement = statement.order_by(reservations.c.order_id).limit(limit)
-        return [_reservation(row) for row in self.session.execute(statement)]
+        return [_reservation(row) for row in session.execute(statement)]
 
-    def adjustment(self, key: str) -> Adjustment | None:
-        row = self.session.execute(
+    def adjustment(self, session: Session, key: str) -> Adjustment | None:
+        row = session.execute(
             select(
                 adjustments.c.sku,
                 adjustments.c.delta,
@@ -244,9 +245,9 @@ class SqlInventory:
         fields["created_at"] = aware(fields["created_at"])
         return Adjustment(**fields)
 
-    def add_adjustment(self, adjustment: Adjustment) -> None:
+    def add_adjustment(self, session: Session, adjustment: Adjustment) -> None:
         try:
-            self.session.execute(
+            session.execute(
                 adjustments.insert().values(
                     sku=adjustment.sku,
                     delta=adjustment.delta,
@@ -262,10 +263,11 @@ class SqlInventory:
                 "this Idempotency-Key was used for another adjustment; use a new key"
             ) from error
 
-    def _insert(self, table: Table) -> Any:
-        dialect = self.session.get_bind().dialect.name
-        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-        return insert(table)
+
+def _insert(session: Session, table: Table) -> Any:
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert(table)
 
 
 def load_seed(name: str = "seed.json") -> Seed:

@@ -1,9 +1,10 @@
-"""Inventory's use cases: one transaction each, over an ``Inventory`` port.
+"""Inventory's use cases: one transaction each, over the :class:`Stockrooms` port.
 
-Handlers are plain functions ``handler(session, store, ...)``: ``store`` turns the unit of work's
-session into an :class:`Inventory` (the SQL one in production), so this module names no table.
-Each command handler publishes its answer with :func:`agora.messaging.record`, in the
-transaction of the change it reports.
+Handlers are plain functions ``handler(session, stockrooms, ...)`` that the unit of work runs:
+``stockrooms`` keeps the stock and the reservations within that session (the SQL one in
+production), so this module names no table. Bootstrap chooses it and hands it, with the rules
+from the settings, to the entry points in :class:`Parts`. Each command handler publishes its
+answer with :func:`agora.messaging.record`, in the transaction of the change it reports.
 
 Row locks are taken in one order everywhere (the order's reservation first, then its stock rows
 by sku), so two replicas working on the same SKUs wait for each other instead of deadlocking,
@@ -12,15 +13,15 @@ and each sees the other's committed counts before it decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import structlog
 from sqlalchemy.orm import Session
 
-from agora.cursor import CursorCodec, InvalidCursor
+from agora.cursor import CursorCodec, InvalidCursor, Page, paged
 from agora.messaging.outbox import record
 from contracts.inventory import (
     Shortage as ShortageOut,
@@ -58,14 +59,6 @@ log = structlog.get_logger("inventory")
 STOCK_LISTING = "stock"
 RESERVATION_LISTING = "reservations"
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_cursor: str | None
-
 
 @dataclass(frozen=True, slots=True)
 class ReservationFilter:
@@ -81,49 +74,62 @@ class Seed:
     quantities: dict[str, int]
 
 
-class Inventory(Protocol):
-    """What the handlers need from storage, within the current transaction."""
+class Stockrooms(Protocol):
+    """The stock of every SKU, the orders' reservations of it and the admins' adjustments,
+    within the transaction of ``session``."""
 
-    def stock(self, skus: Sequence[str], *, for_update: bool = False) -> list[Stock]:
+    def stock(
+        self, session: Session, skus: Sequence[str], *, for_update: bool = False
+    ) -> list[Stock]:
         """The rows of those of ``skus`` that exist, by sku; ``for_update`` locks them in that
         order."""
 
-    def open(self, skus: Iterable[str]) -> None:
+    def open(self, session: Session, skus: Iterable[str]) -> None:
         """Add a row at zero for each of ``skus`` that has none (a row that exists is kept)."""
 
-    def save(self, rows: Iterable[Stock]) -> None: ...
+    def save(self, session: Session, rows: Iterable[Stock]) -> None: ...
 
-    def reservation(self, order_id: str, *, for_update: bool = False) -> Reservation | None: ...
+    def reservation(
+        self, session: Session, order_id: str, *, for_update: bool = False
+    ) -> Reservation | None: ...
 
-    def add_reservation(self, reservation: Reservation) -> None: ...
+    def add_reservation(self, session: Session, reservation: Reservation) -> None: ...
 
-    def save_reservation(self, reservation: Reservation) -> None: ...
+    def save_reservation(self, session: Session, reservation: Reservation) -> None: ...
 
-    def due(self, now: datetime, limit: int) -> list[Reservation]:
+    def due(self, session: Session, now: datetime, limit: int) -> list[Reservation]:
         """Up to ``limit`` active reservations that expired before ``now``, locked; those another
         transaction has locked are passed over."""
 
-    def stock_page(self, after: str | None, limit: int) -> list[Stock]: ...
+    def stock_page(self, session: Session, after: str | None, limit: int) -> list[Stock]: ...
 
     def reservation_page(
-        self, where: ReservationFilter, after: str | None, limit: int
+        self, session: Session, where: ReservationFilter, after: str | None, limit: int
     ) -> list[Reservation]: ...
 
-    def adjustment(self, key: str) -> Adjustment | None: ...
+    def adjustment(self, session: Session, key: str) -> Adjustment | None: ...
 
-    def add_adjustment(self, adjustment: Adjustment) -> None:
+    def add_adjustment(self, session: Session, adjustment: Adjustment) -> None:
         """Store it; :class:`IdempotencyKeyReused` when another request took its key first."""
 
 
-Store = Callable[[Session], Inventory]
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What bootstrap chooses for the routes, the subscriptions and the expiry timer."""
+
+    stockrooms: Stockrooms
+    # How long a reservation holds its units before it expires.
+    reservation_ttl: timedelta
+
+
 CURSORS = CursorCodec(Cursor)
 
 
 # Reads.
 
 
-def get_stock(session: Session, store: Store, sku: str) -> Stock:
-    rows = store(session).stock([check_sku(sku)])
+def get_stock(session: Session, stockrooms: Stockrooms, sku: str) -> Stock:
+    rows = stockrooms.stock(session, [check_sku(sku)])
     if not rows:
         raise UnknownSku(f"there is no stock of sku {sku!r}")
     return rows[0]
@@ -137,54 +143,49 @@ def read_cursor(token: str, listing: str) -> Cursor:
     return cursor
 
 
-def list_stock(session: Session, store: Store, after: Cursor | None, limit: int) -> Page[Stock]:
-    rows = store(session).stock_page(after.after if after else None, limit + 1)
-    items = rows[:limit]
-    more = len(rows) > limit
-    cursor = CURSORS.encode(Cursor(STOCK_LISTING, items[-1].sku)) if more else None
-    return Page(items, cursor)
+def list_stock(
+    session: Session, stockrooms: Stockrooms, after: Cursor | None, limit: int
+) -> Page[Stock]:
+    rows = stockrooms.stock_page(session, after.after if after else None, limit + 1)
+    return paged(CURSORS, rows, limit, lambda last: Cursor(STOCK_LISTING, last.sku))
 
 
 def list_reservations(
     session: Session,
-    store: Store,
+    stockrooms: Stockrooms,
     where: ReservationFilter,
     after: Cursor | None,
     limit: int,
 ) -> Page[Reservation]:
-    rows = store(session).reservation_page(where, after.after if after else None, limit + 1)
-    items = rows[:limit]
-    more = len(rows) > limit
-    cursor = CURSORS.encode(Cursor(RESERVATION_LISTING, items[-1].order_id)) if more else None
-    return Page(items, cursor)
+    rows = stockrooms.reservation_page(session, where, after.after if after else None, limit + 1)
+    return paged(CURSORS, rows, limit, lambda last: Cursor(RESERVATION_LISTING, last.order_id))
 
 
 # Stock.
 
 
-def seed_stock(session: Session, store: Store, seed: Seed) -> int:
+def seed_stock(session: Session, stockrooms: Stockrooms, seed: Seed) -> int:
     """Give each SKU of ``seed`` its opening quantity, unless its row has one; how many got it.
 
     Safe in any order with ProductCreated (which opens a row at zero, and never touches the
     opening quantity), and when replicas start together: rows are opened with an insert that
     skips existing ones, then locked, so the second replica finds the quantities set.
     """
-    inventory = store(session)
     skus = sorted(check_sku(sku) for sku in seed.quantities)
-    inventory.open(skus)
-    rows = inventory.stock(skus, for_update=True)
+    stockrooms.open(session, skus)
+    rows = stockrooms.stock(session, skus, for_update=True)
     opened = [row.seed(seed.quantities[row.sku]) for row in rows if row.seeded is None]
-    inventory.save(opened)
+    stockrooms.save(session, opened)
     return len(opened)
 
 
-def open_stock(session: Session, store: Store, sku: str) -> None:
+def open_stock(session: Session, stockrooms: Stockrooms, sku: str) -> None:
     """A product is new in the catalogue: its stock starts at zero, unless it has a row."""
-    store(session).open([check_sku(sku)])
+    stockrooms.open(session, [check_sku(sku)])
 
 
 def adjust_stock(
-    session: Session, store: Store, sku: str, delta: int, reason: str, key: str | None
+    session: Session, stockrooms: Stockrooms, sku: str, delta: int, reason: str, key: str | None
 ) -> Adjustment:
     """Correct the units on hand of ``sku`` by ``delta``.
 
@@ -192,20 +193,19 @@ def adjust_stock(
     The row is locked before the key is looked up, so the same request sent twice at once is
     applied once.
     """
-    inventory = store(session)
-    rows = inventory.stock([check_sku(sku)], for_update=True)
+    rows = stockrooms.stock(session, [check_sku(sku)], for_update=True)
     if not rows:
         raise UnknownSku(f"there is no stock of sku {sku!r}")
-    if key is not None and (earlier := inventory.adjustment(key)) is not None:
+    if key is not None and (earlier := stockrooms.adjustment(session, key)) is not None:
         if not earlier.same_request(sku, delta, reason):
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for another adjustment; use a new key"
             )
         return earlier
     row = rows[0].adjust(delta)
-    inventory.save([row])
+    stockrooms.save(session, [row])
     adjustment = Adjustment(sku, delta, reason, key, row.available, _now())
-    inventory.add_adjustment(adjustment)
+    stockrooms.add_adjustment(session, adjustment)
     return adjustment
 
 
@@ -213,64 +213,71 @@ def adjust_stock(
 
 
 def reserve_stock(
-    session: Session, store: Store, order_id: str, lines: Sequence[Line], *, ttl: timedelta
+    session: Session,
+    stockrooms: Stockrooms,
+    order_id: str,
+    lines: Sequence[Line],
+    *,
+    ttl: timedelta,
 ) -> None:
-    inventory = store(session)
-    existing = inventory.reservation(check_order_id(order_id), for_update=True)
-    room = Stockroom(() if existing else inventory.stock(skus_of(lines), for_update=True))
+    existing = stockrooms.reservation(session, check_order_id(order_id), for_update=True)
+    room = Stockroom(() if existing else stockrooms.stock(session, skus_of(lines), for_update=True))
     outcome = domain.reserve(room, existing, order_id, lines, now=_now(), ttl=ttl)
-    inventory.save(room.changed())
-    _settle(session, inventory, outcome, new=True)
+    stockrooms.save(session, room.changed())
+    _settle(session, stockrooms, outcome, new=True)
 
 
-def release_stock(session: Session, store: Store, order_id: str) -> None:
-    inventory = store(session)
-    existing = inventory.reservation(check_order_id(order_id), for_update=True)
-    room = _room_for(inventory, existing)
+def release_stock(session: Session, stockrooms: Stockrooms, order_id: str) -> None:
+    existing = stockrooms.reservation(session, check_order_id(order_id), for_update=True)
+    room = _room_for(session, stockrooms, existing)
     outcome = domain.release(room, existing, order_id, now=_now())
     if existing is not None and existing.status is Status.COMMITTED:
         log.warning("release of a committed order ignored: a sale is not undone", order=order_id)
-    inventory.save(room.changed())
-    _settle(session, inventory, outcome, new=existing is None)
+    stockrooms.save(session, room.changed())
+    _settle(session, stockrooms, outcome, new=existing is None)
 
 
-def commit_stock(session: Session, store: Store, order_id: str) -> None:
-    inventory = store(session)
-    existing = inventory.reservation(check_order_id(order_id), for_update=True)
+def commit_stock(session: Session, stockrooms: Stockrooms, order_id: str) -> None:
+    existing = stockrooms.reservation(session, check_order_id(order_id), for_update=True)
     if existing is None:
         log.warning("commit of an order that reserved nothing", order=order_id)
-    room = _room_for(inventory, existing)
+    room = _room_for(session, stockrooms, existing)
     outcome = domain.commit(room, existing, order_id, now=_now())
-    inventory.save(room.changed())
-    _settle(session, inventory, outcome, new=False)
+    stockrooms.save(session, room.changed())
+    _settle(session, stockrooms, outcome, new=False)
 
 
-def expire_reservations(session: Session, store: Store, *, now: datetime, limit: int) -> int:
+def expire_reservations(
+    session: Session, stockrooms: Stockrooms, *, now: datetime, limit: int
+) -> int:
     """Release up to ``limit`` active reservations that expired before ``now``; how many."""
-    inventory = store(session)
-    due = inventory.due(now, limit)
+    due = stockrooms.due(session, now, limit)
     lines = [line for reservation in due for line in reservation.lines]
-    room = Stockroom(inventory.stock(skus_of(lines), for_update=True))
+    room = Stockroom(stockrooms.stock(session, skus_of(lines), for_update=True))
     outcomes = [domain.expire(room, reservation, now=now) for reservation in due]
-    inventory.save(room.changed())
+    stockrooms.save(session, room.changed())
     for outcome in outcomes:
-        _settle(session, inventory, outcome, new=False)
+        _settle(session, stockrooms, outcome, new=False)
     return len(due)
 
 
-def _room_for(inventory: Inventory, reservation: Reservation | None) -> Stockroom:
+def _room_for(
+    session: Session, stockrooms: Stockrooms, reservation: Reservation | None
+) -> Stockroom:
     if reservation is None:
         return Stockroom(())
-    return Stockroom(inventory.stock(skus_of(reservation.lines), for_update=True))
+    return Stockroom(stockrooms.stock(session, skus_of(reservation.lines), for_update=True))
 
 
-def _settle(session: Session, inventory: Inventory, outcome: domain.Outcome, *, new: bool) -> None:
+def _settle(
+    session: Session, stockrooms: Stockrooms, outcome: domain.Outcome, *, new: bool
+) -> None:
     """Store the order's reservation as the command left it, and publish the answer."""
     if outcome.reservation is not None:
         if new:
-            inventory.add_reservation(outcome.reservation)
+            stockrooms.add_reservation(session, outcome.reservation)
         else:
-            inventory.save_reservation(outcome.reservation)
+            stockrooms.save_reservation(session, outcome.reservation)
     if outcome.answer is not None:
         order_id = _order_of(outcome.answer)
         record(session, _event(outcome.answer), aggregate=order_id)

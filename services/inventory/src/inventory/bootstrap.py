@@ -1,4 +1,5 @@
-"""Inventory's composition root: the one place that picks the SQL store and the opening stock."""
+"""Inventory's composition root: the one place that picks the SQL stockrooms and the opening
+stock."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from agora.app import Hook, Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
 from inventory import application, entrypoints
-from inventory.adapters import SqlInventory, load_seed
+from inventory.adapters import SqlStockrooms, load_seed
 from inventory.domain import (
     IdempotencyKeyReused,
     InvalidAdjustment,
@@ -44,7 +45,8 @@ async def seed_stock(resources: Resources) -> None:
     """Give the seed catalogue's SKUs their opening stock, before the service consumes or serves."""
     assert resources.uow is not None
     seed = load_seed()
-    opened = await resources.uow.run(application.seed_stock, SqlInventory, seed)
+    stockrooms = resources.get(application.Parts).stockrooms
+    opened = await resources.uow.run(application.seed_stock, stockrooms, seed)
     log.info("seed", name=seed.name, opened=opened, skus=len(seed.quantities))
 
 
@@ -52,7 +54,9 @@ def create_app(
     settings: InventorySettings | None = None, *, verifier: TokenVerifier | None = None
 ) -> FastAPI:
     settings = settings or InventorySettings()
-    store: application.Store = SqlInventory
+    parts = application.Parts(
+        stockrooms=SqlStockrooms(), reservation_ttl=timedelta(seconds=settings.reservation_ttl)
+    )
     on_startup: list[Hook] = [seed_stock] if settings.seed else []
     app = create_service_app(
         settings,
@@ -63,16 +67,14 @@ def create_app(
         errors=ERRORS,
         on_startup=on_startup,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(
-            store, reservation_ttl=timedelta(seconds=settings.reservation_ttl)
-        ),
+        subscriptions=entrypoints.subscriptions(parts),
         background=[
             entrypoints.expiry(
-                store, interval=settings.expiry_interval, batch=settings.expiry_batch
+                parts, interval=settings.expiry_interval, batch=settings.expiry_batch
             )
         ],
     )
-    app.state.resources.extra[entrypoints.STORE] = store
+    app.state.resources.provide(parts)
     return app
 
 

@@ -432,10 +432,3 @@ class Cursor:
     def __post_init__(self) -> None:
         if not self.after:
             raise ValueError("a page starts after a row")
-
-
-def page_size(limit: int) -> int:
-    """A requested page size, clamped to the largest page the service hands out."""
-    if limit < 1:
-        raise ValueError("a page holds at least one row")
-    return min(limit, PAGE_MAX)

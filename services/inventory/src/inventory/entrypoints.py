@@ -12,17 +12,18 @@ that expires reservations. Each parses what came in, runs one handler, and answe
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.orm import Session
 
 from agora.app import Hook, Resources
-from agora.deps import Admin, Uow
+from agora.cursor import page_size
+from agora.deps import Admin, Uow, provided
 from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
@@ -42,24 +43,16 @@ from inventory.domain import (
     Reservation,
     Status,
     Stock,
-    page_size,
 )
 
 JSON = "application/json"
-STORE = "inventory.store"
 
 log = structlog.get_logger("inventory")
 
 router = APIRouter(tags=["inventory"])
 
 
-# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
-async def store(request: Request) -> application.Store:
-    found: application.Store = request.app.state.resources.extra[STORE]
-    return found
-
-
-Store = Annotated[application.Store, Depends(store)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="Upper-case letters, digits and '-'.")]
 
 
@@ -196,9 +189,9 @@ def _availability(sku: str, available: int) -> Response:
 
 
 @router.get("/inventory/stock/{sku}", response_model=Availability)
-async def get_stock(sku: Sku, uow: Uow, store: Store) -> Response:
+async def get_stock(sku: Sku, uow: Uow, parts: Parts) -> Response:
     """How many units of a SKU can be ordered now."""
-    row = await uow.query(application.get_stock, store, sku)
+    row = await uow.query(application.get_stock, parts.stockrooms, sku)
     return _availability(row.sku, row.available)
 
 
@@ -207,7 +200,7 @@ async def adjust_stock(
     sku: Sku,
     body: NewAdjustment,
     uow: Uow,
-    store: Store,
+    parts: Parts,
     _admin: Admin,
     idempotency_key: Annotated[
         str | None,
@@ -221,7 +214,7 @@ async def adjust_stock(
 ) -> Response:
     """Correct the units on hand (admin only). Never below what orders hold: that is a 409."""
     adjustment = await uow.run(
-        application.adjust_stock, store, sku, body.delta, body.reason, idempotency_key
+        application.adjust_stock, parts.stockrooms, sku, body.delta, body.reason, idempotency_key
     )
     return _availability(adjustment.sku, adjustment.available)
 
@@ -232,11 +225,13 @@ async def adjust_stock(
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def list_stock(
-    query: Annotated[StockQuery, Query()], uow: Uow, store: Store, _admin: Admin
+    query: Annotated[StockQuery, Query()], uow: Uow, parts: Parts, _admin: Admin
 ) -> Response:
     """Every SKU's stock row, by sku, one page at a time (admin only)."""
     after = application.read_cursor(query.cursor, STOCK_LISTING) if query.cursor else None
-    page = await uow.query(application.list_stock, store, after, page_size(query.limit))
+    page = await uow.query(
+        application.list_stock, parts.stockrooms, after, page_size(query.limit, PAGE_MAX)
+    )
     items = [StockOut.of(row) for row in page.items]
     return _json(_STOCK_PAGE.dump_json(StockPage(items=items, next_cursor=page.next_cursor)))
 
@@ -247,39 +242,42 @@ async def list_stock(
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def list_reservations(
-    query: Annotated[ReservationQuery, Query()], uow: Uow, store: Store, _admin: Admin
+    query: Annotated[ReservationQuery, Query()], uow: Uow, parts: Parts, _admin: Admin
 ) -> Response:
     """Reservations by order id, optionally of one status or one order (admin only)."""
     after = application.read_cursor(query.cursor, RESERVATION_LISTING) if query.cursor else None
     where = ReservationFilter(status=query.status, order_id=query.order_id)
     page = await uow.query(
-        application.list_reservations, store, where, after, page_size(query.limit)
+        application.list_reservations,
+        parts.stockrooms,
+        where,
+        after,
+        page_size(query.limit, PAGE_MAX),
     )
     items = [ReservationOut.of(reservation) for reservation in page.items]
     body = ReservationPage(items=items, next_cursor=page.next_cursor)
     return _json(_RESERVATION_PAGE.dump_json(body))
 
 
-def subscriptions(
-    store: application.Store, *, reservation_ttl: timedelta
-) -> tuple[Subscription, ...]:
-    """What inventory listens to: catalog's new products, and the checkout's commands.
-
-    Built around the store bootstrap picks, as the routes find it in the app's resources.
-    """
+def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
+    """What inventory listens to: catalog's new products, and the checkout's commands, handled
+    with the parts bootstrap chose, as the routes are."""
+    stockrooms = parts.stockrooms
 
     def open_stock(session: Session, event: ProductCreated, envelope: CloudEvent) -> None:
-        application.open_stock(session, store, event.sku)
+        application.open_stock(session, stockrooms, event.sku)
 
     def reserve_stock(session: Session, command: ReserveStock, envelope: CloudEvent) -> None:
         lines = [Line(line.sku, line.quantity) for line in command.lines]
-        application.reserve_stock(session, store, command.order_id, lines, ttl=reservation_ttl)
+        application.reserve_stock(
+            session, stockrooms, command.order_id, lines, ttl=parts.reservation_ttl
+        )
 
     def release_stock(session: Session, command: ReleaseStock, envelope: CloudEvent) -> None:
-        application.release_stock(session, store, command.order_id)
+        application.release_stock(session, stockrooms, command.order_id)
 
     def commit_stock(session: Session, command: CommitStock, envelope: CloudEvent) -> None:
-        application.commit_stock(session, store, command.order_id)
+        application.commit_stock(session, stockrooms, command.order_id)
 
     return (
         Subscription(ProductCreated, open_stock),
@@ -289,17 +287,20 @@ def subscriptions(
     )
 
 
-def expiry(store: application.Store, *, interval: float, batch: int) -> Hook:
+def expiry(parts: application.Parts, *, interval: float, batch: int) -> Hook:
     """The timer that gives back the units of reservations not committed in time.
 
-    Every replica runs it; two at once expire different reservations (see ``Inventory.due``).
+    Every replica runs it; two at once expire different reservations (see ``Stockrooms.due``).
     """
 
     async def expire_reservations(resources: Resources) -> None:
         assert resources.uow is not None
         while True:
             expired = await resources.uow.run(
-                application.expire_reservations, store, now=datetime.now(UTC), limit=batch
+                application.expire_reservations,
+                parts.stockrooms,
+                now=datetime.now(UTC),
+                limit=batch,
             )
             if expired:
                 log.info("reservations expired", count=expired)

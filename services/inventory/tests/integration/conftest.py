@@ -26,7 +26,7 @@ from agora_tools import testing
 from agora_tools.testing import InMemoryBus, SigningKey, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
-from inventory.adapters import SqlInventory, load_seed
+from inventory.adapters import SqlStockrooms, load_seed
 from inventory.bootstrap import create_app, migrate
 from inventory.entrypoints import subscriptions
 from inventory.settings import InventorySettings
@@ -95,7 +95,8 @@ class Replica:
     def __init__(self, database_url: str, ttl: timedelta = TTL) -> None:
         self.database_url = database_url
         self.uow = UnitOfWork(database_url, source="inventory")
-        self.bus = InMemoryBus(subscriptions(SqlInventory, reservation_ttl=ttl), self.uow)
+        parts = application.Parts(SqlStockrooms(), reservation_ttl=ttl)
+        self.bus = InMemoryBus(subscriptions(parts), self.uow)
 
     async def reserve(self, order_id: str, **quantities: int) -> None:
         lines = tuple(StockLine(sku=sku, quantity=n) for sku, n in _skus(quantities).items())
@@ -114,7 +115,7 @@ class Replica:
 
     async def stock(self, sku: str) -> tuple[int, int]:
         """(on hand, reserved) of ``sku``."""
-        row = await self.uow.query(application.get_stock, SqlInventory, sku)
+        row = await self.uow.query(application.get_stock, SqlStockrooms(), sku)
         return row.on_hand, row.reserved
 
     async def close(self) -> None:
@@ -152,6 +153,6 @@ async def replica(settings: InventorySettings) -> AsyncIterator[Replica]:
     """A migrated, seeded inventory database, and a replica handling commands on it."""
     await asyncio.to_thread(migrate, settings)
     running = Replica(settings.database_url)
-    await running.uow.run(application.seed_stock, SqlInventory, load_seed())
+    await running.uow.run(application.seed_stock, SqlStockrooms(), load_seed())
     yield running
     await running.close()

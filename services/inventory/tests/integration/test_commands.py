@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from contracts.inventory import ReserveStock, StockLine
 from inventory import application
-from inventory.adapters import SqlInventory
+from inventory.adapters import SqlStockrooms
 
 from .conftest import OPENING, TTL, Replica, kinds
 
@@ -129,7 +129,7 @@ async def test_an_expired_reservation_is_released_with_an_event(replica: Replica
     later = datetime.now(UTC) + TTL + timedelta(seconds=1)
 
     expired = await replica.uow.run(
-        application.expire_reservations, SqlInventory, now=later, limit=10
+        application.expire_reservations, SqlStockrooms(), now=later, limit=10
     )
 
     assert expired == 1
@@ -139,7 +139,7 @@ async def test_an_expired_reservation_is_released_with_an_event(replica: Replica
     assert released.data["lines"] == [{"sku": KNIFE, "quantity": 2}]
     assert await replica.stock(KNIFE) == (OPENING[KNIFE], 0)
     assert (
-        await replica.uow.run(application.expire_reservations, SqlInventory, now=later, limit=10)
+        await replica.uow.run(application.expire_reservations, SqlStockrooms(), now=later, limit=10)
         == 0
     )
 
@@ -147,7 +147,7 @@ async def test_an_expired_reservation_is_released_with_an_event(replica: Replica
 async def test_a_commit_after_expiry_sells_what_is_still_available(replica: Replica) -> None:
     await replica.reserve("order-1", KIT_CHEF_KNIFE_20=2)
     later = datetime.now(UTC) + TTL + timedelta(seconds=1)
-    await replica.uow.run(application.expire_reservations, SqlInventory, now=later, limit=10)
+    await replica.uow.run(application.expire_reservations, SqlStockrooms(), now=later, limit=10)
 
     await replica.commit("order-1")
 
@@ -160,7 +160,7 @@ async def test_a_commit_after_expiry_is_refused_when_the_units_are_gone(
 ) -> None:
     await replica.reserve("order-1", KIT_CHEF_KNIFE_20=2)
     later = datetime.now(UTC) + TTL + timedelta(seconds=1)
-    await replica.uow.run(application.expire_reservations, SqlInventory, now=later, limit=10)
+    await replica.uow.run(application.expire_reservations, SqlStockrooms(), now=later, limit=10)
     await replica.reserve("order-2", KIT_CHEF_KNIFE_20=OPENING[KNIFE] - 1)
 
     await replica.commit("order-1")

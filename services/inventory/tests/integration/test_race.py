@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from inventory import application
-from inventory.adapters import SqlInventory
+from inventory.adapters import SqlStockrooms
 from inventory.application import Seed
 
 from .conftest import TTL, Replica, kinds
@@ -52,7 +52,7 @@ async def race(replica: Replica, orders: list[tuple[str, dict[str, int]]]) -> No
 async def test_only_as_many_orders_as_there_are_units_get_the_last_units(
     replica: Replica,
 ) -> None:
-    await replica.uow.run(application.seed_stock, SqlInventory, Seed("race", {"LAST-UNITS": 7}))
+    await replica.uow.run(application.seed_stock, SqlStockrooms(), Seed("race", {"LAST-UNITS": 7}))
     orders = [(f"order-{n:02}", {"LAST_UNITS": 1}) for n in range(ORDERS)]
 
     await race(replica, orders)
@@ -68,7 +68,7 @@ async def test_orders_naming_the_same_skus_in_any_order_neither_oversell_nor_dea
     replica: Replica,
 ) -> None:
     await replica.uow.run(
-        application.seed_stock, SqlInventory, Seed("race", {"RACE-A": 5, "RACE-B": 8})
+        application.seed_stock, SqlStockrooms(), Seed("race", {"RACE-A": 5, "RACE-B": 8})
     )
     # Half the orders list A first, half B first: locks taken in line order would deadlock.
     orders = [
@@ -91,7 +91,7 @@ def run_expiry(database_url: str, now: datetime, start: threading.Barrier) -> No
             start.wait()
             # Small batches, so both replicas are at it for several rounds.
             while await replica.uow.run(
-                application.expire_reservations, SqlInventory, now=now, limit=3
+                application.expire_reservations, SqlStockrooms(), now=now, limit=3
             ):
                 pass
         finally:
@@ -103,7 +103,7 @@ def run_expiry(database_url: str, now: datetime, start: threading.Barrier) -> No
 async def test_two_replicas_expiring_at_once_release_each_reservation_once(
     replica: Replica,
 ) -> None:
-    await replica.uow.run(application.seed_stock, SqlInventory, Seed("race", {"RACE-A": 20}))
+    await replica.uow.run(application.seed_stock, SqlStockrooms(), Seed("race", {"RACE-A": 20}))
     for n in range(ORDERS):
         await replica.reserve(f"order-{n:02}", RACE_A=1)
     later = datetime.now(UTC) + TTL + timedelta(seconds=1)

@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agora.cursor import InvalidCursor
+from agora.cursor import InvalidCursor, page_size
 from inventory import domain
 from inventory.application import CURSORS, read_cursor
 from inventory.domain import (
+    PAGE_MAX,
     Committed,
     Cursor,
     InvalidAdjustment,
@@ -24,7 +25,6 @@ from inventory.domain import (
     Status,
     Stock,
     Stockroom,
-    page_size,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -272,7 +272,7 @@ def test_a_cursor_is_read_back_only_by_the_listing_it_was_made_for() -> None:
 
 
 def test_a_page_above_the_largest_is_served_as_the_largest() -> None:
-    assert page_size(1) == 1
-    assert page_size(10_000) == 500
+    assert page_size(1, PAGE_MAX) == 1
+    assert page_size(10_000, PAGE_MAX) == 500
     with pytest.raises(ValueError, match="at least one"):
-        page_size(0)
+        page_size(0, PAGE_MAX)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from inventory.adapters import SqlInventory
+from inventory.adapters import SqlStockrooms
+from inventory.application import Parts
 from inventory.entrypoints import subscriptions
 
 
 def test_inventory_consumes_new_products_and_the_checkouts_commands() -> None:
-    found = subscriptions(SqlInventory, reservation_ttl=timedelta(minutes=15))
+    found = subscriptions(Parts(SqlStockrooms(), reservation_ttl=timedelta(minutes=15)))
 
     assert {s.durable: s.subject for s in found} == {
         "open_stock": "agora.catalog.events.ProductCreated.v1",
