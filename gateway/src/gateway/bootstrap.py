@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.topology import Topology, load_topology
-from gateway import health
+from gateway import health, storefront
 from gateway.console import routes as console
 from gateway.console.sections import Console
 from gateway.headers import install_security_headers
@@ -19,7 +19,6 @@ from gateway.ratelimit import Limiter, RateLimit, RedisBuckets, TokenBuckets, pa
 from gateway.routing import Proxy
 from gateway.sessions import LocalEnds, RedisEnds, RefuseEnded, Sessions
 from gateway.settings import GatewaySettings
-from gateway.storefront import storefront_router
 from gateway.web import STATIC_DIR, Transport, install
 
 DESCRIPTION = (
@@ -79,7 +78,7 @@ def create_app(
         description=DESCRIPTION,
         routers=[
             health.router,
-            storefront_router(settings),
+            *storefront.ROUTERS,
             console.router,
         ],
         on_startup=[start],

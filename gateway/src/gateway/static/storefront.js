@@ -4,10 +4,10 @@
   "use strict";
 
   var STEPS = ["placed", "reserving", "authorizing", "completing"];
-  // As STEP_WORDS in gateway/storefront/pages.py.
+  // As STEP_WORDS in gateway/storefront/models.py.
   var WORDS = { done: "done", current: "in progress", todo: "to come", skipped: "not reached" };
 
-  // The same rule as step_states() in gateway/storefront/pages.py.
+  // The same rule as step_states() in gateway/storefront/models.py.
   function stepStates(status, step) {
     var states = {};
     var at = STEPS.indexOf(step);

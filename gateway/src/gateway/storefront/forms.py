@@ -3,7 +3,7 @@ beside the fields they are about."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +105,20 @@ def checkout_body(values: Mapping[str, str]) -> dict[str, Any]:
     address["country"] = address["country"].upper()
     address["line2"] = address["line2"] or None
     return {"shipping_address": address, "card_number": values.get(CARD_FIELD, "").strip()}
+
+
+def fields_or_general(document: Mapping[str, Any], fields: Iterable[str], form: Form) -> None:
+    """A 422's messages beside the ``fields`` they are about; the rest for the whole form."""
+    messages = field_errors(document, tuple(fields))
+    general = messages.pop("", None)
+    for name, message in messages.items():
+        form.error(name, message)
+    if general or not messages:
+        form.general.append(general or sentence(str(document.get("detail") or "Check the form.")))
+
+
+def sentence(text: str) -> str:
+    """A service's words as a sentence: a capital first, a stop last."""
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."

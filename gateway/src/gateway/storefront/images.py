@@ -1,10 +1,13 @@
-"""Placeholder product images: an SVG of the product's initials on a colour taken from its sku,
-the same for the same product every time, so browsers and caches may keep it."""
+"""Product images: whether catalog's can be shown as they are, and the placeholder that stands in
+when not, an SVG of the product's initials on a colour taken from its sku, the same for the same
+product every time, so browsers and caches may keep it."""
 
 from __future__ import annotations
 
 import hashlib
 from html import escape
+
+from gateway.web import STATIC_DIR
 
 WIDTH, HEIGHT = 400, 300
 
@@ -38,3 +41,14 @@ def placeholder(sku: str, name: str) -> str:
 
 def etag(svg: str) -> str:
     return '"' + hashlib.sha256(svg.encode()).hexdigest()[:32] + '"'
+
+
+def shown(image: str) -> bool:
+    """Whether catalog's image can be shown as it is: one hosted elsewhere (http or https), or a
+    file this gateway serves under /static. Any other path would be a broken image, so the
+    generated placeholder stands in for it."""
+    if image.startswith(("https://", "http://")):
+        return True
+    if not image.startswith("/static/") or ".." in image:
+        return False
+    return (STATIC_DIR / image.removeprefix("/static/")).is_file()

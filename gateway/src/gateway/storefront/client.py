@@ -3,19 +3,22 @@
 Every failure of a service (no answer, a 5xx) becomes :class:`~gateway.web.Unavailable`, named
 for what the reader was after ("The catalogue"), so the page says what is missing; a 401 for a
 token the gateway still took (a key withdrawn at identity) ends the session like an expired one.
+Answers are read into the typed values of :mod:`gateway.storefront.models`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import structlog
-from fastapi import Request
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
 
 from agora.client import Reply, ServiceClient
 from agora.errors import Problem
+from gateway.storefront.models import Cart, Category, Stock, Token
 from gateway.web import SessionExpired, Unavailable, return_path, session_token
 
 CATALOGUE = "The catalogue"
@@ -24,8 +27,11 @@ CHECKOUT = "Checkout"
 ORDERS = "Your orders"
 MESSAGES = "Your messages"
 SIGN_IN = "Signing in"
+STOCK = "Stock"
 
 log = structlog.get_logger("gateway.storefront")
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def segment(value: str) -> str:
@@ -33,13 +39,14 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-class Shop:
-    """Calls to the services for one request: ``await shop.call("catalog", "GET", ...)``."""
+class ServicesClient:
+    """Calls to the services for one page: ``await services.call("catalog", "GET", ...)``, or
+    the typed reads the pages share (:meth:`cart`, :meth:`categories`, ...)."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, anonymous: bool = False) -> None:
         resources = request.app.state.resources
         self.client: ServiceClient = resources.client
-        self.token = session_token(request)
+        self.token = None if anonymous else session_token(request)
         self._return_path = return_path(request)
         # Who the browser is, as the proxy tells the services (gateway.routing): identity
         # throttles logins per client, and must not see every shopper as the gateway.
@@ -79,21 +86,24 @@ class Shop:
             raise SessionExpired(self._return_path)
         return reply
 
-    async def json(
+    async def fetch(
         self,
+        model: type[_M],
         service: str,
         method: str,
         path: str,
         *,
         what: str,
         json: Any = None,
-        params: Mapping[str, str] | None = None,
-    ) -> Any:
-        """The body of a 2xx answer; any other answer is a service misbehaving: unavailable."""
-        reply = await self.call(service, method, path, what=what, json=json, params=params)
+    ) -> _M:
+        """The 2xx answer as ``model``; any other answer is a service misbehaving: unavailable."""
+        reply = await self.call(service, method, path, what=what, json=json)
         if not 200 <= reply.status < 300:
             raise Unavailable(what)
-        return body(reply, what)
+        return read(model, reply, what)
+
+    async def cart(self) -> Cart:
+        return await self.fetch(Cart, "cart", "GET", "/cart", what=CART)
 
     async def cart_count(self) -> int | None:
         """Units in the user's cart for the header; None when there is no user or no answer
@@ -101,10 +111,62 @@ class Shop:
         if not self.token:
             return None
         try:
-            cart = await self.json("cart", "GET", "/cart", what=CART)
+            return (await self.cart()).units
         except (TimeoutError, Unavailable, SessionExpired):
             return None
-        return cart_units(cart)
+
+    async def categories(self) -> list[Category]:
+        reply = await self.call("catalog", "GET", "/categories", what=CATALOGUE)
+        if not 200 <= reply.status < 300:
+            raise Unavailable(CATALOGUE)
+        found = body(reply, CATALOGUE)
+        if not isinstance(found, list):
+            return []
+        try:
+            # An entry that is not an object is left out rather than failing the list.
+            return [Category.model_validate(c) for c in found if isinstance(c, dict)]
+        except ValidationError as error:
+            raise Unavailable(CATALOGUE) from error
+
+    async def stock(self, sku: str) -> str:
+        """``in``, ``out`` or ``unknown`` (inventory does not answer: the page is still worth
+        showing)."""
+        try:
+            reply = await self.call(
+                "inventory", "GET", f"/inventory/stock/{segment(sku)}", what=STOCK
+            )
+            if reply.status != 200:
+                return "unknown"
+            available = read(Stock, reply, STOCK).available
+        except (Unavailable, SessionExpired):
+            return "unknown"
+        if available is None:
+            return "unknown"
+        return "in" if available > 0 else "out"
+
+    async def sign_in(self, credentials: Mapping[str, str]) -> Token:
+        return await self.fetch(Token, "identity", "POST", "/token", what=SIGN_IN, json=credentials)
+
+
+def services(request: Request) -> ServicesClient:
+    return ServicesClient(request)
+
+
+def anonymous_services(request: Request) -> ServicesClient:
+    """The services called on nobody's behalf: signing in, or what is the same for everyone."""
+    return ServicesClient(request, anonymous=True)
+
+
+Services = Annotated[ServicesClient, Depends(services)]
+Anonymous = Annotated[ServicesClient, Depends(anonymous_services)]
+
+
+def read(model: type[_M], reply: Reply, what: str) -> _M:
+    """``reply``'s body as ``model``; a body of another shape is :class:`Unavailable`."""
+    try:
+        return model.model_validate(body(reply, what))
+    except ValidationError as error:
+        raise Unavailable(what) from error
 
 
 def body(reply: Reply, what: str) -> Any:
@@ -112,13 +174,6 @@ def body(reply: Reply, what: str) -> Any:
         return reply.json()
     except ValueError as error:
         raise Unavailable(what) from error
-
-
-def cart_units(cart: Any) -> int | None:
-    try:
-        return sum(int(item["quantity"]) for item in cart["items"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def problem(reply: Reply) -> dict[str, Any]:
