@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-import stamina
 from multidict import CIMultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -47,6 +46,7 @@ from yarl import URL
 
 from agora import context
 from agora.auth import is_service_credential
+from agora.backoff import Backoff, retrying
 from agora.errors import BadGateway, GatewayTimeout, Problem, ServiceUnavailable
 from agora.telemetry import inject
 
@@ -343,13 +343,8 @@ class ServiceClient:
         self.connect_timeout = min(connect_timeout, timeout)
         self.attempts = attempts
         self.pool_per_host = pool_per_host
-        self._backoff: dict[str, Any] = {
-            "attempts": attempts,
-            "timeout": None,  # bounded by attempts x timeout, not by a second clock
-            "wait_initial": backoff,
-            "wait_max": backoff_max,
-            "wait_jitter": backoff,
-        }
+        # No clock of its own: attempts x timeout bound the tries.
+        self._backoff = Backoff(initial=backoff, max=backoff_max, jitter=backoff, attempts=attempts)
 
         def new_breaker() -> CircuitBreaker:
             return CircuitBreaker(failure_threshold=failure_threshold, reset_timeout=reset_timeout)
@@ -548,24 +543,9 @@ class ServiceClient:
         self, attempt: Callable[[], Awaitable[_T]], retry: Callable[[Exception], bool] | None
     ) -> _T:
         """Run ``attempt``, retrying as ``retry`` decides with stamina's jittered backoff."""
-        # The first try runs outside stamina: setting up its retry machinery costs more than
-        # the rest of a call on the gateway's hot path, and most calls succeed first time.
         if retry is None or self.attempts == 1:
             return await attempt()
-        try:
-            return await attempt()
-        except (_Unanswered, _FailureStatus) as error:
-            if not retry(error):
-                raise
-            first: Exception | None = error
-        async for trying in stamina.retry_context(on=retry, **self._backoff):
-            with trying:
-                if first is not None:
-                    # Replay the first try's failure so that stamina counts it and backs off.
-                    failed, first = first, None
-                    raise failed
-                return await attempt()
-        raise AssertionError("stamina ends its loop by returning or raising")
+        return await retrying(attempt, self._backoff, on=retry)
 
 
 def _route_key(method: str, route: str) -> str:

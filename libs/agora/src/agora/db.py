@@ -10,16 +10,15 @@ How it runs depends on the store, because the costs differ by an order of magnit
   under a millisecond, cheaper than any hop to a thread; and since nothing awaits inside it, one
   process never has two SQLite transactions open at once. Writes start with ``BEGIN IMMEDIATE`` and
   a zero busy timeout: when another process (a second replica) holds the write lock, the unit of
-  work *awaits* a short, jittered pause and tries again, so a busy database never blocks the loop.
+  work *awaits* a short, jittered pause (:mod:`agora.backoff`) and tries again, so a busy database
+  never blocks the loop.
 * PostgreSQL runs the same handler through ``AsyncSession.run_sync`` over asyncpg, and retries the
   whole transaction on a serialization failure or a deadlock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,10 +28,11 @@ from typing import Any, ParamSpec, TypeVar, overload
 import structlog
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
+from agora.backoff import Backoff, retrying
 from agora.errors import ServiceUnavailable
 from agora.secrets import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from agora.transactions import SOURCE, Callback, Handler, finish
@@ -119,6 +119,9 @@ class UnitOfWork:
         self.source = source
         self._after_commit: list[Callable[[], None]] = []
         self.busy_deadline = busy_deadline
+        # Short jittered pauses, awaited so the loop keeps serving meanwhile, for at most
+        # busy_deadline seconds.
+        self._busy = Backoff(initial=0.001, max=0.05, jitter=0.001, timeout=busy_deadline)
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self._sync: Engine | None = None
         self._binds: dict[bool, Engine] = {}
@@ -170,34 +173,34 @@ class UnitOfWork:
         self, handler: Handler[P, T], write: bool, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
+        tries = 0
+
+        async def attempt() -> tuple[T, int, list[Callback]]:
             info = {SOURCE: self.source}
-            try:
-                if self._sync is not None:
-                    result, events, committed = _in_session(
-                        self._binds[write], info, write, handler, *args, **kwargs
-                    )
-                else:
-                    result, events, committed = await self._in_async_session(
-                        info, write, handler, *args, **kwargs
-                    )
-                for callback in committed:
-                    callback()
-                if events:
-                    for callback in self._after_commit:
-                        callback()
-                return result
-            except (OperationalError, DBAPIError) as error:
-                if not self._retryable(error):
-                    raise
-                waited = time.monotonic() - started
-                if waited > self.busy_deadline:
-                    log.warning("database stayed busy", waited_s=round(waited, 3), attempts=attempt)
-                    raise DatabaseBusy(f"the database stayed busy for {waited:.1f} s") from error
-                # Jittered exponential pause, awaited so the loop keeps serving meanwhile.
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
+            if self._sync is not None:
+                return _in_session(self._binds[write], info, write, handler, *args, **kwargs)
+            return await self._in_async_session(info, write, handler, *args, **kwargs)
+
+        def busy(_: Exception, failed: int, _pause: float) -> None:
+            nonlocal tries
+            tries = failed
+
+        try:
+            result, events, committed = await retrying(
+                attempt, self._busy, on=self._retryable, failed=busy
+            )
+        except DBAPIError as error:
+            if not self._retryable(error):
+                raise
+            waited = time.monotonic() - started
+            log.warning("database stayed busy", waited_s=round(waited, 3), attempts=tries)
+            raise DatabaseBusy(f"the database stayed busy for {waited:.1f} s") from error
+        for callback in committed:
+            callback()
+        if events:
+            for callback in self._after_commit:
+                callback()
+        return result
 
     async def _in_async_session(
         self,
@@ -217,7 +220,9 @@ class UnitOfWork:
             finally:
                 await session.rollback()
 
-    def _retryable(self, error: DBAPIError) -> bool:
+    def _retryable(self, error: Exception) -> bool:
+        if not isinstance(error, DBAPIError):
+            return False
         if self.is_sqlite:
             message = str(error.orig).lower()
             return "database is locked" in message or "database is busy" in message

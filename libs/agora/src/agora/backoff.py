@@ -1,0 +1,87 @@
+"""Trying again after a failure: the one way the chassis waits between tries, through ``stamina``.
+
+The unit of work retries a busy database, the client an unanswered call, and the relay, the
+broker connection and the consumers keep trying while the broker is away. Each states its
+:class:`Backoff` and calls :func:`retrying`; stamina computes the pauses (exponential, with
+jitter, capped) and also counts and logs every retry it schedules (``stamina_retries_total``,
+``stamina.retry_scheduled``).
+
+    await retrying(self._publish_all, Backoff(initial=0.05, max=5.0, jitter=0.05), failed=log_it)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import stamina
+
+T = TypeVar("T")
+
+# Whether a failure is worth another try.
+Retryable = Callable[[Exception], bool]
+# Told of each failure that ``on`` accepts: the failure, how many tries have failed, and the
+# pause before the next try if the backoff allows one (at least: stamina adds its jitter).
+Failed = Callable[[Exception, int, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The pauses between tries: the first is ``initial`` seconds plus up to ``jitter`` more,
+    each next one twice the last before its jitter, none longer than ``max``. ``attempts`` (tries
+    in all) and ``timeout`` (seconds from the first retry) bound them; None is no bound, and
+    with neither, tries go on for as long as it takes."""
+
+    initial: float
+    max: float
+    jitter: float
+    attempts: int | None = None
+    timeout: float | None = None
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    *,
+    on: Retryable | None = None,
+    failed: Failed | None = None,
+) -> T:
+    """``await call()`` until it returns, trying again after a failure that ``on`` accepts
+    (default: any ``Exception``) when ``backoff`` allows; the last failure is raised when it no
+    longer does, and one ``on`` refuses at once. Cancellation is never retried.
+
+    The first try runs outside stamina: setting up its retry machinery costs more than a
+    request's transaction or a call to another service, and most first tries succeed.
+    """
+    retryable = on or _any
+    try:
+        return await call()
+    except Exception as error:
+        if not retryable(error):
+            raise
+        first: Exception | None = error
+    async for trying in stamina.retry_context(
+        on=retryable,
+        attempts=backoff.attempts,
+        timeout=backoff.timeout,
+        wait_initial=backoff.initial,
+        wait_max=backoff.max,
+        wait_jitter=backoff.jitter,
+    ):
+        with trying:
+            try:
+                if first is not None:
+                    # Replay the first try's failure so that stamina counts it and backs off.
+                    replayed, first = first, None
+                    raise replayed
+                return await call()
+            except Exception as error:
+                if failed is not None and retryable(error):
+                    failed(error, trying.num, trying.next_wait)
+                raise
+    raise AssertionError("stamina ends its loop by returning or raising")
+
+
+def _any(_: Exception) -> bool:
+    return True
