@@ -1,5 +1,6 @@
-"""The orders app on SQLite and on PostgreSQL, with the catalog and payments services played by
-fakes, and access tokens signed by a test key.
+"""The orders app on SQLite and on PostgreSQL (a database per test or per module, from agora-tools'
+pytest plugin), with the catalog and payments services played by fakes, and access tokens signed
+by a test key.
 
 Two kinds of test use it: HTTP tests through a ``TestClient`` (``client``, ``shared``), and
 checkout tests (``checkout``) that run the app's lifespan in the test's own event loop, so the
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import CloudEvent, EventModel
 from agora.messaging.relay import mark_sent, pending_rows
 from agora_tools import testing
-from agora_tools.testing import STORES, InMemoryBus, SigningKey, database
+from agora_tools.pytest_plugin import Clock
+from agora_tools.testing import InMemoryBus, SigningKey
 from orders import application
 from orders.adapters import SqlOrders
 from orders.bootstrap import create_app
@@ -189,17 +191,11 @@ def app_for(
     return create_app(
         settings,
         verifier=verifier,
-        catalogue=fakes.catalogue,
-        cards=fakes.cards,
+        catalog=fakes.catalogue,
+        payments=fakes.cards,
         cart=fakes.cart,
         clock=clock,
     )
-
-
-@pytest.fixture(params=STORES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "orders", tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
@@ -214,35 +210,17 @@ def client(settings: OrdersSettings, fakes: Fakes) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="module", params=STORES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
     """An orders app shared by the tests of one module, which must not depend on each other."""
-    data_dir = tmp_path_factory.mktemp("orders")
-    with database(request.param, "orders", data_dir) as url:
-        app = app_for(settings_for(url, data_dir), Fakes())
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            yield test_client
+    app = app_for(settings_for(module_database_url, module_data_dir), Fakes())
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 # --- the checkout, played from the test ---------------------------------------------------------
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """Time as the test says it is."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +250,7 @@ class Checkout:
         assert isinstance(uow, UnitOfWork)
         self.uow = uow
         self.bus = InMemoryBus(
-            subscriptions(SqlOrders, settings.rules(), clock), uow, service="orders"
+            subscriptions(SqlOrders(), settings.rules(), clock), uow, service="orders"
         )
 
     async def place(self, headers: Headers, **overrides: Any) -> dict[str, Any]:
@@ -306,14 +284,15 @@ class Checkout:
     async def tick(self, seconds: float) -> int:
         """Let ``seconds`` pass and run the deadline timer once."""
         now = self.clock.advance(seconds)
-        return await application.run_due(self.uow, SqlOrders, self.settings.rules(), now)
+        parts = self.app.state.resources.get(application.Parts)
+        return await application.run_due(self.uow, parts, now)
 
 
 @pytest.fixture
 async def checkout(database_url: str, tmp_path: Path, fakes: Fakes) -> AsyncIterator[Checkout]:
     """The orders app in the test's loop; its own timer looks only once an hour, so that only
     the test moves time on (``Checkout.tick``)."""
-    clock = Clock()
+    clock = Clock(START)
     settings = settings_for(database_url, tmp_path, timer_interval=3600)
     app = app_for(settings, fakes, clock)
     async with app.router.lifespan_context(app):
