@@ -133,15 +133,15 @@ def orders(data_dir: Path) -> FastAPI:
     return create_orders(
         settings,
         verifier=verifier(settings),
-        catalogue=FakeCatalogue(),
-        cards=FakeCards(),
+        catalog=FakeCatalogue(),
+        payments=FakeCards(),
         cart=FakeCart(),
     )
 
 
 def cart(data_dir: Path) -> FastAPI:
     settings = CartSettings(**local(data_dir, "cart"))
-    return create_cart(settings, verifier=verifier(settings), catalogue=FakeShelf())
+    return create_cart(settings, verifier=verifier(settings), catalog=FakeShelf())
 
 
 def catalog(data_dir: Path) -> FastAPI:

@@ -192,32 +192,31 @@ def _checkout_values(checkout: Checkout) -> dict[str, Any]:
 
 
 class SqlOrders:
-    """The :class:`orders.application.Orders` port over one SQLAlchemy session."""
+    """The :class:`orders.application.Orders` port in SQL, within the caller's session."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, order: Order) -> None:
+    def add(self, session: Session, order: Order) -> None:
         try:
             # The order row first: its unique (user, key) is what a racing placement trips on.
-            self.session.execute(_INSERT_ORDER, _order_values(order))
+            session.execute(_INSERT_ORDER, _order_values(order))
         except IntegrityError as error:
             raise DuplicateOrder(
                 f"an order with Idempotency-Key {order.idempotency_key!r} exists"
             ) from error
-        self.session.execute(
+        session.execute(
             _INSERT_CHECKOUT, {"order_id": order.id, **_checkout_values(order.checkout)}
         )
 
-    def by_key(self, user_id: str, idempotency_key: str) -> Order | None:
+    def by_key(self, session: Session, user_id: str, idempotency_key: str) -> Order | None:
         # Placements far outnumber replays: look the key up alone, and load the order only when
         # it is taken.
-        order_id = self.session.execute(
+        order_id = session.execute(
             _ID_BY_KEY, {"user_id": user_id, "key": idempotency_key}
         ).scalar()
-        return None if order_id is None else self.get(order_id)
+        return None if order_id is None else self.get(session, order_id)
 
-    def get(self, order_id: str, *, lock: bool = False, skip_locked: bool = False) -> Order | None:
+    def get(
+        self, session: Session, order_id: str, *, lock: bool = False, skip_locked: bool = False
+    ) -> Order | None:
         # The locks are rendered on PostgreSQL only; SQLite has one writer at a time anyway.
         if skip_locked:
             statement = _BY_ID_SKIP_LOCKED
@@ -225,11 +224,11 @@ class SqlOrders:
             statement = _BY_ID_LOCKED
         else:
             statement = _BY_ID
-        row = self.session.execute(statement, {"order_id": order_id}).first()
+        row = session.execute(statement, {"order_id": order_id}).first()
         return None if row is None else _order(row)
 
-    def save(self, order: Order) -> None:
-        self.session.execute(
+    def save(self, session: Session, order: Order) -> None:
+        session.execute(
             _UPDATE_ORDER,
             {
                 "b_order_id": order.id,
@@ -238,11 +237,11 @@ class SqlOrders:
                 "updated_at": order.updated_at,
             },
         )
-        self.session.execute(
+        session.execute(
             _UPDATE_CHECKOUT, {"b_order_id": order.id, **_checkout_values(order.checkout)}
         )
 
-    def listing(self, listing: Listing, limit: int) -> list[Order]:
+    def listing(self, session: Session, listing: Listing, limit: int) -> list[Order]:
         statement = _SELECT
         if listing.user_id is not None:
             statement = statement.where(orders.c.user_id == listing.user_id)
@@ -254,9 +253,9 @@ class SqlOrders:
                 < tuple_(listing.after.placed_at, listing.after.id)
             )
         statement = statement.order_by(orders.c.placed_at.desc(), orders.c.id.desc()).limit(limit)
-        return [_order(row) for row in self.session.execute(statement)]
+        return [_order(row) for row in session.execute(statement)]
 
-    def due(self, now: datetime, limit: int) -> list[Due]:
+    def due(self, session: Session, now: datetime, limit: int) -> list[Due]:
         statement = (
             select(checkouts.c.order_id, orders.c.traceparent)
             .join_from(checkouts, orders, checkouts.c.order_id == orders.c.id)
@@ -264,15 +263,13 @@ class SqlOrders:
             .order_by(checkouts.c.deadline_at)
             .limit(limit)
         )
-        return [
-            Due(order_id, traceparent) for order_id, traceparent in self.session.execute(statement)
-        ]
+        return [Due(order_id, traceparent) for order_id, traceparent in session.execute(statement)]
 
 
 # --- other services ------------------------------------------------------------------------------
 
 
-class HttpCatalogue:
+class HttpCatalogService:
     """Prices from the catalog service: one ``GET /products/batch?sku=...`` for the order's skus.
 
     A catalog that does not know the batch route yet (it answers 404 to it) is asked
@@ -329,7 +326,7 @@ def _priced(product: Any) -> Priced:
     )
 
 
-class HttpCart:
+class HttpCartService:
     """The shopper's cart from the cart service: ``GET /cart``, on the shopper's behalf (the
     client passes their bearer token on), so it can only ever be that user's cart."""
 
@@ -353,7 +350,7 @@ class HttpCart:
             raise ServiceUnavailable("the cart answered with an unreadable cart") from error
 
 
-class HttpCards:
+class HttpPaymentsService:
     """Card tokens from the payments service: ``POST /payments/cards``, on the shopper's behalf
     (the client passes their bearer token on)."""
 

@@ -11,9 +11,8 @@ from fastapi import FastAPI
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
-from agora.tasks import Bell
 from orders import application, entrypoints
-from orders.adapters import HttpCards, HttpCart, HttpCatalogue, SqlOrders
+from orders.adapters import HttpCartService, HttpCatalogService, HttpPaymentsService, SqlOrders
 from orders.application import TIMER_BATCH, Clock, utc_now
 from orders.domain import (
     CartNotOrderable,
@@ -56,31 +55,31 @@ def create_app(
     settings: OrdersSettings | None = None,
     *,
     verifier: TokenVerifier | None = None,
-    catalogue: application.Catalogue | None = None,
-    cards: application.Cards | None = None,
-    cart: application.Cart | None = None,
+    catalog: application.CatalogService | None = None,
+    payments: application.PaymentsService | None = None,
+    cart: application.CartService | None = None,
     clock: Clock = utc_now,
 ) -> FastAPI:
-    """The orders app. Tests pass fakes for ``catalogue``, ``cards`` and ``cart`` (the catalog,
-    payments and cart services) and, for time to pass, a ``clock``."""
+    """The orders app. Tests pass fakes for ``catalog``, ``payments`` and ``cart`` (the other
+    services it calls) and, for time to pass, a ``clock``."""
     settings = settings or OrdersSettings()
     rules = settings.rules()
-    store: application.Store = SqlOrders
+    orders = SqlOrders()
 
     async def deadline_timer(resources: Resources) -> None:
         """Every ``timer_interval``, act on the checkouts whose deadline has passed."""
         assert resources.uow is not None
         while True:
-            due = await application.run_due(resources.uow, store, rules, clock())
+            parts = resources.get(application.Parts)
+            due = await application.run_due(resources.uow, parts, parts.clock())
             # A full batch means more are waiting: go on at once.
             if due < TIMER_BATCH:
                 await asyncio.sleep(settings.timer_interval)
 
-    changes = Bell()
-
     async def ring_on_commit(resources: Resources) -> None:
         """Wake the status streams when a commit of this process may have changed an order."""
         assert resources.uow is not None
+        changes = resources.get(application.Parts).changes
         changes.start()
         resources.uow.after_commit(changes.ring)
 
@@ -92,24 +91,25 @@ def create_app(
         migrations=MIGRATIONS,
         errors=ERRORS,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(store, rules, clock),
+        subscriptions=entrypoints.subscriptions(orders, rules, clock),
         background=[deadline_timer],
         on_startup=[ring_on_commit],
     )
     resources: Resources = app.state.resources
-    resources.extra[entrypoints.PARTS] = entrypoints.Parts(
-        store=store,
-        catalogue=catalogue or HttpCatalogue(resources.client),
-        cards=cards or HttpCards(resources.client),
-        cart=cart or HttpCart(resources.client),
-        rules=rules,
-        clock=clock,
-        changes=changes,
-        follow=entrypoints.Follow(
-            poll=settings.events_poll,
-            keepalive=settings.events_keepalive,
-            max_seconds=settings.events_max_seconds,
-        ),
+    resources.provide(
+        application.Parts(
+            orders=orders,
+            catalog=catalog or HttpCatalogService(resources.client),
+            payments=payments or HttpPaymentsService(resources.client),
+            cart=cart or HttpCartService(resources.client),
+            rules=rules,
+            clock=clock,
+            follow=application.Follow(
+                poll=settings.events_poll,
+                keepalive=settings.events_keepalive,
+                max_seconds=settings.events_max_seconds,
+            ),
+        )
     )
     return app
 

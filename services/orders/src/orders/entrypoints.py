@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from sqlalchemy.orm import Session
 
 from agora.auth import Principal
-from agora.deps import CurrentUser, Uow
+from agora.deps import CurrentUser, Uow, provided
 from agora.errors import Problem, slug
 from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
@@ -27,14 +26,7 @@ from agora.query import QueryParams
 from agora.tasks import Bell
 from contracts.base import IntegrationEvent
 from orders import application
-from orders.application import (
-    ANSWERS,
-    Clock,
-    Listing,
-    PlaceOrder,
-    Viewer,
-    utc_now,
-)
+from orders.application import ANSWERS, Clock, Follow, Listing, Orders, PlaceOrder, Viewer, utc_now
 from orders.domain import (
     COUNTRY_PATTERN,
     IDEMPOTENCY_KEY_MAX,
@@ -55,39 +47,9 @@ from orders.domain import (
 )
 
 JSON = "application/json"
-PARTS = "orders.parts"
 REPLAYED = "Idempotent-Replayed"
 
 router = APIRouter(tags=["orders"])
-
-
-@dataclass(frozen=True, slots=True)
-class Follow:
-    """How a status stream follows its order (from the settings)."""
-
-    poll: float = 0.5
-    keepalive: float = 15.0
-    max_seconds: float = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Parts:
-    """What the routes use besides the unit of work, chosen in ``bootstrap``."""
-
-    store: application.Store
-    catalogue: application.Catalogue
-    cards: application.Cards
-    cart: application.Cart
-    rules: Rules
-    clock: Clock = utc_now
-    changes: Bell = field(default_factory=Bell)
-    follow: Follow = field(default_factory=Follow)
-
-
-# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
-async def parts(request: Request) -> Parts:
-    found: Parts = request.app.state.resources.extra[PARTS]
-    return found
 
 
 class IdempotencyKeyRequired(Problem):
@@ -132,7 +94,7 @@ IDEMPOTENCY_KEY_PARAMETER = {
     },
 }
 
-Ports = Annotated[Parts, Depends(parts)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 Key = Annotated[str, Depends(idempotency_key)]
 
 
@@ -325,7 +287,7 @@ def _viewer(user: Principal) -> Viewer:
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def place_order(
-    user: CurrentUser, key: Key, body: NewOrder, uow: Uow, ports: Ports
+    user: CurrentUser, key: Key, body: NewOrder, uow: Uow, parts: Parts
 ) -> Response:
     """Place an order; its checkout runs after the answer (202, PENDING).
 
@@ -342,16 +304,7 @@ async def place_order(
         card_number=body.card_number,
     )
     try:
-        placed = await application.place_order(
-            uow,
-            ports.store,
-            ports.catalogue,
-            ports.cards,
-            ports.rules,
-            command,
-            cart=ports.cart,
-            clock=ports.clock,
-        )
+        placed = await application.place_order(uow, parts, command)
     except InvalidCard as error:
         # As a card number refused by the schema is answered: the field, never its value.
         raise RequestValidationError(
@@ -368,7 +321,7 @@ async def place_order(
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def list_orders(
-    query: Annotated[ListQuery, Query()], user: CurrentUser, uow: Uow, ports: Ports
+    query: Annotated[ListQuery, Query()], user: CurrentUser, uow: Uow, parts: Parts
 ) -> Response:
     """Orders newest first: a customer's own, or every order for an admin."""
     listing = Listing(
@@ -377,15 +330,15 @@ async def list_orders(
         status=query.status,
         after=application.CURSORS.decode(query.cursor) if query.cursor else None,
     )
-    page = await uow.query(application.list_orders, ports.store, listing)
+    page = await uow.query(application.list_orders, parts.orders, listing)
     body = OrderPage(items=[_out(order) for order in page.items], next_cursor=page.next_cursor)
     return Response(_PAGE.dump_json(body), media_type=JSON)
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
-async def get_order(order_id: str, user: CurrentUser, uow: Uow, ports: Ports) -> Response:
+async def get_order(order_id: str, user: CurrentUser, uow: Uow, parts: Parts) -> Response:
     """One order, for its owner or an admin; anyone else's is not found."""
-    return _order(await uow.query(application.get_order, ports.store, order_id, _viewer(user)))
+    return _order(await uow.query(application.get_order, parts.orders, order_id, _viewer(user)))
 
 
 EVENT_STREAM = "text/event-stream"
@@ -421,18 +374,18 @@ STATUS_EVENT = {
     },
 )
 async def follow_order(
-    order_id: str, user: CurrentUser, uow: Uow, ports: Ports
+    order_id: str, user: CurrentUser, uow: Uow, parts: Parts
 ) -> StreamingResponse:
     """The order's status, live, for its owner or an admin; anyone else's is not found."""
     viewer = _viewer(user)
     # Looked up before the stream starts, so a stranger gets a 404 problem and no stream.
-    order = await uow.query(application.get_order, ports.store, order_id, viewer)
+    order = await uow.query(application.get_order, parts.orders, order_id, viewer)
 
     async def current() -> Order:
-        return await uow.query(application.get_order, ports.store, order_id, viewer)
+        return await uow.query(application.get_order, parts.orders, order_id, viewer)
 
     return StreamingResponse(
-        _status_events(order, current, ports.changes, ports.follow),
+        _status_events(order, current, parts.changes, parts.follow),
         media_type=EVENT_STREAM,
         # No cache keeps it and no proxy holds it back to fill a buffer.
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -467,30 +420,30 @@ async def _status_events(
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut)
-async def cancel_order(order_id: str, user: CurrentUser, uow: Uow, ports: Ports) -> Response:
+async def cancel_order(order_id: str, user: CurrentUser, uow: Uow, parts: Parts) -> Response:
     """Cancel an order not yet charged (409 once it is). It stays PENDING until what its
     checkout took is given back, then becomes CANCELLED with reason `customer_cancelled`."""
     order = await uow.run(
         application.cancel_order,
-        ports.store,
-        ports.rules,
+        parts.orders,
+        parts.rules,
         order_id,
         _viewer(user),
-        ports.clock(),
+        parts.clock(),
     )
     return _order(order)
 
 
-def subscriptions(
-    store: application.Store, rules: Rules, clock: Clock = utc_now
-) -> tuple[Subscription, ...]:
+def subscriptions(orders: Orders, rules: Rules, clock: Clock = utc_now) -> tuple[Subscription, ...]:
     """One subscription per answer from inventory and payments, each moving the checkout on.
 
-    A function rather than a constant: the saga's timing comes from the settings.
+    A function rather than a constant: the saga's timing comes from the settings. It takes the
+    parts it uses rather than :class:`application.Parts`, which bootstrap completes only once the
+    app exists (its clients of other services use the app's), after the app took these.
     """
 
     def checkout_answer(session: Session, event: IntegrationEvent, envelope: CloudEvent) -> None:
-        application.answer(session, store, rules, event, clock())
+        application.answer(session, orders, rules, event, clock())
 
     return tuple(
         Subscription(answer, checkout_answer, name="on_" + slug(answer.__name__).replace("-", "_"))

@@ -13,7 +13,7 @@ from agora import context
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
 from agora_tools.testing import free_port
-from orders.adapters import HttpCards, HttpCart, HttpCatalogue
+from orders.adapters import HttpCartService, HttpCatalogService, HttpPaymentsService
 from orders.domain import Card, InvalidCard, Priced, Requested
 
 REFUSED = "4000000000000002"
@@ -124,7 +124,7 @@ KNOWN = {
 async def test_prices_come_for_every_known_sku_in_one_call(
     service_client: ServiceClient, stand: Stand
 ) -> None:
-    prices = await HttpCatalogue(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
+    prices = await HttpCatalogService(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
 
     assert prices == KNOWN
     assert stand.calls == ["/products/batch?sku=KIT-A&sku=KIT-OLD&sku=NO-SUCH"]
@@ -135,7 +135,7 @@ async def test_a_catalogue_without_the_batch_route_is_asked_sku_by_sku(
 ) -> None:
     stand.batch = False
 
-    prices = await HttpCatalogue(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
+    prices = await HttpCatalogService(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
 
     assert prices == KNOWN
     assert len(stand.calls) == 4
@@ -147,12 +147,12 @@ async def test_a_failing_catalogue_is_unavailable(
 ) -> None:
     stand.batch = batch
     with pytest.raises(ServiceUnavailable):
-        await HttpCatalogue(service_client).prices(["KIT-A", "BOOM-500"])
+        await HttpCatalogService(service_client).prices(["KIT-A", "BOOM-500"])
 
 
 async def test_an_unreadable_batch_is_unavailable(service_client: ServiceClient) -> None:
     with pytest.raises(ServiceUnavailable):
-        await HttpCatalogue(service_client).prices(["GARBLED"])
+        await HttpCatalogService(service_client).prices(["GARBLED"])
 
 
 async def test_an_unreachable_catalogue_or_payments_is_unavailable() -> None:
@@ -161,9 +161,9 @@ async def test_an_unreachable_catalogue_or_payments_is_unavailable() -> None:
     await client.start()
     try:
         with pytest.raises(ServiceUnavailable):
-            await HttpCatalogue(client).prices(["KIT-A"])
+            await HttpCatalogService(client).prices(["KIT-A"])
         with pytest.raises(ServiceUnavailable):
-            await HttpCards(client).tokenize("4242424242424242")
+            await HttpPaymentsService(client).tokenize("4242424242424242")
     finally:
         await client.close()
 
@@ -173,7 +173,7 @@ async def test_a_card_is_tokenized_on_the_shoppers_behalf(
 ) -> None:
     token = context.bearer_token.set("shopper-token")
     try:
-        card = await HttpCards(service_client).tokenize("5555555555554444")
+        card = await HttpPaymentsService(service_client).tokenize("5555555555554444")
     finally:
         context.bearer_token.reset(token)
 
@@ -185,7 +185,7 @@ async def test_a_card_payments_refuses_is_invalid_without_its_number(
     service_client: ServiceClient,
 ) -> None:
     with pytest.raises(InvalidCard) as refused:
-        await HttpCards(service_client).tokenize(REFUSED)
+        await HttpPaymentsService(service_client).tokenize(REFUSED)
 
     assert REFUSED not in str(refused.value)
 
@@ -200,7 +200,7 @@ async def test_the_cart_is_read_on_the_shoppers_behalf(
     stand.cart = (200, {"items": [cart_item("KIT-A", 2), cart_item("KIT-B", 1)], "total": 0})
     token = context.bearer_token.set("shopper-token")
     try:
-        lines = await HttpCart(service_client).lines()
+        lines = await HttpCartService(service_client).lines()
     finally:
         context.bearer_token.reset(token)
 
@@ -216,4 +216,4 @@ async def test_a_failing_or_unreadable_cart_is_unavailable(
 ) -> None:
     stand.cart = answer
     with pytest.raises(ServiceUnavailable):
-        await HttpCart(service_client).lines()
+        await HttpCartService(service_client).lines()

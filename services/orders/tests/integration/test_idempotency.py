@@ -55,11 +55,11 @@ async def test_racing_placements_with_one_key_and_two_bodies_make_one_order(
 async def test_an_insert_with_a_taken_key_is_told_so(checkout: Checkout, alice: Headers) -> None:
     reply = await checkout.http.post("/orders", json=an_order(), headers=keyed(alice, "taken"))
     user_id = reply.json()["user_id"]
-    order = await checkout.uow.query(find_by_key, SqlOrders, user_id, "taken")
+    order = await checkout.uow.query(find_by_key, SqlOrders(), user_id, "taken")
     assert order is not None
 
     def insert_again(session: Session) -> None:
-        SqlOrders(session).add(replace(order, id=str(uuid.uuid4())))
+        SqlOrders().add(session, replace(order, id=str(uuid.uuid4())))
 
     with pytest.raises(DuplicateOrder):
         await checkout.uow.run(insert_again)

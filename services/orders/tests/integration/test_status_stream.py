@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from contracts.inventory import StockCommitted, StockRejected, StockReleased
 from contracts.payments import PaymentDeclined
-from orders.entrypoints import PARTS, Follow
+from orders import application
 
 from .conftest import PROBLEM, Checkout, Headers
 from .test_checkout import LINES, authorized, captured, reserved
@@ -178,8 +178,9 @@ async def test_a_finished_order_is_shown_once_and_the_stream_ends(
 
 async def test_an_idle_stream_sends_keep_alive_comments(checkout: Checkout, alice: Headers) -> None:
     order = await checkout.place(alice)
-    extra = checkout.app.state.resources.extra
-    extra[PARTS] = replace(extra[PARTS], follow=Follow(poll=0.01, keepalive=0.02, max_seconds=0.3))
+    resources = checkout.app.state.resources
+    follow = application.Follow(poll=0.01, keepalive=0.02, max_seconds=0.3)
+    resources.provide(replace(resources.get(application.Parts), follow=follow))
     async with following(checkout.app, order["id"], alice) as stream:
         assert await stream.statuses_until_the_end() == [("PENDING", "reserving")]
     # Nothing changed: the stream kept itself alive, then ended at its longest, for the client

@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 
 from agora.db import UnitOfWork
 from agora_tools.testing import outbox_events
-from orders.adapters import SqlOrders
-from orders.application import run_due
+from orders.application import Parts, run_due
 
 from .conftest import Checkout, Fakes, Headers, an_order, app_for, keyed, settings_for
 
@@ -54,12 +53,10 @@ async def test_two_replicas_timers_firing_together_resend_once(
     orders = [await checkout.place(alice) for _ in range(5)]
     await checkout.sent()
     now = checkout.clock.advance(checkout.settings.step_timeout)
-    rules = checkout.settings.rules()
+    parts = checkout.app.state.resources.get(Parts)
     other = UnitOfWork(database_url, source="orders")
     try:
-        await asyncio.gather(
-            run_due(checkout.uow, SqlOrders, rules, now), run_due(other, SqlOrders, rules, now)
-        )
+        await asyncio.gather(run_due(checkout.uow, parts, now), run_due(other, parts, now))
     finally:
         await other.dispose()
 

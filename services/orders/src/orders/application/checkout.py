@@ -1,0 +1,226 @@
+"""Moving an order's checkout on: by an answer from inventory or payments, by a deadline that
+passed, or by the customer cancelling. Each is one transaction that stores the checkout's new
+state and records the commands it sends (and OrderConfirmed or OrderCancelled at its end) in the
+outbox; the deadline timer runs one such transaction per order that is due."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
+
+import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from agora.messaging.outbox import record
+from contracts.base import IntegrationCommand, IntegrationEvent
+from contracts.inventory import (
+    CommitStock,
+    ReleaseStock,
+    ReserveStock,
+    StockCommitted,
+    StockLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from contracts.orders import OrderCancelled, OrderConfirmed
+from contracts.payments import (
+    AuthorizePayment,
+    CapturePayment,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentVoided,
+    RefundPayment,
+    VoidPayment,
+)
+from orders.application.ports import Due, Orders, Parts, Viewer
+from orders.application.reading import visible
+from orders.domain import Checkout, Command, Commands, Order, Rules, Status
+
+log = structlog.get_logger("orders")
+tracer = trace.get_tracer("orders.checkout")
+
+# The answers from inventory and payments the checkout listens to.
+ANSWERS: tuple[type[IntegrationEvent], ...] = (
+    StockReserved,
+    StockRejected,
+    StockReleased,
+    StockCommitted,
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentFailed,
+    PaymentCaptured,
+    PaymentVoided,
+    PaymentRefunded,
+)
+TIMER_BATCH = 100
+
+
+def cancel_order(
+    session: Session, orders: Orders, rules: Rules, order_id: str, viewer: Viewer, now: datetime
+) -> Order:
+    """Cancel an order not yet charged: what the checkout took is given back, and the order is
+    CANCELLED once inventory and payments acknowledged it. :class:`OrderCharged` after the pivot."""
+    order = visible(orders.get(session, order_id, lock=True), order_id, viewer)
+    checkout, commands = order.checkout.cancel(rules, now)
+    return advance(session, orders, order, checkout, commands, now)
+
+
+def answer(
+    session: Session, orders: Orders, rules: Rules, event: IntegrationEvent, now: datetime
+) -> None:
+    """Move the order's checkout on by an answer from inventory or payments."""
+    order_id: str = getattr(event, "order_id")  # noqa: B009 (every answer names its order)
+    order = orders.get(session, order_id, lock=True)
+    if order is None:
+        log.warning("answer for an unknown order", order_id=order_id, answer=event.type)
+        return
+    checkout, commands = _react(order.checkout, event, rules, now)
+    advance(session, orders, order, checkout, commands, now)
+
+
+def _react(
+    checkout: Checkout, event: IntegrationEvent, rules: Rules, now: datetime
+) -> tuple[Checkout, Commands]:
+    match event:
+        case StockReserved():
+            return checkout.stock_reserved(rules, now)
+        case StockRejected():
+            return checkout.stock_rejected(event.reason, rules, now)
+        case StockReleased():
+            return checkout.stock_released(rules, now)
+        case StockCommitted():
+            return checkout.stock_committed(rules, now)
+        case PaymentAuthorized():
+            return checkout.payment_authorized(rules, now)
+        case PaymentDeclined():
+            return checkout.payment_declined(event.reason, rules, now)
+        case PaymentFailed():
+            return checkout.payment_failed(rules, now)
+        case PaymentCaptured():
+            return checkout.payment_captured(rules, now)
+        case PaymentVoided():
+            return checkout.payment_voided(rules, now)
+        case PaymentRefunded():
+            return checkout.payment_refunded(rules, now)
+    raise TypeError(f"the checkout does not listen to {event.type}")
+
+
+def due_checkouts(session: Session, orders: Orders, now: datetime, limit: int) -> list[Due]:
+    return orders.due(session, now, limit)
+
+
+def fire_deadline(
+    session: Session, orders: Orders, rules: Rules, order_id: str, now: datetime
+) -> Order | None:
+    """Act on one checkout's passed deadline, unless another replica holds it or acted already."""
+    order = orders.get(session, order_id, lock=True, skip_locked=True)
+    if order is None:
+        return None
+    checkout, commands = order.checkout.deadline(rules, now)
+    return advance(session, orders, order, checkout, commands, now)
+
+
+async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = TIMER_BATCH) -> int:
+    """One tick of the deadline timer: act on up to ``batch`` checkouts whose deadline is at or
+    before ``now``, each in a transaction of its own. Returns how many were due."""
+    due = await uow.query(due_checkouts, parts.orders, now, batch)
+    for item in due:
+        # A resend belongs to the checkout's trace, not to a trace of the timer's own.
+        with _checkout_span(item, "checkout deadline"):
+            try:
+                await uow.run(fire_deadline, parts.orders, parts.rules, item.order_id, now)
+            except Exception:
+                # One order's failure must not hold up the others; it is due again next tick.
+                log.exception("checkout deadline failed", order_id=item.order_id)
+    return len(due)
+
+
+def _checkout_span(item: Due, name: str) -> AbstractContextManager[Span | None]:
+    if item.traceparent is None:
+        return nullcontext()
+    parent = propagate.extract({"traceparent": item.traceparent})
+    return tracer.start_as_current_span(
+        name, context=parent, attributes={"agora.order_id": item.order_id}
+    )
+
+
+def advance(
+    session: Session,
+    orders: Orders,
+    order: Order,
+    checkout: Checkout,
+    commands: Commands,
+    now: datetime,
+) -> Order:
+    """Store the checkout's new state, send its commands, and announce the order's end."""
+    if checkout == order.checkout and not commands:
+        return order
+    moved = order.advanced(checkout, now)
+    orders.save(session, moved)
+    send(session, moved, commands)
+    if order.status is Status.PENDING and moved.status is Status.CONFIRMED:
+        record(
+            session,
+            OrderConfirmed(
+                order_id=moved.id,
+                user_id=moved.user_id,
+                total=moved.total,
+                currency=moved.currency,
+            ),
+            aggregate=moved.id,
+        )
+    elif order.status is Status.PENDING and moved.status is Status.CANCELLED:
+        assert moved.reason is not None
+        record(
+            session,
+            OrderCancelled(order_id=moved.id, user_id=moved.user_id, reason=moved.reason.value),
+            aggregate=moved.id,
+        )
+    log.info(
+        "checkout moved",
+        order_id=moved.id,
+        step=checkout.step.value,
+        attempt=checkout.attempt,
+        status=moved.status.value,
+        reason=checkout.reason and checkout.reason.value,
+        sent=[command.value for command in commands],
+    )
+    return moved
+
+
+def send(session: Session, order: Order, commands: Commands) -> None:
+    """Record ``commands`` for ``order`` in the outbox, in the transaction of ``session``."""
+    for command in commands:
+        record(session, _message(command, order), aggregate=order.id)
+
+
+def _message(command: Command, order: Order) -> IntegrationCommand:
+    match command:
+        case Command.RESERVE_STOCK:
+            lines = tuple(StockLine(sku=line.sku, quantity=line.quantity) for line in order.lines)
+            return ReserveStock(order_id=order.id, lines=lines)
+        case Command.RELEASE_STOCK:
+            return ReleaseStock(order_id=order.id)
+        case Command.COMMIT_STOCK:
+            return CommitStock(order_id=order.id)
+        case Command.AUTHORIZE_PAYMENT:
+            return AuthorizePayment(
+                order_id=order.id,
+                user_id=order.user_id,
+                amount=order.total,
+                currency=order.currency,
+                card_token=order.card.token,
+            )
+        case Command.CAPTURE_PAYMENT:
+            return CapturePayment(order_id=order.id)
+        case Command.VOID_PAYMENT:
+            return VoidPayment(order_id=order.id)
+        case Command.REFUND_PAYMENT:
+            return RefundPayment(order_id=order.id)

@@ -1,0 +1,29 @@
+"""Reading orders: one order for its owner or an admin, and a listing a page at a time."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from agora.cursor import CursorCodec, Page, paged
+from orders.application.ports import Listing, Orders, Viewer
+from orders.domain import Cursor, Order, OrderNotFound
+
+CURSORS = CursorCodec(Cursor)
+
+
+def get_order(session: Session, orders: Orders, order_id: str, viewer: Viewer) -> Order:
+    return visible(orders.get(session, order_id), order_id, viewer)
+
+
+def list_orders(session: Session, orders: Orders, listing: Listing) -> Page[Order]:
+    # One row more than the page shows whether another page follows.
+    rows = orders.listing(session, listing, listing.limit + 1)
+    return paged(CURSORS, rows, listing.limit, Cursor.after)
+
+
+def visible(order: Order | None, order_id: str, viewer: Viewer) -> Order:
+    """``order`` when ``viewer`` may see it; :class:`OrderNotFound` when there is none or it is
+    someone else's: its existence is none of the caller's business."""
+    if order is None or not viewer.may_see(order):
+        raise OrderNotFound(f"there is no order {order_id!r}")
+    return order
