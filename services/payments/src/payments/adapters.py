@@ -39,18 +39,18 @@ from sqlalchemy.orm import Session
 from agora.db import UnitOfWork, aware
 from payments.application import (
     Authorization,
-    Balance,
-    BookedEntry,
-    BookedMovement,
     Declined,
-    Ledger,
     PaymentQuery,
     ProcessorError,
     ProcessorTimeout,
 )
 from payments.domain import (
+    Balance,
+    BookedEntry,
+    BookedMovement,
     Card,
     CardNumber,
+    Ledger,
     Movement,
     MovementKind,
     Operation,
@@ -194,28 +194,25 @@ def _due(now: datetime) -> Any:
 
 
 class SqlPayments:
-    """The :class:`payments.application.Payments` port over one SQLAlchemy session."""
+    """The :class:`payments.application.Payments` port in SQL, within the caller's session."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def get(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+    def get(self, session: Session, order_id: str, *, for_update: bool = False) -> Payment | None:
         statement = select(payments).where(payments.c.order_id == order_id)
         if for_update:
             statement = statement.with_for_update()
-        row = self.session.execute(statement).first()
+        row = session.execute(statement).first()
         return None if row is None else _payment(row)
 
-    def add(self, payment: Payment) -> None:
-        self.session.execute(payments.insert().values(id=payment.id, **_values(payment)))
+    def add(self, session: Session, payment: Payment) -> None:
+        session.execute(payments.insert().values(id=payment.id, **_values(payment)))
 
-    def save(self, payment: Payment) -> None:
-        self.session.execute(
+    def save(self, session: Session, payment: Payment) -> None:
+        session.execute(
             payments.update().where(payments.c.id == payment.id).values(**_values(payment))
         )
 
-    def book(self, payment: Payment, movement: Movement, now: datetime) -> None:
-        result = self.session.execute(
+    def book(self, session: Session, payment: Payment, movement: Movement, now: datetime) -> None:
+        result = session.execute(
             ledger_movements.insert().values(
                 order_id=payment.order_id,
                 payment_id=payment.id,
@@ -226,7 +223,7 @@ class SqlPayments:
             )
         )
         movement_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
-        self.session.execute(
+        session.execute(
             ledger_entries.insert(),
             [
                 {
@@ -239,26 +236,28 @@ class SqlPayments:
             ],
         )
 
-    def due(self, now: datetime, limit: int) -> list[str]:
+    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
         statement = (
             select(payments.c.order_id)
             .where(_due(now))
             .order_by(payments.c.updated_at)
             .limit(limit)
         )
-        return list(self.session.execute(statement).scalars())
+        return list(session.execute(statement).scalars())
 
-    def claim(self, order_id: str, token: str, until: datetime, now: datetime) -> bool:
+    def claim(
+        self, session: Session, order_id: str, token: str, until: datetime, now: datetime
+    ) -> bool:
         # Conditional: of two replicas taking the same operation, the second one's update finds
         # the lease taken (PostgreSQL re-reads the row once the first commits) and changes nothing.
-        result = self.session.execute(
+        result = session.execute(
             payments.update()
             .where(payments.c.order_id == order_id, _due(now))
             .values(lease_token=token, lease_until=until)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-    def listing(self, query: PaymentQuery, limit: int) -> list[Payment]:
+    def listing(self, session: Session, query: PaymentQuery, limit: int) -> list[Payment]:
         statement = select(payments)
         if query.user_id is not None:
             statement = statement.where(payments.c.user_id == query.user_id)
@@ -270,10 +269,10 @@ class SqlPayments:
                 tuple_(payments.c.created_at, payments.c.id) > tuple_(created_at, payment_id)
             )
         statement = statement.order_by(payments.c.created_at, payments.c.id).limit(limit)
-        return [_payment(row) for row in self.session.execute(statement)]
+        return [_payment(row) for row in session.execute(statement)]
 
-    def ledger(self) -> Ledger:
-        sums = self.session.execute(
+    def ledger(self, session: Session) -> Ledger:
+        sums = session.execute(
             select(
                 ledger_entries.c.account,
                 func.coalesce(func.sum(ledger_entries.c.debit), 0),
@@ -286,21 +285,21 @@ class SqlPayments:
             Balance(account=account, debits=int(debits), credits=int(credits))
             for account, debits, credits in sums
         ]
-        count = self.session.execute(select(func.count()).select_from(ledger_movements))
+        count = session.execute(select(func.count()).select_from(ledger_movements))
         return Ledger(accounts=accounts, movements=int(count.scalar_one()))
 
     def movements(
-        self, order_id: str | None, after: int | None, limit: int
+        self, session: Session, order_id: str | None, after: int | None, limit: int
     ) -> list[BookedMovement]:
         statement = select(ledger_movements)
         if order_id is not None:
             statement = statement.where(ledger_movements.c.order_id == order_id)
         if after is not None:
             statement = statement.where(ledger_movements.c.id > after)
-        rows = self.session.execute(statement.order_by(ledger_movements.c.id).limit(limit)).all()
+        rows = session.execute(statement.order_by(ledger_movements.c.id).limit(limit)).all()
         entries: dict[int, list[BookedEntry]] = {row.id: [] for row in rows}
         if entries:
-            found = self.session.execute(
+            found = session.execute(
                 select(
                     ledger_entries.c.movement_id,
                     ledger_entries.c.account,

@@ -13,13 +13,7 @@ from agora.auth import TokenVerifier
 from agora.migrations import upgrade
 from payments import application, entrypoints
 from payments.adapters import SimulatedProcessor, SqlPayments
-from payments.application import (
-    Deadline,
-    ProcessorError,
-    ProcessorTimeout,
-    Wakeup,
-    Worker,
-)
+from payments.application import Deadline, ProcessorError, ProcessorTimeout, Wakeup
 from payments.domain import InvalidCard
 from payments.settings import PaymentsSettings
 
@@ -39,18 +33,27 @@ payments; the ledger is for admins.
 """
 
 
-async def work(resources: Resources) -> None:
-    """The worker loop: carries out what the commands left for the processor."""
-    worker: Worker = resources.extra[entrypoints.WORKER]
-    await worker.run()
-
-
 def create_app(
     settings: PaymentsSettings | None = None, *, verifier: TokenVerifier | None = None
 ) -> FastAPI:
     settings = settings or PaymentsSettings()
-    store: application.Store = SqlPayments
+    payments = SqlPayments()
     wakeup = Wakeup()
+    lease = timedelta(seconds=settings.processor_timeout + settings.lease_margin)
+
+    async def work(resources: Resources) -> None:
+        """The worker loop: carries out what the commands left for the processor."""
+        assert resources.uow is not None
+        parts = resources.get(application.Parts)
+        worker = application.worker(
+            resources.uow,
+            parts,
+            lease=lease,
+            poll=settings.worker_poll,
+            batch=settings.worker_batch,
+        )
+        await worker.run()
+
     app = create_service_app(
         settings,
         title="Agora payments",
@@ -59,24 +62,20 @@ def create_app(
         migrations=MIGRATIONS,
         errors=ERRORS,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(store, wakeup),
+        subscriptions=entrypoints.subscriptions(payments, wakeup),
         background=[work],
     )
     resources: Resources = app.state.resources
     assert resources.uow is not None
-    processor = Deadline(
-        SimulatedProcessor(resources.uow, hang=settings.hang), settings.processor_timeout
-    )
-    resources.extra[entrypoints.STORE] = store
-    resources.extra[entrypoints.PROCESSOR] = processor
-    resources.extra[entrypoints.WORKER] = Worker(
-        resources.uow,
-        store,
-        processor,
-        lease=timedelta(seconds=settings.processor_timeout + settings.lease_margin),
-        poll=settings.worker_poll,
-        batch=settings.worker_batch,
-        wakeup=wakeup,
+    # The simulated processor keeps its records in payments' database: it needs the app's unit
+    # of work, so the parts are provided once the app is made.
+    processor = SimulatedProcessor(resources.uow, hang=settings.hang)
+    resources.provide(
+        application.Parts(
+            payments=payments,
+            processor=Deadline(processor, settings.processor_timeout),
+            wakeup=wakeup,
+        )
     )
     return app
 

@@ -11,40 +11,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.orm import Session
 
-from agora.deps import Admin, CurrentUser, Uow
+from agora.deps import Admin, CurrentUser, Uow, provided
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
-from payments.application import CardProcessor, PaymentQuery, Wake
+from payments.application import PaymentQuery, Payments, Wake
 from payments.domain import CARD_INPUT_MAX, PAGE_DEFAULT, PAGE_MAX
 
 JSON = "application/json"
-STORE = "payments.store"
-PROCESSOR = "payments.processor"
-WORKER = "payments.worker"
 
 router = APIRouter(tags=["payments"])
-
-
-# Coroutines on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
-async def store(request: Request) -> application.Store:
-    found: application.Store = request.app.state.resources.extra[STORE]
-    return found
-
-
-async def processor(request: Request) -> CardProcessor:
-    found: CardProcessor = request.app.state.resources.extra[PROCESSOR]
-    return found
-
-
-Store = Annotated[application.Store, Depends(store)]
-Processor = Annotated[CardProcessor, Depends(processor)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 
 
 class PaymentOut(BaseModel):
@@ -166,7 +149,7 @@ def _json(body: bytes, status: int = 200) -> Response:
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def list_payments(
-    query: Annotated[PaymentsQuery, Query()], user: CurrentUser, uow: Uow, store: Store
+    query: Annotated[PaymentsQuery, Query()], user: CurrentUser, uow: Uow, parts: Parts
 ) -> Response:
     """Payments, oldest first, a page at a time: a customer's own; an admin's view, everyone's."""
     request = PaymentQuery(
@@ -175,15 +158,15 @@ async def list_payments(
         order_id=query.order_id,
         after=application.payment_cursor(query.cursor) if query.cursor else None,
     )
-    page = await uow.query(application.list_payments, store, request)
+    page = await uow.query(application.list_payments, parts.payments, request)
     items = [PaymentOut.model_validate(payment) for payment in page.items]
     return _json(_PAYMENTS.dump_json(PaymentPage(items=items, next_cursor=page.next_cursor)))
 
 
 @router.get("/payments/ledger", response_model=LedgerOut)
-async def ledger(_admin: Admin, uow: Uow, store: Store) -> Response:
+async def ledger(_admin: Admin, uow: Uow, parts: Parts) -> Response:
     """Every account's debits, credits and balance, summed from the entries (admin only)."""
-    found = await uow.query(application.ledger, store)
+    found = await uow.query(application.ledger, parts.payments)
     accounts = [
         AccountOut(
             account=account.account,
@@ -205,39 +188,41 @@ async def ledger(_admin: Admin, uow: Uow, store: Store) -> Response:
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def ledger_movements(
-    query: Annotated[MovementsQuery, Query()], _admin: Admin, uow: Uow, store: Store
+    query: Annotated[MovementsQuery, Query()], _admin: Admin, uow: Uow, parts: Parts
 ) -> Response:
     """The ledger's movements with their two entries, in the order they were booked (admin)."""
     page = await uow.query(
-        application.list_movements, store, query.order_id, query.limit, query.cursor
+        application.list_movements, parts.payments, query.order_id, query.limit, query.cursor
     )
     items = [MovementOut.model_validate(movement) for movement in page.items]
     return _json(_MOVEMENTS.dump_json(MovementPage(items=items, next_cursor=page.next_cursor)))
 
 
 @router.post("/payments/cards", status_code=201, response_model=CardOut)
-async def tokenize_card(body: NewCard, _user: CurrentUser, card_processor: Processor) -> Response:
+async def tokenize_card(body: NewCard, _user: CurrentUser, parts: Parts) -> Response:
     """Exchange a card number for a token (any logged-in user). Only the token, the brand and
     the last four digits are kept; the number goes no further than the processor."""
-    card = await application.tokenize(card_processor, body.card_number)
+    card = await application.tokenize(parts.processor, body.card_number)
     return _json(_CARD.dump_json(CardOut.model_validate(card)), 201)
 
 
-def subscriptions(store: application.Store, wake: Wake) -> tuple[Subscription, ...]:
+def subscriptions(payments: Payments, wake: Wake) -> tuple[Subscription, ...]:
     """The checkout's commands. Each only writes down what is asked, in the transaction that
-    records the command in the inbox; ``wake`` starts the worker once it is committed."""
+    records the command in the inbox; ``wake`` starts the worker once it is committed (``wake``
+    is the worker's wakeup, known before the app that makes the processor: the commands need no
+    more of the parts)."""
 
     def authorize_payment(session: Session, command: AuthorizePayment, _: CloudEvent) -> None:
-        application.authorize_payment(session, store, command, wake)
+        application.authorize_payment(session, payments, command, wake)
 
     def capture_payment(session: Session, command: CapturePayment, _: CloudEvent) -> None:
-        application.capture_payment(session, store, command.order_id, wake)
+        application.capture_payment(session, payments, command.order_id, wake)
 
     def void_payment(session: Session, command: VoidPayment, _: CloudEvent) -> None:
-        application.void_payment(session, store, command.order_id, wake)
+        application.void_payment(session, payments, command.order_id, wake)
 
     def refund_payment(session: Session, command: RefundPayment, _: CloudEvent) -> None:
-        application.refund_payment(session, store, command.order_id, wake)
+        application.refund_payment(session, payments, command.order_id, wake)
 
     return (
         Subscription(AuthorizePayment, authorize_payment),

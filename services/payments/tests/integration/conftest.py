@@ -1,6 +1,7 @@
-"""Payments on SQLite and on PostgreSQL: the app with access tokens signed by a test key, and a
-bench that sends the checkout's commands through an in-memory bus and runs the worker one round at
-a time, on a clock the test moves.
+"""Payments on SQLite and on PostgreSQL (a database per test or per module, from agora-tools'
+pytest plugin): the app with access tokens signed by a test key, and a bench that sends the
+checkout's commands through an in-memory bus and runs the worker one round at a time, on a clock
+the test moves.
 
 Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
 gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
@@ -12,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
 from agora.migrations import upgrade
 from agora_tools import testing
-from agora_tools.testing import STORES, InMemoryBus, SigningKey, database
+from agora_tools.pytest_plugin import Clock
+from agora_tools.testing import InMemoryBus, SigningKey
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
@@ -92,12 +94,6 @@ def app_for(settings: PaymentsSettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-@pytest.fixture(params=STORES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "payments", tmp_path) as url:
-        yield url
-
-
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> PaymentsSettings:
     return settings_for(database_url, tmp_path)
@@ -109,35 +105,18 @@ def client(settings: PaymentsSettings) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="module", params=STORES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
     """An app shared by the tests of one module, which must not depend on what the others did."""
-    data_dir = tmp_path_factory.mktemp("payments")
-    with database(request.param, "payments", data_dir) as url:
-        app = app_for(settings_for(url, data_dir))
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            yield test_client
+    app = app_for(settings_for(module_database_url, module_data_dir))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 @pytest.fixture
 def migrated(database_url: str) -> str:
     upgrade(database_url, MIGRATIONS)
     return database_url
-
-
-class Clock:
-    """The worker's clock: real time, plus however far the test has moved it on."""
-
-    def __init__(self) -> None:
-        self.ahead = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.ahead
-
-    def advance(self, seconds: float) -> None:
-        self.ahead += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -178,7 +157,7 @@ class Bench:
     async def claim(self) -> list[Claim]:
         """What a worker takes before it calls the processor: the due operations, leased."""
         lease = self.worker.lease
-        return await self.uow.run(claim_operations, SqlPayments, self.clock(), lease, 10)
+        return await self.uow.run(claim_operations, SqlPayments(), self.clock(), lease, 10)
 
     async def settle(self) -> None:
         """Rounds of the worker until nothing is due, moving the clock past every pause."""
@@ -190,7 +169,7 @@ class Bench:
         raise AssertionError("the worker never ran out of work")
 
     async def payment(self, order_id: str) -> Payment:
-        found = await self.uow.query(lambda session: SqlPayments(session).get(order_id))
+        found = await self.uow.query(lambda session: SqlPayments().get(session, order_id))
         assert found is not None, f"no payment for {order_id}"
         return found
 
@@ -204,7 +183,7 @@ class Bench:
         return [event.type.split(".")[1] for event in await self.events(order_id)]
 
     async def ledger(self) -> Ledger:
-        return await self.uow.query(application.ledger, SqlPayments)
+        return await self.uow.query(application.ledger, SqlPayments())
 
     async def operations(self, kind: str | None = None) -> list[tuple[str, str, str]]:
         """What the processor has done: (reference, kind, outcome)."""
@@ -241,15 +220,14 @@ def make_bench(url: str) -> Bench:
     uow = UnitOfWork(url, source="payments")
     clock = Clock()
     processor = SimulatedProcessor(uow, hang=2 * PROCESSOR_DEADLINE)
-    worker = Worker(
+    worker = application.worker(
         uow,
-        SqlPayments,
-        Deadline(processor, PROCESSOR_DEADLINE),
+        application.Parts(SqlPayments(), Deadline(processor, PROCESSOR_DEADLINE)),
         lease=timedelta(seconds=5),
         clock=clock,
     )
     wakes: list[str] = []
-    bus = InMemoryBus(subscriptions(SqlPayments, lambda: wakes.append("wake")), uow)
+    bus = InMemoryBus(subscriptions(SqlPayments(), lambda: wakes.append("wake")), uow)
     return Bench(uow, processor, worker, bus, clock, wakes)
 
 

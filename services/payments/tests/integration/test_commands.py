@@ -208,8 +208,8 @@ async def test_a_void_while_the_authorization_is_under_way_releases_what_it_held
     (claim,) = await bench.claim()
 
     await bench.send(VoidPayment(order_id=order_id))  # the processor has not answered yet
-    outcome = await bench.worker.call(claim)
-    await bench.uow.run(record_outcome, bench.worker.store, claim, outcome, bench.clock())
+    outcome = await bench.worker.steps.call(claim)
+    await bench.uow.run(record_outcome, bench.worker.steps.payments, claim, outcome, bench.clock())
     await bench.settle()
 
     # Voided at once; the late approval is released without telling the checkout otherwise.
@@ -305,14 +305,14 @@ async def test_a_worker_that_dies_after_the_processor_answered_charges_nobody_tw
 
     # A worker takes the authorization, the processor approves it, and the worker dies.
     (claim,) = await bench.claim()
-    await bench.worker.call(claim)
+    await bench.worker.steps.call(claim)
     assert await bench.work() == 0  # its lease still holds the operation
     bench.clock.advance(bench.worker.lease.total_seconds() + 1)
     await bench.work()
 
     await bench.send(CapturePayment(order_id=order_id))
     (claim,) = await bench.claim()
-    await bench.worker.call(claim)
+    await bench.worker.steps.call(claim)
     bench.clock.advance(bench.worker.lease.total_seconds() + 1)
     await bench.settle()
 
@@ -382,7 +382,7 @@ class Flaky:
 
 
 async def test_a_failed_authorization_asked_for_again_can_succeed(bench: Bench) -> None:
-    bench.worker.processor = Flaky(bench.processor, 1, "authorize")
+    bench.worker.steps.processor = Flaky(bench.processor, 1, "authorize")
     order_id = an_order()
 
     await bench.authorize(order_id, APPROVED)
@@ -405,7 +405,7 @@ async def test_a_step_after_the_decision_is_retried_until_the_processor_does_it(
     if step == "refund":
         await bench.send(CapturePayment(order_id=order_id))
         await bench.work()
-    bench.worker.processor = Flaky(bench.processor, 3, step)
+    bench.worker.steps.processor = Flaky(bench.processor, 3, step)
     command = {"capture": CapturePayment, "void": VoidPayment, "refund": RefundPayment}[step]
 
     await bench.send(command(order_id=order_id))

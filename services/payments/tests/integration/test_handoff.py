@@ -14,7 +14,7 @@ from agora.telemetry import configure_tracing
 from agora_tools.testing import InMemoryBus
 from contracts.payments import CapturePayment
 from payments.adapters import SqlPayments
-from payments.application import Claim, Wakeup
+from payments.application import Claim, Parts, Wakeup, worker
 from payments.domain import Status
 from payments.entrypoints import subscriptions
 
@@ -28,7 +28,7 @@ def handing(bench: Bench) -> Wakeup:
     loop's lease set as ``run`` sets it."""
     wakeup = bench.worker.wakeup
     wakeup.start(bench.worker.lease)
-    bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
+    bench.bus = InMemoryBus(subscriptions(SqlPayments(), wakeup), bench.uow)
     return wakeup
 
 
@@ -49,7 +49,7 @@ async def test_a_command_leases_its_operation_and_hands_it_over_once_committed(
     assert claim.reference == f"{order_id}:auth:1"
     assert await bench.claim() == []  # leased: no other worker takes it
 
-    await bench.worker._complete(claim)
+    await bench.worker.complete(claim)
     payment = await bench.payment(order_id)
     assert payment.status is Status.AUTHORIZED
     assert payment.pending is None
@@ -69,7 +69,7 @@ async def test_a_handed_operation_answers_in_the_trace_of_the_command_that_left_
         checkout = format(span.get_span_context().trace_id, "032x")
 
     ((claim, context),) = wakeup.handed()
-    await asyncio.create_task(bench.worker._complete(claim), context=context)
+    await asyncio.create_task(bench.worker.complete(claim), context=context)
 
     assert await bench.answers(order_id) == ["PaymentAuthorized"]
     (traceparent,) = await bench.uow.query(
@@ -86,11 +86,13 @@ async def test_a_handed_operation_never_done_is_taken_again_and_done_once(bench:
     order_id = an_order()
     await bench.authorize(order_id, APPROVED)
     ((lost, _),) = wakeup.handed()
-    await bench.worker.call(lost)  # the processor authorized; the process died before recording
+    await bench.worker.steps.call(
+        lost
+    )  # the processor authorized; the process died before recording
 
     assert await bench.claim() == []
     bench.clock.advance(bench.worker.lease.total_seconds() + 1)
-    await bench.worker._complete(lost)  # too late: left to the poll, nothing recorded
+    await bench.worker.complete(lost)  # too late: left to the poll, nothing recorded
     assert (await bench.payment(order_id)).status is Status.PENDING
     assert await bench.work() == 1
 
@@ -101,9 +103,11 @@ async def test_a_handed_operation_never_done_is_taken_again_and_done_once(bench:
 
 async def test_the_worker_loop_carries_out_handed_operations(bench: Bench) -> None:
     wakeup = Wakeup()
-    bench.worker.wakeup = wakeup
-    bench.worker.poll = 60.0  # only a handoff or a ring starts anything
-    bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
+    parts = Parts(SqlPayments(), bench.worker.steps.processor, wakeup)
+    lease = bench.worker.lease
+    # Only a handoff or a ring starts anything.
+    bench.worker = worker(bench.uow, parts, lease=lease, poll=60.0, clock=bench.clock)
+    bench.bus = InMemoryBus(subscriptions(parts.payments, wakeup), bench.uow)
     loop = asyncio.create_task(bench.worker.run())
     try:
         # Until the loop has started listening with its lease: only then do commands hand over
@@ -130,7 +134,7 @@ async def test_a_command_without_a_running_loop_leaves_its_operation_to_a_poll(
     bench: Bench,
 ) -> None:
     wakeup = Wakeup()  # no loop has started it with a lease
-    bench.bus = InMemoryBus(subscriptions(SqlPayments, wakeup), bench.uow)
+    bench.bus = InMemoryBus(subscriptions(SqlPayments(), wakeup), bench.uow)
     order_id = an_order()
 
     await bench.authorize(order_id, APPROVED)

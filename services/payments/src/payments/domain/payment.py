@@ -1,27 +1,4 @@
-"""Payments' rules: card numbers, one payment per order and its states, the double-entry ledger.
-
-Plain Python: no framework, no I/O. A :class:`Payment` changes state only through its methods;
-each tells what the payment answers (``payment.answers``, turned into events by the application) and
-which money movements it makes (``payment.movements``), so the ledger follows from the same
-decisions as the states.
-
-The ledger (every movement is two entries, one debit and one credit of the same amount; balances
-are sums of entries, never stored)::
-
-    movement  debit                 credit                 when
-    hold      card_authorizations   customer_cards         an authorization is approved
-    release   customer_cards        card_authorizations    the hold ends (capture or void)
-    capture   processor_receivable  sales                  the authorized amount is charged
-    refund    sales                 processor_receivable   the captured amount goes back
-
-``card_authorizations`` and ``customer_cards`` are memo accounts for money held on cards: once
-every payment is settled (captured, voided or refunded) they net to zero. ``processor_receivable``
-is what the processor owes the shop; ``sales`` (a credit balance) what the shop earned. Both are
-captured minus refunded, so the sales booked equal the totals of the orders that stand.
-
-Card numbers: only :class:`CardNumber` holds the digits, and it never shows them (its ``repr`` and
-``str`` give the brand and last four), so a number cannot leak into a log or an error by accident.
-"""
+"""A payment: one per order, its states, and the operation it waits for at the processor."""
 
 from __future__ import annotations
 
@@ -29,9 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-CARD_DIGITS_MIN = 12
-CARD_DIGITS_MAX = 19
-CARD_INPUT_MAX = 40  # digits and the spaces between groups
+from payments.domain.ledger import Movement, MovementKind
+
 PAGE_DEFAULT = 100
 PAGE_MAX = 500
 # Capture, void and refund come after the checkout's decision and must eventually succeed: a
@@ -43,157 +19,8 @@ RETRY_LONGEST = timedelta(seconds=30)
 NO_CURRENCY = "XXX"
 
 
-class InvalidCard(Exception):
-    """Invalid card number."""
-
-
 class OperationInProgress(Exception):
     """The payment's previous operation is still in progress."""
-
-
-# --- cards -------------------------------------------------------------------------------------
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn check: double every second digit from the right; the sum ends in 0."""
-    total = 0
-    for position, character in enumerate(reversed(digits)):
-        digit = int(character)
-        if position % 2 == 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
-
-
-def card_brand(digits: str) -> str:
-    """The card's scheme from its first digits: visa, mastercard, amex, or plain "card"."""
-    if digits.startswith("4"):
-        return "visa"
-    if 51 <= int(digits[:2]) <= 55 or 2221 <= int(digits[:4]) <= 2720:
-        return "mastercard"
-    if digits[:2] in ("34", "37"):
-        return "amex"
-    return "card"
-
-
-class CardNumber:
-    """A checked card number: 12 to 19 digits that pass the Luhn check.
-
-    It never shows its digits (``repr`` and ``str`` give ``visa ****4242``); ``digits`` is for
-    the processor alone, which turns the number into a token.
-    """
-
-    __slots__ = ("_digits",)
-
-    def __init__(self, digits: str) -> None:
-        self._digits = digits
-
-    @classmethod
-    def parse(cls, text: str) -> CardNumber:
-        """The number in ``text`` (digits, spaces allowed between them). The errors say what is
-        wrong and never repeat the number."""
-        digits = text.replace(" ", "")
-        if not digits.isascii() or not digits.isdigit():
-            raise InvalidCard("a card number holds digits only (spaces between them allowed)")
-        if not CARD_DIGITS_MIN <= len(digits) <= CARD_DIGITS_MAX:
-            raise InvalidCard(
-                f"a card number has {CARD_DIGITS_MIN} to {CARD_DIGITS_MAX} digits,"
-                f" this one has {len(digits)}"
-            )
-        if not luhn_valid(digits):
-            raise InvalidCard("the card number's check digit is wrong: is there a typo?")
-        return cls(digits)
-
-    @property
-    def digits(self) -> str:
-        return self._digits
-
-    @property
-    def brand(self) -> str:
-        return card_brand(self._digits)
-
-    @property
-    def last4(self) -> str:
-        return self._digits[-4:]
-
-    def __repr__(self) -> str:
-        return f"CardNumber({self.brand} ****{self.last4})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CardNumber) and other._digits == self._digits
-
-    def __hash__(self) -> int:
-        return hash(self._digits)
-
-
-@dataclass(frozen=True, slots=True)
-class Card:
-    """A card as payments knows it: the processor's token for it, its brand and last four."""
-
-    token: str
-    brand: str
-    last4: str
-
-
-# --- the ledger --------------------------------------------------------------------------------
-
-
-class Account(StrEnum):
-    CARD_AUTHORIZATIONS = "card_authorizations"
-    CUSTOMER_CARDS = "customer_cards"
-    PROCESSOR_RECEIVABLE = "processor_receivable"
-    SALES = "sales"
-
-
-class MovementKind(StrEnum):
-    HOLD = "hold"
-    RELEASE = "release"
-    CAPTURE = "capture"
-    REFUND = "refund"
-
-
-# Which account each kind of movement debits, and which it credits.
-RULES: dict[MovementKind, tuple[Account, Account]] = {
-    MovementKind.HOLD: (Account.CARD_AUTHORIZATIONS, Account.CUSTOMER_CARDS),
-    MovementKind.RELEASE: (Account.CUSTOMER_CARDS, Account.CARD_AUTHORIZATIONS),
-    MovementKind.CAPTURE: (Account.PROCESSOR_RECEIVABLE, Account.SALES),
-    MovementKind.REFUND: (Account.SALES, Account.PROCESSOR_RECEIVABLE),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    account: Account
-    debit: int
-    credit: int
-
-
-@dataclass(frozen=True, slots=True)
-class Movement:
-    """Money moving between two accounts: one debit entry and one credit entry, equal."""
-
-    kind: MovementKind
-    amount: int
-    currency: str
-
-    def __post_init__(self) -> None:
-        if self.amount <= 0:
-            raise ValueError("a movement moves a positive amount")
-
-    @property
-    def entries(self) -> tuple[Entry, Entry]:
-        debited, credited = RULES[self.kind]
-        return (
-            Entry(account=debited, debit=self.amount, credit=0),
-            Entry(account=credited, debit=0, credit=self.amount),
-        )
-
-
-# --- payments ----------------------------------------------------------------------------------
 
 
 class Status(StrEnum):
@@ -493,9 +320,6 @@ class Payment:
         return operation
 
 
-# --- paging ------------------------------------------------------------------------------------
-
-
 # Keyset paging: a page starts after the last row of the one before, so pages neither repeat nor
 # skip rows while others are added. The application hands these out as opaque tokens
 # (agora.cursor).
@@ -507,10 +331,3 @@ class PaymentCursor:
 
     created_at: datetime
     id: str
-
-
-@dataclass(frozen=True, slots=True)
-class MovementCursor:
-    """Where the next page of ledger movements starts: after the movement with this id."""
-
-    id: int
