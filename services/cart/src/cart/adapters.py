@@ -111,7 +111,7 @@ def _remove(session: Session, user_id: str, sku: str) -> list[Line]:
 
 
 class SqlCarts:
-    """The :class:`cart.application.CartStore` in the service's database (SQLite or PostgreSQL):
+    """The :class:`cart.application.Carts` in the service's database (SQLite or PostgreSQL):
     one ``cart_lines`` row per line, through the app's unit of work, handed over at start-up."""
 
     def __init__(self) -> None:
@@ -201,7 +201,7 @@ def _from_flat(reply: Sequence[Any]) -> list[Line]:
 
 
 class RedisCarts:
-    """The :class:`cart.application.CartStore` in Redis: one hash per user,
+    """The :class:`cart.application.Carts` in Redis: one hash per user,
     ``<prefix>cart:<user id>``, a field per sku holding the line's JSON
     ``{"quantity": 2, "updated_at": "<ISO 8601>"}``.
 
@@ -314,8 +314,14 @@ class RedisCarts:
 # --- other services ----------------------------------------------------------------------------
 
 
-class HttpCatalogue:
-    """Products from the catalog service: one ``GET /products/batch?sku=...`` per cart shown."""
+class HttpCatalogService:
+    """Products from the catalog service: one ``GET /products/batch?sku=...`` per cart shown.
+
+    Every catalog has answered that route since before the cart existed, so a 404 to it says
+    that the callee is no catalog this cart can use (a wrong address, a proxy's answer): the
+    catalogue is unavailable (503), rather than asked again sku by sku, which would answer every
+    product unknown, one call each.
+    """
 
     def __init__(self, client: ServiceClient, service: str = "catalog") -> None:
         self.client = client

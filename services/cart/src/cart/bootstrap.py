@@ -11,7 +11,7 @@ from agora.app import Check, Resources, create_service_app
 from agora.auth import TokenVerifier
 from agora.migrations import upgrade
 from cart import application, entrypoints
-from cart.adapters import HttpCatalogue, RedisCarts, SqlCarts
+from cart.adapters import HttpCatalogService, RedisCarts, SqlCarts
 from cart.application import Clock, utc_now
 from cart.domain import (
     InvalidQuantity,
@@ -46,21 +46,21 @@ def create_app(
     settings: CartSettings | None = None,
     *,
     verifier: TokenVerifier | None = None,
-    catalogue: application.Catalogue | None = None,
+    catalog: application.CatalogService | None = None,
     clock: Clock = utc_now,
 ) -> FastAPI:
-    """The cart app. Tests pass a fake ``catalogue`` (the catalog service) and, to say when
+    """The cart app. Tests pass a fake ``catalog`` (the catalog service) and, to say when
     lines are set, a ``clock``."""
     settings = settings or CartSettings()
-    store: SqlCarts | RedisCarts
+    carts: SqlCarts | RedisCarts
     readiness: dict[str, Check] = {}
     if settings.redis_url:
-        store = RedisCarts(
+        carts = RedisCarts(
             settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
         )
-        readiness["redis"] = store.ping
+        readiness["redis"] = carts.ping
     else:
-        store = SqlCarts()
+        carts = SqlCarts()
     app = create_service_app(
         settings,
         title="Agora cart",
@@ -69,18 +69,20 @@ def create_app(
         # The database is there with either store: it keeps the inbox of OrderPlaced.
         migrations=MIGRATIONS,
         errors=ERRORS,
-        on_startup=[store.start],
-        on_shutdown=[store.close],
+        on_startup=[carts.start],
+        on_shutdown=[carts.close],
         readiness=readiness,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(store),
+        subscriptions=entrypoints.subscriptions(carts),
     )
     resources: Resources = app.state.resources
-    resources.extra[entrypoints.PARTS] = entrypoints.Parts(
-        store=store,
-        catalogue=catalogue or HttpCatalogue(resources.client),
-        currency=settings.currency,
-        clock=clock,
+    resources.provide(
+        application.Parts(
+            carts=carts,
+            catalog=catalog or HttpCatalogService(resources.client),
+            currency=settings.currency,
+            clock=clock,
+        )
     )
     return app
 

@@ -13,46 +13,27 @@ The cart is always the caller's own: its owner is the access token's subject.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.orm import Session
 
-from agora.deps import CurrentUser
+from agora.deps import CurrentUser, provided
 from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
 from cart import application
-from cart.application import Clock, utc_now
+from cart.application import EmptyCart, RemoveLine, SetQuantity, ViewCart
 from cart.domain import QUANTITY_MAX, SKU_PATTERN, Cart
 from contracts.orders import OrderPlaced
 
 JSON = "application/json"
-PARTS = "cart.parts"
 
 router = APIRouter(tags=["cart"])
 
 
-@dataclass(frozen=True, slots=True)
-class Parts:
-    """What the routes use, chosen in ``bootstrap``."""
-
-    store: application.CartStore
-    catalogue: application.Catalogue
-    # The currency an empty cart is shown in.
-    currency: str
-    clock: Clock = utc_now
-
-
-# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
-async def parts(request: Request) -> Parts:
-    found: Parts = request.app.state.resources.extra[PARTS]
-    return found
-
-
-Ports = Annotated[Parts, Depends(parts)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="Upper-case letters, digits and '-'.")]
 
 
@@ -126,12 +107,9 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/cart", response_model=CartOut, responses=REFUSALS)
-async def get_cart(user: CurrentUser, ports: Ports) -> Response:
+async def get_cart(user: CurrentUser, parts: Parts) -> Response:
     """The caller's cart, priced by the catalogue now."""
-    cart = await application.view_cart(
-        ports.store, ports.catalogue, user.id, currency=ports.currency
-    )
-    return _answer(cart)
+    return _answer(await application.view_cart(parts, ViewCart(user.id)))
 
 
 @router.put(
@@ -146,18 +124,10 @@ async def get_cart(user: CurrentUser, ports: Ports) -> Response:
         },
     },
 )
-async def set_item(sku: Sku, body: NewQuantity, user: CurrentUser, ports: Ports) -> Response:
+async def set_item(sku: Sku, body: NewQuantity, user: CurrentUser, parts: Parts) -> Response:
     """Set how many units of a product the cart holds (1 to 100); 0 removes the line."""
-    cart = await application.set_quantity(
-        ports.store,
-        ports.catalogue,
-        user.id,
-        sku,
-        body.quantity,
-        now=ports.clock(),
-        currency=ports.currency,
-    )
-    return _answer(cart)
+    command = SetQuantity(user.id, sku, body.quantity)
+    return _answer(await application.set_quantity(parts, command))
 
 
 @router.delete(
@@ -165,24 +135,22 @@ async def set_item(sku: Sku, body: NewQuantity, user: CurrentUser, ports: Ports)
     response_model=CartOut,
     responses={**REFUSALS, 422: {"description": "A malformed sku."}},
 )
-async def remove_item(sku: Sku, user: CurrentUser, ports: Ports) -> Response:
+async def remove_item(sku: Sku, user: CurrentUser, parts: Parts) -> Response:
     """Remove a line from the cart; removing one that is not there is no error."""
-    cart = await application.remove_line(
-        ports.store, ports.catalogue, user.id, sku, currency=ports.currency
-    )
-    return _answer(cart)
+    return _answer(await application.remove_line(parts, RemoveLine(user.id, sku)))
 
 
 @router.delete("/cart", response_model=CartOut, responses=REFUSALS)
-async def empty_cart(user: CurrentUser, ports: Ports) -> Response:
+async def empty_cart(user: CurrentUser, parts: Parts) -> Response:
     """Remove every line; the answer is the empty cart."""
-    return _answer(await application.empty_cart(ports.store, user.id, currency=ports.currency))
+    return _answer(await application.empty_cart(parts, EmptyCart(user.id)))
 
 
-def subscriptions(store: application.CartStore) -> tuple[Subscription, ...]:
+def subscriptions(carts: application.Carts) -> tuple[Subscription, ...]:
     """What the cart listens to: orders placed, whose lines leave the cart.
 
-    Built around the store bootstrap picks, as the routes find it in the app's resources.
+    Built around the carts bootstrap picks, the ones the routes find in the app's ``Parts``
+    (whose client of catalog is made with the app, after its subscriptions).
     """
 
     def remove_ordered(session: Session, event: OrderPlaced, envelope: CloudEvent) -> None:
@@ -191,6 +159,6 @@ def subscriptions(store: application.CartStore) -> tuple[Subscription, ...]:
         # set after placed_at, so a second run finds nothing more to take, and keeps what the
         # shopper has added since.
         skus = sorted({line.sku for line in event.lines})
-        application.remove_ordered(session, store, event.user_id, skus, event.placed_at)
+        application.remove_ordered(session, carts, event.user_id, skus, event.placed_at)
 
     return (Subscription(OrderPlaced, remove_ordered),)

@@ -41,7 +41,7 @@ from agora_tools.testing import (
 from cart import application
 from cart.bootstrap import create_app
 from cart.domain import Product
-from cart.entrypoints import PARTS, Parts, subscriptions
+from cart.entrypoints import subscriptions
 from cart.settings import CartSettings
 from contracts.orders import OrderLine, OrderPlaced
 
@@ -112,7 +112,7 @@ def redis_keys(prefix: str) -> dict[str, dict[str, str]]:
 
 
 def app_for(settings: CartSettings, catalogue: FakeCatalogue, clock: Clock) -> FastAPI:
-    return create_app(settings, verifier=KEY.verifier(), catalogue=catalogue, clock=clock)
+    return create_app(settings, verifier=KEY.verifier(), catalog=catalogue, clock=clock)
 
 
 def order_placed(user_id: str, *skus: str, placed_at: datetime) -> OrderPlaced:
@@ -171,8 +171,8 @@ class Shop:
         self.settings = settings
         self.catalogue = catalogue
         self.clock = clock
-        parts: Parts = client.app.state.resources.extra[PARTS]  # type: ignore[attr-defined]
-        self.store: application.CartStore = parts.store
+        resources = client.app.state.resources  # type: ignore[attr-defined]  # TestClient types its app as any ASGI app
+        self.store: application.Carts = resources.get(application.Parts).carts
 
     def shopper(self) -> Shopper:
         """A new user, with an empty cart."""

@@ -1,5 +1,6 @@
 """The client of the catalog service, against a small HTTP stand-in for it: one batch call per
-cart, and every way the catalogue can fail becomes a 503 problem for the shopper."""
+cart, and every way the catalogue can fail becomes a 503 problem for the shopper, a 404 to the
+batch route too."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
 from agora_tools.testing import database, free_port
-from cart.adapters import HttpCatalogue
+from cart.adapters import HttpCatalogService
 from cart.bootstrap import create_app
 from cart.domain import Product
 from cart.settings import CartSettings
@@ -40,16 +41,20 @@ def product(sku: str, **overrides: Any) -> dict[str, Any]:
 
 
 class Stand:
-    """The catalog service's batch route on a local port."""
+    """The catalog service's product routes on a local port."""
 
     def __init__(self) -> None:
         self.products = {WOK: product(WOK), "KIT-OLD": product("KIT-OLD", active=False)}
         self.calls: list[str] = []
+        # False: the batch route answers 404, as a callee that is no catalog would.
+        self.batch = True
         self.url = ""
         self.runner: web.AppRunner | None = None
 
     async def get_products(self, request: web.Request) -> web.Response:
         self.calls.append(request.path_qs)
+        if not self.batch:
+            return web.json_response({"title": "Not found"}, status=404)
         skus = request.query.getall("sku")
         if "BOOM-500" in skus:
             return web.json_response({"title": "Internal error"}, status=500)
@@ -57,9 +62,17 @@ class Stand:
             return web.json_response({"items": [{"sku": "GARBLED"}]})
         return web.json_response({"items": [self.products[s] for s in skus if s in self.products]})
 
+    async def get_product(self, request: web.Request) -> web.Response:
+        self.calls.append(request.path_qs)
+        found = self.products.get(request.match_info["sku"])
+        if found is None:
+            return web.json_response({"title": "Not found"}, status=404)
+        return web.json_response(found)
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/products/batch", self.get_products)
+        app.router.add_get("/products/{sku}", self.get_product)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         port = free_port()
@@ -83,17 +96,17 @@ async def stand() -> AsyncIterator[Stand]:
 
 
 @pytest.fixture
-async def catalogue(stand: Stand) -> AsyncIterator[HttpCatalogue]:
+async def catalogue(stand: Stand) -> AsyncIterator[HttpCatalogService]:
     client = ServiceClient({"catalog": [stand.url]}, timeout=2.0, attempts=1)
     await client.start()
     try:
-        yield HttpCatalogue(client)
+        yield HttpCatalogService(client)
     finally:
         await client.close()
 
 
 async def test_every_known_product_comes_in_one_call(
-    catalogue: HttpCatalogue, stand: Stand
+    catalogue: HttpCatalogService, stand: Stand
 ) -> None:
     found = await catalogue.products([WOK, "KIT-OLD", "NO-SUCH"])
 
@@ -104,17 +117,28 @@ async def test_every_known_product_comes_in_one_call(
     assert stand.calls == [f"/products/batch?sku={WOK}&sku=KIT-OLD&sku=NO-SUCH"]
 
 
-async def test_no_skus_need_no_call(catalogue: HttpCatalogue, stand: Stand) -> None:
+async def test_no_skus_need_no_call(catalogue: HttpCatalogService, stand: Stand) -> None:
     assert await catalogue.products([]) == {}
     assert stand.calls == []
 
 
 @pytest.mark.parametrize("sku", ["BOOM-500", "GARBLED"])
 async def test_a_failing_or_unreadable_catalogue_is_unavailable(
-    catalogue: HttpCatalogue, sku: str
+    catalogue: HttpCatalogService, sku: str
 ) -> None:
     with pytest.raises(ServiceUnavailable):
         await catalogue.products([WOK, sku])
+
+
+async def test_a_catalogue_that_answers_the_batch_route_404_is_unavailable(
+    catalogue: HttpCatalogService, stand: Stand
+) -> None:
+    stand.batch = False
+
+    with pytest.raises(ServiceUnavailable, match="answered 404"):
+        await catalogue.products([WOK, "KIT-OLD"])
+    # Not asked again sku by sku, as if the products were what the callee did not know.
+    assert stand.calls == [f"/products/batch?sku={WOK}&sku=KIT-OLD"]
 
 
 async def test_an_unreachable_catalogue_is_unavailable() -> None:
@@ -122,7 +146,7 @@ async def test_an_unreachable_catalogue_is_unavailable() -> None:
     await client.start()
     try:
         with pytest.raises(ServiceUnavailable) as refused:
-            await HttpCatalogue(client).products([WOK])
+            await HttpCatalogService(client).products([WOK])
     finally:
         await client.close()
 

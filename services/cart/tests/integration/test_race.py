@@ -28,7 +28,7 @@ async def test_two_new_lines_at_once_in_a_cart_with_room_for_one_leave_it_full(
 ) -> None:
     catalogue = FakeCatalogue()
     headers = KEY.bearer(["customer"])
-    app = create_app(settings, verifier=KEY.verifier(), catalogue=catalogue, clock=Clock())
+    app = create_app(settings, verifier=KEY.verifier(), catalog=catalogue, clock=Clock())
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cart") as http,
