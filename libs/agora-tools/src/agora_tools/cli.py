@@ -496,6 +496,22 @@ def deploy_secrets(
     console.print(f"wrote {target} (mode 600); set AGORA_ADMIN_EMAIL in it to your own address.")
 
 
+@app.command()
+def new(
+    name: Annotated[str, typer.Argument(help="The new service: a lowercase identifier.")],
+) -> None:
+    """Write a new service in the shape every service has (docs/service-shape.md), add it to
+    the topology and the workspace, and render the files derived from them again."""
+    from agora_tools.scaffold import ScaffoldError, new_service
+
+    path, _ = _topology()
+    try:
+        new_service(path.parent, name, report=console.print)
+    except ScaffoldError as error:
+        raise _fail(str(error), error.code) from None
+    console.print(f"wrote services/{name}: `agora up` runs it; its tests are in make test.")
+
+
 def _add_plugin_commands() -> None:
     """Commands other installed packages add (entry points ``agora.commands``), such as
     ``agora verify``: they may know what the chassis must not (the services' business)."""
