@@ -61,7 +61,10 @@ def process_gone(pid: int) -> bool:
 
 
 class RunningSystem:
-    """``agora up --port <free port> *args`` in ``directory``; its output goes to ``up.out``."""
+    """``agora up --port <free port> *args`` in ``directory``; its output goes to ``up.out``.
+
+    ``agora`` is the command to run: another environment's (a scratch copy of the repository's)
+    rather than this one's."""
 
     def __init__(
         self,
@@ -69,8 +72,10 @@ class RunningSystem:
         *args: str,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        agora: str = AGORA,
     ) -> None:
         self.directory = directory
+        self.command = agora
         self.args: Sequence[str] = args
         self.env = dict(os.environ if env is None else env)
         self.port = port or free_port()
@@ -82,7 +87,7 @@ class RunningSystem:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self.output.open("w") as out:
             self.process = subprocess.Popen(  # noqa: S603 (our own command, no shell)
-                [AGORA, "up", "--port", str(self.port), *self.args],
+                [self.command, "up", "--port", str(self.port), *self.args],
                 cwd=self.directory,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -105,7 +110,7 @@ class RunningSystem:
     def agora(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run another ``agora`` command in the system's directory."""
         return subprocess.run(  # noqa: S603 (our own command, no shell)
-            [AGORA, *args],
+            [self.command, *args],
             cwd=self.directory,
             env=self.env,
             capture_output=True,
