@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from agora.client import Reply
@@ -18,19 +21,39 @@ from gateway.storefront.client import (
 from gateway.storefront.common import (
     CSRF,
     Anyone,
+    Listing,
     Text,
     User,
-    cursor_params,
-    header_count,
-    listing,
-    paged,
     private,
-    together,
 )
 from gateway.storefront.forms import Form as FormState
 from gateway.storefront.forms import fields_or_general, sentence
 from gateway.storefront.models import Message, Page, Token
 from gateway.web import Unavailable, end_session, page_router, render, safe_next, set_session
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The login or register form as sent: the form to show again (with a message beside each
+    field left empty), and the credentials for identity."""
+
+    form: FormState
+    credentials: dict[str, str]
+
+
+async def _credentials(email: Text = "", password: Text = "", next: Text = "/") -> Credentials:
+    form = FormState(values={"email": email.strip(), "next": safe_next(next)})
+    if not email.strip():
+        form.error("email", "Fill this in.")
+    if not password:
+        form.error("password", "Fill this in.")
+    return Credentials(form, {"email": email.strip(), "password": password})
+
+
+Sent = Annotated[Credentials, Depends(_credentials)]
+
+
+_MESSAGES = Listing(Page[Message], "notifications", "/notifications", MESSAGES, "messages")
 
 router = page_router()
 
@@ -46,21 +69,11 @@ async def login_form(
 
 
 @router.post("/login", dependencies=CSRF)
-async def login(
-    request: Request,
-    services: Anonymous,
-    email: Text = "",
-    password: Text = "",
-    next: Text = "/",
-) -> Response:
-    form = _credentials_form(email, password, next)
+async def login(request: Request, services: Anonymous, sent: Sent) -> Response:
+    form = sent.form
     if form.ok:
         reply = await services.call(
-            "identity",
-            "POST",
-            "/token",
-            what=SIGN_IN,
-            json={"email": email.strip(), "password": password},
+            "identity", "POST", "/token", what=SIGN_IN, json=sent.credentials
         )
         if reply.status == 200:
             return await _signed_in(request, read(Token, reply, SIGN_IN), form.values["next"])
@@ -75,16 +88,10 @@ async def register_form(request: Request, user: Anyone, next: str = "/") -> Resp
 
 
 @router.post("/register", dependencies=CSRF)
-async def register(
-    request: Request,
-    services: Anonymous,
-    email: Text = "",
-    password: Text = "",
-    next: Text = "/",
-) -> Response:
-    form = _credentials_form(email, password, next)
+async def register(request: Request, services: Anonymous, sent: Sent) -> Response:
+    form = sent.form
     if form.ok:
-        credentials = {"email": email.strip(), "password": password}
+        credentials = sent.credentials
         reply = await services.call("identity", "POST", "/users", what=SIGN_IN, json=credentials)
         if reply.status == 201:
             token = await services.sign_in(credentials)
@@ -102,36 +109,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("/messages")
 async def messages(request: Request, user: User, services: Services, cursor: str = "") -> Response:
-    page, _ = await together(
-        listing(
-            services,
-            Page[Message],
-            "notifications",
-            "/notifications",
-            what=MESSAGES,
-            params=cursor_params(cursor),
-        ),
-        header_count(request, services),
-    )
-    return render(
-        request,
-        "storefront/messages.html",
-        {
-            "messages": page.items,
-            "paged": bool(cursor),
-            "next_page": paged("/messages", {}, page.next_cursor),
-        },
-    )
-
-
-def _credentials_form(email: str, password: str, next_path: str) -> FormState:
-    """The login or register form as sent, with a message beside each field left empty."""
-    form = FormState(values={"email": email.strip(), "next": safe_next(next_path)})
-    if not email.strip():
-        form.error("email", "Fill this in.")
-    if not password:
-        form.error("password", "Fill this in.")
-    return form
+    return await _MESSAGES.page_at(request, services, cursor)
 
 
 def _status(form: FormState) -> int:

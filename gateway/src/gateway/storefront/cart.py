@@ -15,10 +15,10 @@ from agora.client import Reply
 from contracts.api import QUANTITY_MAX
 from gateway.storefront.catalogue import product_page
 from gateway.storefront.client import CART, Services, ServicesClient, problem, problem_type, segment
-from gateway.storefront.common import CSRF, Text, User, held_cart
+from gateway.storefront.common import CSRF, Text, User, cart_page
 from gateway.storefront.forms import sentence
 from gateway.storefront.models import Cart
-from gateway.web import PageNotFound, Unavailable, current_user, login_url, page_router, render
+from gateway.web import PageNotFound, Unavailable, current_user, login_url, page_router
 
 _REFUSALS = {
     "product-unavailable": "This product is no longer for sale.",
@@ -96,19 +96,8 @@ async def _cart_page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    held = await held_cart(request, services)
-    return render(
-        request,
-        "storefront/cart.html",
-        {
-            "cart": held,
-            "lines": held.items,
-            "errors": errors or {},
-            "orderable": bool(held.items) and all(line.orderable for line in held.items),
-            "quantity_max": QUANTITY_MAX,
-        },
-        status=status,
-    )
+    context = {"errors": errors or {}, "quantity_max": QUANTITY_MAX}
+    return await cart_page(request, services, "storefront/cart.html", context, status=status)
 
 
 def _quantity(value: str, *, least: int) -> int | None:

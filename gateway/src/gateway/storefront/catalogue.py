@@ -3,9 +3,11 @@ categories, a product, and a product's placeholder image."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from contracts.api import QUANTITY_MAX
@@ -18,11 +20,49 @@ from gateway.storefront.client import (
     read,
     segment,
 )
-from gateway.storefront.common import MaybeUser, Settings, header_count, listing, paged, together
+from gateway.storefront.common import (
+    MaybeUser,
+    Settings,
+    bad_listing,
+    header_count,
+    paged,
+    together,
+)
 from gateway.storefront.models import Category, Page, Product
 from gateway.web import PageNotFound, Unavailable, page_router, render
 
 SORTS = {"name": "Name", "price": "Price: low to high", "-price": "Price: high to low"}
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the products are listed by: words (spaces collapsed, at most 200 characters), a
+    category, an order (one of :data:`SORTS`, else the catalogue's own), and the page."""
+
+    q: str
+    category: str
+    sort: str
+    cursor: str
+
+    def params(self, page_size: int) -> dict[str, str]:
+        """The catalogue's query for these filters."""
+        params = {"limit": str(page_size)}
+        for name, value in (("q", self.q), ("category", self.category), ("cursor", self.cursor)):
+            if value:
+                params[name] = value
+        if self.sort in SORTS:
+            params["sort"] = self.sort
+        return params
+
+    def here(self) -> dict[str, str]:
+        """The filters as the address of their first page has them."""
+        chosen = (("q", self.q), ("category", self.category), ("sort", self.sort))
+        return {name: value for name, value in chosen if value}
+
+
+async def _filters(q: str = "", category: str = "", sort: str = "", cursor: str = "") -> Filters:
+    return Filters(" ".join(q.split())[:200], category, sort, cursor)
+
 
 router = page_router()
 
@@ -33,24 +73,22 @@ async def home(
     user: MaybeUser,
     services: Services,
     settings: Settings,
-    q: str = "",
-    category: str = "",
-    sort: str = "",
-    cursor: str = "",
+    filters: Annotated[Filters, Depends(_filters)],
 ) -> Response:
-    q = " ".join(q.split())[:200]
-    params = {"limit": str(settings.storefront_page_size)}
-    for name, value in (("q", q), ("category", category), ("cursor", cursor)):
-        if value:
-            params[name] = value
-    if sort in SORTS:
-        params["sort"] = sort
     found, categories, _ = await together(
-        listing(services, Page[Product], "catalog", "/products", what=CATALOGUE, params=params),
+        services.get(
+            Page[Product],
+            "catalog",
+            "/products",
+            what=CATALOGUE,
+            params=filters.params(settings.storefront_page_size),
+            refused=(400, 422),
+            refusal=bad_listing(),
+        ),
         _categories(services),
         header_count(request, services),
     )
-    here = {k: v for k, v in (("q", q), ("category", category), ("sort", sort)) if v}
+    category, sort, here = filters.category, filters.sort, filters.here()
     chosen = next((c for c in categories if c.slug == category), None)
     return render(
         request,
@@ -60,10 +98,10 @@ async def home(
             "categories": categories,
             "category": category,
             "category_name": chosen.name if chosen else category,
-            "search_q": q,
+            "search_q": filters.q,
             "sort": sort if sort in SORTS else "",
             "sorts": SORTS,
-            "paged": bool(cursor),
+            "paged": bool(filters.cursor),
             "first_page": "/?" + urlencode(here) if here else "/",
             "next_page": paged("/", here, found.next_cursor),
         },
@@ -113,20 +151,23 @@ async def product_page(
     status: int = 200,
 ) -> Response:
     """A product's page; also the answer of a form about it that could not be done."""
-    reply, stock, _ = await together(
-        services.call("catalog", "GET", f"/products/{segment(sku)}", what=CATALOGUE),
+    found, stock, _ = await together(
+        services.get(
+            Product,
+            "catalog",
+            f"/products/{segment(sku)}",
+            what=CATALOGUE,
+            refused=(400, 404, 422),
+            refusal=PageNotFound("There is no such product in the shop."),
+        ),
         services.stock(sku),
         header_count(request, services),
     )
-    if reply.status in (400, 404, 422):
-        raise PageNotFound("There is no such product in the shop.")
-    if reply.status != 200:
-        raise Unavailable(CATALOGUE)
     return render(
         request,
         "storefront/product.html",
         {
-            "product": read(Product, reply, CATALOGUE),
+            "product": found,
             "stock": stock,
             "error": error,
             "quantity_max": QUANTITY_MAX,

@@ -8,9 +8,10 @@ one, and the form says so.
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from agora.client import Reply
@@ -23,7 +24,7 @@ from gateway.storefront.client import (
     problem_type,
     read,
 )
-from gateway.storefront.common import CSRF, Text, User, held_cart
+from gateway.storefront.common import CSRF, Text, User, cart_page
 from gateway.storefront.forms import (
     ADDRESS_FIELDS,
     CARD_FIELD,
@@ -35,7 +36,18 @@ from gateway.storefront.forms import (
 )
 from gateway.storefront.forms import Form as FormState
 from gateway.storefront.models import Order
-from gateway.web import Unavailable, page_router, render
+from gateway.web import Unavailable, page_router
+
+
+async def _address(request: Request) -> dict[str, str]:
+    """The checkout form's address fields as typed; one not sent is empty."""
+    sent = await request.form()
+    return {
+        name: value if isinstance(value := sent.get(name), str) else "" for name in ADDRESS_FIELDS
+    }
+
+
+AddressSent = Annotated[dict[str, str], Depends(_address)]
 
 router = page_router()
 
@@ -50,23 +62,10 @@ async def checkout(
     request: Request,
     user: User,
     services: Services,
-    name: Text = "",
-    line1: Text = "",
-    line2: Text = "",
-    city: Text = "",
-    postal_code: Text = "",
-    country: Text = "",
+    address: AddressSent,
     card_number: Text = "",
     idempotency_key: Text = "",
 ) -> Response:
-    address = {
-        "name": name,
-        "line1": line1,
-        "line2": line2,
-        "city": city,
-        "postal_code": postal_code,
-        "country": country,
-    }
     # The card number is never shown again, nor kept: the form comes back without it.
     form = FormState(values=address)
     key = idempotency_key.strip()
@@ -94,28 +93,10 @@ async def checkout(
 
 
 async def _checkout_page(
-    request: Request,
-    services: ServicesClient,
-    form: FormState,
-    *,
-    key: str,
-    status: int = 200,
+    request: Request, services: ServicesClient, form: FormState, *, key: str, status: int = 200
 ) -> Response:
-    held = await held_cart(request, services)
-    return render(
-        request,
-        "storefront/checkout.html",
-        {
-            "form": form,
-            "cart": held,
-            "lines": held.items,
-            "empty": not held.items,
-            "unorderable": any(not line.orderable for line in held.items),
-            "idempotency_key": key,
-            "test_cards": TEST_CARDS,
-        },
-        status=status,
-    )
+    context = {"form": form, "idempotency_key": key, "test_cards": TEST_CARDS}
+    return await cart_page(request, services, "storefront/checkout.html", context, status=status)
 
 
 def _new_key() -> str:

@@ -102,6 +102,26 @@ class ServicesClient:
             raise Unavailable(what)
         return read(model, reply, what)
 
+    async def get(
+        self,
+        model: type[_M],
+        service: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        refused: tuple[int, ...] = (),
+        refusal: Exception | None = None,
+    ) -> _M:
+        """``GET path``'s 200 answer as ``model``; ``refusal`` is raised for a status in
+        ``refused`` (the page's own "no such thing"), any other is unavailable."""
+        reply = await self.call(service, "GET", path, what=what, params=params)
+        if refusal is not None and reply.status in refused:
+            raise refusal
+        if reply.status != 200:
+            raise Unavailable(what)
+        return read(model, reply, what)
+
     async def cart(self) -> Cart:
         return await self.fetch(Cart, "cart", "GET", "/cart", what=CART)
 

@@ -5,29 +5,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from agora.auth import Principal
 from agora.deps import provided
 from gateway.settings import GatewaySettings
-from gateway.storefront.client import ServicesClient, read
-from gateway.storefront.models import Cart
+from gateway.storefront.client import ServicesClient
+from gateway.storefront.models import Page
 from gateway.web import (
     CART_COUNT_STATE,
     PageError,
     SessionExpired,
-    Unavailable,
     check_csrf,
     current_user,
+    render,
     require_user,
 )
-
-_P = TypeVar("_P", bound=BaseModel)
 
 
 async def anyone(request: Request) -> Principal | None:
@@ -61,11 +59,32 @@ async def header_count(request: Request, services: ServicesClient) -> None:
     setattr(request.state, CART_COUNT_STATE, await services.cart_count())
 
 
-async def held_cart(request: Request, services: ServicesClient) -> Cart:
-    """The user's cart as the pages show it; the header's count comes with it."""
+async def cart_page(
+    request: Request,
+    services: ServicesClient,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    status: int = 200,
+) -> Response:
+    """A page about the user's cart (the cart, checkout): the cart and its lines, whether they
+    can all be ordered, and ``context``; the header's count comes with it."""
     held = await services.cart()
     setattr(request.state, CART_COUNT_STATE, held.units)
-    return held
+    lines = held.items
+    return render(
+        request,
+        template,
+        {
+            "cart": held,
+            "lines": lines,
+            "empty": not lines,
+            "orderable": bool(lines) and all(line.orderable for line in lines),
+            "unorderable": any(not line.orderable for line in lines),
+            **context,
+        },
+        status=status,
+    )
 
 
 def bad_listing() -> PageError:
@@ -82,30 +101,43 @@ def plain(status: int, text: str) -> Response:
     return Response(text + "\n", status_code=status, media_type="text/plain")
 
 
-async def listing(
-    services: ServicesClient,
-    page: type[_P],
-    service: str,
-    path: str,
-    *,
-    what: str,
-    params: Mapping[str, str],
-    refused: tuple[int, ...] = (400, 422),
-) -> _P:
-    """One page of a service's list; a status in ``refused`` (a cursor it does not take) is
-    the page of the list that does not exist."""
-    reply = await services.call(service, "GET", path, what=what, params=params)
-    if reply.status in refused:
-        raise bad_listing()
-    if reply.status != 200:
-        raise Unavailable(what)
-    return read(page, reply, what)
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A list of the user's own at ``path`` here and at ``service``, 20 to a page, shown by the
+    template ``storefront/<shown_as>.html`` as ``shown_as``; a status in ``refused`` (a cursor
+    the service does not take) is the page of the list that does not exist."""
+
+    page: type[Page[Any]]
+    service: str
+    path: str
+    what: str
+    shown_as: str
+    refused: tuple[int, ...] = (400, 422)
+
+    async def page_at(self, request: Request, services: ServicesClient, cursor: str) -> Response:
+        found, _ = await together(
+            services.get(
+                self.page,
+                self.service,
+                self.path,
+                what=self.what,
+                params={"limit": "20", **({"cursor": cursor} if cursor else {})},
+                refused=self.refused,
+                refusal=bad_listing(),
+            ),
+            header_count(request, services),
+        )
+        return render(
+            request,
+            f"storefront/{self.shown_as}.html",
+            {
+                self.shown_as: found.items,
+                "paged": bool(cursor),
+                "next_page": paged(self.path, {}, found.next_cursor),
+            },
+        )
 
 
 def paged(path: str, here: Mapping[str, str], cursor: str | None) -> str | None:
     """The address of the next page of a list at ``path`` (with its filters ``here``), if any."""
     return f"{path}?" + urlencode({**here, "cursor": cursor}) if cursor else None
-
-
-def cursor_params(cursor: str, limit: int = 20) -> dict[str, str]:
-    return {"limit": str(limit), **({"cursor": cursor} if cursor else {})}

@@ -85,12 +85,17 @@ class Stock(_Answer):
     available: StrictInt | None = None
 
 
-class CartLine(_Answer):
+class OrderLine(_Answer):
+    """A line of an order; of a cart, too, whose lines may have lost their name and price."""
+
     sku: str = ""
     name: str | None = None
     quantity: int = 0
     unit_price: int | None = None
     line_total: int | None = None
+
+
+class CartLine(OrderLine):
     available: bool | None = False
 
     @property
@@ -119,14 +124,6 @@ class Cart(_Answer):
 
     def quantity_of(self, sku: str) -> int:
         return next((line.quantity for line in self.items if line.sku == sku), 0)
-
-
-class OrderLine(_Answer):
-    sku: str = ""
-    name: str = ""
-    quantity: int = 0
-    unit_price: int | None = None
-    line_total: int | None = None
 
 
 class Address(_Answer):
@@ -174,7 +171,6 @@ class Order(_Answer):
 
 
 class Message(_Answer):
-    id: str = ""
     order_id: str | None = None
     subject: str = ""
     body: str = ""

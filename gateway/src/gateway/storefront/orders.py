@@ -11,67 +11,50 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from agora.errors import Problem
-from gateway.storefront.client import ORDERS, Services, read, segment
+from gateway.storefront.client import ORDERS, Services, segment
 from gateway.storefront.common import (
+    Listing,
     User,
     anyone,
-    cursor_params,
     header_count,
-    listing,
-    paged,
     plain,
     together,
 )
 from gateway.storefront.forms import CANCEL_REASONS, GENERAL_CANCEL_REASON
 from gateway.storefront.models import STEP_WORDS, STEPS, Order, Page
-from gateway.web import PageNotFound, Unavailable, page_router, render
+from gateway.web import PageNotFound, page_router, render
 
 EVENT_STREAM = "text/event-stream"
 _UNAVAILABLE = "orders is unavailable right now, try again in a moment"
+
+_LIST = Listing(Page[Order], "orders", "/orders", ORDERS, "orders", refused=(400,))
 
 router = page_router()
 
 
 @router.get("/orders")
 async def orders(request: Request, user: User, services: Services, cursor: str = "") -> Response:
-    page, _ = await together(
-        listing(
-            services,
-            Page[Order],
+    return await _LIST.page_at(request, services, cursor)
+
+
+@router.get("/orders/{order_id}")
+async def order(request: Request, order_id: str, user: User, services: Services) -> Response:
+    found, _ = await together(
+        services.get(
+            Order,
             "orders",
-            "/orders",
+            f"/orders/{segment(order_id)}",
             what=ORDERS,
-            params=cursor_params(cursor),
-            refused=(400,),
+            refused=(400, 403, 404, 422),
+            refusal=PageNotFound("There is no such order in your account."),
         ),
         header_count(request, services),
     )
     return render(
         request,
-        "storefront/orders.html",
-        {
-            "orders": page.items,
-            "paged": bool(cursor),
-            "next_page": paged("/orders", {}, page.next_cursor),
-        },
-    )
-
-
-@router.get("/orders/{order_id}")
-async def order(request: Request, order_id: str, user: User, services: Services) -> Response:
-    reply, _ = await together(
-        services.call("orders", "GET", f"/orders/{segment(order_id)}", what=ORDERS),
-        header_count(request, services),
-    )
-    if reply.status in (400, 403, 404, 422):
-        raise PageNotFound("There is no such order in your account.")
-    if reply.status != 200:
-        raise Unavailable(ORDERS)
-    return render(
-        request,
         "storefront/order.html",
         {
-            "order": read(Order, reply, ORDERS),
+            "order": found,
             "steps": STEPS,
             "step_words": STEP_WORDS,
             "reasons": CANCEL_REASONS,
