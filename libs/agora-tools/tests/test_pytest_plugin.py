@@ -39,6 +39,11 @@ def test_a_test_runs_once_per_store_named_by_it(
         assert request.node.get_closest_marker("postgres") is not None
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_test_may_run_on_one_store_only(request: pytest.FixtureRequest, store: str) -> None:
+    assert request.node.callspec.id == store == "sqlite"
+
+
 def test_a_module_shares_one_database_per_store(
     module_store: str, module_database_url: str, module_data_dir: Path
 ) -> None:

@@ -6,13 +6,14 @@ point (``-p no:agora`` leaves it out), so a service, and one that ``agora new`` 
 fixtures without a line of set-up. Every pytest run pays for loading it, so it imports nothing
 heavy until a fixture asks for it.
 
-``store``
-    A test that asks for it runs once per store: ``[sqlite]`` and ``[postgresql]``. The
-    PostgreSQL runs carry the ``postgres`` mark; on a machine without the server they skip,
-    saying why, and under CI they fail (``agora_tools.testing.require_server``).
 ``database_url``
-    A database of the test's own on its ``store``: a SQLite file under ``tmp_path``, or a fresh
-    database on the shared PostgreSQL server, dropped afterwards.
+    A database of the test's own, once per store: ``[sqlite]``, a file under ``tmp_path``, and
+    ``[postgresql]``, a fresh database on the shared server, dropped afterwards. The PostgreSQL
+    runs carry the ``postgres`` mark; on a machine without the server they skip, saying why, and
+    under CI they fail (``agora_tools.testing.require_server``). A test meant for one store only
+    says so: ``@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)``.
+``store``
+    The store of the test's ``database_url``: ``sqlite`` or ``postgresql``.
 ``module_store``, ``module_data_dir``, ``module_database_url``
     The same, shared by the tests of one module (for an app that is slow to start and that the
     tests leave as they found it), with a data directory of its own per store.
@@ -91,17 +92,19 @@ def database_label(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(params=STORE_PARAMS)
-def store(request: pytest.FixtureRequest) -> str:
-    param: str = request.param
-    return param
+def database_url(
+    request: pytest.FixtureRequest, database_label: str, tmp_path: Path
+) -> Iterator[str]:
+    from agora_tools.testing import database
+
+    with database(request.param, database_label, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
-def database_url(store: str, database_label: str, tmp_path: Path) -> Iterator[str]:
-    from agora_tools.testing import database
-
-    with database(store, database_label, tmp_path) as url:
-        yield url
+def store(database_url: str) -> str:
+    # The URLs that agora_tools.testing.database makes begin with their store's name.
+    return database_url.split(":", 1)[0]
 
 
 @pytest.fixture(scope="module", params=STORE_PARAMS)
