@@ -98,7 +98,8 @@ class MemoryProducts(Products):
 
 @pytest.fixture
 def session() -> Session:
-    return Mock(spec_set=Session)
+    # A real ``info``: recording an event keeps its outbox writer there until the commit.
+    return Mock(spec_set=Session, info={})
 
 
 @pytest.fixture
