@@ -175,16 +175,7 @@ def _state(product: Product) -> dict[str, Any]:
 
 
 def _new_product(command: CreateProduct, now: datetime) -> Product:
-    return Product.create(
-        sku=command.sku,
-        name=command.name,
-        description=command.description,
-        price=command.price,
-        currency=command.currency,
-        category=command.category,
-        image_url=command.image_url,
-        now=now,
-    )
+    return Product.create(**asdict(command), now=now)
 
 
 def seed_catalogue(session: Session, products: Products, seed: Seed) -> bool:
