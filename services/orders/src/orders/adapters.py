@@ -1,10 +1,11 @@
 """Storage of orders and their checkouts in SQL (SQLite or PostgreSQL), and the clients of the
-catalog and payments services."""
+catalog, payments and cart services."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
@@ -269,6 +270,26 @@ class SqlOrders:
 # --- other services ------------------------------------------------------------------------------
 
 
+async def _call(
+    client: ServiceClient, service: str, who: str, method: str, path: str, *, json: Any = None
+) -> Reply:
+    """``service``'s answer; :class:`ServiceUnavailable` naming ``who`` when none came."""
+    try:
+        return await client.request(service, method, path, json=json)
+    except Problem as error:
+        raise ServiceUnavailable(f"{who} is unreachable: {error.detail}") from error
+
+
+@contextmanager
+def _readable(what: str) -> Iterator[None]:
+    """Read an answer's body; one that is not what was asked for is :class:`ServiceUnavailable`
+    saying ``what``."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as error:
+        raise ServiceUnavailable(what) from error
+
+
 class HttpCatalogService:
     """Prices from the catalog service: one ``GET /products/batch?sku=...`` for the order's skus.
 
@@ -290,19 +311,13 @@ class HttpCatalogService:
             return {product.sku: product for product in found if product is not None}
         if reply.status != 200:
             raise ServiceUnavailable(f"the catalogue answered {reply.status} for products")
-        try:
-            items = reply.json()["items"]
-            priced = [_priced(item) for item in items]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ServiceUnavailable("the catalogue answered with unreadable products") from error
+        with _readable("the catalogue answered with unreadable products"):
+            priced = [_priced(item) for item in reply.json()["items"]]
         wanted = set(skus)
         return {product.sku: product for product in priced if product.sku in wanted}
 
     async def _get(self, path: str) -> Reply:
-        try:
-            return await self.client.request(self.service, "GET", path)
-        except Problem as error:
-            raise ServiceUnavailable(f"the catalogue is unreachable: {error.detail}") from error
+        return await _call(self.client, self.service, "the catalogue", "GET", path)
 
     async def _product(self, sku: str) -> Priced | None:
         reply = await self._get(f"/products/{quote(sku)}")
@@ -310,10 +325,8 @@ class HttpCatalogService:
             return None
         if reply.status != 200:
             raise ServiceUnavailable(f"the catalogue answered {reply.status} for a product")
-        try:
+        with _readable("the catalogue answered with an unreadable product"):
             return _priced(reply.json())
-        except (ValueError, KeyError, TypeError) as error:
-            raise ServiceUnavailable("the catalogue answered with an unreadable product") from error
 
 
 def _priced(product: Any) -> Priced:
@@ -335,19 +348,14 @@ class HttpCartService:
         self.service = service
 
     async def lines(self) -> list[Requested]:
-        try:
-            reply = await self.client.request(self.service, "GET", "/cart")
-        except Problem as error:
-            raise ServiceUnavailable(f"the cart is unreachable: {error.detail}") from error
+        reply = await _call(self.client, self.service, "the cart", "GET", "/cart")
         if reply.status != 200:
             raise ServiceUnavailable(f"the cart answered {reply.status}")
-        try:
+        with _readable("the cart answered with an unreadable cart"):
             return [
                 Requested(sku=str(item["sku"]), quantity=int(item["quantity"]))
                 for item in reply.json()["items"]
             ]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ServiceUnavailable("the cart answered with an unreadable cart") from error
 
 
 class HttpPaymentsService:
@@ -359,21 +367,21 @@ class HttpPaymentsService:
         self.service = service
 
     async def tokenize(self, card_number: str) -> Card:
-        try:
-            reply = await self.client.request(
-                self.service, "POST", "/payments/cards", json={"card_number": card_number}
-            )
-        except Problem as error:
-            raise ServiceUnavailable(f"payments is unreachable: {error.detail}") from error
+        reply = await _call(
+            self.client,
+            self.service,
+            "payments",
+            "POST",
+            "/payments/cards",
+            json={"card_number": card_number},
+        )
         if reply.status in (400, 422):
             # Payments' own words may quote what it was sent: they are not passed on.
             raise InvalidCard("payments does not accept this card number")
         if reply.status != 201:
             raise ServiceUnavailable(f"payments answered {reply.status} to a card")
-        try:
+        with _readable("payments answered with an unreadable card"):
             card = reply.json()
             return Card(
                 token=str(card["token"]), brand=str(card["brand"]), last4=str(card["last4"])
             )
-        except (ValueError, KeyError, TypeError) as error:
-            raise ServiceUnavailable("payments answered with an unreadable card") from error

@@ -1,5 +1,6 @@
-"""The orders service's composition root: the one place that picks the SQL store, the clients of
-catalog and payments, and starts the checkout's deadline timer."""
+"""The orders service's composition root: the one place that picks the SQL repository and the
+clients of catalog, payments and cart, provides them to the routes as ``application.Parts``, and
+starts the checkout's deadline timer."""
 
 from __future__ import annotations
 
