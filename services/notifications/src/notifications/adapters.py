@@ -157,13 +157,10 @@ def _due(now: datetime) -> Any:
     )
 
 
-class SqlMailbox:
-    """The :class:`notifications.application.Mailbox` port over one SQLAlchemy session."""
+class SqlMessages:
+    """The :class:`notifications.application.Messages` port in SQL, within the caller's session."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, message: Message) -> bool:
+    def add(self, session: Session, message: Message) -> bool:
         values = {
             "id": message.id,
             "user_id": message.user_id,
@@ -177,38 +174,38 @@ class SqlMailbox:
         }
         # On a topic the user has a message on, nothing: on PostgreSQL a transaction adding the
         # same topic at this moment waits for the other's commit, then adds nothing.
-        statement = self._insert(messages).values(values).on_conflict_do_nothing()
-        return bool(self.session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+        statement = _insert(session, messages).values(values).on_conflict_do_nothing()
+        return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
 
-    def on_topic(self, user_id: str, topic: str) -> Message | None:
-        row = self.session.execute(
+    def on_topic(self, session: Session, user_id: str, topic: str) -> Message | None:
+        row = session.execute(
             select(*COLUMNS).where(messages.c.user_id == user_id, messages.c.topic == topic)
         ).first()
         return None if row is None else _message(row)
 
-    def remember(self, user_id: str, email: str, now: datetime) -> None:
-        statement = self._insert(addresses).values(user_id=user_id, email=email, updated_at=now)
-        self.session.execute(
+    def remember(self, session: Session, user_id: str, email: str, now: datetime) -> None:
+        statement = _insert(session, addresses).values(user_id=user_id, email=email, updated_at=now)
+        session.execute(
             statement.on_conflict_do_update(
                 index_elements=[addresses.c.user_id],
                 set_={"email": email, "updated_at": now},
             )
         )
 
-    def address(self, user_id: str) -> str | None:
-        found = self.session.execute(
+    def address(self, session: Session, user_id: str) -> str | None:
+        found = session.execute(
             select(addresses.c.email).where(addresses.c.user_id == user_id)
         ).scalar()
         return None if found is None else str(found)
 
-    def get(self, message_id: str, *, for_update: bool = False) -> Message | None:
+    def get(self, session: Session, message_id: str, *, for_update: bool = False) -> Message | None:
         statement = select(*COLUMNS).where(messages.c.id == message_id)
         if for_update:
             statement = statement.with_for_update()
-        row = self.session.execute(statement).first()
+        row = session.execute(statement).first()
         return None if row is None else _message(row)
 
-    def due(self, now: datetime, limit: int) -> list[str]:
+    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
         statement = (
             select(messages.c.id)
             .join(addresses, addresses.c.user_id == messages.c.user_id)
@@ -219,24 +216,26 @@ class SqlMailbox:
             # update is what keeps them from sending the same one).
             .with_for_update(of=messages, skip_locked=True)
         )
-        return list(self.session.execute(statement).scalars())
+        return list(session.execute(statement).scalars())
 
-    def claim(self, message_id: str, token: str, until: datetime, now: datetime) -> bool:
-        result = self.session.execute(
+    def claim(
+        self, session: Session, message_id: str, token: str, until: datetime, now: datetime
+    ) -> bool:
+        result = session.execute(
             messages.update()
             .where(messages.c.id == message_id, _due(now))
             .values(lease_token=token, lease_until=until, attempts=messages.c.attempts + 1)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-    def save_delivery(self, message_id: str, delivery: Delivery) -> None:
-        self.session.execute(
+    def save_delivery(self, session: Session, message_id: str, delivery: Delivery) -> None:
+        session.execute(
             messages.update()
             .where(messages.c.id == message_id)
             .values(**_delivery_values(delivery))
         )
 
-    def page(self, query: MailboxQuery, limit: int) -> list[Message]:
+    def page(self, session: Session, query: MailboxQuery, limit: int) -> list[Message]:
         statement = select(*COLUMNS)
         if query.user_id is not None:
             statement = statement.where(messages.c.user_id == query.user_id)
@@ -246,12 +245,13 @@ class SqlMailbox:
                 < tuple_(query.after.created_at, query.after.id)
             )
         statement = statement.order_by(messages.c.created_at.desc(), messages.c.id.desc())
-        return [_message(row) for row in self.session.execute(statement.limit(limit))]
+        return [_message(row) for row in session.execute(statement.limit(limit))]
 
-    def _insert(self, table: Table) -> Any:
-        dialect = self.session.get_bind().dialect.name
-        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-        return insert(table)
+
+def _insert(session: Session, table: Table) -> Any:
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert(table)
 
 
 class JinjaTemplates:

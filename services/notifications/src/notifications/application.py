@@ -3,14 +3,15 @@ reads.
 
 An event's handler only stores the message (rendered from its templates) in the transaction that
 records the event in the inbox; the unique topic per user keeps it to one message whatever is
-delivered twice. Mail goes out later, from the :class:`Sender`: it takes due messages with a
-conditional update on a lease (so two replicas never send the same one at once), hands each to
-the mail server outside any transaction and under a timeout, then writes the outcome. A sender
-that dies mid-send loses its lease, and the message is sent again: at least once, always with
-the same Message-ID.
+delivered twice. Mail goes out later, from the chassis's worker (:class:`agora.tasks.Worker`)
+running :class:`Mailing`: it claims due messages with a conditional update on a lease (so two
+replicas never send the same one at once), hands each to the mail server outside any transaction
+and under a timeout, then writes the outcome. A sender that dies mid-send loses its lease, and the
+message is sent again: at least once, always with the same Message-ID.
 
-Handlers are plain functions ``handler(session, store, ...)``: ``store`` turns the unit of work's
-session into the :class:`Mailbox` port, so this module names no table.
+Transactions are plain functions ``handler(session, messages, ...)`` that the unit of work runs:
+``messages`` keeps the messages and the users' addresses within that session (the SQL one in
+production), so this module names no table.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import Protocol
 import structlog
 from sqlalchemy.orm import Session
 
-from agora.cursor import CursorCodec
+from agora import tasks
+from agora.cursor import CursorCodec, Page, paged
 from agora.db import UnitOfWork, on_commit
-from agora.tasks import Bell
 from notifications import domain
 from notifications.domain import (
     Cursor,
@@ -63,43 +64,41 @@ class MailboxQuery:
     after: Cursor | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Message]
-    next_cursor: str | None
+class Messages(Protocol):
+    """The users' messages (their mailboxes) and the addresses to mail them to, within the
+    transaction of ``session``."""
 
-
-class Mailbox(Protocol):
-    """What the handlers need from storage, within the current transaction."""
-
-    def add(self, message: Message) -> bool:
+    def add(self, session: Session, message: Message) -> bool:
         """Store ``message``; False (and nothing stored) when its user has a message on its
         topic already, also one another transaction is adding at this moment."""
 
-    def on_topic(self, user_id: str, topic: str) -> Message | None: ...
+    def on_topic(self, session: Session, user_id: str, topic: str) -> Message | None: ...
 
-    def remember(self, user_id: str, email: str, now: datetime) -> None:
+    def remember(self, session: Session, user_id: str, email: str, now: datetime) -> None:
         """Keep the user's address (the latest one given)."""
 
-    def address(self, user_id: str) -> str | None: ...
+    def address(self, session: Session, user_id: str) -> str | None: ...
 
-    def get(self, message_id: str, *, for_update: bool = False) -> Message | None: ...
+    def get(
+        self, session: Session, message_id: str, *, for_update: bool = False
+    ) -> Message | None: ...
 
-    def due(self, now: datetime, limit: int) -> list[str]:
+    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
         """Up to ``limit`` pending messages, oldest first, whose user's address is known, whose
         next attempt is due, and which no sender holds (or whose lease ran out)."""
 
-    def claim(self, message_id: str, token: str, until: datetime, now: datetime) -> bool:
+    def claim(
+        self, session: Session, message_id: str, token: str, until: datetime, now: datetime
+    ) -> bool:
         """Lease the message to ``token`` until ``until`` and count an attempt, unless it is no
         longer due (another sender took it meanwhile)."""
 
-    def save_delivery(self, message_id: str, delivery: Delivery) -> None: ...
+    def save_delivery(self, session: Session, message_id: str, delivery: Delivery) -> None: ...
 
-    def page(self, query: MailboxQuery, limit: int) -> list[Message]:
+    def page(self, session: Session, query: MailboxQuery, limit: int) -> list[Message]:
         """Up to ``limit`` messages matching ``query``, newest first, after its cursor."""
 
 
-Store = Callable[[Session], Mailbox]
 CURSORS = CursorCodec(Cursor)
 
 
@@ -137,12 +136,24 @@ def _nothing() -> None:
     """The wake of a unit of work with no sender to wake."""
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What bootstrap chooses for the routes, the subscriptions and the sender: the storage, the
+    texts, what a commit that leaves mail to send wakes (the sender's bell), and the mail server
+    (None when none is configured: the messages then wait in the mailboxes)."""
+
+    messages: Messages
+    templates: Templates
+    wakeup: Wake = _nothing
+    mailer: Mailer | None = None
+
+
 # --- the events --------------------------------------------------------------------------------
 
 
 def welcome_user(
     session: Session,
-    store: Store,
+    messages: Messages,
     templates: Templates,
     user_id: str,
     email: str,
@@ -150,24 +161,22 @@ def welcome_user(
 ) -> bool:
     """Remember a new user's address, and welcome them. Messages that came before the address
     (an order's, its consumer being faster) can now be mailed too."""
-    mailbox = store(session)
-    mailbox.remember(check_user_id(user_id), check_email(email), _now())
+    messages.remember(session, check_user_id(user_id), check_email(email), _now())
     on_commit(session, wake)
-    return notify(session, store, templates, domain.welcome(user_id, email), wake)
+    return notify(session, messages, templates, domain.welcome(user_id, email), wake)
 
 
 def notify(
-    session: Session, store: Store, templates: Templates, note: Note, wake: Wake = _nothing
+    session: Session, messages: Messages, templates: Templates, note: Note, wake: Wake = _nothing
 ) -> bool:
     """Put the message ``note`` asks for in the user's mailbox, unless it has one on that topic;
     whether it was added."""
-    mailbox = store(session)
     letter = templates.render(note.kind, note.facts)
     message = Message.write(str(uuid.uuid4()), note, letter, _now())
-    if mailbox.add(message):
+    if messages.add(session, message):
         on_commit(session, wake)
         return True
-    earlier = mailbox.on_topic(note.user_id, note.topic)
+    earlier = messages.on_topic(session, note.user_id, note.topic)
     if earlier is not None and earlier.kind is not note.kind:
         # An order ends once: a second ending is a publisher's mistake, and the user keeps
         # the message they were sent.
@@ -184,15 +193,13 @@ def notify(
 # --- the read side -----------------------------------------------------------------------------
 
 
-def list_messages(session: Session, store: Store, query: MailboxQuery) -> Page:
+def list_messages(session: Session, messages: Messages, query: MailboxQuery) -> Page[Message]:
     # One row more than the page shows whether another page follows.
-    rows = store(session).page(query, query.limit + 1)
-    items = rows[: query.limit]
-    more = len(rows) > query.limit
-    return Page(items, CURSORS.encode(Cursor.after(items[-1])) if more else None)
+    rows = messages.page(session, query, query.limit + 1)
+    return paged(CURSORS, rows, query.limit, Cursor.after)
 
 
-# --- the sender --------------------------------------------------------------------------------
+# --- the sender's steps ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,44 +212,57 @@ class Claim:
     mail: Mail
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The mail server took the mail."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotSent:
+    """The send failed: ``final`` when the server refused the mail for good."""
+
+    error: str
+    final: bool
+
+
+Sending = Sent | NotSent
+
+
 def claim_messages(
-    session: Session, store: Store, now: datetime, lease: timedelta, limit: int
+    session: Session, messages: Messages, now: datetime, lease: timedelta, limit: int
 ) -> list[Claim]:
     """Take up to ``limit`` due messages for ``lease``; those another sender took meanwhile are
     left to it."""
-    mailbox = store(session)
     claims: list[Claim] = []
-    for message_id in mailbox.due(now, limit):
+    for message_id in messages.due(session, now, limit):
         token = uuid.uuid4().hex
-        if not mailbox.claim(message_id, token, now + lease, now):
+        if not messages.claim(session, message_id, token, now + lease, now):
             continue
-        message = mailbox.get(message_id)
+        message = messages.get(session, message_id)
         assert message is not None
-        address = mailbox.address(message.user_id)
+        address = messages.address(session, message.user_id)
         assert address is not None
         mail = Mail(message.id, address, message.subject, message.body, message.created_at)
         claims.append(Claim(token, now + lease, mail))
     return claims
 
 
-def record_sent(session: Session, store: Store, claim: Claim, now: datetime) -> None:
+def record_sent(session: Session, messages: Messages, claim: Claim, now: datetime) -> None:
     """The server accepted the mail: the message is sent, whoever holds its lease now (a
     sender that took it after this one's lease ran out sends it again; nothing stops that
     copy, but the message is no longer due)."""
-    mailbox = store(session)
-    message = mailbox.get(claim.mail.message_id, for_update=True)
+    message = messages.get(session, claim.mail.message_id, for_update=True)
     if message is None or message.delivery.status is not Status.PENDING:
         return
-    mailbox.save_delivery(message.id, message.delivery.sent(now))
+    messages.save_delivery(session, message.id, message.delivery.sent(now))
 
 
 def record_failure(
-    session: Session, store: Store, claim: Claim, error: str, now: datetime, *, final: bool
+    session: Session, messages: Messages, claim: Claim, error: str, now: datetime, *, final: bool
 ) -> bool:
     """The send failed: put the message back for later (``final``: for good). False when the
     lease was lost to another sender, whose own outcome counts."""
-    mailbox = store(session)
-    message = mailbox.get(claim.mail.message_id, for_update=True)
+    message = messages.get(session, claim.mail.message_id, for_update=True)
     if (
         message is None
         or message.delivery.status is not Status.PENDING
@@ -250,84 +270,82 @@ def record_failure(
     ):
         return False
     delivery = message.delivery
-    mailbox.save_delivery(
-        message.id, delivery.refused(error) if final else delivery.failed(error, now)
+    messages.save_delivery(
+        session, message.id, delivery.refused(error) if final else delivery.failed(error, now)
     )
     return True
 
 
-Clock = Callable[[], datetime]
+class Mailing:
+    """The sender's three steps (:class:`agora.tasks.Steps`): claim due messages, hand each to
+    the mail server under ``timeout`` seconds, record how that went."""
 
-
-class Sender:
-    """Mails pending messages, outside any transaction, each send under ``timeout`` seconds.
-
-    ``run`` is the service's background loop: a round takes up to ``batch`` due messages and
-    sends them concurrently; it goes again at once when the round was full, when a commit rings
-    the wakeup, or after ``poll`` seconds. ``run_once`` is one round, awaited to the end.
-    """
-
-    def __init__(
-        self,
-        uow: UnitOfWork,
-        store: Store,
-        mailer: Mailer,
-        *,
-        timeout: float,
-        lease: timedelta,
-        poll: float = 1.0,
-        batch: int = 20,
-        wakeup: Bell | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        if lease.total_seconds() <= timeout:
-            raise ValueError("a lease must outlast the send it covers")
+    def __init__(self, uow: UnitOfWork, messages: Messages, mailer: Mailer, timeout: float) -> None:
         self.uow = uow
-        self.store = store
+        self.messages = messages
         self.mailer = mailer
         self.timeout = timeout
-        self.lease = lease
-        self.poll = poll
-        self.batch = batch
-        self.wakeup = wakeup or Bell()
-        self.clock = clock or _now
 
-    async def run(self) -> None:
-        self.wakeup.start()
-        while True:
-            if await self.run_once() < self.batch:
-                await self.wakeup.wait(self.poll)
+    async def claim(self, now: datetime, lease: timedelta, limit: int) -> list[Claim]:
+        return await self.uow.run(claim_messages, self.messages, now, lease, limit)
 
-    async def run_once(self) -> int:
-        """Take what is due, send each, record the outcomes; how many messages were taken."""
-        claims = await self.uow.run(
-            claim_messages, self.store, self.clock(), self.lease, self.batch
-        )
-        await asyncio.gather(*(self._deliver(claim) for claim in claims))
-        return len(claims)
-
-    async def _deliver(self, claim: Claim) -> None:
+    async def call(self, claim: Claim) -> Sending:
         mail = claim.mail
         try:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self.mailer.send(mail)
-            except MailRefused as refusal:
-                log.warning("mail refused", message_id=mail.message_id, error=str(refusal))
-                await self._failed(claim, str(refusal), final=True)
-            except (MailError, TimeoutError) as error:
-                reason = str(error) or "the mail server did not answer in time"
-                log.info("mail not sent, will try again", message_id=mail.message_id, error=reason)
-                await self._failed(claim, reason, final=False)
-            else:
-                await self.uow.run(record_sent, self.store, claim, self.clock())
-                log.info("mail sent", message_id=mail.message_id)
-        except Exception:
-            # Nothing is recorded: the lease runs out and the message is sent again.
-            log.exception("mail not completed", message_id=mail.message_id)
+            async with asyncio.timeout(self.timeout):
+                await self.mailer.send(mail)
+        except MailRefused as refusal:
+            log.warning("mail refused", message_id=mail.message_id, error=str(refusal))
+            return NotSent(str(refusal), final=True)
+        except (MailError, TimeoutError) as error:
+            reason = str(error) or "the mail server did not answer in time"
+            log.info("mail not sent, will try again", message_id=mail.message_id, error=reason)
+            return NotSent(reason, final=False)
+        return Sent()
 
-    async def _failed(self, claim: Claim, error: str, *, final: bool) -> None:
-        await self.uow.run(record_failure, self.store, claim, error, self.clock(), final=final)
+    async def record(self, claim: Claim, outcome: Sending, now: datetime) -> None:
+        if isinstance(outcome, NotSent):
+            await self.uow.run(
+                record_failure,
+                self.messages,
+                claim,
+                outcome.error,
+                now,
+                final=outcome.final,
+            )
+            return
+        await self.uow.run(record_sent, self.messages, claim, now)
+        log.info("mail sent", message_id=claim.mail.message_id)
+
+    def describe(self, claim: Claim) -> dict[str, object]:
+        return {"message_id": claim.mail.message_id}
+
+
+class Sender(tasks.Worker[Claim, Sending]):
+    """The chassis's worker over :class:`Mailing`; :func:`sender` makes one."""
+
+    steps: Mailing
+
+
+def sender(
+    uow: UnitOfWork,
+    messages: Messages,
+    mailer: Mailer,
+    *,
+    timeout: float,
+    lease: timedelta,
+    poll: float = 1.0,
+    batch: int = 20,
+    wakeup: tasks.Bell | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Sender:
+    """The sender that mails pending messages, each send under ``timeout`` seconds: a round
+    claims up to ``batch``; the loop claims again when the bell rings or after ``poll``
+    seconds."""
+    if lease.total_seconds() <= timeout:
+        raise ValueError("a lease must outlast the send it covers")
+    steps = Mailing(uow, messages, mailer, timeout)
+    return Sender(steps, lease=lease, poll=poll, batch=batch, wakeup=wakeup, clock=clock)
 
 
 def _now() -> datetime:

@@ -1,5 +1,5 @@
-"""Notifications' composition root: the one place that picks the SQL store, the templates and,
-when a mail server is configured, the SMTP sender."""
+"""Notifications' composition root: the one place that picks the SQL messages, the templates and,
+when a mail server is configured, the SMTP mailer and the sender loop."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from agora.auth import TokenVerifier
 from agora.migrations import upgrade
 from agora.tasks import Bell
 from notifications import application, entrypoints
-from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMailbox
-from notifications.application import Sender
+from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMessages
 from notifications.settings import NotificationsSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,12 +29,13 @@ address the user registered with.
 """
 
 
-def sender_for(settings: NotificationsSettings, resources: Resources, wakeup: Bell) -> Sender:
-    """The sender that mails pending messages through the configured SMTP server."""
+def mailer_for(settings: NotificationsSettings) -> SmtpMailer | None:
+    """The configured SMTP server; None when there is none."""
+    if not settings.mail_configured:
+        return None
     assert settings.smtp_host is not None
-    assert resources.uow is not None
     password = settings.smtp_password
-    mailer = SmtpMailer(
+    return SmtpMailer(
         settings.smtp_host,
         settings.smtp_port,
         settings.smtp_from,
@@ -44,26 +44,39 @@ def sender_for(settings: NotificationsSettings, resources: Resources, wakeup: Be
         password=password.get_secret_value() if password is not None else None,
         starttls=settings.smtp_starttls,
     )
-    return Sender(
-        resources.uow,
-        SqlMailbox,
-        mailer,
-        timeout=settings.smtp_timeout,
-        lease=timedelta(seconds=settings.smtp_timeout + settings.lease_margin),
-        poll=settings.sender_poll,
-        batch=settings.sender_batch,
-        wakeup=wakeup,
-    )
 
 
 def create_app(
     settings: NotificationsSettings | None = None, *, verifier: TokenVerifier | None = None
 ) -> FastAPI:
     settings = settings or NotificationsSettings()
-    store: application.Store = SqlMailbox
     wakeup = Bell()
+    parts = application.Parts(
+        messages=SqlMessages(),
+        templates=JinjaTemplates(),
+        wakeup=wakeup,
+        mailer=mailer_for(settings),
+    )
+
+    async def send_mail(resources: Resources) -> None:
+        """The sender loop: mails what the events left in the mailboxes."""
+        assert resources.uow is not None
+        parts = resources.get(application.Parts)
+        assert parts.mailer is not None
+        sender = application.sender(
+            resources.uow,
+            parts.messages,
+            parts.mailer,
+            timeout=settings.smtp_timeout,
+            lease=timedelta(seconds=settings.smtp_timeout + settings.lease_margin),
+            poll=settings.sender_poll,
+            batch=settings.sender_batch,
+            wakeup=wakeup,
+        )
+        await sender.run()
+
     # Without a mail server nothing is sent, nor tried: the messages wait in the mailboxes.
-    background: list[Hook] = [entrypoints.send_mail] if settings.mail_configured else []
+    background: list[Hook] = [send_mail] if parts.mailer is not None else []
     app = create_service_app(
         settings,
         title="Agora notifications",
@@ -72,13 +85,10 @@ def create_app(
         migrations=MIGRATIONS,
         errors=ERRORS,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(store, JinjaTemplates(), wakeup),
+        subscriptions=entrypoints.subscriptions(parts),
         background=background,
     )
-    resources: Resources = app.state.resources
-    resources.extra[entrypoints.STORE] = store
-    if settings.mail_configured:
-        resources.extra[entrypoints.SENDER] = sender_for(settings, resources, wakeup)
+    app.state.resources.provide(parts)
     return app
 
 

@@ -273,10 +273,3 @@ class Cursor:
     @classmethod
     def after(cls, message: Message) -> Cursor:
         return cls(message.created_at, message.id)
-
-
-def page_size(limit: int) -> int:
-    """A requested page size, clamped to the largest page the service hands out."""
-    if limit < 1:
-        raise ValueError("a page holds at least one message")
-    return min(limit, PAGE_MAX)

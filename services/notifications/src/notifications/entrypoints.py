@@ -1,5 +1,5 @@
 """Notifications' entry points: the mailbox routes, the subscriptions to identity's and orders'
-events, and the sender loop. Each parses what came in, runs one handler, and answers.
+events. Each parses what came in, runs one handler, and answers.
 
 | route | who | answer |
 |---|---|---|
@@ -12,19 +12,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from sqlalchemy.orm import Session
 
-from agora.app import Resources
-from agora.deps import Admin, CurrentUser, Uow
+from agora.cursor import page_size
+from agora.deps import Admin, CurrentUser, Uow, provided
 from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application, domain
-from notifications.application import MailboxQuery, Sender, Templates, Wake
+from notifications.application import MailboxQuery
 from notifications.domain import (
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -32,23 +32,12 @@ from notifications.domain import (
     Kind,
     Message,
     Status,
-    page_size,
 )
 
 JSON = "application/json"
-STORE = "notifications.store"
-SENDER = "notifications.sender"
 
 router = APIRouter(tags=["notifications"])
-
-
-# A coroutine on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
-async def store(request: Request) -> application.Store:
-    found: application.Store = request.app.state.resources.extra[STORE]
-    return found
-
-
-Store = Annotated[application.Store, Depends(store)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 
 
 class MessageOut(BaseModel):
@@ -154,7 +143,7 @@ _ANY_PAGE = TypeAdapter(AnyMessagePage)
 
 def _query(params: MailboxParams, user_id: str | None) -> MailboxQuery:
     after = application.CURSORS.decode(params.cursor) if params.cursor else None
-    return MailboxQuery(limit=page_size(params.limit), user_id=user_id, after=after)
+    return MailboxQuery(limit=page_size(params.limit, PAGE_MAX), user_id=user_id, after=after)
 
 
 @router.get(
@@ -163,10 +152,10 @@ def _query(params: MailboxParams, user_id: str | None) -> MailboxQuery:
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def my_messages(
-    params: Annotated[MailboxParams, Query()], user: CurrentUser, uow: Uow, store: Store
+    params: Annotated[MailboxParams, Query()], user: CurrentUser, uow: Uow, parts: Parts
 ) -> Response:
     """The caller's messages, newest first, a page at a time."""
-    page = await uow.query(application.list_messages, store, _query(params, user.id))
+    page = await uow.query(application.list_messages, parts.messages, _query(params, user.id))
     body = MessagePage(items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor)
     return Response(_PAGE.dump_json(body), media_type=JSON)
 
@@ -177,41 +166,36 @@ async def my_messages(
     responses={400: {"description": "A cursor this listing did not hand out."}},
 )
 async def every_message(
-    params: Annotated[EveryMailboxParams, Query()], _admin: Admin, uow: Uow, store: Store
+    params: Annotated[EveryMailboxParams, Query()], _admin: Admin, uow: Uow, parts: Parts
 ) -> Response:
     """Every user's messages (or one user's), newest first, with their delivery (admin only)."""
-    page = await uow.query(application.list_messages, store, _query(params, params.user_id))
+    page = await uow.query(
+        application.list_messages, parts.messages, _query(params, params.user_id)
+    )
     items = [AnyMessageOut.of(message) for message in page.items]
     body = AnyMessagePage(items=items, next_cursor=page.next_cursor)
     return Response(_ANY_PAGE.dump_json(body), media_type=JSON)
 
 
-def subscriptions(
-    store: application.Store, templates: Templates, wake: Wake
-) -> tuple[Subscription, ...]:
+def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
     """What notifications listens to: new users, and orders that ended. Each handler only
-    stores the message, in the transaction that records the event in the inbox; ``wake`` tells
-    the sender once it is committed."""
+    stores the message, in the transaction that records the event in the inbox; the parts'
+    ``wakeup`` tells the sender once it is committed."""
+    messages, templates, wake = parts.messages, parts.templates, parts.wakeup
 
     def welcome_user(session: Session, event: UserRegistered, _: CloudEvent) -> None:
-        application.welcome_user(session, store, templates, event.user_id, event.email, wake)
+        application.welcome_user(session, messages, templates, event.user_id, event.email, wake)
 
     def tell_order_confirmed(session: Session, event: OrderConfirmed, _: CloudEvent) -> None:
         note = domain.order_confirmed(event.order_id, event.user_id, event.total, event.currency)
-        application.notify(session, store, templates, note, wake)
+        application.notify(session, messages, templates, note, wake)
 
     def tell_order_cancelled(session: Session, event: OrderCancelled, _: CloudEvent) -> None:
         note = domain.order_cancelled(event.order_id, event.user_id, event.reason)
-        application.notify(session, store, templates, note, wake)
+        application.notify(session, messages, templates, note, wake)
 
     return (
         Subscription(UserRegistered, welcome_user),
         Subscription(OrderConfirmed, tell_order_confirmed),
         Subscription(OrderCancelled, tell_order_cancelled),
     )
-
-
-async def send_mail(resources: Resources) -> None:
-    """The sender loop: mails what the events left in the mailboxes."""
-    sender: Sender = resources.extra[SENDER]
-    await sender.run()

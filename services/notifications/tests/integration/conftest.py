@@ -36,7 +36,7 @@ from agora_tools.testing import STORES, InMemoryBus, SigningKey, database, free_
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application
-from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMailbox
+from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMessages
 from notifications.application import MailboxQuery, Sender, Wake
 from notifications.bootstrap import MIGRATIONS, create_app
 from notifications.domain import Message
@@ -226,7 +226,8 @@ class Bench:
 
     def listen(self, wake: Wake) -> None:
         """Deliver the events to handlers that ring ``wake`` (a sender loop's wakeup)."""
-        self.bus = InMemoryBus(subscriptions(SqlMailbox, JinjaTemplates(), wake), self.uow)
+        parts = application.Parts(SqlMessages(), JinjaTemplates(), wake)
+        self.bus = InMemoryBus(subscriptions(parts), self.uow)
 
     async def register(self, user: User) -> Delivery:
         event = UserRegistered(user_id=user.id, email=user.email, registered_at=datetime.now(UTC))
@@ -245,11 +246,11 @@ class Bench:
     async def mailbox(self, user: User | None = None) -> list[Message]:
         """A user's messages (everyone's without one), newest first."""
         query = MailboxQuery(limit=1000, user_id=user.id if user else None)
-        page = await self.uow.query(application.list_messages, SqlMailbox, query)
+        page = await self.uow.query(application.list_messages, SqlMessages(), query)
         return page.items
 
     async def message(self, message_id: str) -> Message:
-        found = await self.uow.query(lambda session: SqlMailbox(session).get(message_id))
+        found = await self.uow.query(lambda session: SqlMessages().get(session, message_id))
         assert found is not None, f"no message {message_id}"
         return found
 
@@ -266,7 +267,7 @@ class Bench:
             "clock": self.clock,
         }
         values.update(options)
-        return Sender(uow, SqlMailbox, mailer, **values)
+        return application.sender(uow, SqlMessages(), mailer, **values)
 
     async def close(self) -> None:
         for uow in [self.uow, *self.opened]:
@@ -275,7 +276,8 @@ class Bench:
 
 def make_bench(url: str) -> Bench:
     uow = UnitOfWork(url, source="notifications")
-    bus = InMemoryBus(subscriptions(SqlMailbox, JinjaTemplates(), _nothing), uow)
+    parts = application.Parts(SqlMessages(), JinjaTemplates(), _nothing)
+    bus = InMemoryBus(subscriptions(parts), uow)
     return Bench(url, uow, Clock(), bus)
 
 

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from agora.tasks import Bell
 from agora_tools.testing import free_port
-from notifications.adapters import SqlMailbox
-from notifications.application import Mail, Sender, claim_messages
+from notifications import application
+from notifications.adapters import SqlMessages
+from notifications.application import Mail, Parts, claim_messages
 from notifications.domain import Kind, Status
-from notifications.entrypoints import SENDER
 from notifications.settings import NotificationsSettings
 
 from .conftest import (
@@ -133,8 +133,8 @@ async def test_a_sender_that_died_mid_send_is_replaced_once_its_lease_runs_out(
     ada = a_user()
     await bench.register(ada)
     died = bench.sender(port)
-    (claim,) = await bench.uow.run(claim_messages, SqlMailbox, bench.clock(), died.lease, 10)
-    await died.mailer.send(claim.mail)  # the server has it; the sender dies before recording
+    (claim,) = await bench.uow.run(claim_messages, SqlMessages(), bench.clock(), died.lease, 10)
+    await died.steps.mailer.send(claim.mail)  # the server has it; the sender dies before recording
 
     survivor = bench.sender(port, replica=True)
     assert await survivor.run_once() == 0  # leased: left alone
@@ -162,11 +162,16 @@ async def test_a_send_the_server_never_answers_is_given_up_and_tried_again_later
 ) -> None:
     ada = a_user()
     await bench.register(ada)
-    sender = Sender(
-        bench.uow, SqlMailbox, Silent(), timeout=0.1, lease=timedelta(seconds=5), clock=bench.clock
+    silent = application.sender(
+        bench.uow,
+        SqlMessages(),
+        Silent(),
+        timeout=0.1,
+        lease=timedelta(seconds=5),
+        clock=bench.clock,
     )
 
-    assert await sender.run_once() == 1
+    assert await silent.run_once() == 1
 
     (message,) = await bench.mailbox(ada)
     assert message.delivery.status is Status.PENDING
@@ -275,7 +280,7 @@ def test_without_a_mail_server_nothing_is_sent_and_the_mailbox_keeps_the_message
         mine = client.get("/notifications", headers=ada.headers).json()["items"]
         everything = _mailbox(client, ada, admin)
 
-    assert SENDER not in app.state.resources.extra
+    assert app.state.resources.get(Parts).mailer is None  # no sender loop either
     assert [item["kind"] for item in mine] == ["order_confirmed", "welcome"]
     assert [item["delivery"]["status"] for item in everything] == ["pending", "pending"]
     assert [item["delivery"]["attempts"] for item in everything] == [0, 0]

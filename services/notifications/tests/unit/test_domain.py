@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agora import cursor as paging
 from agora.cursor import InvalidCursor
 from notifications import domain
 from notifications.application import CURSORS
 from notifications.domain import (
+    PAGE_MAX,
     REASONS,
     RETRY_LONGEST,
     Cursor,
@@ -22,7 +24,6 @@ from notifications.domain import (
     Status,
     mail_id,
     money,
-    page_size,
     reason_in_words,
 )
 
@@ -197,6 +198,9 @@ def test_a_cursor_not_handed_out_is_refused(token: str) -> None:
 
 
 def test_a_page_holds_one_to_a_hundred_messages() -> None:
+    def page_size(limit: int) -> int:
+        return paging.page_size(limit, PAGE_MAX)
+
     assert page_size(1) == 1
     assert page_size(50) == 50
     assert page_size(500) == 100

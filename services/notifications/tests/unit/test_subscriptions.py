@@ -3,7 +3,8 @@ on identity's and orders' event subjects."""
 
 from __future__ import annotations
 
-from notifications.adapters import JinjaTemplates, SqlMailbox
+from notifications.adapters import JinjaTemplates, SqlMessages
+from notifications.application import Parts
 from notifications.entrypoints import subscriptions
 
 
@@ -12,7 +13,7 @@ def _nothing() -> None:
 
 
 def test_notifications_consumes_new_users_and_ended_orders() -> None:
-    found = subscriptions(SqlMailbox, JinjaTemplates(), _nothing)
+    found = subscriptions(Parts(SqlMessages(), JinjaTemplates(), _nothing))
 
     assert {s.durable: s.subject for s in found} == {
         "welcome_user": "agora.identity.events.UserRegistered.v1",
