@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from agora.cursor import InvalidCursor
+from contracts import api
 from orders.application import CURSORS
 from orders.domain import (
+    QUANTITY_MAX,
     Address,
     Cursor,
     InvalidCard,
@@ -20,6 +22,8 @@ from orders.domain import (
     Priced,
     ProductUnavailable,
     Requested,
+    Status,
+    Step,
     card_digits,
     fingerprint,
     luhn,
@@ -131,3 +135,9 @@ def test_a_cursor_survives_its_encoding() -> None:
 def test_a_cursor_not_handed_out_is_refused(token: str) -> None:
     with pytest.raises(InvalidCursor):
         CURSORS.decode(token)
+
+
+def test_the_rules_stated_for_the_apis_callers_are_the_orders_own() -> None:
+    assert QUANTITY_MAX == api.QUANTITY_MAX
+    assert [status.value for status in Status] == [status.value for status in api.OrderStatus]
+    assert [step.value for step in Step] == [step.value for step in api.CheckoutStep]

@@ -28,7 +28,6 @@ from orders.domain.order import (
 )
 from orders.domain.placing import (
     COUNTRY_PATTERN,
-    IDEMPOTENCY_KEY_MAX,
     LINES_MAX,
     QUANTITY_MAX,
     SKU_PATTERN,
@@ -48,7 +47,6 @@ from orders.domain.placing import (
 
 __all__ = [
     "COUNTRY_PATTERN",
-    "IDEMPOTENCY_KEY_MAX",
     "LINES_MAX",
     "PAGE_DEFAULT",
     "PAGE_MAX",

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 from agora.errors import Problem
 from agora.fields import WholeNumber
 from agora.query import QueryParams
+from contracts.api import IDEMPOTENCY_KEY_MAX
 from orders.domain import (
     COUNTRY_PATTERN,
-    IDEMPOTENCY_KEY_MAX,
     LINES_MAX,
     PAGE_DEFAULT,
     PAGE_MAX,
