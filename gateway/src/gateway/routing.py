@@ -26,10 +26,9 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
-from starlette.requests import Request
 
 from agora import context
-from agora.app import Resources, problem_response
+from agora.app import Resources
 from agora.auth import Principal
 from agora.errors import (
     BadGateway,
@@ -43,6 +42,7 @@ from agora.errors import (
 from agora.forwarded import Client, TrustedProxies
 from agora.middleware import ASGIApp, Message, Receive, Scope, Send
 from agora.topology import Route, Service, Topology
+from gateway.problems import send_problem
 
 log = structlog.get_logger("gateway.routing")
 
@@ -131,22 +131,9 @@ class Proxy:
         try:
             await self._route(scope, receive, send, path)
         except Problem as problem:
-            await self._answer(scope, receive, send, problem)
+            await send_problem(scope, receive, send, problem)
         except _ClientGone:
             return
-
-    @staticmethod
-    async def _answer(scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
-        # What the app's problem handler would answer, without going through the app.
-        answer = problem_response(
-            Request(scope),
-            problem.status,
-            problem.title,
-            detail=problem.detail,
-            type_=problem.type,
-            headers=problem.headers,
-        )
-        await answer(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, public: str) -> None:
         method: str = scope["method"]

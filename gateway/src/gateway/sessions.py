@@ -27,12 +27,11 @@ from typing import Protocol
 import jwt
 import structlog
 from redis.exceptions import RedisError
-from starlette.requests import Request
 
 from agora import context
-from agora.app import problem_response
 from agora.auth import InvalidToken
 from agora.middleware import ASGIApp, Receive, Scope, Send
+from gateway.problems import send_problem
 from gateway.shared_redis import SharedRedis
 
 log = structlog.get_logger("gateway.sessions")
@@ -230,12 +229,5 @@ class RefuseEnded:
             await self.app(scope, receive, send)
             return
         refusal = InvalidToken("the token was ended by logging out, or its session is over")
-        answer = problem_response(
-            Request(scope),
-            refusal.status,
-            refusal.title,
-            detail=refusal.detail,
-            type_=refusal.type,
-            headers={"WWW-Authenticate": 'Bearer realm="agora", error="invalid_token"'},
-        )
-        await answer(scope, receive, send)
+        headers = {"WWW-Authenticate": 'Bearer realm="agora", error="invalid_token"'}
+        await send_problem(scope, receive, send, refusal, headers=headers)
