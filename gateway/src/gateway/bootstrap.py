@@ -9,6 +9,7 @@ from starlette.middleware import Middleware
 
 from agora.app import Resources, create_service_app
 from agora.auth import TokenVerifier
+from agora.client import ServiceClient
 from agora.topology import Topology, load_topology
 from gateway import health, storefront
 from gateway.console import routes as console
@@ -58,19 +59,18 @@ def create_app(
     ended = shared_ends or local_ends
     transport = Transport(settings.proxies, always_secure=settings.profile == "production")
 
+    # Started with the app, in this order, and closed in the same order after it.
+    lifelong: list[ServiceClient | RedisBuckets | RedisEnds] = [
+        part for part in (probe, shared, shared_ends) if part is not None
+    ]
+
     async def start(_: Resources) -> None:
-        await probe.start()
-        if shared is not None:
-            await shared.start()
-        if shared_ends is not None:
-            await shared_ends.start()
+        for part in lifelong:
+            await part.start()
 
     async def close(_: Resources) -> None:
-        await probe.close()
-        if shared is not None:
-            await shared.close()
-        if shared_ends is not None:
-            await shared_ends.close()
+        for part in lifelong:
+            await part.close()
 
     app = create_service_app(
         settings,

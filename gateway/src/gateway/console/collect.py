@@ -164,24 +164,20 @@ class Collector:
                 samples = None
         if health == "down" and samples is not None:
             health, reason = "degraded", f"{reason}, but /metrics answers"
+        # What a replica without metrics shows: its /readyz's version, no age, no traffic.
+        version: str | None = _text_field(ready_body, "version")
+        started: float | None = None
+        traffic, flows = Traffic(None, None, None), []
         if samples is None:
             # Rates after a gap would average over it: start counting afresh when it is back.
             self._previous.pop(key, None)
-            view = ReplicaView(
-                target.service,
-                target.replica,
-                target.url,
-                health,
-                reason,
-                _text_field(ready_body, "version"),
-                None,
-                Traffic(None, None, None),
-            )
-            return view, []
-        now = Scrape(time.monotonic(), samples)
-        previous = self._previous.get(key)
-        self._previous[key] = now
-        version, started = metrics.info(samples, target.service)
+        else:
+            now = Scrape(time.monotonic(), samples)
+            previous = self._previous.get(key)
+            self._previous[key] = now
+            version, started = metrics.info(samples, target.service)
+            traffic = metrics.traffic(previous, now, target.service)
+            flows = metrics.flows(previous, now, target.service)
         view = ReplicaView(
             target.service,
             target.replica,
@@ -190,9 +186,9 @@ class Collector:
             reason,
             _text_field(ready_body, "version") or version,
             max(0.0, time.time() - started) if started else None,
-            metrics.traffic(previous, now, target.service),
+            traffic,
         )
-        return view, metrics.flows(previous, now, target.service)
+        return view, flows
 
     async def _readiness(self, target: Replica) -> tuple[Health, str | None, Any]:
         try:
