@@ -1,12 +1,13 @@
 """identity's use cases.
 
-Two kinds of function live here. *Handlers* are plain functions over a SQLAlchemy ``Session``, one
-transaction each, run by the unit of work (``await uow.run(register_user, ...)``). *Use cases* are
-the methods of :class:`Identity`: they put the slow, CPU-bound work (argon2 hashing, tens of
-milliseconds) in a worker thread *outside* any transaction, through a :class:`HashingGate` that
-bounds how much of it runs and waits, and then run the handlers. The concrete
-stores, the hasher and the key maker are ports (``Protocol`` classes below) that ``bootstrap``
-fills with the adapters.
+Two kinds of handler live here (docs/service-shape.md). A *transaction* is a plain function over
+a SQLAlchemy ``Session`` and the repositories it uses, run by the unit of work in one transaction
+(``await uow.run(register_user, parts.users, user)``). A *step* (``register``, ``log_in``,
+``ensure_admin``) is ``async def step(uow, parts, command)``: it puts the slow, CPU-bound work
+(argon2 hashing, tens of milliseconds) in a worker thread *outside* any transaction, through a
+:class:`HashingGate` that bounds how much of it runs and waits, and then runs transactions. The
+repositories, the hasher and the key maker are ports (``Protocol`` classes below) that
+``bootstrap`` fills with the adapters and hands over in one :class:`Parts`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import anyio
 import structlog
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
+from agora.db import UnitOfWork, on_commit
 from agora.messaging.outbox import record
 from contracts.identity import UserRegistered
 from identity.domain import (
@@ -64,7 +65,9 @@ def utc_now() -> datetime:
 # --- ports --------------------------------------------------------------------------------------
 
 
-class UserRepository(Protocol):
+class Users(Protocol):
+    """The accounts."""
+
     def add(self, session: Session, user: User) -> None:
         """Insert ``user``; raise :class:`EmailTaken` when the email is already there."""
 
@@ -78,7 +81,9 @@ class UserRepository(Protocol):
         """Up to ``limit`` accounts ordered by id, after the id ``after`` when given."""
 
 
-class KeyRepository(Protocol):
+class SigningKeys(Protocol):
+    """The keys that sign access tokens, every generation of them."""
+
     def all(self, session: Session) -> list[SigningKey]: ...
 
     def newest(self, session: Session) -> SigningKey | None: ...
@@ -90,12 +95,14 @@ class KeyRepository(Protocol):
         """Give every unretired key older than ``generation`` the retirement time ``at``."""
 
 
-class AttemptRepository(Protocol):
+class LoginAttempts(Protocol):
+    """The record of failed logins per (email, client), the login throttle's memory."""
+
     def for_update(self, session: Session, email: str, client: str) -> LoginRecord:
         """The record for ``email`` from ``client`` (a fresh one when there is none), locked
         until commit."""
 
-    def save(self, session: Session, attempts: LoginRecord) -> None: ...
+    def save(self, session: Session, record: LoginRecord) -> None: ...
 
     def forget(self, session: Session, email: str, client: str) -> None: ...
 
@@ -186,10 +193,56 @@ class HashingGate:
             job.exception()  # retrieved: a job whose caller left has nobody to raise it to
 
 
-# --- handlers: one transaction each -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What bootstrap chooses for the routes and the start: the repositories, the password
+    hasher behind its gate, the key maker, and the rules read from the settings."""
+
+    users: Users
+    signing_keys: SigningKeys
+    login_attempts: LoginAttempts
+    passwords: PasswordHasher
+    hashing: HashingGate
+    key_maker: KeyMaker
+    tokens: TokenRules
+    policy: LoginPolicy
+    clock: Clock = utc_now
+    sleep: Sleep = asyncio.sleep
 
 
-def register_user(session: Session, users: UserRepository, user: User) -> User:
+# --- commands -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Open a customer account."""
+
+    email: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogIn:
+    """Exchange the right password for a token; ``client`` is the caller's address, for the
+    throttle."""
+
+    email: str
+    password: str
+    client: str = UNKNOWN_CLIENT
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAdmin:
+    """Create the operator's admin account on first start."""
+
+    email: str
+    password: str
+
+
+# --- transactions -------------------------------------------------------------------------------
+
+
+def register_user(session: Session, users: Users, user: User) -> User:
     if users.by_email(session, user.email) is not None:
         raise EmailTaken(f"{user.email} already has an account")
     # Two registrations of one email at the same moment both pass the check above; the unique
@@ -208,7 +261,7 @@ def _registered(session: Session, user: User) -> None:
     )
 
 
-def add_admin(session: Session, users: UserRepository, admin: User) -> bool:
+def add_admin(session: Session, users: Users, admin: User) -> bool:
     """Create the admin account unless the email exists; whether this call created it."""
     if users.by_email(session, admin.email) is not None:
         return False
@@ -220,12 +273,12 @@ def add_admin(session: Session, users: UserRepository, admin: User) -> bool:
     return True
 
 
-def find_user_by_email(session: Session, users: UserRepository, email: str) -> User | None:
+def find_user_by_email(session: Session, users: Users, email: str) -> User | None:
     return users.by_email(session, email)
 
 
 def list_users(
-    session: Session, users: UserRepository, after: str | None, limit: int
+    session: Session, users: Users, after: str | None, limit: int
 ) -> tuple[list[User], str | None]:
     """One page of accounts and the id to continue after (None on the last page)."""
     found = users.page(session, after, limit + 1)
@@ -233,7 +286,7 @@ def list_users(
     return page, (page[-1].id if len(found) > limit else None)
 
 
-def find_user(session: Session, users: UserRepository, user_id: str) -> User:
+def find_user(session: Session, users: Users, user_id: str) -> User:
     user = users.get(session, user_id)
     if user is None:
         raise UnknownUser(f"there is no user {user_id}")
@@ -250,8 +303,8 @@ class Admission:
 
 def admit_login(
     session: Session,
-    users: UserRepository,
-    attempts: AttemptRepository,
+    users: Users,
+    login_attempts: LoginAttempts,
     email: str,
     client: str,
     now: datetime,
@@ -261,52 +314,52 @@ def admit_login(
     locked out of that email."""
     # The email's record of every client first, then the client's own: every login takes the
     # two locks in this order, so two logins never each hold one and wait for the other.
-    every = attempts.for_update(session, email, EVERY_CLIENT)
+    every = login_attempts.for_update(session, email, EVERY_CLIENT)
     pause = every.tally(now, policy)
-    mine = attempts.for_update(session, email, client)
+    mine = login_attempts.for_update(session, email, client)
     mine.admit(now, policy)
-    attempts.save(session, every)
-    attempts.save(session, mine)
-    attempts.forget_idle_since(session, now - policy.memory)
+    login_attempts.save(session, every)
+    login_attempts.save(session, mine)
+    login_attempts.forget_idle_since(session, now - policy.memory)
     return Admission(users.by_email(session, email), pause)
 
 
 def complete_login(
     session: Session,
-    users: UserRepository,
-    attempts: AttemptRepository,
-    keys: KeyRepository,
+    users: Users,
+    login_attempts: LoginAttempts,
+    signing_keys: SigningKeys,
     user: User,
     client: str,
     new_password_hash: str | None,
 ) -> SigningKey:
     """Forget the client's failed logins on the account, take the right password back out of
     the tally of every client; return the key that signs the new token."""
-    every = attempts.for_update(session, user.email, EVERY_CLIENT)
+    every = login_attempts.for_update(session, user.email, EVERY_CLIENT)
     every.untally()
-    attempts.save(session, every)
-    attempts.forget(session, user.email, client)
+    login_attempts.save(session, every)
+    login_attempts.forget(session, user.email, client)
     if new_password_hash is not None:
         users.set_password_hash(session, user.id, new_password_hash)
-    key = keys.newest(session)
+    key = signing_keys.newest(session)
     if key is None:
         raise RuntimeError("no signing key: identity's startup creates one before serving")
     return key
 
 
 def ensure_signing_key(
-    session: Session, keys: KeyRepository, maker: KeyMaker, now: datetime
+    session: Session, signing_keys: SigningKeys, maker: KeyMaker, now: datetime
 ) -> SigningKey:
     """The current signing key, created when there is none (first start)."""
-    key = keys.newest(session)
+    key = signing_keys.newest(session)
     if key is not None:
         return key
     key = maker.generate(1, now)
     try:
-        keys.add(session, key)
+        signing_keys.add(session, key)
     except KeyRotationConflict:
         # Another replica made the first key between our look and our insert: use that one.
-        winner = keys.newest(session)
+        winner = signing_keys.newest(session)
         if winner is None:
             raise
         return winner
@@ -314,160 +367,126 @@ def ensure_signing_key(
 
 
 def rotate_signing_key(
-    session: Session, keys: KeyRepository, maker: KeyMaker, now: datetime, rules: TokenRules
+    session: Session, signing_keys: SigningKeys, maker: KeyMaker, now: datetime, rules: TokenRules
 ) -> SigningKey:
     """A new current key; the older ones stay published until their last token has expired."""
-    current = keys.newest(session)
+    current = signing_keys.newest(session)
     generation = 1 if current is None else current.generation + 1
     key = maker.generate(generation, now)
-    keys.retire_older(session, generation, retirement(now, rules.lifetime, rules.key_leeway))
-    keys.add(session, key)
+    signing_keys.retire_older(
+        session, generation, retirement(now, rules.lifetime, rules.key_leeway)
+    )
+    signing_keys.add(session, key)
+    on_commit(
+        session, lambda: log.info("signing key rotated", kid=key.kid, generation=key.generation)
+    )
     return key
 
 
-def published_keys(session: Session, keys: KeyRepository, now: datetime) -> list[SigningKey]:
-    return keys_to_publish(keys.all(session), now)
+def published_keys(session: Session, signing_keys: SigningKeys, now: datetime) -> list[SigningKey]:
+    return keys_to_publish(signing_keys.all(session), now)
 
 
-# --- use cases ----------------------------------------------------------------------------------
+def key_set(session: Session, signing_keys: SigningKeys, now: datetime) -> dict[str, Any]:
+    """The JWKS document: every key a still-valid token may name."""
+    return {"keys": [key.public_jwk for key in published_keys(session, signing_keys, now)]}
 
 
-class Identity:
-    """identity's use cases over the ports ``bootstrap`` chose."""
+# --- steps: password hashing outside any transaction, then transactions --------------------------
 
-    def __init__(
-        self,
-        *,
-        users: UserRepository,
-        keys: KeyRepository,
-        attempts: AttemptRepository,
-        passwords: PasswordHasher,
-        key_maker: KeyMaker,
-        tokens: TokenRules,
-        policy: LoginPolicy,
-        hashing: HashingGate,
-        clock: Clock = utc_now,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.users = users
-        self.keys = keys
-        self.attempts = attempts
-        self.passwords = passwords
-        self.key_maker = key_maker
-        self.tokens = tokens
-        self.policy = policy
-        self.hashing = hashing
-        self.clock = clock
-        self.sleep = sleep
 
-    async def register(self, uow: UnitOfWork, email: str, password: str) -> User:
-        email = normalize_email(email)
-        check_password(password, email)
-        password_hash = await self.hashing.run(self.passwords.hash, normalize_password(password))
-        user = User(
-            id=str(uuid.uuid4()),
-            email=email,
-            password_hash=password_hash,
-            roles=CUSTOMER_ROLES,
-            created_at=self.clock(),
-        )
-        return await uow.run(register_user, self.users, user)
+async def register(uow: UnitOfWork, parts: Parts, command: Register) -> User:
+    email = normalize_email(command.email)
+    check_password(command.password, email)
+    user = await _new_user(parts, email, command.password, CUSTOMER_ROLES)
+    return await uow.run(register_user, parts.users, user)
 
-    async def log_in(
-        self, uow: UnitOfWork, email: str, password: str, client: str = UNKNOWN_CLIENT
-    ) -> IssuedToken:
-        """A token for the right password; ``client`` is the caller's address, for the throttle."""
-        # Not validated: a string that is no email address simply has no account, and answering
-        # it differently would tell a caller something.
-        email = email.strip().lower()
-        client = client or UNKNOWN_CLIENT
-        password = normalize_password(password)
-        # A login that could not be checked now is refused before it is counted as a failure.
-        self.hashing.check()
-        admission = await uow.run(
-            admit_login, self.users, self.attempts, email, client, self.clock(), self.policy
-        )
-        if admission.pause:
-            await self.sleep(admission.pause.total_seconds())
-        user = admission.user
-        if user is None:
-            await self.hashing.run(self.passwords.verify_dummy, password)
-            raise InvalidCredentials
-        new_hash = await self.hashing.run(self._verify, user.password_hash, password)
-        key = await uow.run(
-            complete_login, self.users, self.attempts, self.keys, user, client, new_hash
-        )
-        return self._issue(key, user)
 
-    def _verify(self, password_hash: str, password: str) -> str | None:
-        """Check ``password`` (in a worker thread); a new hash when ``password_hash`` was made
-        with older parameters. One job, so a right password is never refused half-way."""
-        if not self.passwords.verify(password_hash, password):
-            raise InvalidCredentials
-        if self.passwords.needs_rehash(password_hash):
-            return self.passwords.hash(password)
-        return None
+async def log_in(uow: UnitOfWork, parts: Parts, command: LogIn) -> IssuedToken:
+    """A token for the right password."""
+    # Not validated: a string that is no email address simply has no account, and answering
+    # it differently would tell a caller something.
+    email = command.email.strip().lower()
+    client = command.client or UNKNOWN_CLIENT
+    password = normalize_password(command.password)
+    # A login that could not be checked now is refused before it is counted as a failure.
+    parts.hashing.check()
+    admission = await uow.run(
+        admit_login, parts.users, parts.login_attempts, email, client, parts.clock(), parts.policy
+    )
+    if admission.pause:
+        await parts.sleep(admission.pause.total_seconds())
+    user = admission.user
+    if user is None:
+        await parts.hashing.run(parts.passwords.verify_dummy, password)
+        raise InvalidCredentials
+    new_hash = await parts.hashing.run(_verify, parts.passwords, user.password_hash, password)
+    key = await uow.run(
+        complete_login,
+        parts.users,
+        parts.login_attempts,
+        parts.signing_keys,
+        user,
+        client,
+        new_hash,
+    )
+    return _issue(parts, key, user)
 
-    def _issue(self, key: SigningKey, user: User) -> IssuedToken:
-        now = self.clock()
-        claims = AccessClaims(
-            issuer=self.tokens.issuer,
-            audience=self.tokens.audience,
-            subject=user.id,
-            email=user.email,
-            roles=user.roles,
-            issued_at=now,
-            expires_at=now + self.tokens.lifetime,
-            token_id=uuid.uuid4().hex,
-        )
-        token = self.key_maker.sign(key, claims.as_jwt_claims())
-        return IssuedToken(token, int(self.tokens.lifetime.total_seconds()))
 
-    async def me(self, uow: UnitOfWork, user_id: str) -> User:
-        return await uow.query(find_user, self.users, user_id)
+def _verify(passwords: PasswordHasher, password_hash: str, password: str) -> str | None:
+    """Check ``password`` (in a worker thread); a new hash when ``password_hash`` was made
+    with older parameters. One job, so a right password is never refused half-way."""
+    if not passwords.verify(password_hash, password):
+        raise InvalidCredentials
+    if passwords.needs_rehash(password_hash):
+        return passwords.hash(password)
+    return None
 
-    async def users_page(
-        self, uow: UnitOfWork, after: str | None, limit: int
-    ) -> tuple[list[User], str | None]:
-        return await uow.query(list_users, self.users, after, limit)
 
-    async def key_set(self, uow: UnitOfWork) -> dict[str, Any]:
-        """The JWKS document: every key a still-valid token may name."""
-        keys = await uow.query(published_keys, self.keys, self.clock())
-        return {"keys": [key.public_jwk for key in keys]}
+def _issue(parts: Parts, key: SigningKey, user: User) -> IssuedToken:
+    now = parts.clock()
+    rules = parts.tokens
+    claims = AccessClaims(
+        issuer=rules.issuer,
+        audience=rules.audience,
+        subject=user.id,
+        email=user.email,
+        roles=user.roles,
+        issued_at=now,
+        expires_at=now + rules.lifetime,
+        token_id=uuid.uuid4().hex,
+    )
+    token = parts.key_maker.sign(key, claims.as_jwt_claims())
+    return IssuedToken(token, int(rules.lifetime.total_seconds()))
 
-    async def rotate_keys(self, uow: UnitOfWork) -> SigningKey:
-        key = await uow.run(
-            rotate_signing_key, self.keys, self.key_maker, self.clock(), self.tokens
-        )
-        log.info("signing key rotated", kid=key.kid, generation=key.generation)
-        return key
 
-    async def ensure_signing_key(self, uow: UnitOfWork) -> SigningKey:
-        return await uow.run(ensure_signing_key, self.keys, self.key_maker, self.clock())
+async def ensure_admin(uow: UnitOfWork, parts: Parts, command: CreateAdmin) -> bool:
+    """Create the admin account on first start; whether this call created it.
 
-    async def ensure_admin(self, uow: UnitOfWork, email: str, password: str) -> bool:
-        """Create the admin account on first start; whether this call created it.
+    The operator's password is taken as given (the production profile's settings refuse the
+    default and weak ones). An existing account with the admin's email is left as it is: it is
+    never promoted, since whoever registered it first need not be the operator.
+    """
+    email = normalize_email(command.email)
+    existing = await uow.query(find_user_by_email, parts.users, email)
+    if existing is not None:
+        if not existing.is_admin:
+            log.warning("the admin email belongs to an account without the admin role")
+        return False
+    admin = await _new_user(parts, email, command.password, ADMIN_ROLES)
+    created = await uow.run(add_admin, parts.users, admin)
+    if created:
+        log.info("admin account created", email=email)
+    return created
 
-        The operator's password is taken as given (the production profile's settings refuse the
-        default and weak ones). An existing account with the admin's email is left as it is: it is
-        never promoted, since whoever registered it first need not be the operator.
-        """
-        email = normalize_email(email)
-        existing = await uow.query(find_user_by_email, self.users, email)
-        if existing is not None:
-            if not existing.is_admin:
-                log.warning("the admin email belongs to an account without the admin role")
-            return False
-        password_hash = await self.hashing.run(self.passwords.hash, normalize_password(password))
-        admin = User(
-            id=str(uuid.uuid4()),
-            email=email,
-            password_hash=password_hash,
-            roles=ADMIN_ROLES,
-            created_at=self.clock(),
-        )
-        created = await uow.run(add_admin, self.users, admin)
-        if created:
-            log.info("admin account created", email=email)
-        return created
+
+async def _new_user(parts: Parts, email: str, password: str, roles: tuple[str, ...]) -> User:
+    """An account for ``email``, its password hashed through the gate."""
+    password_hash = await parts.hashing.run(parts.passwords.hash, normalize_password(password))
+    return User(
+        id=str(uuid.uuid4()),
+        email=email,
+        password_hash=password_hash,
+        roles=roles,
+        created_at=parts.clock(),
+    )

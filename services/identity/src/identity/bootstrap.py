@@ -18,6 +18,7 @@ from agora.auth import TokenVerifier, secrets_dir
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
 from agora.secrets import secret_file
+from identity import application
 from identity.adapters import (
     Argon2Passwords,
     Ed25519Keys,
@@ -28,14 +29,15 @@ from identity.adapters import (
 )
 from identity.application import (
     Clock,
+    CreateAdmin,
     HashingGate,
-    Identity,
+    Parts,
     PasswordHasher,
     TokenRules,
     utc_now,
 )
 from identity.domain import LoginPolicy
-from identity.entrypoints import ERRORS, IDENTITY, router
+from identity.entrypoints import ERRORS, router
 from identity.settings import IdentitySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -71,21 +73,24 @@ async def open_signing_keys(uow: UnitOfWork, keys: SqlSigningKeys) -> None:
 class LocalKeySet:
     """The token verifier's key source inside identity: its own key table, read without HTTP.
 
-    The unit of work it reads through is made by the app factory, after the verifier; it is
-    handed over once the app exists.
+    The resources it reads through (the unit of work and the parts) are made by the app
+    factory, after the verifier; they are handed over once the app exists, and read at each
+    call, so parts provided anew are the ones used.
     """
 
-    def __init__(self, identity: Identity) -> None:
-        self._identity = identity
-        self._uow: UnitOfWork | None = None
+    def __init__(self) -> None:
+        self._resources: Resources | None = None
 
-    def bind(self, uow: UnitOfWork | None) -> None:
-        self._uow = uow
+    def bind(self, resources: Resources) -> None:
+        self._resources = resources
 
     async def __call__(self) -> dict[str, Any]:
-        if self._uow is None:
+        if self._resources is None or self._resources.uow is None:
             raise RuntimeError("the key set is read before the app was built")
-        return await self._identity.key_set(self._uow)
+        parts = self._resources.get(Parts)
+        return await self._resources.uow.query(
+            application.key_set, parts.signing_keys, parts.clock()
+        )
 
 
 def create_app(
@@ -99,10 +104,10 @@ def create_app(
     hashing); by default argon2id with the settings' parameters."""
     settings = settings or IdentitySettings()
     keys = SqlSigningKeys(key_cipher(settings))
-    identity = Identity(
+    parts = Parts(
         users=SqlUsers(),
-        keys=keys,
-        attempts=SqlLoginAttempts(),
+        signing_keys=keys,
+        login_attempts=SqlLoginAttempts(),
         passwords=passwords
         or Argon2Passwords(
             time_cost=settings.argon2_time_cost,
@@ -131,7 +136,7 @@ def create_app(
         ),
         clock=clock,
     )
-    key_set = LocalKeySet(identity)
+    key_set = LocalKeySet()
     # The key set is read from the local database, so a token naming a key this process has not
     # seen (made by a rotation a moment ago, perhaps on another replica) may re-read it at once
     # instead of waiting out the chassis's refetch interval meant for HTTP fetches.
@@ -145,12 +150,14 @@ def create_app(
     async def prepare(resources: Resources) -> None:
         # Both steps are safe when two replicas start together: unique constraints pick one
         # first key and one admin account.
-        assert resources.uow is not None
-        await open_signing_keys(resources.uow, keys)
-        await identity.ensure_signing_key(resources.uow)
-        await identity.ensure_admin(
-            resources.uow, settings.admin_email, settings.admin_password.get_secret_value()
+        uow, parts = resources.uow, resources.get(Parts)
+        assert uow is not None
+        await open_signing_keys(uow, keys)
+        await uow.run(
+            application.ensure_signing_key, parts.signing_keys, parts.key_maker, parts.clock()
         )
+        admin = CreateAdmin(settings.admin_email, settings.admin_password.get_secret_value())
+        await application.ensure_admin(uow, parts, admin)
 
     app = create_service_app(
         settings,
@@ -163,8 +170,8 @@ def create_app(
         verifier=verifier,
     )
     resources: Resources = app.state.resources
-    key_set.bind(resources.uow)
-    resources.extra[IDENTITY] = identity
+    resources.provide(parts)
+    key_set.bind(resources)
     return app
 
 

@@ -1,4 +1,4 @@
-"""identity's HTTP API: parse, call the use case, answer.
+"""identity's HTTP API: parse, run one handler, answer.
 
 | route | who | answer |
 |---|---|---|
@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
 from agora.cursor import CursorCodec
-from agora.deps import Admin, CurrentUser, Uow, resources
-from identity.application import HashingBusy, Identity
+from agora.deps import Admin, CurrentUser, Uow, provided, resources
+from identity import application
+from identity.application import HashingBusy, LogIn, Register
 from identity.domain import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
@@ -52,8 +53,6 @@ ERRORS: dict[type[Exception], int] = {
 }
 
 USER_CURSORS = CursorCodec(UserCursor)
-
-IDENTITY = "identity"  # the key under which bootstrap leaves the use cases in Resources.extra
 
 
 class Credentials(BaseModel):
@@ -117,13 +116,7 @@ class KeyView(BaseModel):
     created_at: datetime
 
 
-async def identity(found: Annotated[Resources, Depends(resources)]) -> Identity:
-    # async, as the chassis's own dependencies: a plain def would cost a worker-thread hop.
-    use_cases: Identity = found.extra[IDENTITY]
-    return use_cases
-
-
-Service = Annotated[Identity, Depends(identity)]
+Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 
 
 async def client_address(request: Request, found: Annotated[Resources, Depends(resources)]) -> str:
@@ -143,8 +136,8 @@ router = APIRouter()
     summary="Register a customer account",
     responses={409: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
-async def register(body: NewAccount, uow: Uow, service: Service) -> UserView:
-    user = await service.register(uow, body.email, body.password)
+async def register(body: NewAccount, uow: Uow, parts: Parts) -> UserView:
+    user = await application.register(uow, parts, Register(body.email, body.password))
     return UserView.of(user)
 
 
@@ -154,17 +147,17 @@ async def register(body: NewAccount, uow: Uow, service: Service) -> UserView:
     responses={401: PROBLEM, 429: PROBLEM},
 )
 async def token(
-    body: Credentials, uow: Uow, service: Service, client: ClientAddress, response: Response
+    body: Credentials, uow: Uow, parts: Parts, client: ClientAddress, response: Response
 ) -> TokenView:
-    issued = await service.log_in(uow, body.email, body.password, client)
+    issued = await application.log_in(uow, parts, LogIn(body.email, body.password, client))
     # A token is a credential: no cache may keep it (RFC 6749 5.1).
     response.headers["Cache-Control"] = "no-store"
     return TokenView(access_token=issued.access_token, expires_in=issued.expires_in)
 
 
 @router.get("/me", summary="The account the access token belongs to", responses={401: PROBLEM})
-async def me(user: CurrentUser, uow: Uow, service: Service) -> UserView:
-    return UserView.of(await service.me(uow, user.id))
+async def me(user: CurrentUser, uow: Uow, parts: Parts) -> UserView:
+    return UserView.of(await uow.query(application.find_user, parts.users, user.id))
 
 
 @router.get(
@@ -175,7 +168,7 @@ async def me(user: CurrentUser, uow: Uow, service: Service) -> UserView:
 async def list_users(
     _admin: Admin,
     uow: Uow,
-    service: Service,
+    parts: Parts,
     limit: Annotated[int, Query(ge=1, le=USERS_PAGE_MAX)] = 100,
     cursor: Annotated[
         str | None,
@@ -187,7 +180,7 @@ async def list_users(
     ] = None,
 ) -> AccountPage:
     after = USER_CURSORS.decode(cursor).id if cursor else None
-    found, last = await service.users_page(uow, after, limit)
+    found, last = await uow.query(application.list_users, parts.users, after, limit)
     return AccountPage(
         items=[AccountView.of(user) for user in found],
         next_cursor=USER_CURSORS.encode(UserCursor(last)) if last is not None else None,
@@ -195,8 +188,9 @@ async def list_users(
 
 
 @router.get("/.well-known/jwks.json", summary="The public keys that verify access tokens")
-async def jwks(uow: Uow, service: Service) -> KeySet:
-    return KeySet.model_validate(await service.key_set(uow))
+async def jwks(uow: Uow, parts: Parts) -> KeySet:
+    document = await uow.query(application.key_set, parts.signing_keys, parts.clock())
+    return KeySet.model_validate(document)
 
 
 @router.post(
@@ -205,6 +199,12 @@ async def jwks(uow: Uow, service: Service) -> KeySet:
     summary="Make a new signing key; the previous ones verify until their tokens expire",
     responses={401: PROBLEM, 403: PROBLEM, 409: PROBLEM},
 )
-async def rotate_keys(_admin: Admin, uow: Uow, service: Service) -> KeyView:
-    key = await service.rotate_keys(uow)
+async def rotate_keys(_admin: Admin, uow: Uow, parts: Parts) -> KeyView:
+    key = await uow.run(
+        application.rotate_signing_key,
+        parts.signing_keys,
+        parts.key_maker,
+        parts.clock(),
+        parts.tokens,
+    )
     return KeyView(kid=key.kid, created_at=key.created_at)

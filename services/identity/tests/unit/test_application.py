@@ -23,18 +23,25 @@ from identity.adapters import (
     SqlUsers,
 )
 from identity.application import (
+    CreateAdmin,
     HashingBusy,
     HashingGate,
-    Identity,
+    LogIn,
+    Parts,
     PasswordHasher,
+    Register,
     Sleep,
     TokenRules,
+    ensure_admin,
+    ensure_signing_key,
     find_user,
     find_user_by_email,
+    log_in,
     published_keys,
+    register,
 )
 from identity.bootstrap import MIGRATIONS
-from identity.domain import InvalidCredentials, LoginLocked, LoginPolicy
+from identity.domain import InvalidCredentials, LoginLocked, LoginPolicy, SigningKey, User
 from identity.settings import IdentitySettings
 
 PASSWORD = "correct horse battery"
@@ -70,20 +77,38 @@ async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
     await unit.dispose()
 
 
-def make_identity(
+def make_parts(
     passwords: PasswordHasher, *, hashing: HashingGate | None = None, sleep: Sleep | None = None
-) -> Identity:
-    return Identity(
+) -> Parts:
+    return Parts(
         users=SqlUsers(),
-        keys=SqlSigningKeys(CIPHER),
-        attempts=SqlLoginAttempts(),
+        signing_keys=SqlSigningKeys(CIPHER),
+        login_attempts=SqlLoginAttempts(),
         passwords=passwords,
         key_maker=Ed25519Keys(),
         tokens=TokenRules(issuer="agora-identity", audience="agora", lifetime=timedelta(hours=1)),
         policy=LoginPolicy(),
         hashing=hashing or HashingGate(at_once=2, waiting=8, retry_after=timedelta(seconds=1)),
-        sleep=sleep or asyncio.sleep,
+        sleep=asyncio.sleep if sleep is None else sleep,
     )
+
+
+async def first_key(uow: UnitOfWork, parts: Parts) -> SigningKey:
+    """What identity's start does before it serves: make the first signing key."""
+    return await uow.run(ensure_signing_key, parts.signing_keys, parts.key_maker, parts.clock())
+
+
+async def ada_signed_up(uow: UnitOfWork, parts: Parts) -> User:
+    """identity started (its first signing key made) and Ada's account registered."""
+    await first_key(uow, parts)
+    return await register(uow, parts, Register("ada@example.com", PASSWORD))
+
+
+class Pauses(list[float]):
+    """A sleep that only writes down how long it was asked to wait."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
 
 
 def cheap_argon2(time_cost: int = 1) -> Argon2Passwords:
@@ -94,14 +119,13 @@ async def test_an_unknown_email_costs_one_password_check_like_a_known_one(
     uow: UnitOfWork,
 ) -> None:
     passwords = CountingPasswords()
-    identity = make_identity(passwords)
-    await identity.ensure_signing_key(uow)
-    await identity.register(uow, "ada@example.com", PASSWORD)
+    parts = make_parts(passwords)
+    await ada_signed_up(uow, parts)
 
     with pytest.raises(InvalidCredentials):
-        await identity.log_in(uow, "ada@example.com", "not the password")
+        await log_in(uow, parts, LogIn("ada@example.com", "not the password"))
     with pytest.raises(InvalidCredentials):
-        await identity.log_in(uow, "nobody@example.com", "not the password")
+        await log_in(uow, parts, LogIn("nobody@example.com", "not the password"))
 
     assert passwords.checks == ["account", "dummy"]
 
@@ -109,31 +133,29 @@ async def test_an_unknown_email_costs_one_password_check_like_a_known_one(
 async def test_a_hash_made_with_older_parameters_is_renewed_at_the_next_login(
     uow: UnitOfWork,
 ) -> None:
-    old = make_identity(cheap_argon2(time_cost=1))
-    await old.ensure_signing_key(uow)
-    user = await old.register(uow, "ada@example.com", PASSWORD)
-    new = make_identity(cheap_argon2(time_cost=2))
+    old = make_parts(cheap_argon2(time_cost=1))
+    user = await ada_signed_up(uow, old)
+    new = make_parts(cheap_argon2(time_cost=2))
 
-    await new.log_in(uow, "ada@example.com", PASSWORD)
+    await log_in(uow, new, LogIn("ada@example.com", PASSWORD))
 
     stored = await uow.query(find_user, SqlUsers(), user.id)
     assert "t=2" in stored.password_hash
-    await new.log_in(uow, "ada@example.com", PASSWORD)
+    await log_in(uow, new, LogIn("ada@example.com", PASSWORD))
 
 
 async def test_a_hash_made_with_the_former_64_mib_parameters_is_renewed_at_the_next_login(
     uow: UnitOfWork,
 ) -> None:
-    former = make_identity(Argon2Passwords(time_cost=3, memory_cost=65536, parallelism=4))
-    await former.ensure_signing_key(uow)
-    user = await former.register(uow, "ada@example.com", PASSWORD)
-    current = make_identity(Argon2Passwords())
+    former = make_parts(Argon2Passwords(time_cost=3, memory_cost=65536, parallelism=4))
+    user = await ada_signed_up(uow, former)
+    current = make_parts(Argon2Passwords())
 
-    await current.log_in(uow, "ada@example.com", PASSWORD)
+    await log_in(uow, current, LogIn("ada@example.com", PASSWORD))
 
     stored = await uow.query(find_user, SqlUsers(), user.id)
     assert stored.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    await current.log_in(uow, "ada@example.com", PASSWORD)
+    await log_in(uow, current, LogIn("ada@example.com", PASSWORD))
 
 
 # --- bounded hashing ----------------------------------------------------------------------------
@@ -228,27 +250,26 @@ async def test_a_login_flood_is_refused_with_hashing_busy_and_checks_no_more_at_
     uow: UnitOfWork,
 ) -> None:
     passwords = HeldPasswords()
-    identity = make_identity(
+    parts = make_parts(
         passwords, hashing=HashingGate(at_once=2, waiting=1, retry_after=timedelta(seconds=1))
     )
-    await identity.ensure_signing_key(uow)
-    await identity.register(uow, "ada@example.com", PASSWORD)
+    await ada_signed_up(uow, parts)
     flood = [
-        asyncio.create_task(identity.log_in(uow, "ada@example.com", PASSWORD, f"10.0.0.{n}"))
+        asyncio.create_task(log_in(uow, parts, LogIn("ada@example.com", PASSWORD, f"10.0.0.{n}")))
         for n in range(3)
     ]
     await until(lambda: passwords.running == 2)
 
     with pytest.raises(HashingBusy):
-        await identity.log_in(uow, "ada@example.com", PASSWORD, "10.0.0.9")
+        await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "10.0.0.9"))
     with pytest.raises(HashingBusy):
-        await identity.register(uow, "bob@example.com", PASSWORD)
+        await register(uow, parts, Register("bob@example.com", PASSWORD))
 
     passwords.release.set()
     tokens = await asyncio.gather(*flood)
     assert all(token.access_token for token in tokens)
     assert passwords.most_at_once == 2
-    assert await identity.log_in(uow, "ada@example.com", PASSWORD, "10.0.0.9"), (
+    assert await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "10.0.0.9")), (
         "the refused login was not counted as a failure"
     )
 
@@ -259,24 +280,19 @@ async def test_a_login_flood_is_refused_with_hashing_busy_and_checks_no_more_at_
 async def test_the_right_password_from_a_clean_client_logs_in_while_an_attacker_hammers_the_account(
     uow: UnitOfWork,
 ) -> None:
-    pauses: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-
-    identity = make_identity(CountingPasswords(), sleep=sleep)
-    await identity.ensure_signing_key(uow)
-    await identity.register(uow, "ada@example.com", PASSWORD)
+    pauses = Pauses()
+    parts = make_parts(CountingPasswords(), sleep=pauses)
+    await ada_signed_up(uow, parts)
 
     for attempt in range(40):
         try:
-            await identity.log_in(uow, "ada@example.com", "guess guess guess", "203.0.113.7")
+            await log_in(uow, parts, LogIn("ada@example.com", "guess guess guess", "203.0.113.7"))
         except LoginLocked:
             assert attempt >= 5
         except InvalidCredentials:
             assert attempt < 5
 
-    token = await identity.log_in(uow, "ada@example.com", PASSWORD, "198.51.100.2")
+    token = await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "198.51.100.2"))
 
     assert token.access_token
     assert pauses == [], "a single client's failures never slow the account down"
@@ -285,19 +301,16 @@ async def test_the_right_password_from_a_clean_client_logs_in_while_an_attacker_
 async def test_guessing_from_many_addresses_slows_the_account_down_but_never_locks_its_owner_out(
     uow: UnitOfWork,
 ) -> None:
-    pauses: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-
-    identity = make_identity(CountingPasswords(), sleep=sleep)
-    await identity.ensure_signing_key(uow)
-    await identity.register(uow, "ada@example.com", PASSWORD)
+    pauses = Pauses()
+    parts = make_parts(CountingPasswords(), sleep=pauses)
+    await ada_signed_up(uow, parts)
 
     for address in range(30):
         with pytest.raises(InvalidCredentials):
-            await identity.log_in(uow, "ada@example.com", "guess guess guess", f"10.1.0.{address}")
-    token = await identity.log_in(uow, "ada@example.com", PASSWORD, "198.51.100.2")
+            await log_in(
+                uow, parts, LogIn("ada@example.com", "guess guess guess", f"10.1.0.{address}")
+            )
+    token = await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "198.51.100.2"))
 
     assert token.access_token
     assert pauses[0] == pytest.approx(0.2)
@@ -307,9 +320,9 @@ async def test_guessing_from_many_addresses_slows_the_account_down_but_never_loc
 async def test_the_first_start_makes_one_signing_key_and_later_starts_keep_it(
     uow: UnitOfWork,
 ) -> None:
-    identity = make_identity(CountingPasswords())
-    first = await identity.ensure_signing_key(uow)
-    again = await make_identity(CountingPasswords()).ensure_signing_key(uow)
+    parts = make_parts(CountingPasswords())
+    first = await first_key(uow, parts)
+    again = await first_key(uow, make_parts(CountingPasswords()))
 
     keys = await uow.query(published_keys, SqlSigningKeys(CIPHER), datetime.now(UTC))
     assert [key.kid for key in keys] == [first.kid]
@@ -317,10 +330,10 @@ async def test_the_first_start_makes_one_signing_key_and_later_starts_keep_it(
 
 
 async def test_the_admin_account_is_made_once(uow: UnitOfWork) -> None:
-    identity = make_identity(CountingPasswords())
+    parts = make_parts(CountingPasswords())
 
-    assert await identity.ensure_admin(uow, "Admin@Agora.local", "agora-admin-password")
-    assert not await identity.ensure_admin(uow, "admin@agora.local", "another password")
+    assert await ensure_admin(uow, parts, CreateAdmin("Admin@Agora.local", "agora-admin-password"))
+    assert not await ensure_admin(uow, parts, CreateAdmin("admin@agora.local", "another password"))
 
     admin = await uow.query(find_user_by_email, SqlUsers(), "admin@agora.local")
     assert admin is not None
@@ -331,10 +344,12 @@ async def test_the_admin_account_is_made_once(uow: UnitOfWork) -> None:
 async def test_a_customer_who_registered_the_admin_email_is_not_promoted(
     uow: UnitOfWork,
 ) -> None:
-    identity = make_identity(CountingPasswords())
-    await identity.register(uow, "boss@example.com", PASSWORD)
+    parts = make_parts(CountingPasswords())
+    await register(uow, parts, Register("boss@example.com", PASSWORD))
 
-    assert not await identity.ensure_admin(uow, "boss@example.com", "agora-admin-password")
+    assert not await ensure_admin(
+        uow, parts, CreateAdmin("boss@example.com", "agora-admin-password")
+    )
 
     account = await uow.query(find_user_by_email, SqlUsers(), "boss@example.com")
     assert account is not None
