@@ -48,6 +48,9 @@ from gateway.web import PageError, PageNotFound, check_csrf, page_router, render
 
 Admin = Annotated[Principal, Depends(require_admin)]
 CSRF = [Depends(check_csrf)]
+# How many of the latest traces, or events, the JSON may be asked for.
+Traces = Annotated[int, Query(ge=1, le=200)]
+Events = Annotated[int, Query(ge=1, le=500)]
 GONE = (
     "Spans are kept in memory, by each service, the most recent ones only: this order's have "
     "gone (or were never kept here, if a service restarted since). The order itself is unaffected."
@@ -134,9 +137,7 @@ async def order_trace(request: Request, console: ConsoleDep, order_id: str) -> R
 
 @tracing.get("/api/traces", summary="The latest traces across every replica")
 async def traces_json(
-    request: Request,
-    console: ConsoleDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = LATEST_TRACES,
+    request: Request, console: ConsoleDep, limit: Traces = LATEST_TRACES
 ) -> Response:
     return JSONResponse(await traces_view(console, request, limit))
 
@@ -182,9 +183,7 @@ async def dead_letters_json(request: Request) -> Response:
 
 @messages.get("/api/events", summary="The latest messages on agora.>")
 async def events_json(
-    request: Request,
-    console: ConsoleDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = SHOWN_EVENTS,
+    request: Request, console: ConsoleDep, limit: Events = SHOWN_EVENTS
 ) -> Response:
     return JSONResponse(events_view(console, request, limit))
 
