@@ -23,6 +23,7 @@ import anyio
 import structlog
 from sqlalchemy.orm import Session
 
+from agora.cursor import CursorCodec, Page, page_size, paged
 from agora.db import UnitOfWork, on_commit
 from agora.messaging.outbox import record
 from contracts.identity import UserRegistered
@@ -30,6 +31,7 @@ from identity.domain import (
     ADMIN_ROLES,
     CUSTOMER_ROLES,
     EVERY_CLIENT,
+    USERS_PAGE_MAX,
     AccessClaims,
     EmailTaken,
     InvalidCredentials,
@@ -39,6 +41,7 @@ from identity.domain import (
     SigningKey,
     UnknownUser,
     User,
+    UserCursor,
     check_password,
     keys_to_publish,
     normalize_email,
@@ -56,6 +59,8 @@ Args = TypeVarTuple("Args")
 # The client of a login whose address is unknown (no peer): still a client of its own, never
 # the record of every client.
 UNKNOWN_CLIENT = "unknown"
+
+USER_CURSORS = CursorCodec(UserCursor)
 
 
 def utc_now() -> datetime:
@@ -277,13 +282,11 @@ def find_user_by_email(session: Session, users: Users, email: str) -> User | Non
     return users.by_email(session, email)
 
 
-def list_users(
-    session: Session, users: Users, after: str | None, limit: int
-) -> tuple[list[User], str | None]:
-    """One page of accounts and the id to continue after (None on the last page)."""
-    found = users.page(session, after, limit + 1)
-    page = found[:limit]
-    return page, (page[-1].id if len(found) > limit else None)
+def list_users(session: Session, users: Users, after: UserCursor | None, limit: int) -> Page[User]:
+    """One page of accounts, by id, from after the account ``after`` names."""
+    limit = page_size(limit, USERS_PAGE_MAX)
+    rows = users.page(session, after.id if after else None, limit + 1)
+    return paged(USER_CURSORS, rows, limit, lambda user: UserCursor(user.id))
 
 
 def find_user(session: Session, users: Users, user_id: str) -> User:

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
-from agora.cursor import CursorCodec
 from agora.deps import Admin, CurrentUser, Uow, provided, resources
 from identity import application
 from identity.application import HashingBusy, LogIn, Register
@@ -34,7 +33,6 @@ from identity.domain import (
     LoginLocked,
     UnknownUser,
     User,
-    UserCursor,
     WeakPassword,
 )
 
@@ -51,8 +49,6 @@ ERRORS: dict[type[Exception], int] = {
     UnknownUser: 404,
     KeyRotationConflict: 409,
 }
-
-USER_CURSORS = CursorCodec(UserCursor)
 
 
 class Credentials(BaseModel):
@@ -179,11 +175,10 @@ async def list_users(
         ),
     ] = None,
 ) -> AccountPage:
-    after = USER_CURSORS.decode(cursor).id if cursor else None
-    found, last = await uow.query(application.list_users, parts.users, after, limit)
+    after = application.USER_CURSORS.decode(cursor) if cursor else None
+    page = await uow.query(application.list_users, parts.users, after, limit)
     return AccountPage(
-        items=[AccountView.of(user) for user in found],
-        next_cursor=USER_CURSORS.encode(UserCursor(last)) if last is not None else None,
+        items=[AccountView.of(user) for user in page.items], next_cursor=page.next_cursor
     )
 
 
