@@ -33,6 +33,7 @@ from identity.application import (
     HashingGate,
     Parts,
     PasswordHasher,
+    SigningKeys,
     TokenRules,
     utc_now,
 )
@@ -93,20 +94,18 @@ class LocalKeySet:
         )
 
 
-def create_app(
-    settings: IdentitySettings | None = None,
+def make_parts(
+    settings: IdentitySettings,
+    signing_keys: SigningKeys,
     *,
     clock: Clock = utc_now,
     passwords: PasswordHasher | None = None,
-) -> FastAPI:
-    """identity's app. ``clock`` is for tests that need time to pass (token expiry, locks),
-    ``passwords`` for tests that need to hold a password check while they look (bounded
-    hashing); by default argon2id with the settings' parameters."""
-    settings = settings or IdentitySettings()
-    keys = SqlSigningKeys(key_cipher(settings))
-    parts = Parts(
+) -> Parts:
+    """The parts ``settings`` choose: the SQL repositories, argon2id with the settings'
+    parameters (unless ``passwords``), Ed25519 keys, and the token and login rules."""
+    return Parts(
         users=SqlUsers(),
-        signing_keys=keys,
+        signing_keys=signing_keys,
         login_attempts=SqlLoginAttempts(),
         passwords=passwords
         or Argon2Passwords(
@@ -136,6 +135,20 @@ def create_app(
         ),
         clock=clock,
     )
+
+
+def create_app(
+    settings: IdentitySettings | None = None,
+    *,
+    clock: Clock = utc_now,
+    passwords: PasswordHasher | None = None,
+) -> FastAPI:
+    """identity's app. ``clock`` is for tests that need time to pass (token expiry, locks),
+    ``passwords`` for tests that need to hold a password check while they look (bounded
+    hashing); by default argon2id with the settings' parameters."""
+    settings = settings or IdentitySettings()
+    keys = SqlSigningKeys(key_cipher(settings))
+    parts = make_parts(settings, keys, clock=clock, passwords=passwords)
     key_set = LocalKeySet()
     # The key set is read from the local database, so a token naming a key this process has not
     # seen (made by a rotation a moment ago, perhaps on another replica) may re-read it at once

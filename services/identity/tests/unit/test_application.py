@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,14 +15,8 @@ import pytest
 from agora.auth import TokenVerifier
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
-from identity.adapters import (
-    Argon2Passwords,
-    Ed25519Keys,
-    KeyCipher,
-    SqlLoginAttempts,
-    SqlSigningKeys,
-    SqlUsers,
-)
+from identity import bootstrap
+from identity.adapters import Argon2Passwords, Ed25519Keys, KeyCipher, SqlSigningKeys
 from identity.application import (
     CreateAdmin,
     HashingBusy,
@@ -31,7 +26,6 @@ from identity.application import (
     PasswordHasher,
     Register,
     Sleep,
-    TokenRules,
     ensure_admin,
     ensure_signing_key,
     find_user,
@@ -40,8 +34,7 @@ from identity.application import (
     published_keys,
     register,
 )
-from identity.bootstrap import MIGRATIONS
-from identity.domain import InvalidCredentials, LoginLocked, LoginPolicy, SigningKey, User
+from identity.domain import InvalidCredentials, LoginLocked, SigningKey, User
 from identity.settings import IdentitySettings
 
 PASSWORD = "correct horse battery"
@@ -71,7 +64,7 @@ class CountingPasswords(PasswordHasher):
 @pytest.fixture
 async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
     url = f"sqlite:///{tmp_path / 'identity.db'}"
-    upgrade(url, MIGRATIONS)
+    upgrade(url, bootstrap.MIGRATIONS)
     unit = UnitOfWork(url)
     yield unit
     await unit.dispose()
@@ -80,14 +73,10 @@ async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
 def make_parts(
     passwords: PasswordHasher, *, hashing: HashingGate | None = None, sleep: Sleep | None = None
 ) -> Parts:
-    return Parts(
-        users=SqlUsers(),
-        signing_keys=SqlSigningKeys(CIPHER),
-        login_attempts=SqlLoginAttempts(),
-        passwords=passwords,
-        key_maker=Ed25519Keys(),
-        tokens=TokenRules(issuer="agora-identity", audience="agora", lifetime=timedelta(hours=1)),
-        policy=LoginPolicy(),
+    """The parts bootstrap chooses (the default settings' rules), with these in their place."""
+    chosen = bootstrap.make_parts(IdentitySettings(), SqlSigningKeys(CIPHER), passwords=passwords)
+    return replace(
+        chosen,
         hashing=hashing or HashingGate(at_once=2, waiting=8, retry_after=timedelta(seconds=1)),
         sleep=asyncio.sleep if sleep is None else sleep,
     )
@@ -139,7 +128,7 @@ async def test_a_hash_made_with_older_parameters_is_renewed_at_the_next_login(
 
     await log_in(uow, new, LogIn("ada@example.com", PASSWORD))
 
-    stored = await uow.query(find_user, SqlUsers(), user.id)
+    stored = await uow.query(find_user, new.users, user.id)
     assert "t=2" in stored.password_hash
     await log_in(uow, new, LogIn("ada@example.com", PASSWORD))
 
@@ -153,7 +142,7 @@ async def test_a_hash_made_with_the_former_64_mib_parameters_is_renewed_at_the_n
 
     await log_in(uow, current, LogIn("ada@example.com", PASSWORD))
 
-    stored = await uow.query(find_user, SqlUsers(), user.id)
+    stored = await uow.query(find_user, current.users, user.id)
     assert stored.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     await log_in(uow, current, LogIn("ada@example.com", PASSWORD))
 
@@ -324,7 +313,7 @@ async def test_the_first_start_makes_one_signing_key_and_later_starts_keep_it(
     first = await first_key(uow, parts)
     again = await first_key(uow, make_parts(CountingPasswords()))
 
-    keys = await uow.query(published_keys, SqlSigningKeys(CIPHER), datetime.now(UTC))
+    keys = await uow.query(published_keys, parts.signing_keys, datetime.now(UTC))
     assert [key.kid for key in keys] == [first.kid]
     assert again.kid == first.kid
 
@@ -335,7 +324,7 @@ async def test_the_admin_account_is_made_once(uow: UnitOfWork) -> None:
     assert await ensure_admin(uow, parts, CreateAdmin("Admin@Agora.local", "agora-admin-password"))
     assert not await ensure_admin(uow, parts, CreateAdmin("admin@agora.local", "another password"))
 
-    admin = await uow.query(find_user_by_email, SqlUsers(), "admin@agora.local")
+    admin = await uow.query(find_user_by_email, parts.users, "admin@agora.local")
     assert admin is not None
     assert admin.roles == ("customer", "admin")
     assert admin.password_hash == "plain:agora-admin-password"
@@ -351,7 +340,7 @@ async def test_a_customer_who_registered_the_admin_email_is_not_promoted(
         uow, parts, CreateAdmin("boss@example.com", "agora-admin-password")
     )
 
-    account = await uow.query(find_user_by_email, SqlUsers(), "boss@example.com")
+    account = await uow.query(find_user_by_email, parts.users, "boss@example.com")
     assert account is not None
     assert account.roles == ("customer",)
 
