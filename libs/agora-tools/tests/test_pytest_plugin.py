@@ -3,6 +3,7 @@ test's own on each store, a clock the test moves, and the schema drift check."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from agora_tools import testing
 from agora_tools.pytest_plugin import (
     STORE_PARAMS,
     Clock,
+    Gathering,
     project_label,
     schema_drift_after_migrating,
 )
@@ -96,6 +98,17 @@ def test_a_reset_clock_tells_the_real_time_again() -> None:
     clock.advance(hours=5)
     clock.reset()
     assert abs(clock() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+async def test_a_gathering_holds_each_caller_until_all_are_inside() -> None:
+    gathering = Gathering()
+    await gathering.gathered()  # gathering nobody: no wait
+    gathering.gather = 2
+    first = asyncio.create_task(gathering.gathered())
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    await gathering.gathered()
+    await asyncio.wait_for(first, timeout=1)
 
 
 def migrations(directory: Path) -> Path:

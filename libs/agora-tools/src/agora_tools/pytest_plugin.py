@@ -23,6 +23,8 @@ heavy until a fixture asks for it.
 ``clock``
     A :class:`Clock` the test moves; hand it to the app in the real clock's place.
 
+:class:`Gathering` lets a fake of another service hold its callers until they are all inside.
+
 :func:`schema_drift_after_migrating` is the schema drift check: each service's ``test_schema``
 asserts with it that its migrations build exactly the tables its code is written against.
 """
@@ -75,6 +77,25 @@ class Clock:
         """The real time again."""
         self.now = None
         self.ahead = timedelta()
+
+
+class Gathering:
+    """For a fake of another service, to make requests race: with ``gather`` set to n, each call
+    waits in :meth:`gathered` until n calls are inside (ten seconds at the most)."""
+
+    def __init__(self) -> None:
+        self.gather = 0
+        self._arrived = 0
+        self._all_in: asyncio.Event | None = None
+
+    async def gathered(self) -> None:
+        if not self.gather:
+            return
+        self._all_in = self._all_in or asyncio.Event()
+        self._arrived += 1
+        if self._arrived >= self.gather:
+            self._all_in.set()
+        await asyncio.wait_for(self._all_in.wait(), timeout=10)
 
 
 def project_label(path: Path) -> str:

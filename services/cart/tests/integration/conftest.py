@@ -29,6 +29,7 @@ from agora.errors import ServiceUnavailable
 from agora.messaging import CloudEvent
 from agora.messaging.envelope import envelope
 from agora_tools.pytest_plugin import Clock as Clock
+from agora_tools.pytest_plugin import Gathering
 from agora_tools.testing import (
     REDIS_URL,
     STORES,
@@ -64,8 +65,9 @@ BULK = [f"BULK-{n:03d}" for n in range(60)]
 PRODUCTS.update({sku: Product(sku, f"Bulk item {sku}", 100, "EUR", True) for sku in BULK})
 
 
-class FakeCatalogue:
-    """The catalog service: the products above, or down. It counts the calls it answers."""
+class FakeCatalogue(Gathering):
+    """The catalog service: the products above, or down. It counts the calls it answers, and
+    holds them while it gathers callers (to make requests race)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -74,21 +76,13 @@ class FakeCatalogue:
         self.known = dict(PRODUCTS)
         self.down = False
         self.calls: list[list[str]] = []
-        # How many callers to hold until they are all inside (to make requests race).
-        self.gather = 0
-        self._arrived = 0
-        self._all_in: asyncio.Event | None = None
+        Gathering.__init__(self)  # nobody held
 
     async def products(self, skus: Collection[str]) -> dict[str, Product]:
         if self.down:
             raise ServiceUnavailable("the catalogue is unreachable: catalog is unreachable")
         self.calls.append(sorted(skus))
-        if self.gather:
-            self._all_in = self._all_in or asyncio.Event()
-            self._arrived += 1
-            if self._arrived >= self.gather:
-                self._all_in.set()
-            await asyncio.wait_for(self._all_in.wait(), timeout=10)
+        await self.gathered()
         return {sku: self.known[sku] for sku in skus if sku in self.known}
 
 

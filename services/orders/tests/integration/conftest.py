@@ -11,7 +11,6 @@ with a ``now`` of its choosing.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -32,7 +31,7 @@ from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import CloudEvent, EventModel
 from agora.messaging.relay import mark_sent, pending_rows
 from agora_tools import testing
-from agora_tools.pytest_plugin import Clock
+from agora_tools.pytest_plugin import Clock, Gathering
 from agora_tools.testing import InMemoryBus, SigningKey
 from orders import application
 from orders.adapters import SqlOrders
@@ -99,10 +98,12 @@ def an_order(**overrides: Any) -> dict[str, Any]:
 TOTAL = 2 * 5490 + 3490
 
 
-class FakeCatalogue:
-    """The catalog service: a few products, or down."""
+class FakeCatalogue(Gathering):
+    """The catalog service: a few products, or down; it holds its callers while it gathers them
+    (to make placements race)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.products = {
             "KIT-WOK-32": Priced("KIT-WOK-32", "Carbon Steel Wok 32 cm", 5490, "EUR", True),
             "COF-PRESS": Priced("COF-PRESS", "French Press 1 L", 3490, "EUR", True),
@@ -113,20 +114,11 @@ class FakeCatalogue:
             sku = f"BULK-{n:03d}"
             self.products[sku] = Priced(sku, f"Bulk item {n}", 100 + n, "EUR", True)
         self.down = False
-        # How many callers to hold until they are all inside (to make placements race).
-        self.gather = 0
-        self._arrived = 0
-        self._all_in: asyncio.Event | None = None
 
     async def prices(self, skus: Sequence[str]) -> dict[str, Priced]:
         if self.down:
             raise ServiceUnavailable("catalog is unreachable")
-        if self.gather:
-            self._all_in = self._all_in or asyncio.Event()
-            self._arrived += 1
-            if self._arrived >= self.gather:
-                self._all_in.set()
-            await asyncio.wait_for(self._all_in.wait(), timeout=10)
+        await self.gathered()
         return {sku: self.products[sku] for sku in skus if sku in self.products}
 
 
