@@ -62,7 +62,9 @@ async def retrying(
             raise
         first: Exception | None = error
     async for trying in stamina.retry_context(
-        on=retryable,
+        # stamina is asked about any exception, cancellation and a process's exit included:
+        # only an Exception may be retried.
+        on=lambda error: isinstance(error, Exception) and retryable(error),
         attempts=backoff.attempts,
         timeout=backoff.timeout,
         wait_initial=backoff.initial,

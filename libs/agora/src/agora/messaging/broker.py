@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 
 import nats
@@ -21,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from agora.backoff import Backoff, retrying
 from agora.messaging.credentials import NatsCredentials, connect_options
 from agora.messaging.envelope import stream_name, stream_subjects
 from agora.tasks import cancel_and_wait
@@ -29,6 +29,9 @@ log = structlog.get_logger("agora.broker")
 
 DUPLICATE_WINDOW = 120.0  # seconds; at least two minutes (the relay's retries stay inside it)
 CLOSE_TIMEOUT = 5.0  # seconds a closing connection may spend draining its subscriptions
+# Until the first connection: the first pause 0.1 to 0.15 s, doubling up to 5 s, for as long as
+# it takes (nats-py reconnects by itself after that).
+CONNECT_BACKOFF = Backoff(initial=0.1, max=5.0, jitter=0.05)
 
 
 class BrokerUnavailable(ConnectionError):
@@ -132,38 +135,34 @@ class Broker:
                 await self.js.add_stream(_stream_config(service))
 
     async def _connect_forever(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                self._nc = await nats.connect(
-                    self.url,
-                    name=self.name,
-                    connect_timeout=self.connect_timeout,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    drain_timeout=CLOSE_TIMEOUT,
-                    reconnected_cb=self._reconnected,
-                    disconnected_cb=self._disconnected,
-                    error_cb=self._error,
-                    **connect_options(self.credentials),
-                )
-                self._js = self._nc.jetstream()
-                log.info("broker connected", url=self.url)
-                await self._run_on_connect()
-                self._connected.set()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning(
-                    "broker unreachable, retrying",
-                    url=self.url,
-                    error=repr(error),
-                    retry_in_s=round(delay, 2),
-                )
-                await asyncio.sleep(delay + random.uniform(0, delay / 2))  # noqa: S311
-                delay = min(delay * 2, 5.0)
+        await retrying(self._connect, CONNECT_BACKOFF, failed=self._unreachable)
+
+    async def _connect(self) -> None:
+        self._nc = await nats.connect(
+            self.url,
+            name=self.name,
+            connect_timeout=self.connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            drain_timeout=CLOSE_TIMEOUT,
+            reconnected_cb=self._reconnected,
+            disconnected_cb=self._disconnected,
+            error_cb=self._error,
+            **connect_options(self.credentials),
+        )
+        self._js = self._nc.jetstream()
+        log.info("broker connected", url=self.url)
+        await self._run_on_connect()
+        self._connected.set()
+
+    def _unreachable(self, error: Exception, _failures: int, pause: float) -> None:
+        log.warning(
+            "broker unreachable, retrying",
+            url=self.url,
+            error=repr(error),
+            retry_in_s=round(pause, 2),
+        )
 
     async def _run_on_connect(self) -> None:
         for callback in self._on_connect:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from agora.backoff import Backoff, retrying
 from agora.messaging.broker import Broker
 from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_name
 from agora.messaging.schema import inbox
@@ -67,6 +67,9 @@ SILENT_FETCHES = 2
 # Seconds the pull for the messages already waiting behind the first may take (see _fetch).
 FOLLOW_UP_FETCH = 0.05
 HEADER_LIMIT = 1000  # characters of an error kept in a dead letter's header
+# After a loop's failure: the first pause 0.1 to 0.2 s, doubling up to 5 s, for as long as it
+# takes.
+INTERRUPTED_BACKOFF = Backoff(initial=0.1, max=5.0, jitter=0.1)
 
 EVENTS = Counter(
     "agora_events_consumed_total",
@@ -258,6 +261,8 @@ class _Loop:
         self.dead_subject = dead_letter_subject(owner.service, subscription.durable)
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stale = True
+        # Consecutive fetches that got no answer at all.
+        self._silent = 0
         self._wake = asyncio.Event()
         self.handling = False
 
@@ -267,57 +272,54 @@ class _Loop:
         self._wake.set()
 
     async def run(self) -> None:
-        failures = 0
-        silent = 0
         try:
             while not self.owner.stopping:
-                try:
-                    if not self.owner.broker.connected:
-                        await self._wait_for_broker()
-                        continue
-                    sub = await self._subscription()
-                    try:
-                        messages = await self._fetch(sub)
-                    except FetchTimeoutError:
-                        silent = 0  # idle: the broker's heartbeats came
-                        continue
-                    except TimeoutError:
-                        silent += 1
-                        if silent >= SILENT_FETCHES:
-                            log.info("consumer heard nothing, resubscribing", consumer=self.name)
-                            self._stale = True
-                            silent = 0
-                        continue
-                    silent = 0
-                    for message in messages:
-                        if self.owner.stopping:
-                            # Handed back at once: another replica takes it without waiting
-                            # out the ack wait.
-                            await _hand_back(message)
-                            continue
-                        self.handling = True
-                        try:
-                            await self.handle(message)
-                        finally:
-                            self.handling = False
-                            self.owner._settled.set()
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    failures += 1
-                    delay = min(5.0, 0.1 * 2**failures)
-                    delay = random.uniform(delay / 2, delay)  # noqa: S311
-                    log.warning(
-                        "consumer interrupted, resubscribing",
-                        consumer=self.name,
-                        error=repr(error),
-                        retry_in_s=round(delay, 2),
-                    )
-                    self._stale = True
-                    await asyncio.sleep(delay)
+                await retrying(self._step, INTERRUPTED_BACKOFF, failed=self._interrupted)
         finally:
             await self._unsubscribe()
+
+    async def _step(self) -> None:
+        """One pass: wait for the broker, or fetch the next messages and apply them."""
+        if self.owner.stopping:
+            return
+        if not self.owner.broker.connected:
+            await self._wait_for_broker()
+            return
+        sub = await self._subscription()
+        try:
+            messages = await self._fetch(sub)
+        except FetchTimeoutError:
+            self._silent = 0  # idle: the broker's heartbeats came
+            return
+        except TimeoutError:
+            self._silent += 1
+            if self._silent >= SILENT_FETCHES:
+                log.info("consumer heard nothing, resubscribing", consumer=self.name)
+                self._stale = True
+                self._silent = 0
+            return
+        self._silent = 0
+        for message in messages:
+            if self.owner.stopping:
+                # Handed back at once: another replica takes it without waiting out the ack
+                # wait.
+                await _hand_back(message)
+                continue
+            self.handling = True
+            try:
+                await self.handle(message)
+            finally:
+                self.handling = False
+                self.owner._settled.set()
+
+    def _interrupted(self, error: Exception, _failures: int, pause: float) -> None:
+        log.warning(
+            "consumer interrupted, resubscribing",
+            consumer=self.name,
+            error=repr(error),
+            retry_in_s=round(pause, 2),
+        )
+        self._stale = True
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """The next messages: waits for one, then takes at once those already waiting behind it.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from prometheus_client import Counter
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
+from agora.backoff import Backoff, retrying
 from agora.messaging.broker import Broker
 from agora.messaging.schema import outbox
 from agora.telemetry import SERVICE
@@ -131,37 +131,24 @@ class Relay:
 
     async def run(self) -> None:
         """Publish until cancelled."""
-        failures = 0
+        # The first pause 0.05 to 0.1 s, doubling up to backoff_max: for as long as it takes.
+        backoff = Backoff(initial=0.05, max=self.backoff_max, jitter=0.05)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll)
             self._wake.clear()
-            try:
-                while await self.publish_pending() >= self.batch:
-                    pass  # a full batch: there may be more
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                failures += 1
-                delay = min(self.backoff_max, 0.05 * 2**failures)
-                delay = random.uniform(delay / 2, delay)  # noqa: S311
-                log.warning(
-                    "relay could not publish, retrying",
-                    error=repr(error),
-                    retry_in_s=round(delay, 2),
-                    failures=failures,
-                )
-                await asyncio.sleep(delay)
-                self._wake.set()  # try again straight after the pause
+            await retrying(self._publish_all, backoff, failed=_could_not_publish)
+
+    async def _publish_all(self) -> None:
+        while await self.publish_pending() >= self.batch:
+            pass  # a full batch: there may be more
 
     async def flush(self, within: float) -> None:
         """The last pass of a stopping process: publish what is committed, for at most
         ``within`` seconds. What is left stays in the outbox for another replica's relay."""
         try:
             async with asyncio.timeout(within):
-                while await self.publish_pending() >= self.batch:
-                    pass
+                await self._publish_all()
         except Exception as error:
             log.warning("relay stopped with events unpublished", error=repr(error))
 
@@ -234,3 +221,12 @@ class Relay:
             outcome = "duplicate" if ack.duplicate else "published"
             span.set_attribute("agora.outcome", outcome)
         PUBLISHED.labels(self.service, outcome).inc()
+
+
+def _could_not_publish(error: Exception, failures: int, pause: float) -> None:
+    log.warning(
+        "relay could not publish, retrying",
+        error=repr(error),
+        retry_in_s=round(pause, 2),
+        failures=failures,
+    )
