@@ -150,7 +150,7 @@ def _uv(root: Path) -> str:
 
 
 def _run(root: Path, what: str, command: Sequence[str], report: Report) -> None:
-    report(f"{what}: {' '.join(command)}")
+    report(f"{what}: {' '.join([Path(command[0]).name, *command[1:]])}")
     try:
         done = subprocess.run(  # noqa: S603 (the workspace's own tools, no shell)
             command,
