@@ -76,7 +76,7 @@ def test_every_list_of_the_root_pyproject_that_names_every_service_names_the_new
     text = (REPO / "pyproject.toml").read_text()
     before = tomllib.loads(text)
 
-    after = tomllib.loads(add_to_service_lists(text, SERVICES, NEW)[0])
+    after = tomllib.loads(add_to_service_lists(text, SERVICES, NEW))
 
     naming_all = [path for path, items in _lists(before) if set(SERVICES) <= set(items)]
     domains = {f"{service}.domain" for service in SERVICES}

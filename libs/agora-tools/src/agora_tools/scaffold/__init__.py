@@ -127,7 +127,7 @@ def render_service(root: Path, names: Names) -> list[Path]:
 def register(root: Path, names: Names, services: Sequence[str]) -> None:
     """Make the service one of the workspace's: topology, pyproject's lists, traffic."""
     pyproject = root / "pyproject.toml"
-    text, _ = add_to_service_lists(pyproject.read_text(), services, names.name)
+    text = add_to_service_lists(pyproject.read_text(), services, names.name)
     topology = root / "topology.toml"
     traffic = root / TRAFFIC
     edited = {
@@ -194,5 +194,11 @@ def new_service(root: Path, name: str, *, report: Report = print, sync: bool = T
         shutil.rmtree(root / "services" / name)
         raise ScaffoldError(f"{name} was not added: {error}") from None
     if sync:
-        sync_and_render(root, report)
+        try:
+            sync_and_render(root, report)
+        except ScaffoldError as error:
+            raise ScaffoldError(
+                f"services/{name} is written and registered, but {error}\nOnce that is mended, "
+                "run `make sync`, `agora deploy render` and `make contracts`."
+            ) from None
     return written

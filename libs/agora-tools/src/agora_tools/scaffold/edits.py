@@ -83,27 +83,22 @@ def _append(text: str, span: Span, item: str) -> str:
     return text[:position] + inserted + text[position + int(trailing_comma) :]
 
 
-def add_to_service_lists(text: str, services: Collection[str], name: str) -> tuple[str, int]:
+def add_to_service_lists(text: str, services: Collection[str], name: str) -> str:
     """Add ``name`` to every array that holds each of ``services`` (and ``name.domain`` to every
     one that holds each ``<service>.domain``), ``services/name/src`` to the mypy path beside the
-    others, and ``name`` to the workspace's sources. The new text, and how many lists changed."""
-    changed = 0
+    others, and ``name`` to the workspace's sources."""
     for span in reversed(list(_arrays(text))):
         items = _strings(text[span.start : span.end])
         if items is None:
             continue
         if set(services) <= set(items):
             text = _append(text, span, name)
-            changed += 1
         elif {f"{service}.domain" for service in services} <= set(items):
             text = _append(text, span, f"{name}.domain")
-            changed += 1
-    text, paths = _add_to_mypy_path(text, services, name)
-    text = _add_workspace_source(text, services, name)
-    return text, changed + paths + 1
+    return _add_workspace_source(_add_to_mypy_path(text, services, name), services, name)
 
 
-def _add_to_mypy_path(text: str, services: Collection[str], name: str) -> tuple[str, int]:
+def _add_to_mypy_path(text: str, services: Collection[str], name: str) -> str:
     def extend(match: re.Match[str]) -> str:
         paths = match.group(2).split(":")
         ours = [i for i, path in enumerate(paths) if path.startswith("services/")]
@@ -112,8 +107,7 @@ def _add_to_mypy_path(text: str, services: Collection[str], name: str) -> tuple[
         paths.insert(ours[-1] + 1, f"services/{name}/src")
         return f'{match.group(1)}"{":".join(paths)}"'
 
-    edited, count = re.subn(r'(?m)^(mypy_path\s*=\s*)"([^"]*)"', extend, text)
-    return edited, int(edited != text) if count else 0
+    return re.sub(r'(?m)^(mypy_path\s*=\s*)"([^"]*)"', extend, text)
 
 
 def _add_workspace_source(text: str, services: Collection[str], name: str) -> str:
