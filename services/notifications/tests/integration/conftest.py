@@ -1,7 +1,7 @@
-"""Notifications on SQLite and on PostgreSQL: the app with access tokens signed by a test key, a
-bench that delivers identity's and orders' events through an in-memory bus and runs senders one
-round at a time on a clock the test moves, and a mail server of the test's own (aiosmtpd) that
-keeps what it accepts.
+"""Notifications on SQLite and on PostgreSQL (a database per test, from agora-tools' pytest
+plugin): the app with access tokens signed by a test key, a bench that delivers identity's and
+orders' events through an in-memory bus and runs senders one round at a time on a clock the test
+moves, and a mail server of the test's own (aiosmtpd) that keeps what it accepts.
 
 Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
 gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
@@ -32,7 +32,8 @@ from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
 from agora.migrations import upgrade
 from agora_tools import testing
-from agora_tools.testing import STORES, InMemoryBus, SigningKey, database, free_port
+from agora_tools.pytest_plugin import Clock
+from agora_tools.testing import InMemoryBus, SigningKey, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application
@@ -85,12 +86,6 @@ def settings_for(url: str, data_dir: Path, **overrides: Any) -> NotificationsSet
 
 def app_for(settings: NotificationsSettings) -> FastAPI:
     return create_app(settings, verifier=KEY.verifier())
-
-
-@pytest.fixture(params=STORES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "notifications", tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
@@ -194,19 +189,6 @@ def smtp() -> Iterator[tuple[Postbox, int]]:
 
 
 # --- the bench ---------------------------------------------------------------------------------
-
-
-class Clock:
-    """The senders' clock: real time, plus however far the test has moved it on."""
-
-    def __init__(self) -> None:
-        self.ahead = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.ahead
-
-    def advance(self, seconds: float) -> None:
-        self.ahead += timedelta(seconds=seconds)
 
 
 def _nothing() -> None:

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from agora.migrations import upgrade
-from agora_tools.testing import STORES, database, schema_drift
+from agora_tools.pytest_plugin import schema_drift_after_migrating
 from notifications.adapters import metadata
 from notifications.bootstrap import MIGRATIONS
 
 
-@pytest.fixture(params=STORES)
-def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "notifications", tmp_path) as url:
-        upgrade(url, MIGRATIONS)
-        upgrade(url, MIGRATIONS)  # a second run finds the database current
-        yield url
-
-
-async def test_the_migrated_schema_matches_the_tables_the_code_uses(migrated: str) -> None:
-    assert await schema_drift(migrated, metadata) == []
+def test_the_migrated_schema_matches_the_tables_the_code_uses(database_url: str) -> None:
+    assert schema_drift_after_migrating(database_url, MIGRATIONS, metadata) == []
