@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
-from agora.backoff import Backoff, retrying
+from agora.backoff import Backoff, retrying, warn
 
 QUICK = Backoff(initial=0.001, max=0.002, jitter=0.001)
 
@@ -95,3 +97,20 @@ async def test_a_cancelled_retry_stops() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_a_warned_failure_says_what_failed_and_when_the_next_try_comes() -> None:
+    with capture_logs() as logs:
+        told = warn(structlog.get_logger("test"), "peer unreachable, retrying", peer="ledger")
+        told(ConnectionError("away"), 2, 0.1234)
+
+    assert logs == [
+        {
+            "event": "peer unreachable, retrying",
+            "error": "ConnectionError('away')",
+            "retry_in_s": 0.12,
+            "failures": 2,
+            "peer": "ledger",
+            "log_level": "warning",
+        }
+    ]

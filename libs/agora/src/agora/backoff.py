@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import stamina
+import structlog
 
 T = TypeVar("T")
 
@@ -83,6 +84,18 @@ async def retrying(
                     failed(error, trying.num, trying.next_wait)
                 raise
     raise AssertionError("stamina ends its loop by returning or raising")
+
+
+def warn(logger: structlog.typing.FilteringBoundLogger, message: str, **fields: object) -> Failed:
+    """A hook for ``failed`` that logs each failure as a warning: ``message``, the error, the
+    pause before the next try and how many tries have failed, with ``fields``."""
+
+    def failed(error: Exception, failures: int, pause: float) -> None:
+        logger.warning(
+            message, error=repr(error), retry_in_s=round(pause, 2), failures=failures, **fields
+        )
+
+    return failed
 
 
 def _any(_: Exception) -> bool:

@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
-from agora.backoff import Backoff, retrying
+from agora.backoff import Backoff, retrying, warn
 from agora.messaging.credentials import NatsCredentials, connect_options
 from agora.messaging.envelope import stream_name, stream_subjects
 from agora.tasks import cancel_and_wait
@@ -135,7 +135,8 @@ class Broker:
                 await self.js.add_stream(_stream_config(service))
 
     async def _connect_forever(self) -> None:
-        await retrying(self._connect, CONNECT_BACKOFF, failed=self._unreachable)
+        unreachable = warn(log, "broker unreachable, retrying", url=self.url)
+        await retrying(self._connect, CONNECT_BACKOFF, failed=unreachable)
 
     async def _connect(self) -> None:
         self._nc = await nats.connect(
@@ -155,14 +156,6 @@ class Broker:
         log.info("broker connected", url=self.url)
         await self._run_on_connect()
         self._connected.set()
-
-    def _unreachable(self, error: Exception, _failures: int, pause: float) -> None:
-        log.warning(
-            "broker unreachable, retrying",
-            url=self.url,
-            error=repr(error),
-            retry_in_s=round(pause, 2),
-        )
 
     async def _run_on_connect(self) -> None:
         for callback in self._on_connect:

@@ -49,7 +49,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from agora.backoff import Backoff, retrying
+from agora.backoff import Backoff, retrying, warn
 from agora.messaging.broker import Broker
 from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_name
 from agora.messaging.schema import inbox
@@ -264,6 +264,9 @@ class _Loop:
         # Consecutive fetches that got no answer at all.
         self._silent = 0
         self._wake = asyncio.Event()
+        self._warn_interrupted = warn(
+            log, "consumer interrupted, resubscribing", consumer=self.name
+        )
         self.handling = False
 
     def resubscribe(self) -> None:
@@ -312,13 +315,8 @@ class _Loop:
                 self.handling = False
                 self.owner._settled.set()
 
-    def _interrupted(self, error: Exception, _failures: int, pause: float) -> None:
-        log.warning(
-            "consumer interrupted, resubscribing",
-            consumer=self.name,
-            error=repr(error),
-            retry_in_s=round(pause, 2),
-        )
+    def _interrupted(self, error: Exception, failures: int, pause: float) -> None:
+        self._warn_interrupted(error, failures, pause)
         self._stale = True
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:

@@ -33,7 +33,7 @@ from prometheus_client import Counter
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
-from agora.backoff import Backoff, retrying
+from agora.backoff import Backoff, retrying, warn
 from agora.messaging.broker import Broker
 from agora.messaging.schema import outbox
 from agora.telemetry import SERVICE
@@ -133,11 +133,12 @@ class Relay:
         """Publish until cancelled."""
         # The first pause 0.05 to 0.1 s, doubling up to backoff_max: for as long as it takes.
         backoff = Backoff(initial=0.05, max=self.backoff_max, jitter=0.05)
+        could_not_publish = warn(log, "relay could not publish, retrying")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll)
             self._wake.clear()
-            await retrying(self._publish_all, backoff, failed=_could_not_publish)
+            await retrying(self._publish_all, backoff, failed=could_not_publish)
 
     async def _publish_all(self) -> None:
         while await self.publish_pending() >= self.batch:
@@ -221,12 +222,3 @@ class Relay:
             outcome = "duplicate" if ack.duplicate else "published"
             span.set_attribute("agora.outcome", outcome)
         PUBLISHED.labels(self.service, outcome).inc()
-
-
-def _could_not_publish(error: Exception, failures: int, pause: float) -> None:
-    log.warning(
-        "relay could not publish, retrying",
-        error=repr(error),
-        retry_in_s=round(pause, 2),
-        failures=failures,
-    )
