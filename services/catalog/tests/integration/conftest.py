@@ -21,7 +21,6 @@ from catalog.settings import CatalogSettings
 
 bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-SIGNING_KEY = KEY.private
 
 
 sign = KEY.sign

@@ -33,7 +33,6 @@ from inventory.settings import InventorySettings
 
 bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-SIGNING_KEY = KEY.private
 TTL = timedelta(minutes=15)
 OPENING = load_seed().quantities
 PROBLEM = "application/problem+json"

@@ -42,7 +42,6 @@ from orders.settings import OrdersSettings
 
 bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-SIGNING_KEY = KEY.private
 PROBLEM = "application/problem+json"
 Headers = dict[str, str]
 

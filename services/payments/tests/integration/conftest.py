@@ -41,7 +41,6 @@ from payments.settings import PaymentsSettings
 
 bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-SIGNING_KEY = KEY.private
 PROBLEM = "application/problem+json"
 Headers = dict[str, str]
 
