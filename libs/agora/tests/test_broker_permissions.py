@@ -138,6 +138,17 @@ def authorize(order_id: str) -> AuthorizePayment:
     )
 
 
+def peek_at_authorizations(service: str) -> ConsumerConfig:
+    """A durable consumer of payments' authorisation commands that ``service`` would make for
+    itself, which its user may not."""
+    return ConsumerConfig(
+        name=f"{service}__peek",
+        durable_name=f"{service}__peek",
+        filter_subject=subject_of(AuthorizePayment),
+        ack_policy=AckPolicy.EXPLICIT,
+    )
+
+
 async def stream_messages(url: str, service: str) -> int:
     async with connected(url, OPERATOR) as operator:
         info = await operator.client.jetstream().stream_info(stream_name(service))
@@ -194,15 +205,7 @@ async def test_inventory_credential_cannot_read_the_card_tokens_in_payments_comm
         assert await inventory.refused('"_INBOX.>"')
         # A consumer of its own on payments' stream, or a read of the stream by position.
         with pytest.raises(nats.errors.TimeoutError):
-            await js.add_consumer(
-                stream_name("payments"),
-                ConsumerConfig(
-                    name="inventory__peek",
-                    durable_name="inventory__peek",
-                    filter_subject=subject_of(AuthorizePayment),
-                    ack_policy=AckPolicy.EXPLICIT,
-                ),
-            )
+            await js.add_consumer(stream_name("payments"), peek_at_authorizations("inventory"))
         with pytest.raises(nats.errors.TimeoutError):
             await js.get_msg(stream_name("payments"), seq=1)
         # Pulling from payments' own consumer.
@@ -224,13 +227,7 @@ async def test_orders_credential_cannot_consume_what_it_only_sends(
     async with connected(nats_server.url, "orders") as orders:
         with pytest.raises(nats.errors.TimeoutError):
             await orders.client.jetstream(timeout=REFUSED_WAIT).add_consumer(
-                stream_name("payments"),
-                ConsumerConfig(
-                    name="orders__peek",
-                    durable_name="orders__peek",
-                    filter_subject=subject_of(AuthorizePayment),
-                    ack_policy=AckPolicy.EXPLICIT,
-                ),
+                stream_name("payments"), peek_at_authorizations("orders")
             )
         assert await orders.refused("$JS.API.CONSUMER.CREATE")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -104,6 +104,16 @@ class DeadLetterHeaders:
     EVENT_ID = "Agora-Event-Id"
     CONSUMER = "Agora-Consumer"
     DELIVERED = "Agora-Delivered"
+
+
+def own_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """A message's own headers (``traceparent``), without the broker's (``Nats-``) or those a
+    dead letter adds (``Agora-``)."""
+    return {
+        key: value
+        for key, value in (headers or {}).items()
+        if not key.startswith(("Nats-", "Agora-"))
+    }
 
 
 def consumer_name(service: str, subscription: Subscription) -> str:
@@ -473,11 +483,7 @@ class _Loop:
         return "dead"
 
     async def _dead_letter(self, msg: Msg, event_id: str, delivered: int, error: Exception) -> None:
-        headers = {
-            key: value
-            for key, value in (msg.headers or {}).items()
-            if not key.startswith(("Nats-", "Agora-"))
-        }
+        headers = own_headers(msg.headers)
         headers.update(
             {
                 DeadLetterHeaders.ERROR: _one_line(f"{type(error).__name__}: {error}"),

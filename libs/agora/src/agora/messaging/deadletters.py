@@ -26,6 +26,7 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from agora.messaging.broker import BrokerUnavailable
 from agora.messaging.consumer import DeadLetterHeaders as H
+from agora.messaging.consumer import own_headers
 from agora.messaging.credentials import NatsCredentials, connect_options
 from agora.messaging.envelope import SUBJECT_ROOT
 
@@ -64,11 +65,7 @@ class DeadLetter:
 
     def original_headers(self) -> dict[str, str]:
         """The headers the message had before it died (``traceparent``), minus broker ones."""
-        return {
-            key: value
-            for key, value in self.headers.items()
-            if not key.startswith(("Agora-", "Nats-"))
-        }
+        return own_headers(self.headers)
 
 
 @dataclass(frozen=True, slots=True)
