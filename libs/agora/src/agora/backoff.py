@@ -6,7 +6,12 @@ broker connection and the consumers keep trying while the broker is away. Each s
 jitter, capped) and also counts and logs every retry it schedules (``stamina_retries_total``,
 ``stamina.retry_scheduled``).
 
-    await retrying(self._publish_all, Backoff(initial=0.05, max=5.0, jitter=0.05), failed=log_it)
+The chassis's tests keep these pauses real and short rather than switching on stamina's testing
+mode: that mode caps every retry at a few attempts, and would end the loops that must go on for
+as long as the broker is away.
+
+    backoff = Backoff(initial=0.05, max=5.0, jitter=0.05)  # for as long as it takes
+    await retrying(publish_all, backoff, failed=warn(log, "relay could not publish, retrying"))
 """
 
 from __future__ import annotations
