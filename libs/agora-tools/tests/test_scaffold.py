@@ -125,7 +125,6 @@ def _copy_repository(target: Path) -> None:
 
 def _environment(copy: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "AGORA_TOPOLOGY"}}
-    uv = REPO / ".tools" / "bin"
     env.update(
         UV_PROJECT_ENVIRONMENT=str(copy / ".venv"),
         # The repository's own environment was synced from the same uv.lock: every package is
@@ -133,13 +132,19 @@ def _environment(copy: Path) -> dict[str, str]:
         UV_OFFLINE="1",
         UV_PYTHON_DOWNLOADS="never",
         UV_PYTHON_PREFERENCE="only-system",
-        PATH=f"{uv}{os.pathsep}{env.get('PATH', '')}" if uv.is_dir() else env.get("PATH", ""),
     )
     return env
 
 
-def _uv(env: dict[str, str]) -> str:
-    found = shutil.which("uv", path=env["PATH"])
+def _uv(copy: Path, env: dict[str, str]) -> str:
+    """The repository's uv (``make`` installs it into .tools/), where ``agora new`` looks for
+    it in the copy too; else the one on PATH."""
+    local = REPO / ".tools" / "bin" / "uv"
+    if local.is_file():
+        (copy / ".tools" / "bin").mkdir(parents=True)
+        (copy / ".tools" / "bin" / "uv").symlink_to(local)
+        return str(local)
+    found = shutil.which("uv", path=env.get("PATH"))
     assert found is not None, "no uv: run `make sync` first"
     return found
 
@@ -171,15 +176,18 @@ class Copy:
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Copy:
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Copy]:
     """A copy of the repository with its own environment, after `agora new parcels`."""
     root = tmp_path_factory.mktemp("repository")
     _copy_repository(root)
     env = _environment(root)
     copy = Copy(root, env)
-    copy.run(_uv(env), "sync", "--locked", "--quiet")
+    copy.run(_uv(root, env), "sync", "--locked", "--quiet")
     copy.run("agora", "new", NEW)
-    return copy
+    yield copy
+    # The environment and the system's data are the copy's bulk; its files stay for a look.
+    for bulky in (root / ".venv", root / ".agora"):
+        shutil.rmtree(bulky, ignore_errors=True)
 
 
 def _services_only(topology: str, keep: set[str]) -> str:
