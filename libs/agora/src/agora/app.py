@@ -112,7 +112,7 @@ def create_service_app(
     readiness: Mapping[str, Check] | None = None,
     verifier: TokenVerifier | None = None,
     use_database: bool = True,
-    subscriptions: Sequence[Subscription] = (),
+    subscriptions: Sequence[Subscription] | Callable[[Resources], Sequence[Subscription]] = (),
     background: Sequence[Hook] = (),
     private_metrics: bool = False,
 ) -> FastAPI:
@@ -121,6 +121,10 @@ def create_service_app(
     ``private_metrics`` puts ``/metrics`` behind the operator's token like ``/internal/*``: for
     the gateway, whose port is the public door. A service's port is inside the system, and its
     ``/metrics`` stays open there for Prometheus.
+
+    ``subscriptions`` may be a function of the resources, called once messaging starts: a
+    service's subscriptions then use the ``Parts`` bootstrap provided after this call, such as
+    clients made with this app's service client.
 
     ``background`` are a service's own loops (a saga's deadline timer, a worker calling an
     outside system): each runs for the app's life once messaging has started, is restarted after
@@ -195,7 +199,8 @@ def create_service_app(
             relay_task = asyncio.create_task(relay.run(), name=f"{name}:relay")
             tasks.append(relay_task)
             relays.append((relay, relay_task))
-        if subscriptions:
+        subscribed = subscriptions(resources) if callable(subscriptions) else subscriptions
+        if subscribed:
             from agora.messaging.consumer import Consumers
 
             assert uow is not None, "a service with subscriptions needs its database"
@@ -203,7 +208,7 @@ def create_service_app(
                 name,
                 uow,
                 broker,
-                subscriptions,
+                subscribed,
                 ack_wait=settings.ack_wait,
                 max_deliver=settings.max_deliver,
                 backoff=settings.redelivery_backoff,
