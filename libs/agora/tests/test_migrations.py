@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
+from agora.messaging.schema import PENDING_INDEX, inbox, outbox
 from agora.migrations import upgrade
 from agora_tools.testing import STORES, database
 
@@ -90,3 +93,57 @@ def test_two_replicas_migrating_at_once_do_not_race(url: str, scripts: Path) -> 
 
     assert [runner.exitcode for runner in runners] == [0, 0]
     assert rows(url) == [(1, "0001")]
+
+
+# A service's revision that adds the outbox and inbox, as the services write it.
+OUTBOX_REVISION = """
+from agora.migrations import create_outbox_and_inbox, drop_outbox_and_inbox
+
+revision = "0002"
+down_revision = "0001"
+
+upgrade = create_outbox_and_inbox
+downgrade = drop_outbox_and_inbox
+"""
+
+
+def tables_and_indexes(url: str) -> tuple[set[str], set[str]]:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            tables = set(inspector.get_table_names())
+            if outbox.name not in tables:
+                return tables, set()
+            return tables, {index["name"] or "" for index in inspector.get_indexes(outbox.name)}
+    finally:
+        engine.dispose()
+
+
+def downgrade_sqlite(url: str, scripts: Path, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(scripts))
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_the_outbox_revision_creates_the_outbox_and_inbox_and_drops_them_again(
+    tmp_path: Path, scripts: Path
+) -> None:
+    (scripts / "versions" / "0002_outbox_and_inbox.py").write_text(OUTBOX_REVISION)
+    url = f"sqlite:///{tmp_path / 'data' / 'outbox.db'}"
+    (tmp_path / "data").mkdir()
+
+    upgrade(url, scripts)
+    assert tables_and_indexes(url) == (
+        {"alembic_version", "things", outbox.name, inbox.name},
+        {PENDING_INDEX},
+    )
+
+    downgrade_sqlite(url, scripts, "0001")
+    assert tables_and_indexes(url) == ({"alembic_version", "things"}, set())

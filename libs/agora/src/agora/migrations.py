@@ -4,6 +4,12 @@ Each service keeps its Alembic scripts in its package (``<service>/migrations``)
 service can migrate its own database. :func:`upgrade` holds a lock while it runs, so that replicas
 starting together never race: a file lock beside a SQLite database, an advisory lock in
 PostgreSQL. Running it again when the database is current does nothing.
+
+A revision states only what is its own: the Alembic environment is :func:`run_env`, and the
+revision that adds the chassis's outbox and inbox takes its two steps from here::
+
+    upgrade = create_outbox_and_inbox
+    downgrade = drop_outbox_and_inbox
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, create_engine, pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agora.db import async_url, private_sqlite_file, sqlite_path
+from agora.messaging.schema import create_tables, drop_tables
 
 log = structlog.get_logger("agora.migrations")
 
@@ -101,3 +108,14 @@ def run_env(target_metadata: MetaData | None = None) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def create_outbox_and_inbox() -> None:
+    """Create the chassis's outbox and inbox (:mod:`agora.messaging.schema`): a revision's
+    ``upgrade``, or one step of it."""
+    create_tables(op)
+
+
+def drop_outbox_and_inbox() -> None:
+    """Drop what :func:`create_outbox_and_inbox` created: a revision's ``downgrade``."""
+    drop_tables(op)

@@ -1,16 +1,9 @@
 """The outbox and inbox: events this service publishes, and events it has applied."""
 
-from alembic import op
-
-from agora.messaging.schema import create_tables, drop_tables
+from agora.migrations import create_outbox_and_inbox, drop_outbox_and_inbox
 
 revision = "0002"
 down_revision = "0001"
 
-
-def upgrade() -> None:
-    create_tables(op)
-
-
-def downgrade() -> None:
-    drop_tables(op)
+upgrade = create_outbox_and_inbox
+downgrade = drop_outbox_and_inbox
