@@ -3,8 +3,7 @@
 The unit of work retries a busy database, the client an unanswered call, and the relay, the
 broker connection and the consumers keep trying while the broker is away. Each states its
 :class:`Backoff` and calls :func:`retrying`; stamina computes the pauses (exponential, with
-jitter, capped) and also counts and logs every retry it schedules (``stamina_retries_total``,
-``stamina.retry_scheduled``).
+jitter, capped); each caller says what it retries in its own log line.
 
 The chassis's tests keep these pauses real and short rather than switching on stamina's testing
 mode: that mode caps every retry at a few attempts, and would end the loops that must go on for
@@ -24,6 +23,12 @@ import stamina
 import structlog
 
 T = TypeVar("T")
+
+# Each caller logs its own retries (``failed``, :func:`warn`) in words that say what is being
+# retried. stamina's own hooks are off: its log line would repeat ours, a busy SQLite file would
+# warn on every short pause, and its counter is labelled by the try's number, which grows
+# without bound while a loop waits out a long broker outage.
+stamina.instrumentation.set_on_retry_hooks(())
 
 # Whether a failure is worth another try.
 Retryable = Callable[[Exception], bool]

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+import structlog
 from multidict import CIMultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -46,9 +47,11 @@ from yarl import URL
 
 from agora import context
 from agora.auth import is_service_credential
-from agora.backoff import Backoff, retrying
+from agora.backoff import Backoff, retrying, warn
 from agora.errors import BadGateway, GatewayTimeout, Problem, ServiceUnavailable
 from agora.telemetry import inject
+
+log = structlog.get_logger("agora.client")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Answers that say "this replica cannot serve now", as opposed to "your request is wrong".
@@ -545,7 +548,9 @@ class ServiceClient:
         """Run ``attempt``, retrying as ``retry`` decides with stamina's jittered backoff."""
         if retry is None or self.attempts == 1:
             return await attempt()
-        return await retrying(attempt, self._backoff, on=retry)
+        return await retrying(
+            attempt, self._backoff, on=retry, failed=warn(log, "call failed, retrying")
+        )
 
 
 def _route_key(method: str, route: str) -> str:
