@@ -37,6 +37,7 @@ from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora.settings import GATEWAY
 from agora.tasks import cancel_and_wait
+from agora.topology import load_topology
 from agora_tools.cli import app
 from agora_tools.embedded_nats import NatsSync, embedded_nats, ensure_streams
 from agora_tools.runner import OPERATOR, broker_users
@@ -47,7 +48,8 @@ from contracts.payments import AuthorizePayment
 
 pytestmark = pytest.mark.timeout(60)
 
-SERVICES = ("identity", "catalog", "inventory", "payments", "orders", "cart", "notifications")
+# Every service the topology declares, one written by `agora new` included.
+SERVICES = tuple(load_topology().services)
 # Each user's password in this module's broker.
 PASSWORDS = {user: f"{user}-secret" for user in (*SERVICES, GATEWAY, OPERATOR)}
 # How long a refused request is waited for: the broker answers a refusal with no reply at all.

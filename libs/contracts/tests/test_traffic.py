@@ -6,26 +6,32 @@ from __future__ import annotations
 import importlib
 import inspect
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 
+from agora.topology import load_topology
 from contracts.traffic import traffic
 
-SERVICES = ("identity", "catalog", "inventory", "payments", "orders", "cart", "notifications")
+# Every service the topology declares, one written by `agora new` included.
+SERVICES = tuple(load_topology().services)
 
 
 def declared_subjects(service: str) -> set[str]:
     """The subjects of the subscriptions ``service``'s entry points declare.
 
-    Each service builds them around what its bootstrap picks (a store, a clock); building them
-    calls none of it, so every argument is None here.
+    Each service builds them around what its bootstrap picks (its Parts: stores, a clock);
+    building them only hands those to the handlers and calls none of them, so a stand-in that
+    records nothing serves for every argument here.
     """
     module = importlib.import_module(f"{service}.entrypoints")
     build: Any = getattr(module, "subscriptions", None)
     if build is None:
         return set()
     parameters = inspect.signature(build).parameters.values()
-    arguments = {p.name: None for p in parameters if p.default is inspect.Parameter.empty}
+    arguments = {
+        p.name: Mock(name=p.name) for p in parameters if p.default is inspect.Parameter.empty
+    }
     return {subscription.subject for subscription in build(**arguments)}
 
 
