@@ -1,0 +1,56 @@
+"""What the services' SQL repositories write alike on SQLite and PostgreSQL.
+
+An insert that leaves alone a row already there (``INSERT ... ON CONFLICT DO NOTHING``) is spelt
+by each dialect's own ``insert``; :func:`insert_if_absent` picks the session's. And
+``Session.execute`` types every result as a plain ``Result``, though a write's is the
+``CursorResult`` that counts its rows and knows the key it made: :func:`rowcount` and
+:func:`inserted_key` read those, typed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from sqlalchemy import CursorResult, Result, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+# The statement of either store, with its ON CONFLICT clauses (same arguments on both).
+Insert: TypeAlias = postgresql.Insert | sqlite.Insert
+
+
+def dialect_insert(session: Session, table: Table) -> Insert:
+    """``INSERT INTO table`` in the session's dialect, which can say what to do ``ON CONFLICT``
+    (``on_conflict_do_nothing``, ``on_conflict_do_update``)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return sqlite.insert(table)
+    return postgresql.insert(table)
+
+
+def insert_if_absent(session: Session, table: Table) -> Insert:
+    """``INSERT INTO table ... ON CONFLICT DO NOTHING`` in the session's dialect: a row whose
+    key, or any unique column, is taken already is not written, and nothing is raised. On
+    PostgreSQL a row another transaction is inserting right now waits for that one to end.
+    :func:`rowcount` says whether it was written."""
+    return dialect_insert(session, table).on_conflict_do_nothing()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows the INSERT, UPDATE or DELETE that answered ``result`` wrote (for an
+    UPDATE, the rows its WHERE matched)."""
+    return _written(result).rowcount
+
+
+def inserted_key(result: Result[Any]) -> Any:
+    """The primary key of the row a single-row INSERT wrote (its first column, for a key of
+    one column, such as the number the store gave it)."""
+    key = _written(result).inserted_primary_key
+    if key is None:
+        raise TypeError("the statement inserted no row whose key it knows")
+    return key[0]
+
+
+def _written(result: Result[Any]) -> CursorResult[Any]:
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"a write answers a CursorResult, not a {type(result).__name__}")
+    return result

@@ -1,0 +1,119 @@
+"""The repositories' SQL helpers, on SQLite and on PostgreSQL: an insert that skips a row already
+there, an insert that updates it, and what a write reports back (rows written, key made)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork
+from agora.sql import dialect_insert, insert_if_absent, inserted_key, rowcount
+from agora_tools.testing import STORES, database
+
+metadata = MetaData()
+names = Table(
+    "names",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("name", String(50), nullable=False, unique=True),
+    Column("seen", Integer, nullable=False),
+)
+
+
+@pytest.fixture(params=STORES)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, "sql", tmp_path) as database_url:
+        yield database_url
+
+
+@pytest.fixture
+async def uow(url: str) -> AsyncIterator[UnitOfWork]:
+    unit = UnitOfWork(url)
+    await unit.run(lambda session: metadata.create_all(session.connection()))
+    yield unit
+    await unit.dispose()
+
+
+def add(session: Session, name: str) -> int:
+    return rowcount(session.execute(insert_if_absent(session, names).values(name=name, seen=1)))
+
+
+def rows(session: Session) -> list[tuple[str, int]]:
+    found = session.execute(select(names.c.name, names.c.seen).order_by(names.c.name))
+    return [(name, seen) for name, seen in found]
+
+
+async def test_an_insert_if_absent_writes_a_new_row_and_skips_one_already_there(
+    uow: UnitOfWork,
+) -> None:
+    assert await uow.run(add, "ada") == 1
+    assert await uow.run(add, "ada") == 0
+    assert await uow.run(add, "grace") == 1
+
+    assert await uow.query(rows) == [("ada", 1), ("grace", 1)]
+
+
+async def test_the_dialects_insert_updates_the_row_already_there(uow: UnitOfWork) -> None:
+    def see(session: Session, name: str) -> None:
+        statement = dialect_insert(session, names).values(name=name, seen=1)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[names.c.name], set_={"seen": names.c.seen + 1}
+            )
+        )
+
+    await uow.run(see, "ada")
+    await uow.run(see, "ada")
+
+    assert await uow.query(rows) == [("ada", 2)]
+
+
+async def test_a_write_says_how_many_rows_it_wrote_and_the_key_it_made(uow: UnitOfWork) -> None:
+    def make(session: Session, name: str) -> int:
+        key = inserted_key(session.execute(names.insert().values(name=name, seen=0)))
+        assert isinstance(key, int)
+        return key
+
+    def touch(session: Session) -> int:
+        return rowcount(session.execute(names.update().values(seen=names.c.seen + 1)))
+
+    first = await uow.run(make, "ada")
+    second = await uow.run(make, "grace")
+
+    assert second > first
+    assert await uow.run(touch) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "own_insert"),
+    [
+        ("sqlite://", sqlite.insert),
+        ("postgresql+asyncpg://agora@localhost/agora", postgresql.insert),
+    ],
+)
+def test_an_insert_if_absent_is_the_dialects_own_on_conflict_do_nothing(
+    url: str, own_insert: Callable[[Table], sqlite.Insert | postgresql.Insert]
+) -> None:
+    engine = create_engine(url)  # never connected: the session only names its dialect
+    with Session(engine) as session:
+        statement = insert_if_absent(session, names).values(name="ada", seen=1)
+    written = own_insert(names).values(name="ada", seen=1).on_conflict_do_nothing()
+
+    assert "ON CONFLICT DO NOTHING" in str(statement.compile(dialect=engine.dialect))
+    assert str(statement.compile(dialect=engine.dialect)) == str(
+        written.compile(dialect=engine.dialect)
+    )
