@@ -6,6 +6,8 @@ Used when the carts live in the database; with Redis the table stays empty.
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import timestamp
+
 revision = "0001"
 down_revision = None
 
@@ -16,7 +18,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(64), primary_key=True),
         sa.Column("sku", sa.String(32), primary_key=True),
         sa.Column("quantity", sa.Integer, nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("updated_at"),
         sa.CheckConstraint("quantity > 0", name="ck_cart_lines_quantity_positive"),
     )
 

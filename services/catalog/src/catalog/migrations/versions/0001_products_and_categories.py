@@ -8,12 +8,10 @@ code point order ("C" collation) on PostgreSQL, as it does on SQLite.
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import key_text, timestamp
+
 revision = "0001"
 down_revision = None
-
-
-def _sort_text(length: int) -> sa.types.TypeEngine[str]:
-    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
 def upgrade() -> None:
@@ -37,9 +35,9 @@ def upgrade() -> None:
         ),
         sa.Column("image_url", sa.String(2048), nullable=True),
         sa.Column("active", sa.Boolean, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("name_key", _sort_text(200), nullable=False),
+        timestamp("created_at"),
+        timestamp("updated_at"),
+        sa.Column("name_key", key_text(200), nullable=False),
         sa.Column("search_text", sa.Text, nullable=False),
         sa.CheckConstraint("price > 0", name="ck_products_price_positive"),
     )
@@ -50,7 +48,7 @@ def upgrade() -> None:
     op.create_table(
         "seeds",
         sa.Column("name", sa.String(100), primary_key=True),
-        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("applied_at"),
     )
 
 

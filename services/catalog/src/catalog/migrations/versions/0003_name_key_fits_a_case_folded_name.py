@@ -6,8 +6,9 @@ product with "value too long"; SQLite never enforced the length, but keeps the d
 its table is rebuilt too (batch mode) and both stores declare what the code maps.
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from agora.columns import key_text
 
 revision = "0003"
 down_revision = "0002"
@@ -15,15 +16,11 @@ down_revision = "0002"
 NAME_KEY_MAX = 600
 
 
-def _name_key(length: int) -> sa.types.TypeEngine[str]:
-    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
-
-
 def upgrade() -> None:
     with op.batch_alter_table("products") as batch:
-        batch.alter_column("name_key", type_=_name_key(NAME_KEY_MAX), existing_nullable=False)
+        batch.alter_column("name_key", type_=key_text(NAME_KEY_MAX), existing_nullable=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("products") as batch:
-        batch.alter_column("name_key", type_=_name_key(200), existing_nullable=False)
+        batch.alter_column("name_key", type_=key_text(200), existing_nullable=False)

@@ -6,6 +6,8 @@ Revision ID: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import timestamp
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -19,7 +21,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(254), nullable=False),
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("roles", sa.JSON, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
         sa.UniqueConstraint("email", name="uq_users_email"),
     )
     op.create_table(
@@ -28,8 +30,8 @@ def upgrade() -> None:
         sa.Column("generation", sa.Integer, nullable=False),
         sa.Column("private_key_pem", sa.Text, nullable=False),
         sa.Column("public_jwk", sa.JSON, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("retire_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("created_at"),
+        timestamp("retire_at", nullable=True),
         # Two replicas creating the first key, or two rotations at once, cannot both win.
         sa.UniqueConstraint("generation", name="uq_signing_keys_generation"),
     )
@@ -37,10 +39,10 @@ def upgrade() -> None:
         "login_failures",
         sa.Column("email", sa.String(320), primary_key=True),
         sa.Column("failures", sa.Integer, nullable=False),
-        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        timestamp("window_started_at", nullable=True),
+        timestamp("locked_until", nullable=True),
         sa.Column("lockouts", sa.Integer, nullable=False),
-        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("last_failure_at", nullable=True),
     )
     op.create_index("ix_login_failures_last_failure_at", "login_failures", ["last_failure_at"])
 

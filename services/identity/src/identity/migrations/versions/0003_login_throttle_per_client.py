@@ -9,6 +9,8 @@ Revision ID: 0003
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import timestamp
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -22,10 +24,10 @@ def upgrade() -> None:
         # "" for the record of every client together.
         sa.Column("client", sa.String(64), primary_key=True),
         sa.Column("failures", sa.Integer, nullable=False),
-        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        timestamp("window_started_at", nullable=True),
+        timestamp("locked_until", nullable=True),
         sa.Column("lockouts", sa.Integer, nullable=False),
-        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("last_failure_at", nullable=True),
     )
     op.create_index("ix_login_throttle_last_failure_at", "login_throttle", ["last_failure_at"])
     op.drop_index("ix_login_failures_last_failure_at", table_name="login_failures")
@@ -37,10 +39,10 @@ def downgrade() -> None:
         "login_failures",
         sa.Column("email", sa.String(320), primary_key=True),
         sa.Column("failures", sa.Integer, nullable=False),
-        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        timestamp("window_started_at", nullable=True),
+        timestamp("locked_until", nullable=True),
         sa.Column("lockouts", sa.Integer, nullable=False),
-        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("last_failure_at", nullable=True),
     )
     op.create_index("ix_login_failures_last_failure_at", "login_failures", ["last_failure_at"])
     op.drop_index("ix_login_throttle_last_failure_at", table_name="login_throttle")

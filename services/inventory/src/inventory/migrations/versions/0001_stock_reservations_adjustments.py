@@ -8,18 +8,16 @@ are locked and pages cut in one order.
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import key_text, serial_key, timestamp
+
 revision = "0001"
 down_revision = None
-
-
-def _key_text(length: int) -> sa.types.TypeEngine[str]:
-    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
 def upgrade() -> None:
     op.create_table(
         "stock",
-        sa.Column("sku", _key_text(32), primary_key=True),
+        sa.Column("sku", key_text(32), primary_key=True),
         sa.Column("on_hand", sa.BigInteger, nullable=False),
         sa.Column("reserved", sa.BigInteger, nullable=False),
         sa.Column("seeded", sa.BigInteger, nullable=True),
@@ -29,29 +27,24 @@ def upgrade() -> None:
     )
     op.create_table(
         "reservations",
-        sa.Column("order_id", _key_text(100), primary_key=True),
+        sa.Column("order_id", key_text(100), primary_key=True),
         sa.Column("status", sa.String(10), nullable=False),
         sa.Column("lines", sa.JSON, nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("expires_at", nullable=True),
+        timestamp("created_at"),
+        timestamp("updated_at"),
     )
     op.create_index("ix_reservations_status_expires_at", "reservations", ["status", "expires_at"])
     op.create_index("ix_reservations_status_order_id", "reservations", ["status", "order_id"])
     op.create_table(
         "adjustments",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-        sa.Column("sku", _key_text(32), nullable=False),
+        serial_key(),
+        sa.Column("sku", key_text(32), nullable=False),
         sa.Column("delta", sa.BigInteger, nullable=False),
         sa.Column("reason", sa.String(200), nullable=False),
         sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
         sa.Column("available", sa.BigInteger, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
     )
 
 

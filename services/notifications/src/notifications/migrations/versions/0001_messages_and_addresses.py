@@ -8,12 +8,10 @@ PostgreSQL, as on SQLite, so pages are cut in one order.
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import key_text, timestamp
+
 revision = "0001"
 down_revision = None
-
-
-def _key_text(length: int) -> sa.types.TypeEngine[str]:
-    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
 def upgrade() -> None:
@@ -21,25 +19,25 @@ def upgrade() -> None:
         "addresses",
         sa.Column("user_id", sa.String(100), primary_key=True),
         sa.Column("email", sa.String(320), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("updated_at"),
     )
     op.create_table(
         "messages",
-        sa.Column("id", _key_text(36), primary_key=True),
+        sa.Column("id", key_text(36), primary_key=True),
         sa.Column("user_id", sa.String(100), nullable=False),
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("topic", sa.String(110), nullable=False),
         sa.Column("order_id", sa.String(100), nullable=True),
         sa.Column("subject", sa.Text, nullable=False),
         sa.Column("body", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
         sa.Column("status", sa.String(10), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
-        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        timestamp("next_attempt_at"),
+        timestamp("lease_until", nullable=True),
         sa.Column("lease_token", sa.String(32), nullable=True),
         sa.Column("last_error", sa.String(500), nullable=True),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("sent_at", nullable=True),
         sa.UniqueConstraint("user_id", "topic", name="uq_messages_user_topic"),
         sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name="ck_messages_status"),
         sa.CheckConstraint("attempts >= 0", name="ck_messages_attempts"),

@@ -9,6 +9,8 @@ looks for those at or before now).
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import timestamp
+
 revision = "0001"
 down_revision = None
 
@@ -29,9 +31,9 @@ def upgrade() -> None:
         sa.Column("card_token", sa.String(200), nullable=False),
         sa.Column("card_brand", sa.String(32), nullable=False),
         sa.Column("card_last4", sa.String(4), nullable=False),
-        sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("placed_at"),
+        timestamp("updated_at"),
+        timestamp("deadline_at"),
         sa.Column("trace_id", sa.String(32), nullable=True),
         sa.Column("traceparent", sa.String(64), nullable=True),
         sa.CheckConstraint("total > 0", name="ck_orders_total_positive"),
@@ -49,7 +51,7 @@ def upgrade() -> None:
         ),
         sa.Column("step", sa.String(16), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
-        sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("deadline_at", nullable=True),
         sa.Column("reason", sa.String(32), nullable=True),
         sa.Column("reserved", sa.Boolean, nullable=False),
         sa.Column("authorized", sa.Boolean, nullable=False),

@@ -8,12 +8,10 @@ has done, by the caller's reference, so that a repeated reference gets the first
 import sqlalchemy as sa
 from alembic import op
 
+from agora.columns import serial, serial_key, timestamp
+
 revision = "0001"
 down_revision = None
-
-
-def _serial() -> sa.types.TypeEngine[int]:
-    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -34,11 +32,11 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("authorization_id", sa.String(64), nullable=True),
         sa.Column("pending_operation", sa.String(10), nullable=True),
-        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        timestamp("lease_until", nullable=True),
         sa.Column("lease_token", sa.String(32), nullable=True),
         sa.Column("failures", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
+        timestamp("updated_at"),
         sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_payments_amount_positive"),
         sa.CheckConstraint(
             "captured_amount >= 0 AND refunded_amount >= 0 AND refunded_amount <= captured_amount",
@@ -50,21 +48,21 @@ def upgrade() -> None:
     op.create_index("ix_payments_user_created", "payments", ["user_id", "created_at", "id"])
     op.create_table(
         "ledger_movements",
-        sa.Column("id", _serial(), primary_key=True, autoincrement=True),
+        serial_key(),
         sa.Column("order_id", sa.String(100), nullable=False),
         sa.Column("payment_id", sa.String(36), sa.ForeignKey("payments.id"), nullable=False),
         sa.Column("kind", sa.String(10), nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
         sa.CheckConstraint("amount > 0", name="ck_ledger_movements_amount_positive"),
         sa.UniqueConstraint("payment_id", "kind", name="uq_ledger_movements_payment_kind"),
     )
     op.create_index("ix_ledger_movements_order", "ledger_movements", ["order_id", "id"])
     op.create_table(
         "ledger_entries",
-        sa.Column("id", _serial(), primary_key=True, autoincrement=True),
-        sa.Column("movement_id", _serial(), sa.ForeignKey("ledger_movements.id"), nullable=False),
+        serial_key(),
+        sa.Column("movement_id", serial(), sa.ForeignKey("ledger_movements.id"), nullable=False),
         sa.Column("account", sa.String(40), nullable=False),
         sa.Column("debit", sa.BigInteger, nullable=False),
         sa.Column("credit", sa.BigInteger, nullable=False),
@@ -81,7 +79,7 @@ def upgrade() -> None:
         sa.Column("brand", sa.String(20), nullable=False),
         sa.Column("last4", sa.String(4), nullable=False),
         sa.Column("behaviour", sa.String(20), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
     )
     op.create_table(
         "processor_operations",
@@ -91,7 +89,7 @@ def upgrade() -> None:
         sa.Column("token", sa.String(64), nullable=True),
         sa.Column("authorization_id", sa.String(64), nullable=True),
         sa.Column("amount", sa.BigInteger, nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("created_at"),
     )
     op.create_index(
         "ix_processor_operations_authorization",
