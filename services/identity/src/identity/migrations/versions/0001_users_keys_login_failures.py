@@ -1,7 +1,4 @@
-"""Users, signing keys and the login throttle's failure counts.
-
-Revision ID: 0001
-"""
+"""Users, signing keys and the login throttle's failure counts."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -10,8 +7,6 @@ from agora.columns import timestamp
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

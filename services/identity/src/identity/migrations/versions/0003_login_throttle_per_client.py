@@ -2,9 +2,9 @@
 
 The old table's rows are dropped, not carried over: they are minutes of failure counts with no
 client, and a failure count is all the throttle ever loses by it.
-
-Revision ID: 0003
 """
+
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -13,8 +13,17 @@ from agora.columns import timestamp
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
+
+
+def _counts() -> list[sa.Column[Any]]:
+    """What the throttle counts, the same in the new table as in the old."""
+    return [
+        sa.Column("failures", sa.Integer, nullable=False),
+        timestamp("window_started_at", nullable=True),
+        timestamp("locked_until", nullable=True),
+        sa.Column("lockouts", sa.Integer, nullable=False),
+        timestamp("last_failure_at", nullable=True),
+    ]
 
 
 def upgrade() -> None:
@@ -23,11 +32,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(320), primary_key=True),
         # "" for the record of every client together.
         sa.Column("client", sa.String(64), primary_key=True),
-        sa.Column("failures", sa.Integer, nullable=False),
-        timestamp("window_started_at", nullable=True),
-        timestamp("locked_until", nullable=True),
-        sa.Column("lockouts", sa.Integer, nullable=False),
-        timestamp("last_failure_at", nullable=True),
+        *_counts(),
     )
     op.create_index("ix_login_throttle_last_failure_at", "login_throttle", ["last_failure_at"])
     op.drop_index("ix_login_failures_last_failure_at", table_name="login_failures")
@@ -38,11 +43,7 @@ def downgrade() -> None:
     op.create_table(
         "login_failures",
         sa.Column("email", sa.String(320), primary_key=True),
-        sa.Column("failures", sa.Integer, nullable=False),
-        timestamp("window_started_at", nullable=True),
-        timestamp("locked_until", nullable=True),
-        sa.Column("lockouts", sa.Integer, nullable=False),
-        timestamp("last_failure_at", nullable=True),
+        *_counts(),
     )
     op.create_index("ix_login_failures_last_failure_at", "login_failures", ["last_failure_at"])
     op.drop_index("ix_login_throttle_last_failure_at", table_name="login_throttle")

@@ -3,16 +3,12 @@
 The column keeps its rows: identity seals the plain PEMs of an older database at its next start
 (it needs the key-encryption key, which migrations are not given). A rename is native in both
 SQLite (3.25+) and PostgreSQL, so the table is not copied.
-
-Revision ID: 0004
 """
 
 from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
