@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Unpack
 
 import structlog
 from redis.commands.core import AsyncScript
@@ -44,7 +44,7 @@ from agora.forwarded import TrustedProxies
 from agora.middleware import QUIET_PATHS, ASGIApp, Receive, Scope, Send
 from agora.topology import Topology
 from gateway.settings import GatewaySettings
-from gateway.shared_redis import SharedRedis
+from gateway.shared_redis import Options, SharedRedis
 from gateway.web import SESSION_COOKIE, error_page, is_page_path
 
 log = structlog.get_logger("gateway.ratelimit")
@@ -153,22 +153,10 @@ class RedisBuckets:
     request is counted in ``local`` instead.
     """
 
-    def __init__(
-        self,
-        url: str,
-        local: TokenBuckets,
-        *,
-        prefix: str = "agora:gateway:",
-        timeout: float = 0.5,
-        pause: float = 1.0,
-        warn_every: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.redis = SharedRedis(
-            url, log=log, timeout=timeout, pause=pause, warn_every=warn_every, clock=clock
-        )
+    def __init__(self, url: str, local: TokenBuckets, **options: Unpack[Options]) -> None:
+        self.redis = SharedRedis(url, log=log, **options)
         self.local = local
-        self.prefix = f"{prefix}bucket:"
+        self.prefix = f"{self.redis.prefix}bucket:"
         self._script: AsyncScript | None = None
 
     @property

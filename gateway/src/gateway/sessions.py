@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Unpack
 
 import jwt
 import structlog
@@ -32,7 +32,7 @@ from agora import context
 from agora.auth import InvalidToken
 from agora.middleware import ASGIApp, Receive, Scope, Send
 from gateway.problems import send_problem
-from gateway.shared_redis import SharedRedis
+from gateway.shared_redis import Options, SharedRedis
 
 log = structlog.get_logger("gateway.sessions")
 
@@ -123,21 +123,12 @@ class RedisEnds:
     it ended itself.
     """
 
-    def __init__(
-        self,
-        url: str,
-        local: LocalEnds,
-        *,
-        prefix: str = "agora:gateway:",
-        timeout: float = 0.5,
-        pause: float = 1.0,
-        warn_every: float = 10.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.redis = SharedRedis(url, log=log, timeout=timeout, pause=pause, warn_every=warn_every)
+    def __init__(self, url: str, local: LocalEnds, **options: Unpack[Options]) -> None:
+        # The wall clock dates ended tokens; Redis's pauses keep to the monotonic one.
+        self._clock = options.pop("clock", time.time)
+        self.redis = SharedRedis(url, log=log, **options)
         self.local = local
-        self.prefix = f"{prefix}ended:"
-        self._clock = clock
+        self.prefix = f"{self.redis.prefix}ended:"
 
     async def start(self) -> None:
         """Make the connection pool (it connects on first use)."""

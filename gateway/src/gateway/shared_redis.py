@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -20,25 +20,29 @@ from redis.exceptions import RedisError
 from agora.messaging.credentials import without_credentials
 
 
+class Options(TypedDict, total=False):
+    """What the keys start with (``prefix``); how long to wait for Redis (``timeout``), to leave
+    it alone after a failure (``pause``) and between two warnings that it failed
+    (``warn_every``), in seconds; and the ``clock`` those pauses keep to."""
+
+    prefix: str
+    timeout: float
+    pause: float
+    warn_every: float
+    clock: Callable[[], float]
+
+
 class SharedRedis:
     """One connection pool to ``url``, set aside for ``pause`` seconds after each failure."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        log: Any,
-        timeout: float = 0.5,
-        pause: float = 1.0,
-        warn_every: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, url: str, *, log: Any, **options: Unpack[Options]) -> None:
         self.url = url
-        self.timeout = timeout
-        self.pause = pause
-        self.warn_every = warn_every
+        self.prefix = options.get("prefix", "agora:gateway:")
+        self.timeout = options.get("timeout", 0.5)
+        self.pause = options.get("pause", 1.0)
+        self.warn_every = options.get("warn_every", 10.0)
         self._log = log
-        self._clock = clock
+        self._clock = options.get("clock", time.monotonic)
         self._redis: Redis | None = None
         self._again_at = 0.0
         self._warn_again_at = 0.0
