@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
+from agora.auth import InvalidToken
 from agora_tools import testing
 from agora_tools.pytest_plugin import (
     STORE_PARAMS,
@@ -109,6 +110,27 @@ async def test_a_gathering_holds_each_caller_until_all_are_inside() -> None:
     assert not first.done()
     await gathering.gathered()
     await asyncio.wait_for(first, timeout=1)
+
+
+async def test_a_key_signs_tokens_its_verifier_accepts() -> None:
+    key = testing.SigningKey()
+
+    principal = await key.verifier().verify(key.sign(["customer", "admin"], sub="ada"))
+
+    assert (principal.id, principal.is_admin) == ("ada", True)
+
+
+@pytest.mark.parametrize("flaw", testing.BAD_TOKENS)
+async def test_a_spoilt_token_is_refused(flaw: str) -> None:
+    key = testing.SigningKey()
+
+    with pytest.raises(InvalidToken):
+        await key.verifier().verify(key.spoilt(flaw, ["admin"], sub="ada"))
+
+
+def test_a_flaw_nobody_knows_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown flaw"):
+        testing.SigningKey().spoilt("too-short")
 
 
 def migrations(directory: Path) -> Path:

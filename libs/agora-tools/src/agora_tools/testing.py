@@ -334,6 +334,39 @@ class SigningKey:
     def bearer(self, roles: Sequence[str] = ("customer",), **claims: Any) -> dict[str, str]:
         return bearer(self.sign(roles, **claims))
 
+    def spoilt(self, flaw: str, roles: Sequence[str] = ("customer",), **claims: Any) -> str:
+        """A token for ``roles`` (and ``claims``) that a service must refuse, spoilt as ``flaw``
+        (one of :data:`BAD_TOKENS`) says: long expired, signed by another key, for another
+        audience, or no token at all."""
+        if flaw == "garbage":
+            return "not.a.jwt"
+        if flaw == "wrong-signature":
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            return self.sign(roles, key=Ed25519PrivateKey.generate(), **claims)
+        spoils: dict[str, dict[str, Any]] = {
+            "expired": {"exp": 1},
+            "wrong-audience": {"aud": "another-audience"},
+        }
+        if flaw not in spoils:
+            raise ValueError(f"unknown flaw {flaw!r}: one of {BAD_TOKENS}")
+        return self.sign(roles, **{**claims, **spoils[flaw]})
+
+
+# The ways a token goes bad (SigningKey.spoilt makes each), for a test that every one is refused:
+# `@pytest.mark.parametrize("flaw", BAD_TOKENS)`.
+BAD_TOKENS = ("expired", "wrong-signature", "wrong-audience", "garbage")
+
+# Paging that every listing refuses with a 422: no page of fewer than one item or of a part of
+# one, and no cursor longer than any the services hand out.
+BAD_PAGING: tuple[dict[str, Any], ...] = (
+    {"limit": 0},
+    {"limit": -1},
+    {"limit": "ten"},
+    {"limit": 2.5},
+    {"cursor": "x" * 513},
+)
+
 
 @contextmanager
 def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:

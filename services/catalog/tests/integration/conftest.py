@@ -7,7 +7,7 @@ gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,6 @@ KEY = SigningKey()
 
 
 sign = KEY.sign
-
-
-@pytest.fixture
-def sign_token() -> Callable[..., str]:
-    """Signs an access token: ``sign_token(roles, **claims)``; ``key=`` for another key."""
-    return sign
 
 
 @pytest.fixture

@@ -43,12 +43,6 @@ sign = KEY.sign
 
 
 @pytest.fixture
-def sign_token() -> Callable[..., str]:
-    """Signs an access token: ``sign_token(roles, **claims)``; ``key=`` for another key."""
-    return sign
-
-
-@pytest.fixture
 def admin() -> Headers:
     return bearer(sign(["customer", "admin"]))
 

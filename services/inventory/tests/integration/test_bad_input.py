@@ -5,17 +5,16 @@ These tests share one seeded inventory per store: none of them may leave a trace
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
+from agora_tools.testing import BAD_PAGING, BAD_TOKENS
 from inventory.application import CURSORS
 from inventory.domain import Cursor
 
-from .conftest import OPENING, PROBLEM, Headers, bearer
+from .conftest import KEY, OPENING, PROBLEM, Headers, bearer
 
 KNIFE = "KIT-CHEF-KNIFE-20"
 ADJUST = f"/inventory/stock/{KNIFE}/adjustments"
@@ -53,21 +52,10 @@ def test_a_customer_may_not_use_an_admin_route(
     assert unchanged(shared)
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        lambda sign: sign(["admin"], exp=1),
-        lambda sign: sign(["admin"], key=Ed25519PrivateKey.generate()),
-        lambda sign: sign(["admin"], aud="another-audience"),
-        lambda sign: "not.a.jwt",
-    ],
-    ids=["expired", "wrong-signature", "wrong-audience", "garbage"],
-)
-def test_adjusting_with_a_bad_token_is_a_401(
-    shared: TestClient, sign_token: Callable[..., str], token: Callable[..., str]
-) -> None:
+@pytest.mark.parametrize("flaw", BAD_TOKENS)
+def test_adjusting_with_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> None:
     answer = shared.post(
-        ADJUST, json={"delta": 1, "reason": "count"}, headers=bearer(token(sign_token))
+        ADJUST, json={"delta": 1, "reason": "count"}, headers=bearer(KEY.spoilt(flaw, ["admin"]))
     )
 
     assert answer.status_code == 401
@@ -152,15 +140,7 @@ def test_an_unknown_sku_is_a_404(shared: TestClient, admin: Headers) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [
-        {"limit": 0},
-        {"limit": -1},
-        {"limit": "ten"},
-        {"limit": 2.5},
-        {"cursor": "x" * 513},
-        {"status": "lost"},
-        {"order_id": "o" * 101},
-    ],
+    [*BAD_PAGING, {"status": "lost"}, {"order_id": "o" * 101}],
     ids=repr,
 )
 def test_bad_listing_parameters_are_a_422(

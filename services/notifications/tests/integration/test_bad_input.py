@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import STORES, database
+from agora_tools.testing import BAD_PAGING, BAD_TOKENS
 from notifications.application import CURSORS
 from notifications.domain import Cursor
 
-from .conftest import PROBLEM, User, a_user, app_for, bearer, settings_for, sign
+from .conftest import KEY, PROBLEM, User, a_user, app_for, bearer, serving, settings_for
 
 MAILBOXES = ["/notifications", "/notifications/all"]
 
 
-@pytest.fixture(scope="module", params=STORES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
     """An app shared by the tests of this module, none of which changes anything."""
-    data_dir = tmp_path_factory.mktemp("notifications")
-    with (
-        database(request.param, "notifications", data_dir) as url,
-        TestClient(app_for(settings_for(url, data_dir)), raise_server_exceptions=False) as client,
-    ):
+    with serving(settings_for(module_database_url, module_data_dir)) as client:
         yield client
 
 
@@ -49,35 +42,16 @@ def test_a_customer_may_not_read_every_mailbox(shared: TestClient) -> None:
     assert answer.headers["content-type"] == PROBLEM
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        lambda: sign(["customer"], exp=1),
-        lambda: sign(["customer"], key=Ed25519PrivateKey.generate()),
-        lambda: sign(["customer"], aud="another-audience"),
-        lambda: "not.a.jwt",
-    ],
-    ids=["expired", "wrong-signature", "wrong-audience", "garbage"],
-)
-def test_a_bad_token_is_a_401(shared: TestClient, token: Callable[[], str]) -> None:
-    answer = shared.get("/notifications", headers=bearer(token()))
+@pytest.mark.parametrize("flaw", BAD_TOKENS)
+def test_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> None:
+    answer = shared.get("/notifications", headers=bearer(KEY.spoilt(flaw, ["customer"])))
 
     assert answer.status_code == 401
     assert answer.headers["content-type"] == PROBLEM
 
 
 @pytest.mark.parametrize("path", MAILBOXES)
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"limit": 0},
-        {"limit": -1},
-        {"limit": "ten"},
-        {"limit": 2.5},
-        {"cursor": "x" * 513},
-    ],
-    ids=repr,
-)
+@pytest.mark.parametrize("params", BAD_PAGING, ids=repr)
 def test_bad_paging_is_a_422(
     shared: TestClient, admin: User, path: str, params: dict[str, Any]
 ) -> None:
