@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agora.migrations import upgrade
-from agora_tools.testing import STORES, database
 from notifications.bootstrap import MIGRATIONS
 
 from .conftest import KEY, PROBLEM, Bench, a_user, act, an_order, app_for, settings_for
@@ -46,24 +44,20 @@ DOCUMENT = schemathesis.openapi.from_dict(
 )
 
 
-@pytest.fixture(scope="module", params=STORES)
-def app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FastAPI]:
+@pytest.fixture(scope="module")
+def app(module_database_url: str, module_data_dir: Path) -> FastAPI:
     """The service over a database with a few messages in it; schemathesis starts and stops it
     around each test."""
-    data_dir = tmp_path_factory.mktemp("notifications")
-    with database(request.param, "notifications", data_dir) as url:
-        upgrade(url, MIGRATIONS)
-        ada = a_user()
+    upgrade(module_database_url, MIGRATIONS)
+    ada = a_user()
 
-        async def events(bench: Bench) -> None:
-            await bench.register(ada)
-            await bench.confirm(an_order(), ada)
-            await bench.cancel(an_order(), ada, reason="something_new")
+    async def events(bench: Bench) -> None:
+        await bench.register(ada)
+        await bench.confirm(an_order(), ada)
+        await bench.cancel(an_order(), ada, reason="something_new")
 
-        act(url, events)
-        yield app_for(settings_for(url, data_dir))
+    act(module_database_url, events)
+    return app_for(settings_for(module_database_url, module_data_dir))
 
 
 @pytest.fixture(scope="module")
