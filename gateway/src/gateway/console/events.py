@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -49,17 +49,7 @@ class SeenEvent:
     summary: str
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "received_at": self.received_at,
-            "subject": self.subject,
-            "kind": self.kind,
-            "type": self.type,
-            "source": self.source,
-            "aggregate": self.aggregate,
-            "id": self.id,
-            "time": self.time,
-            "summary": self.summary,
-        }
+        return asdict(self)
 
 
 def seen_event(subject: str, payload: bytes, *, received_at: float | None = None) -> SeenEvent:
