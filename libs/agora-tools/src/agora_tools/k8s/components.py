@@ -25,7 +25,7 @@ from agora_tools.k8s.objects import (
     service,
     to_yaml,
 )
-from agora_tools.k8s.policies import by_port, peers, policy
+from agora_tools.k8s.policies import by_port, network_policy, peers, policy
 from agora_tools.k8s.workloads import OPERATOR_SECRET
 from agora_tools.runner import OPERATOR
 
@@ -96,16 +96,7 @@ def _server_container(
 def _ingress_from_agora(name: str, port: int, only: list[str] | None = None) -> dict[str, Any]:
     """Who may reach a server: the processes that use it (every Agora pod unless ``only``)."""
     sources = peers(only) if only else [{"podSelector": {"matchLabels": part_of()}}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta(name),
-        "spec": {
-            "podSelector": {"matchLabels": selector(name)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}],
-        },
-    }
+    return network_policy(name, [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}])
 
 
 def _tcp_probe(port: int) -> dict[str, Any]:

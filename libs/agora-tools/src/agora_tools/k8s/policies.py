@@ -48,16 +48,26 @@ def policy(
     name: str, ingress: list[dict[str, Any]], egress: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """What reaches a process's pods and what they reach, DNS always."""
+    return network_policy(name, ingress, [*egress, _dns()])
+
+
+def network_policy(
+    name: str, ingress: list[dict[str, Any]], egress: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The NetworkPolicy of a process's pods: what reaches them, and (unless ``egress`` is
+    None, which leaves their way out open) what they reach."""
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": selector(name)},
+        "policyTypes": ["Ingress"] if egress is None else ["Ingress", "Egress"],
+        "ingress": ingress,
+    }
+    if egress is not None:
+        spec["egress"] = egress
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": meta(name),
-        "spec": {
-            "podSelector": {"matchLabels": selector(name)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": ingress,
-            "egress": [*egress, _dns()],
-        },
+        "spec": spec,
     }
 
 
