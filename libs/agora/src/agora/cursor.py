@@ -22,9 +22,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Self,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
-from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, TypeAdapter
 
 from agora.errors import Problem
 
@@ -38,6 +48,12 @@ TOKEN_MAX = 4096
 
 C = TypeVar("C")
 T = TypeVar("T")
+R = TypeVar("R")
+
+# What a listing route says of its 400 in the document: ``responses=REFUSED_CURSOR``.
+REFUSED_CURSOR: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A cursor this listing did not hand out."}
+}
 
 
 class InvalidCursor(Problem):
@@ -123,6 +139,28 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+class PageOut(BaseModel, Generic[T]):
+    """A page of a listing as the API answers it: ``{items, next_cursor}``.
+
+    A service names its page once, so the document's schema is named for the listing::
+
+        class ProductPage(PageOut[ProductOut]):
+            pass
+
+    and answers ``ProductPage.of(page, ProductOut.model_validate)``.
+    """
+
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+    @classmethod
+    def of(cls, page: Page[R], convert: Callable[[R], T]) -> Self:
+        """``page``'s rows, each ``convert``ed to what the API shows, and its cursor."""
+        return cls(items=[convert(row) for row in page.items], next_cursor=page.next_cursor)
 
 
 def page_size(limit: int, most: int) -> int:

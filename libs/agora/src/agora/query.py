@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+
+CURSOR_DESCRIPTION = (
+    "The `next_cursor` of the previous page, as it was handed out; any other value is refused "
+    "(400)."
+)
 
 
 class QueryParams(BaseModel):
@@ -38,3 +43,21 @@ def _or_empty(schema: dict[str, Any]) -> None:
     alternatives = schema.pop("anyOf", None) or [dict(schema)]
     schema.clear()
     schema.update(own, anyOf=[*alternatives, {"const": ""}])
+
+
+def page_limit(default: int, most: int, *, clamped: bool = True) -> Any:
+    """A listing's ``limit``: a page size of at least 1 (``limit: int = page_limit(50, 100)``).
+    Past ``most`` it is ``clamped`` (the route serves ``agora.cursor.page_size``, and the document
+    says so) or, not clamped, refused with a 422."""
+    if clamped:
+        return Field(
+            default=default, ge=1, description=f"Page size; more than {most} is served as {most}."
+        )
+    return Field(default=default, ge=1, le=most)
+
+
+def page_cursor(max_length: int = 512) -> Any:
+    """A listing's ``cursor``: the ``next_cursor`` it handed out (``cursor: str | None =
+    page_cursor()``); longer than ``max_length`` is a 422, anything else it did not hand out a 400
+    (``agora.cursor.InvalidCursor``)."""
+    return Field(default=None, max_length=max_length, description=CURSOR_DESCRIPTION)

@@ -14,10 +14,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from agora.cursor import TOKEN_MAX, page_size
+from agora.cursor import REFUSED_CURSOR, TOKEN_MAX, PageOut, page_size
 from agora.deps import Admin, Uow, provided
 from agora.fields import WHOLE, WholeNumber
-from agora.query import QueryParams
+from agora.query import QueryParams, page_cursor, page_limit
 from catalog import application
 from catalog.application import CategorySummary, CreateProduct, Listing
 from catalog.domain import (
@@ -72,11 +72,8 @@ class ProductOut(BaseModel):
     updated_at: datetime
 
 
-class ProductPage(BaseModel):
-    items: list[ProductOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class ProductPage(PageOut[ProductOut]):
+    pass
 
 
 class ProductBatch(BaseModel):
@@ -158,16 +155,9 @@ class ListQuery(QueryParams):
         description="Search words; each must occur in the name or description (any case).",
     )
     sort: Sort = Sort.NAME
-    limit: int = Field(
-        default=PAGE_DEFAULT, ge=1, description="Page size; more than 100 is served as 100."
-    )
-    cursor: str | None = Field(
-        default=None,
-        # A cursor holds a product's name: up to 200 characters, in any script.
-        max_length=TOKEN_MAX,
-        description="The `next_cursor` of the previous page, as it was handed out; any other "
-        "value is refused (400).",
-    )
+    limit: int = page_limit(PAGE_DEFAULT, PAGE_MAX)
+    # A cursor holds a product's name: up to 200 characters, in any script.
+    cursor: str | None = page_cursor(TOKEN_MAX)
 
 
 _PRODUCT = TypeAdapter(ProductOut)
@@ -186,11 +176,7 @@ def _product(product: Product, status: int = 200) -> Response:
     return _json(body, status, headers)
 
 
-@router.get(
-    "/products",
-    response_model=ProductPage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
-)
+@router.get("/products", response_model=ProductPage, responses=REFUSED_CURSOR)
 async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, parts: Parts) -> Response:
     """Active products, one page at a time, in a stable order (keyset paging)."""
     listing = Listing(
@@ -201,8 +187,7 @@ async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, parts: P
         after=application.read_cursor(query.cursor, query.sort) if query.cursor else None,
     )
     page = await uow.query(application.list_products, parts.products, listing)
-    items = [ProductOut.model_validate(product) for product in page.items]
-    return _json(_PAGE.dump_json(ProductPage(items=items, next_cursor=page.next_cursor)))
+    return _json(_PAGE.dump_json(ProductPage.of(page, ProductOut.model_validate)))
 
 
 # Declared before ``/products/{sku}``: "batch" is no sku (skus are upper case).

@@ -19,7 +19,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.app import Resources
+from agora.cursor import PageOut
 from agora.deps import Admin, CurrentUser, Uow, provided, resources
+from agora.query import CURSOR_DESCRIPTION
 from identity import application
 from identity.application import HashingBusy, LogIn, Register
 from identity.domain import (
@@ -90,11 +92,8 @@ class AccountView(UserView):
         return cls(id=user.id, email=user.email, roles=list(user.roles), created_at=user.created_at)
 
 
-class AccountPage(BaseModel):
-    items: list[AccountView]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class AccountPage(PageOut[AccountView]):
+    pass
 
 
 class TokenView(BaseModel):
@@ -168,18 +167,12 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=USERS_PAGE_MAX)] = 100,
     cursor: Annotated[
         str | None,
-        Query(
-            max_length=64,
-            description="The `next_cursor` of the previous page, as it was handed out; any "
-            "other value is refused (400).",
-        ),
+        Query(max_length=64, description=CURSOR_DESCRIPTION),
     ] = None,
 ) -> AccountPage:
     after = application.USER_CURSORS.decode(cursor) if cursor else None
     page = await uow.query(application.list_users, parts.users, after, limit)
-    return AccountPage(
-        items=[AccountView.of(user) for user in page.items], next_cursor=page.next_cursor
-    )
+    return AccountPage.of(page, AccountView.of)
 
 
 @router.get("/.well-known/jwks.json", summary="The public keys that verify access tokens")

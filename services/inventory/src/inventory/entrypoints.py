@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.orm import Session
 
 from agora.app import Hook, Resources
-from agora.cursor import page_size
+from agora.cursor import REFUSED_CURSOR, PageOut, page_size
 from agora.deps import Admin, Uow, provided
 from agora.fields import WholeNumber
 from agora.messaging import CloudEvent, Subscription
-from agora.query import QueryParams
+from agora.query import QueryParams, page_cursor, page_limit
 from contracts.catalog import ProductCreated
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock
 from inventory import application
@@ -85,11 +85,8 @@ class StockOut(BaseModel):
         )
 
 
-class StockPage(BaseModel):
-    items: list[StockOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class StockPage(PageOut[StockOut]):
+    pass
 
 
 class LineOut(BaseModel):
@@ -117,11 +114,8 @@ class ReservationOut(BaseModel):
         )
 
 
-class ReservationPage(BaseModel):
-    items: list[ReservationOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class ReservationPage(PageOut[ReservationOut]):
+    pass
 
 
 class NewAdjustment(BaseModel):
@@ -155,15 +149,8 @@ class NewAdjustment(BaseModel):
 class _Paging(QueryParams):
     """An empty value (``?cursor=``) means the parameter is not given."""
 
-    limit: int = Field(
-        default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
-    )
-    cursor: str | None = Field(
-        default=None,
-        max_length=512,
-        description="The `next_cursor` of the previous page, as it was handed out; any other "
-        "value is refused (400).",
-    )
+    limit: int = page_limit(PAGE_DEFAULT, PAGE_MAX)
+    cursor: str | None = page_cursor()
 
 
 class StockQuery(_Paging):
@@ -219,11 +206,7 @@ async def adjust_stock(
     return _availability(adjustment.sku, adjustment.available)
 
 
-@router.get(
-    "/inventory/stock",
-    response_model=StockPage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
-)
+@router.get("/inventory/stock", response_model=StockPage, responses=REFUSED_CURSOR)
 async def list_stock(
     query: Annotated[StockQuery, Query()], uow: Uow, parts: Parts, _admin: Admin
 ) -> Response:
@@ -232,14 +215,13 @@ async def list_stock(
     page = await uow.query(
         application.list_stock, parts.stockrooms, after, page_size(query.limit, PAGE_MAX)
     )
-    items = [StockOut.of(row) for row in page.items]
-    return _json(_STOCK_PAGE.dump_json(StockPage(items=items, next_cursor=page.next_cursor)))
+    return _json(_STOCK_PAGE.dump_json(StockPage.of(page, StockOut.of)))
 
 
 @router.get(
     "/inventory/reservations",
     response_model=ReservationPage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
+    responses=REFUSED_CURSOR,
 )
 async def list_reservations(
     query: Annotated[ReservationQuery, Query()], uow: Uow, parts: Parts, _admin: Admin
@@ -254,9 +236,7 @@ async def list_reservations(
         after,
         page_size(query.limit, PAGE_MAX),
     )
-    items = [ReservationOut.of(reservation) for reservation in page.items]
-    body = ReservationPage(items=items, next_cursor=page.next_cursor)
-    return _json(_RESERVATION_PAGE.dump_json(body))
+    return _json(_RESERVATION_PAGE.dump_json(ReservationPage.of(page, ReservationOut.of)))
 
 
 def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:

@@ -17,10 +17,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from sqlalchemy.orm import Session
 
-from agora.cursor import page_size
+from agora.cursor import REFUSED_CURSOR, PageOut, page_size
 from agora.deps import Admin, CurrentUser, Uow, provided
 from agora.messaging import CloudEvent, Subscription
-from agora.query import QueryParams
+from agora.query import QueryParams, page_cursor, page_limit
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application, domain
@@ -95,32 +95,19 @@ class AnyMessageOut(MessageOut):
         )
 
 
-class MessagePage(BaseModel):
-    items: list[MessageOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class MessagePage(PageOut[MessageOut]):
+    pass
 
 
-class AnyMessagePage(BaseModel):
-    items: list[AnyMessageOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class AnyMessagePage(PageOut[AnyMessageOut]):
+    pass
 
 
 class MailboxParams(QueryParams):
     """An empty value (``?cursor=``) means the parameter is not given."""
 
-    limit: int = Field(
-        default=PAGE_DEFAULT, ge=1, description=f"Page size; more than {PAGE_MAX} is served as it."
-    )
-    cursor: str | None = Field(
-        default=None,
-        max_length=512,
-        description="The `next_cursor` of the previous page, as it was handed out; any other "
-        "value is refused (400).",
-    )
+    limit: int = page_limit(PAGE_DEFAULT, PAGE_MAX)
+    cursor: str | None = page_cursor()
 
 
 class EveryMailboxParams(MailboxParams):
@@ -146,25 +133,16 @@ def _query(params: MailboxParams, user_id: str | None) -> MailboxQuery:
     return MailboxQuery(limit=page_size(params.limit, PAGE_MAX), user_id=user_id, after=after)
 
 
-@router.get(
-    "/notifications",
-    response_model=MessagePage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
-)
+@router.get("/notifications", response_model=MessagePage, responses=REFUSED_CURSOR)
 async def my_messages(
     params: Annotated[MailboxParams, Query()], user: CurrentUser, uow: Uow, parts: Parts
 ) -> Response:
     """The caller's messages, newest first, a page at a time."""
     page = await uow.query(application.list_messages, parts.messages, _query(params, user.id))
-    body = MessagePage(items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor)
-    return Response(_PAGE.dump_json(body), media_type=JSON)
+    return Response(_PAGE.dump_json(MessagePage.of(page, MessageOut.of)), media_type=JSON)
 
 
-@router.get(
-    "/notifications/all",
-    response_model=AnyMessagePage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
-)
+@router.get("/notifications/all", response_model=AnyMessagePage, responses=REFUSED_CURSOR)
 async def every_message(
     params: Annotated[EveryMailboxParams, Query()], _admin: Admin, uow: Uow, parts: Parts
 ) -> Response:
@@ -172,9 +150,7 @@ async def every_message(
     page = await uow.query(
         application.list_messages, parts.messages, _query(params, params.user_id)
     )
-    items = [AnyMessageOut.of(message) for message in page.items]
-    body = AnyMessagePage(items=items, next_cursor=page.next_cursor)
-    return Response(_ANY_PAGE.dump_json(body), media_type=JSON)
+    return Response(_ANY_PAGE.dump_json(AnyMessagePage.of(page, AnyMessageOut.of)), media_type=JSON)
 
 
 def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:

@@ -16,9 +16,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.orm import Session
 
+from agora.cursor import REFUSED_CURSOR, PageOut
 from agora.deps import Admin, CurrentUser, Uow, provided
 from agora.messaging import CloudEvent, Subscription
-from agora.query import QueryParams
+from agora.query import QueryParams, page_cursor, page_limit
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
 from payments.application import PaymentQuery, Payments, Wake
@@ -51,11 +52,8 @@ class PaymentOut(BaseModel):
     updated_at: datetime
 
 
-class PaymentPage(BaseModel):
-    items: list[PaymentOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class PaymentPage(PageOut[PaymentOut]):
+    pass
 
 
 class AccountOut(BaseModel):
@@ -92,9 +90,8 @@ class MovementOut(BaseModel):
     entries: list[EntryOut]
 
 
-class MovementPage(BaseModel):
-    items: list[MovementOut]
-    next_cursor: str | None
+class MovementPage(PageOut[MovementOut]):
+    pass
 
 
 class NewCard(BaseModel):
@@ -122,13 +119,8 @@ class _Query(QueryParams):
 
 class PaymentsQuery(_Query):
     order_id: str | None = Field(default=None, max_length=100)
-    limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
-    cursor: str | None = Field(
-        default=None,
-        max_length=512,
-        description="The `next_cursor` of the previous page, as it was handed out; any other "
-        "value is refused (400).",
-    )
+    limit: int = page_limit(PAGE_DEFAULT, PAGE_MAX, clamped=False)
+    cursor: str | None = page_cursor()
 
 
 MovementsQuery = PaymentsQuery
@@ -143,11 +135,7 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-@router.get(
-    "/payments",
-    response_model=PaymentPage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
-)
+@router.get("/payments", response_model=PaymentPage, responses=REFUSED_CURSOR)
 async def list_payments(
     query: Annotated[PaymentsQuery, Query()], user: CurrentUser, uow: Uow, parts: Parts
 ) -> Response:
@@ -159,8 +147,7 @@ async def list_payments(
         after=application.payment_cursor(query.cursor) if query.cursor else None,
     )
     page = await uow.query(application.list_payments, parts.payments, request)
-    items = [PaymentOut.model_validate(payment) for payment in page.items]
-    return _json(_PAYMENTS.dump_json(PaymentPage(items=items, next_cursor=page.next_cursor)))
+    return _json(_PAYMENTS.dump_json(PaymentPage.of(page, PaymentOut.model_validate)))
 
 
 @router.get("/payments/ledger", response_model=LedgerOut)
@@ -185,7 +172,7 @@ async def ledger(_admin: Admin, uow: Uow, parts: Parts) -> Response:
 @router.get(
     "/payments/ledger/movements",
     response_model=MovementPage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
+    responses=REFUSED_CURSOR,
 )
 async def ledger_movements(
     query: Annotated[MovementsQuery, Query()], _admin: Admin, uow: Uow, parts: Parts
@@ -194,8 +181,7 @@ async def ledger_movements(
     page = await uow.query(
         application.list_movements, parts.payments, query.order_id, query.limit, query.cursor
     )
-    items = [MovementOut.model_validate(movement) for movement in page.items]
-    return _json(_MOVEMENTS.dump_json(MovementPage(items=items, next_cursor=page.next_cursor)))
+    return _json(_MOVEMENTS.dump_json(MovementPage.of(page, MovementOut.model_validate)))
 
 
 @router.post("/payments/cards", status_code=201, response_model=CardOut)

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from agora.auth import Principal
+from agora.cursor import REFUSED_CURSOR
 from agora.deps import CurrentUser, Uow, provided
 from agora.tasks import Bell
 from orders import application
@@ -82,11 +83,7 @@ async def place_order(
     return _order(placed.order, 202, {"Location": f"/orders/{placed.order.id}"})
 
 
-@router.get(
-    "/orders",
-    response_model=OrderPage,
-    responses={400: {"description": "A cursor this listing did not hand out."}},
-)
+@router.get("/orders", response_model=OrderPage, responses=REFUSED_CURSOR)
 async def list_orders(
     query: Annotated[ListQuery, Query()], user: CurrentUser, uow: Uow, parts: Parts
 ) -> Response:
@@ -98,8 +95,7 @@ async def list_orders(
         after=application.CURSORS.decode(query.cursor) if query.cursor else None,
     )
     page = await uow.query(application.list_orders, parts.orders, listing)
-    body = OrderPage(items=[out(order) for order in page.items], next_cursor=page.next_cursor)
-    return Response(PAGE.dump_json(body), media_type=JSON)
+    return Response(PAGE.dump_json(OrderPage.of(page, out)), media_type=JSON)
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)

@@ -14,9 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Header
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from agora.cursor import PageOut
 from agora.errors import Problem
 from agora.fields import WholeNumber
-from agora.query import QueryParams
+from agora.query import QueryParams, page_cursor, page_limit
 from contracts.api import IDEMPOTENCY_KEY_MAX
 from orders.domain import (
     COUNTRY_PATTERN,
@@ -192,22 +193,14 @@ class OrderOut(BaseModel):
     checkout: CheckoutOut
 
 
-class OrderPage(BaseModel):
-    items: list[OrderOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class OrderPage(PageOut[OrderOut]):
+    pass
 
 
 class ListQuery(QueryParams):
     status: Status | None = None
-    limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
-    cursor: str | None = Field(
-        default=None,
-        max_length=512,
-        description="The `next_cursor` of the previous page, as it was handed out; any other "
-        "value is refused (400).",
-    )
+    limit: int = page_limit(PAGE_DEFAULT, PAGE_MAX, clamped=False)
+    cursor: str | None = page_cursor()
 
 
 ORDER = TypeAdapter(OrderOut)
