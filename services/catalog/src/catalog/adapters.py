@@ -27,12 +27,11 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agora.db import aware
+from agora.sql import insert_if_absent, rowcount
 from catalog.application import CategorySummary, CreateProduct, Listing, Seed
 from catalog.domain import NAME_MAX, Category, Product, ProductExists, name_key, search_text
 
@@ -194,12 +193,8 @@ class SqlProducts:
         return [_product(row) for row in rows]
 
     def claim_seed(self, session: Session, name: str, now: datetime) -> bool:
-        dialect = session.get_bind().dialect.name
-        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-        result = session.execute(
-            insert(seeds).values(name=name, applied_at=now).on_conflict_do_nothing()
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        claim = insert_if_absent(session, seeds).values(name=name, applied_at=now)
+        return rowcount(session.execute(claim)) == 1
 
 
 def load_seed(name: str = "seed.json") -> Seed:

@@ -37,13 +37,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agora.db import aware
+from agora.sql import insert_if_absent
 from identity.domain import (
     EmailTaken,
     KeyRotationConflict,
@@ -309,9 +308,7 @@ def _insert_if_absent(session: Session, email: str, client: str) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the session's dialect: never an error, never a wait
     on the transaction that inserted the same record unless it is still undecided."""
     values = {"email": email, "client": client, "failures": 0, "lockouts": 0}
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql_insert(login_throttle).values(values).on_conflict_do_nothing()
-    return sqlite_insert(login_throttle).values(values).on_conflict_do_nothing()
+    return insert_if_absent(session, login_throttle).values(values)
 
 
 # --- passwords ----------------------------------------------------------------------------------

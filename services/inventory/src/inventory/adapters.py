@@ -23,12 +23,11 @@ from sqlalchemy import (
     Table,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agora.db import aware
+from agora.sql import insert_if_absent
 from inventory.application import ReservationFilter, Seed
 from inventory.domain import (
     Adjustment,
@@ -155,7 +154,7 @@ class SqlStockrooms:
             {"sku": sku, "on_hand": 0, "reserved": 0, "seeded": None, "adjusted": 0} for sku in skus
         ]
         if rows:
-            session.execute(_insert(session, stock).values(rows).on_conflict_do_nothing())
+            session.execute(insert_if_absent(session, stock).values(rows))
 
     def save(self, session: Session, rows: Iterable[Stock]) -> None:
         for row in rows:
@@ -262,12 +261,6 @@ class SqlStockrooms:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for another adjustment; use a new key"
             ) from error
-
-
-def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert(table)
 
 
 def load_seed(name: str = "seed.json") -> Seed:

@@ -26,11 +26,10 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from agora.db import aware
+from agora.sql import dialect_insert, insert_if_absent, rowcount
 from notifications.application import Mail, MailboxQuery, MailError, MailRefused
 from notifications.domain import (
     EMAIL_MAX,
@@ -174,8 +173,8 @@ class SqlMessages:
         }
         # On a topic the user has a message on, nothing: on PostgreSQL a transaction adding the
         # same topic at this moment waits for the other's commit, then adds nothing.
-        statement = _insert(session, messages).values(values).on_conflict_do_nothing()
-        return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+        statement = insert_if_absent(session, messages).values(values)
+        return rowcount(session.execute(statement)) == 1
 
     def on_topic(self, session: Session, user_id: str, topic: str) -> Message | None:
         row = session.execute(
@@ -184,7 +183,9 @@ class SqlMessages:
         return None if row is None else _message(row)
 
     def remember(self, session: Session, user_id: str, email: str, now: datetime) -> None:
-        statement = _insert(session, addresses).values(user_id=user_id, email=email, updated_at=now)
+        statement = dialect_insert(session, addresses).values(
+            user_id=user_id, email=email, updated_at=now
+        )
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=[addresses.c.user_id],
@@ -226,7 +227,7 @@ class SqlMessages:
             .where(messages.c.id == message_id, _due(now))
             .values(lease_token=token, lease_until=until, attempts=messages.c.attempts + 1)
         )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return rowcount(result) == 1
 
     def save_delivery(self, session: Session, message_id: str, delivery: Delivery) -> None:
         session.execute(
@@ -246,12 +247,6 @@ class SqlMessages:
             )
         statement = statement.order_by(messages.c.created_at.desc(), messages.c.id.desc())
         return [_message(row) for row in session.execute(statement.limit(limit))]
-
-
-def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert(table)
 
 
 class JinjaTemplates:

@@ -32,11 +32,10 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork, aware
+from agora.sql import insert_if_absent, inserted_key, rowcount
 from payments.application import (
     Authorization,
     Declined,
@@ -222,7 +221,7 @@ class SqlPayments:
                 created_at=now,
             )
         )
-        movement_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+        movement_id = inserted_key(result)
         session.execute(
             ledger_entries.insert(),
             [
@@ -255,7 +254,7 @@ class SqlPayments:
             .where(payments.c.order_id == order_id, _due(now))
             .values(lease_token=token, lease_until=until)
         )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return rowcount(result) == 1
 
     def listing(self, session: Session, query: PaymentQuery, limit: int) -> list[Payment]:
         statement = select(payments)
@@ -476,12 +475,9 @@ def _done(session: Session, reference: str) -> Row[Any, Any] | None:
 def _record(session: Session, *, reference: str, **values: Any) -> Row[Any, Any]:
     """Record an operation as done unless one with the reference was (asked before, or by a
     concurrent call); either way, the first one recorded. One statement when it is new."""
-    dialect = session.get_bind().dialect.name
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
     inserted = session.execute(
-        insert(processor_operations)
+        insert_if_absent(session, processor_operations)
         .values(reference=reference, created_at=datetime.now(UTC), **values)
-        .on_conflict_do_nothing()
         .returning(processor_operations.c.outcome, processor_operations.c.authorization_id)
     ).first()
     done = inserted if inserted is not None else _done(session, reference)
