@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
+from agora_tools.fakes import FakeCatalog, product
 from agora_tools.testing import database, free_port
 from cart.adapters import HttpCatalogService
 from cart.bootstrap import create_app
@@ -23,80 +22,14 @@ from cart.settings import CartSettings
 from .conftest import KEY, PROBLEM, WOK
 
 
-def product(sku: str, **overrides: Any) -> dict[str, Any]:
-    body = {
-        "sku": sku,
-        "name": f"Product {sku}",
-        "description": "",
-        "price": 1290,
-        "currency": "EUR",
-        "category": "kitchen",
-        "image_url": None,
-        "active": True,
-        "created_at": "2026-11-24T12:00:00Z",
-        "updated_at": "2026-11-24T12:00:00Z",
-    }
-    body.update(overrides)
-    return body
-
-
-class Stand:
-    """The catalog service's product routes on a local port."""
-
-    def __init__(self) -> None:
-        self.products = {WOK: product(WOK), "KIT-OLD": product("KIT-OLD", active=False)}
-        self.calls: list[str] = []
-        # False: the batch route answers 404, as a callee that is no catalog would.
-        self.batch = True
-        self.url = ""
-        self.runner: web.AppRunner | None = None
-
-    async def get_products(self, request: web.Request) -> web.Response:
-        self.calls.append(request.path_qs)
-        if not self.batch:
-            return web.json_response({"title": "Not found"}, status=404)
-        skus = request.query.getall("sku")
-        if "BOOM-500" in skus:
-            return web.json_response({"title": "Internal error"}, status=500)
-        if "GARBLED" in skus:
-            return web.json_response({"items": [{"sku": "GARBLED"}]})
-        return web.json_response({"items": [self.products[s] for s in skus if s in self.products]})
-
-    async def get_product(self, request: web.Request) -> web.Response:
-        self.calls.append(request.path_qs)
-        found = self.products.get(request.match_info["sku"])
-        if found is None:
-            return web.json_response({"title": "Not found"}, status=404)
-        return web.json_response(found)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/products/batch", self.get_products)
-        app.router.add_get("/products/{sku}", self.get_product)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-
 @pytest.fixture
-async def stand() -> AsyncIterator[Stand]:
-    stand = Stand()
-    await stand.start()
-    try:
+async def stand() -> AsyncIterator[FakeCatalog]:
+    async with FakeCatalog(product(WOK), product("KIT-OLD", active=False)) as stand:
         yield stand
-    finally:
-        await stand.stop()
 
 
 @pytest.fixture
-async def catalogue(stand: Stand) -> AsyncIterator[HttpCatalogService]:
+async def catalogue(stand: FakeCatalog) -> AsyncIterator[HttpCatalogService]:
     client = ServiceClient({"catalog": [stand.url]}, timeout=2.0, attempts=1)
     await client.start()
     try:
@@ -106,7 +39,7 @@ async def catalogue(stand: Stand) -> AsyncIterator[HttpCatalogService]:
 
 
 async def test_every_known_product_comes_in_one_call(
-    catalogue: HttpCatalogService, stand: Stand
+    catalogue: HttpCatalogService, stand: FakeCatalog
 ) -> None:
     found = await catalogue.products([WOK, "KIT-OLD", "NO-SUCH"])
 
@@ -117,7 +50,7 @@ async def test_every_known_product_comes_in_one_call(
     assert stand.calls == [f"/products/batch?sku={WOK}&sku=KIT-OLD&sku=NO-SUCH"]
 
 
-async def test_no_skus_need_no_call(catalogue: HttpCatalogService, stand: Stand) -> None:
+async def test_no_skus_need_no_call(catalogue: HttpCatalogService, stand: FakeCatalog) -> None:
     assert await catalogue.products([]) == {}
     assert stand.calls == []
 
@@ -131,7 +64,7 @@ async def test_a_failing_or_unreadable_catalogue_is_unavailable(
 
 
 async def test_a_catalogue_that_answers_the_batch_route_404_is_unavailable(
-    catalogue: HttpCatalogService, stand: Stand
+    catalogue: HttpCatalogService, stand: FakeCatalog
 ) -> None:
     stand.batch = False
 
@@ -154,7 +87,7 @@ async def test_an_unreachable_catalogue_is_unavailable() -> None:
 
 
 async def test_a_shopper_whose_catalogue_goes_away_gets_a_503_problem(
-    stand: Stand, tmp_path: Path
+    stand: FakeCatalog, tmp_path: Path
 ) -> None:
     with database("sqlite", "cart", tmp_path) as url:
         settings = CartSettings(
