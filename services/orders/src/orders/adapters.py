@@ -3,13 +3,12 @@ catalog, payments and cart services."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from sqlalchemy import (
     JSON,
@@ -293,8 +292,10 @@ def _readable(what: str) -> Iterator[None]:
 class HttpCatalogService:
     """Prices from the catalog service: one ``GET /products/batch?sku=...`` for the order's skus.
 
-    A catalog that does not know the batch route yet (it answers 404 to it) is asked
-    ``GET /products/{sku}`` for each sku, concurrently.
+    Every catalog has answered that route since before this client existed, so a 404 to it says
+    that the callee is no catalog orders can use (a wrong address, a proxy's answer): the
+    catalogue is unavailable (503), rather than asked again sku by sku, which would answer every
+    product unknown, one call each.
     """
 
     def __init__(self, client: ServiceClient, service: str = "catalog") -> None:
@@ -305,28 +306,13 @@ class HttpCatalogService:
         if not skus:
             return {}
         path = "/products/batch?" + urlencode([("sku", sku) for sku in skus])
-        reply = await self._get(path)
-        if reply.status == 404:
-            found = await asyncio.gather(*(self._product(sku) for sku in skus))
-            return {product.sku: product for product in found if product is not None}
+        reply = await _call(self.client, self.service, "the catalogue", "GET", path)
         if reply.status != 200:
             raise ServiceUnavailable(f"the catalogue answered {reply.status} for products")
         with _readable("the catalogue answered with unreadable products"):
             priced = [_priced(item) for item in reply.json()["items"]]
         wanted = set(skus)
         return {product.sku: product for product in priced if product.sku in wanted}
-
-    async def _get(self, path: str) -> Reply:
-        return await _call(self.client, self.service, "the catalogue", "GET", path)
-
-    async def _product(self, sku: str) -> Priced | None:
-        reply = await self._get(f"/products/{quote(sku)}")
-        if reply.status == 404:
-            return None
-        if reply.status != 200:
-            raise ServiceUnavailable(f"the catalogue answered {reply.status} for a product")
-        with _readable("the catalogue answered with an unreadable product"):
-            return _priced(reply.json())
 
 
 def _priced(product: Any) -> Priced:

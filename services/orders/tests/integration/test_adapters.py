@@ -12,6 +12,7 @@ from aiohttp import web
 from agora import context
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
+from agora_tools.fakes import FakeCatalog, product
 from agora_tools.testing import free_port
 from orders.adapters import HttpCartService, HttpCatalogService, HttpPaymentsService
 from orders.domain import Card, InvalidCard, Priced, Requested
@@ -19,55 +20,16 @@ from orders.domain import Card, InvalidCard, Priced, Requested
 REFUSED = "4000000000000002"
 
 
-def product(sku: str, **overrides: Any) -> dict[str, Any]:
-    body = {
-        "sku": sku,
-        "name": f"Product {sku}",
-        "description": "",
-        "price": 1290,
-        "currency": "EUR",
-        "category": "kitchen",
-        "image_url": None,
-        "active": True,
-        "created_at": "2026-11-24T12:00:00Z",
-        "updated_at": "2026-11-24T12:00:00Z",
-    }
-    body.update(overrides)
-    return body
-
-
-class Stand:
-    """Catalog and payments on one local port."""
+class Stand(FakeCatalog):
+    """Catalog, payments and cart on one local port."""
 
     def __init__(self) -> None:
-        self.products = {"KIT-A": product("KIT-A"), "KIT-OLD": product("KIT-OLD", active=False)}
+        super().__init__(product("KIT-A"), product("KIT-OLD", active=False))
         self.authorization: str | None = None
-        self.url = ""
-        # False: a catalog from before the batch route, which answers it 404.
-        self.batch = True
-        self.calls: list[str] = []
         # What GET /cart answers: (status, body).
         self.cart: tuple[int, Any] = (200, {"items": [], "total": 0, "currency": "EUR"})
-
-    async def get_products(self, request: web.Request) -> web.Response:
-        self.calls.append(request.path_qs)
-        if not self.batch:
-            return web.json_response({"title": "Not found"}, status=404)
-        skus = request.query.getall("sku")
-        if "BOOM-500" in skus:
-            return web.json_response({"title": "Internal error"}, status=500)
-        if "GARBLED" in skus:
-            return web.json_response({"items": [{"sku": "GARBLED"}]})
-        return web.json_response({"items": [self.products[s] for s in skus if s in self.products]})
-
-    async def get_product(self, request: web.Request) -> web.Response:
-        self.calls.append(request.path_qs)
-        sku = request.match_info["sku"]
-        if sku == "BOOM-500":
-            return web.json_response({"title": "Internal error"}, status=500)
-        if sku not in self.products:
-            return web.json_response({"title": "Not found"}, status=404)
-        return web.json_response(self.products[sku])
+        self.app.router.add_post("/payments/cards", self.tokenize)
+        self.app.router.add_get("/cart", self.get_cart)
 
     async def tokenize(self, request: web.Request) -> web.Response:
         self.authorization = request.headers.get("Authorization")
@@ -87,21 +49,8 @@ class Stand:
 
 @pytest.fixture
 async def stand() -> AsyncIterator[Stand]:
-    stand = Stand()
-    app = web.Application()
-    app.router.add_get("/products/batch", stand.get_products)
-    app.router.add_get("/products/{sku}", stand.get_product)
-    app.router.add_post("/payments/cards", stand.tokenize)
-    app.router.add_get("/cart", stand.get_cart)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stand.url = f"http://127.0.0.1:{port}"
-    try:
+    async with Stand() as stand:
         yield stand
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -130,15 +79,15 @@ async def test_prices_come_for_every_known_sku_in_one_call(
     assert stand.calls == ["/products/batch?sku=KIT-A&sku=KIT-OLD&sku=NO-SUCH"]
 
 
-async def test_a_catalogue_without_the_batch_route_is_asked_sku_by_sku(
+async def test_a_catalogue_that_answers_the_batch_route_404_is_unavailable(
     service_client: ServiceClient, stand: Stand
 ) -> None:
     stand.batch = False
 
-    prices = await HttpCatalogService(service_client).prices(["KIT-A", "KIT-OLD", "NO-SUCH"])
-
-    assert prices == KNOWN
-    assert len(stand.calls) == 4
+    with pytest.raises(ServiceUnavailable, match="answered 404"):
+        await HttpCatalogService(service_client).prices(["KIT-A", "KIT-OLD"])
+    # Not asked again sku by sku, as if the products were what the callee did not know.
+    assert stand.calls == ["/products/batch?sku=KIT-A&sku=KIT-OLD"]
 
 
 @pytest.mark.parametrize("batch", [True, False])
