@@ -76,6 +76,52 @@ def test_every_test_run_has_the_plugin(pytester: pytest.Pytester) -> None:
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+def test_a_conftest_that_names_its_service_gets_its_app_fixtures(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from fastapi import FastAPI
+
+        from agora_tools.pytest_plugin import Service
+
+        def app_for(settings):
+            app = FastAPI()
+
+            @app.get("/where")
+            def where():
+                return {"url": settings[0], "data_dir": str(settings[1])}
+
+            @app.get("/boom")
+            def boom():
+                raise RuntimeError("boom")
+
+            return app
+
+        @pytest.fixture(scope="session")
+        def service():
+            return Service(lambda url, data_dir: (url, data_dir), app_for)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+        def test_own(client, settings, database_url, tmp_path):
+            assert settings == (database_url, tmp_path)
+            assert client.get("/where").json()["url"] == database_url
+            assert client.get("/boom").status_code == 500
+
+        @pytest.mark.parametrize("module_store", ["sqlite"], indirect=True)
+        def test_shared(shared, module_database_url):
+            assert shared.get("/where").json()["url"] == module_database_url
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
 def test_the_clock_tells_the_real_time_until_it_is_moved() -> None:
     clock = Clock()
     before = datetime.now(UTC)

@@ -22,6 +22,12 @@ heavy until a fixture asks for it.
     (``services/orders`` gives ``orders``). A conftest may override it (module scope or wider).
 ``clock``
     A :class:`Clock` the test moves; hand it to the app in the real clock's place.
+``settings``, ``client``, ``shared``
+    For a conftest that says how its service's app is made, as a :class:`Service` in the fixture
+    ``service`` (module scope or wider): the settings of an app on the test's ``database_url``;
+    that app, running, under a ``TestClient``; and one app on the module's database, for tests
+    that leave it as they found it. A conftest's own fixture of the same name takes the place of
+    the plugin's.
 
 :class:`Gathering` lets a fake of another service hold its callers until they are all inside.
 
@@ -33,15 +39,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pytest
 
 if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
     from sqlalchemy import MetaData
+
+SettingsT = TypeVar("SettingsT")
 
 # agora_tools.testing.STORES, spelt out here so that loading the plugin does not load the chassis
 # (a test of the plugin holds the two equal); PostgreSQL's runs carry the `postgres` mark.
@@ -154,6 +165,51 @@ def module_database_url(
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[TestClient]:
+    """``app`` started (its lifespan run) under a ``TestClient``, and stopped afterwards. A
+    server error reaches the test as the 500 a client would see, not as the exception."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class Service(Generic[SettingsT]):
+    """How a service's tests make its app: its settings for a database and a data directory
+    (``settings_for``), and its app for those settings (``app_for``, with the test's fakes)."""
+
+    settings_for: Callable[[str, Path], SettingsT]
+    app_for: Callable[[SettingsT], Any]
+
+    def serving(self, settings: SettingsT) -> AbstractContextManager[TestClient]:
+        """The app for ``settings``, running (see :func:`serving`)."""
+        return serving(self.app_for(settings))
+
+
+@pytest.fixture
+def settings(service: Service[Any], database_url: str, tmp_path: Path) -> Any:
+    return service.settings_for(database_url, tmp_path)
+
+
+@pytest.fixture
+def client(service: Service[Any], settings: Any) -> Iterator[TestClient]:
+    """The service's app of the test's own, for tests that change it."""
+    with service.serving(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def shared(
+    service: Service[Any], module_database_url: str, module_data_dir: Path
+) -> Iterator[TestClient]:
+    """One app of the service shared by the tests of a module: none may depend on what
+    another did to it."""
+    with service.serving(service.settings_for(module_database_url, module_data_dir)) as app:
+        yield app
 
 
 def schema_drift_after_migrating(

@@ -1,5 +1,5 @@
-"""The catalog app on SQLite and on PostgreSQL (a database per test or per module, from agora-tools'
-pytest plugin), and access tokens signed by a test key.
+"""The catalog app on SQLite and on PostgreSQL (a database per test or per module, and the app
+fixtures, from agora-tools' pytest plugin), and access tokens signed by a test key.
 
 Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
 gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
@@ -7,7 +7,6 @@ gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora_tools import testing
+from agora_tools.pytest_plugin import Service
 from agora_tools.testing import SigningKey
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
@@ -45,24 +45,11 @@ def app_for(settings: CatalogSettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> CatalogSettings:
-    return settings_for(database_url, tmp_path)
-
-
-@pytest.fixture
-def client(settings: CatalogSettings) -> Iterator[TestClient]:
-    """A freshly seeded catalog of the test's own, for tests that change it."""
-    with TestClient(app_for(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
-    """A seeded catalog shared by the tests of one module, which must leave it as they found it."""
-    app = app_for(settings_for(module_database_url, module_data_dir))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
+@pytest.fixture(scope="session")
+def service() -> Service[CatalogSettings]:
+    """The plugin's ``settings``, ``client`` (a freshly seeded catalog of the test's own) and
+    ``shared`` (one seeded catalog per module) are made this way."""
+    return Service(settings_for, app_for)
 
 
 PROBLEM = "application/problem+json"

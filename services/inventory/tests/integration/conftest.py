@@ -12,17 +12,17 @@ replica would); the HTTP tests use the app through ``TestClient``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from agora.db import UnitOfWork
 from agora.messaging import CloudEvent
 from agora_tools import testing
+from agora_tools.pytest_plugin import Service
 from agora_tools.testing import InMemoryBus, SigningKey, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
@@ -61,25 +61,11 @@ def app_for(settings: InventorySettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> InventorySettings:
-    return settings_for(database_url, tmp_path)
-
-
-@pytest.fixture
-def client(settings: InventorySettings) -> Iterator[TestClient]:
-    """A freshly seeded inventory of the test's own, for tests that change it."""
-    with TestClient(app_for(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
-    """A seeded inventory shared by the tests of one module, which must leave it as they found
-    it."""
-    app = app_for(settings_for(module_database_url, module_data_dir))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
+@pytest.fixture(scope="session")
+def service() -> Service[InventorySettings]:
+    """The plugin's ``settings``, ``client`` (a freshly seeded inventory of the test's own) and
+    ``shared`` (one seeded inventory per module) are made this way."""
+    return Service(settings_for, app_for)
 
 
 class Replica:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,7 +26,7 @@ from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
 from agora.migrations import upgrade
 from agora_tools import testing
-from agora_tools.pytest_plugin import Clock
+from agora_tools.pytest_plugin import Clock, Service
 from agora_tools.testing import InMemoryBus, SigningKey
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
@@ -93,23 +92,11 @@ def app_for(settings: PaymentsSettings) -> Any:
     return create_app(settings, verifier=verifier)
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> PaymentsSettings:
-    return settings_for(database_url, tmp_path)
-
-
-@pytest.fixture
-def client(settings: PaymentsSettings) -> Iterator[TestClient]:
-    with TestClient(app_for(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
-    """An app shared by the tests of one module, which must not depend on what the others did."""
-    app = app_for(settings_for(module_database_url, module_data_dir))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
+@pytest.fixture(scope="session")
+def service() -> Service[PaymentsSettings]:
+    """The plugin's ``settings``, ``client`` (an app of the test's own) and ``shared`` (one app
+    per module, whose tests must not depend on what the others did) are made this way."""
+    return Service(settings_for, app_for)
 
 
 @pytest.fixture
