@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -784,13 +784,7 @@ class Health:
     healthy: bool
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "service": self.service,
-            "replica": self.replica,
-            "pid": self.pid,
-            "port": self.port,
-            "healthy": self.healthy,
-        }
+        return asdict(self)
 
 
 async def check_health(
