@@ -270,17 +270,25 @@ def test_nats_urls_are_shown_without_credentials_and_give_their_port() -> None:
     assert url_port("127.0.0.1:14222") == 14222
 
 
-def test_up_refuses_an_unknown_nats_sync_before_starting_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        (["--nats-sync", "sometimes"], "sometimes"),
+        (["--scale", "beta=many"], "'many' is not a whole number"),
+    ],
+    ids=["unknown-nats-sync", "bad-scale"],
+)
+def test_up_refuses_a_bad_option_before_starting_anything(
+    option: list[str], reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "topology.toml").write_text(TINY_TOPOLOGY)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AGORA_TOPOLOGY", str(tmp_path / "topology.toml"))
 
-    result = CliRunner().invoke(app, ["up", "--nats-sync", "sometimes"])
+    result = CliRunner().invoke(app, ["up", *option])
 
     assert result.exit_code == 2
-    assert "sometimes" in result.output
+    assert reason in result.output
     assert not (tmp_path / ".agora").exists()
 
 
@@ -309,20 +317,6 @@ def test_scale_reads_service_equals_replicas() -> None:
 def test_bad_scale_is_refused_with_a_reason(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_scale([value], {"catalog", "identity"})
-
-
-def test_up_refuses_a_bad_scale_before_starting_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "topology.toml").write_text(TINY_TOPOLOGY)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AGORA_TOPOLOGY", str(tmp_path / "topology.toml"))
-
-    result = CliRunner().invoke(app, ["up", "--scale", "beta=many"])
-
-    assert result.exit_code == 2
-    assert "'many' is not a whole number" in result.output
-    assert not (tmp_path / ".agora").exists()
 
 
 def test_a_json_log_line_is_shortened_to_level_event_and_fields() -> None:
