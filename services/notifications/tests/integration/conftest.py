@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -32,7 +32,7 @@ from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
 from agora.migrations import upgrade
 from agora_tools import testing
-from agora_tools.pytest_plugin import Clock
+from agora_tools.pytest_plugin import Clock, Service
 from agora_tools.testing import InMemoryBus, SigningKey, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
@@ -88,9 +88,13 @@ def app_for(settings: NotificationsSettings) -> FastAPI:
     return create_app(settings, verifier=KEY.verifier())
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> NotificationsSettings:
-    return settings_for(database_url, tmp_path)
+SERVICE = Service(settings_for, app_for)
+
+
+@pytest.fixture(scope="session")
+def service() -> Service[NotificationsSettings]:
+    """The plugin's ``settings`` and ``shared`` (one app per module) are made this way."""
+    return SERVICE
 
 
 @pytest.fixture
@@ -99,10 +103,9 @@ def migrated(database_url: str) -> str:
     return database_url
 
 
-@contextmanager
-def serving(settings: NotificationsSettings) -> Iterator[TestClient]:
-    with TestClient(app_for(settings), raise_server_exceptions=False) as client:
-        yield client
+def serving(settings: NotificationsSettings) -> AbstractContextManager[TestClient]:
+    """The app for ``settings``, running."""
+    return SERVICE.serving(settings)
 
 
 # --- a mail server -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Bad input and missing rights: each is a 4xx problem, never a 500."""
+"""Bad input and missing rights: each is a 4xx problem, never a 500.
+
+These tests share one app per store (the plugin's ``shared``), none of them changes anything.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,9 @@ from agora_tools.testing import BAD_PAGING, BAD_TOKENS
 from notifications.application import CURSORS
 from notifications.domain import Cursor
 
-from .conftest import KEY, PROBLEM, User, a_user, app_for, bearer, serving, settings_for
+from .conftest import KEY, PROBLEM, User, a_user, app_for, bearer, settings_for
 
 MAILBOXES = ["/notifications", "/notifications/all"]
-
-
-@pytest.fixture(scope="module")
-def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
-    """An app shared by the tests of this module, none of which changes anything."""
-    with serving(settings_for(module_database_url, module_data_dir)) as client:
-        yield client
 
 
 @pytest.mark.parametrize("path", MAILBOXES)
