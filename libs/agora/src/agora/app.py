@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -54,6 +54,8 @@ Check = Callable[[], Awaitable[None]]
 JWKS_PATH = "/.well-known/jwks.json"
 
 T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S", bound=ServiceSettings)
 
 
 @dataclass
@@ -97,6 +99,30 @@ class Resources:
     def stop(self) -> None:
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
+
+
+def with_provided(kind: type[T], use: Callable[[T], R]) -> Callable[[Resources], R]:
+    """``use`` of what bootstrap provided of class ``kind``, looked up when the resources are
+    handed over: ``subscriptions=with_provided(application.Parts, entrypoints.subscriptions)``
+    builds the subscriptions, when messaging starts, from the ``Parts`` provided after the app."""
+
+    def using(resources: Resources) -> R:
+        return use(resources.get(kind))
+
+    return using
+
+
+class Migrate(Generic[S]):
+    """A service's ``migrate``, what ``agora-service migrate NAME`` runs before the replicas start:
+    ``migrate = Migrate(CartSettings, MIGRATIONS)`` brings the database the settings name (read
+    from the environment unless given) up to date."""
+
+    def __init__(self, settings: Callable[[], S], migrations: Path) -> None:
+        self._settings = settings
+        self._migrations = migrations
+
+    def __call__(self, settings: S | None = None) -> None:
+        upgrade((settings or self._settings()).database_url, self._migrations)
 
 
 def create_service_app(

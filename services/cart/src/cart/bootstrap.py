@@ -7,9 +7,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Check, Resources, create_service_app
+from agora.app import Check, Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from agora.migrations import upgrade
 from cart import application, entrypoints
 from cart.adapters import HttpCatalogService, RedisCarts, SqlCarts
 from cart.application import Clock, utc_now
@@ -73,7 +72,7 @@ def create_app(
         on_shutdown=[carts.close],
         readiness=readiness,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(carts),
+        subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
     )
     resources: Resources = app.state.resources
     resources.provide(
@@ -87,6 +86,4 @@ def create_app(
     return app
 
 
-def migrate(settings: CartSettings | None = None) -> None:
-    settings = settings or CartSettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(CartSettings, MIGRATIONS)

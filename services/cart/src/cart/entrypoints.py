@@ -146,12 +146,10 @@ async def empty_cart(user: CurrentUser, parts: Parts) -> Response:
     return _answer(await application.empty_cart(parts, EmptyCart(user.id)))
 
 
-def subscriptions(carts: application.Carts) -> tuple[Subscription, ...]:
-    """What the cart listens to: orders placed, whose lines leave the cart.
-
-    Built around the carts bootstrap picks, the ones the routes find in the app's ``Parts``
-    (whose client of catalog is made with the app, after its subscriptions).
-    """
+def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
+    """What the cart listens to: orders placed, whose lines leave the cart, handled with the
+    carts of the parts bootstrap chose, as the routes are."""
+    carts = parts.carts
 
     def remove_ordered(session: Session, event: OrderPlaced, envelope: CloudEvent) -> None:
         # With Redis the lines leave before the inbox row commits: when that commit fails, the

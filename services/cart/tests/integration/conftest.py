@@ -166,7 +166,8 @@ class Shop:
         self.catalogue = catalogue
         self.clock = clock
         resources = client.app.state.resources  # type: ignore[attr-defined]  # TestClient types its app as any ASGI app
-        self.store: application.Carts = resources.get(application.Parts).carts
+        self.parts: application.Parts = resources.get(application.Parts)
+        self.store: application.Carts = self.parts.carts
 
     def shopper(self) -> Shopper:
         """A new user, with an empty cart."""
@@ -184,7 +185,7 @@ class Shop:
         async def run() -> Delivery:
             uow = UnitOfWork(self.settings.database_url, source="cart")
             try:
-                return await InMemoryBus(subscriptions(self.store), uow).deliver(cloud_event)
+                return await InMemoryBus(subscriptions(self.parts), uow).deliver(cloud_event)
             finally:
                 await uow.dispose()
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
-from agora.app import Hook, Resources, create_service_app
+from agora.app import Hook, Migrate, Resources, create_service_app
 from agora.auth import TokenVerifier
-from agora.migrations import upgrade
 from catalog import application, entrypoints
 from catalog.adapters import SqlProducts, load_seed
 from catalog.domain import (
@@ -67,6 +66,4 @@ def create_app(
     return app
 
 
-def migrate(settings: CatalogSettings | None = None) -> None:
-    settings = settings or CatalogSettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(CatalogSettings, MIGRATIONS)

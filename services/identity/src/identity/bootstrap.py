@@ -13,10 +13,9 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from agora.app import Resources, create_service_app
+from agora.app import Migrate, Resources, create_service_app
 from agora.auth import TokenVerifier, secrets_dir
 from agora.db import UnitOfWork
-from agora.migrations import upgrade
 from agora.secrets import secret_file
 from identity import application
 from identity.adapters import (
@@ -188,6 +187,4 @@ def create_app(
     return app
 
 
-def migrate(settings: IdentitySettings | None = None) -> None:
-    settings = settings or IdentitySettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(IdentitySettings, MIGRATIONS)

@@ -9,9 +9,8 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
-from agora.app import Hook, Resources, create_service_app
+from agora.app import Hook, Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from agora.migrations import upgrade
 from inventory import application, entrypoints
 from inventory.adapters import SqlStockrooms, load_seed
 from inventory.domain import (
@@ -67,7 +66,7 @@ def create_app(
         errors=ERRORS,
         on_startup=on_startup,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(parts),
+        subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=[
             entrypoints.expiry(
                 parts, interval=settings.expiry_interval, batch=settings.expiry_batch
@@ -78,6 +77,4 @@ def create_app(
     return app
 
 
-def migrate(settings: InventorySettings | None = None) -> None:
-    settings = settings or InventorySettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(InventorySettings, MIGRATIONS)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Hook, Resources, create_service_app
+from agora.app import Hook, Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from agora.migrations import upgrade
 from agora.tasks import Bell
 from notifications import application, entrypoints
 from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMessages
@@ -85,13 +84,11 @@ def create_app(
         migrations=MIGRATIONS,
         errors=ERRORS,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(parts),
+        subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=background,
     )
     app.state.resources.provide(parts)
     return app
 
 
-def migrate(settings: NotificationsSettings | None = None) -> None:
-    settings = settings or NotificationsSettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(NotificationsSettings, MIGRATIONS)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Resources, create_service_app
+from agora.app import Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from agora.migrations import upgrade
 from orders import application, entrypoints
 from orders.adapters import HttpCartService, HttpCatalogService, HttpPaymentsService, SqlOrders
 from orders.application import TIMER_BATCH, Clock, utc_now
@@ -64,8 +63,6 @@ def create_app(
     """The orders app. Tests pass fakes for ``catalog``, ``payments`` and ``cart`` (the other
     services it calls) and, for time to pass, a ``clock``."""
     settings = settings or OrdersSettings()
-    rules = settings.rules()
-    orders = SqlOrders()
 
     async def deadline_timer(resources: Resources) -> None:
         """Every ``timer_interval``, act on the checkouts whose deadline has passed."""
@@ -92,18 +89,18 @@ def create_app(
         migrations=MIGRATIONS,
         errors=ERRORS,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(orders, rules, clock),
+        subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=[deadline_timer],
         on_startup=[ring_on_commit],
     )
     resources: Resources = app.state.resources
     resources.provide(
         application.Parts(
-            orders=orders,
+            orders=SqlOrders(),
             catalog=catalog or HttpCatalogService(resources.client),
             payments=payments or HttpPaymentsService(resources.client),
             cart=cart or HttpCartService(resources.client),
-            rules=rules,
+            rules=settings.rules(),
             clock=clock,
             follow=application.Follow(
                 poll=settings.events_poll,
@@ -115,6 +112,4 @@ def create_app(
     return app
 
 
-def migrate(settings: OrdersSettings | None = None) -> None:
-    settings = settings or OrdersSettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(OrdersSettings, MIGRATIONS)

@@ -34,7 +34,6 @@ from agora_tools import testing
 from agora_tools.pytest_plugin import Clock, Gathering
 from agora_tools.testing import InMemoryBus, SigningKey
 from orders import application
-from orders.adapters import SqlOrders
 from orders.bootstrap import create_app
 from orders.domain import Card, InvalidCard, Priced, Requested
 from orders.entrypoints import subscriptions
@@ -240,9 +239,8 @@ class Checkout:
         uow = app.state.resources.uow
         assert isinstance(uow, UnitOfWork)
         self.uow = uow
-        self.bus = InMemoryBus(
-            subscriptions(SqlOrders(), settings.rules(), clock), uow, service="orders"
-        )
+        parts = app.state.resources.get(application.Parts)
+        self.bus = InMemoryBus(subscriptions(parts), uow, service="orders")
 
     async def place(self, headers: Headers, **overrides: Any) -> dict[str, Any]:
         reply = await self.http.post("/orders", json=an_order(**overrides), headers=keyed(headers))

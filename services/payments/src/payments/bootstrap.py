@@ -8,9 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Resources, create_service_app
+from agora.app import Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from agora.migrations import upgrade
 from payments import application, entrypoints
 from payments.adapters import SimulatedProcessor, SqlPayments
 from payments.application import Deadline, ProcessorError, ProcessorTimeout, Wakeup
@@ -37,7 +36,6 @@ def create_app(
     settings: PaymentsSettings | None = None, *, verifier: TokenVerifier | None = None
 ) -> FastAPI:
     settings = settings or PaymentsSettings()
-    payments = SqlPayments()
     wakeup = Wakeup()
     lease = timedelta(seconds=settings.processor_timeout + settings.lease_margin)
 
@@ -62,7 +60,7 @@ def create_app(
         migrations=MIGRATIONS,
         errors=ERRORS,
         verifier=verifier,
-        subscriptions=entrypoints.subscriptions(payments, wakeup),
+        subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=[work],
     )
     resources: Resources = app.state.resources
@@ -72,7 +70,7 @@ def create_app(
     processor = SimulatedProcessor(resources.uow, hang=settings.hang)
     resources.provide(
         application.Parts(
-            payments=payments,
+            payments=SqlPayments(),
             processor=Deadline(processor, settings.processor_timeout),
             wakeup=wakeup,
         )
@@ -80,6 +78,4 @@ def create_app(
     return app
 
 
-def migrate(settings: PaymentsSettings | None = None) -> None:
-    settings = settings or PaymentsSettings()
-    upgrade(settings.database_url, MIGRATIONS)
+migrate = Migrate(PaymentsSettings, MIGRATIONS)

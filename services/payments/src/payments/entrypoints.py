@@ -22,7 +22,7 @@ from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams, page_cursor, page_limit
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
-from payments.application import PaymentQuery, Payments, Wake
+from payments.application import PaymentQuery
 from payments.domain import CARD_INPUT_MAX, PAGE_DEFAULT, PAGE_MAX
 
 JSON = "application/json"
@@ -192,11 +192,11 @@ async def tokenize_card(body: NewCard, _user: CurrentUser, parts: Parts) -> Resp
     return _json(_CARD.dump_json(CardOut.model_validate(card)), 201)
 
 
-def subscriptions(payments: Payments, wake: Wake) -> tuple[Subscription, ...]:
+def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
     """The checkout's commands. Each only writes down what is asked, in the transaction that
-    records the command in the inbox; ``wake`` starts the worker once it is committed (``wake``
-    is the worker's wakeup, known before the app that makes the processor: the commands need no
-    more of the parts)."""
+    records the command in the inbox; the parts' ``wakeup`` starts the worker once it is
+    committed."""
+    payments, wake = parts.payments, parts.wakeup
 
     def authorize_payment(session: Session, command: AuthorizePayment, _: CloudEvent) -> None:
         application.authorize_payment(session, payments, command, wake)

@@ -213,7 +213,10 @@ def make_bench(url: str) -> Bench:
         clock=clock,
     )
     wakes: list[str] = []
-    bus = InMemoryBus(subscriptions(SqlPayments(), lambda: wakes.append("wake")), uow)
+    parts = application.Parts(
+        SqlPayments(), Deadline(processor, PROCESSOR_DEADLINE), lambda: wakes.append("wake")
+    )
+    bus = InMemoryBus(subscriptions(parts), uow)
     return Bench(uow, processor, worker, bus, clock, wakes)
 
 

@@ -28,7 +28,9 @@ def handing(bench: Bench) -> Wakeup:
     loop's lease set as ``run`` sets it."""
     wakeup = bench.worker.wakeup
     wakeup.start(bench.worker.lease)
-    bench.bus = InMemoryBus(subscriptions(SqlPayments(), wakeup), bench.uow)
+    bench.bus = InMemoryBus(
+        subscriptions(Parts(SqlPayments(), bench.worker.steps.processor, wakeup)), bench.uow
+    )
     return wakeup
 
 
@@ -107,7 +109,7 @@ async def test_the_worker_loop_carries_out_handed_operations(bench: Bench) -> No
     lease = bench.worker.lease
     # Only a handoff or a ring starts anything.
     bench.worker = worker(bench.uow, parts, lease=lease, poll=60.0, clock=bench.clock)
-    bench.bus = InMemoryBus(subscriptions(parts.payments, wakeup), bench.uow)
+    bench.bus = InMemoryBus(subscriptions(parts), bench.uow)
     loop = asyncio.create_task(bench.worker.run())
     try:
         # Until the loop has started listening with its lease: only then do commands hand over
@@ -134,7 +136,9 @@ async def test_a_command_without_a_running_loop_leaves_its_operation_to_a_poll(
     bench: Bench,
 ) -> None:
     wakeup = Wakeup()  # no loop has started it with a lease
-    bench.bus = InMemoryBus(subscriptions(SqlPayments(), wakeup), bench.uow)
+    bench.bus = InMemoryBus(
+        subscriptions(Parts(SqlPayments(), bench.worker.steps.processor, wakeup)), bench.uow
+    )
     order_id = an_order()
 
     await bench.authorize(order_id, APPROVED)

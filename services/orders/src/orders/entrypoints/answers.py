@@ -8,20 +8,15 @@ from agora.errors import slug
 from agora.messaging import CloudEvent, Subscription
 from contracts.base import IntegrationEvent
 from orders import application
-from orders.application import ANSWERS, Clock, Orders, utc_now
-from orders.domain import Rules
+from orders.application import ANSWERS
 
 
-def subscriptions(orders: Orders, rules: Rules, clock: Clock = utc_now) -> tuple[Subscription, ...]:
-    """One subscription per answer from inventory and payments, each moving the checkout on.
-
-    A function rather than a constant: the saga's timing comes from the settings. It takes the
-    parts it uses rather than :class:`application.Parts`, which bootstrap completes only once the
-    app exists (its clients of other services use the app's), after the app took these.
-    """
+def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
+    """One subscription per answer from inventory and payments, each moving the checkout on
+    with the parts bootstrap chose (the saga's timing, from the settings, is in their rules)."""
 
     def checkout_answer(session: Session, event: IntegrationEvent, envelope: CloudEvent) -> None:
-        application.answer(session, orders, rules, event, clock())
+        application.answer(session, parts.orders, parts.rules, event, parts.clock())
 
     return tuple(
         Subscription(answer, checkout_answer, name="on_" + slug(answer.__name__).replace("-", "_"))
