@@ -15,6 +15,7 @@ import httpx
 import jwt
 import pytest
 
+from agora_tools.pytest_plugin import SecondsClock
 from agora_tools.testing import free_port
 from gateway.bootstrap import create_app
 from gateway.sessions import LocalEnds, RedisEnds, Sessions, token_facts
@@ -373,16 +374,8 @@ def test_a_session_lasts_its_own_lifetime_even_when_the_token_lives_longer(
 # --- the ended tokens, on a clock of the test's own ---------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_once_a_session_is_over_its_token_is_refused_until_it_expires(keys: Keys) -> None:
-    clock = Clock()
+    clock = SecondsClock(1_800_000_000.0)
     ends = LocalEnds(clock)
     sessions = Sessions(ends, lifetime=600, clock=clock)
     token = issue(keys, sub="u1", email="ada@example.com", issued_ago=0, expires_in=3600)

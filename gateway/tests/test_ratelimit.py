@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from agora_tools.pytest_plugin import SecondsClock
 from gateway.ratelimit import TokenBuckets
 from gateway.settings import GatewaySettings
 
@@ -17,16 +18,8 @@ if TYPE_CHECKING:
     from .conftest import Keys, StartGateway, Upstream
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_client_may_send_its_burst_then_is_told_how_long_to_wait() -> None:
-    clock = Clock()
+    clock = SecondsClock()
     buckets = TokenBuckets(rate=2.0, burst=3, clock=clock)
 
     assert [await buckets.take("ada") for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -34,7 +27,7 @@ async def test_a_client_may_send_its_burst_then_is_told_how_long_to_wait() -> No
 
 
 async def test_tokens_come_back_at_the_rate() -> None:
-    clock = Clock()
+    clock = SecondsClock()
     buckets = TokenBuckets(rate=2.0, burst=3, clock=clock)
     for _ in range(3):
         await buckets.take("ada")
@@ -46,7 +39,7 @@ async def test_tokens_come_back_at_the_rate() -> None:
 
 
 async def test_a_refused_request_costs_no_token() -> None:
-    clock = Clock()
+    clock = SecondsClock()
     buckets = TokenBuckets(rate=1.0, burst=1, clock=clock)
     await buckets.take("ada")
     for _ in range(10):
@@ -58,7 +51,7 @@ async def test_a_refused_request_costs_no_token() -> None:
 
 
 async def test_clients_have_buckets_of_their_own() -> None:
-    buckets = TokenBuckets(rate=1.0, burst=1, clock=Clock())
+    buckets = TokenBuckets(rate=1.0, burst=1, clock=SecondsClock())
     await buckets.take("ada")
 
     assert await buckets.take("ada") > 0
@@ -66,7 +59,7 @@ async def test_clients_have_buckets_of_their_own() -> None:
 
 
 async def test_idle_clients_are_forgotten() -> None:
-    clock = Clock()
+    clock = SecondsClock()
     buckets = TokenBuckets(rate=10.0, burst=20, clock=clock)
     for client in range(100):
         await buckets.take(f"client-{client}")
@@ -79,7 +72,7 @@ async def test_idle_clients_are_forgotten() -> None:
 
 
 async def test_memory_stays_bounded_under_many_clients() -> None:
-    buckets = TokenBuckets(rate=1.0, burst=5, max_clients=50, clock=Clock())
+    buckets = TokenBuckets(rate=1.0, burst=5, max_clients=50, clock=SecondsClock())
 
     for client in range(1000):
         await buckets.take(f"client-{client}")

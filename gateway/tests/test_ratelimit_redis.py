@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from agora.logs import configure_logging
+from agora_tools.pytest_plugin import SecondsClock
 from agora_tools.testing import free_port, require_server
 from gateway.ratelimit import RedisBuckets, TokenBuckets
 
@@ -185,14 +186,6 @@ def test_without_a_redis_url_none_is_reported(start_gateway: StartGateway) -> No
     assert redis_state["connected"] is False
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Warnings(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -206,7 +199,7 @@ async def test_redis_being_away_is_logged_once_every_few_seconds() -> None:
     configure_logging("gateway")  # the limiter's logs go through the standard library's
     warnings = Warnings()
     logging.getLogger("gateway.ratelimit").addHandler(warnings)
-    clock = Clock()
+    clock = SecondsClock()
     buckets = RedisBuckets(
         f"redis://127.0.0.1:{free_port()}/0",
         TokenBuckets(rate=1.0, burst=100),

@@ -17,6 +17,7 @@ from agora_tools.pytest_plugin import (
     STORE_PARAMS,
     Clock,
     Gathering,
+    SecondsClock,
     project_label,
     schema_drift_after_migrating,
 )
@@ -145,6 +146,14 @@ def test_a_reset_clock_tells_the_real_time_again() -> None:
     clock.advance(hours=5)
     clock.reset()
     assert abs(clock() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_a_clock_in_seconds_stands_where_the_test_puts_it() -> None:
+    clock = SecondsClock()
+    started = clock()
+    clock.now += 1.5
+
+    assert (started, clock(), SecondsClock(5.0)()) == (1000.0, 1001.5, 5.0)
 
 
 async def test_a_gathering_holds_each_caller_until_all_are_inside() -> None:

@@ -29,6 +29,8 @@ heavy until a fixture asks for it.
     that leave it as they found it. A conftest's own fixture of the same name takes the place of
     the plugin's.
 
+:class:`SecondsClock` is the clock for code that counts time in seconds (``time.monotonic``).
+
 :class:`Gathering` lets a fake of another service hold its callers until they are all inside.
 
 :func:`schema_drift_after_migrating` is the schema drift check: each service's ``test_schema``
@@ -88,6 +90,17 @@ class Clock:
         """The real time again."""
         self.now = None
         self.ahead = timedelta()
+
+
+class SecondsClock:
+    """Time in seconds, as ``time.time`` or ``time.monotonic`` count it, standing at ``now`` until
+    the test sets it or moves it on (``clock.now += 60``). Call it as the code calls its clock."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class Gathering:
