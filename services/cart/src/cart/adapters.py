@@ -23,7 +23,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    DateTime,
     Integer,
     MetaData,
     String,
@@ -37,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from agora.app import Resources
 from agora.client import ServiceClient
+from agora.columns import timestamp
 from agora.db import UnitOfWork, aware
 from agora.errors import Problem, ServiceUnavailable
 from agora.messaging.credentials import without_credentials
@@ -54,7 +54,7 @@ cart_lines = Table(
     Column("user_id", String(64), primary_key=True),
     Column("sku", String(32), primary_key=True),
     Column("quantity", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    timestamp("updated_at"),
     CheckConstraint("quantity > 0", name="ck_cart_lines_quantity_positive"),
 )
 

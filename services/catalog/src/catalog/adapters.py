@@ -14,7 +14,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     MetaData,
@@ -30,21 +29,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agora.columns import key_text, timestamp
 from agora.db import aware
 from agora.sql import insert_if_absent, rowcount
 from catalog.application import CategorySummary, CreateProduct, Listing, Seed
 from catalog.domain import NAME_MAX, Category, Product, ProductExists, name_key, search_text
 
 metadata = MetaData()
-
-
-def sort_text(length: int) -> String:
-    """Text compared byte by byte (code point order) on both stores, as Python compares it.
-
-    PostgreSQL's default collation orders by locale rules that SQLite and the cursor do not
-    share; "C" makes ``ORDER BY`` and the keyset comparison agree everywhere.
-    """
-    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 categories = Table(
@@ -70,11 +61,11 @@ products = Table(
     ),
     Column("image_url", String(2048), nullable=True),
     Column("active", Boolean, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
+    timestamp("updated_at"),
     # Derived from name and description on every write (domain.name_key, domain.search_text).
     # Case folding may triple a name's length ("ﬃ" → "ffi"): migration 0003.
-    Column("name_key", sort_text(3 * NAME_MAX), nullable=False),
+    Column("name_key", key_text(3 * NAME_MAX), nullable=False),
     Column("search_text", Text, nullable=False),
     CheckConstraint("price > 0", name="ck_products_price_positive"),
     Index("ix_products_name_key", "name_key", "sku"),
@@ -87,7 +78,7 @@ seeds = Table(
     "seeds",
     metadata,
     Column("name", String(100), primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
+    timestamp("applied_at"),
 )
 
 PRODUCT_COLUMNS = (

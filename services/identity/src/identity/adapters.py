@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     JSON,
     Column,
-    DateTime,
     Index,
     Insert,
     Integer,
@@ -41,6 +40,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agora.columns import timestamp
 from agora.db import aware
 from agora.sql import insert_if_absent
 from identity.domain import (
@@ -65,7 +65,7 @@ users = Table(
     Column("email", String(254), nullable=False),
     Column("password_hash", String(255), nullable=False),
     Column("roles", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
     UniqueConstraint("email", name="uq_users_email"),
 )
 
@@ -78,8 +78,8 @@ signing_keys = Table(
     # keys were sealed, until the next start seals it.
     Column("private_key", Text, nullable=False),
     Column("public_jwk", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("retire_at", DateTime(timezone=True), nullable=True),
+    timestamp("created_at"),
+    timestamp("retire_at", nullable=True),
     UniqueConstraint("generation", name="uq_signing_keys_generation"),
 )
 
@@ -91,10 +91,10 @@ login_throttle = Table(
     Column("email", String(320), primary_key=True),
     Column("client", String(CLIENT_LENGTH), primary_key=True),
     Column("failures", Integer, nullable=False),
-    Column("window_started_at", DateTime(timezone=True), nullable=True),
-    Column("locked_until", DateTime(timezone=True), nullable=True),
+    timestamp("window_started_at", nullable=True),
+    timestamp("locked_until", nullable=True),
     Column("lockouts", Integer, nullable=False),
-    Column("last_failure_at", DateTime(timezone=True), nullable=True),
+    timestamp("last_failure_at", nullable=True),
     Index("ix_login_throttle_last_failure_at", "last_failure_at"),
 )
 

@@ -14,9 +14,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    DateTime,
     Index,
-    Integer,
     MetaData,
     Row,
     String,
@@ -26,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agora.columns import key_text, serial_key, timestamp
 from agora.db import aware
 from agora.sql import insert_if_absent
 from inventory.application import ReservationFilter, Seed
@@ -39,12 +38,6 @@ from inventory.domain import (
 )
 
 metadata = MetaData()
-
-
-def key_text(length: int) -> String:
-    """Text ordered by code point on both stores, as Python orders it: rows are locked, and
-    pages cut, in one order that does not depend on PostgreSQL's locale."""
-    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 stock = Table(
@@ -66,9 +59,9 @@ reservations = Table(
     Column("order_id", key_text(100), primary_key=True),
     Column("status", String(10), nullable=False),
     Column("lines", JSON, nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    timestamp("expires_at", nullable=True),
+    timestamp("created_at"),
+    timestamp("updated_at"),
     Index("ix_reservations_status_expires_at", "status", "expires_at"),
     Index("ix_reservations_status_order_id", "status", "order_id"),
 )
@@ -76,15 +69,13 @@ reservations = Table(
 adjustments = Table(
     "adjustments",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    serial_key(),
     Column("sku", key_text(32), nullable=False),
     Column("delta", BigInteger, nullable=False),
     Column("reason", String(200), nullable=False),
     Column("idempotency_key", String(200), nullable=True, unique=True),
     Column("available", BigInteger, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
 )
 
 STOCK_COLUMNS = (

@@ -14,7 +14,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -28,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from agora.columns import key_text, timestamp
 from agora.db import aware
 from agora.sql import dialect_insert, insert_if_absent, rowcount
 from notifications.application import Mail, MailboxQuery, MailError, MailRefused
@@ -47,18 +47,12 @@ from notifications.domain import (
 metadata = MetaData()
 
 
-def key_text(length: int) -> String:
-    """Text ordered by code point on both stores: pages are cut in one order that does not
-    depend on PostgreSQL's locale."""
-    return String(length).with_variant(String(length, collation="C"), "postgresql")
-
-
 addresses = Table(
     "addresses",
     metadata,
     Column("user_id", String(USER_ID_MAX), primary_key=True),
     Column("email", String(EMAIL_MAX), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    timestamp("updated_at"),
 )
 
 messages = Table(
@@ -71,14 +65,14 @@ messages = Table(
     Column("order_id", String(ORDER_ID_MAX), nullable=True),
     Column("subject", Text, nullable=False),
     Column("body", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
-    Column("lease_until", DateTime(timezone=True), nullable=True),
+    timestamp("next_attempt_at"),
+    timestamp("lease_until", nullable=True),
     Column("lease_token", String(32), nullable=True),
     Column("last_error", String(ERROR_MAX), nullable=True),
-    Column("sent_at", DateTime(timezone=True), nullable=True),
+    timestamp("sent_at", nullable=True),
     # One message per topic per user, whatever delivers its event twice or sends a second
     # event about the same order: the database refuses the second.
     UniqueConstraint("user_id", "topic", name="uq_messages_user_topic"),

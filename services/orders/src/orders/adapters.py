@@ -16,7 +16,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -33,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agora.client import Reply, ServiceClient
+from agora.columns import timestamp
 from agora.db import aware
 from agora.errors import Problem, ServiceUnavailable
 from orders.application import Due, DuplicateOrder, Listing
@@ -70,9 +70,9 @@ orders = Table(
     Column("card_token", String(200), nullable=False),
     Column("card_brand", String(32), nullable=False),
     Column("card_last4", String(4), nullable=False),
-    Column("placed_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("deadline_at", DateTime(timezone=True), nullable=False),
+    timestamp("placed_at"),
+    timestamp("updated_at"),
+    timestamp("deadline_at"),
     Column("trace_id", String(32), nullable=True),
     Column("traceparent", String(64), nullable=True),
     CheckConstraint("total > 0", name="ck_orders_total_positive"),
@@ -93,7 +93,7 @@ checkouts = Table(
     Column("step", String(16), nullable=False),
     Column("attempt", Integer, nullable=False),
     # When the timer acts next; null once the checkout is done.
-    Column("deadline_at", DateTime(timezone=True), nullable=True),
+    timestamp("deadline_at", nullable=True),
     Column("reason", String(32), nullable=True),
     Column("reserved", Boolean, nullable=False),
     Column("authorized", Boolean, nullable=False),

@@ -19,7 +19,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -34,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from agora.columns import serial, serial_key, timestamp
 from agora.db import UnitOfWork, aware
 from agora.sql import insert_if_absent, inserted_key, rowcount
 from payments.application import (
@@ -59,9 +59,6 @@ from payments.domain import (
 
 metadata = MetaData()
 
-# Integer ids that autoincrement on both stores (SQLite only does it for INTEGER PRIMARY KEY).
-Serial = BigInteger().with_variant(Integer, "sqlite")
-
 payments = Table(
     "payments",
     metadata,
@@ -80,11 +77,11 @@ payments = Table(
     Column("attempts", Integer, nullable=False),
     Column("authorization_id", String(64), nullable=True),
     Column("pending_operation", String(10), nullable=True),
-    Column("lease_until", DateTime(timezone=True), nullable=True),
+    timestamp("lease_until", nullable=True),
     Column("lease_token", String(32), nullable=True),
     Column("failures", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
+    timestamp("updated_at"),
     CheckConstraint("amount IS NULL OR amount > 0", name="ck_payments_amount_positive"),
     CheckConstraint(
         "captured_amount >= 0 AND refunded_amount >= 0 AND refunded_amount <= captured_amount",
@@ -98,13 +95,13 @@ payments = Table(
 ledger_movements = Table(
     "ledger_movements",
     metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
+    serial_key(),
     Column("order_id", String(100), nullable=False),
     Column("payment_id", String(36), ForeignKey("payments.id"), nullable=False),
     Column("kind", String(10), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
     CheckConstraint("amount > 0", name="ck_ledger_movements_amount_positive"),
     # A payment is held, released, captured and refunded at most once each: a second capture
     # could only come from a bug, and the database refuses it.
@@ -115,8 +112,8 @@ ledger_movements = Table(
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
-    Column("movement_id", Serial, ForeignKey("ledger_movements.id"), nullable=False),
+    serial_key(),
+    Column("movement_id", serial(), ForeignKey("ledger_movements.id"), nullable=False),
     Column("account", String(40), nullable=False),
     Column("debit", BigInteger, nullable=False),
     Column("credit", BigInteger, nullable=False),
@@ -135,7 +132,7 @@ processor_cards = Table(
     Column("brand", String(20), nullable=False),
     Column("last4", String(4), nullable=False),
     Column("behaviour", String(20), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
 )
 
 processor_operations = Table(
@@ -147,7 +144,7 @@ processor_operations = Table(
     Column("token", String(64), nullable=True),
     Column("authorization_id", String(64), nullable=True),
     Column("amount", BigInteger, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
     Index("ix_processor_operations_authorization", "authorization_id", "kind"),
 )
 
