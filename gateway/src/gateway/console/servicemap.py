@@ -59,12 +59,9 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
-class Edge:
-    source: str
-    target: str
-    kind: EdgeKind
-    total: float
-    rate: float | None  # per second now; None before two scrapes
+class Edge(Flow):
+    """A flow (its rate per second now; None before two scrapes) as an arrow on the map."""
+
     path: str  # SVG path data
     label_x: float
     label_y: float
@@ -226,11 +223,11 @@ def _edge(source: Node, target: Node, flow: Flow, start: float, end: float) -> E
     label_x = (x1 + 3 * c1[0] + 3 * c2[0] + x2) / 8
     label_y = (y1 + 3 * c1[1] + 3 * c2[1] + y2) / 8
     return Edge(
-        source=source.name,
-        target=target.name,
-        kind=flow.kind,
-        total=flow.total,
-        rate=flow.rate,
+        flow.source,
+        flow.target,
+        flow.kind,
+        flow.total,
+        flow.rate,
         path=path,
         label_x=round(label_x, 1),
         label_y=round(label_y - 4, 1),
