@@ -3,8 +3,7 @@ there, an insert that updates it, and what a write reports back (rows written, k
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy import (
@@ -22,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.sql import dialect_insert, insert_if_absent, inserted_key, rowcount
-from agora_tools.testing import STORES, database
 
 metadata = MetaData()
 names = Table(
@@ -34,15 +32,9 @@ names = Table(
 )
 
 
-@pytest.fixture(params=STORES)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "sql", tmp_path) as database_url:
-        yield database_url
-
-
 @pytest.fixture
-async def uow(url: str) -> AsyncIterator[UnitOfWork]:
-    unit = UnitOfWork(url)
+async def uow(database_url: str) -> AsyncIterator[UnitOfWork]:
+    unit = UnitOfWork(database_url)
     await unit.run(lambda session: metadata.create_all(session.connection()))
     yield unit
     await unit.dispose()

@@ -7,7 +7,6 @@ must behave alike; testing them against one stand-in keeps them answering the sa
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
@@ -41,12 +40,7 @@ class FakeService:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
 
