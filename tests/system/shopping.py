@@ -1,6 +1,10 @@
 """The shop through its gateway, as shoppers and an admin use it: what the system tests share.
 
-Imported by name (`pythonpath` in the pytest settings puts tests/system on the path).
+Imported by name (`pythonpath` in the pytest settings puts tests/system on the path). A module
+that names it in ``pytest_plugins`` has the fixture ``shop``: the shop of the module's running
+``system`` (each module starts its own, with the settings and scale its journeys need). The
+modules import it before pytest loads it as their plugin, so pytest leaves its asserts as they
+are written (PYTEST_DONT_REWRITE), as it did when the modules only imported it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 
 from agora_tools.harness import RunningSystem
 
@@ -179,3 +184,9 @@ class Shop:
 def open_shop(system: RunningSystem) -> Iterator[Shop]:
     with httpx.Client(base_url=system.gateway_url, timeout=60) as api:
         yield Shop(system, api, log_in(api, ADMIN_EMAIL, ADMIN_PASSWORD))
+
+
+@pytest.fixture(scope="module")
+def shop(system: RunningSystem) -> Iterator[Shop]:
+    with open_shop(system) as opened:
+        yield opened

@@ -21,11 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
-from shopping import APPROVED, DECLINED, Shop, admin_env, open_shop
+from shopping import APPROVED, DECLINED, Shop, admin_env
 
 from agora_tools.harness import RunningSystem
 from agora_tools.testing import REDIS_URL, redis_prefix
 
+pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, the gateway
@@ -46,12 +47,6 @@ def system(
         running = stack.enter_context(RunningSystem(directory, env=env))
         running.wait_healthy(count=PROCESSES)
         yield running
-
-
-@pytest.fixture(scope="module")
-def shop(system: RunningSystem) -> Iterator[Shop]:
-    with open_shop(system) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,11 @@ from shopping import (
     PROCESSOR_TIMEOUT,
     Shop,
     admin_env,
-    open_shop,
 )
 
 from agora_tools.harness import RunningSystem, wait_for
 
+pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
 # nats, identity, catalog, two inventories, payments, orders, cart, notifications, the gateway
@@ -49,12 +49,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     with RunningSystem(directory, "--scale", "inventory=2", env=env) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
-
-
-@pytest.fixture(scope="module")
-def shop(system: RunningSystem) -> Iterator[Shop]:
-    with open_shop(system) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

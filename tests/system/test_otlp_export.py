@@ -18,12 +18,13 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from shopping import APPROVED, Shop, admin_env, open_shop
+from shopping import APPROVED, Shop, admin_env
 
 from agora.auth import OPERATOR_TOKEN_FILE
 from agora_tools.harness import RunningSystem, wait_for
 from agora_tools.testing import http_receiver
 
+pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, the gateway
@@ -97,12 +98,6 @@ def system(receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with RunningSystem(directory, env=env) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
-
-
-@pytest.fixture(scope="module")
-def shop(system: RunningSystem) -> Iterator[Shop]:
-    with open_shop(system) as opened:
-        yield opened
 
 
 def kept_by_processes(system: RunningSystem, trace_id: str) -> set[str]:
