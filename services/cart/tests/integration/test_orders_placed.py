@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from agora_tools.testing import Delivery
+
 from .conftest import BULK, PRESS, WOK, Shop, Shopper
 
 SET = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -49,13 +51,19 @@ def test_a_line_set_at_the_moment_the_order_was_placed_goes_with_it(
     assert alice.lines() == {}
 
 
-def test_the_same_order_delivered_again_changes_nothing_more(shop: Shop, alice: Shopper) -> None:
+def placed_then_set_again(shop: Shop, alice: Shopper) -> Delivery:
+    """Alice's order of her wok, her press left in the cart, and the wok set again after."""
     shop.clock.now = SET
     alice.put(WOK, 2)
     alice.put(PRESS, 1)
     order = shop.place(alice, WOK, placed_at=PLACED)
     shop.clock.now = LATER
     alice.put(WOK, 3)
+    return order
+
+
+def test_the_same_order_delivered_again_changes_nothing_more(shop: Shop, alice: Shopper) -> None:
+    order = placed_then_set_again(shop, alice)
 
     again = shop.deliver(order.event)
 
@@ -66,12 +74,7 @@ def test_the_same_order_delivered_again_changes_nothing_more(shop: Shop, alice: 
 def test_the_same_order_handled_twice_takes_nothing_more(shop: Shop, alice: Shopper) -> None:
     """The inbox is passed by: the order comes again as a new event (with Redis, the lines leave
     before the inbox row commits, so a failed commit has the handler run again)."""
-    shop.clock.now = SET
-    alice.put(WOK, 2)
-    alice.put(PRESS, 1)
-    order = shop.place(alice, WOK, placed_at=PLACED)
-    shop.clock.now = LATER
-    alice.put(WOK, 3)
+    order = placed_then_set_again(shop, alice)
 
     again = shop.deliver(order.event.model_copy(update={"id": str(uuid.uuid4())}))
 
