@@ -104,20 +104,14 @@ login_throttle = Table(
 
 class SqlUsers:
     def add(self, session: Session, user: User) -> None:
-        try:
-            # A savepoint, so that a refused insert leaves the surrounding transaction usable.
-            with session.begin_nested():
-                session.execute(
-                    insert(users).values(
-                        id=user.id,
-                        email=user.email,
-                        password_hash=user.password_hash,
-                        roles=list(user.roles),
-                        created_at=user.created_at,
-                    )
-                )
-        except IntegrityError as error:
-            raise EmailTaken(f"{user.email} already has an account") from error
+        statement = insert(users).values(
+            id=user.id,
+            email=user.email,
+            password_hash=user.password_hash,
+            roles=list(user.roles),
+            created_at=user.created_at,
+        )
+        _insert_new(session, statement, EmailTaken(f"{user.email} already has an account"))
 
     def by_email(self, session: Session, email: str) -> User | None:
         row = session.execute(select(users).where(users.c.email == email)).first()
@@ -137,6 +131,16 @@ class SqlUsers:
         if after is not None:
             query = query.where(users.c.id > after)
         return [_user(row) for row in session.execute(query)]
+
+
+def _insert_new(session: Session, statement: Insert, taken: Exception) -> None:
+    """Insert a row, or raise ``taken`` when a unique key refuses it; in a savepoint, so that a
+    refused insert leaves the surrounding transaction usable."""
+    try:
+        with session.begin_nested():
+            session.execute(statement)
+    except IntegrityError as error:
+        raise taken from error
 
 
 def _user(row: Row[Any]) -> User:
@@ -165,22 +169,18 @@ class SqlSigningKeys:
         return None if row is None else self._key(row)
 
     def add(self, session: Session, key: SigningKey) -> None:
-        try:
-            with session.begin_nested():
-                session.execute(
-                    insert(signing_keys).values(
-                        kid=key.kid,
-                        generation=key.generation,
-                        private_key=self._cipher.seal(key.kid, key.private_pem),
-                        public_jwk=key.public_jwk,
-                        created_at=key.created_at,
-                        retire_at=key.retire_at,
-                    )
-                )
-        except IntegrityError as error:
-            raise KeyRotationConflict(
-                f"a key of generation {key.generation} was made at the same moment"
-            ) from error
+        statement = insert(signing_keys).values(
+            kid=key.kid,
+            generation=key.generation,
+            private_key=self._cipher.seal(key.kid, key.private_pem),
+            public_jwk=key.public_jwk,
+            created_at=key.created_at,
+            retire_at=key.retire_at,
+        )
+        taken = KeyRotationConflict(
+            f"a key of generation {key.generation} was made at the same moment"
+        )
+        _insert_new(session, statement, taken)
 
     def retire_older(self, session: Session, generation: int, at: datetime) -> None:
         session.execute(
