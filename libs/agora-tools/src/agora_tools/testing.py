@@ -357,6 +357,10 @@ class SigningKey:
 # `@pytest.mark.parametrize("flaw", BAD_TOKENS)`.
 BAD_TOKENS = ("expired", "wrong-signature", "wrong-audience", "garbage")
 
+# JSON that is no object at all, which every route that reads an object refuses with a 422:
+# `[*its own bad bodies, *NOT_AN_OBJECT]`.
+NOT_AN_OBJECT: tuple[Any, ...] = ([2], "a string", "2", 2, 2.5, True, None)
+
 # Paging that every listing refuses with a 422: no page of fewer than one item or of a part of
 # one, and no cursor longer than any the services hand out.
 BAD_PAGING: tuple[dict[str, Any], ...] = (

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agora_tools.testing import BAD_TOKENS, bearer
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, bearer
 
 from .conftest import KEY, PROBLEM, WOK, Shop, Shopper
 
@@ -62,10 +62,7 @@ def test_with_a_bad_token_the_cart_is_a_401(shop: Shop, holding: Shopper, flaw: 
         {},
         {"quantity": 2, "unit_price": 1},
         {"quantity": 2, "sku": WOK},
-        [2],
-        "2",
-        2,
-        None,
+        *NOT_AN_OBJECT,
     ],
     ids=lambda body: repr(body)[:50],
 )

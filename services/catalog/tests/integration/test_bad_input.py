@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_TOKENS
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT
 
 from .conftest import KEY, PROBLEM, Headers, a_product, bearer, listed_skus
 
@@ -53,8 +53,7 @@ def test_creating_with_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> No
         {k: v for k, v in a_product().items() if k != "price"},
         {k: v for k, v in a_product().items() if k != "sku"},
         ["KIT-WOK-32"],
-        "a string",
-        None,
+        *NOT_AN_OBJECT,
     ],
     ids=lambda body: repr(body)[:60],
 )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_PAGING, BAD_TOKENS
+from agora_tools.testing import BAD_PAGING, BAD_TOKENS, NOT_AN_OBJECT
 from inventory.application import CURSORS
 from inventory.domain import Cursor
 
@@ -81,8 +81,7 @@ def test_adjusting_with_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> N
         {"delta": 1, "reason": "count", "on_hand": 1000},
         {"delta": 1, "reason": "count", "sku": "BK-DDIA"},
         [1, "count"],
-        "a string",
-        None,
+        *NOT_AN_OBJECT,
     ],
     ids=lambda body: repr(body)[:50],
 )

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from agora_tools.testing import NOT_AN_OBJECT
+
 from .conftest import PROBLEM, VISA, Headers, an_order, bearer, keyed, sign
 
 ADDRESS = an_order()["shipping_address"]
@@ -81,7 +83,7 @@ def lines(count: int) -> list[dict[str, Any]]:
         {key: value for key, value in an_order().items() if key != "shipping_address"},
         [an_order()],
         "an order",
-        None,
+        *NOT_AN_OBJECT,
     ],
     ids=lambda body: repr(body)[:70],
 )
