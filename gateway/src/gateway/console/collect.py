@@ -37,12 +37,9 @@ class Replica:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """One row of the services table."""
+class ReplicaView(Replica):
+    """One row of the services table: a replica, with what its scrape said."""
 
-    service: str
-    replica: int
-    url: str
     health: Health
     reason: str | None
     version: str | None
