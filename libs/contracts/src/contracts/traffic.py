@@ -19,18 +19,8 @@ from contracts.base import IntegrationEvent, subject_of
 CONSUMES: dict[str, tuple[type[IntegrationEvent], ...]] = {
     "inventory": (catalog.ProductCreated, *inventory.COMMANDS),
     "payments": payments.COMMANDS,
-    "orders": (
-        inventory.StockReserved,
-        inventory.StockRejected,
-        inventory.StockReleased,
-        inventory.StockCommitted,
-        payments.PaymentAuthorized,
-        payments.PaymentDeclined,
-        payments.PaymentFailed,
-        payments.PaymentCaptured,
-        payments.PaymentVoided,
-        payments.PaymentRefunded,
-    ),
+    # The checkout listens to every answer of the two services it drives.
+    "orders": (*inventory.EVENTS, *payments.EVENTS),
     "cart": (orders.OrderPlaced,),
     "notifications": (identity.UserRegistered, orders.OrderConfirmed, orders.OrderCancelled),
 }
