@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -236,17 +237,11 @@ class SqlStockrooms:
         return Adjustment(**fields)
 
     def add_adjustment(self, session: Session, adjustment: Adjustment) -> None:
+        # Its fields are the table's columns, as ``adjustment`` reads them back.
+        values = asdict(adjustment)
+        values["idempotency_key"] = values.pop("key")
         try:
-            session.execute(
-                adjustments.insert().values(
-                    sku=adjustment.sku,
-                    delta=adjustment.delta,
-                    reason=adjustment.reason,
-                    idempotency_key=adjustment.key,
-                    available=adjustment.available,
-                    created_at=adjustment.created_at,
-                )
-            )
+            session.execute(adjustments.insert().values(**values))
         except IntegrityError as error:
             # The same key sent at the same moment for another SKU: the second insert loses.
             raise IdempotencyKeyReused(
