@@ -7,8 +7,11 @@ import asyncio
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from agora.auth import InvalidToken
@@ -186,6 +189,24 @@ async def test_a_spoilt_token_is_refused(flaw: str) -> None:
 def test_a_flaw_nobody_knows_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown flaw"):
         testing.SigningKey().spoilt("too-short")
+
+
+def test_every_page_follows_the_cursors_to_the_last_and_no_further() -> None:
+    app = FastAPI()
+
+    @app.get("/things")
+    def things(cursor: str = "0", limit: int = 2, end: int = 5) -> dict[str, Any]:
+        start = int(cursor)
+        following = start + limit
+        return {
+            "items": list(range(start, min(following, end))),
+            "next_cursor": str(following) if following < end else None,
+        }
+
+    with TestClient(app) as client:
+        assert testing.every_page(client, "/things") == [[0, 1], [2, 3], [4]]
+        with pytest.raises(AssertionError, match="never ended"):
+            testing.every_page(client, "/things", limit=1, end=1000)
 
 
 def migrations(directory: Path) -> Path:

@@ -28,6 +28,7 @@ from agora.messaging.testing import wait_for_event as wait_for_event
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from fastapi.testclient import TestClient
     from sqlalchemy import MetaData
 
     from agora.auth import TokenVerifier
@@ -268,6 +269,25 @@ def started_together(apps: Sequence[Any]) -> Iterator[list[Any]]:
     finally:
         for client in started:
             client.__exit__(None, None, None)
+
+
+def every_page(
+    client: TestClient, path: str, headers: dict[str, str] | None = None, **params: Any
+) -> list[list[Any]]:
+    """The items of every page of the listing at ``path`` (asked with ``params``), following its
+    cursors from the first page to the last; every page must be a 200, and there may be a
+    hundred at the most."""
+    pages: list[list[Any]] = []
+    cursor: str | None = None
+    for _ in range(100):
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        answer = client.get(path, params=query, headers=headers)
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.json()["items"])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return pages
+    raise AssertionError(f"the pages of {path} never ended")
 
 
 class SigningKey:

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from agora_tools.testing import every_page
+
 from .conftest import PROBLEM, a_product
 
 PRODUCT_FIELDS = {
@@ -25,23 +27,8 @@ PRODUCT_FIELDS = {
 }
 
 
-def every_page(client: TestClient, **params: Any) -> list[list[dict[str, Any]]]:
-    """Follow the cursor from the first page to the last."""
-    pages: list[list[dict[str, Any]]] = []
-    cursor = None
-    while True:
-        answer = client.get("/products", params={**params, "cursor": cursor} if cursor else params)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        pages.append(body["items"])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return pages
-        assert len(pages) < 100, "the cursor never reached the last page"
-
-
 def all_items(client: TestClient, **params: Any) -> list[dict[str, Any]]:
-    return [item for page in every_page(client, limit=100, **params) for item in page]
+    return [item for page in every_page(client, "/products", limit=100, **params) for item in page]
 
 
 def test_the_seed_catalogue_holds_at_least_fifty_products_in_six_categories(
@@ -81,7 +68,7 @@ def test_paging_with_the_cursor_covers_every_product_exactly_once(
 ) -> None:
     everything = {item["sku"] for item in all_items(shared)}
 
-    pages = every_page(shared, sort=sort, limit=7)
+    pages = every_page(shared, "/products", sort=sort, limit=7)
 
     skus = [item["sku"] for page in pages for item in page]
     assert len(skus) == len(set(skus)), "a product came twice"
@@ -107,7 +94,7 @@ def test_paging_by_name_goes_past_a_product_with_a_long_or_unusual_name(
     assert created.status_code == 201, created.text
 
     for sort in ("name", "-name"):
-        pages = every_page(client, sort=sort, limit=1, category="kitchen")
+        pages = every_page(client, "/products", sort=sort, limit=1, category="kitchen")
 
         skus = [item["sku"] for page in pages for item in page]
         assert "KIT-WOK-32" in skus
@@ -115,8 +102,16 @@ def test_paging_by_name_goes_past_a_product_with_a_long_or_unusual_name(
 
 
 def test_prices_ascend_or_descend_across_pages(shared: TestClient) -> None:
-    up = [(i["price"], i["sku"]) for p in every_page(shared, sort="price", limit=9) for i in p]
-    down = [(i["price"], i["sku"]) for p in every_page(shared, sort="-price", limit=9) for i in p]
+    up = [
+        (i["price"], i["sku"])
+        for p in every_page(shared, "/products", sort="price", limit=9)
+        for i in p
+    ]
+    down = [
+        (i["price"], i["sku"])
+        for p in every_page(shared, "/products", sort="-price", limit=9)
+        for i in p
+    ]
 
     assert up == sorted(up)
     assert down == sorted(down, reverse=True)

@@ -6,24 +6,15 @@ from typing import Any
 
 import pytest
 
-from agora_tools.testing import bearer
+from agora_tools.testing import bearer, every_page
 
 ADMIN_EMAIL = "root@shop.example"  # the admin the test settings create
 
 
 def listed(api: Any, token: str, **query: Any) -> list[dict[str, Any]]:
     """Every account, page by page, following next_cursor."""
-    accounts: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params = query | ({"cursor": cursor} if cursor else {})
-        reply = api.client.get("/users", params=params, headers=bearer(token))
-        assert reply.status_code == 200, reply.text
-        page = reply.json()
-        accounts.extend(page["items"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return accounts
+    pages = every_page(api.client, "/users", bearer(token), **query)
+    return [account for page in pages for account in page]
 
 
 def test_an_admin_pages_through_every_account_once(api: Any) -> None:

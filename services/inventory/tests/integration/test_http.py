@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from agora_tools.testing import every_page
 from inventory.settings import InventorySettings
 
 from .conftest import OPENING, PROBLEM, Headers, Replica, act
@@ -22,17 +23,10 @@ def adjust(client: TestClient, admin: Headers, sku: str, delta: int, **headers: 
     )
 
 
-def every_page(client: TestClient, path: str, admin: Headers, **params: Any) -> list[list[str]]:
+def keys_by_page(client: TestClient, path: str, admin: Headers, **params: Any) -> list[list[str]]:
     """The keys (sku or order id) of every page of a listing, following its cursors."""
-    pages: list[list[str]] = []
-    cursor: str | None = None
-    while True:
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        body = client.get(path, params=query, headers=admin).json()
-        pages.append([item.get("sku") or item["order_id"] for item in body["items"]])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return pages
+    pages = every_page(client, path, admin, **params)
+    return [[item.get("sku") or item["order_id"] for item in page] for page in pages]
 
 
 def test_anyone_sees_how_many_units_are_available(client: TestClient) -> None:
@@ -108,7 +102,7 @@ def test_an_idempotency_key_used_for_another_adjustment_is_a_422(
 def test_the_stock_listing_pages_through_every_sku_once_in_sku_order(
     client: TestClient, admin: Headers
 ) -> None:
-    pages = every_page(client, "/inventory/stock", admin, limit=10)
+    pages = keys_by_page(client, "/inventory/stock", admin, limit=10)
 
     skus = [sku for page in pages for sku in page]
     assert [len(page) for page in pages] == [10] * 6 + [4]
@@ -159,7 +153,7 @@ def test_reservations_are_listed_by_order_with_their_lines_and_status(
     assert b["expires_at"] > b["created_at"]
     assert everything["items"][3]["lines"] == []
     assert everything["items"][3]["expires_at"] is None
-    assert every_page(client, "/inventory/reservations", admin, limit=1, status="active") == [
+    assert keys_by_page(client, "/inventory/reservations", admin, limit=1, status="active") == [
         ["order-a"],
         ["order-b"],
     ]

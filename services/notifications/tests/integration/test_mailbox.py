@@ -3,30 +3,12 @@ an admin reads everyone's, completely, page after page."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi.testclient import TestClient
-
+from agora_tools.testing import every_page
 from notifications.settings import NotificationsSettings
 
 from .conftest import Bench, User, a_user, act, an_order, serving
 
 FIELDS = {"id", "kind", "order_id", "subject", "body", "created_at"}
-
-
-def every_page(client: TestClient, path: str, user: User, **params: Any) -> list[list[Any]]:
-    """The items of every page of a listing, following its cursors."""
-    pages: list[list[Any]] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        answer = client.get(path, params=query, headers=user.headers)
-        assert answer.status_code == 200, answer.text
-        pages.append(answer.json()["items"])
-        cursor = answer.json()["next_cursor"]
-        if cursor is None:
-            return pages
-    raise AssertionError("the pages never ended")
 
 
 def test_a_user_reads_their_messages_newest_first(
@@ -98,7 +80,7 @@ def test_a_mailbox_pages_through_every_message_once(
     act(migrated, events)
 
     with serving(settings) as client:
-        pages = every_page(client, "/notifications", ada, limit=3)
+        pages = every_page(client, "/notifications", ada.headers, limit=3)
         whole = client.get("/notifications", headers=ada.headers).json()["items"]
 
     assert [len(page) for page in pages] == [3, 3, 2]
@@ -120,8 +102,10 @@ def test_an_admin_reads_every_mailbox_and_one_users(
     act(migrated, events)
 
     with serving(settings) as client:
-        everyone = [i for page in every_page(client, "/notifications/all", admin) for i in page]
-        adas_only = every_page(client, "/notifications/all", admin, user_id=ada.id, limit=1)
+        everyone = [
+            i for page in every_page(client, "/notifications/all", admin.headers) for i in page
+        ]
+        adas_only = every_page(client, "/notifications/all", admin.headers, user_id=ada.id, limit=1)
 
     assert [(i["user_id"], i["kind"]) for i in everyone] == [
         (ada.id, "order_confirmed"),
@@ -165,7 +149,9 @@ def test_the_admin_listing_stays_complete_while_messages_come_in(
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-        again = [i["user_id"] for p in every_page(client, "/notifications/all", admin) for i in p]
+        again = [
+            i["user_id"] for p in every_page(client, "/notifications/all", admin.headers) for i in p
+        ]
 
     # The message that came in during the read is newer than the first page: that read skips
     # it, but misses and repeats nothing of what was there; the next read has it first.

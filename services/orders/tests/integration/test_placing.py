@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import outbox_events
+from agora_tools.testing import every_page, outbox_events
 from orders.settings import OrdersSettings
 
 from .conftest import ALICE, PROBLEM, TOTAL, VISA, Fakes, Headers, an_order, keyed
@@ -130,20 +130,10 @@ def test_a_customer_lists_their_own_orders_and_an_admin_lists_all(
 def test_orders_come_in_pages_newest_first(client: TestClient, alice: Headers) -> None:
     placed = [place(client, alice)["id"] for _ in range(5)]
 
-    seen: list[str] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"limit": 2}
-        if cursor:
-            params["cursor"] = cursor
-        page = client.get("/orders", params=params, headers=alice).json()
-        assert len(page["items"]) <= 2
-        seen += [item["id"] for item in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    pages = every_page(client, "/orders", alice, limit=2)
 
-    assert seen == list(reversed(placed))
+    assert all(len(page) <= 2 for page in pages)
+    assert [item["id"] for page in pages for item in page] == list(reversed(placed))
 
 
 def test_orders_can_be_filtered_by_status(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from agora_tools.testing import every_page
 from payments.settings import PaymentsSettings
 
 from .conftest import (
@@ -50,17 +51,8 @@ Serve = Callable[..., Any]
 
 
 def all_pages(client: TestClient, path: str, user: User, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(100):
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        answer = client.get(path, params=query, headers=user.headers)
-        assert answer.status_code == 200, answer.text
-        items += answer.json()["items"]
-        cursor = answer.json()["next_cursor"]
-        if cursor is None:
-            return items
-    raise AssertionError("the pages never ended")
+    """The items of every page of a listing, in order, following its cursors."""
+    return [item for page in every_page(client, path, user.headers, **params) for item in page]
 
 
 def test_a_customer_sees_their_own_payments_and_nobody_elses(
