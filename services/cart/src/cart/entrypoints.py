@@ -40,6 +40,8 @@ Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="Upper-case letters, 
 class ItemOut(BaseModel):
     """A line of the cart, priced by the catalogue now."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     sku: str
     name: str | None = Field(
         description="The product's name; null when the catalogue does not know it (any more)."
@@ -57,29 +59,14 @@ class ItemOut(BaseModel):
 
 
 class CartOut(BaseModel):
+    # Read from the domain's ``Cart``: ``CartOut.model_validate(cart)``.
+    model_config = ConfigDict(from_attributes=True)
+
     items: list[ItemOut] = Field(
         description="In the order the lines were last set: the one added or changed last, last."
     )
     total: int = Field(description="Minor units of `currency`: the sum of the available lines.")
     currency: str = Field(description="ISO 4217 code: the catalogue's prices' currency.")
-
-    @classmethod
-    def of(cls, cart: Cart) -> CartOut:
-        return cls(
-            items=[
-                ItemOut(
-                    sku=item.sku,
-                    name=item.name,
-                    quantity=item.quantity,
-                    unit_price=item.unit_price,
-                    line_total=item.line_total,
-                    available=item.available,
-                )
-                for item in cart.items
-            ],
-            total=cart.total,
-            currency=cart.currency,
-        )
 
 
 class NewQuantity(BaseModel):
@@ -96,7 +83,7 @@ _CART = TypeAdapter(CartOut)
 
 
 def _answer(cart: Cart) -> Response:
-    return Response(_CART.dump_json(CartOut.of(cart)), media_type=JSON)
+    return Response(_CART.dump_json(CartOut.model_validate(cart)), media_type=JSON)
 
 
 # The refusals every route may answer, each a problem document (the chassis documents the shape).

@@ -40,7 +40,6 @@ from inventory.domain import (
     REASON_MAX,
     SKU_PATTERN,
     Line,
-    Reservation,
     Status,
     Stock,
 )
@@ -90,28 +89,21 @@ class StockPage(PageOut[StockOut]):
 
 
 class LineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     sku: str
     quantity: int
 
 
 class ReservationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     order_id: str
     status: Status
     lines: list[LineOut] = Field(description="Empty for a release that came before any reserve.")
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, reservation: Reservation) -> ReservationOut:
-        return cls(
-            order_id=reservation.order_id,
-            status=reservation.status,
-            lines=[LineOut(sku=line.sku, quantity=line.quantity) for line in reservation.lines],
-            expires_at=reservation.expires_at,
-            created_at=reservation.created_at,
-            updated_at=reservation.updated_at,
-        )
 
 
 class ReservationPage(PageOut[ReservationOut]):
@@ -236,7 +228,9 @@ async def list_reservations(
         after,
         page_size(query.limit, PAGE_MAX),
     )
-    return _json(_RESERVATION_PAGE.dump_json(ReservationPage.of(page, ReservationOut.of)))
+    return _json(
+        _RESERVATION_PAGE.dump_json(ReservationPage.of(page, ReservationOut.model_validate))
+    )
 
 
 def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:

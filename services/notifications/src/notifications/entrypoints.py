@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.orm import Session
 
 from agora.cursor import REFUSED_CURSOR, PageOut, page_size
@@ -30,7 +30,6 @@ from notifications.domain import (
     PAGE_MAX,
     USER_ID_MAX,
     Kind,
-    Message,
     Status,
 )
 
@@ -43,6 +42,8 @@ Parts = Annotated[application.Parts, Depends(provided(application.Parts))]
 class MessageOut(BaseModel):
     """A message in a mailbox."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     kind: Kind
     order_id: str | None = Field(description="The order it is about; null for a welcome.")
@@ -50,20 +51,11 @@ class MessageOut(BaseModel):
     body: str = Field(description="Plain text.")
     created_at: datetime
 
-    @classmethod
-    def of(cls, message: Message) -> MessageOut:
-        return cls(
-            id=message.id,
-            kind=message.kind,
-            order_id=message.order_id,
-            subject=message.subject,
-            body=message.body,
-            created_at=message.created_at,
-        )
-
 
 class DeliveryOut(BaseModel):
     """Where the message's mail is."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     status: Status = Field(
         description="pending (to be mailed once the address is known and mail is configured), "
@@ -79,20 +71,6 @@ class AnyMessageOut(MessageOut):
 
     user_id: str
     delivery: DeliveryOut
-
-    @classmethod
-    def of(cls, message: Message) -> AnyMessageOut:
-        delivery = message.delivery
-        return cls(
-            **MessageOut.of(message).model_dump(),
-            user_id=message.user_id,
-            delivery=DeliveryOut(
-                status=delivery.status,
-                attempts=delivery.attempts,
-                last_error=delivery.last_error,
-                sent_at=delivery.sent_at,
-            ),
-        )
 
 
 class MessagePage(PageOut[MessageOut]):
@@ -139,7 +117,9 @@ async def my_messages(
 ) -> Response:
     """The caller's messages, newest first, a page at a time."""
     page = await uow.query(application.list_messages, parts.messages, _query(params, user.id))
-    return Response(_PAGE.dump_json(MessagePage.of(page, MessageOut.of)), media_type=JSON)
+    return Response(
+        _PAGE.dump_json(MessagePage.of(page, MessageOut.model_validate)), media_type=JSON
+    )
 
 
 @router.get("/notifications/all", response_model=AnyMessagePage, responses=REFUSED_CURSOR)
@@ -150,7 +130,9 @@ async def every_message(
     page = await uow.query(
         application.list_messages, parts.messages, _query(params, params.user_id)
     )
-    return Response(_ANY_PAGE.dump_json(AnyMessagePage.of(page, AnyMessageOut.of)), media_type=JSON)
+    return Response(
+        _ANY_PAGE.dump_json(AnyMessagePage.of(page, AnyMessageOut.model_validate)), media_type=JSON
+    )
 
 
 def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:

@@ -154,6 +154,8 @@ class NewOrder(BaseModel):
 
 
 class LineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     sku: str
     name: str
     quantity: int
@@ -162,6 +164,8 @@ class LineOut(BaseModel):
 
 
 class AddressOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     line1: str
     line2: str | None
@@ -214,26 +218,10 @@ def out(order: Order) -> OrderOut:
         user_id=order.user_id,
         status=order.status,
         reason=order.reason,
-        lines=[
-            LineOut(
-                sku=line.sku,
-                name=line.name,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                line_total=line.line_total,
-            )
-            for line in order.lines
-        ],
+        lines=[LineOut.model_validate(line) for line in order.lines],
         total=order.total,
         currency=order.currency,
-        shipping_address=AddressOut(
-            name=order.shipping_address.name,
-            line1=order.shipping_address.line1,
-            line2=order.shipping_address.line2,
-            city=order.shipping_address.city,
-            postal_code=order.shipping_address.postal_code,
-            country=order.shipping_address.country,
-        ),
+        shipping_address=AddressOut.model_validate(order.shipping_address),
         card_brand=order.card.brand,
         card_last4=order.card.last4,
         placed_at=order.placed_at,
