@@ -20,7 +20,7 @@ from aiohttp import web
 
 from agora.messaging.broker import Broker
 from agora.topology import Topology
-from agora_tools.testing import NatsServer, free_port
+from agora_tools.testing import NatsServer, connected, free_port
 from consistency.checks import Report, Violation
 from consistency.snapshot import ReadFailed
 from gateway.bootstrap import create_app
@@ -378,10 +378,8 @@ async def test_the_feed_follows_the_broker_once_however_often_it_reconnects(
         broker = Broker(server.url, name="console-test")
         feed = RecentEvents()
         await feed.attach(broker)
-        await broker.start()
         try:
-            async with asyncio.timeout(10):
-                await broker.wait_connected()
+            await connected(broker)
             # The broker goes away and comes back: every after-connect step runs again, and
             # nats-py restores the subscription by itself; it must not be made twice.
             server.stop()
@@ -983,10 +981,8 @@ def dead_letter(server: NatsServer) -> None:
 
     async def make() -> None:
         broker = Broker(server.url, name="console-test-setup")
-        await broker.start()
         try:
-            async with asyncio.timeout(10):
-                await broker.wait_connected()
+            await connected(broker)
             await broker.ensure_stream("orders")
             await broker.js.publish(
                 "agora.orders.dead.notifications__orders",

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from agora.auth import InvalidToken
+from agora.messaging.broker import Broker
 from agora_tools import testing
 from agora_tools.pytest_plugin import (
     STORE_PARAMS,
@@ -207,6 +208,15 @@ def test_every_page_follows_the_cursors_to_the_last_and_no_further() -> None:
         assert testing.every_page(client, "/things") == [[0, 1], [2, 3], [4]]
         with pytest.raises(AssertionError, match="never ended"):
             testing.every_page(client, "/things", limit=1, end=1000)
+
+
+async def test_a_module_has_a_broker_of_its_own(nats_server: testing.NatsServer) -> None:
+    broker = await testing.connected(Broker(nats_server.url, name="plugin-test"))
+    try:
+        assert broker.connected
+        assert nats_server.port != 4222
+    finally:
+        await broker.close()
 
 
 def migrations(directory: Path) -> Path:

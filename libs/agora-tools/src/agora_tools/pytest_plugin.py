@@ -22,6 +22,9 @@ heavy until a fixture asks for it.
     (``services/orders`` gives ``orders``). A conftest may override it (module scope or wider).
 ``clock``
     A :class:`Clock` the test moves; hand it to the app in the real clock's place.
+``nats_server``
+    A nats-server with JetStream of the module's own (:class:`agora_tools.testing.NatsServer`),
+    on a free port: the shared one on 4222 is never touched.
 ``settings``, ``client``, ``shared``
     For a conftest that says how its service's app is made, as a :class:`Service` in the fixture
     ``service`` (module scope or wider): the settings of an app on the test's ``database_url``;
@@ -53,6 +56,8 @@ import pytest
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
     from sqlalchemy import MetaData
+
+    from agora_tools.testing import NatsServer
 
 SettingsT = TypeVar("SettingsT")
 
@@ -178,6 +183,14 @@ def module_database_url(
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    from agora_tools.testing import NatsServer
+
+    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
 
 
 @contextmanager

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData
 
     from agora.auth import TokenVerifier
+    from agora.messaging.broker import Broker
 
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
@@ -409,6 +410,14 @@ def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header carrying ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+async def connected(broker: Broker, within: float = 10) -> Broker:
+    """``broker`` started and connected to its server (within ``within`` seconds)."""
+    await broker.start()
+    async with asyncio.timeout(within):
+        await broker.wait_connected()
+    return broker
 
 
 class NatsServer:
