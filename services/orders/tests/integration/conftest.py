@@ -31,7 +31,7 @@ from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import CloudEvent, EventModel
 from agora.messaging.relay import mark_sent, pending_rows
 from agora_tools import testing
-from agora_tools.pytest_plugin import Clock, Gathering
+from agora_tools.pytest_plugin import Clock, Gathering, Service, serving
 from agora_tools.testing import InMemoryBus, SigningKey
 from orders import application
 from orders.bootstrap import create_app
@@ -188,23 +188,17 @@ def app_for(
     )
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> OrdersSettings:
-    return settings_for(database_url, tmp_path)
+@pytest.fixture(scope="session")
+def service() -> Service[OrdersSettings]:
+    """The plugin's ``settings`` and ``shared`` (one app per module, on fakes of its own, whose
+    tests must not depend on each other) are made this way."""
+    return Service(settings_for, lambda settings: app_for(settings, Fakes()))
 
 
 @pytest.fixture
 def client(settings: OrdersSettings, fakes: Fakes) -> Iterator[TestClient]:
-    """An orders app of the test's own."""
-    with TestClient(app_for(settings, fakes), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def shared(module_database_url: str, module_data_dir: Path) -> Iterator[TestClient]:
-    """An orders app shared by the tests of one module, which must not depend on each other."""
-    app = app_for(settings_for(module_database_url, module_data_dir), Fakes())
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    """An orders app of the test's own, on the test's fakes."""
+    with serving(app_for(settings, fakes)) as test_client:
         yield test_client
 
 
