@@ -1,16 +1,14 @@
-"""What a listing answers and takes: the page model, its paging fields, and the subscriptions
+"""What a listing answers and takes: the page model and its paging fields; and the subscriptions
 built from what bootstrap provides."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import create_engine, inspect
 
-from agora.app import Migrate, Resources, with_provided
+from agora.app import Resources, with_provided
 from agora.client import ServiceClient
 from agora.cursor import Page, PageOut
 from agora.query import CURSOR_DESCRIPTION, QueryParams, page_cursor, page_limit
@@ -86,40 +84,3 @@ def test_with_provided_hands_what_was_provided_when_called() -> None:
     resources.provide(Parts("first"))
     resources.provide(Parts("second"))  # a test's replacement, provided before messaging starts
     assert build(resources) == ["second"]
-
-
-ENV = """
-from agora.migrations import run_env
-
-run_env()
-"""
-REVISION = """
-from alembic import op
-import sqlalchemy as sa
-
-revision = "0001"
-down_revision = None
-
-
-def upgrade() -> None:
-    op.create_table("things", sa.Column("id", sa.Integer, primary_key=True))
-"""
-
-
-def test_migrate_brings_the_database_the_settings_name_up_to_date(tmp_path: Path) -> None:
-    migrations = tmp_path / "migrations"
-    (migrations / "versions").mkdir(parents=True)
-    (migrations / "env.py").write_text(ENV)
-    (migrations / "versions" / "0001_things.py").write_text(REVISION)
-    read, given = f"sqlite:///{tmp_path}/read.db", f"sqlite:///{tmp_path}/given.db"
-    migrate = Migrate(lambda: ServiceSettings(database_url=read), migrations)
-
-    migrate()
-    migrate(ServiceSettings(database_url=given))
-
-    for url in (read, given):
-        engine = create_engine(url)
-        try:
-            assert "things" in inspect(engine).get_table_names()
-        finally:
-            engine.dispose()

@@ -14,9 +14,11 @@ from alembic.config import Config
 from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.orm import Session
 
+from agora.app import Migrate
 from agora.db import UnitOfWork
 from agora.messaging.schema import PENDING_INDEX, inbox, outbox
 from agora.migrations import upgrade
+from agora.settings import ServiceSettings
 from agora_tools.testing import STORES, database
 
 ENV = """
@@ -81,6 +83,19 @@ def test_upgrade_is_applied_once_and_is_idempotent(url: str, scripts: Path) -> N
     upgrade(url, scripts)
 
     assert rows(url) == [(1, "0001")]
+
+
+def test_a_services_migrate_reads_its_settings_unless_given_them(
+    url: str, scripts: Path, tmp_path: Path
+) -> None:
+    given = f"sqlite:///{tmp_path / 'given.db'}"
+    migrate = Migrate(lambda: ServiceSettings(database_url=url), scripts)
+
+    migrate()
+    migrate(ServiceSettings(database_url=given))
+
+    assert rows(url) == [(1, "0001")]
+    assert rows(given) == [(1, "0001")]
 
 
 def test_two_replicas_migrating_at_once_do_not_race(url: str, scripts: Path) -> None:
