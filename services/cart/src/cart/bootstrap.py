@@ -9,28 +9,20 @@ from fastapi import FastAPI
 
 from agora.app import Check, Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from cart import application, entrypoints
+from cart import application, domain, entrypoints
 from cart.adapters import HttpCatalogService, RedisCarts, SqlCarts
 from cart.application import Clock, utc_now
-from cart.domain import (
-    InvalidQuantity,
-    InvalidSku,
-    MixedCurrencies,
-    ProductNotFound,
-    ProductUnavailable,
-    TooManyLines,
-)
 from cart.settings import CartSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 ERRORS: dict[type[Exception], int] = {
-    ProductNotFound: 404,
-    InvalidSku: 422,
-    InvalidQuantity: 422,
-    ProductUnavailable: 422,
-    MixedCurrencies: 422,
-    TooManyLines: 422,
+    domain.ProductNotFound: 404,
+    domain.InvalidSku: 422,
+    domain.InvalidQuantity: 422,
+    domain.ProductUnavailable: 422,
+    domain.MixedCurrencies: 422,
+    domain.TooManyLines: 422,
 }
 
 DESCRIPTION = """One open cart per user, priced from the catalogue each time it is shown.

@@ -9,23 +9,17 @@ from fastapi import FastAPI
 
 from agora.app import Hook, Migrate, Resources, create_service_app
 from agora.auth import TokenVerifier
-from catalog import application, entrypoints
+from catalog import application, domain, entrypoints
 from catalog.adapters import SqlProducts, load_seed
-from catalog.domain import (
-    InvalidProduct,
-    ProductExists,
-    ProductNotFound,
-    UnknownCategory,
-)
 from catalog.settings import CatalogSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 ERRORS: dict[type[Exception], int] = {
-    ProductNotFound: 404,
-    ProductExists: 409,
-    InvalidProduct: 422,
-    UnknownCategory: 422,
+    domain.ProductNotFound: 404,
+    domain.ProductExists: 409,
+    domain.InvalidProduct: 422,
+    domain.UnknownCategory: 422,
 }
 
 DESCRIPTION = """Products, categories and prices.

@@ -11,23 +11,17 @@ from fastapi import FastAPI
 
 from agora.app import Hook, Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from inventory import application, entrypoints
+from inventory import application, domain, entrypoints
 from inventory.adapters import SqlStockrooms, load_seed
-from inventory.domain import (
-    IdempotencyKeyReused,
-    InvalidAdjustment,
-    NotEnoughStock,
-    UnknownSku,
-)
 from inventory.settings import InventorySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 ERRORS: dict[type[Exception], int] = {
-    UnknownSku: 404,
-    NotEnoughStock: 409,
-    InvalidAdjustment: 422,
-    IdempotencyKeyReused: 422,
+    domain.UnknownSku: 404,
+    domain.NotEnoughStock: 409,
+    domain.InvalidAdjustment: 422,
+    domain.IdempotencyKeyReused: 422,
 }
 
 DESCRIPTION = """Stock per SKU and the reservations of orders.

@@ -11,32 +11,22 @@ from fastapi import FastAPI
 
 from agora.app import Migrate, Resources, create_service_app, with_provided
 from agora.auth import TokenVerifier
-from orders import application, entrypoints
+from orders import application, domain, entrypoints
 from orders.adapters import HttpCartService, HttpCatalogService, HttpPaymentsService, SqlOrders
 from orders.application import TIMER_BATCH, Clock, utc_now
-from orders.domain import (
-    CartNotOrderable,
-    EmptyCart,
-    IdempotencyKeyReused,
-    InvalidCard,
-    MixedCurrencies,
-    OrderCharged,
-    OrderNotFound,
-    ProductUnavailable,
-)
 from orders.settings import OrdersSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 ERRORS: dict[type[Exception], int] = {
-    OrderNotFound: 404,
-    OrderCharged: 409,
-    ProductUnavailable: 422,
-    MixedCurrencies: 422,
-    InvalidCard: 422,
-    IdempotencyKeyReused: 422,
-    EmptyCart: 422,
-    CartNotOrderable: 422,
+    domain.OrderNotFound: 404,
+    domain.OrderCharged: 409,
+    domain.ProductUnavailable: 422,
+    domain.MixedCurrencies: 422,
+    domain.InvalidCard: 422,
+    domain.IdempotencyKeyReused: 422,
+    domain.EmptyCart: 422,
+    domain.CartNotOrderable: 422,
 }
 
 DESCRIPTION = """Orders and the checkout saga.
