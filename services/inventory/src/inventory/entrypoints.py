@@ -210,11 +210,7 @@ async def list_stock(
     return _json(_STOCK_PAGE.dump_json(StockPage.of(page, StockOut.of)))
 
 
-@router.get(
-    "/inventory/reservations",
-    response_model=ReservationPage,
-    responses=REFUSED_CURSOR,
-)
+@router.get("/inventory/reservations", response_model=ReservationPage, responses=REFUSED_CURSOR)
 async def list_reservations(
     query: Annotated[ReservationQuery, Query()], uow: Uow, parts: Parts, _admin: Admin
 ) -> Response:

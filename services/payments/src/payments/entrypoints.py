@@ -169,11 +169,7 @@ async def ledger(_admin: Admin, uow: Uow, parts: Parts) -> Response:
     return _json(_LEDGER.dump_json(body))
 
 
-@router.get(
-    "/payments/ledger/movements",
-    response_model=MovementPage,
-    responses=REFUSED_CURSOR,
-)
+@router.get("/payments/ledger/movements", response_model=MovementPage, responses=REFUSED_CURSOR)
 async def ledger_movements(
     query: Annotated[MovementsQuery, Query()], _admin: Admin, uow: Uow, parts: Parts
 ) -> Response:
