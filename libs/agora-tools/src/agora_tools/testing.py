@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from agora.errors import PROBLEM_JSON
 from agora.messaging.envelope import CloudEvent
 
 # The messaging helpers live with messaging; tests import every helper from here.
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 
     from agora.auth import TokenVerifier
     from agora.messaging.broker import Broker
+
+# What a refusal's answer says its body is: problem details (RFC 9457), as agora.errors writes it.
+PROBLEM = PROBLEM_JSON
+# A request's headers, as the tests hand them to a client.
+Headers = dict[str, str]
 
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))

@@ -47,7 +47,6 @@ from cart.settings import CartSettings
 from contracts.orders import OrderLine, OrderPlaced
 
 KEY = SigningKey()
-PROBLEM = "application/problem+json"
 # Where a cart's lines can live: the SQL store on either database, or Redis.
 CART_STORES = (*STORES, "redis")
 

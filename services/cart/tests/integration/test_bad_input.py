@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, bearer
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, bearer
 
-from .conftest import KEY, PROBLEM, WOK, Shop, Shopper
+from .conftest import KEY, WOK, Shop, Shopper
 
 ROUTES = [
     ("GET", "/cart"),

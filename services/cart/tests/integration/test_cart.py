@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agora_tools.testing import PROBLEM
 from cart.domain import Product
 
-from .conftest import BULK, KETTLE, MUG, PRESS, PROBLEM, WOK, Shop, Shopper
+from .conftest import BULK, KETTLE, MUG, PRESS, WOK, Shop, Shopper
 
 EMPTY = {"items": [], "total": 0, "currency": "EUR"}
 FIRST = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

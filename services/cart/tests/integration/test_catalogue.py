@@ -13,13 +13,13 @@ import pytest
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
 from agora_tools.fakes import FakeCatalog, product
-from agora_tools.testing import database, free_port
+from agora_tools.testing import PROBLEM, database, free_port
 from cart.adapters import HttpCatalogService
 from cart.bootstrap import create_app
 from cart.domain import Product
 from cart.settings import CartSettings
 
-from .conftest import KEY, PROBLEM, WOK
+from .conftest import KEY, WOK
 
 
 @pytest.fixture

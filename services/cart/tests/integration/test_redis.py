@@ -16,12 +16,11 @@ from sqlalchemy.orm import Session
 
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import envelope
-from agora_tools.testing import database, free_port
+from agora_tools.testing import PROBLEM, database, free_port
 from cart.settings import CartSettings
 
 from .conftest import (
     PRESS,
-    PROBLEM,
     WOK,
     Clock,
     FakeCatalogue,

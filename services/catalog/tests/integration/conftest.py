@@ -13,13 +13,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools import testing
 from agora_tools.pytest_plugin import Service
-from agora_tools.testing import SigningKey
+from agora_tools.testing import SigningKey, bearer
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
 
-bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
 
 
@@ -50,10 +48,6 @@ def service() -> Service[CatalogSettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded catalog of the test's own) and
     ``shared`` (one seeded catalog per module) are made this way."""
     return Service(settings_for, app_for)
-
-
-PROBLEM = "application/problem+json"
-Headers = dict[str, str]
 
 
 def a_product(**overrides: Any) -> dict[str, Any]:

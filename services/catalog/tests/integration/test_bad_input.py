@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, Headers, bearer
 
-from .conftest import KEY, PROBLEM, Headers, a_product, bearer, listed_skus
+from .conftest import KEY, a_product, listed_skus
 
 
 @pytest.mark.parametrize("flaw", BAD_TOKENS)

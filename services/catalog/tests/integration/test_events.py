@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import outbox_events
+from agora_tools.testing import Headers, outbox_events
 from catalog.settings import CatalogSettings
 
-from .conftest import Headers, a_product
+from .conftest import a_product
 
 SEEDED = 64
 

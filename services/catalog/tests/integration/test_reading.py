@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import every_page
+from agora_tools.testing import PROBLEM, every_page
 
-from .conftest import PROBLEM, a_product
+from .conftest import a_product
 
 PRODUCT_FIELDS = {
     "sku",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import started_together
+from agora_tools.testing import PROBLEM, Headers, started_together
 from catalog.settings import CatalogSettings
 
-from .conftest import PROBLEM, Headers, a_product, app_for, listed_skus
+from .conftest import a_product, app_for, listed_skus
 
 
 def test_an_admin_creates_a_product_that_then_shows_in_the_list(

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from agora_tools.testing import PROBLEM
+
 PASSWORD = "correct horse battery"
-PROBLEM = "application/problem+json"
 JSON_HEADERS = {"content-type": "application/json"}
 
 

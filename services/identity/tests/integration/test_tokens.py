@@ -13,8 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agora.auth import TokenVerifier
-
-PROBLEM = "application/problem+json"
+from agora_tools.testing import PROBLEM
 
 
 def b64(data: bytes) -> str:

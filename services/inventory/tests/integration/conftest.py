@@ -21,9 +21,8 @@ import pytest
 
 from agora.db import UnitOfWork
 from agora.messaging import CloudEvent
-from agora_tools import testing
 from agora_tools.pytest_plugin import Service
-from agora_tools.testing import InMemoryBus, SigningKey, outbox_events
+from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
 from inventory.adapters import SqlStockrooms, load_seed
@@ -31,12 +30,9 @@ from inventory.bootstrap import create_app, migrate
 from inventory.entrypoints import subscriptions
 from inventory.settings import InventorySettings
 
-bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
 TTL = timedelta(minutes=15)
 OPENING = load_seed().quantities
-PROBLEM = "application/problem+json"
-Headers = dict[str, str]
 
 
 sign = KEY.sign

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_PAGING, BAD_TOKENS, NOT_AN_OBJECT
+from agora_tools.testing import BAD_PAGING, BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, Headers, bearer
 from inventory.application import CURSORS
 from inventory.domain import Cursor
 
-from .conftest import KEY, OPENING, PROBLEM, Headers, bearer
+from .conftest import KEY, OPENING
 
 KNIFE = "KIT-CHEF-KNIFE-20"
 ADJUST = f"/inventory/stock/{KNIFE}/adjustments"

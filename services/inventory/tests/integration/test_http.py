@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import every_page
+from agora_tools.testing import PROBLEM, Headers, every_page
 from inventory.settings import InventorySettings
 
-from .conftest import OPENING, PROBLEM, Headers, Replica, act
+from .conftest import OPENING, Replica, act
 
 KNIFE = "KIT-CHEF-KNIFE-20"
 PAN = "KIT-CAST-PAN-28"

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import started_together
+from agora_tools.testing import Headers, started_together
 from contracts.catalog import ProductCreated
 from inventory.settings import InventorySettings
 
-from .conftest import OPENING, Headers, Replica, act, app_for
+from .conftest import OPENING, Replica, act, app_for
 
 KNIFE = "KIT-CHEF-KNIFE-20"
 

@@ -31,9 +31,8 @@ from fastapi.testclient import TestClient
 from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
 from agora.migrations import upgrade
-from agora_tools import testing
 from agora_tools.pytest_plugin import Clock, Service
-from agora_tools.testing import InMemoryBus, SigningKey, free_port
+from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application
@@ -44,14 +43,11 @@ from notifications.domain import Message
 from notifications.entrypoints import subscriptions
 from notifications.settings import NotificationsSettings
 
-bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-PROBLEM = "application/problem+json"
 SHOP = "Agora <shop@example.com>"
 SEND_TIMEOUT = 2.0
 # How long a test waits for what a running service does in the background.
 PATIENCE = 10.0
-Headers = dict[str, str]
 
 sign = KEY.sign
 

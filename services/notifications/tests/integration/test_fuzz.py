@@ -20,9 +20,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agora.migrations import upgrade
+from agora_tools.testing import PROBLEM
 from notifications.bootstrap import MIGRATIONS
 
-from .conftest import KEY, PROBLEM, Bench, a_user, act, an_order, app_for, settings_for
+from .conftest import KEY, Bench, a_user, act, an_order, app_for, settings_for
 
 Case = schemathesis.Case[Any]
 CHECKS: list[schemathesis.CheckFunction] = [

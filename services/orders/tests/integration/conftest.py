@@ -30,19 +30,15 @@ from agora.db import UnitOfWork
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import CloudEvent, EventModel
 from agora.messaging.relay import mark_sent, pending_rows
-from agora_tools import testing
 from agora_tools.pytest_plugin import Clock, Gathering, Service, serving
-from agora_tools.testing import InMemoryBus, SigningKey
+from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer
 from orders import application
 from orders.bootstrap import create_app
 from orders.domain import Card, InvalidCard, Priced, Requested
 from orders.entrypoints import subscriptions
 from orders.settings import OrdersSettings
 
-bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-PROBLEM = "application/problem+json"
-Headers = dict[str, str]
 
 ALICE = "0b7d8a4e-0000-4000-8000-00000000a11c"
 BOB = "0b7d8a4e-0000-4000-8000-000000000b0b"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import NOT_AN_OBJECT
+from agora_tools.testing import NOT_AN_OBJECT, PROBLEM, Headers, bearer
 
-from .conftest import PROBLEM, VISA, Headers, an_order, bearer, keyed, sign
+from .conftest import VISA, an_order, keyed, sign
 
 ADDRESS = an_order()["shipping_address"]
 

@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora.db import sqlite_path
+from agora_tools.testing import Headers
 
-from .conftest import Fakes, Headers, an_order, app_for, keyed, settings_for
+from .conftest import Fakes, an_order, app_for, keyed, settings_for
 
 NUMBER = "5555 5555 5555 4444"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agora_tools.testing import Headers
 from contracts.inventory import (
     StockCommitted,
     StockLine,
@@ -23,7 +24,7 @@ from contracts.payments import (
     PaymentVoided,
 )
 
-from .conftest import TOTAL, Checkout, Headers
+from .conftest import TOTAL, Checkout
 
 LINES = (StockLine(sku="KIT-WOK-32", quantity=2), StockLine(sku="COF-PRESS", quantity=1))
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import outbox_events
+from agora_tools.testing import PROBLEM, Headers, outbox_events
 
-from .conftest import PROBLEM, Fakes, Headers, an_order, keyed
+from .conftest import Fakes, an_order, keyed
 
 WOK = ("KIT-WOK-32", 2)
 PRESS = ("COF-PRESS", 1)

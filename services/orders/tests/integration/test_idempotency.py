@@ -10,10 +10,11 @@ from dataclasses import replace
 import pytest
 from sqlalchemy.orm import Session
 
+from agora_tools.testing import Headers
 from orders.adapters import SqlOrders
 from orders.application import DuplicateOrder, find_by_key
 
-from .conftest import Checkout, Fakes, Headers, an_order, keyed
+from .conftest import Checkout, Fakes, an_order, keyed
 
 
 async def test_racing_placements_with_one_key_make_one_order(

@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import every_page, outbox_events
+from agora_tools.testing import PROBLEM, Headers, every_page, outbox_events
 from orders.settings import OrdersSettings
 
-from .conftest import ALICE, PROBLEM, TOTAL, VISA, Fakes, Headers, an_order, keyed
+from .conftest import ALICE, TOTAL, VISA, Fakes, an_order, keyed
 
 
 def place(client: TestClient, headers: Headers, **overrides: Any) -> dict[str, Any]:

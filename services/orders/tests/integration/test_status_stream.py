@@ -13,11 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from agora_tools.testing import PROBLEM, Headers
 from contracts.inventory import StockCommitted, StockRejected, StockReleased
 from contracts.payments import PaymentDeclined
 from orders import application
 
-from .conftest import PROBLEM, Checkout, Headers
+from .conftest import Checkout
 from .test_checkout import LINES, authorized, captured, reserved
 
 WAIT = 10.0  # seconds any one event may take to come (a bound, not a measurement)

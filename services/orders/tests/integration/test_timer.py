@@ -11,10 +11,10 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from agora.db import UnitOfWork
-from agora_tools.testing import outbox_events
+from agora_tools.testing import Headers, outbox_events
 from orders.application import Parts, run_due
 
-from .conftest import Checkout, Fakes, Headers, an_order, app_for, keyed, settings_for
+from .conftest import Checkout, Fakes, an_order, app_for, keyed, settings_for
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

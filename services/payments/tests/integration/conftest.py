@@ -25,9 +25,8 @@ from agora.db import UnitOfWork
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
 from agora.migrations import upgrade
-from agora_tools import testing
 from agora_tools.pytest_plugin import Clock, Service
-from agora_tools.testing import InMemoryBus, SigningKey
+from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
@@ -38,10 +37,7 @@ from payments.domain import Account, CardNumber, Payment
 from payments.entrypoints import subscriptions
 from payments.settings import PaymentsSettings
 
-bearer = testing.bearer  # the Authorization header carrying a token
 KEY = SigningKey()
-PROBLEM = "application/problem+json"
-Headers = dict[str, str]
 
 APPROVED = "4242 4242 4242 4242"
 DECLINED = "4000 0000 0000 0002"
