@@ -14,24 +14,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora_tools.pytest_plugin import Service
-from agora_tools.testing import SigningKey, bearer
+from agora_tools.testing import SigningKey
 from catalog.bootstrap import create_app
 from catalog.settings import CatalogSettings
 
 KEY = SigningKey()
 
 
-sign = KEY.sign
-
-
 @pytest.fixture
 def admin() -> dict[str, str]:
-    return bearer(sign(["customer", "admin"]))
+    return KEY.bearer(["customer", "admin"])
 
 
 @pytest.fixture
 def customer() -> dict[str, str]:
-    return bearer(sign(["customer"]))
+    return KEY.bearer(["customer"])
 
 
 def settings_for(url: str, data_dir: Path) -> CatalogSettings:
@@ -39,8 +36,7 @@ def settings_for(url: str, data_dir: Path) -> CatalogSettings:
 
 
 def app_for(settings: CatalogSettings) -> Any:
-    verifier = KEY.verifier()
-    return create_app(settings, verifier=verifier)
+    return create_app(settings, verifier=KEY.verifier())
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 from agora.db import UnitOfWork
 from agora.messaging import CloudEvent
 from agora_tools.pytest_plugin import Service
-from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer, outbox_events
+from agora_tools.testing import Headers, InMemoryBus, SigningKey, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
 from inventory.adapters import SqlStockrooms, load_seed
@@ -35,17 +35,14 @@ TTL = timedelta(minutes=15)
 OPENING = load_seed().quantities
 
 
-sign = KEY.sign
-
-
 @pytest.fixture
 def admin() -> Headers:
-    return bearer(sign(["customer", "admin"]))
+    return KEY.bearer(["customer", "admin"])
 
 
 @pytest.fixture
 def customer() -> Headers:
-    return bearer(sign(["customer"]))
+    return KEY.bearer(["customer"])
 
 
 def settings_for(url: str, data_dir: Path, **overrides: Any) -> InventorySettings:
@@ -53,8 +50,7 @@ def settings_for(url: str, data_dir: Path, **overrides: Any) -> InventorySetting
 
 
 def app_for(settings: InventorySettings) -> Any:
-    verifier = KEY.verifier()
-    return create_app(settings, verifier=verifier)
+    return create_app(settings, verifier=KEY.verifier())
 
 
 @pytest.fixture(scope="session")

@@ -84,8 +84,7 @@ def settings_for(url: str, data_dir: Path, **overrides: Any) -> PaymentsSettings
 
 
 def app_for(settings: PaymentsSettings) -> Any:
-    verifier = KEY.verifier()
-    return create_app(settings, verifier=verifier)
+    return create_app(settings, verifier=KEY.verifier())
 
 
 @pytest.fixture(scope="session")
