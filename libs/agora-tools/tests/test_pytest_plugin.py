@@ -179,6 +179,21 @@ async def test_a_key_signs_tokens_its_verifier_accepts() -> None:
     assert (principal.id, principal.is_admin) == ("ada", True)
 
 
+async def test_each_user_is_someone_new_whose_token_says_who_they_are() -> None:
+    key = testing.SigningKey()
+    ada, bob = key.user("admin"), key.user()
+
+    token = ada.headers["Authorization"].removeprefix("Bearer ")
+    principal = await key.verifier().verify(token)
+
+    assert (principal.id, principal.email, principal.roles) == (
+        ada.id,
+        ada.email,
+        ("customer", "admin"),
+    )
+    assert (bob.id, bob.email) != (ada.id, ada.email)
+
+
 @pytest.mark.parametrize("flaw", testing.BAD_TOKENS)
 async def test_a_spoilt_token_is_refused(flaw: str) -> None:
     key = testing.SigningKey()

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -297,6 +298,15 @@ def every_page(
     raise AssertionError(f"the pages of {path} never ended")
 
 
+@dataclass(frozen=True)
+class User:
+    """Someone a test acts as: their id, their email, and the headers carrying their token."""
+
+    id: str
+    email: str
+    headers: dict[str, str]
+
+
 class SigningKey:
     """A key of the test's own in identity's place: it signs access tokens the way identity does
     (EdDSA, ``typ: at+jwt``, a ``kid``) and gives a service the verifier that accepts them.
@@ -360,6 +370,12 @@ class SigningKey:
 
     def bearer(self, roles: Sequence[str] = ("customer",), **claims: Any) -> dict[str, str]:
         return bearer(self.sign(roles, **claims))
+
+    def user(self, *roles: str) -> User:
+        """A new customer (a fresh id, an email made from it), with ``roles`` besides."""
+        user_id = str(uuid.uuid4())
+        email = f"{user_id[:8]}@example.org"
+        return User(user_id, email, self.bearer(["customer", *roles], sub=user_id, email=email))
 
     def spoilt(self, flaw: str, roles: Sequence[str] = ("customer",), **claims: Any) -> str:
         """A token for ``roles`` (and ``claims``) that a service must refuse, spoilt as ``flaw``

@@ -32,7 +32,7 @@ from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
 from agora.migrations import upgrade
 from agora_tools.pytest_plugin import Clock, Service
-from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer, free_port
+from agora_tools.testing import InMemoryBus, SigningKey, User, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
 from notifications import application
@@ -52,17 +52,7 @@ PATIENCE = 10.0
 sign = KEY.sign
 
 
-@dataclass(frozen=True)
-class User:
-    id: str
-    email: str
-    headers: Headers
-
-
-def a_user(*roles: str) -> User:
-    user_id = str(uuid.uuid4())
-    email = f"{user_id[:8]}@example.org"
-    return User(user_id, email, bearer(sign(["customer", *roles], sub=user_id, email=email)))
+a_user = KEY.user  # a new customer, with the roles it is given besides
 
 
 @pytest.fixture

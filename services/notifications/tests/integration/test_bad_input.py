@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_PAGING, BAD_TOKENS, PROBLEM, bearer
+from agora_tools.testing import BAD_PAGING, BAD_TOKENS, PROBLEM, User, bearer
 from notifications.application import CURSORS
 from notifications.domain import Cursor
 
-from .conftest import KEY, User, a_user, app_for, settings_for
+from .conftest import KEY, a_user, app_for, settings_for
 
 MAILBOXES = ["/notifications", "/notifications/all"]
 

@@ -3,10 +3,10 @@ an admin reads everyone's, completely, page after page."""
 
 from __future__ import annotations
 
-from agora_tools.testing import every_page
+from agora_tools.testing import User, every_page
 from notifications.settings import NotificationsSettings
 
-from .conftest import Bench, User, a_user, act, an_order, serving
+from .conftest import Bench, a_user, act, an_order, serving
 
 FIELDS = {"id", "kind", "order_id", "subject", "body", "created_at"}
 

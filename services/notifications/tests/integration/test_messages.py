@@ -7,9 +7,10 @@ import asyncio
 
 import pytest
 
+from agora_tools.testing import User
 from notifications.domain import InvalidEvent, Kind, Status
 
-from .conftest import Bench, User, a_user, an_order, make_bench
+from .conftest import Bench, a_user, an_order, make_bench
 
 
 async def test_a_new_user_gets_a_welcome(bench: Bench) -> None:

@@ -26,7 +26,7 @@ from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
 from agora.migrations import upgrade
 from agora_tools.pytest_plugin import Clock, Service
-from agora_tools.testing import Headers, InMemoryBus, SigningKey, bearer
+from agora_tools.testing import InMemoryBus, SigningKey, User
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments import application
@@ -51,15 +51,7 @@ PROCESSOR_DEADLINE = 0.2
 sign = KEY.sign
 
 
-@dataclass(frozen=True)
-class User:
-    id: str
-    headers: Headers
-
-
-def a_user(*roles: str) -> User:
-    user_id = str(uuid.uuid4())
-    return User(user_id, bearer(sign(["customer", *roles], sub=user_id)))
+a_user = KEY.user  # a new customer, with the roles it is given besides
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import PROBLEM, bearer, every_page
+from agora_tools.testing import PROBLEM, User, bearer, every_page
 from payments.settings import PaymentsSettings
 
-from .conftest import DECLINED, Seeded, User, a_user, an_order, app_for, seed, sign
+from .conftest import DECLINED, Seeded, a_user, an_order, app_for, seed, sign
 
 FIELDS = {
     "id",
