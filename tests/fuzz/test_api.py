@@ -34,7 +34,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from agora.auth import TokenVerifier
 from agora.settings import ServiceSettings
-from agora_tools.testing import SigningKey
+from agora_tools.testing import SigningKey, on_sqlite
 from cart.bootstrap import create_app as create_cart
 from cart.domain import Product
 from cart.settings import CartSettings
@@ -108,28 +108,19 @@ class FakeCards:
         return Card(token=f"tok_{uuid.uuid4().hex}", brand="visa", last4=digits[-4:])
 
 
-def local(data_dir: Path, name: str) -> dict[str, Any]:
-    """Settings for a service whose database is a SQLite file in ``data_dir``."""
-    return {
-        "database_url": f"sqlite:///{data_dir / f'{name}.db'}",
-        "data_dir": data_dir,
-        "log_level": "warning",
-    }
-
-
 def inventory(data_dir: Path) -> FastAPI:
-    settings = InventorySettings(**local(data_dir, "inventory"))
+    settings = InventorySettings(**on_sqlite(data_dir, "inventory"))
     return create_inventory(settings, verifier=verifier(settings))
 
 
 def payments(data_dir: Path) -> FastAPI:
-    settings = PaymentsSettings(**local(data_dir, "payments"))
+    settings = PaymentsSettings(**on_sqlite(data_dir, "payments"))
     return create_payments(settings, verifier=verifier(settings))
 
 
 def orders(data_dir: Path) -> FastAPI:
     # No order ends here (no broker answers its checkout): its status stream stops at the bound.
-    settings = OrdersSettings(**local(data_dir, "orders"), events_max_seconds=5.0)
+    settings = OrdersSettings(**on_sqlite(data_dir, "orders"), events_max_seconds=5.0)
     return create_orders(
         settings,
         verifier=verifier(settings),
@@ -140,25 +131,28 @@ def orders(data_dir: Path) -> FastAPI:
 
 
 def cart(data_dir: Path) -> FastAPI:
-    settings = CartSettings(**local(data_dir, "cart"))
+    settings = CartSettings(**on_sqlite(data_dir, "cart"))
     return create_cart(settings, verifier=verifier(settings), catalog=FakeShelf())
 
 
 def catalog(data_dir: Path) -> FastAPI:
-    settings = CatalogSettings(**local(data_dir, "catalog"))
+    settings = CatalogSettings(**on_sqlite(data_dir, "catalog"))
     return create_catalog(settings, verifier=verifier(settings))
 
 
 def identity(data_dir: Path) -> FastAPI:
     # The cheapest argon2id: the fuzz registers and logs in hundreds of times.
     settings = IdentitySettings(
-        **local(data_dir, "identity"), argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1
+        **on_sqlite(data_dir, "identity"),
+        argon2_time_cost=1,
+        argon2_memory_kib=8,
+        argon2_parallelism=1,
     )
     return create_identity(settings)
 
 
 def notifications(data_dir: Path) -> FastAPI:
-    settings = NotificationsSettings(**local(data_dir, "notifications"))
+    settings = NotificationsSettings(**on_sqlite(data_dir, "notifications"))
     return create_notifications(settings, verifier=verifier(settings))
 
 

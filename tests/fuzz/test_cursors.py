@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -22,7 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agora_tools.testing import SigningKey
+from agora_tools.testing import SigningKey, on_sqlite
 from catalog.bootstrap import create_app as create_catalog
 from catalog.settings import CatalogSettings
 from identity.bootstrap import create_app as create_identity
@@ -44,17 +43,9 @@ PROBLEM = "application/problem+json"
 LONGEST = {"identity": 64}
 
 
-def local(data_dir: Path, name: str) -> dict[str, Any]:
-    return {
-        "database_url": f"sqlite:///{data_dir / f'{name}.db'}",
-        "data_dir": data_dir,
-        "log_level": "warning",
-    }
-
-
 def identity(data_dir: Path) -> FastAPI:
     settings = IdentitySettings(
-        **local(data_dir, "identity"),
+        **on_sqlite(data_dir, "identity"),
         admin_email=ADMIN_EMAIL,
         admin_password=ADMIN_PASSWORD,
         # Cheap argon2id: the same code path, a fraction of the time.
@@ -67,19 +58,19 @@ def identity(data_dir: Path) -> FastAPI:
 
 SERVICES: dict[str, Callable[[Path], FastAPI]] = {
     "catalog": lambda d: create_catalog(
-        CatalogSettings(**local(d, "catalog")), verifier=KEY.verifier()
+        CatalogSettings(**on_sqlite(d, "catalog")), verifier=KEY.verifier()
     ),
     "orders": lambda d: create_orders(
-        OrdersSettings(**local(d, "orders")), verifier=KEY.verifier()
+        OrdersSettings(**on_sqlite(d, "orders")), verifier=KEY.verifier()
     ),
     "notifications": lambda d: create_notifications(
-        NotificationsSettings(**local(d, "notifications")), verifier=KEY.verifier()
+        NotificationsSettings(**on_sqlite(d, "notifications")), verifier=KEY.verifier()
     ),
     "payments": lambda d: create_payments(
-        PaymentsSettings(**local(d, "payments")), verifier=KEY.verifier()
+        PaymentsSettings(**on_sqlite(d, "payments")), verifier=KEY.verifier()
     ),
     "inventory": lambda d: create_inventory(
-        InventorySettings(**local(d, "inventory")), verifier=KEY.verifier()
+        InventorySettings(**on_sqlite(d, "inventory")), verifier=KEY.verifier()
     ),
     "identity": identity,
 }

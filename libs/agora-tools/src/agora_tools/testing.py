@@ -194,6 +194,16 @@ def database(store: str, label: str, directory: Path) -> Iterator[str]:
         yield url
 
 
+def on_sqlite(data_dir: Path, name: str) -> dict[str, Any]:
+    """The settings of a service ``name`` whose database is a SQLite file in ``data_dir``, logging
+    only warnings: ``CatalogSettings(**on_sqlite(tmp_path, "catalog"))``."""
+    return {
+        "database_url": f"sqlite:///{data_dir / f'{name}.db'}",
+        "data_dir": data_dir,
+        "log_level": "warning",
+    }
+
+
 def outbox_events(database_url: str) -> list[CloudEvent]:
     """Every event a service's outbox holds, in recording order (for tests of what it publishes).
 
