@@ -33,6 +33,7 @@ from .test_storefront import (  # the shop's fixtures, and how a browser uses it
     check_out,
     csrf,
     log_in,
+    logged_in,
     services,
     shop,
 )
@@ -248,8 +249,7 @@ def test_in_the_production_profile_the_session_cookie_is_always_secure(
 def test_after_logging_out_a_copy_of_the_cookie_is_logged_out(
     browser: Browser, account: Account
 ) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     stolen = client.cookies["agora_session"]
     assert account.email in client.get("/").text
 
@@ -267,8 +267,7 @@ def test_after_logging_out_a_copy_of_the_cookie_is_logged_out(
 def test_after_logging_out_the_token_is_refused_by_the_api(
     browser: Browser, account: Account
 ) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     bearer = {"Authorization": f"Bearer {client.cookies['agora_session']}"}
     before = client.get("/api/catalog/products", headers=bearer)
 

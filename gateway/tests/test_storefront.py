@@ -92,6 +92,14 @@ def log_in(client: httpx.Client, account: Account) -> None:
     assert reply.status_code == 303, reply.text
 
 
+def logged_in(browser: Browser, account: Account, *down: str) -> httpx.Client:
+    """A browser on a gateway of its own (``down``: services that do not answer), logged in as
+    ``account``."""
+    client = browser(*down)
+    log_in(client, account)
+    return client
+
+
 def add_to_cart(client: httpx.Client, sku: str, quantity: int = 1) -> httpx.Response:
     page = client.get(f"/products/{sku}")
     return client.post(
@@ -373,8 +381,7 @@ def test_a_csrf_token_is_bound_to_its_session(browser: Browser, account: Account
 
 
 def test_logging_out_ends_the_session(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
 
     reply = client.post("/logout", data={"csrf_token": csrf(client.get("/"))})
 
@@ -421,8 +428,7 @@ def test_adding_to_the_cart_when_anonymous_logs_in_first(browser: Browser) -> No
 
 
 def test_adding_to_the_cart(browser: Browser, account: Account, services: Upstream) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
 
     first = add_to_cart(client, "COF-BEANS-BRAZIL", 2)
     add_to_cart(client, "COF-BEANS-BRAZIL", 1)
@@ -438,8 +444,7 @@ def test_adding_to_the_cart(browser: Browser, account: Account, services: Upstre
 
 
 def test_changing_and_removing_cart_lines(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
     add_to_cart(client, "TEA-GREEN-SENCHA")
     cart = client.get("/cart")
@@ -464,8 +469,7 @@ def test_changing_and_removing_cart_lines(browser: Browser, account: Account) ->
 
 
 def test_checkout_with_an_empty_cart_says_so(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
 
     page = client.get("/checkout")
 
@@ -475,8 +479,7 @@ def test_checkout_with_an_empty_cart_says_so(browser: Browser, account: Account)
 
 
 def test_checkout_lists_the_test_cards(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
 
     page = client.get("/checkout")
@@ -490,8 +493,7 @@ def test_checkout_lists_the_test_cards(browser: Browser, account: Account) -> No
 def test_a_refused_checkout_shows_the_message_beside_the_field(
     browser: Browser, account: Account
 ) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
 
     page = check_out(client, city="")
@@ -506,8 +508,7 @@ def test_a_refused_checkout_shows_the_message_beside_the_field(
 def test_checkout_places_the_order_once_and_shows_it(
     browser: Browser, account: Account, services: Upstream
 ) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL", 2)
     page = client.get("/checkout")
     form = {**ADDRESS, "card_number": "4242 4242 4242 4242", "csrf_token": csrf(page)}
@@ -536,8 +537,7 @@ def test_checkout_places_the_order_once_and_shows_it(
 def test_the_live_route_passes_the_order_events_through(
     browser: Browser, account: Account, shop: Shop
 ) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
     order_path = check_out(client).headers["location"]
 
@@ -553,8 +553,7 @@ def test_the_live_route_passes_the_order_events_through(
 
 
 def test_a_cancelled_order_says_why(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
     order_path = check_out(client, card="4000 0000 0000 0002").headers["location"]
     with client.stream("GET", f"{order_path}/live") as live:
@@ -598,8 +597,7 @@ def test_an_admin_sees_the_console_and_the_checkout_trace(browser: Browser, shop
 
 
 def test_the_messages_page_shows_the_mailbox(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
 
     page = client.get("/messages")
 
@@ -609,8 +607,7 @@ def test_the_messages_page_shows_the_mailbox(browser: Browser, account: Account)
 
 
 def test_a_cart_that_cannot_be_reached_gives_a_503_page(browser: Browser, account: Account) -> None:
-    client = browser("cart")
-    log_in(client, account)
+    client = logged_in(browser, account, "cart")
 
     page = client.get("/cart")
 
@@ -620,8 +617,7 @@ def test_a_cart_that_cannot_be_reached_gives_a_503_page(browser: Browser, accoun
 
 
 def test_checking_out_a_cart_emptied_meanwhile_says_so(browser: Browser, account: Account) -> None:
-    client = browser()
-    log_in(client, account)
+    client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
     page = client.get("/checkout")
     client.post("/cart/items/COF-BEANS-BRAZIL/remove", data={"csrf_token": csrf(page)})
