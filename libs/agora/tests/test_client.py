@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from agora import context
 from agora.client import BreakerState, CircuitBreaker, ServiceClient
 from agora.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from agora_tools.pytest_plugin import SecondsClock
 from agora_tools.testing import free_port
 
 
@@ -641,16 +642,8 @@ async def test_stream_fails_fast_when_the_breaker_is_open(
 # --- the breaker on its own, on a clock the test moves ----------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_breaker_opens_after_the_threshold_of_consecutive_failures() -> None:
-    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=5.0, clock=Clock())
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=5.0, clock=SecondsClock(100.0))
 
     breaker.record_failure()
     breaker.record_failure()
@@ -665,7 +658,7 @@ def test_a_breaker_opens_after_the_threshold_of_consecutive_failures() -> None:
 
 
 def test_an_open_breaker_lets_exactly_one_trial_through_after_the_pause() -> None:
-    clock = Clock()
+    clock = SecondsClock(100.0)
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
     breaker.record_failure()
 
@@ -681,7 +674,7 @@ def test_an_open_breaker_lets_exactly_one_trial_through_after_the_pause() -> Non
 
 
 def test_a_failed_trial_starts_a_new_pause() -> None:
-    clock = Clock()
+    clock = SecondsClock(100.0)
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
     breaker.record_failure()
     clock.now += 5.0
@@ -697,7 +690,7 @@ def test_a_failed_trial_starts_a_new_pause() -> None:
 
 
 def test_a_trial_that_ended_without_a_verdict_hands_the_trial_to_the_next_call() -> None:
-    clock = Clock()
+    clock = SecondsClock(100.0)
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
     breaker.record_failure()
     clock.now += 5.0
@@ -710,7 +703,7 @@ def test_a_trial_that_ended_without_a_verdict_hands_the_trial_to_the_next_call()
 
 
 def test_a_late_failure_does_not_extend_an_open_breakers_pause() -> None:
-    clock = Clock()
+    clock = SecondsClock(100.0)
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
     breaker.record_failure()
     clock.now += 3.0

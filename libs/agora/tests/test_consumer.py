@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,8 +37,7 @@ from agora.messaging.envelope import CloudEvent, stream_name
 from agora.messaging.subscriptions import Handler, Subscription
 from agora_tools.cli import app
 from agora_tools.runner import Layout, RunnerLock
-from agora_tools.testing import STORES, NatsServer, eventually, free_port
-from agora_tools.testing import database as store_database
+from agora_tools.testing import NatsServer, connected, eventually, free_port
 
 # Each test takes seconds; a hang should fail fast, not after the suite's five minutes.
 pytestmark = pytest.mark.timeout(60)
@@ -55,19 +54,10 @@ class Noted(BaseModel):
 # -- a broker of this module's own ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
-        yield server
-
-
 @pytest.fixture
 async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
     """Connected, with no ledger stream yet: as if the publisher had never run."""
-    broker = Broker(nats_server.url, name="test", connect_timeout=1.0)
-    await broker.start()
-    async with asyncio.timeout(10):
-        await broker.wait_connected()
+    broker = await connected(Broker(nats_server.url, name="test", connect_timeout=1.0))
     with contextlib.suppress(NotFoundError):
         await broker.js.delete_stream(stream_name(PUBLISHER))
     yield broker
@@ -228,14 +218,8 @@ def test_redelivery_waits_as_long_as_the_backoff_says_for_that_delivery_and_the_
 # -- the inbox --------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with store_database(request.param, "consumer", tmp_path) as url:
-        yield url
-
-
-async def test_the_inbox_lets_each_event_through_once_per_consumer(store: str) -> None:
-    uow = UnitOfWork(store)
+async def test_the_inbox_lets_each_event_through_once_per_consumer(database_url: str) -> None:
+    uow = UnitOfWork(database_url)
     try:
         await uow.run(create_tables)
         envelope = CloudEvent(source=PUBLISHER, type=Noted.type, data={"note": "once"})

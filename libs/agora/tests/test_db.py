@@ -16,7 +16,6 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.orm import Session
 
 from agora.db import DatabaseBusy, UnitOfWork, on_commit
-from agora_tools.testing import STORES, database
 
 metadata = MetaData()
 notes = Table(
@@ -27,15 +26,9 @@ notes = Table(
 )
 
 
-@pytest.fixture(params=STORES)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "db", tmp_path) as database_url:
-        yield database_url
-
-
 @pytest.fixture
-async def uow(url: str) -> UnitOfWork:
-    unit = UnitOfWork(url)
+async def uow(database_url: str) -> UnitOfWork:
+    unit = UnitOfWork(database_url)
     await unit.run(lambda session: metadata.create_all(session.connection()))
     return unit
 

@@ -43,7 +43,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.server import STOP_OVERRAN
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
-from agora_tools.testing import NatsServer, eventually, free_port
+from agora_tools.testing import NatsServer, connected, eventually, free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -362,18 +362,10 @@ def note_applied(session: Session, event: Noted, envelope: CloudEvent) -> None:
     """Applying changes nothing but the inbox the consumer keeps."""
 
 
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
-        yield server
-
-
 @pytest.fixture
 async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
     broker = Broker(nats_server.url, name="test", connect_timeout=1.0)
-    await broker.start()
-    async with asyncio.timeout(PATIENCE):
-        await broker.wait_connected()
+    await connected(broker, within=PATIENCE)
     with contextlib.suppress(NotFoundError):
         await broker.js.delete_stream(stream_name(PUBLISHER))
     await broker.ensure_stream(PUBLISHER)

@@ -26,11 +26,9 @@ from agora.messaging.schema import inbox
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora_tools.testing import (
-    STORES,
     InMemoryBus,
     NatsServer,
     collect_events,
-    database,
     wait_for_event,
 )
 
@@ -112,15 +110,9 @@ def create_tables(session: Session) -> None:
         schema.create_all(session.connection())
 
 
-@pytest.fixture(params=STORES)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "bus", tmp_path) as database_url:
-        yield database_url
-
-
 @pytest.fixture
-async def audit(url: str) -> AsyncIterator[UnitOfWork]:
-    uow = await make_uow(url, "audit")
+async def audit(database_url: str) -> AsyncIterator[UnitOfWork]:
+    uow = await make_uow(database_url, "audit")
     yield uow
     await uow.dispose()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from agora.db import UnitOfWork
 from agora.messaging.schema import PENDING_INDEX, inbox, outbox
 from agora.migrations import upgrade
 from agora.settings import ServiceSettings
-from agora_tools.testing import STORES, database
 
 ENV = """
 from agora.migrations import run_env
@@ -55,12 +53,6 @@ def scripts(tmp_path: Path) -> Path:
     return location
 
 
-@pytest.fixture(params=STORES)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, "migrations", tmp_path) as database_url:
-        yield database_url
-
-
 def rows(url: str) -> list[tuple[int, str]]:
     """How many times the revision's insert ran, and the version Alembic recorded."""
 
@@ -78,36 +70,36 @@ def rows(url: str) -> list[tuple[int, str]]:
     return asyncio.run(fetch())
 
 
-def test_upgrade_is_applied_once_and_is_idempotent(url: str, scripts: Path) -> None:
-    upgrade(url, scripts)
-    upgrade(url, scripts)
+def test_upgrade_is_applied_once_and_is_idempotent(database_url: str, scripts: Path) -> None:
+    upgrade(database_url, scripts)
+    upgrade(database_url, scripts)
 
-    assert rows(url) == [(1, "0001")]
+    assert rows(database_url) == [(1, "0001")]
 
 
 def test_a_services_migrate_reads_its_settings_unless_given_them(
-    url: str, scripts: Path, tmp_path: Path
+    database_url: str, scripts: Path, tmp_path: Path
 ) -> None:
     given = f"sqlite:///{tmp_path / 'given.db'}"
-    migrate = Migrate(lambda: ServiceSettings(database_url=url), scripts)
+    migrate = Migrate(lambda: ServiceSettings(database_url=database_url), scripts)
 
     migrate()
     migrate(ServiceSettings(database_url=given))
 
-    assert rows(url) == [(1, "0001")]
+    assert rows(database_url) == [(1, "0001")]
     assert rows(given) == [(1, "0001")]
 
 
-def test_two_replicas_migrating_at_once_do_not_race(url: str, scripts: Path) -> None:
+def test_two_replicas_migrating_at_once_do_not_race(database_url: str, scripts: Path) -> None:
     context = multiprocessing.get_context("spawn")
-    runners = [context.Process(target=upgrade, args=(url, scripts)) for _ in range(2)]
+    runners = [context.Process(target=upgrade, args=(database_url, scripts)) for _ in range(2)]
     for runner in runners:
         runner.start()
     for runner in runners:
         runner.join(timeout=60)
 
     assert [runner.exitcode for runner in runners] == [0, 0]
-    assert rows(url) == [(1, "0001")]
+    assert rows(database_url) == [(1, "0001")]
 
 
 # A service's revision that adds the outbox and inbox, as the services write it.

@@ -33,7 +33,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.observe import recent_spans
 from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing, tracer_provider
-from agora_tools.testing import NatsServer, free_port, http_receiver
+from agora_tools.testing import NatsServer, connected, free_port, http_receiver
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -322,18 +322,9 @@ async def test_a_service_whose_database_has_no_outbox_says_so(shop: httpx.AsyncC
     assert (body["outbox"], body["pending"], body["oldest_pending_seconds"]) == (False, 0, None)
 
 
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
-        yield server
-
-
 @pytest.fixture
 async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
-    broker = Broker(nats_server.url, name="observe-test", connect_timeout=1.0)
-    await broker.start()
-    async with asyncio.timeout(10):
-        await broker.wait_connected()
+    broker = await connected(Broker(nats_server.url, name="observe-test", connect_timeout=1.0))
     yield broker
     await broker.close()
 

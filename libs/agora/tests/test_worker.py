@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from agora.tasks import Bell, Wakeup, Worker
+from agora_tools.pytest_plugin import Clock
 
 LEASE = timedelta(seconds=5)
 WAIT = 30.0  # seconds a step may take on a busy machine (a bound, not a measurement)
@@ -50,14 +51,6 @@ class Rows:
         return {"row": claim.row}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def eventually(check: object) -> None:
     deadline = asyncio.get_running_loop().time() + WAIT
     while not check():  # type: ignore[operator]  # a callable of the test's
@@ -84,11 +77,11 @@ async def test_a_failed_call_records_nothing_and_the_others_go_on() -> None:
 
 
 async def test_a_claim_whose_lease_ran_out_before_its_call_is_left_to_a_poll() -> None:
-    clock = Clock()
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
     rows = Rows()
     worker = Worker(rows, lease=LEASE, clock=clock)
 
-    await worker.complete(Claim("late", clock.now - timedelta(seconds=1)))
+    await worker.complete(Claim("late", clock() - timedelta(seconds=1)))
 
     assert rows.called == []
     assert rows.recorded == []
