@@ -38,6 +38,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.settings import GATEWAY
 from agora.tasks import cancel_and_wait
 from agora.topology import load_topology
+from agora_tools import testing
 from agora_tools.cli import app
 from agora_tools.embedded_nats import NatsSync, embedded_nats, ensure_streams
 from agora_tools.runner import OPERATOR, broker_users
@@ -259,10 +260,7 @@ async def service_uow(directory: Path, service: str) -> UnitOfWork:
 async def started(url: str, service: str) -> Broker:
     broker = Broker(url, name=service, credentials=login(service))
     broker.on_connect(lambda: broker.ensure_stream(service))
-    await broker.start()
-    async with asyncio.timeout(10):
-        await broker.wait_connected()
-    return broker
+    return await testing.connected(broker)
 
 
 async def test_each_service_publishes_and_consumes_its_own_messages_under_its_own_user(
