@@ -234,6 +234,18 @@ async def test_a_module_has_a_broker_of_its_own(nats_server: testing.NatsServer)
         await broker.close()
 
 
+def test_tasks_at_once_all_run_and_say_what_they_raised() -> None:
+    ran: list[str] = []
+
+    def fail() -> None:
+        raise RuntimeError("no")
+
+    failures = testing.at_once(lambda: ran.append("a"), fail, lambda: ran.append("b"))
+
+    assert sorted(ran) == ["a", "b"]
+    assert [str(failure) for failure in failures] == ["no"]
+
+
 def migrations(directory: Path) -> Path:
     """Migrations that make a table ``things`` (id, name) and the chassis's outbox and inbox."""
     versions = directory / "migrations" / "versions"

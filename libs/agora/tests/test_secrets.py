@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from agora.secrets import secret_file
+from agora_tools.testing import at_once
 
 
 def test_replicas_in_one_process_asking_at_once_for_a_new_secret_all_get_the_same_one(
@@ -14,20 +15,12 @@ def test_replicas_in_one_process_asking_at_once_for_a_new_secret_all_get_the_sam
     path = tmp_path / "secrets" / "shared.key"
     start = threading.Barrier(8)
     found: list[str] = []
-    failures: list[BaseException] = []
 
     def ask() -> None:
-        try:
-            start.wait()
-            found.append(secret_file(path))
-        except BaseException as error:
-            failures.append(error)
+        start.wait()
+        found.append(secret_file(path))
 
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    failures = at_once(*[ask] * 8)
 
     assert failures == []
     assert len(found) == 8

@@ -257,6 +257,26 @@ async def schema_drift(database_url: str, metadata: MetaData) -> list[Any]:
         await uow.dispose()
 
 
+def at_once(*tasks: Callable[[], object]) -> list[BaseException]:
+    """Run each of ``tasks`` in a thread of its own, every thread started before any is waited
+    for (a task that must begin at the same moment as the others waits on a barrier); what the
+    tasks raised, an empty list when none did."""
+    failures: list[BaseException] = []
+
+    def run(task: Callable[[], object]) -> None:
+        try:
+            task()
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(task,)) for task in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
 @contextmanager
 def started_together(apps: Sequence[Any]) -> Iterator[list[Any]]:
     """Start several replicas of a service at the same moment (each app's lifespan in a thread

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agora.auth import TokenVerifier
-from agora_tools.testing import PROBLEM
+from agora_tools.testing import PROBLEM, at_once
 
 
 def b64(data: bytes) -> str:
@@ -258,24 +258,16 @@ def test_two_replicas_starting_together_make_one_admin_and_one_first_key(start: 
     # rather than leaving the other replica waiting until the test times out.
     ready = threading.Barrier(2, timeout=60)
     started: list[Any] = []
-    failures: list[BaseException] = []
 
     def run() -> None:
-        try:
-            ready.wait()
-            with start() as replica:
-                started.append(replica)
-                ready.wait()  # both are serving before either stops
-                started.append(replica.me(replica.admin_token()).json())
-                started.append(replica.key_ids())
-        except BaseException as error:
-            failures.append(error)
+        ready.wait()
+        with start() as replica:
+            started.append(replica)
+            ready.wait()  # both are serving before either stops
+            started.append(replica.me(replica.admin_token()).json())
+            started.append(replica.key_ids())
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    failures = at_once(run, run)
 
     assert not failures, failures
     accounts = [item for item in started if isinstance(item, dict)]
