@@ -20,7 +20,7 @@ from agora.auth import OPERATOR_TOKEN_FILE, secrets_dir, service_credential, tok
 from agora.deps import CallingService, UserOrService
 from agora.secrets import secret_file
 from agora.settings import ServiceSettings
-from agora_tools.testing import free_port
+from agora_tools.testing import bearer, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,10 +35,6 @@ def settings_for(name: str, **values: Any) -> ServiceSettings:
         model_config = ServiceSettings.prefixed(f"AGORA_{name.upper()}_")
 
     return Settings(**values)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agora.auth import TokenVerifier
-from agora_tools.testing import PROBLEM, at_once
+from agora_tools.testing import PROBLEM, at_once, bearer
 
 
 def b64(data: bytes) -> str:
@@ -275,7 +275,3 @@ def test_two_replicas_starting_together_make_one_admin_and_one_first_key(start: 
     assert accounts[0] == accounts[1]
     assert key_sets[0] == key_sets[1]
     assert len(key_sets[0]) == 1
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
