@@ -282,28 +282,21 @@ def started_together(apps: Sequence[Any]) -> Iterator[list[Any]]:
     """Start several replicas of a service at the same moment (each app's lifespan in a thread
     of its own, released by one barrier), as a deployment does; yields their TestClients once
     all have started, and stops them afterwards. Raises the first start-up failure."""
-    import threading
-
     from fastapi.testclient import TestClient
 
     clients = [TestClient(app) for app in apps]
     barrier = threading.Barrier(len(clients))
-    failures: list[BaseException] = []
     started: list[Any] = []
 
-    def start(client: Any) -> None:
-        barrier.wait()
-        try:
+    def starting(client: Any) -> Callable[[], None]:
+        def start() -> None:
+            barrier.wait()
             client.__enter__()
             started.append(client)
-        except BaseException as error:
-            failures.append(error)
 
-    threads = [threading.Thread(target=start, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        return start
+
+    failures = at_once(*(starting(client) for client in clients))
     try:
         if failures:
             raise failures[0]
