@@ -597,7 +597,8 @@ class System:
     settings: GatewaySettings
     keys: Keys
     served: Served | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # What the gateway is given besides its settings (Resources.provide), such as verify.Checks.
+    provided: list[object] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> FakeReplica:
         return self.replicas[key]
@@ -606,7 +607,8 @@ class System:
         """The gateway, started on first use; a client with ``token`` as its session."""
         if self.served is None:
             app = create_app(self.settings, topology=console_topology())
-            app.state.resources.extra.update(self.extra)
+            for value in self.provided:
+                app.state.resources.provide(value)
             self.served = Served(app)
             self.served.__enter__()
         client = httpx.Client(base_url=self.served.url, timeout=15)
@@ -908,7 +910,7 @@ def test_verify_runs_the_checks_as_the_admin_and_shows_each_violation(system: Sy
         broken = Violation("money", "order o-1", "CONFIRMED for 4200, but captured 0")
         return Report((broken,), (), {"orders": 1})
 
-    system.extra[verify.VERIFY] = checks
+    system.provided.append(verify.Checks(checks))
     token = system.keys.token(roles=("admin",))
     client = system.gateway(token=token)
     page = client.get("/console")
@@ -930,7 +932,7 @@ def test_verify_says_when_the_system_could_not_be_read(system: System) -> None:
     async def unreadable(url: str, token: str) -> Report:
         raise ReadFailed("GET /api/orders answered 503")
 
-    system.extra[verify.VERIFY] = unreadable
+    system.provided.append(verify.Checks(unreadable))
     client = system.admin()
 
     reply = client.post("/console/verify", data={"csrf_token": csrf(client.get("/console"))})

@@ -1,15 +1,15 @@
 """``agora verify`` from the console: the consistency checks, run against this gateway as the
 admin who pressed the button (with their own token, not a stored password).
 
-The function that runs them is looked up in ``resources.extra[VERIFY]`` first, so a test
-registers a stand-in there instead of patching anything.
+What runs them is the :class:`Checks` bootstrap provided, if any (``Resources.provide``), so a
+test provides a stand-in instead of patching anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -17,7 +17,6 @@ from agora.app import Resources
 from consistency.checks import Report, check
 from consistency.snapshot import Gateway, ReadFailed, read_settled
 
-VERIFY = "console.verify"
 # Orders in progress are waited for this long (the command line waits a minute; a page cannot).
 WAIT = 5.0
 # Everything, reads and waiting included, within this.
@@ -36,9 +35,18 @@ async def verify_as(url: str, token: str) -> Report:
         return check(await read_settled(Gateway(session, url), wait=WAIT))
 
 
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """What runs the checks in place of :func:`verify_as` (a test's stand-in)."""
+
+    run: Verify
+
+
 def verifier(resources: Resources) -> Verify:
-    registered: Any = resources.extra.get(VERIFY)
-    return registered if callable(registered) else verify_as
+    try:
+        return resources.get(Checks).run
+    except LookupError:
+        return verify_as
 
 
 class VerifyFailed(RuntimeError):

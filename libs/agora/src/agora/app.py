@@ -70,7 +70,6 @@ class Resources:
     # This process's own credential and the services that may call it (agora.deps.CallingService).
     credentials: ServiceCredentials = field(default_factory=ServiceCredentials)
     started_at: float = field(default_factory=time.time)
-    extra: dict[str, Any] = field(default_factory=dict)
     # What bootstrap chose for the routes and hooks, one value per class (see ``provide``).
     provided: dict[type, object] = field(default_factory=dict, repr=False)
     # When the process was asked to stop (agora.server.GracefulServer), by time.monotonic():
