@@ -13,6 +13,10 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Byte-compile what uv installs: where PYTHONDONTWRITEBYTECODE is set, nothing else ever does,
+# and every process (each service of `agora up`, each test's subprocess) would compile the
+# framework from source again at each start.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: up test lint typecheck contracts-lint contracts unit deploy-test k8s-test sync bench reset screenshots help
 
