@@ -3,6 +3,7 @@ and says what to send next."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,6 +64,21 @@ def expire(checkout: Checkout) -> tuple[Checkout, tuple[Command, ...]]:
     return checkout.deadline(RULES, checkout.deadline_at)
 
 
+def acknowledged(checkout: Checkout, *commands: Command) -> Checkout:
+    """The checkout once the service each of ``commands`` went to has acknowledged it, in that
+    order."""
+    answers = {
+        Release: Checkout.stock_released,
+        Commit: Checkout.stock_committed,
+        Capture: Checkout.payment_captured,
+        Void: Checkout.payment_voided,
+        Refund: Checkout.payment_refunded,
+    }
+    for command in commands:
+        checkout, _ = answers[command](checkout, RULES, NOW)
+    return checkout
+
+
 def test_placing_reserves_the_stock_and_waits_one_step_timeout() -> None:
     checkout = placed()
 
@@ -105,17 +121,50 @@ def test_out_of_stock_cancels_at_once_with_nothing_to_give_back() -> None:
     assert checkout.deadline_at is None
 
 
-def test_a_declined_payment_releases_the_stock_then_cancels() -> None:
-    checkout, sent = reserved().payment_declined("insufficient_funds", RULES, NOW)
+@pytest.mark.parametrize(
+    ("turn", "compensation", "reason", "by_customer"),
+    [
+        pytest.param(
+            lambda: reserved().payment_declined("insufficient_funds", RULES, NOW),
+            Release,
+            Reason.PAYMENT_DECLINED,
+            False,
+            id="a-declined-payment-releases-the-stock",
+        ),
+        pytest.param(
+            lambda: placed().cancel(RULES, NOW),
+            Release,
+            Reason.CUSTOMER_CANCELLED,
+            True,
+            id="a-customer-cancelling-while-reserving-releases-the-stock",
+        ),
+        pytest.param(
+            lambda: acknowledged(authorized(), Capture).stock_rejected(
+                "reservation_expired", RULES, NOW
+            ),
+            Refund,
+            Reason.RESERVATION_EXPIRED,
+            False,
+            id="a-reservation-expiring-after-the-capture-refunds-the-payment",
+        ),
+    ],
+)
+def test_a_turn_for_the_worse_is_compensated_and_cancels_once_acknowledged(
+    turn: Callable[[], tuple[Checkout, tuple[Command, ...]]],
+    compensation: Command,
+    reason: Reason,
+    by_customer: bool,
+) -> None:
+    checkout, sent = turn()
 
-    assert sent == (Release,)
+    assert sent == (compensation,)
     assert checkout.step is Step.COMPENSATING
     assert checkout.status is Status.PENDING
+    assert checkout.cancel_requested is by_customer
 
-    checkout, sent = checkout.stock_released(RULES, NOW)
-    assert sent == ()
+    checkout = acknowledged(checkout, compensation)
     assert checkout.status is Status.CANCELLED
-    assert checkout.reason is Reason.PAYMENT_DECLINED
+    assert checkout.reason is reason
 
 
 def test_a_failed_payment_is_tried_again_after_the_backoff_and_may_then_succeed() -> None:
@@ -191,39 +240,44 @@ def test_silence_after_a_failure_ends_as_a_timeout_once_its_resends_run_out() ->
     assert checkout.reason is Reason.PAYMENT_TIMEOUT
 
 
-def test_an_unanswered_reservation_is_resent_then_released_as_stock_timeout() -> None:
-    checkout = placed()
+@pytest.mark.parametrize(
+    ("start", "request_sent", "step", "compensations", "reason"),
+    [
+        pytest.param(
+            placed, Reserve, Step.RESERVING, (Release,), Reason.STOCK_TIMEOUT, id="reservation"
+        ),
+        pytest.param(
+            reserved,
+            Authorize,
+            Step.AUTHORIZING,
+            (Release, Void),
+            Reason.PAYMENT_TIMEOUT,
+            id="authorization",
+        ),
+    ],
+)
+def test_an_unanswered_request_is_resent_then_compensated_and_cancelled_as_its_timeout(
+    start: Callable[[], Checkout],
+    request_sent: Command,
+    step: Step,
+    compensations: tuple[Command, ...],
+    reason: Reason,
+) -> None:
+    checkout = start()
     for attempt in (2, 3):
         checkout, sent = expire(checkout)
-        assert sent == (Reserve,)
+        assert sent == (request_sent,)
         assert checkout.attempt == attempt
-        assert checkout.step is Step.RESERVING
+        assert checkout.step is step
 
     checkout, sent = expire(checkout)
-    assert sent == (Release,)
+    assert sorted(sent) == sorted(compensations)
     assert checkout.step is Step.COMPENSATING
-    assert checkout.reason is Reason.STOCK_TIMEOUT
+    assert checkout.reason is reason
 
-    checkout, _ = checkout.stock_released(RULES, NOW)
+    checkout = acknowledged(checkout, *compensations)
     assert checkout.status is Status.CANCELLED
-    assert checkout.reason is Reason.STOCK_TIMEOUT
-
-
-def test_an_unanswered_authorization_is_resent_then_voided_and_released() -> None:
-    checkout = reserved()
-    for attempt in (2, 3):
-        checkout, sent = expire(checkout)
-        assert sent == (Authorize,)
-        assert checkout.attempt == attempt
-
-    checkout, sent = expire(checkout)
-    assert sorted(sent) == sorted((Void, Release))
-    assert checkout.reason is Reason.PAYMENT_TIMEOUT
-
-    checkout, _ = checkout.stock_released(RULES, NOW)
-    checkout, _ = checkout.payment_voided(RULES, NOW)
-    assert checkout.status is Status.CANCELLED
-    assert checkout.reason is Reason.PAYMENT_TIMEOUT
+    assert checkout.reason is reason
 
 
 def test_nothing_happens_before_the_deadline() -> None:
@@ -232,21 +286,54 @@ def test_nothing_happens_before_the_deadline() -> None:
     assert checkout.deadline(RULES, later(4.999)) == (checkout, ())
 
 
-def test_completion_resends_only_the_missing_part_for_ever_with_a_growing_wait() -> None:
+def completing_without_the_commit() -> Checkout:
     checkout, _ = authorized().payment_captured(RULES, NOW)
-    waits = []
-    for _ in range(8):
+    return checkout
+
+
+def compensating_the_reservation() -> Checkout:
+    checkout, _ = reserved().payment_declined("declined", RULES, NOW)
+    return checkout
+
+
+@pytest.mark.parametrize(
+    ("start", "resent", "step", "waits", "status"),
+    [
+        pytest.param(
+            completing_without_the_commit,
+            Commit,
+            Step.COMPLETING,
+            [10, 20, 30, 30, 30, 30, 30, 30],
+            Status.CONFIRMED,
+            id="completion-resends-only-the-missing-part",
+        ),
+        pytest.param(
+            compensating_the_reservation,
+            Release,
+            Step.COMPENSATING,
+            [10, 20, 30, 30, 30, 30],
+            Status.CANCELLED,
+            id="compensation",
+        ),
+    ],
+)
+def test_a_step_that_must_finish_is_resent_for_ever_with_a_growing_wait_until_acknowledged(
+    start: Callable[[], Checkout], resent: Command, step: Step, waits: list[float], status: Status
+) -> None:
+    checkout = start()
+    waited = []
+    for _ in waits:
         assert checkout.deadline_at is not None
         fired_at = checkout.deadline_at
         checkout, sent = expire(checkout)
-        assert sent == (Commit,)
-        assert checkout.step is Step.COMPLETING
+        assert sent == (resent,)
+        assert checkout.step is step
         assert checkout.deadline_at is not None
-        waits.append((checkout.deadline_at - fired_at).total_seconds())
+        waited.append((checkout.deadline_at - fired_at).total_seconds())
 
-    assert waits == [10, 20, 30, 30, 30, 30, 30, 30]
-    checkout, _ = checkout.stock_committed(RULES, NOW)
-    assert checkout.status is Status.CONFIRMED
+    assert waited == waits
+    checkout = acknowledged(checkout, resent)
+    assert checkout.status is status
 
 
 def test_completion_resends_both_when_neither_is_acknowledged() -> None:
@@ -255,29 +342,11 @@ def test_completion_resends_both_when_neither_is_acknowledged() -> None:
     assert sent == (Capture, Commit)
 
 
-def test_compensations_are_resent_for_ever_until_acknowledged() -> None:
-    checkout, _ = reserved().payment_declined("declined", RULES, NOW)
-    waits = []
-    for _ in range(6):
-        assert checkout.deadline_at is not None
-        fired_at = checkout.deadline_at
-        checkout, sent = expire(checkout)
-        assert sent == (Release,)
-        assert checkout.step is Step.COMPENSATING
-        assert checkout.deadline_at is not None
-        waits.append((checkout.deadline_at - fired_at).total_seconds())
-
-    assert waits == [10, 20, 30, 30, 30, 30]
-    checkout, _ = checkout.stock_released(RULES, NOW)
-    assert checkout.status is Status.CANCELLED
-
-
 def test_a_cancelled_checkout_still_shows_how_often_the_step_that_gave_up_was_tried() -> None:
     checkout = reserved()
     for _ in range(RULES.authorize_attempts):
         checkout, _ = expire(checkout)
-    checkout, _ = checkout.payment_voided(RULES, NOW)
-    checkout, _ = checkout.stock_released(RULES, NOW)
+    checkout = acknowledged(checkout, Void, Release)
 
     assert checkout.status is Status.CANCELLED
     assert checkout.attempt == RULES.authorize_attempts
@@ -295,26 +364,13 @@ def test_only_the_unacknowledged_compensation_is_resent() -> None:
     assert sent == (Release,)
 
 
-def test_a_customer_cancels_while_reserving_the_stock_is_released() -> None:
-    checkout, sent = placed().cancel(RULES, NOW)
-
-    assert sent == (Release,)
-    assert checkout.cancel_requested
-    assert checkout.status is Status.PENDING
-
-    checkout, _ = checkout.stock_released(RULES, NOW)
-    assert checkout.status is Status.CANCELLED
-    assert checkout.reason is Reason.CUSTOMER_CANCELLED
-
-
 def test_a_customer_cancels_while_authorizing_the_payment_is_voided_and_the_stock_released() -> (
     None
 ):
     checkout, sent = reserved().cancel(RULES, NOW)
 
     assert sorted(sent) == sorted((Void, Release))
-    checkout, _ = checkout.payment_voided(RULES, NOW)
-    checkout, _ = checkout.stock_released(RULES, NOW)
+    checkout = acknowledged(checkout, Void, Release)
     assert checkout.status is Status.CANCELLED
     assert checkout.reason is Reason.CUSTOMER_CANCELLED
 
@@ -394,19 +450,6 @@ def test_answers_for_a_compensation_not_awaited_are_ignored() -> None:
 
     assert checkout.payment_voided(RULES, NOW) == (checkout, ())
     assert checkout.payment_refunded(RULES, NOW) == (checkout, ())
-
-
-def test_an_expired_reservation_after_the_capture_is_refunded_then_cancelled() -> None:
-    checkout, _ = authorized().payment_captured(RULES, NOW)
-
-    checkout, sent = checkout.stock_rejected("reservation_expired", RULES, NOW)
-    assert sent == (Refund,)
-    assert checkout.step is Step.COMPENSATING
-    assert checkout.status is Status.PENDING
-
-    checkout, _ = checkout.payment_refunded(RULES, NOW)
-    assert checkout.status is Status.CANCELLED
-    assert checkout.reason is Reason.RESERVATION_EXPIRED
 
 
 def test_an_expired_reservation_before_the_capture_refunds_once_the_capture_is_acknowledged() -> (
