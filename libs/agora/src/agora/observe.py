@@ -22,6 +22,7 @@ see :class:`agora.auth.OperatorGuard`); anything else is a 401, whatever address
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -32,11 +33,11 @@ from sqlalchemy.orm import Session
 
 from agora.auth import OperatorGuard
 from agora.db import UnitOfWork, aware
-from agora.logs import recent_logs
+from agora.logs import RecentLogs, recent_logs
 from agora.messaging.relay import has_outbox
 from agora.messaging.schema import outbox
 from agora.settings import ServiceSettings
-from agora.telemetry import recent_spans
+from agora.telemetry import RecentSpans, recent_spans
 
 SERVICE_INFO = Gauge(
     "agora_service_info",
@@ -68,23 +69,21 @@ def internal_router(
     router = APIRouter(prefix="/internal", include_in_schema=False, dependencies=[Depends(guard)])
     identity: dict[str, Any] = {"service": settings.service_name, "replica": settings.replica}
 
-    @router.get("/spans")
-    async def spans(trace_id: TraceId = None, limit: Limit = 200) -> dict[str, Any]:
-        found = recent_spans().find(
-            service=settings.service_name,
-            trace_id=trace_id.lower() if trace_id else None,
-            limit=limit,
-        )
-        return {**identity, "spans": found}
+    def newest(kind: str, kept: Callable[[], RecentSpans | RecentLogs]) -> None:
+        """``GET /internal/<kind>``: the newest of what ``kept`` holds of this service."""
 
-    @router.get("/logs")
-    async def logs(trace_id: TraceId = None, limit: Limit = 200) -> dict[str, Any]:
-        found = recent_logs().find(
-            service=settings.service_name,
-            trace_id=trace_id.lower() if trace_id else None,
-            limit=limit,
-        )
-        return {**identity, "logs": found}
+        async def listing(trace_id: TraceId = None, limit: Limit = 200) -> dict[str, Any]:
+            found = kept().find(
+                service=settings.service_name,
+                trace_id=trace_id.lower() if trace_id else None,
+                limit=limit,
+            )
+            return {**identity, kind: found}
+
+        router.add_api_route(f"/{kind}", listing, methods=["GET"], name=kind)
+
+    newest("spans", recent_spans)
+    newest("logs", recent_logs)
 
     @router.get("/outbox")
     async def outbox_backlog() -> dict[str, Any]:
