@@ -7,7 +7,9 @@ runs never sell out, and then:
 1. offers a fixed load (``--rate`` orders per second, default 50) for ``--seconds`` and reports
    place → confirmed latency p50/p99 and how many orders confirmed;
 2. saturates it: ``--concurrency`` shoppers each placing an order as soon as their last one was
-   accepted, for ``--seconds``, and reports confirmed orders per second.
+   accepted, for ``--seconds``, and reports confirmed orders per second and the CPU time each
+   process (every service replica and the gateway, read from /proc) spent per confirmed order,
+   from the first order until the last is terminal.
 
 Latency is the order's own record: from ``placed_at`` (the placing transaction) to ``updated_at``
 when it turned CONFIRMED (its last write), both stamped by orders, plus the client's wait for the
@@ -37,6 +39,8 @@ from typing import Any
 import aiohttp
 
 from agora_tools.harness import RunningSystem
+
+from procstat import cpu_seconds
 
 ADMIN_EMAIL = "admin@bench.example"
 ADMIN_PASSWORD = "checkout bench admin passphrase"  # noqa: S105 (a throwaway system's)
@@ -188,7 +192,9 @@ async def fixed_load(shop: Shop, rate: float, seconds: float) -> dict[str, float
     }
 
 
-async def saturate(shop: Shop, concurrency: int, seconds: float) -> dict[str, float]:
+async def saturate(
+    shop: Shop, concurrency: int, seconds: float, pids: dict[str, int]
+) -> dict[str, float]:
     placed: list[Placed] = []
     refused = 0
     stop_at = time.monotonic() + seconds
@@ -205,8 +211,10 @@ async def saturate(shop: Shop, concurrency: int, seconds: float) -> dict[str, fl
             n += concurrency
 
     began = datetime.now().astimezone()
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     await asyncio.gather(*(shopper(i) for i in range(concurrency)))
     orders = await shop.orders({p.order_id for p in placed})
+    cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     confirmed = [o for o in orders if o["status"] == "CONFIRMED"]
     last = max(datetime.fromisoformat(o["updated_at"]) for o in confirmed)
     span = (last - began).total_seconds()
@@ -218,7 +226,22 @@ async def saturate(shop: Shop, concurrency: int, seconds: float) -> dict[str, fl
         "confirmed_per_s": len(confirmed) / span,
         "p50_ms": quantile(latency, 0.5),
         "p99_ms": quantile(latency, 0.99),
+        # Until every order is terminal, the admin's listing included (the same in every run).
+        **cpu_ms_per_order(cpu_before, cpu_after, len(confirmed)),
     }
+
+
+def cpu_ms_per_order(
+    before: dict[str, float | None], after: dict[str, float | None], confirmed: int
+) -> dict[str, float]:
+    """Each process's CPU milliseconds per confirmed order, and their sum."""
+    used = {
+        name: (end - start) * 1000 / max(confirmed, 1)
+        for name, start in before.items()
+        if start is not None and (end := after[name]) is not None
+    }
+    per_process = {f"cpu_ms {name}": ms for name, ms in sorted(used.items())}
+    return {**per_process, "cpu_ms all": sum(used.values())}
 
 
 def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
@@ -229,10 +252,12 @@ def show(title: str, result: dict[str, float], rounds: list[dict[str, float]]) -
     print(f"\n{title} (median of {len(rounds)} rounds)")
     for key, value in result.items():
         each = ", ".join(f"{r[key]:.1f}" for r in rounds)
-        print(f"  {key:>16}: {value:10.1f}   (rounds: {each})")
+        print(f"  {key:>20}: {value:10.1f}   (rounds: {each})")
 
 
-async def run(url: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]]:
+async def run(
+    url: str, args: argparse.Namespace, pids: dict[str, int]
+) -> tuple[dict[str, float], dict[str, float]]:
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -242,7 +267,7 @@ async def run(url: str, args: argparse.Namespace) -> tuple[dict[str, float], dic
         fixed_rounds, saturated_rounds = [], []
         for _ in range(args.rounds):
             fixed_rounds.append(await fixed_load(shop, args.rate, args.seconds))
-            saturated_rounds.append(await saturate(shop, args.concurrency, args.seconds))
+            saturated_rounds.append(await saturate(shop, args.concurrency, args.seconds, pids))
         fixed, saturated = median_of(fixed_rounds), median_of(saturated_rounds)
         show(
             f"Fixed load: {args.rate:g} orders/s offered for {args.seconds:g} s",
@@ -280,7 +305,11 @@ def main() -> int:
         RunningSystem(Path(directory) / "shop", env=env) as system,
     ):
         system.wait_healthy(count=PROCESSES)
-        fixed, saturated = asyncio.run(run(system.gateway_url, args))
+        pids = {
+            p["service"] + (f"#{p['replica']}" if p["replica"] else ""): int(p["pid"])
+            for p in system.status()
+        }
+        fixed, saturated = asyncio.run(run(system.gateway_url, args, pids))
         code = system.stop()
     print()
     throughput_ok = saturated["confirmed_per_s"] >= TARGET_THROUGHPUT

@@ -35,6 +35,8 @@ import aiohttp
 
 from agora_tools.testing import free_port
 
+from procstat import cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 READY_WITHIN = 40.0  # seconds for all three processes to answer /readyz (first start seeds)
 TARGET = 0.5
@@ -114,15 +116,6 @@ def first_sku(catalog_url: str) -> str:
 
 
 # --- the load generator (runs in a process of its own) --------------------------------------
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process has used so far; None where /proc is not there."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(
