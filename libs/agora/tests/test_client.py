@@ -96,6 +96,12 @@ async def start_callee() -> AsyncIterator[StartCallee]:
 
 
 @pytest.fixture
+async def callee(start_callee: StartCallee) -> Callee:
+    """The one replica most tests call, "a"."""
+    return await start_callee("a")
+
+
+@pytest.fixture
 async def make_client() -> AsyncIterator[MakeClient]:
     clients: list[ServiceClient] = []
 
@@ -157,69 +163,66 @@ def caller(*, request_id: str | None = None, token: str | None = None) -> Iterat
 # --- timeouts --------------------------------------------------------------------------------
 
 
-async def test_a_hanging_callee_gives_a_504_problem_after_the_get_was_tried_three_times(
-    start_callee: StartCallee, make_client: MakeClient
+@pytest.mark.parametrize(
+    ("service", "method", "path", "body", "tries"),
+    [
+        pytest.param("catalog", "GET", "/products", None, 3, id="a GET is tried three times"),
+        pytest.param("orders", "POST", "/orders", {"sku": "X"}, 1, id="a POST is not sent again"),
+    ],
+)
+async def test_a_hanging_callee_gives_a_504_problem_naming_the_service(
+    callee: Callee,
+    make_client: MakeClient,
+    service: str,
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+    tries: int,
 ) -> None:
-    callee = await start_callee("a")
     callee.hang = True
-    client = make_client({"catalog": [callee.url]}, timeout=0.2, attempts=3)
+    client = make_client({service: [callee.url]}, timeout=0.2, attempts=3)
 
     with pytest.raises(GatewayTimeout) as raised:
-        await client.request("catalog", "GET", "/products")
+        await client.request(service, method, path, json=body)
 
     assert raised.value.status == 504
-    assert "catalog" in str(raised.value.detail)
-    assert len(callee.calls) == 3
-
-
-async def test_a_post_that_timed_out_is_not_sent_again(
-    start_callee: StartCallee, make_client: MakeClient
-) -> None:
-    callee = await start_callee("a")
-    callee.hang = True
-    client = make_client({"orders": [callee.url]}, timeout=0.2, attempts=3)
-
-    with pytest.raises(GatewayTimeout):
-        await client.request("orders", "POST", "/orders", json={"sku": "X"})
-
-    assert len(callee.calls) == 1
+    assert service in str(raised.value.detail)
+    assert len(callee.calls) == tries
 
 
 # --- retries ---------------------------------------------------------------------------------
 
 
-async def test_a_get_that_meets_a_503_is_retried_and_succeeds(
-    start_callee: StartCallee, make_client: MakeClient
+@pytest.mark.parametrize(
+    ("failures", "status", "answer", "tries"),
+    [
+        pytest.param(1, 200, {"replica": "a", "echo": ""}, 2, id="once: the retry succeeds"),
+        pytest.param(
+            10, 503, {"title": "Service unavailable"}, 3, id="always: the last answer after three"
+        ),
+    ],
+)
+async def test_a_get_that_meets_a_503_is_retried_up_to_three_times(
+    callee: Callee,
+    make_client: MakeClient,
+    failures: int,
+    status: int,
+    answer: dict[str, str],
+    tries: int,
 ) -> None:
-    callee = await start_callee("a")
-    callee.failures = 1
-    client = make_client({"catalog": [callee.url]})
-
-    reply = await client.request("catalog", "GET", "/products")
-
-    assert reply.status == 200
-    assert reply.json()["replica"] == "a"
-    assert len(callee.calls) == 2
-
-
-async def test_a_get_that_keeps_meeting_503_returns_the_last_answer_after_three_tries(
-    start_callee: StartCallee, make_client: MakeClient
-) -> None:
-    callee = await start_callee("a")
-    callee.failures = 10
+    callee.failures = failures
     client = make_client({"catalog": [callee.url]}, attempts=3)
 
     reply = await client.request("catalog", "GET", "/products")
 
-    assert reply.status == 503
-    assert reply.json() == {"title": "Service unavailable"}
-    assert len(callee.calls) == 3
+    assert reply.status == status
+    assert reply.json() == answer
+    assert len(callee.calls) == tries
 
 
 async def test_a_500_is_a_bug_not_an_outage_so_it_is_neither_retried_nor_held_against_the_replica(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.status = 500
     client = make_client({"catalog": [callee.url]}, failure_threshold=1)
 
@@ -244,9 +247,8 @@ async def test_a_retry_goes_to_the_next_replica(
 
 
 async def test_a_post_without_idempotency_key_is_not_retried_after_a_503(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.failures = 1
     client = make_client({"orders": [callee.url]})
 
@@ -257,9 +259,8 @@ async def test_a_post_without_idempotency_key_is_not_retried_after_a_503(
 
 
 async def test_a_post_with_an_idempotency_key_is_retried_with_the_same_key(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.failures = 1
     client = make_client({"orders": [callee.url]})
 
@@ -327,9 +328,8 @@ async def test_an_unknown_service_gives_a_503_problem(make_client: MakeClient) -
 
 
 async def test_repeated_failures_open_the_breaker_and_calls_then_fail_fast_without_the_callee(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.failures = 100
     client = make_client({"catalog": [callee.url]}, failure_threshold=3, attempts=1)
 
@@ -343,11 +343,17 @@ async def test_repeated_failures_open_the_breaker_and_calls_then_fail_fast_witho
     assert client.breaker(callee.url).state is BreakerState.OPEN
 
 
-async def test_after_the_pause_one_trial_call_goes_through_and_closes_the_breaker(
-    start_callee: StartCallee, make_client: MakeClient
+@pytest.mark.parametrize(
+    ("failures", "status", "state"),
+    [
+        pytest.param(2, 200, BreakerState.CLOSED, id="a trial that succeeds closes it"),
+        pytest.param(3, 503, BreakerState.OPEN, id="a failed trial opens it again"),
+    ],
+)
+async def test_after_the_pause_one_trial_call_goes_through_and_settles_the_breaker(
+    callee: Callee, make_client: MakeClient, failures: int, status: int, state: BreakerState
 ) -> None:
-    callee = await start_callee("a")
-    callee.failures = 2
+    callee.failures = failures
     client = make_client(
         {"catalog": [callee.url]}, failure_threshold=2, reset_timeout=0.1, attempts=1
     )
@@ -358,27 +364,8 @@ async def test_after_the_pause_one_trial_call_goes_through_and_closes_the_breake
     await asyncio.sleep(0.15)
     reply = await client.request("catalog", "GET", "/products")
 
-    assert reply.status == 200
-    assert client.breaker(callee.url).state is BreakerState.CLOSED
-    assert len(callee.calls) == 3
-
-
-async def test_a_failed_trial_call_opens_the_breaker_again(
-    start_callee: StartCallee, make_client: MakeClient
-) -> None:
-    callee = await start_callee("a")
-    callee.failures = 3
-    client = make_client(
-        {"catalog": [callee.url]}, failure_threshold=2, reset_timeout=0.1, attempts=1
-    )
-    for _ in range(2):
-        await client.request("catalog", "GET", "/products")
-
-    await asyncio.sleep(0.15)
-    reply = await client.request("catalog", "GET", "/products")
-
-    assert reply.status == 503
-    assert client.breaker(callee.url).state is BreakerState.OPEN
+    assert reply.status == status
+    assert client.breaker(callee.url).state is state
     assert len(callee.calls) == 3
 
 
@@ -454,9 +441,8 @@ async def test_calls_alternate_over_the_replicas_and_skip_one_whose_breaker_is_o
 
 
 async def test_trace_context_token_and_request_id_reach_the_callee(
-    start_callee: StartCallee, make_client: MakeClient, tracing: Tracing
+    callee: Callee, make_client: MakeClient, tracing: Tracing
 ) -> None:
-    callee = await start_callee("a")
     client = make_client({"catalog": [callee.url]}, tracer_provider=tracing.provider)
 
     with (
@@ -481,9 +467,8 @@ async def test_trace_context_token_and_request_id_reach_the_callee(
 
 
 async def test_an_authorization_the_caller_set_is_kept(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     client = make_client({"identity": [callee.url]})
 
     with caller(token="the-users-token"):
@@ -493,9 +478,8 @@ async def test_an_authorization_the_caller_set_is_kept(
 
 
 async def test_a_cookie_one_callee_sets_never_rides_on_later_calls(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     # By a host name: a cookie jar ignores cookies from bare IP addresses anyway.
     client = make_client({"cart": [callee.url.replace("127.0.0.1", "localhost")]})
 
@@ -506,10 +490,7 @@ async def test_a_cookie_one_callee_sets_never_rides_on_later_calls(
     assert "Cookie" not in callee.calls[1].headers
 
 
-async def test_get_json_gives_the_decoded_answer(
-    start_callee: StartCallee, make_client: MakeClient
-) -> None:
-    callee = await start_callee("a")
+async def test_get_json_gives_the_decoded_answer(callee: Callee, make_client: MakeClient) -> None:
     client = make_client({"identity": [callee.url]})
 
     assert await client.get_json("identity", "/.well-known/jwks.json") == {
@@ -522,9 +503,8 @@ async def test_get_json_gives_the_decoded_answer(
 
 
 async def test_stream_passes_status_headers_and_body_both_ways(
-    start_callee: StartCallee, make_client: MakeClient, tracing: Tracing
+    callee: Callee, make_client: MakeClient, tracing: Tracing
 ) -> None:
-    callee = await start_callee("a")
     client = make_client({"catalog": [callee.url]}, tracer_provider=tracing.provider)
     sent = [("Content-Type", "text/plain"), ("x-tag", "one"), ("x-tag", "two")]
 
@@ -553,9 +533,8 @@ async def test_stream_passes_status_headers_and_body_both_ways(
 
 
 async def test_stream_hands_over_a_compressed_body_as_it_came(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     client = make_client({"catalog": [callee.url]})
 
     async with client.stream(
@@ -568,9 +547,8 @@ async def test_stream_hands_over_a_compressed_body_as_it_came(
 
 
 async def test_stream_passes_a_503_answer_through_without_retrying(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.failures = 1
     client = make_client({"catalog": [callee.url]})
 
@@ -581,9 +559,8 @@ async def test_stream_passes_a_503_answer_through_without_retrying(
 
 
 async def test_stream_retries_a_get_that_got_no_answer_then_gives_a_504_problem(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.hang = True
     client = make_client({"catalog": [callee.url]}, timeout=0.2, attempts=3)
 
@@ -623,9 +600,8 @@ async def test_stream_never_sends_a_streamed_body_twice(
 
 
 async def test_stream_fails_fast_when_the_breaker_is_open(
-    start_callee: StartCallee, make_client: MakeClient
+    callee: Callee, make_client: MakeClient
 ) -> None:
-    callee = await start_callee("a")
     callee.failures = 100
     client = make_client({"catalog": [callee.url]}, failure_threshold=2)
     for _ in range(2):
@@ -657,10 +633,24 @@ def test_a_breaker_opens_after_the_threshold_of_consecutive_failures() -> None:
     assert not breaker.allow()
 
 
-def test_an_open_breaker_lets_exactly_one_trial_through_after_the_pause() -> None:
-    clock = SecondsClock(100.0)
+def opened(clock: SecondsClock) -> CircuitBreaker:
+    """A breaker that one failure has just opened, for a pause of five seconds."""
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
     breaker.record_failure()
+    return breaker
+
+
+def on_trial(clock: SecondsClock) -> CircuitBreaker:
+    """An opened breaker whose pause is over and whose one trial call is out."""
+    breaker = opened(clock)
+    clock.now += 5.0
+    assert breaker.allow()
+    return breaker
+
+
+def test_an_open_breaker_lets_exactly_one_trial_through_after_the_pause() -> None:
+    clock = SecondsClock(100.0)
+    breaker = opened(clock)
 
     clock.now += 4.9
     assert not breaker.allow()
@@ -675,10 +665,7 @@ def test_an_open_breaker_lets_exactly_one_trial_through_after_the_pause() -> Non
 
 def test_a_failed_trial_starts_a_new_pause() -> None:
     clock = SecondsClock(100.0)
-    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
-    breaker.record_failure()
-    clock.now += 5.0
-    assert breaker.allow()
+    breaker = on_trial(clock)
 
     breaker.record_failure()
 
@@ -691,10 +678,7 @@ def test_a_failed_trial_starts_a_new_pause() -> None:
 
 def test_a_trial_that_ended_without_a_verdict_hands_the_trial_to_the_next_call() -> None:
     clock = SecondsClock(100.0)
-    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
-    breaker.record_failure()
-    clock.now += 5.0
-    assert breaker.allow()
+    breaker = on_trial(clock)
 
     breaker.release()
 
@@ -704,8 +688,7 @@ def test_a_trial_that_ended_without_a_verdict_hands_the_trial_to_the_next_call()
 
 def test_a_late_failure_does_not_extend_an_open_breakers_pause() -> None:
     clock = SecondsClock(100.0)
-    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5.0, clock=clock)
-    breaker.record_failure()
+    breaker = opened(clock)
     clock.now += 3.0
     breaker.record_failure()
     clock.now += 2.0
