@@ -44,11 +44,12 @@ from payments.application import (
     ProcessorTimeout,
 )
 from payments.domain import (
+    Account,
     Balance,
-    BookedEntry,
     BookedMovement,
     Card,
     CardNumber,
+    Entry,
     Ledger,
     Movement,
     MovementKind,
@@ -293,7 +294,7 @@ class SqlPayments:
         if after is not None:
             statement = statement.where(ledger_movements.c.id > after)
         rows = session.execute(statement.order_by(ledger_movements.c.id).limit(limit)).all()
-        entries: dict[int, list[BookedEntry]] = {row.id: [] for row in rows}
+        entries: dict[int, list[Entry]] = {row.id: [] for row in rows}
         if entries:
             found = session.execute(
                 select(
@@ -306,7 +307,7 @@ class SqlPayments:
                 .order_by(ledger_entries.c.id)
             )
             for movement_id, account, debit, credit in found:
-                entries[movement_id].append(BookedEntry(account, debit, credit))
+                entries[movement_id].append(Entry(Account(account), debit, credit))
         return [
             BookedMovement(
                 id=row.id,

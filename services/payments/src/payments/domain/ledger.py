@@ -34,6 +34,8 @@ RULES: dict[MovementKind, tuple[Account, Account]] = {
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One side of a movement: the account it debits or credits, and by how much."""
+
     account: Account
     debit: int
     credit: int
@@ -94,15 +96,8 @@ class Ledger:
 
 
 @dataclass(frozen=True, slots=True)
-class BookedEntry:
-    account: str
-    debit: int
-    credit: int
-
-
-@dataclass(frozen=True, slots=True)
 class BookedMovement:
-    """A movement as the ledger holds it."""
+    """A movement as the ledger holds it, with the entries it was booked as."""
 
     id: int
     order_id: str
@@ -111,7 +106,7 @@ class BookedMovement:
     amount: int
     currency: str
     created_at: datetime
-    entries: list[BookedEntry]
+    entries: list[Entry]
 
 
 @dataclass(frozen=True, slots=True)
