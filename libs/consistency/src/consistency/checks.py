@@ -46,6 +46,10 @@ class Violation:
         return f"[{self.check}] {self.subject}: {self.detail}"
 
 
+# What a check finds broken: the subject (``order o-1``), and how.
+Finding = tuple[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     violations: tuple[Violation, ...]
@@ -57,18 +61,17 @@ class Report:
         return not self.violations
 
 
-def orders_terminal_after_deadline(snapshot: Snapshot) -> Iterable[Violation]:
+def orders_terminal_after_deadline(snapshot: Snapshot) -> Iterable[Finding]:
     for order in snapshot.orders:
         if order.status not in TERMINAL and order.deadline_at <= snapshot.taken_at:
-            yield Violation(
-                "order-terminal",
+            yield (
                 f"order {order.id}",
                 f"still {order.status} (checkout step {order.step!r}) after its deadline "
                 f"{order.deadline_at.isoformat()}",
             )
 
 
-def stock_matches_sales(snapshot: Snapshot) -> Iterable[Violation]:
+def stock_matches_sales(snapshot: Snapshot) -> Iterable[Finding]:
     sold: Counter[str] = Counter()
     for order in snapshot.orders:
         if order.status == "CONFIRMED":
@@ -77,11 +80,10 @@ def stock_matches_sales(snapshot: Snapshot) -> Iterable[Violation]:
     busy = {line.sku for order in _in_progress(snapshot) for line in order.lines}
     stock = {row.sku: row for row in snapshot.stock}
     for sku in sorted(set(sold) - set(stock)):
-        yield Violation("stock", f"sku {sku}", f"{sold[sku]} sold, but inventory has no such SKU")
+        yield f"sku {sku}", f"{sold[sku]} sold, but inventory has no such SKU"
     for row in snapshot.stock:
         if row.on_hand < 0 or row.reserved < 0 or row.reserved > row.on_hand:
-            yield Violation(
-                "stock",
+            yield (
                 f"sku {row.sku}",
                 f"on hand {row.on_hand}, reserved {row.reserved}: on hand must be at least the "
                 "reserved units, and neither negative",
@@ -90,34 +92,31 @@ def stock_matches_sales(snapshot: Snapshot) -> Iterable[Violation]:
             continue
         expected = row.seeded + row.adjusted - sold[row.sku]
         if expected != row.on_hand:
-            yield Violation(
-                "stock",
+            yield (
                 f"sku {row.sku}",
                 f"on hand {row.on_hand}, but opening {row.seeded} + adjustments {row.adjusted} "
                 f"- confirmed sales {sold[row.sku]} = {expected}",
             )
 
 
-def no_reservation_for_terminal_orders(snapshot: Snapshot) -> Iterable[Violation]:
+def no_reservation_for_terminal_orders(snapshot: Snapshot) -> Iterable[Finding]:
     orders = {order.id: order for order in snapshot.orders}
     for reservation in snapshot.active_reservations:
         order = orders.get(reservation.order_id)
         if order is None:
-            yield Violation(
-                "reservation",
+            yield (
                 f"order {reservation.order_id}",
                 "inventory holds stock for an order that orders does not know",
             )
         elif order.status in TERMINAL:
-            yield Violation(
-                "reservation",
+            yield (
                 f"order {order.id}",
                 f"{order.status}, but inventory still holds "
                 + ", ".join(f"{line.quantity} x {line.sku}" for line in reservation.lines),
             )
 
 
-def money_matches_orders(snapshot: Snapshot) -> Iterable[Violation]:
+def money_matches_orders(snapshot: Snapshot) -> Iterable[Finding]:
     net: Counter[str] = Counter()
     for payment in snapshot.payments:
         net[payment.order_id] += payment.captured_amount - payment.refunded_amount
@@ -128,35 +127,30 @@ def money_matches_orders(snapshot: Snapshot) -> Iterable[Violation]:
     )
     for order in snapshot.orders:
         if order.status == "CONFIRMED" and net[order.id] != order.total:
-            yield Violation(
-                "money",
+            yield (
                 f"order {order.id}",
                 f"CONFIRMED for {order.total}, but captured minus refunded is {net[order.id]}",
             )
         if order.status == "CANCELLED" and net[order.id] != 0:
-            yield Violation(
-                "money",
+            yield (
                 f"order {order.id}",
                 f"CANCELLED, but captured minus refunded is {net[order.id]}",
             )
     for order_id, count in sorted(captures.items()):
         if count > 1:
-            yield Violation("money", f"order {order_id}", f"captured {count} times")
+            yield f"order {order_id}", f"captured {count} times"
     known = {order.id for order in snapshot.orders}
     for order_id in sorted(set(net) - known):
         if net[order_id]:
-            yield Violation(
-                "money", f"order {order_id}", f"{net[order_id]} kept for an order orders lacks"
-            )
+            yield f"order {order_id}", f"{net[order_id]} kept for an order orders lacks"
 
 
-def ledger_balances(snapshot: Snapshot) -> Iterable[Violation]:
+def ledger_balances(snapshot: Snapshot) -> Iterable[Finding]:
     for movement in snapshot.movements:
         debits = sum(entry.debit for entry in movement.entries)
         credits = sum(entry.credit for entry in movement.entries)
         if len(movement.entries) != 2 or debits != credits or debits != movement.amount:
-            yield Violation(
-                "ledger",
+            yield (
                 f"movement {movement.id}",
                 f"{movement.kind} of {movement.amount}: {len(movement.entries)} entries, "
                 f"debits {debits}, credits {credits}",
@@ -166,15 +160,12 @@ def ledger_balances(snapshot: Snapshot) -> Iterable[Violation]:
         for entry in movement.entries:
             balance[entry.account] += entry.debit - entry.credit
     if sum(balance.values()) != 0:
-        yield Violation(
-            "ledger", "all accounts", f"debits exceed credits by {sum(balance.values())}"
-        )
+        yield "all accounts", f"debits exceed credits by {sum(balance.values())}"
     if not list(_in_progress(snapshot)):
         confirmed = sum(order.total for order in snapshot.orders if order.status == "CONFIRMED")
         booked = -balance[SALES]
         if booked != confirmed:
-            yield Violation(
-                "ledger",
+            yield (
                 f"account {SALES}",
                 f"books {booked} of sales, but the CONFIRMED orders total {confirmed}",
             )
@@ -185,14 +176,13 @@ WELCOME = "welcome"
 MESSAGE_FOR = {"CONFIRMED": "order_confirmed", "CANCELLED": "order_cancelled"}
 
 
-def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Violation]:
+def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Finding]:
     users = set(snapshot.users)
     welcomes: Counter[str] = Counter()
     about: defaultdict[str, list[Message]] = defaultdict(list)
     for message in snapshot.messages:
         if message.user_id not in users:
-            yield Violation(
-                "messages",
+            yield (
                 f"message {message.id}",
                 f"{message.kind} for user {message.user_id}, whom identity does not know",
             )
@@ -202,14 +192,13 @@ def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Viol
             about[message.order_id].append(message)
     for user in sorted(users):
         if welcomes[user] != 1:
-            yield Violation("messages", f"user {user}", f"{welcomes[user]} welcome messages, not 1")
+            yield f"user {user}", f"{welcomes[user]} welcome messages, not 1"
     orders = {order.id: order for order in snapshot.orders}
     for order in snapshot.orders:
         messages = about.get(order.id, [])
         if order.status not in TERMINAL:
             if messages:
-                yield Violation(
-                    "messages",
+                yield (
                     f"order {order.id}",
                     f"still {order.status}, but has a message: "
                     + ", ".join(m.kind for m in messages),
@@ -217,38 +206,39 @@ def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Viol
             continue
         kinds = [m.kind for m in messages]
         if kinds != [MESSAGE_FOR[order.status]]:
-            yield Violation(
-                "messages",
+            yield (
                 f"order {order.id}",
                 f"{order.status}, with messages {kinds or 'none'}: exactly one "
                 f"{MESSAGE_FOR[order.status]} was due",
             )
         for message in messages:
             if message.user_id != order.user_id:
-                yield Violation(
-                    "messages",
+                yield (
                     f"order {order.id}",
                     f"its message {message.id} went to user {message.user_id}, not its owner",
                 )
     for order_id in sorted(set(about) - set(orders)):
-        yield Violation(
-            "messages", f"order {order_id}", "a message about an order that orders does not know"
-        )
+        yield f"order {order_id}", "a message about an order that orders does not know"
 
 
-CHECKS: tuple[Callable[[Snapshot], Iterable[Violation]], ...] = (
-    orders_terminal_after_deadline,
-    stock_matches_sales,
-    no_reservation_for_terminal_orders,
-    money_matches_orders,
-    ledger_balances,
-    one_message_per_user_and_finished_order,
-)
+# Each check by the name its violations carry.
+CHECKS: dict[str, Callable[[Snapshot], Iterable[Finding]]] = {
+    "order-terminal": orders_terminal_after_deadline,
+    "stock": stock_matches_sales,
+    "reservation": no_reservation_for_terminal_orders,
+    "money": money_matches_orders,
+    "ledger": ledger_balances,
+    "messages": one_message_per_user_and_finished_order,
+}
 
 
 def check(snapshot: Snapshot) -> Report:
     """Every check over one snapshot."""
-    violations = tuple(v for run in CHECKS for v in run(snapshot))
+    violations = tuple(
+        Violation(name, subject, detail)
+        for name, run in CHECKS.items()
+        for subject, detail in run(snapshot)
+    )
     statuses = Counter(order.status for order in snapshot.orders)
     counts = {
         "orders": len(snapshot.orders),
