@@ -12,9 +12,15 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Record = TypeVar("_Record", bound="DataclassInstance")
 
 
 class ReadFailed(RuntimeError):
@@ -99,8 +105,24 @@ class Snapshot:
     messages: tuple[Message, ...] = ()
 
 
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _read(cls: type[_Record], raw: Mapping[str, Any], **given: object) -> _Record:
+    """A ``cls`` from one item of a listing: each field the item's value of the same name, made
+    the field's type (``str``, ``int``), but for those ``given``."""
+    return cls(
+        **{
+            name: given[name] if name in given else kind(raw[name])
+            for name, kind in _field_types(cls).items()
+        }
+    )
+
+
 def _lines(raw: Any) -> tuple[Line, ...]:
-    return tuple(Line(str(line["sku"]), int(line["quantity"])) for line in raw)
+    return tuple(_read(Line, line) for line in raw)
 
 
 def _when(value: str) -> datetime:
@@ -109,56 +131,40 @@ def _when(value: str) -> datetime:
 
 
 def parse_order(raw: Mapping[str, Any]) -> Order:
-    return Order(
-        id=str(raw["id"]),
-        user_id=str(raw["user_id"]),
-        status=str(raw["status"]),
+    return _read(
+        Order,
+        raw,
         step=str((raw.get("checkout") or {}).get("step", "")),
-        total=int(raw["total"]),
         lines=_lines(raw["lines"]),
         deadline_at=_when(raw["deadline_at"]),
     )
 
 
 def parse_stock(raw: Mapping[str, Any]) -> StockRow:
-    return StockRow(
-        sku=str(raw["sku"]),
-        on_hand=int(raw["on_hand"]),
-        reserved=int(raw["reserved"]),
-        seeded=int(raw["seeded"]),
-        adjusted=int(raw["adjusted"]),
-    )
+    return _read(StockRow, raw)
+
+
+def parse_reservation(raw: Mapping[str, Any]) -> Reservation:
+    return _read(Reservation, raw, lines=_lines(raw["lines"]))
 
 
 def parse_payment(raw: Mapping[str, Any]) -> Payment:
-    return Payment(
-        order_id=str(raw["order_id"]),
-        status=str(raw["status"]),
+    return _read(
+        Payment,
+        raw,
         captured_amount=int(raw.get("captured_amount") or 0),
         refunded_amount=int(raw.get("refunded_amount") or 0),
     )
 
 
 def parse_movement(raw: Mapping[str, Any]) -> Movement:
-    return Movement(
-        id=str(raw["id"]),
-        order_id=raw.get("order_id"),
-        kind=str(raw["kind"]),
-        amount=int(raw["amount"]),
-        entries=tuple(
-            Entry(str(e["account"]), int(e["debit"]), int(e["credit"])) for e in raw["entries"]
-        ),
-    )
+    entries = tuple(_read(Entry, entry) for entry in raw["entries"])
+    return _read(Movement, raw, order_id=raw.get("order_id"), entries=entries)
 
 
 def parse_message(raw: Mapping[str, Any]) -> Message:
     order_id = raw.get("order_id")
-    return Message(
-        id=str(raw["id"]),
-        user_id=str(raw["user_id"]),
-        kind=str(raw["kind"]),
-        order_id=None if order_id is None else str(order_id),
-    )
+    return _read(Message, raw, order_id=None if order_id is None else str(order_id))
 
 
 class Gateway:
@@ -216,7 +222,7 @@ class Gateway:
         stock = tuple([parse_stock(s) async for s in self.pages("/api/inventory/stock")])
         reservations = tuple(
             [
-                Reservation(str(r["order_id"]), _lines(r["lines"]))
+                parse_reservation(r)
                 async for r in self.pages("/api/inventory/reservations", status="active")
             ]
         )
