@@ -4,9 +4,13 @@ subscriptions, and moves time on to fire the deadline timer."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from agora.messaging.envelope import EventModel
 from agora_tools.testing import Headers
 from contracts.inventory import (
     StockCommitted,
@@ -49,10 +53,46 @@ def captured(order_id: str) -> PaymentCaptured:
     return PaymentCaptured(order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR")
 
 
-async def authorizing(checkout: Checkout, headers: Headers) -> dict[str, Any]:
-    """An order whose stock is reserved and whose payment is being authorized."""
+# An answer of inventory's or payments', for the order of this id.
+Answer = Callable[[str], EventModel]
+# How far along a test's order is before the test begins: each gives the order.
+Start = Callable[[Checkout, Headers], Awaitable[dict[str, Any]]]
+
+
+def declined(order_id: str) -> PaymentDeclined:
+    return PaymentDeclined(order_id=order_id, payment_id="pay-1", reason="declined")
+
+
+def expired(order_id: str) -> StockRejected:
+    return StockRejected(order_id=order_id, reason="reservation_expired")
+
+
+def released(order_id: str) -> StockReleased:
+    return StockReleased(order_id=order_id, reason="requested")
+
+
+def released_all(order_id: str) -> StockReleased:
+    return StockReleased(order_id=order_id, reason="requested", lines=LINES)
+
+
+def voided(order_id: str) -> PaymentVoided:
+    return PaymentVoided(order_id=order_id)
+
+
+def refunded(order_id: str) -> PaymentRefunded:
+    return PaymentRefunded(order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR")
+
+
+async def placing(checkout: Checkout, headers: Headers) -> dict[str, Any]:
+    """An order just placed, whose stock is being reserved."""
     order = await checkout.place(headers)
     assert await checkout.names() == ["OrderPlaced", "ReserveStock"]
+    return order
+
+
+async def authorizing(checkout: Checkout, headers: Headers) -> dict[str, Any]:
+    """An order whose stock is reserved and whose payment is being authorized."""
+    order = await placing(checkout, headers)
     await checkout.answer(reserved(order["id"]), order["id"])
     assert await checkout.names() == ["AuthorizePayment"]
     return order
@@ -63,6 +103,14 @@ async def completing(checkout: Checkout, headers: Headers) -> dict[str, Any]:
     order = await authorizing(checkout, headers)
     await checkout.answer(authorized(order["id"]), order["id"])
     assert sorted(await checkout.names()) == ["CapturePayment", "CommitStock"]
+    return order
+
+
+async def committing(checkout: Checkout, headers: Headers) -> dict[str, Any]:
+    """An order whose payment is captured and whose stock is still to be committed."""
+    order = await completing(checkout, headers)
+    await checkout.answer(captured(order["id"]), order["id"])
+    assert await checkout.names() == []
     return order
 
 
@@ -98,8 +146,7 @@ async def test_an_order_is_confirmed_once_its_capture_and_its_commit_are_acknowl
 
 
 async def test_out_of_stock_cancels_the_order_at_once(checkout: Checkout, alice: Headers) -> None:
-    order = await checkout.place(alice)
-    await checkout.sent()
+    order = await placing(checkout, alice)
 
     await checkout.answer(StockRejected(order_id=order["id"], reason="out_of_stock"), order["id"])
 
@@ -108,25 +155,6 @@ async def test_out_of_stock_cancels_the_order_at_once(checkout: Checkout, alice:
     (cancelled,) = await checkout.sent()
     assert cancelled.name == "OrderCancelled"
     assert cancelled.event.data["reason"] == "out_of_stock"
-
-
-async def test_a_declined_payment_releases_the_stock_and_then_cancels(
-    checkout: Checkout, alice: Headers
-) -> None:
-    order = await authorizing(checkout, alice)
-
-    await checkout.answer(
-        PaymentDeclined(order_id=order["id"], payment_id="pay-1", reason="declined"), order["id"]
-    )
-    assert await checkout.names() == ["ReleaseStock"]
-    assert (await checkout.order(order["id"], alice))["status"] == "PENDING"
-
-    await checkout.answer(
-        StockReleased(order_id=order["id"], reason="requested", lines=LINES), order["id"]
-    )
-    final = await checkout.order(order["id"], alice)
-    assert (final["status"], final["reason"]) == ("CANCELLED", "payment_declined")
-    assert await checkout.names() == ["OrderCancelled"]
 
 
 async def test_a_failed_payment_is_tried_again_after_a_pause(
@@ -148,51 +176,101 @@ async def test_a_failed_payment_is_tried_again_after_a_pause(
     }
 
 
-async def test_a_reservation_that_never_comes_is_resent_then_released_and_the_order_ends(
-    checkout: Checkout, alice: Headers
+@pytest.mark.parametrize(
+    ("start", "turn", "compensation", "acknowledgement", "reason"),
+    [
+        pytest.param(
+            authorizing,
+            declined,
+            "ReleaseStock",
+            released_all,
+            "payment_declined",
+            id="a-declined-payment-releases-the-stock",
+        ),
+        pytest.param(
+            committing,
+            expired,
+            "RefundPayment",
+            refunded,
+            "reservation_expired",
+            id="a-reservation-expired-before-the-commit-refunds-the-payment",
+        ),
+    ],
+)
+async def test_a_turn_for_the_worse_is_compensated_and_then_the_order_cancelled(
+    checkout: Checkout,
+    alice: Headers,
+    start: Start,
+    turn: Answer,
+    compensation: str,
+    acknowledgement: Answer,
+    reason: str,
 ) -> None:
-    order = await checkout.place(alice)
-    await checkout.sent()
+    order = await start(checkout, alice)
+
+    await checkout.answer(turn(order["id"]), order["id"])
+    assert await checkout.names() == [compensation]
+    assert (await checkout.order(order["id"], alice))["status"] == "PENDING"
+
+    await checkout.answer(acknowledgement(order["id"]), order["id"])
+    final = await checkout.order(order["id"], alice)
+    assert (final["status"], final["reason"]) == ("CANCELLED", reason)
+    assert await checkout.names() == ["OrderCancelled"]
+
+
+@pytest.mark.parametrize(
+    ("start", "request_sent", "compensations", "acknowledgements", "reason"),
+    [
+        pytest.param(
+            placing,
+            "ReserveStock",
+            ["ReleaseStock"],
+            [released],
+            "stock_timeout",
+            id="a-reservation-is-released",
+        ),
+        pytest.param(
+            authorizing,
+            "AuthorizePayment",
+            ["ReleaseStock", "VoidPayment"],
+            [voided, released],
+            "payment_timeout",
+            id="an-authorization-is-voided-and-the-stock-released",
+        ),
+    ],
+)
+async def test_a_request_never_answered_is_resent_then_compensated_and_the_order_ends(
+    checkout: Checkout,
+    alice: Headers,
+    start: Start,
+    request_sent: str,
+    compensations: list[str],
+    acknowledgements: list[Answer],
+    reason: str,
+) -> None:
+    order = await start(checkout, alice)
     timeout = checkout.settings.step_timeout
 
+    # Three attempts in all, as the settings allow by default.
     for attempt in (2, 3):
         await checkout.tick(timeout)
-        assert await checkout.names() == ["ReserveStock"]
+        assert await checkout.names() == [request_sent]
         assert (await checkout.order(order["id"], alice))["checkout"]["attempts"] == attempt
-
     await checkout.tick(timeout)
-    assert await checkout.names() == ["ReleaseStock"]
-    await checkout.answer(StockReleased(order_id=order["id"], reason="requested"), order["id"])
+    assert sorted(await checkout.names()) == compensations
+
+    for acknowledgement in acknowledgements:
+        assert (await checkout.order(order["id"], alice))["status"] == "PENDING"
+        await checkout.answer(acknowledgement(order["id"]), order["id"])
 
     final = await checkout.order(order["id"], alice)
-    assert (final["status"], final["reason"]) == ("CANCELLED", "stock_timeout")
-
-
-async def test_an_authorization_that_never_comes_ends_in_void_release_and_cancel(
-    checkout: Checkout, alice: Headers
-) -> None:
-    order = await authorizing(checkout, alice)
-    timeout = checkout.settings.step_timeout
-
-    for _ in range(checkout.settings.authorize_attempts - 1):
-        await checkout.tick(timeout)
-        assert await checkout.names() == ["AuthorizePayment"]
-    await checkout.tick(timeout)
-    assert sorted(await checkout.names()) == ["ReleaseStock", "VoidPayment"]
-
-    await checkout.answer(PaymentVoided(order_id=order["id"]), order["id"])
-    assert (await checkout.order(order["id"], alice))["status"] == "PENDING"
-    await checkout.answer(StockReleased(order_id=order["id"], reason="requested"), order["id"])
-
-    final = await checkout.order(order["id"], alice)
-    assert (final["status"], final["reason"]) == ("CANCELLED", "payment_timeout")
+    assert (final["status"], final["reason"]) == ("CANCELLED", reason)
 
 
 async def test_a_completion_whose_answer_does_not_come_is_resent_until_it_does(
     checkout: Checkout, alice: Headers
 ) -> None:
-    order = await completing(checkout, alice)
-    await checkout.answer(captured(order["id"]), order["id"])
+    order = await committing(checkout, alice)
 
     for _ in range(5):
         await checkout.tick(checkout.settings.completion_backoff_max)
@@ -203,8 +281,7 @@ async def test_a_completion_whose_answer_does_not_come_is_resent_until_it_does(
 
 
 async def test_nothing_is_resent_before_a_deadline(checkout: Checkout, alice: Headers) -> None:
-    await checkout.place(alice)
-    await checkout.sent()
+    await placing(checkout, alice)
 
     assert await checkout.tick(checkout.settings.step_timeout - 0.01) == 0
     assert await checkout.names() == []
@@ -224,9 +301,7 @@ async def test_a_customer_cancels_while_the_payment_is_authorized_and_a_late_ans
     await checkout.answer(authorized(order["id"]), order["id"])
     assert await checkout.names() == []
     await checkout.answer(PaymentVoided(order_id=order["id"], payment_id="pay-1"), order["id"])
-    await checkout.answer(
-        StockReleased(order_id=order["id"], reason="requested", lines=LINES), order["id"]
-    )
+    await checkout.answer(released_all(order["id"]), order["id"])
 
     final = await checkout.order(order["id"], alice)
     assert (final["status"], final["reason"]) == ("CANCELLED", "customer_cancelled")
@@ -246,33 +321,13 @@ async def test_an_order_being_charged_cannot_be_cancelled(
 
 
 async def test_a_repeated_answer_is_applied_once(checkout: Checkout, alice: Headers) -> None:
-    order = await checkout.place(alice)
-    await checkout.sent()
+    order = await placing(checkout, alice)
     delivery = await checkout.bus.publish(reserved(order["id"]), aggregate=order["id"])
 
     again = await checkout.bus.deliver(delivery.event)
 
     assert again.handled == ()
     assert await checkout.names() == ["AuthorizePayment"]
-
-
-async def test_a_reservation_expired_before_the_commit_is_refunded_and_cancelled(
-    checkout: Checkout, alice: Headers
-) -> None:
-    order = await completing(checkout, alice)
-    await checkout.answer(captured(order["id"]), order["id"])
-
-    await checkout.answer(
-        StockRejected(order_id=order["id"], reason="reservation_expired"), order["id"]
-    )
-    assert await checkout.names() == ["RefundPayment"]
-    await checkout.answer(
-        PaymentRefunded(order_id=order["id"], payment_id="pay-1", amount=TOTAL, currency="EUR"),
-        order["id"],
-    )
-
-    final = await checkout.order(order["id"], alice)
-    assert (final["status"], final["reason"]) == ("CANCELLED", "reservation_expired")
 
 
 async def test_an_answer_for_an_order_orders_does_not_know_is_dropped(checkout: Checkout) -> None:
