@@ -15,7 +15,7 @@ A command sent again gets the same answer again and changes nothing twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -237,30 +237,30 @@ class Stockroom:
 
     def hold(self, lines: Iterable[Line]) -> None:
         """Reserve every line, or (raising :class:`OutOfStock`) none."""
-        lines = tuple(lines)
-        if shortages := self.shortages(lines):
-            raise OutOfStock(shortages)
-        for line in lines:
-            self._put(self._rows[line.sku].hold(line.quantity))
+        self._change(self._all_available(lines), Stock.hold)
 
     def release(self, lines: Iterable[Line]) -> None:
-        for line in lines:
-            self._put(self._rows[line.sku].release(line.quantity))
+        self._change(lines, Stock.release)
 
     def sell(self, lines: Iterable[Line]) -> None:
-        for line in lines:
-            self._put(self._rows[line.sku].sell(line.quantity))
+        self._change(lines, Stock.sell)
 
     def take(self, lines: Iterable[Line]) -> None:
         """Sell every line from what is available, or (raising :class:`OutOfStock`) none."""
+        self._change(self._all_available(lines), Stock.take)
+
+    def _all_available(self, lines: Iterable[Line]) -> tuple[Line, ...]:
+        """``lines``, once every one of them is available; :class:`OutOfStock` otherwise."""
         lines = tuple(lines)
         if shortages := self.shortages(lines):
             raise OutOfStock(shortages)
-        for line in lines:
-            self._put(self._rows[line.sku].take(line.quantity))
+        return lines
 
-    def _put(self, row: Stock) -> None:
-        self._rows[row.sku] = self._changed[row.sku] = row
+    def _change(self, lines: Iterable[Line], change: Callable[[Stock, int], Stock]) -> None:
+        """Each line's row changed by ``change`` with the line's quantity."""
+        for line in lines:
+            row = change(self._rows[line.sku], line.quantity)
+            self._rows[row.sku] = self._changed[row.sku] = row
 
 
 # The answers inventory gives to the checkout, one per command (the application publishes each
