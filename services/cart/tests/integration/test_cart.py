@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+
 from agora_tools.testing import PROBLEM
 from cart.domain import Product
 
@@ -25,6 +27,16 @@ def item(sku: str, name: str, quantity: int, unit_price: int) -> dict[str, Any]:
         "line_total": unit_price * quantity,
         "available": True,
     }
+
+
+def put_a_second_apart(shop: Shop, shopper: Shopper, *lines: tuple[str, int]) -> httpx.Response:
+    """Set each of ``lines`` one second after the one before, the first at ``FIRST``, so that
+    they are shown in this order; the answer to the last."""
+    answers = []
+    for seconds, (sku, quantity) in enumerate(lines):
+        shop.clock.now = FIRST + seconds * SECOND
+        answers.append(shopper.put(sku, quantity))
+    return answers[-1]
 
 
 def test_a_new_cart_is_empty_and_priced_in_the_default_currency(shop: Shop, alice: Shopper) -> None:
@@ -51,12 +63,7 @@ def test_a_line_set_is_priced_from_the_catalogue(alice: Shopper) -> None:
 def test_lines_are_shown_in_the_order_they_were_set_and_added_up(
     shop: Shop, alice: Shopper
 ) -> None:
-    shop.clock.now = FIRST
-    alice.put(WOK, 1)
-    shop.clock.now = FIRST + SECOND
-    alice.put(PRESS, 1)
-    shop.clock.now = FIRST + 2 * SECOND
-    answer = alice.put(WOK, 2)
+    answer = put_a_second_apart(shop, alice, (WOK, 1), (PRESS, 1), (WOK, 2))
 
     assert answer.json() == {
         "items": [
@@ -177,10 +184,7 @@ def test_a_cart_holds_at_most_fifty_lines(alice: Shopper) -> None:
 def test_a_line_the_catalogue_no_longer_knows_is_shown_without_a_price(
     shop: Shop, alice: Shopper
 ) -> None:
-    shop.clock.now = FIRST
-    alice.put(WOK, 2)
-    shop.clock.now = FIRST + SECOND
-    alice.put(PRESS, 1)
+    put_a_second_apart(shop, alice, (WOK, 2), (PRESS, 1))
     del shop.catalogue.known[PRESS]
 
     answer = alice.cart()
