@@ -183,7 +183,11 @@ def test_file(topology: Topology) -> dict[str, Any]:
     return {
         "rule_files": [RULES_FILE],
         "evaluation_interval": INTERVAL,
-        "tests": [case for service in topology for case in (firing(service), quiet(service))],
+        "tests": [
+            alert_test(service, failing=failing)
+            for service in topology
+            for failing in (True, False)
+        ],
     }
 
 
@@ -235,31 +239,20 @@ def _expected(service: Service, alert: Alert) -> dict[str, Any]:
     }
 
 
-def firing(service: Service) -> dict[str, Any]:
-    """Every alert of ``service`` fires under series that breach what it watches."""
+def alert_test(service: Service, *, failing: bool) -> dict[str, Any]:
+    """Every alert of ``service`` fires under series that breach what it watches (``failing``);
+    none fires while it is healthy."""
+    expected = "every alert fires" if failing else "no alert while healthy"
     return {
-        "name": f"{service.name}: every alert fires",
+        "name": f"{service.name}: {expected}",
         "interval": INTERVAL,
-        "input_series": _inputs(service, failing=True),
+        "input_series": _inputs(service, failing=failing),
         "alert_rule_test": [
             {
                 "eval_time": EVAL_TIME,
                 "alertname": alert.name,
-                "exp_alerts": [_expected(service, alert)],
+                "exp_alerts": [_expected(service, alert)] if failing else [],
             }
-            for alert in alerts(service)
-        ],
-    }
-
-
-def quiet(service: Service) -> dict[str, Any]:
-    """No alert of ``service`` fires while it is healthy."""
-    return {
-        "name": f"{service.name}: no alert while healthy",
-        "interval": INTERVAL,
-        "input_series": _inputs(service, failing=False),
-        "alert_rule_test": [
-            {"eval_time": EVAL_TIME, "alertname": alert.name, "exp_alerts": []}
             for alert in alerts(service)
         ],
     }
