@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -139,20 +140,6 @@ def test_a_release_before_the_reservation_refuses_the_late_reservation() -> None
     assert room["KIT-PAN"].available == 5
 
 
-def test_releasing_gives_the_units_back_once() -> None:
-    room = stocked(KIT_PAN=5)
-    held = reserved(room, "o-1", Line("KIT-PAN", 3))
-
-    first = domain.release(room, held, "o-1", now=NOW)
-    assert first.reservation is not None
-    second = domain.release(room, first.reservation, "o-1", now=NOW)
-
-    assert first.answer == Released("o-1", "requested", (Line("KIT-PAN", 3),))
-    assert second == (None, first.answer)
-    assert room["KIT-PAN"].available == 5
-    assert room["KIT-PAN"].reserved == 0
-
-
 def test_releasing_a_committed_order_undoes_no_sale_and_answers_nothing() -> None:
     room = stocked(KIT_PAN=5)
     sold = domain.commit(room, reserved(room, "o-1", Line("KIT-PAN", 3)), "o-1", now=NOW)
@@ -162,18 +149,43 @@ def test_releasing_a_committed_order_undoes_no_sale_and_answers_nothing() -> Non
     assert (room["KIT-PAN"].on_hand, room["KIT-PAN"].reserved) == (2, 0)
 
 
-def test_committing_sells_the_held_units_once() -> None:
+@pytest.mark.parametrize(
+    ("settle", "answer", "status", "stock"),
+    [
+        pytest.param(
+            domain.release,
+            Released("o-1", "requested", (Line("KIT-PAN", 3),)),
+            Status.RELEASED,
+            (5, 0, 5),
+            id="releasing-gives-the-units-back",
+        ),
+        pytest.param(
+            domain.commit,
+            Committed("o-1", (Line("KIT-PAN", 3),)),
+            Status.COMMITTED,
+            (2, 0, 2),
+            id="committing-sells-the-held-units",
+        ),
+    ],
+)
+def test_settling_a_reservation_happens_once(
+    settle: Callable[..., domain.Outcome],
+    answer: Released | Committed,
+    status: Status,
+    stock: tuple[int, int, int],
+) -> None:
     room = stocked(KIT_PAN=5)
     held = reserved(room, "o-1", Line("KIT-PAN", 3))
 
-    first = domain.commit(room, held, "o-1", now=NOW)
+    first = settle(room, held, "o-1", now=NOW)
     assert first.reservation is not None
-    second = domain.commit(room, first.reservation, "o-1", now=NOW)
+    second = settle(room, first.reservation, "o-1", now=NOW)
 
-    assert first.answer == Committed("o-1", (Line("KIT-PAN", 3),))
-    assert first.reservation.status is Status.COMMITTED
+    assert first.answer == answer
+    assert first.reservation.status is status
     assert second == (None, first.answer)
-    assert (room["KIT-PAN"].on_hand, room["KIT-PAN"].reserved) == (2, 0)
+    pan = room["KIT-PAN"]
+    assert (pan.on_hand, pan.reserved, pan.available) == stock
 
 
 def test_a_reservation_not_committed_in_time_expires_and_gives_its_units_back() -> None:
