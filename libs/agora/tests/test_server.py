@@ -116,27 +116,29 @@ def refused_with_431(answer: bytes) -> bool:
     )
 
 
-def test_a_64_kib_header_is_refused_with_431(serve: Serve) -> None:
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(
+            b"GET /echo HTTP/1.1\r\nhost: demo\r\nx-big: " + b"a" * 64 * KIB + b"\r\n\r\n",
+            id="a 64 KiB header",
+        ),
+        pytest.param(
+            b"GET /echo HTTP/1.1\r\nhost: d\r\n"
+            + b"".join(b"x-h%d: %s\r\n" % (n, b"v" * 100) for n in range(400))
+            + b"\r\n",
+            id="many small headers past the bound",
+        ),
+        pytest.param(
+            b"GET /echo?q=" + b"a" * 64 * KIB + b" HTTP/1.1\r\nhost: demo\r\n\r\n",
+            id="a long request line",
+        ),
+    ],
+)
+def test_a_request_head_past_the_bound_is_refused_with_431(serve: Serve, head: bytes) -> None:
     served = serve()
-    request = b"GET /echo HTTP/1.1\r\nhost: demo\r\nx-big: " + b"a" * 64 * KIB + b"\r\n\r\n"
 
-    assert refused_with_431(send(served.port, request))
-
-
-def test_many_small_headers_past_the_bound_are_refused_with_431(serve: Serve) -> None:
-    served = serve()
-    headers = b"".join(b"x-h%d: %s\r\n" % (n, b"v" * 100) for n in range(400))
-
-    assert refused_with_431(
-        send(served.port, b"GET /echo HTTP/1.1\r\nhost: d\r\n" + headers + b"\r\n")
-    )
-
-
-def test_a_long_request_line_is_refused_with_431(serve: Serve) -> None:
-    served = serve()
-    request = b"GET /echo?q=" + b"a" * 64 * KIB + b" HTTP/1.1\r\nhost: demo\r\n\r\n"
-
-    assert refused_with_431(send(served.port, request))
+    assert refused_with_431(send(served.port, head))
 
 
 def test_a_64_mib_header_is_refused_before_it_is_all_sent(serve: Serve) -> None:
