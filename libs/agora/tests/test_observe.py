@@ -112,6 +112,12 @@ def traceparent() -> tuple[str, str, dict[str, str]]:
     return trace_id, span_id, {"traceparent": f"00-{trace_id}-{span_id}-01"}
 
 
+async def traced_get(client: httpx.AsyncClient, path: str) -> tuple[str, httpx.Response]:
+    """GET ``path`` as a caller in a trace of its own: that trace's id, and the answer."""
+    trace_id, _, headers = traceparent()
+    return trace_id, await client.get(path, headers=headers)
+
+
 async def spans_of(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
     answer = await client.get("/internal/spans", params=params)
     assert answer.status_code == 200, answer.text
@@ -161,8 +167,8 @@ async def test_a_request_is_a_server_span_with_its_children_at_internal_spans(
 
 
 async def test_a_failed_request_is_a_span_in_error(shop: httpx.AsyncClient) -> None:
-    trace_id, _, headers = traceparent()
-    assert (await shop.get("/broken", headers=headers)).status_code == 500
+    trace_id, answer = await traced_get(shop, "/broken")
+    assert answer.status_code == 500
 
     (span,) = await spans_of(shop, trace_id=trace_id)
 
@@ -173,10 +179,8 @@ async def test_a_failed_request_is_a_span_in_error(shop: httpx.AsyncClient) -> N
 async def test_spans_are_filtered_by_trace_and_limited_newest_first(
     shop: httpx.AsyncClient,
 ) -> None:
-    first, _, first_headers = traceparent()
-    second, _, second_headers = traceparent()
-    await shop.get("/notes/1", headers=first_headers)
-    await shop.get("/notes/2", headers=second_headers)
+    first, _ = await traced_get(shop, "/notes/1")
+    second, _ = await traced_get(shop, "/notes/2")
 
     only_first = await spans_of(shop, trace_id=first.upper())
     newest = await spans_of(shop, limit=1)
@@ -234,8 +238,7 @@ async def test_each_span_names_its_own_service_when_one_process_holds_several(
         calling(build(alpha, tmp_path / "a")) as first,
         calling(build(beta, tmp_path / "b")) as second,
     ):
-        trace_id, _, headers = traceparent()
-        await first.get("/notes/1", headers=headers)
+        trace_id, _ = await traced_get(first, "/notes/1")
 
         alphas = await spans_of(first, trace_id=trace_id)
         betas = await spans_of(second, trace_id=trace_id)
@@ -253,10 +256,8 @@ async def test_each_span_names_its_own_service_when_one_process_holds_several(
 async def test_the_lines_written_during_a_request_are_at_internal_logs_by_trace(
     shop: httpx.AsyncClient,
 ) -> None:
-    trace_id, _, headers = traceparent()
-    _, _, other_headers = traceparent()
-    await shop.get("/notes/7", headers=headers)
-    await shop.get("/notes/8", headers=other_headers)
+    trace_id, _ = await traced_get(shop, "/notes/7")
+    await traced_get(shop, "/notes/8")
 
     answer = await shop.get("/internal/logs", params={"trace_id": trace_id})
 
