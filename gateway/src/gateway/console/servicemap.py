@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from agora.topology import Topology
@@ -55,7 +55,7 @@ class Node:
     colour: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "x": self.x, "y": self.y, "colour": self.colour}
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Routes the console's own watching goes through: a trace made only of these is its polling.
@@ -103,13 +103,9 @@ class TraceSummary:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "trace_id": self.trace_id,
-            "root": self.root,
+            **asdict(self),
             "services": list(self.services),
-            "start": self.start,
             "duration_ms": round(self.duration_ms, 3),
-            "spans": self.spans,
-            "error": self.error,
         }
 
 
