@@ -15,6 +15,7 @@
 # once for all services, fetches the uv wheel the Makefile pins and builds the workspace
 # members each service needs as wheels. The Dockerfile installs them with --no-index.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 cd "$(dirname "$0")/.."
 
 docker="${DOCKER:-docker}"
@@ -25,14 +26,11 @@ base=python:3.11-slim-bookworm
 tag_version=""
 services=()
 
-say() { echo "build-images: $*" >&2; }
-fail() { say "$*"; exit 2; }
-
 while (($#)); do
     case "$1" in
         --base) base="${2:?--base needs an image}"; shift 2 ;;
         --tag-version) tag_version="${2:?--tag-version needs a version}"; shift 2 ;;
-        -h | --help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) usage 8 ;;
         -*) fail "unknown option $1 (see --help)" ;;
         *) services+=("$1"); shift ;;
     esac

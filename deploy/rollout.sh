@@ -15,6 +15,7 @@
 # old container (SIGTERM, an ordered stop within stop_grace_period: its callers go to the other
 # replicas) and starts the new one; the next replica is replaced only once this one is healthy.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
 docker="${DOCKER:-docker}"
 timeout="${ROLLOUT_TIMEOUT:-180}"
@@ -22,15 +23,12 @@ compose_file="$(cd "$(dirname "$0")" && pwd)/compose/compose.yaml"
 env_file=""
 project=()
 
-say() { echo "rollout: $(date -u +%H:%M:%S) $*" >&2; }
-fail() { say "$*"; exit 2; }
-
 while (($#)); do
     case "$1" in
         -f) compose_file="${2:?-f needs a Compose file}"; shift 2 ;;
         --env-file) env_file="${2:?--env-file needs a file}"; shift 2 ;;
         -p) project=(-p "${2:?-p needs a project name}"); shift 2 ;;
-        -h | --help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) usage 12 ;;
         -*) fail "unknown option $1 (see --help)" ;;
         *) break ;;
     esac
