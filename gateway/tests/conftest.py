@@ -32,6 +32,8 @@ AUDIENCE = "agora"
 KID = "test-key-1"
 # What the fake services' /readyz say they run.
 UPSTREAM_VERSION = "1.2.3"
+# What a refusal's answer says its body is: problem details (RFC 9457).
+PROBLEM = "application/problem+json"
 
 
 def build_topology() -> Topology:
@@ -346,13 +348,19 @@ def start_gateway(
     service_urls: dict[str, list[str]],
     topology: Topology,
 ) -> Iterator[StartGateway]:
-    """Start a gateway (settings may be overridden) and get an HTTP client pointed at it."""
+    """Start a gateway (settings may be overridden; ``replicas`` puts these URLs in the place of
+    the named services') and get an HTTP client pointed at it."""
     with ExitStack() as stack:
 
-        def start(*, verifier: TokenVerifier | None = None, **overrides: Any) -> httpx.Client:
+        def start(
+            *,
+            verifier: TokenVerifier | None = None,
+            replicas: Mapping[str, list[str]] | None = None,
+            **overrides: Any,
+        ) -> httpx.Client:
             settings = GatewaySettings(
                 **{
-                    "service_urls": service_urls,
+                    "service_urls": {**service_urls, **(replicas or {})},
                     "rate_limit": 1e9,
                     "rate_burst": 1_000_000,
                     "client_timeout": 1.0,
@@ -372,6 +380,13 @@ def start_gateway(
 @pytest.fixture
 def gateway(start_gateway: StartGateway) -> httpx.Client:
     return start_gateway()
+
+
+def assert_problem(reply: httpx.Response, status: int) -> None:
+    """``reply`` is a refusal of the gateway's own: a problem document of ``status``."""
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == PROBLEM
+    assert reply.json()["status"] == status
 
 
 def sent_on(upstream: Upstream, request_id: str) -> list[Seen]:

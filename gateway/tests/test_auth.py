@@ -12,7 +12,7 @@ import pytest
 
 from agora.auth import TokenVerifier
 
-from .conftest import KID, Keys, sent_on
+from .conftest import KID, Keys, assert_problem, sent_on
 
 if TYPE_CHECKING:
     from .conftest import StartGateway, Upstream
@@ -48,8 +48,7 @@ def test_a_route_for_users_without_a_token_is_401_and_not_forwarded(
 ) -> None:
     reply = gateway.get("/api/identity/me")
 
-    assert reply.status_code == 401
-    assert reply.headers["content-type"] == "application/problem+json"
+    assert_problem(reply, 401)
     assert reply.headers["www-authenticate"].startswith("Bearer")
     assert not forwarded(identity, reply, "/me")
 
@@ -62,9 +61,7 @@ def test_a_bad_token_is_401_and_not_forwarded(
 
     reply = gateway.get("/api/identity/me", headers={"Authorization": f"Bearer {token}"})
 
-    assert reply.status_code == 401
-    assert reply.headers["content-type"] == "application/problem+json"
-    assert reply.json()["status"] == 401
+    assert_problem(reply, 401)
     assert not forwarded(identity, reply, "/me")
 
 
@@ -94,8 +91,7 @@ def test_an_admin_route_is_403_for_a_customer_and_not_forwarded(
         headers={"Authorization": f"Bearer {token}"},
     )
 
-    assert reply.status_code == 403
-    assert reply.headers["content-type"] == "application/problem+json"
+    assert_problem(reply, 403)
     assert not forwarded(catalog, reply, "/products")
 
 

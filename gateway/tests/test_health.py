@@ -30,12 +30,10 @@ def test_get_api_lists_every_service_and_tells_the_down_one(gateway: httpx.Clien
 
 
 def test_a_service_is_healthy_while_one_of_its_replicas_is_ready(
-    start_gateway: StartGateway,
-    service_urls: dict[str, list[str]],
-    catalog: Upstream,
+    start_gateway: StartGateway, catalog: Upstream
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    gateway = start_gateway(service_urls={**service_urls, "catalog": [dead, catalog.url]})
+    gateway = start_gateway(replicas={"catalog": [dead, catalog.url]})
 
     services = {entry["name"]: entry for entry in gateway.get("/api").json()["services"]}
 

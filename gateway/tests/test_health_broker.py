@@ -54,14 +54,9 @@ def services(gateway: httpx.Client) -> dict[str, dict[str, Any]]:
 
 
 def test_a_replica_whose_broker_is_away_stays_healthy_and_says_so(
-    start_gateway: StartGateway,
-    service_urls: dict[str, list[str]],
-    broker_down: Upstream,
-    broker_up: Upstream,
+    start_gateway: StartGateway, broker_down: Upstream, broker_up: Upstream
 ) -> None:
-    gateway = start_gateway(
-        service_urls={**service_urls, "catalog": [broker_down.url, broker_up.url]}
-    )
+    gateway = start_gateway(replicas={"catalog": [broker_down.url, broker_up.url]})
 
     catalog = services(gateway)["catalog"]
 
