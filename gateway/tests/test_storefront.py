@@ -83,12 +83,14 @@ def csrf(page: httpx.Response) -> str:
     return found.group(1)
 
 
+def submit(client: httpx.Client, page: httpx.Response, path: str, **fields: str) -> httpx.Response:
+    """Post ``fields`` to ``path`` as the form on ``page`` does, with the page's CSRF token."""
+    return client.post(path, data={**fields, "csrf_token": csrf(page)})
+
+
 def log_in(client: httpx.Client, account: Account) -> None:
     form = client.get("/login")
-    reply = client.post(
-        "/login",
-        data={"email": account.email, "password": PASSWORD, "next": "/", "csrf_token": csrf(form)},
-    )
+    reply = submit(client, form, "/login", email=account.email, password=PASSWORD, next="/")
     assert reply.status_code == 303, reply.text
 
 
@@ -102,9 +104,7 @@ def logged_in(browser: Browser, account: Account, *down: str) -> httpx.Client:
 
 def add_to_cart(client: httpx.Client, sku: str, quantity: int = 1) -> httpx.Response:
     page = client.get(f"/products/{sku}")
-    return client.post(
-        "/cart/items", data={"sku": sku, "quantity": str(quantity), "csrf_token": csrf(page)}
-    )
+    return submit(client, page, "/cart/items", sku=sku, quantity=str(quantity))
 
 
 def check_out(
@@ -114,7 +114,7 @@ def check_out(
     key = _KEY.search(page.text)
     assert key, page.text
     form = {**ADDRESS, "card_number": card, "idempotency_key": key.group(1), **changes}
-    return client.post("/checkout", data={**form, "csrf_token": csrf(page)})
+    return submit(client, page, "/checkout", **form)
 
 
 def texts_of(page: httpx.Response, name: str) -> list[str]:
@@ -253,15 +253,7 @@ def test_logging_in_sets_an_httponly_samesite_session_cookie(
     client = browser()
     form = client.get("/login", params={"next": "/orders"})
 
-    reply = client.post(
-        "/login",
-        data={
-            "email": account.email,
-            "password": PASSWORD,
-            "next": "/orders",
-            "csrf_token": csrf(form),
-        },
-    )
+    reply = submit(client, form, "/login", email=account.email, password=PASSWORD, next="/orders")
 
     assert reply.status_code == 303
     assert reply.headers["location"] == "/orders"
@@ -282,9 +274,7 @@ def test_a_wrong_password_is_said_on_the_login_page(browser: Browser, account: A
     client = browser()
     form = client.get("/login")
 
-    reply = client.post(
-        "/login", data={"email": account.email, "password": "nope", "csrf_token": csrf(form)}
-    )
+    reply = submit(client, form, "/login", email=account.email, password="nope")
 
     assert reply.status_code == 422
     assert texts_of(reply, "form-error") == ["Wrong email or password."]
@@ -299,13 +289,9 @@ def test_a_login_refused_because_identity_is_busy_says_so_not_that_the_shopper_f
     # The fake services serve the whole module: the busy spell ends with this test.
     monkeypatch.setattr(shop, "hashing_busy", True)
 
-    reply = client.post(
-        "/login",
-        data={"email": account.email, "password": account.password, "csrf_token": csrf(form)},
-    )
-    registering = client.post(
-        "/register",
-        data={"email": "new@example.com", "password": "long enough pass", "csrf_token": csrf(form)},
+    reply = submit(client, form, "/login", email=account.email, password=account.password)
+    registering = submit(
+        client, form, "/register", email="new@example.com", password="long enough pass"
     )
 
     assert texts_of(reply, "form-error") == [
@@ -320,14 +306,8 @@ def test_login_goes_back_only_to_pages_of_the_shop(browser: Browser, account: Ac
     client = browser()
     form = client.get("/login")
 
-    reply = client.post(
-        "/login",
-        data={
-            "email": account.email,
-            "password": PASSWORD,
-            "next": "//evil.example/x",
-            "csrf_token": csrf(form),
-        },
+    reply = submit(
+        client, form, "/login", email=account.email, password=PASSWORD, next="//evil.example/x"
     )
 
     assert reply.headers["location"] == "/"
@@ -338,12 +318,8 @@ def test_registering_logs_in(browser: Browser) -> None:
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     form = client.get("/register")
 
-    weak = client.post(
-        "/register", data={"email": email, "password": "short", "csrf_token": csrf(form)}
-    )
-    done = client.post(
-        "/register", data={"email": email, "password": PASSWORD, "csrf_token": csrf(weak)}
-    )
+    weak = submit(client, form, "/register", email=email, password="short")
+    done = submit(client, weak, "/register", email=email, password=PASSWORD)
 
     assert weak.status_code == 422
     assert texts_of(weak, "form-error") == ["A password needs at least 10 characters."]
@@ -383,7 +359,7 @@ def test_a_csrf_token_is_bound_to_its_session(browser: Browser, account: Account
 def test_logging_out_ends_the_session(browser: Browser, account: Account) -> None:
     client = logged_in(browser, account)
 
-    reply = client.post("/logout", data={"csrf_token": csrf(client.get("/"))})
+    reply = submit(client, client.get("/"), "/logout")
 
     assert reply.status_code == 303
     assert 'agora_session=""' in reply.headers["set-cookie"]
@@ -449,13 +425,9 @@ def test_changing_and_removing_cart_lines(browser: Browser, account: Account) ->
     add_to_cart(client, "TEA-GREEN-SENCHA")
     cart = client.get("/cart")
 
-    bad = client.post(
-        "/cart/items/COF-BEANS-BRAZIL", data={"quantity": "many", "csrf_token": csrf(cart)}
-    )
-    changed = client.post(
-        "/cart/items/COF-BEANS-BRAZIL", data={"quantity": "4", "csrf_token": csrf(cart)}
-    )
-    removed = client.post("/cart/items/TEA-GREEN-SENCHA/remove", data={"csrf_token": csrf(cart)})
+    bad = submit(client, cart, "/cart/items/COF-BEANS-BRAZIL", quantity="many")
+    changed = submit(client, cart, "/cart/items/COF-BEANS-BRAZIL", quantity="4")
+    removed = submit(client, cart, "/cart/items/TEA-GREEN-SENCHA/remove")
     after = client.get("/cart")
 
     assert bad.status_code == 422
@@ -620,18 +592,17 @@ def test_checking_out_a_cart_emptied_meanwhile_says_so(browser: Browser, account
     client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
     page = client.get("/checkout")
-    client.post("/cart/items/COF-BEANS-BRAZIL/remove", data={"csrf_token": csrf(page)})
+    submit(client, page, "/cart/items/COF-BEANS-BRAZIL/remove")
     key = _KEY.search(page.text)
     assert key
 
-    reply = client.post(
+    reply = submit(
+        client,
+        page,
         "/checkout",
-        data={
-            **ADDRESS,
-            "card_number": "4242 4242 4242 4242",
-            "idempotency_key": key.group(1),
-            "csrf_token": csrf(page),
-        },
+        **ADDRESS,
+        card_number="4242 4242 4242 4242",
+        idempotency_key=key.group(1),
     )
 
     assert reply.status_code == 422
