@@ -4,14 +4,16 @@ An insert that leaves alone a row already there (``INSERT ... ON CONFLICT DO NOT
 by each dialect's own ``insert``; :func:`insert_if_absent` picks the session's. And
 ``Session.execute`` types every result as a plain ``Result``, though a write's is the
 ``CursorResult`` that counts its rows and knows the key it made: :func:`rowcount` and
-:func:`inserted_key` read those, typed.
+:func:`inserted_key` read those, typed. A worker's claim on a row (:mod:`agora.tasks`) is one
+conditional UPDATE of its lease columns: :func:`take_lease`.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import CursorResult, Result, Table
+from sqlalchemy import ColumnElement, CursorResult, Result, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,6 +50,23 @@ def inserted_key(result: Result[Any]) -> Any:
     if key is None:
         raise TypeError("the statement inserted no row whose key it knows")
     return key[0]
+
+
+def take_lease(
+    session: Session,
+    table: Table,
+    *where: ColumnElement[bool],
+    token: str,
+    until: datetime,
+    **values: Any,
+) -> bool:
+    """Lease the row of ``table`` that ``where`` selects (its key, and that it is due) to
+    ``token`` until ``until``: its ``lease_token`` and ``lease_until`` columns, with ``values``,
+    set in one conditional UPDATE. Whether this call took it: of two workers taking the same row,
+    the second one's update finds it no longer due (PostgreSQL re-reads the row once the first
+    commits) and changes nothing."""
+    statement = table.update().where(*where).values(lease_token=token, lease_until=until, **values)
+    return rowcount(session.execute(statement)) == 1
 
 
 def _written(result: Result[Any]) -> CursorResult[Any]:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -83,6 +84,7 @@ class Bell:
 
 C = TypeVar("C", bound="Leased")
 R = TypeVar("R")  # what a call came to
+K = TypeVar("K")  # a claimed row's key
 
 
 class Wakeup(Bell, Generic[C]):
@@ -147,6 +149,16 @@ class Steps(Protocol[C, R]):
 
     def describe(self, claim: C) -> dict[str, object]:
         """What a log line says of ``claim`` (its row's id, say; never a secret)."""
+
+
+def leased(due: Iterable[K], take: Callable[[K, str], bool]) -> Iterator[tuple[K, str]]:
+    """Each key of ``due`` that ``take(key, token)`` leased under a fresh token, with that token;
+    a row another worker took meanwhile (``take`` answers False) is left out. The loop of a
+    :meth:`Steps.claim`, in its transaction."""
+    for key in due:
+        token = uuid.uuid4().hex
+        if take(key, token):
+            yield key, token
 
 
 def _now() -> datetime:

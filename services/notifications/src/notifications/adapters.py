@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from agora.columns import key_text, timestamp
 from agora.db import aware
-from agora.sql import dialect_insert, insert_if_absent, rowcount
+from agora.sql import dialect_insert, insert_if_absent, rowcount, take_lease
 from notifications.application import Mail, MailboxQuery, MailError, MailRefused
 from notifications.domain import (
     EMAIL_MAX,
@@ -216,12 +216,10 @@ class SqlMessages:
     def claim(
         self, session: Session, message_id: str, token: str, until: datetime, now: datetime
     ) -> bool:
-        result = session.execute(
-            messages.update()
-            .where(messages.c.id == message_id, _due(now))
-            .values(lease_token=token, lease_until=until, attempts=messages.c.attempts + 1)
+        where = (messages.c.id == message_id, _due(now))
+        return take_lease(
+            session, messages, *where, token=token, until=until, attempts=messages.c.attempts + 1
         )
-        return rowcount(result) == 1
 
     def save_delivery(self, session: Session, message_id: str, delivery: Delivery) -> None:
         session.execute(

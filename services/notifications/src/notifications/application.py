@@ -234,10 +234,12 @@ def claim_messages(
     """Take up to ``limit`` due messages for ``lease``; those another sender took meanwhile are
     left to it."""
     claims: list[Claim] = []
-    for message_id in messages.due(session, now, limit):
-        token = uuid.uuid4().hex
-        if not messages.claim(session, message_id, token, now + lease, now):
-            continue
+    due = messages.due(session, now, limit)
+
+    def take(message_id: str, token: str) -> bool:
+        return messages.claim(session, message_id, token, now + lease, now)
+
+    for message_id, token in tasks.leased(due, take):
         message = messages.get(session, message_id)
         assert message is not None
         address = messages.address(session, message.user_id)

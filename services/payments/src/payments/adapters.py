@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from agora.columns import serial, serial_key, timestamp
 from agora.db import UnitOfWork, aware
-from agora.sql import insert_if_absent, inserted_key, rowcount
+from agora.sql import insert_if_absent, inserted_key, take_lease
 from payments.application import (
     Authorization,
     Declined,
@@ -245,14 +245,8 @@ class SqlPayments:
     def claim(
         self, session: Session, order_id: str, token: str, until: datetime, now: datetime
     ) -> bool:
-        # Conditional: of two replicas taking the same operation, the second one's update finds
-        # the lease taken (PostgreSQL re-reads the row once the first commits) and changes nothing.
-        result = session.execute(
-            payments.update()
-            .where(payments.c.order_id == order_id, _due(now))
-            .values(lease_token=token, lease_until=until)
-        )
-        return rowcount(result) == 1
+        where = (payments.c.order_id == order_id, _due(now))
+        return take_lease(session, payments, *where, token=token, until=until)
 
     def listing(self, session: Session, query: PaymentQuery, limit: int) -> list[Payment]:
         statement = select(payments)
