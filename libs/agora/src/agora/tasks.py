@@ -28,9 +28,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = structlog.get_logger("agora.tasks")
 
@@ -151,13 +154,26 @@ class Steps(Protocol[C, R]):
         """What a log line says of ``claim`` (its row's id, say; never a secret)."""
 
 
-def leased(due: Iterable[K], take: Callable[[K, str], bool]) -> Iterator[tuple[K, str]]:
-    """Each key of ``due`` that ``take(key, token)`` leased under a fresh token, with that token;
-    a row another worker took meanwhile (``take`` answers False) is left out. The loop of a
-    :meth:`Steps.claim`, in its transaction."""
-    for key in due:
+class Leasable(Protocol[K]):
+    """A repository of rows a :class:`Worker` claims: those due, and a lease on one of them
+    (:func:`agora.sql.take_lease`), in the claiming transaction's session."""
+
+    def due(self, session: Session, now: datetime, limit: int) -> Iterable[K]: ...
+
+    def claim(
+        self, session: Session, key: K, token: str, until: datetime, now: datetime
+    ) -> bool: ...
+
+
+def leased(
+    session: Session, rows: Leasable[K], now: datetime, until: datetime, limit: int
+) -> Iterator[tuple[K, str]]:
+    """Up to ``limit`` keys of ``rows`` due at ``now``, each leased until ``until`` under a
+    fresh token, with that token; a row another worker took meanwhile is left out. The loop of
+    a :meth:`Steps.claim`, in its transaction."""
+    for key in rows.due(session, now, limit):
         token = uuid.uuid4().hex
-        if take(key, token):
+        if rows.claim(session, key, token, until, now):
             yield key, token
 
 

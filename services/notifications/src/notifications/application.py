@@ -234,12 +234,7 @@ def claim_messages(
     """Take up to ``limit`` due messages for ``lease``; those another sender took meanwhile are
     left to it."""
     claims: list[Claim] = []
-    due = messages.due(session, now, limit)
-
-    def take(message_id: str, token: str) -> bool:
-        return messages.claim(session, message_id, token, now + lease, now)
-
-    for message_id, token in tasks.leased(due, take):
+    for message_id, token in tasks.leased(session, messages, now, now + lease, limit):
         message = messages.get(session, message_id)
         assert message is not None
         address = messages.address(session, message.user_id)

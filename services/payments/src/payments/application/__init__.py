@@ -221,12 +221,7 @@ def claim_operations(
     """Take up to ``limit`` due operations for ``lease``; those another worker took meanwhile
     are left to it."""
     claims: list[Claim] = []
-    due = payments.due(session, now, limit)
-
-    def take(order_id: str, token: str) -> bool:
-        return payments.claim(session, order_id, token, now + lease, now)
-
-    for order_id, token in tasks.leased(due, take):
+    for order_id, token in tasks.leased(session, payments, now, now + lease, limit):
         payment = payments.get(session, order_id)
         assert payment is not None
         claims.append(Claim.of(payment, token, now + lease))
