@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 
-from agora.app import Resources, create_service_app
+from agora.app import Resources, ServiceDefinition, create_service_app
 from agora.auth import TokenVerifier
 from agora.client import ServiceClient
 from agora.topology import Topology, load_topology
@@ -74,13 +74,11 @@ def create_app(
 
     app = create_service_app(
         settings,
-        title="Agora gateway",
-        description=DESCRIPTION,
-        routers=[
-            health.router,
-            *storefront.ROUTERS,
-            console.router,
-        ],
+        ServiceDefinition(
+            title="Agora gateway",
+            description=DESCRIPTION,
+            routers=[health.router, *storefront.ROUTERS, console.router],
+        ),
         on_startup=[start],
         on_shutdown=[close],
         verifier=verifier,

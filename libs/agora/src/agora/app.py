@@ -6,6 +6,9 @@ answers for every error; the request middleware (request id, trace span, metrics
 cap); JSON logs; migrations applied before the first request; one pooled service client, carrying
 the service's own credential where it calls on nobody's behalf; token verification against
 identity's key set; and the operator's token checked on ``/internal/*`` (ADR 24).
+
+A service states what it is once, in its bootstrap, as a :class:`ServiceDefinition`, and hands it
+over with what its settings and tests choose (ADR 37).
 """
 
 from __future__ import annotations
@@ -111,6 +114,31 @@ def with_provided(kind: type[T], use: Callable[[T], R]) -> Callable[[Resources],
     return using
 
 
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What a service is, whatever its settings: the title and description of its OpenAPI
+    document, its routes, the HTTP status of each of its domain errors (answered as problem
+    details, :mod:`agora.errors`) and its Alembic migrations, applied before the first request
+    (ADR 3). A service's bootstrap states it once, at module level::
+
+        SERVICE = ServiceDefinition(
+            title="Agora cart",
+            description="One open cart per user ...",
+            routers=[entrypoints.router],
+            errors={domain.ProductNotFound: 404},
+            migrations=MIGRATIONS,
+        )
+
+    and ``create_service_app(settings, SERVICE, ...)`` adds what the settings and the tests choose.
+    """
+
+    title: str
+    description: str = ""
+    routers: Sequence[APIRouter] = ()
+    errors: Mapping[type[Exception], int] = field(default_factory=dict)
+    migrations: Path | None = None
+
+
 class Migrate(Generic[S]):
     """A service's ``migrate``, what ``agora-service migrate NAME`` runs before the replicas start:
     ``migrate = Migrate(CartSettings, MIGRATIONS)`` brings the database the settings name (read
@@ -126,8 +154,9 @@ class Migrate(Generic[S]):
 
 def create_service_app(
     settings: ServiceSettings,
+    definition: ServiceDefinition | None = None,
     *,
-    title: str,
+    title: str = "",
     description: str = "",
     routers: Sequence[APIRouter] = (),
     migrations: Path | None = None,
@@ -141,7 +170,12 @@ def create_service_app(
     background: Sequence[Hook] = (),
     private_metrics: bool = False,
 ) -> FastAPI:
-    """Build a service's app. Nothing connects until the app starts (rule 8).
+    """Build a service's app from its ``definition``. Nothing connects until the app starts
+    (rule 8).
+
+    A small app that states its parts in this one place anyway (a test's) may give them one by
+    one instead of a definition: ``create_service_app(settings, title="Demo", routers=[demo])``
+    is ``create_service_app(settings, ServiceDefinition("Demo", routers=[demo]))``.
 
     ``private_metrics`` puts ``/metrics`` behind the operator's token like ``/internal/*``: for
     the gateway, whose port is the public door. A service's port is inside the system, and its
@@ -155,6 +189,15 @@ def create_service_app(
     outside system): each runs for the app's life once messaging has started, is restarted after
     a pause when it fails, and is cancelled at shutdown.
     """
+    if definition is not None and (title or description or routers or errors or migrations):
+        raise TypeError("create_service_app takes a service's definition or its parts, not both")
+    service = definition or ServiceDefinition(
+        title=title,
+        description=description,
+        routers=routers,
+        errors=errors or {},
+        migrations=migrations,
+    )
     name = settings.service_name
     configure_logging(
         name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica
@@ -260,8 +303,8 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            if uow is not None and migrations is not None:
-                await asyncio.to_thread(upgrade, settings.database_url, migrations)
+            if uow is not None and service.migrations is not None:
+                await asyncio.to_thread(upgrade, settings.database_url, service.migrations)
             await client.start()
             for hook in on_startup:
                 await hook(resources)
@@ -283,8 +326,8 @@ def create_service_app(
                 await uow.dispose()
 
     app = FastAPI(
-        title=title,
-        description=description,
+        title=service.title,
+        description=service.description,
         version=settings.version,
         lifespan=lifespan,
         docs_url="/docs",
@@ -294,9 +337,9 @@ def create_service_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.resources = resources
-    install_problem_handlers(app, errors or {})
+    install_problem_handlers(app, service.errors)
     document_problems(app)
-    for router in routers:
+    for router in service.routers:
         app.include_router(router)
     # After the service's own routes: the router tries routes in order and each miss costs
     # several microseconds, so the routes every request wants come first, and the probes,

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Check, Migrate, Resources, create_service_app, with_provided
+from agora.app import (
+    Check,
+    Migrate,
+    Resources,
+    ServiceDefinition,
+    create_service_app,
+    with_provided,
+)
 from agora.auth import TokenVerifier
 from cart import application, domain, entrypoints
 from cart.adapters import HttpCatalogService, RedisCarts, SqlCarts
@@ -16,21 +23,26 @@ from cart.settings import CartSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {
-    domain.ProductNotFound: 404,
-    domain.InvalidSku: 422,
-    domain.InvalidQuantity: 422,
-    domain.ProductUnavailable: 422,
-    domain.MixedCurrencies: 422,
-    domain.TooManyLines: 422,
-}
-
-DESCRIPTION = """One open cart per user, priced from the catalogue each time it is shown.
+SERVICE = ServiceDefinition(
+    title="Agora cart",
+    description="""One open cart per user, priced from the catalogue each time it is shown.
 
 A logged-in customer sets how many units of a product their cart holds, removes lines, empties
 it, and sees it with today's names and prices. Placing an order takes the ordered products out of
 the cart (orders' `OrderPlaced`), but not one the customer set again after placing it.
-"""
+""",
+    routers=[entrypoints.router],
+    errors={
+        domain.ProductNotFound: 404,
+        domain.InvalidSku: 422,
+        domain.InvalidQuantity: 422,
+        domain.ProductUnavailable: 422,
+        domain.MixedCurrencies: 422,
+        domain.TooManyLines: 422,
+    },
+    # The database is there with either store: it keeps the inbox of OrderPlaced.
+    migrations=MIGRATIONS,
+)
 
 
 def create_app(
@@ -54,12 +66,7 @@ def create_app(
         carts = SqlCarts()
     app = create_service_app(
         settings,
-        title="Agora cart",
-        description=DESCRIPTION,
-        routers=[entrypoints.router],
-        # The database is there with either store: it keeps the inbox of OrderPlaced.
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         on_startup=[carts.start],
         on_shutdown=[carts.close],
         readiness=readiness,

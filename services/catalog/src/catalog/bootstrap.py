@@ -7,7 +7,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
-from agora.app import Hook, Migrate, Resources, create_service_app
+from agora.app import Hook, Migrate, Resources, ServiceDefinition, create_service_app
 from agora.auth import TokenVerifier
 from catalog import application, domain, entrypoints
 from catalog.adapters import SqlProducts, load_seed
@@ -15,19 +15,23 @@ from catalog.settings import CatalogSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {
-    domain.ProductNotFound: 404,
-    domain.ProductExists: 409,
-    domain.InvalidProduct: 422,
-    domain.UnknownCategory: 422,
-}
-
-DESCRIPTION = """Products, categories and prices.
+SERVICE = ServiceDefinition(
+    title="Agora catalog",
+    description="""Products, categories and prices.
 
 Anyone may list and read products; creating and changing them needs the admin role. Listings
 show active products only, page with an opaque cursor, and answer an unknown category with an
 empty list.
-"""
+""",
+    routers=[entrypoints.router],
+    errors={
+        domain.ProductNotFound: 404,
+        domain.ProductExists: 409,
+        domain.InvalidProduct: 422,
+        domain.UnknownCategory: 422,
+    },
+    migrations=MIGRATIONS,
+)
 
 log = structlog.get_logger("catalog")
 
@@ -48,11 +52,7 @@ def create_app(
     on_startup: list[Hook] = [seed_catalogue] if settings.seed else []
     app = create_service_app(
         settings,
-        title="Agora catalog",
-        description=DESCRIPTION,
-        routers=[entrypoints.router],
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         on_startup=on_startup,
         verifier=verifier,
     )

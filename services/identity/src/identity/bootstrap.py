@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from agora.app import Migrate, Resources, create_service_app
+from agora.app import Migrate, Resources, ServiceDefinition, create_service_app
 from agora.auth import TokenVerifier, secrets_dir
 from agora.db import UnitOfWork
 from agora.secrets import secret_file
@@ -41,6 +41,14 @@ from identity.entrypoints import ERRORS, router
 from identity.settings import IdentitySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+SERVICE = ServiceDefinition(
+    title="identity",
+    description="Users, passwords, roles, access tokens and the keys that sign them.",
+    routers=[router],
+    errors=ERRORS,
+    migrations=MIGRATIONS,
+)
 
 log = structlog.get_logger("identity")
 
@@ -173,11 +181,7 @@ def create_app(
 
     app = create_service_app(
         settings,
-        title="identity",
-        description="Users, passwords, roles, access tokens and the keys that sign them.",
-        routers=[router],
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         on_startup=[prepare],
         verifier=verifier,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
-from agora.app import Hook, Migrate, Resources, create_service_app, with_provided
+from agora.app import Hook, Migrate, Resources, ServiceDefinition, create_service_app, with_provided
 from agora.auth import TokenVerifier
 from inventory import application, domain, entrypoints
 from inventory.adapters import SqlStockrooms, load_seed
@@ -17,19 +17,23 @@ from inventory.settings import InventorySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {
-    domain.UnknownSku: 404,
-    domain.NotEnoughStock: 409,
-    domain.InvalidAdjustment: 422,
-    domain.IdempotencyKeyReused: 422,
-}
-
-DESCRIPTION = """Stock per SKU and the reservations of orders.
+SERVICE = ServiceDefinition(
+    title="Agora inventory",
+    description="""Stock per SKU and the reservations of orders.
 
 Anyone may ask how many units of a SKU are available; adjusting stock and listing stock rows
 and reservations needs the admin role. The checkout reserves, releases and commits stock with
 commands (ReserveStock, ReleaseStock, CommitStock) and gets its answers as events.
-"""
+""",
+    routers=[entrypoints.router],
+    errors={
+        domain.UnknownSku: 404,
+        domain.NotEnoughStock: 409,
+        domain.InvalidAdjustment: 422,
+        domain.IdempotencyKeyReused: 422,
+    },
+    migrations=MIGRATIONS,
+)
 
 log = structlog.get_logger("inventory")
 
@@ -53,11 +57,7 @@ def create_app(
     on_startup: list[Hook] = [seed_stock] if settings.seed else []
     app = create_service_app(
         settings,
-        title="Agora inventory",
-        description=DESCRIPTION,
-        routers=[entrypoints.router],
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         on_startup=on_startup,
         verifier=verifier,
         subscriptions=with_provided(application.Parts, entrypoints.subscriptions),

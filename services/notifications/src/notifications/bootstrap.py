@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Hook, Migrate, Resources, create_service_app, with_provided
+from agora.app import Hook, Migrate, Resources, ServiceDefinition, create_service_app, with_provided
 from agora.auth import TokenVerifier
 from agora.tasks import Bell
 from notifications import application, entrypoints
@@ -17,15 +17,18 @@ from notifications.settings import NotificationsSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {}
-
-DESCRIPTION = """Messages to users: a welcome for every new account, and a message for every
+SERVICE = ServiceDefinition(
+    title="Agora notifications",
+    description="""Messages to users: a welcome for every new account, and a message for every
 order that was confirmed or cancelled.
 
 Every message is kept in its user's mailbox (`GET /notifications`); admins read every mailbox
 (`GET /notifications/all`). When a mail server is configured, each message is also mailed to the
 address the user registered with.
-"""
+""",
+    routers=[entrypoints.router],
+    migrations=MIGRATIONS,
+)
 
 
 def mailer_for(settings: NotificationsSettings) -> SmtpMailer | None:
@@ -78,11 +81,7 @@ def create_app(
     background: list[Hook] = [send_mail] if parts.mailer is not None else []
     app = create_service_app(
         settings,
-        title="Agora notifications",
-        description=DESCRIPTION,
-        routers=[entrypoints.router],
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         verifier=verifier,
         subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=background,

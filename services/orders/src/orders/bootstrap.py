@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Migrate, Resources, create_service_app, with_provided
+from agora.app import Migrate, Resources, ServiceDefinition, create_service_app, with_provided
 from agora.auth import TokenVerifier
 from orders import application, domain, entrypoints
 from orders.adapters import HttpCartService, HttpCatalogService, HttpPaymentsService, SqlOrders
@@ -18,18 +18,9 @@ from orders.settings import OrdersSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {
-    domain.OrderNotFound: 404,
-    domain.OrderCharged: 409,
-    domain.ProductUnavailable: 422,
-    domain.MixedCurrencies: 422,
-    domain.InvalidCard: 422,
-    domain.IdempotencyKeyReused: 422,
-    domain.EmptyCart: 422,
-    domain.CartNotOrderable: 422,
-}
-
-DESCRIPTION = """Orders and the checkout saga.
+SERVICE = ServiceDefinition(
+    title="Agora orders",
+    description="""Orders and the checkout saga.
 
 A logged-in customer places an order from lines (sku, quantity), or from what their cart holds,
 with a shipping address and a card number and an `Idempotency-Key` header. Prices come from the
@@ -38,7 +29,20 @@ while its checkout reserves the stock, authorizes the payment, then captures it 
 stock; it ends CONFIRMED, or CANCELLED with a reason once whatever the checkout took is given back.
 Customers see and cancel their own orders (until they are charged) and follow one's status live
 (`GET /orders/{id}/events`, server-sent events); admins see every order.
-"""
+""",
+    routers=[entrypoints.router],
+    errors={
+        domain.OrderNotFound: 404,
+        domain.OrderCharged: 409,
+        domain.ProductUnavailable: 422,
+        domain.MixedCurrencies: 422,
+        domain.InvalidCard: 422,
+        domain.IdempotencyKeyReused: 422,
+        domain.EmptyCart: 422,
+        domain.CartNotOrderable: 422,
+    },
+    migrations=MIGRATIONS,
+)
 
 
 def create_app(
@@ -73,11 +77,7 @@ def create_app(
 
     app = create_service_app(
         settings,
-        title="Agora orders",
-        description=DESCRIPTION,
-        routers=[entrypoints.router],
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         verifier=verifier,
         subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=[deadline_timer],

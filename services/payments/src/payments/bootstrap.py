@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from agora.app import Migrate, Resources, create_service_app, with_provided
+from agora.app import Migrate, Resources, ServiceDefinition, create_service_app, with_provided
 from agora.auth import TokenVerifier
 from payments import application, entrypoints
 from payments.adapters import SimulatedProcessor, SqlPayments
@@ -18,18 +18,22 @@ from payments.settings import PaymentsSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-ERRORS: dict[type[Exception], int] = {
-    InvalidCard: 422,
-    ProcessorError: 502,
-    ProcessorTimeout: 504,
-}
-
-DESCRIPTION = """Payments for orders, a simulated card processor, and a double-entry ledger.
+SERVICE = ServiceDefinition(
+    title="Agora payments",
+    description="""Payments for orders, a simulated card processor, and a double-entry ledger.
 
 A logged-in user exchanges a card number for a token (`POST /payments/cards`); the checkout then
 authorizes, captures, voids and refunds by command, once per order. Customers see their own
 payments; the ledger is for admins.
-"""
+""",
+    routers=[entrypoints.router],
+    errors={
+        InvalidCard: 422,
+        ProcessorError: 502,
+        ProcessorTimeout: 504,
+    },
+    migrations=MIGRATIONS,
+)
 
 
 def create_app(
@@ -54,11 +58,7 @@ def create_app(
 
     app = create_service_app(
         settings,
-        title="Agora payments",
-        description=DESCRIPTION,
-        routers=[entrypoints.router],
-        migrations=MIGRATIONS,
-        errors=ERRORS,
+        SERVICE,
         verifier=verifier,
         subscriptions=with_provided(application.Parts, entrypoints.subscriptions),
         background=[work],
