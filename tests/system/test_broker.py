@@ -28,6 +28,7 @@ import pytest
 
 from agora.messaging.envelope import CloudEvent
 from agora_tools.harness import RunningSystem, wait_for
+from agora_tools.testing import wait_restarted
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
@@ -172,11 +173,7 @@ def test_events_recorded_while_the_broker_was_killed_arrive_once_it_is_back(
 
     assert [a.status_code for a in answers] == [201, 201, 201], [a.text for a in answers]
 
-    def restarted() -> dict[str, Any] | None:
-        now = system.process_of("nats")
-        return now if now["pid"] != broker["pid"] and now["healthy"] else None
-
-    back = wait_for("the broker to be restarted", restarted)
+    back = wait_restarted(system, broker)
     assert back["port"] == broker["port"]
     assert system.state()["nats_url"] == url
     assert "nats[0] exited unexpectedly (killed by SIGKILL)" in system.printed()

@@ -28,7 +28,13 @@ import pytest
 from shopping import ADDRESS, APPROVED, DECLINED, TERMINAL, Shop, admin_env, open_shop
 
 from agora_tools.harness import RunningSystem, wait_for
-from agora_tools.testing import NatsServer, postgres_database, redis_prefix, require_server
+from agora_tools.testing import (
+    NatsServer,
+    postgres_database,
+    redis_prefix,
+    require_server,
+    wait_restarted,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
@@ -137,12 +143,7 @@ async def checkouts(url: str, tokens: list[str], skus: list[str]) -> list[str]:
 def kill_and_wait_for_restart(system: RunningSystem, service: str) -> None:
     before = system.process_of(service)
     os.kill(before["pid"], signal.SIGKILL)
-
-    def back() -> dict[str, Any] | None:
-        now = system.process_of(service)
-        return now if now["pid"] != before["pid"] and now["healthy"] else None
-
-    wait_for(f"{service} to be restarted", back, timeout=60)
+    wait_restarted(system, before, timeout=60)
 
 
 def every_order(shop: Shop) -> list[dict[str, Any]]:

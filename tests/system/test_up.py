@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agora_tools.harness import RunningSystem, process_gone, wait_for
+from agora_tools.testing import wait_restarted
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
@@ -124,11 +125,7 @@ def test_the_journey_survives_a_killed_catalog_and_sigterm_leaves_nothing(
         catalog = system.process_of("catalog")
         os.kill(catalog["pid"], signal.SIGKILL)
 
-        def catalog_back() -> dict[str, Any] | None:
-            now = system.process_of("catalog")
-            return now if now["pid"] != catalog["pid"] and now["healthy"] else None
-
-        restarted = wait_for("catalog to be restarted", catalog_back)
+        restarted = wait_restarted(system, catalog)
         assert restarted["port"] == catalog["port"]
         assert "catalog[0] exited unexpectedly (killed by SIGKILL)" in system.printed()
 

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import socket
-import stat
 import subprocess
 import urllib.error
 import urllib.request
@@ -41,7 +40,7 @@ from agora_tools.harness import RunningSystem, process_gone, wait_for
 from agora_tools.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
 from agora_tools.runner import Layout, RunState, parse_scale
 from agora_tools.supervisor import RestartPolicy, describe_exit, shorten_line
-from agora_tools.testing import NatsServer, free_port, reachable
+from agora_tools.testing import NatsServer, file_mode, free_port, reachable, wait_restarted
 
 TESTS = Path(__file__).parent
 
@@ -502,8 +501,8 @@ def test_up_writes_the_operator_token_owner_only_and_every_process_asks_for_it(
     secrets = workdir / ".agora" / "secrets"
     token_file = secrets / "operator.token"
 
-    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert file_mode(secrets) == 0o700
+    assert file_mode(token_file) == 0o600
     token = token_file.read_text().strip()
     for process in processes:
         if process["service"] == "nats":
@@ -521,7 +520,7 @@ def test_up_gives_each_service_a_credential_of_its_own_that_its_dependants_may_u
     services = workdir / ".agora" / "secrets" / "services"
 
     for name in ("alpha", "beta", "gateway"):
-        assert stat.S_IMODE((services / f"{name}.token").stat().st_mode) == 0o600
+        assert file_mode(services / f"{name}.token") == 0o600
     # beta depends on alpha: alpha lets beta and the gateway in, beta only the gateway.
     alpha, beta = processes["alpha", 0]["port"], processes["beta", 1]["port"]
     assert get_json(f"http://127.0.0.1:{alpha}/whoami")["callers"] == ["beta", "gateway"]
@@ -558,11 +557,7 @@ def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: Runnin
 
     os.kill(victim["pid"], signal.SIGKILL)
 
-    def restarted() -> dict[str, Any] | None:
-        now = {(p["service"], p["replica"]): p for p in up.status()}[("beta", 0)]
-        return now if now["pid"] != victim["pid"] and now["healthy"] else None
-
-    after = wait_for("beta[0] to come back", restarted)
+    after = wait_restarted(up, victim)
     assert after["port"] == victim["port"]
     assert "beta[0] exited unexpectedly (killed by SIGKILL); restarting it in 0.5 s" in (
         up.printed()
@@ -660,7 +655,7 @@ def test_the_broker_of_up_takes_only_its_users_each_to_its_own_events(
     assert any("permissions violation" in line and beta.lower() in line for line in said)
     assert not asyncio.run(_publish_as(url, up.nats_login("beta"), beta))
     # The passwords are the owner's alone: in the configuration and in one file per user.
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert file_mode(config) == 0o600
     secrets = workdir / ".agora" / "secrets" / "nats"
     assert sorted(path.name for path in secrets.iterdir()) == [
         "alpha",
@@ -668,7 +663,7 @@ def test_the_broker_of_up_takes_only_its_users_each_to_its_own_events(
         "gateway",
         "operator",
     ]
-    assert {stat.S_IMODE(path.stat().st_mode) for path in secrets.iterdir()} == {0o600}
+    assert {file_mode(path) for path in secrets.iterdir()} == {0o600}
 
 
 def test_a_killed_nats_server_comes_back_on_its_port_with_its_data(up: RunningSystem) -> None:
@@ -679,11 +674,7 @@ def test_a_killed_nats_server_comes_back_on_its_port_with_its_data(up: RunningSy
 
     os.kill(broker["pid"], signal.SIGKILL)
 
-    def restarted() -> dict[str, Any] | None:
-        now = up.process_of("nats")
-        return now if now["pid"] != broker["pid"] and now["healthy"] else None
-
-    after = wait_for("nats[0] to come back", restarted)
+    after = wait_restarted(up, broker)
     assert after["port"] == broker["port"]
     assert up.state()["nats_url"] == url
     assert asyncio.run(_stored(url, up.nats_login(), "AGORA_ALPHA", seq)) == b"kept"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ from agora_tools import testing
 from agora_tools.cli import app
 from agora_tools.embedded_nats import NatsSync, embedded_nats, ensure_streams
 from agora_tools.runner import OPERATOR, broker_users
-from agora_tools.testing import NatsServer
+from agora_tools.testing import NatsServer, file_mode
 from contracts.inventory import ReserveStock, StockLine
 from contracts.orders import OrderLine, OrderPlaced
 from contracts.payments import AuthorizePayment
@@ -406,7 +405,7 @@ def test_the_embedded_broker_configuration_is_readable_by_its_owner_only(
         users=[{"user": OPERATOR, "password": PASSWORDS[OPERATOR]}],
     )
     assert plan.config is not None
-    assert stat.S_IMODE(plan.config.stat().st_mode) == 0o600
+    assert file_mode(plan.config) == 0o600
     assert PASSWORDS[OPERATOR] in plan.config.read_text()
 
 

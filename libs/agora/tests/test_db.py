@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.orm import Session
 
 from agora.db import DatabaseBusy, UnitOfWork, on_commit
+from agora_tools.testing import file_mode
 
 metadata = MetaData()
 notes = Table(
@@ -201,18 +200,6 @@ async def test_two_processes_writing_one_sqlite_database_both_land_every_write(
     await uow.dispose()
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The usual umask, which lets everyone read new files: the modes seen are the code's doing."""
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
 async def test_a_sqlite_database_and_its_journal_files_are_readable_by_their_owner_only(
     tmp_path: Path, umask_022: None
 ) -> None:
@@ -222,11 +209,11 @@ async def test_a_sqlite_database_and_its_journal_files_are_readable_by_their_own
     await uow.run(add, "a note")
 
     names = ("shop.db", "shop.db-wal", "shop.db-shm")
-    modes = {name: mode(data / name) for name in names}
+    modes = {name: file_mode(data / name) for name in names}
     await uow.dispose()
 
     assert modes == dict.fromkeys(names, 0o600)
-    assert mode(data) == 0o700, "a folder the database needed is made owner-only"
+    assert file_mode(data) == 0o700, "a folder the database needed is made owner-only"
 
 
 async def test_a_database_an_older_version_left_readable_by_others_is_narrowed_when_opened(
@@ -240,4 +227,4 @@ async def test_a_database_an_older_version_left_readable_by_others_is_narrowed_w
     await uow.run(lambda session: metadata.create_all(session.connection()))
     await uow.dispose()
 
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import textwrap
 from pathlib import Path
@@ -14,10 +13,10 @@ from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.orm import Session
 
 from agora.app import Migrate
-from agora.db import UnitOfWork
 from agora.messaging.schema import PENDING_INDEX, inbox, outbox
 from agora.migrations import upgrade
 from agora.settings import ServiceSettings
+from agora_tools.testing import read_from
 
 ENV = """
 from agora.migrations import run_env
@@ -60,14 +59,7 @@ def rows(url: str) -> list[tuple[int, str]]:
         statement = text("SELECT (SELECT count(*) FROM things), version_num FROM alembic_version")
         return [(int(count), str(version)) for count, version in session.execute(statement)]
 
-    async def fetch() -> list[tuple[int, str]]:
-        uow = UnitOfWork(url)
-        try:
-            return await uow.query(read)
-        finally:
-            await uow.dispose()
-
-    return asyncio.run(fetch())
+    return read_from(url, read)
 
 
 def test_upgrade_is_applied_once_and_is_idempotent(database_url: str, scripts: Path) -> None:

@@ -25,6 +25,9 @@ heavy until a fixture asks for it.
 ``nats_server``
     A nats-server with JetStream of the module's own (:class:`agora_tools.testing.NatsServer`),
     on a free port: the shared one on 4222 is never touched.
+``umask_022``
+    The usual umask for the test, which lets everyone read new files, so that the modes a test
+    sees (``agora_tools.testing.file_mode``) are the code's doing.
 ``settings``, ``client``, ``shared``
     For a conftest that says how its service's app is made, as a :class:`Service` in the fixture
     ``service`` (module scope or wider): the settings of an app on the test's ``database_url``;
@@ -43,6 +46,7 @@ asserts with it that its migrations build exactly the tables its code is written
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -191,6 +195,13 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
     with NatsServer(tmp_path_factory.mktemp("nats")) as server:
         yield server
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from agora.errors import PROBLEM_JSON
 from agora.messaging.envelope import CloudEvent
@@ -37,13 +38,17 @@ from agora_tools.tokens import bearer as bearer
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
     from sqlalchemy import MetaData
+    from sqlalchemy.orm import Session
 
     from agora.messaging.broker import Broker
+    from agora_tools.harness import RunningSystem
 
 # What a refusal's answer says its body is: problem details (RFC 9457), as agora.errors writes it.
 PROBLEM = PROBLEM_JSON
 # A request's headers, as the tests hand them to a client.
 Headers = dict[str, str]
+
+T = TypeVar("T")
 
 POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
@@ -68,6 +73,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of ``path`` (``0o600``: its owner's to read and write, no one else's)."""
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -204,22 +214,16 @@ def on_sqlite(data_dir: Path, name: str) -> dict[str, Any]:
     }
 
 
-def outbox_events(database_url: str) -> list[CloudEvent]:
-    """Every event a service's outbox holds, in recording order (for tests of what it publishes).
+def read_from(database_url: str, read: Callable[[Session], T]) -> T:
+    """What ``read(session)`` finds in the database at ``database_url``, read as a unit of work's
+    query (nothing it does is committed).
 
-    Call it from a synchronous test; it opens its own connection to the service's database.
+    Call it from a synchronous test (an app under ``TestClient`` keeps a loop of its own): it
+    opens its own connection, in an event loop of its own.
     """
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     from agora.db import UnitOfWork
-    from agora.messaging.schema import outbox
 
-    def read(session: Session) -> list[CloudEvent]:
-        rows = session.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
-        return [CloudEvent.from_bytes(payload) for payload in rows]
-
-    async def fetch() -> list[CloudEvent]:
+    async def fetch() -> T:
         uow = UnitOfWork(database_url)
         try:
             return await uow.query(read)
@@ -229,6 +233,38 @@ def outbox_events(database_url: str) -> list[CloudEvent]:
     return asyncio.run(fetch())
 
 
+def write_to(database_url: str, write: Callable[[Session], T]) -> T:
+    """Run ``write(session)`` on the database at ``database_url`` in one transaction of a unit
+    of work, committed if it returns; what it returns. Call it from a synchronous test, as
+    :func:`read_from`."""
+    from agora.db import UnitOfWork
+
+    async def change() -> T:
+        uow = UnitOfWork(database_url)
+        try:
+            return await uow.run(write)
+        finally:
+            await uow.dispose()
+
+    return asyncio.run(change())
+
+
+def outbox_events(database_url: str) -> list[CloudEvent]:
+    """Every event a service's outbox holds, in recording order (for tests of what it publishes).
+
+    Call it from a synchronous test; it opens its own connection to the service's database.
+    """
+    from sqlalchemy import select
+
+    from agora.messaging.schema import outbox
+
+    def read(session: Session) -> list[CloudEvent]:
+        rows = session.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
+        return [CloudEvent.from_bytes(payload) for payload in rows]
+
+    return read_from(database_url, read)
+
+
 async def schema_drift(database_url: str, metadata: MetaData) -> list[Any]:
     """How a migrated database differs from the tables the service's code is written against
     (``metadata``, plus the chassis's outbox and inbox, which its migrations also make); empty
@@ -236,7 +272,6 @@ async def schema_drift(database_url: str, metadata: MetaData) -> list[Any]:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from sqlalchemy import MetaData as Schema
-    from sqlalchemy.orm import Session
 
     from agora.db import UnitOfWork
     from agora.messaging.schema import metadata as messaging_metadata
@@ -352,6 +387,22 @@ def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def wait_restarted(
+    system: RunningSystem, killed: dict[str, Any], timeout: float = 120.0
+) -> dict[str, Any]:
+    """Wait until ``agora up`` has started a killed process (``killed``, as ``agora status``
+    listed it) again: its service's replica under another pid, healthy. That process."""
+    from agora_tools.harness import wait_for
+
+    service, replica = killed["service"], killed["replica"]
+
+    def back() -> dict[str, Any] | None:
+        now = system.process_of(service, replica)
+        return now if now["pid"] != killed["pid"] and now["healthy"] else None
+
+    return wait_for(f"{service}[{replica}] to be restarted", back, timeout)
 
 
 async def connected(broker: Broker, within: float = 10) -> Broker:

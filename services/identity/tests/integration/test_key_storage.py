@@ -6,15 +6,11 @@ one is all it takes to sign an admin's token.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import jwt
 import pytest
@@ -35,8 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
 from agora.migrations import upgrade
+from agora_tools.testing import file_mode, read_from, write_to
 from identity.adapters import (
     Ed25519Keys,
     KeyCipher,
@@ -50,24 +46,11 @@ from identity.settings import IdentitySettings
 
 from .conftest import ADMIN_EMAIL, Api, Clock, Start, bearer, make_settings
 
-T = TypeVar("T")
-
 KEK = "Zm9yIHRoZSB0ZXN0cyBvbmx5OiBhIHJhbmRvbSBrZXk="
 OTHER_KEK = "YW5vdGhlciBrZXksIG5vdCB0aGUgb25lIGl0IHdhcyBzZWFsZWQgd2l0aA=="
 
 
 # --- reading the database as someone holding a copy of it would ---------------------------------
-
-
-def query(url: str, handler: Callable[[Session], T]) -> T:
-    async def read() -> T:
-        uow = UnitOfWork(url)
-        try:
-            return await uow.query(handler)
-        finally:
-            await uow.dispose()
-
-    return asyncio.run(read())
 
 
 def stored_private_keys(url: str) -> dict[str, str]:
@@ -77,11 +60,11 @@ def stored_private_keys(url: str) -> dict[str, str]:
         rows = session.execute(select(signing_keys.c.kid, signing_keys.c.private_key))
         return {kid: stored for kid, stored in rows}
 
-    return query(url, read)
+    return read_from(url, read)
 
 
 def opened_keys(url: str, kek: str) -> list[SigningKey]:
-    return query(url, SqlSigningKeys(KeyCipher(kek, source="the test")).all)
+    return read_from(url, SqlSigningKeys(KeyCipher(kek, source="the test")).all)
 
 
 def giveaways(key: SigningKey) -> list[bytes]:
@@ -101,10 +84,6 @@ def database_bytes(data_dir: Path) -> bytes:
     return b"".join(path.read_bytes() for path in sorted(data_dir.glob("identity.db*")))
 
 
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> IdentitySettings:
     """identity on SQLite in the embedded profile: its key-encryption key made on first use."""
@@ -118,14 +97,6 @@ def started(settings: IdentitySettings) -> Iterator[Api]:
     clock = Clock()
     with TestClient(create_app(settings, clock=clock)) as client:
         yield Api(client, settings, clock)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The usual umask, which lets everyone read new files: the modes seen are the code's doing."""
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
 
 
 # --- sealed at rest -----------------------------------------------------------------------------
@@ -210,14 +181,7 @@ def old_database_with_a_plain_key(url: str) -> SigningKey:
             )
         )
 
-    async def write() -> None:
-        uow = UnitOfWork(url)
-        try:
-            await uow.run(store)
-        finally:
-            await uow.dispose()
-
-    asyncio.run(write())
+    write_to(url, store)
     return key
 
 
@@ -226,7 +190,7 @@ def plain_key_before_sealing(url: str) -> str:
         pem: str = session.execute(select(old_signing_keys.c.private_key_pem)).scalar_one()
         return pem
 
-    return query(url, read)
+    return read_from(url, read)
 
 
 def test_a_plain_key_from_an_older_database_is_sealed_at_the_next_start_and_keeps_signing(
@@ -307,9 +271,9 @@ def test_the_embedded_key_file_the_database_and_its_journal_are_readable_by_thei
         api.register("ada@example.com")
         data = sqlite_settings.data_dir
         names = ("identity.db", "identity.db-wal", "identity.db-shm")
-        files = {name: mode(data / name) for name in names}
+        files = {name: file_mode(data / name) for name in names}
         secrets = data.parent / "secrets"
-        kek_file, secrets_dir = mode(secrets / "identity.kek"), mode(secrets)
+        kek_file, secrets_dir = file_mode(secrets / "identity.kek"), file_mode(secrets)
 
     assert files == dict.fromkeys(names, 0o600)
     assert kek_file == 0o600
