@@ -134,15 +134,19 @@ def new_service() -> str:
     return f"svc{uuid.uuid4().hex[:10]}"
 
 
-def settings(**overrides: Any) -> dict[str, Any]:
+def noting(
+    service: str, uow: UnitOfWork, broker: Broker, handler: Handler | None = None, **options: Any
+) -> Consumers:
+    """The service's consumer of Noted, whose handler records each application unless another
+    is given, quick to redeliver (``options`` over these settings)."""
     values: dict[str, Any] = {
         "ack_wait": 2.0,
         "max_deliver": 3,
         "backoff": [0.05, 0.1],
         "fetch_timeout": 1.0,
     }
-    values.update(overrides)
-    return values
+    values.update(options)
+    return Consumers(service, uow, broker, [Subscription(Noted, handler or recorder())], **values)
 
 
 @contextlib.asynccontextmanager
@@ -247,9 +251,7 @@ async def test_a_consumer_starts_before_its_publisher_ever_ran_as_one_durable_fo
     broker: Broker, uow: UnitOfWork
 ) -> None:
     service = new_service()
-    consumers = Consumers(
-        service, uow, broker, [Subscription(Noted, recorder())], **settings(ack_wait=7.0)
-    )
+    consumers = noting(service, uow, broker, ack_wait=7.0)
     async with running(consumers):
 
         async def durable_exists() -> bool:
@@ -284,7 +286,7 @@ async def test_each_event_is_applied_once_even_when_the_broker_delivers_it_twice
     events = [await publish(broker, f"note {n}") for n in range(20)]
     # The same event again under another message id: the broker takes it as a new message.
     await publish(broker, "", event=events[0], msg_id=f"{events[0].id}:again")
-    consumers = Consumers(service, uow, broker, [Subscription(Noted, recorder())], **settings())
+    consumers = noting(service, uow, broker)
     async with running(consumers):
 
         async def all_seen() -> bool:
@@ -308,14 +310,7 @@ async def test_a_consumer_that_dies_between_its_commit_and_its_ack_skips_the_red
             raise RuntimeError("the process dies here, before the ack")
 
     event = await publish(broker, "crash")
-    consumers = Consumers(
-        service,
-        uow,
-        broker,
-        [Subscription(Noted, recorder())],
-        after_commit=crash_once,
-        **settings(ack_wait=1.0),
-    )
+    consumers = noting(service, uow, broker, after_commit=crash_once, ack_wait=1.0)
     async with running(consumers):
 
         async def redelivered_and_skipped() -> bool:
@@ -335,7 +330,7 @@ async def test_two_replicas_of_a_service_share_its_durable_and_apply_each_event_
     service = new_service()
     first, second = UnitOfWork(database), UnitOfWork(database)
     replicas = [
-        Consumers(service, uow, broker, [Subscription(Noted, recorder(name))], **settings(batch=10))
+        noting(service, uow, broker, recorder(name), batch=10)
         for uow, name in ((first, "first"), (second, "second"))
     ]
     try:
@@ -375,9 +370,7 @@ async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay
 ) -> None:
     service = new_service()
     flaky = Flaky()
-    consumers = Consumers(
-        service, uow, broker, [Subscription(Noted, recorder(fails=flaky))], **settings()
-    )
+    consumers = noting(service, uow, broker, recorder(fails=flaky))
     async with running(consumers):
         poison = await publish(broker, "poison")
         behind = [await publish(broker, f"note {n}") for n in range(50)]
@@ -429,7 +422,7 @@ async def test_a_message_that_is_no_valid_event_is_dead_lettered_at_once_and_the
     wrong = CloudEvent(source=PUBLISHER, type=Noted.type, data={"text": "no note field"})
     await publish(broker, "", event=wrong)
     good = [await publish(broker, f"note {n}") for n in range(5)]
-    consumers = Consumers(service, uow, broker, [Subscription(Noted, recorder())], **settings())
+    consumers = noting(service, uow, broker)
     async with running(consumers):
 
         async def both_dead() -> bool:
@@ -499,7 +492,7 @@ async def test_consumers_carry_on_after_the_broker_restarts(
     broker: Broker, uow: UnitOfWork, nats_server: NatsServer
 ) -> None:
     service = new_service()
-    consumers = Consumers(service, uow, broker, [Subscription(Noted, recorder())], **settings())
+    consumers = noting(service, uow, broker)
     async with running(consumers):
         before = [await publish(broker, f"before {n}") for n in range(10)]
         await eventually(
@@ -532,14 +525,7 @@ async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
         propagate.inject(carrier)
     event = await publish(broker, "traced", headers=carrier)
     service = new_service()
-    consumers = Consumers(
-        service,
-        uow,
-        broker,
-        [Subscription(Noted, recorder())],
-        tracer_provider=provider,
-        **settings(),
-    )
+    consumers = noting(service, uow, broker, tracer_provider=provider)
     async with running(consumers):
         await eventually(
             lambda: _equals(count_applied(uow), {event.id: 1}), "the event was not applied"
