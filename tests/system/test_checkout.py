@@ -23,6 +23,7 @@ from shopping import (
     PROCESSOR_ERROR,
     PROCESSOR_TIMEOUT,
     Shop,
+    Shopper,
     admin_env,
 )
 
@@ -69,6 +70,14 @@ def placed(answer: Any) -> str:
     return order_id
 
 
+def bought(
+    shopper: Shopper, sku: str, card: str = APPROVED, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The order of one ``sku`` that ``shopper`` placed, paying with ``card``, once it has ended."""
+    order_id = placed(shopper.place([{"sku": sku, "quantity": 1}], card))
+    return shopper.wait_until_terminal(order_id, timeout=timeout)
+
+
 def test_an_approved_card_confirms_the_order_takes_the_stock_and_charges_once(
     shop: Shop, sku: str
 ) -> None:
@@ -100,7 +109,7 @@ def test_a_refused_card_cancels_the_order_and_gives_the_stock_back(
     shopper = shop.shopper()
     before = shop.available(sku)
 
-    order = shopper.wait_until_terminal(placed(shopper.place([{"sku": sku, "quantity": 1}], card)))
+    order = bought(shopper, sku, card)
 
     assert order["status"] == "CANCELLED"
     assert order["reason"] == "payment_declined"
@@ -118,9 +127,7 @@ def test_a_failing_processor_is_retried_then_the_order_ends_uncharged(
     shopper = shop.shopper()
     before = shop.available(sku)
 
-    order = shopper.wait_until_terminal(
-        placed(shopper.place([{"sku": sku, "quantity": 1}], card)), timeout=60
-    )
+    order = bought(shopper, sku, card, timeout=60)
 
     assert order["status"] == "CANCELLED"
     assert order["reason"] == "payment_failed"
@@ -150,7 +157,7 @@ def test_a_customer_cancels_before_the_charge_and_gets_the_stock_back(shop: Shop
 
 def test_a_charged_order_cannot_be_cancelled(shop: Shop, sku: str) -> None:
     shopper = shop.shopper()
-    order = shopper.wait_until_terminal(placed(shopper.place([{"sku": sku, "quantity": 1}])))
+    order = bought(shopper, sku)
 
     refused = shopper.cancel(order["id"])
 
@@ -257,7 +264,7 @@ def test_a_reservation_never_answered_hits_its_deadline_and_the_order_ends(
 
 def test_verify_finds_a_violation_and_says_what_it_is(shop: Shop, sku: str) -> None:
     shopper = shop.shopper()
-    shopper.wait_until_terminal(placed(shopper.place([{"sku": sku, "quantity": 1}])))
+    bought(shopper, sku)
     # Stock taken out of the database behind inventory's back cannot be explained by any order.
     database = shop.system.directory / ".agora" / "data" / "inventory.db"
     _take_stock_behind_inventorys_back(database, sku)
