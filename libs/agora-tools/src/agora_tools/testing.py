@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from sqlalchemy.orm import Session
 
+    from agora.db import UnitOfWork
     from agora.messaging.broker import Broker
     from agora_tools.harness import RunningSystem
 
@@ -221,32 +222,27 @@ def read_from(database_url: str, read: Callable[[Session], T]) -> T:
     Call it from a synchronous test (an app under ``TestClient`` keeps a loop of its own): it
     opens its own connection, in an event loop of its own.
     """
-    from agora.db import UnitOfWork
-
-    async def fetch() -> T:
-        uow = UnitOfWork(database_url)
-        try:
-            return await uow.query(read)
-        finally:
-            await uow.dispose()
-
-    return asyncio.run(fetch())
+    return _with_unit_of_work(database_url, lambda uow: uow.query(read))
 
 
 def write_to(database_url: str, write: Callable[[Session], T]) -> T:
     """Run ``write(session)`` on the database at ``database_url`` in one transaction of a unit
     of work, committed if it returns; what it returns. Call it from a synchronous test, as
     :func:`read_from`."""
+    return _with_unit_of_work(database_url, lambda uow: uow.run(write))
+
+
+def _with_unit_of_work(database_url: str, use: Callable[[UnitOfWork], Awaitable[T]]) -> T:
     from agora.db import UnitOfWork
 
-    async def change() -> T:
+    async def run() -> T:
         uow = UnitOfWork(database_url)
         try:
-            return await uow.run(write)
+            return await use(uow)
         finally:
             await uow.dispose()
 
-    return asyncio.run(change())
+    return asyncio.run(run())
 
 
 def outbox_events(database_url: str) -> list[CloudEvent]:
