@@ -11,6 +11,18 @@ from .conftest import Bench, a_user, act, an_order, serving
 FIELDS = {"id", "kind", "order_id", "subject", "body", "created_at"}
 
 
+def registered(url: str, count: int) -> list[User]:
+    """``count`` new users registered one after the other, each welcomed with a message."""
+    users = [a_user() for _ in range(count)]
+
+    async def register(bench: Bench) -> None:
+        for user in users:
+            await bench.register(user)
+
+    act(url, register)
+    return users
+
+
 def test_a_user_reads_their_messages_newest_first(
     migrated: str, settings: NotificationsSettings
 ) -> None:
@@ -128,13 +140,7 @@ def test_an_admin_reads_every_mailbox_and_one_users(
 def test_the_admin_listing_stays_complete_while_messages_come_in(
     migrated: str, settings: NotificationsSettings, admin: User
 ) -> None:
-    users = [a_user() for _ in range(6)]
-
-    async def register(bench: Bench) -> None:
-        for user in users:
-            await bench.register(user)
-
-    act(migrated, register)
+    users = registered(migrated, 6)
     late = a_user()
     read: list[str] = []
 
@@ -162,13 +168,7 @@ def test_the_admin_listing_stays_complete_while_messages_come_in(
 def test_a_limit_above_one_hundred_is_served_as_one_hundred(
     migrated: str, settings: NotificationsSettings, admin: User
 ) -> None:
-    users = [a_user() for _ in range(101)]
-
-    async def register(bench: Bench) -> None:
-        for user in users:
-            await bench.register(user)
-
-    act(migrated, register)
+    registered(migrated, 101)
 
     with serving(settings) as client:
         answer = client.get("/notifications/all", params={"limit": 500}, headers=admin.headers)
