@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -48,9 +48,6 @@ SHOP = "Agora <shop@example.com>"
 SEND_TIMEOUT = 2.0
 # How long a test waits for what a running service does in the background.
 PATIENCE = 10.0
-
-sign = KEY.sign
-
 
 a_user = KEY.user  # a new customer, with the roles it is given besides
 
@@ -245,20 +242,22 @@ class Bench:
             await uow.dispose()
 
 
-def make_bench(url: str) -> Bench:
+@asynccontextmanager
+async def bench_on(url: str) -> AsyncIterator[Bench]:
+    """A bench over the database at ``url`` (migrated), closed when the block ends."""
     uow = UnitOfWork(url, source="notifications")
     parts = application.Parts(SqlMessages(), JinjaTemplates(), _nothing)
-    bus = InMemoryBus(subscriptions(parts), uow)
-    return Bench(url, uow, Clock(), bus)
-
-
-@pytest.fixture
-async def bench(migrated: str) -> AsyncIterator[Bench]:
-    made = make_bench(migrated)
+    made = Bench(url, uow, Clock(), InMemoryBus(subscriptions(parts), uow))
     try:
         yield made
     finally:
         await made.close()
+
+
+@pytest.fixture
+async def bench(migrated: str) -> AsyncIterator[Bench]:
+    async with bench_on(migrated) as made:
+        yield made
 
 
 def act(url: str, action: Callable[[Bench], Awaitable[object]]) -> None:
@@ -266,10 +265,7 @@ def act(url: str, action: Callable[[Bench], Awaitable[object]]) -> None:
     under ``TestClient`` keeps its own loop, so the bench needs one of its own)."""
 
     async def run() -> None:
-        made = make_bench(url)
-        try:
+        async with bench_on(url) as made:
             await action(made)
-        finally:
-            await made.close()
 
     asyncio.run(run())

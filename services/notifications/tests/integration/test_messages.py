@@ -10,7 +10,7 @@ import pytest
 from agora_tools.testing import User
 from notifications.domain import InvalidEvent, Kind, Status
 
-from .conftest import Bench, a_user, an_order, make_bench
+from .conftest import Bench, a_user, an_order, bench_on
 
 
 async def test_a_new_user_gets_a_welcome(bench: Bench) -> None:
@@ -85,16 +85,13 @@ async def test_a_second_event_about_the_same_order_makes_no_second_message(bench
 async def test_two_replicas_handling_events_about_one_order_at_once_make_one_message(
     bench: Bench,
 ) -> None:
-    other = make_bench(bench.url)
     ada = a_user()
     orders = [an_order() for _ in range(5)]
-    try:
+    async with bench_on(bench.url) as other:
         await asyncio.gather(
             *(bench.confirm(order_id, ada) for order_id in orders),
             *(other.cancel(order_id, ada, reason="stock_timeout") for order_id in orders),
         )
-    finally:
-        await other.close()
 
     mailbox = await bench.mailbox(ada)
     assert sorted(m.order_id or "" for m in mailbox) == sorted(orders)

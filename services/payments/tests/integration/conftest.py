@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -189,7 +190,10 @@ def held(ledger: Ledger) -> int:
     return held
 
 
-def make_bench(url: str) -> Bench:
+@asynccontextmanager
+async def bench_on(url: str) -> AsyncIterator[Bench]:
+    """A bench over the database at ``url`` (migrated), its connections closed when the block
+    ends."""
     uow = UnitOfWork(url, source="payments")
     clock = Clock()
     processor = SimulatedProcessor(uow, hang=2 * PROCESSOR_DEADLINE)
@@ -204,16 +208,16 @@ def make_bench(url: str) -> Bench:
         SqlPayments(), Deadline(processor, PROCESSOR_DEADLINE), lambda: wakes.append("wake")
     )
     bus = InMemoryBus(subscriptions(parts), uow)
-    return Bench(uow, processor, worker, bus, clock, wakes)
+    try:
+        yield Bench(uow, processor, worker, bus, clock, wakes)
+    finally:
+        await uow.dispose()
 
 
 @pytest.fixture
 async def bench(migrated: str) -> AsyncIterator[Bench]:
-    made = make_bench(migrated)
-    try:
+    async with bench_on(migrated) as made:
         yield made
-    finally:
-        await made.uow.dispose()
 
 
 def an_order() -> str:
@@ -236,8 +240,7 @@ def seed(url: str, *payments: Seeded) -> None:
     commands = {"capture": CapturePayment, "void": VoidPayment, "refund": RefundPayment}
 
     async def run() -> None:
-        made = make_bench(url)
-        try:
+        async with bench_on(url) as made:
             for payment in payments:
                 await made.authorize(
                     payment.order_id, payment.card, amount=payment.amount, user_id=payment.user.id
@@ -246,7 +249,5 @@ def seed(url: str, *payments: Seeded) -> None:
                 for step in payment.then:
                     await made.send(commands[step](order_id=payment.order_id))
                     await made.settle()
-        finally:
-            await made.uow.dispose()
 
     asyncio.run(run())

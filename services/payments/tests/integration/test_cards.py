@@ -15,7 +15,7 @@ from agora.db import sqlite_path
 from agora_tools.testing import PROBLEM, User
 from contracts.payments import AuthorizePayment, CapturePayment
 
-from .conftest import APPROVED, a_user, an_order, app_for, make_bench, settings_for
+from .conftest import APPROVED, a_user, an_order, app_for, bench_on, settings_for
 
 
 def test_a_logged_in_user_gets_a_token_the_brand_and_the_last_four(
@@ -161,11 +161,8 @@ def test_the_card_number_is_nowhere_after_a_payment(
 
 
 async def _send(url: str, command: Any) -> None:
-    bench = make_bench(url)
-    try:
+    async with bench_on(url) as bench:
         await bench.send(command)
-    finally:
-        await bench.uow.dispose()
 
 
 def _wait_for_status(client: TestClient, user: User, order_id: str, status: str) -> Any:
