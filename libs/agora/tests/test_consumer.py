@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -192,6 +192,17 @@ async def count_applied(uow: UnitOfWork) -> dict[str, int]:
     return await uow.query(applications)
 
 
+async def applied_once(uow: UnitOfWork, events: Iterable[CloudEvent], what: str) -> None:
+    """Wait until each of ``events``, and no other, has been applied exactly once; fail saying
+    ``what`` did not happen."""
+    expected = {event.id: 1 for event in events}
+
+    async def all_once() -> bool:
+        return await count_applied(uow) == expected
+
+    await eventually(all_once, what)
+
+
 def cli(*args: str) -> Awaitable[Any]:
     """Run `agora ...` off the event loop (the command runs one of its own)."""
     return asyncio.to_thread(CliRunner().invoke, app, list(args))
@@ -251,8 +262,7 @@ async def test_a_consumer_starts_before_its_publisher_ever_ran_as_one_durable_fo
     broker: Broker, uow: UnitOfWork
 ) -> None:
     service = new_service()
-    consumers = noting(service, uow, broker, ack_wait=7.0)
-    async with running(consumers):
+    async with running(noting(service, uow, broker, ack_wait=7.0)):
 
         async def durable_exists() -> bool:
             try:
@@ -264,19 +274,13 @@ async def test_a_consumer_starts_before_its_publisher_ever_ran_as_one_durable_fo
         await eventually(durable_exists, "the durable consumer was never made")
         info = await broker.js.consumer_info(stream_name(PUBLISHER), f"{service}__note_applied")
         event = await publish(broker, "first")
-        await eventually(
-            lambda: _equals(count_applied(uow), {event.id: 1}), "the event was not applied"
-        )
+        await applied_once(uow, [event], "the event was not applied")
     assert info.config.durable_name == f"{service}__note_applied"
     assert info.config.filter_subject == SUBJECT
     assert info.config.ack_policy == AckPolicy.EXPLICIT
     assert info.config.deliver_policy == DeliverPolicy.ALL
     assert info.config.ack_wait == 7.0
     assert info.config.max_deliver == 3 + DEAD_LETTER_SLACK
-
-
-async def _equals(value: Awaitable[object], expected: object) -> bool:
-    return await value == expected
 
 
 async def test_each_event_is_applied_once_even_when_the_broker_delivers_it_twice(
@@ -286,8 +290,7 @@ async def test_each_event_is_applied_once_even_when_the_broker_delivers_it_twice
     events = [await publish(broker, f"note {n}") for n in range(20)]
     # The same event again under another message id: the broker takes it as a new message.
     await publish(broker, "", event=events[0], msg_id=f"{events[0].id}:again")
-    consumers = noting(service, uow, broker)
-    async with running(consumers):
+    async with running(noting(service, uow, broker)):
 
         async def all_seen() -> bool:
             return consumed(service, "handled") + consumed(service, "duplicate") >= 21
@@ -310,8 +313,7 @@ async def test_a_consumer_that_dies_between_its_commit_and_its_ack_skips_the_red
             raise RuntimeError("the process dies here, before the ack")
 
     event = await publish(broker, "crash")
-    consumers = noting(service, uow, broker, after_commit=crash_once, ack_wait=1.0)
-    async with running(consumers):
+    async with running(noting(service, uow, broker, after_commit=crash_once, ack_wait=1.0)):
 
         async def redelivered_and_skipped() -> bool:
             return consumed(service, "duplicate") >= 1
@@ -370,8 +372,7 @@ async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay
 ) -> None:
     service = new_service()
     flaky = Flaky()
-    consumers = noting(service, uow, broker, recorder(fails=flaky))
-    async with running(consumers):
+    async with running(noting(service, uow, broker, recorder(fails=flaky))):
         poison = await publish(broker, "poison")
         behind = [await publish(broker, f"note {n}") for n in range(50)]
 
@@ -379,10 +380,7 @@ async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay
             return any(letter.id == poison.id for letter in await listed_dead(broker))
 
         await eventually(dead_lettered, "the failing event never reached the dead letters")
-        await eventually(
-            lambda: _equals(count_applied(uow), {event.id: 1 for event in behind}),
-            "the events behind the failing one did not all flow",
-        )
+        await applied_once(uow, behind, "the events behind the failing one did not all flow")
         assert flaky.attempts.count("poison") == 3
 
         result = await cli("events", "dead", "--nats-url", nats_server.url, "--json")
@@ -402,10 +400,7 @@ async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay
         said = " ".join(result.stdout.split())  # the console wraps long lines
         assert f"Replayed event {poison.id} to {SUBJECT}" in said
 
-        await eventually(
-            lambda: _equals(count_applied(uow), {e.id: 1 for e in [poison, *behind]}),
-            "the replayed event was not applied",
-        )
+        await applied_once(uow, [poison, *behind], "the replayed event was not applied")
         result = await cli("events", "dead", "--nats-url", nats_server.url, "--json")
     assert poison.id not in [entry["id"] for entry in json.loads(result.stdout)]
     assert consumed(service, "failed") == 2
@@ -422,18 +417,14 @@ async def test_a_message_that_is_no_valid_event_is_dead_lettered_at_once_and_the
     wrong = CloudEvent(source=PUBLISHER, type=Noted.type, data={"text": "no note field"})
     await publish(broker, "", event=wrong)
     good = [await publish(broker, f"note {n}") for n in range(5)]
-    consumers = noting(service, uow, broker)
-    async with running(consumers):
+    async with running(noting(service, uow, broker)):
 
         async def both_dead() -> bool:
             ids = {letter.id for letter in await listed_dead(broker)}
             return {"garbage-1", wrong.id} <= ids
 
         await eventually(both_dead, "the bad messages were not dead-lettered")
-        await eventually(
-            lambda: _equals(count_applied(uow), {event.id: 1 for event in good}),
-            "the good events were not applied",
-        )
+        await applied_once(uow, good, "the good events were not applied")
     letters = {letter.id: letter for letter in await listed_dead(broker)}
     assert letters["garbage-1"].delivered == 1
     assert letters["garbage-1"].payload == b"not json"
@@ -492,13 +483,9 @@ async def test_consumers_carry_on_after_the_broker_restarts(
     broker: Broker, uow: UnitOfWork, nats_server: NatsServer
 ) -> None:
     service = new_service()
-    consumers = noting(service, uow, broker)
-    async with running(consumers):
+    async with running(noting(service, uow, broker)):
         before = [await publish(broker, f"before {n}") for n in range(10)]
-        await eventually(
-            lambda: _equals(count_applied(uow), {e.id: 1 for e in before}),
-            "the events before the restart were not applied",
-        )
+        await applied_once(uow, before, "the events before the restart were not applied")
         await asyncio.to_thread(nats_server.stop)
         await asyncio.to_thread(nats_server.start)
 
@@ -507,10 +494,7 @@ async def test_consumers_carry_on_after_the_broker_restarts(
 
         await eventually(reconnected, "the broker connection did not come back")
         after = [await publish(broker, f"after {n}") for n in range(10)]
-        await eventually(
-            lambda: _equals(count_applied(uow), {e.id: 1 for e in [*before, *after]}),
-            "the events after the restart were not applied",
-        )
+        await applied_once(uow, [*before, *after], "the events after the restart were not applied")
 
 
 async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
@@ -525,11 +509,8 @@ async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
         propagate.inject(carrier)
     event = await publish(broker, "traced", headers=carrier)
     service = new_service()
-    consumers = noting(service, uow, broker, tracer_provider=provider)
-    async with running(consumers):
-        await eventually(
-            lambda: _equals(count_applied(uow), {event.id: 1}), "the event was not applied"
-        )
+    async with running(noting(service, uow, broker, tracer_provider=provider)):
+        await applied_once(uow, [event], "the event was not applied")
     (span,) = [s for s in spans.get_finished_spans() if s.name == f"{SUBJECT} process"]
     assert span.kind == SpanKind.CONSUMER
     assert span.parent is not None
