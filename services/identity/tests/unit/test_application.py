@@ -93,6 +93,20 @@ async def ada_signed_up(uow: UnitOfWork, parts: Parts) -> User:
     return await register(uow, parts, Register("ada@example.com", PASSWORD))
 
 
+async def ada_signed_up_and_throttled(uow: UnitOfWork) -> tuple[Parts, Pauses]:
+    """Ada's account signed up on parts whose login throttle records its pauses instead of
+    sleeping them."""
+    pauses = Pauses()
+    parts = make_parts(CountingPasswords(), sleep=pauses)
+    await ada_signed_up(uow, parts)
+    return parts, pauses
+
+
+def ada_from(client: str, password: str = PASSWORD) -> LogIn:
+    """Ada's login (or a guess at her password) sent from the address ``client``."""
+    return LogIn("ada@example.com", password, client)
+
+
 class Pauses(list[float]):
     """A sleep that only writes down how long it was asked to wait."""
 
@@ -243,14 +257,11 @@ async def test_a_login_flood_is_refused_with_hashing_busy_and_checks_no_more_at_
         passwords, hashing=HashingGate(at_once=2, waiting=1, retry_after=timedelta(seconds=1))
     )
     await ada_signed_up(uow, parts)
-    flood = [
-        asyncio.create_task(log_in(uow, parts, LogIn("ada@example.com", PASSWORD, f"10.0.0.{n}")))
-        for n in range(3)
-    ]
+    flood = [asyncio.create_task(log_in(uow, parts, ada_from(f"10.0.0.{n}"))) for n in range(3)]
     await until(lambda: passwords.running == 2)
 
     with pytest.raises(HashingBusy):
-        await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "10.0.0.9"))
+        await log_in(uow, parts, ada_from("10.0.0.9"))
     with pytest.raises(HashingBusy):
         await register(uow, parts, Register("bob@example.com", PASSWORD))
 
@@ -258,7 +269,7 @@ async def test_a_login_flood_is_refused_with_hashing_busy_and_checks_no_more_at_
     tokens = await asyncio.gather(*flood)
     assert all(token.access_token for token in tokens)
     assert passwords.most_at_once == 2
-    assert await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "10.0.0.9")), (
+    assert await log_in(uow, parts, ada_from("10.0.0.9")), (
         "the refused login was not counted as a failure"
     )
 
@@ -269,19 +280,17 @@ async def test_a_login_flood_is_refused_with_hashing_busy_and_checks_no_more_at_
 async def test_the_right_password_from_a_clean_client_logs_in_while_an_attacker_hammers_the_account(
     uow: UnitOfWork,
 ) -> None:
-    pauses = Pauses()
-    parts = make_parts(CountingPasswords(), sleep=pauses)
-    await ada_signed_up(uow, parts)
+    parts, pauses = await ada_signed_up_and_throttled(uow)
 
     for attempt in range(40):
         try:
-            await log_in(uow, parts, LogIn("ada@example.com", "guess guess guess", "203.0.113.7"))
+            await log_in(uow, parts, ada_from("203.0.113.7", "guess guess guess"))
         except LoginLocked:
             assert attempt >= 5
         except InvalidCredentials:
             assert attempt < 5
 
-    token = await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "198.51.100.2"))
+    token = await log_in(uow, parts, ada_from("198.51.100.2"))
 
     assert token.access_token
     assert pauses == [], "a single client's failures never slow the account down"
@@ -290,16 +299,12 @@ async def test_the_right_password_from_a_clean_client_logs_in_while_an_attacker_
 async def test_guessing_from_many_addresses_slows_the_account_down_but_never_locks_its_owner_out(
     uow: UnitOfWork,
 ) -> None:
-    pauses = Pauses()
-    parts = make_parts(CountingPasswords(), sleep=pauses)
-    await ada_signed_up(uow, parts)
+    parts, pauses = await ada_signed_up_and_throttled(uow)
 
     for address in range(30):
         with pytest.raises(InvalidCredentials):
-            await log_in(
-                uow, parts, LogIn("ada@example.com", "guess guess guess", f"10.1.0.{address}")
-            )
-    token = await log_in(uow, parts, LogIn("ada@example.com", PASSWORD, "198.51.100.2"))
+            await log_in(uow, parts, ada_from(f"10.1.0.{address}", "guess guess guess"))
+    token = await log_in(uow, parts, ada_from("198.51.100.2"))
 
     assert token.access_token
     assert pauses[0] == pytest.approx(0.2)
