@@ -57,6 +57,8 @@ from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing
 from agora_tools.testing import NatsServer
 
+from procstat import cpu_seconds, machine_cpu_seconds
+
 THROUGHPUT_TARGET = 2000.0  # events/s
 P99_TARGET_MS = 50.0  # at the offered rate below
 AGGREGATES = 1000
@@ -161,26 +163,6 @@ async def subscribe(nats_url: str, database: Path) -> None:
 
 
 # The publisher process (this one), which also measures
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time a process has used so far (Linux's /proc; None elsewhere)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def machine_cpu_seconds() -> float | None:
-    """CPU time all processes of the machine have used so far (Linux's /proc; None elsewhere)."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
