@@ -27,6 +27,23 @@ from .conftest import (
 )
 
 
+async def paid_with(bench: Bench, card: str = APPROVED, *, amount: int = 4990) -> str:
+    """A new order whose payment was asked for with ``card`` and answered (the worker has run
+    once): the order's id."""
+    order_id = an_order()
+    await bench.authorize(order_id, card, amount=amount)
+    await bench.work()
+    return order_id
+
+
+async def captured(bench: Bench, *, amount: int = 4990) -> str:
+    """A new order whose payment is authorized and captured: the order's id."""
+    order_id = await paid_with(bench, amount=amount)
+    await bench.send(CapturePayment(order_id=order_id))
+    await bench.work()
+    return order_id
+
+
 async def test_an_approved_card_is_authorized_and_the_amount_held(bench: Bench) -> None:
     order_id = an_order()
 
@@ -61,10 +78,7 @@ async def test_an_approved_card_is_authorized_and_the_amount_held(bench: Bench) 
 async def test_a_refused_card_is_declined_with_its_reason_and_nothing_held(
     bench: Bench, card: str, reason: str
 ) -> None:
-    order_id = an_order()
-
-    await bench.authorize(order_id, card)
-    await bench.work()
+    order_id = await paid_with(bench, card)
 
     (event,) = await bench.events(order_id)
     assert event.type == "payments.PaymentDeclined.v1"
@@ -81,10 +95,7 @@ async def test_a_refused_card_is_declined_with_its_reason_and_nothing_held(
 async def test_a_processor_without_an_answer_fails_the_payment_and_may_be_asked_again(
     bench: Bench, card: str, reason: str
 ) -> None:
-    order_id = an_order()
-
-    await bench.authorize(order_id, card)
-    await bench.work()
+    order_id = await paid_with(bench, card)
     await bench.authorize(order_id, card)  # the checkout tries again
     await bench.work()
 
@@ -116,9 +127,7 @@ async def test_asking_again_for_an_answered_authorization_answers_the_same(
 
 
 async def test_capture_charges_once_however_often_it_is_asked(bench: Bench) -> None:
-    order_id = an_order()
-    await bench.authorize(order_id, APPROVED, amount=1500)
-    await bench.work()
+    order_id = await paid_with(bench, amount=1500)
 
     await bench.send(CapturePayment(order_id=order_id))
     await bench.send(CapturePayment(order_id=order_id))
@@ -144,9 +153,7 @@ async def test_capture_charges_once_however_often_it_is_asked(bench: Bench) -> N
 
 
 async def test_a_void_releases_the_hold(bench: Bench) -> None:
-    order_id = an_order()
-    await bench.authorize(order_id, APPROVED)
-    await bench.work()
+    order_id = await paid_with(bench)
 
     await bench.send(VoidPayment(order_id=order_id))
     await bench.work()
@@ -222,11 +229,7 @@ async def test_a_void_while_the_authorization_is_under_way_releases_what_it_held
 
 
 async def test_a_captured_payment_is_not_voided(bench: Bench) -> None:
-    order_id = an_order()
-    await bench.authorize(order_id, APPROVED)
-    await bench.work()
-    await bench.send(CapturePayment(order_id=order_id))
-    await bench.work()
+    order_id = await captured(bench)
 
     await bench.send(VoidPayment(order_id=order_id))
     await bench.settle()
@@ -236,11 +239,7 @@ async def test_a_captured_payment_is_not_voided(bench: Bench) -> None:
 
 
 async def test_a_refund_gives_back_what_was_captured_once(bench: Bench) -> None:
-    order_id = an_order()
-    await bench.authorize(order_id, APPROVED, amount=2500)
-    await bench.work()
-    await bench.send(CapturePayment(order_id=order_id))
-    await bench.work()
+    order_id = await captured(bench, amount=2500)
 
     await bench.send(RefundPayment(order_id=order_id))
     await bench.work()
@@ -383,10 +382,7 @@ class Flaky:
 
 async def test_a_failed_authorization_asked_for_again_can_succeed(bench: Bench) -> None:
     bench.worker.steps.processor = Flaky(bench.processor, 1, "authorize")
-    order_id = an_order()
-
-    await bench.authorize(order_id, APPROVED)
-    await bench.work()
+    order_id = await paid_with(bench)
     await bench.authorize(order_id, APPROVED)
     await bench.work()
 
@@ -399,12 +395,7 @@ async def test_a_failed_authorization_asked_for_again_can_succeed(bench: Bench) 
 async def test_a_step_after_the_decision_is_retried_until_the_processor_does_it(
     bench: Bench, step: str
 ) -> None:
-    order_id = an_order()
-    await bench.authorize(order_id, APPROVED)
-    await bench.work()
-    if step == "refund":
-        await bench.send(CapturePayment(order_id=order_id))
-        await bench.work()
+    order_id = await (captured(bench) if step == "refund" else paid_with(bench))
     bench.worker.steps.processor = Flaky(bench.processor, 3, step)
     command = {"capture": CapturePayment, "void": VoidPayment, "refund": RefundPayment}[step]
 
