@@ -6,21 +6,20 @@ from __future__ import annotations
 import json
 import select
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter, Request
 
 from agora.app import create_service_app
 from agora.server import server_config
 from agora.settings import ServiceSettings
-from agora_tools.testing import free_port
+from agora_tools.testing import free_port, uvicorn_thread
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -39,31 +38,15 @@ async def echo(request: Request) -> dict[str, int]:
     return {"header_bytes": sum(len(k) + len(v) for k, v in request.headers.items())}
 
 
+@dataclass(frozen=True)
 class Served:
     """A service app served by uvicorn as ``agora serve`` serves it, in a thread, on a free port."""
 
-    def __init__(self, settings: DemoSettings) -> None:
-        app = create_service_app(settings, title="Demo", routers=[router])
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = server_config(
-            app, host="127.0.0.1", port=self.port, max_header_bytes=settings.max_header_bytes
-        )
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+    port: int
 
-    def start(self) -> Served:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 Serve = Callable[[], Served]
@@ -71,17 +54,20 @@ Serve = Callable[[], Served]
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    started: list[Served] = []
+    with ExitStack() as servers:
 
-    def start() -> Served:
-        # The bound comes from the environment, as for a service that `agora serve` runs.
-        served = Served(DemoSettings(data_dir=tmp_path, log_level="warning")).start()
-        started.append(served)
-        return served
+        def start() -> Served:
+            # The bound comes from the environment, as for a service that `agora serve` runs.
+            settings = DemoSettings(data_dir=tmp_path, log_level="warning")
+            app = create_service_app(settings, title="Demo", routers=[router])
+            served = Served(free_port())
+            config = server_config(
+                app, host="127.0.0.1", port=served.port, max_header_bytes=settings.max_header_bytes
+            )
+            servers.enter_context(uvicorn_thread(config))
+            return served
 
-    yield start
-    for served in started:
-        served.stop()
+        yield start
 
 
 def answer_of(sock: socket.socket) -> bytes:

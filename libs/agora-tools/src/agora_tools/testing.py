@@ -36,6 +36,7 @@ from agora_tools.tokens import User as User
 from agora_tools.tokens import bearer as bearer
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi.testclient import TestClient
     from sqlalchemy import MetaData
     from sqlalchemy.orm import Session
@@ -383,6 +384,30 @@ def http_receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def uvicorn_thread(
+    config: uvicorn.Config, what: str = "the server", within: float = 30
+) -> Iterator[None]:
+    """Serve an app with uvicorn (``config``, as ``agora serve`` would make it) in a thread of its
+    own while the block runs, from the moment the server says it has started; fail naming
+    ``what`` when it has not within ``within`` seconds."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + within
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.01)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=within)
 
 
 def wait_restarted(
