@@ -1,7 +1,8 @@
-"""Helpers that services use in their own tests: free ports, throwaway PostgreSQL databases, and
-the rule for shared servers (skip with a reason on a machine without them; fail under CI); test
-brokers and HTTP receivers; and what every service's bad-input and listing tests share (the
-problem details type, bad bodies and paging, walking a listing's pages)."""
+"""Helpers that services use in their own tests: free ports, throwaway PostgreSQL databases read
+or changed from a synchronous test, and the rule for shared servers (skip with a reason on a
+machine without them; fail under CI); test brokers, HTTP receivers and apps served by uvicorn;
+and what every service's bad-input and listing tests share (the problem details type, bad bodies
+and paging, walking a listing's pages)."""
 
 from __future__ import annotations
 
