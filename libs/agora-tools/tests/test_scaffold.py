@@ -127,9 +127,9 @@ def _environment(copy: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "AGORA_TOPOLOGY"}}
     env.update(
         UV_PROJECT_ENVIRONMENT=str(copy / ".venv"),
-        # The repository's own environment was synced from the same uv.lock: every package is
-        # in uv's cache, so the copy needs no network.
-        UV_OFFLINE="1",
+        # Not offline: the repository's own sync put only this machine's wheels in uv's cache,
+        # and locking a new member resolves for every platform and Python the workspace
+        # supports, which needs the package index (as `agora new` does for a user).
         UV_PYTHON_DOWNLOADS="never",
         UV_PYTHON_PREFERENCE="only-system",
     )
