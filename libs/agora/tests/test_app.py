@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
 
-from agora.app import create_service_app
+from agora.app import ServiceDefinition, create_service_app
 from agora.settings import ServiceSettings
 
 
@@ -76,9 +76,9 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = DemoSettings(data_dir=tmp_path, max_body_bytes=1024)
     app = create_service_app(
         settings,
-        title="Demo",
-        routers=[router],
-        errors={NoteNotFound: 404, NoteLocked: 429, NoteHidden: 401},
+        ServiceDefinition(
+            "Demo", routers=[router], errors={NoteNotFound: 404, NoteLocked: 429, NoteHidden: 401}
+        ),
     )
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
@@ -202,7 +202,9 @@ def test_readiness_fails_when_a_check_fails(tmp_path: Path) -> None:
         raise ConnectionError("broker unreachable")
 
     app = create_service_app(
-        DemoSettings(data_dir=tmp_path), title="Demo", readiness={"broker": broker_down}
+        DemoSettings(data_dir=tmp_path),
+        ServiceDefinition("Demo"),
+        readiness={"broker": broker_down},
     )
     with TestClient(app) as test_client:
         answer = test_client.get("/readyz")

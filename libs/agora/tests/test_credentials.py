@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 
-from agora.app import Resources, create_service_app
+from agora.app import Resources, ServiceDefinition, create_service_app
 from agora.auth import OPERATOR_TOKEN_FILE, secrets_dir, service_credential, token_digest
 from agora.deps import CallingService, UserOrService
 from agora.secrets import secret_file
@@ -50,7 +50,7 @@ async def calling(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def stateless(tmp_path: Path, **values: Any) -> FastAPI:
     settings = settings_for(f"svc{uuid.uuid4().hex[:6]}", data_dir=tmp_path / "data", **values)
-    return create_service_app(settings, title="a service", use_database=False)
+    return create_service_app(settings, ServiceDefinition("a service"), use_database=False)
 
 
 # -- the operator's token on /internal/* ------------------------------------------------------
@@ -126,7 +126,9 @@ async def test_metrics_stay_open_on_a_services_own_port_for_prometheus(tmp_path:
 
 async def test_private_metrics_need_the_operators_token(tmp_path: Path) -> None:
     settings = settings_for("edge", data_dir=tmp_path, operator_token=OPERATOR)
-    app = create_service_app(settings, title="edge", use_database=False, private_metrics=True)
+    app = create_service_app(
+        settings, ServiceDefinition("edge"), use_database=False, private_metrics=True
+    )
     async with calling(app) as client:
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers=bearer(OPERATOR))).status_code == 200
@@ -157,7 +159,9 @@ def callee(tmp_path: Path) -> FastAPI:
         # Orders may call it so; the gateway's secret is known too, but not passed here.
         service_callers={"orders": token_digest(ORDERS_SECRET), "gateway": token_digest("gw")},
     )
-    return create_service_app(settings, title="catalogue", routers=[prices()], use_database=False)
+    return create_service_app(
+        settings, ServiceDefinition("catalogue", routers=[prices()]), use_database=False
+    )
 
 
 @pytest.mark.parametrize(
@@ -242,7 +246,9 @@ def caller(tmp_path: Path, url: str, **values: Any) -> FastAPI:
         reply = await resources.client.request("catalogue", "GET", "/prices")
         return {"status": reply.status}
 
-    return create_service_app(settings, title="orders", routers=[router], use_database=False)
+    return create_service_app(
+        settings, ServiceDefinition("orders", routers=[router]), use_database=False
+    )
 
 
 async def test_a_call_a_service_makes_on_nobodys_behalf_carries_its_own_credential(

@@ -30,7 +30,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from agora.app import create_service_app
+from agora.app import ServiceDefinition, create_service_app
 from agora.client import STOPPING_HEADER, BreakerState, ServiceClient
 from agora.db import UnitOfWork
 from agora.messaging import schema
@@ -70,7 +70,7 @@ SERVICE = textwrap.dedent(
 
     from fastapi import APIRouter
 
-    from agora.app import create_service_app
+    from agora.app import ServiceDefinition, create_service_app
     from agora.server import GracefulServer, server_config
     from agora.settings import ServiceSettings
 
@@ -99,7 +99,10 @@ SERVICE = textwrap.dedent(
 
     settings = DemoSettings()
     app = create_service_app(
-        settings, title="Demo", routers=[router], use_database=False, on_shutdown=[on_shutdown]
+        settings,
+        ServiceDefinition("Demo", routers=[router]),
+        use_database=False,
+        on_shutdown=[on_shutdown],
     )
     config = server_config(
         app,
@@ -271,7 +274,7 @@ def test_after_the_drain_a_stopping_replica_refuses_requests_untouched_with_a_st
     tmp_path: Path,
 ) -> None:
     app = create_service_app(
-        DemoSettings(data_dir=tmp_path, stop_drain=0), title="Demo", routers=[echo]
+        DemoSettings(data_dir=tmp_path, stop_drain=0), ServiceDefinition("Demo", routers=[echo])
     )
     with TestClient(app) as client:
         assert client.post("/orders").status_code == 200

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from agora.app import Resources, create_service_app
+from agora.app import Resources, ServiceDefinition, create_service_app
 from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.messaging import record, schema
@@ -82,7 +82,7 @@ def notes() -> APIRouter:
 
 def build(name: str, tmp_path: Path, **values: Any) -> FastAPI:
     settings = settings_for(name, data_dir=tmp_path, **values)
-    return create_service_app(settings, title=name, routers=[notes()])
+    return create_service_app(settings, ServiceDefinition(name, routers=[notes()]))
 
 
 @contextlib.asynccontextmanager
@@ -304,7 +304,7 @@ def ship(session: Session, order: str) -> None:
 
 async def test_a_service_without_a_database_has_no_outbox(tmp_path: Path) -> None:
     settings = settings_for(new_name(), data_dir=tmp_path)
-    app = create_service_app(settings, title="stateless", use_database=False)
+    app = create_service_app(settings, ServiceDefinition("stateless"), use_database=False)
     async with calling(app) as client:
         body = (await client.get("/internal/outbox")).json()
 

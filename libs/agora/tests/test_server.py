@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, Request
 
-from agora.app import create_service_app
+from agora.app import ServiceDefinition, create_service_app
 from agora.server import server_config
 from agora.settings import ServiceSettings
 from agora_tools.testing import free_port, uvicorn_thread
@@ -59,7 +59,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         def start() -> Served:
             # The bound comes from the environment, as for a service that `agora serve` runs.
             settings = DemoSettings(data_dir=tmp_path, log_level="warning")
-            app = create_service_app(settings, title="Demo", routers=[router])
+            app = create_service_app(settings, ServiceDefinition("Demo", routers=[router]))
             served = Served(free_port())
             config = server_config(
                 app, host="127.0.0.1", port=served.port, max_header_bytes=settings.max_header_bytes

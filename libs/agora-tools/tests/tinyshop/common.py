@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from fastapi import APIRouter, FastAPI
 
-from agora.app import create_service_app
+from agora.app import ServiceDefinition, create_service_app
 from agora.settings import ServiceSettings
 
 
@@ -36,7 +36,9 @@ def build(name: str) -> FastAPI:
         }
 
     # No database: the tiny services keep nothing (and so have no outbox for a relay to read).
-    return create_service_app(settings, title=f"tiny {name}", routers=[router], use_database=False)
+    return create_service_app(
+        settings, ServiceDefinition(f"tiny {name}", routers=[router]), use_database=False
+    )
 
 
 def record_migration(name: str) -> None:

@@ -154,13 +154,8 @@ class Migrate(Generic[S]):
 
 def create_service_app(
     settings: ServiceSettings,
-    definition: ServiceDefinition | None = None,
+    service: ServiceDefinition,
     *,
-    title: str = "",
-    description: str = "",
-    routers: Sequence[APIRouter] = (),
-    migrations: Path | None = None,
-    errors: Mapping[type[Exception], int] | None = None,
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
     readiness: Mapping[str, Check] | None = None,
@@ -170,12 +165,8 @@ def create_service_app(
     background: Sequence[Hook] = (),
     private_metrics: bool = False,
 ) -> FastAPI:
-    """Build a service's app from its ``definition``. Nothing connects until the app starts
-    (rule 8).
-
-    A small app that states its parts in this one place anyway (a test's) may give them one by
-    one instead of a definition: ``create_service_app(settings, title="Demo", routers=[demo])``
-    is ``create_service_app(settings, ServiceDefinition("Demo", routers=[demo]))``.
+    """Build the app of the ``service`` its definition describes. Nothing connects until the
+    app starts (rule 8).
 
     ``private_metrics`` puts ``/metrics`` behind the operator's token like ``/internal/*``: for
     the gateway, whose port is the public door. A service's port is inside the system, and its
@@ -189,15 +180,6 @@ def create_service_app(
     outside system): each runs for the app's life once messaging has started, is restarted after
     a pause when it fails, and is cancelled at shutdown.
     """
-    if definition is not None and (title or description or routers or errors or migrations):
-        raise TypeError("create_service_app takes a service's definition or its parts, not both")
-    service = definition or ServiceDefinition(
-        title=title,
-        description=description,
-        routers=routers,
-        errors=errors or {},
-        migrations=migrations,
-    )
     name = settings.service_name
     configure_logging(
         name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica
