@@ -85,6 +85,14 @@ def test_every_event_type_names_its_publisher_module_and_a_version() -> None:
             assert event.__module__ == f"contracts.{publisher}", event.type
 
 
+def test_an_events_class_is_named_for_its_type_and_a_later_version_says_its_number() -> None:
+    # OrderConfirmed is v1, OrderConfirmedV2 is v2 (ADR 38): the name tells the version apart.
+    for event in all_events():
+        parsed = parse_type(event.type)
+        version = "" if parsed.version == 1 else f"V{parsed.version}"
+        assert event.__name__ == f"{parsed.name}{version}", event.type
+
+
 def test_event_types_are_unique() -> None:
     types = [event.type for event in all_events()]
 
@@ -120,6 +128,7 @@ def test_the_registry_holds_the_events_services_publish_and_the_commands_they_ta
         "inventory.StockReserved.v1",
         "orders.OrderCancelled.v1",
         "orders.OrderConfirmed.v1",
+        "orders.OrderConfirmed.v2",
         "orders.OrderPlaced.v1",
         "payments.PaymentAuthorized.v1",
         "payments.PaymentCaptured.v1",
@@ -127,6 +136,9 @@ def test_the_registry_holds_the_events_services_publish_and_the_commands_they_ta
         "payments.PaymentFailed.v1",
         "payments.PaymentRefunded.v1",
         "payments.PaymentVoided.v1",
+        "shipping.ShipmentCreated.v1",
+        "shipping.ShipmentDelivered.v1",
+        "shipping.ShipmentDispatched.v1",
     ]
     assert by_kind["command"] == [
         "inventory.CommitStock.v1",

@@ -45,3 +45,10 @@ def test_a_service_publishes_its_own_events_and_sends_only_commands_of_others() 
         for subject in subjects.publishes:
             _, owner, kind, *_ = subject.split(".")
             assert (owner, kind) == (service, "events") or kind == "commands", subject
+
+
+def test_every_message_a_service_consumes_is_still_published_or_sent_by_one() -> None:
+    # An event's older version stays published while a service here consumes it (ADR 38).
+    sent = {subject for subjects in traffic().values() for subject in subjects.publishes}
+    for service, subjects in traffic().items():
+        assert set(subjects.consumes) <= sent, service

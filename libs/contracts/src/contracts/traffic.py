@@ -23,6 +23,8 @@ CONSUMES: dict[str, tuple[type[IntegrationEvent], ...]] = {
     "orders": (*inventory.EVENTS, *payments.EVENTS),
     "cart": (orders.OrderPlaced,),
     "notifications": (identity.UserRegistered, orders.OrderConfirmed, orders.OrderCancelled),
+    # A shipment per confirmed order, from the version that carries the address.
+    "shipping": (orders.OrderConfirmedV2,),
 }
 
 # The commands each service sends (the checkout saga's, from orders).
