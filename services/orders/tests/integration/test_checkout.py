@@ -28,9 +28,18 @@ from contracts.payments import (
     PaymentVoided,
 )
 
-from .conftest import TOTAL, Checkout
+from .conftest import ALICE, TOTAL, Checkout
 
 LINES = (StockLine(sku="KIT-WOK-32", quantity=2), StockLine(sku="COF-PRESS", quantity=1))
+# Where an order goes when it is not Ada's default address: with a second line, abroad.
+GRACE = {
+    "name": "Grace Hopper",
+    "line1": "1 Compiler Way",
+    "line2": "Building 2",
+    "city": "Arlington",
+    "postal_code": "22201",
+    "country": "US",
+}
 
 
 def reserved(order_id: str) -> StockReserved:
@@ -51,6 +60,10 @@ def authorized(order_id: str) -> PaymentAuthorized:
 
 def captured(order_id: str) -> PaymentCaptured:
     return PaymentCaptured(order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR")
+
+
+def committed(order_id: str) -> StockCommitted:
+    return StockCommitted(order_id=order_id, lines=LINES)
 
 
 # An answer of inventory's or payments', for the order of this id.
@@ -140,9 +153,45 @@ async def test_an_order_is_confirmed_once_its_capture_and_its_commit_are_acknowl
     final = await checkout.order(order["id"], alice)
     assert final["status"] == "CONFIRMED"
     assert final["reason"] is None
-    (confirmed,) = await checkout.sent()
-    assert confirmed.name == "OrderConfirmed"
+    confirmed, confirmed_v2 = await checkout.sent()
+    assert (confirmed.event.type, confirmed_v2.event.type) == (
+        "orders.OrderConfirmed.v1",
+        "orders.OrderConfirmed.v2",
+    )
     assert confirmed.event.data["total"] == TOTAL
+
+
+async def test_a_confirmed_order_is_announced_once_in_each_version_v2_with_where_it_goes(
+    checkout: Checkout, alice: Headers
+) -> None:
+    order = await checkout.place(alice, shipping_address=GRACE)
+    for answer in (reserved, authorized, captured, committed):
+        await checkout.answer(answer(order["id"]), order["id"])
+
+    sent = [message for message in await checkout.sent() if message.name == "OrderConfirmed"]
+    assert [message.event.type for message in sent] == [
+        "orders.OrderConfirmed.v1",
+        "orders.OrderConfirmed.v2",
+    ]
+    v1, v2 = (message.event for message in sent)
+    assert v1.data == {"order_id": order["id"], "user_id": ALICE, "total": TOTAL, "currency": "EUR"}
+    assert v2.data == {
+        **v1.data,
+        "lines": [
+            {
+                "sku": "KIT-WOK-32",
+                "name": "Carbon Steel Wok 32 cm",
+                "quantity": 2,
+                "unit_price": 5490,
+            },
+            {"sku": "COF-PRESS", "name": "French Press 1 L", "quantity": 1, "unit_price": 3490},
+        ],
+        "shipping_address": GRACE,
+    }
+    assert order["shipping_address"] == GRACE
+    # Two events about one order, each de-duplicated by the broker on its own id.
+    assert v1.subject == v2.subject == order["id"]
+    assert v1.id != v2.id
 
 
 async def test_out_of_stock_cancels_the_order_at_once(checkout: Checkout, alice: Headers) -> None:

@@ -1,7 +1,7 @@
 """Moving an order's checkout on: by an answer from inventory or payments, by a deadline that
 passed, or by the customer cancelling. Each is one transaction that stores the checkout's new
-state and records the commands it sends (and OrderConfirmed or OrderCancelled at its end) in the
-outbox; the deadline timer runs one such transaction per order that is due."""
+state and records the commands it sends (and OrderConfirmed, in each version, or OrderCancelled
+at its end) in the outbox; the deadline timer runs one such transaction per order that is due."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from contracts.inventory import (
     StockReleased,
     StockReserved,
 )
-from contracts.orders import OrderCancelled, OrderConfirmed
 from contracts.payments import (
     AuthorizePayment,
     CapturePayment,
@@ -39,6 +38,7 @@ from contracts.payments import (
     RefundPayment,
     VoidPayment,
 )
+from orders.application.events import order_cancelled, order_confirmed
 from orders.application.ports import Due, Orders, Parts, Viewer
 from orders.application.reading import visible
 from orders.domain import Checkout, Command, Commands, Order, Rules, Status
@@ -166,23 +166,10 @@ def advance(
     orders.save(session, moved)
     send(session, moved, commands)
     if order.status is Status.PENDING and moved.status is Status.CONFIRMED:
-        record(
-            session,
-            OrderConfirmed(
-                order_id=moved.id,
-                user_id=moved.user_id,
-                total=moved.total,
-                currency=moved.currency,
-            ),
-            aggregate=moved.id,
-        )
+        for confirmed in order_confirmed(moved):
+            record(session, confirmed, aggregate=moved.id)
     elif order.status is Status.PENDING and moved.status is Status.CANCELLED:
-        assert moved.reason is not None
-        record(
-            session,
-            OrderCancelled(order_id=moved.id, user_id=moved.user_id, reason=moved.reason.value),
-            aggregate=moved.id,
-        )
+        record(session, order_cancelled(moved), aggregate=moved.id)
     log.info(
         "checkout moved",
         order_id=moved.id,

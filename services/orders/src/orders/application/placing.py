@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.messaging.outbox import record
-from contracts.orders import OrderLine, OrderPlaced
 from orders.application.checkout import send
+from orders.application.events import order_placed
 from orders.application.ports import DuplicateOrder, Orders, Parts
 from orders.domain import (
     Address,
@@ -113,21 +113,7 @@ def record_order(session: Session, orders: Orders, order: Order, commands: Comma
     ``place_order`` looked: the unique (user, key) refuses the insert, so no second look is
     needed here."""
     orders.add(session, order)
-    record(
-        session,
-        OrderPlaced(
-            order_id=order.id,
-            user_id=order.user_id,
-            lines=tuple(
-                OrderLine(sku=x.sku, name=x.name, quantity=x.quantity, unit_price=x.unit_price)
-                for x in order.lines
-            ),
-            total=order.total,
-            currency=order.currency,
-            placed_at=order.placed_at,
-        ),
-        aggregate=order.id,
-    )
+    record(session, order_placed(order), aggregate=order.id)
     send(session, order, commands)
     return Placed(order, replayed=False)
 
