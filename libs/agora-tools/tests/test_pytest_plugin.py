@@ -4,11 +4,13 @@ test's own on each store, a clock the test moves, and the schema drift check."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -22,6 +24,7 @@ from agora_tools.pytest_plugin import (
     Clock,
     Gathering,
     SecondsClock,
+    Service,
     project_label,
     schema_drift_after_migrating,
 )
@@ -125,6 +128,129 @@ def test_a_conftest_that_names_its_service_gets_its_app_fixtures(
         """
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def settings_of(**values: Any) -> dict[str, Any]:
+    """Settings as a service's settings class takes them, kept as given."""
+    return values
+
+
+def test_the_standard_service_logs_warnings_on_its_database_with_the_tests_settings_besides(
+    tmp_path: Path,
+) -> None:
+    key = testing.SigningKey()
+    made: list[tuple[dict[str, Any], Any]] = []
+
+    def create_app(settings: dict[str, Any], *, verifier: Any) -> str:
+        made.append((settings, verifier))
+        return "the app"
+
+    service = Service.standard(settings_of, create_app, key, migrations=tmp_path, timeout=0.2)
+
+    assert service.settings_for("sqlite:///x.db", tmp_path, log_level="debug") == {
+        "database_url": "sqlite:///x.db",
+        "data_dir": tmp_path,
+        "log_level": "debug",
+        "timeout": 0.2,
+    }
+    assert service.settings_for("sqlite:///x.db", tmp_path)["log_level"] == "warning"
+    assert service.app_for({"database_url": "sqlite:///x.db"}) == "the app"
+    assert made[0][0] == {"database_url": "sqlite:///x.db"}
+    assert service.migrations == tmp_path
+
+
+async def test_the_standard_service_s_app_trusts_the_tokens_its_key_signs() -> None:
+    key = testing.SigningKey()
+    verifiers: list[Any] = []
+    service = Service.standard(settings_of, lambda _, verifier: verifiers.append(verifier), key)
+
+    service.app_for({})
+    principal = await verifiers[0].verify(key.sign(["customer"], sub="ada"))
+
+    assert principal.id == "ada"
+    with pytest.raises(InvalidToken):
+        await verifiers[0].verify(testing.SigningKey().sign(["customer"]))
+
+
+def test_a_conftest_with_a_key_and_migrations_gets_users_and_a_migrated_database(
+    pytester: pytest.Pytester,
+) -> None:
+    migrations(pytester.path)
+    pytester.makeconftest(
+        """
+        from pathlib import Path
+
+        import pytest
+
+        from agora_tools.pytest_plugin import Service
+        from agora_tools.testing import SigningKey
+
+        KEY = SigningKey()
+
+        @pytest.fixture(scope="session")
+        def service():
+            return Service(
+                lambda url, data_dir: url, lambda _: None, Path(__file__).parent / "migrations"
+            )
+
+        @pytest.fixture(scope="session")
+        def signing_key():
+            return KEY
+        """
+    )
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        import pytest
+        from sqlalchemy import text
+
+        from agora_tools.testing import read_from
+
+        from conftest import KEY
+
+        @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+        def test_migrated(migrated, database_url):
+            assert migrated == database_url
+            count = read_from(migrated, lambda s: s.scalar(text("select count(*) from things")))
+            assert count == 0
+
+        def test_users(admin, customer):
+            verify = KEY.verifier().verify
+            boss = asyncio.run(verify(admin.headers["Authorization"].removeprefix("Bearer ")))
+            shopper = asyncio.run(verify(customer.headers["Authorization"].removeprefix("Bearer ")))
+            assert (boss.id, boss.is_admin) == (admin.id, True)
+            assert (shopper.id, shopper.is_admin) == (customer.id, False)
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def problem(status: int, body_status: int, content_type: str = testing.PROBLEM) -> httpx.Response:
+    body = json.dumps({"title": "Refused", "status": body_status}).encode()
+    return httpx.Response(status, headers={"content-type": content_type}, content=body)
+
+
+def test_a_problem_of_its_status_is_a_problem_and_its_body_is_returned() -> None:
+    assert testing.assert_problem(problem(409, 409), 409) == {"title": "Refused", "status": 409}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [problem(400, 409), problem(409, 400), problem(409, 409, "application/json")],
+    ids=["another-status", "another-status-in-its-body", "plain-json"],
+)
+def test_anything_else_is_not_the_problem_asked_for(answer: httpx.Response) -> None:
+    with pytest.raises(AssertionError):
+        testing.assert_problem(answer, 409)
+
+
+def test_an_order_s_id_is_new_each_time() -> None:
+    first, second = testing.an_order(), testing.an_order()
+
+    assert first != second
+    assert first.startswith("order-")
+    assert len(first) == len("order-") + 12
 
 
 def test_the_clock_tells_the_real_time_until_it_is_moved() -> None:

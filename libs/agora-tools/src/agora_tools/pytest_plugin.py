@@ -28,12 +28,17 @@ heavy until a fixture asks for it.
 ``umask_022``
     The usual umask for the test, which lets everyone read new files, so that the modes a test
     sees (``agora_tools.testing.file_mode``) are the code's doing.
-``settings``, ``client``, ``shared``
+``settings``, ``client``, ``shared``, ``migrated``
     For a conftest that says how its service's app is made, as a :class:`Service` in the fixture
-    ``service`` (module scope or wider): the settings of an app on the test's ``database_url``;
-    that app, running, under a ``TestClient``; and one app on the module's database, for tests
-    that leave it as they found it. A conftest's own fixture of the same name takes the place of
-    the plugin's.
+    ``service`` (module scope or wider; :meth:`Service.standard` makes the usual one): the
+    settings of an app on the test's ``database_url``; that app, running, under a
+    ``TestClient``; one app on the module's database, for tests that leave it as they found it;
+    and the test's ``database_url`` with the service's migrations run on it. A conftest's own
+    fixture of the same name takes the place of the plugin's.
+``admin``, ``customer``
+    For a conftest that signs the tests' tokens with a key of its own, handed over in the
+    fixture ``signing_key`` (the key its app's verifier trusts): a new administrator and a new
+    customer (:class:`agora_tools.testing.User`) with tokens that key signed.
 
 :class:`SecondsClock` is the clock for code that counts time in seconds (``time.monotonic``).
 
@@ -62,6 +67,7 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData
 
     from agora_tools.testing import NatsServer
+    from agora_tools.tokens import SigningKey, User
 
 SettingsT = TypeVar("SettingsT")
 
@@ -217,10 +223,37 @@ def serving(app: Any) -> Iterator[TestClient]:
 @dataclass(frozen=True)
 class Service(Generic[SettingsT]):
     """How a service's tests make its app: its settings for a database and a data directory
-    (``settings_for``), and its app for those settings (``app_for``, with the test's fakes)."""
+    (``settings_for``, which may take settings of the test's besides), its app for those
+    settings (``app_for``, with the test's fakes), and where its migrations are (for the
+    ``migrated`` fixture)."""
 
-    settings_for: Callable[[str, Path], SettingsT]
+    settings_for: Callable[..., SettingsT]
     app_for: Callable[[SettingsT], Any]
+    migrations: Path | None = None
+
+    @classmethod
+    def standard(
+        cls,
+        settings_type: Callable[..., SettingsT],
+        create_app: Callable[..., Any],
+        key: SigningKey,
+        *,
+        migrations: Path | None = None,
+        **defaults: Any,
+    ) -> Service[SettingsT]:
+        """The usual way: settings of ``settings_type`` on the database and in the data
+        directory, logging only warnings, with the service's ``defaults`` and then the test's
+        own (``settings_for(url, data_dir, log_level="debug")``); the app is
+        ``create_app(settings, verifier=...)``, trusting the tokens ``key`` signs."""
+
+        def settings_for(database_url: str, data_dir: Path, **overrides: Any) -> SettingsT:
+            values = {"database_url": database_url, "data_dir": data_dir, "log_level": "warning"}
+            return settings_type(**(values | defaults | overrides))
+
+        def app_for(settings: SettingsT) -> Any:
+            return create_app(settings, verifier=key.verifier())
+
+        return cls(settings_for, app_for, migrations)
 
     def serving(self, settings: SettingsT) -> AbstractContextManager[TestClient]:
         """The app for ``settings``, running (see :func:`serving`)."""
@@ -247,6 +280,29 @@ def shared(
     another did to it."""
     with service.serving(service.settings_for(module_database_url, module_data_dir)) as app:
         yield app
+
+
+@pytest.fixture
+def migrated(service: Service[Any], database_url: str) -> str:
+    """The test's ``database_url``, its database migrated by the service's migrations."""
+    from agora.migrations import upgrade
+
+    if service.migrations is None:
+        raise pytest.UsageError("migrated needs the migrations of the conftest's Service")
+    upgrade(database_url, service.migrations)
+    return database_url
+
+
+@pytest.fixture
+def admin(signing_key: SigningKey) -> User:
+    """A new administrator (a customer too), with a token ``signing_key`` signed."""
+    return signing_key.user("admin")
+
+
+@pytest.fixture
+def customer(signing_key: SigningKey) -> User:
+    """A new customer, with a token ``signing_key`` signed."""
+    return signing_key.user()
 
 
 def schema_drift_after_migrating(

@@ -1,8 +1,8 @@
-"""Helpers that services use in their own tests: free ports, throwaway PostgreSQL databases read
-or changed from a synchronous test, and the rule for shared servers (skip with a reason on a
-machine without them; fail under CI); test brokers, HTTP receivers and apps served by uvicorn;
-and what every service's bad-input and listing tests share (the problem details type, bad bodies
-and paging, walking a listing's pages)."""
+"""Helpers that services use in their own tests: free ports and the throwaway stores on the
+shared servers (a database or a Redis prefix of the test's own, read or changed from a
+synchronous test); test brokers, HTTP receivers and apps served by uvicorn; and what every
+service's tests share (a refusal's problem details, bad bodies and paging, walking a listing's
+pages, an order's id)."""
 
 from __future__ import annotations
 
@@ -20,29 +20,45 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from agora.errors import PROBLEM_JSON
-from agora.messaging.envelope import CloudEvent
 
-# The messaging helpers and the access tokens live in modules of their own; tests import every
-# helper from here.
+# The messaging helpers, the access tokens and the stores live in modules of their own; tests
+# import every helper from here.
 from agora.messaging.testing import Delivery as Delivery
 from agora.messaging.testing import InMemoryBus as InMemoryBus
 from agora.messaging.testing import collect_events as collect_events
 from agora.messaging.testing import wait_for_event as wait_for_event
+from agora_tools.testing_stores import POSTGRES_HOST as POSTGRES_HOST
+from agora_tools.testing_stores import POSTGRES_PORT as POSTGRES_PORT
+from agora_tools.testing_stores import POSTGRES_USER as POSTGRES_USER
+from agora_tools.testing_stores import REDIS_HOST as REDIS_HOST
+from agora_tools.testing_stores import REDIS_PORT as REDIS_PORT
+from agora_tools.testing_stores import REDIS_URL as REDIS_URL
+from agora_tools.testing_stores import STORES as STORES
+from agora_tools.testing_stores import database as database
+from agora_tools.testing_stores import on_sqlite as on_sqlite
+from agora_tools.testing_stores import outbox_events as outbox_events
+from agora_tools.testing_stores import postgres_database as postgres_database
+from agora_tools.testing_stores import postgres_url as postgres_url
+from agora_tools.testing_stores import reachable as reachable
+from agora_tools.testing_stores import read_from as read_from
+from agora_tools.testing_stores import redis_prefix as redis_prefix
+from agora_tools.testing_stores import require_server as require_server
+from agora_tools.testing_stores import schema_drift as schema_drift
+from agora_tools.testing_stores import skip_or_fail as skip_or_fail
+from agora_tools.testing_stores import write_to as write_to
 from agora_tools.tokens import BAD_TOKENS as BAD_TOKENS
 from agora_tools.tokens import SigningKey as SigningKey
 from agora_tools.tokens import User as User
 from agora_tools.tokens import bearer as bearer
 
 if TYPE_CHECKING:
+    import httpx
     import uvicorn
     from fastapi.testclient import TestClient
-    from sqlalchemy import MetaData
-    from sqlalchemy.orm import Session
 
-    from agora.db import UnitOfWork
     from agora.messaging.broker import Broker
     from agora_tools.harness import RunningSystem
 
@@ -51,11 +67,20 @@ PROBLEM = PROBLEM_JSON
 # A request's headers, as the tests hand them to a client.
 Headers = dict[str, str]
 
-T = TypeVar("T")
 
-POSTGRES_HOST = os.environ.get("AGORA_TEST_POSTGRES_HOST", "127.0.0.1")
-POSTGRES_PORT = int(os.environ.get("AGORA_TEST_POSTGRES_PORT", "5432"))
-POSTGRES_USER = os.environ.get("AGORA_TEST_POSTGRES_USER", "postgres")
+def assert_problem(answer: httpx.Response, status: int) -> dict[str, Any]:
+    """``answer`` is a refusal: a problem details document (:data:`PROBLEM`) of ``status``, in
+    its status code and in its body. The body, for what the test checks besides."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = answer.json()
+    assert body["status"] == status
+    return body
+
+
+def an_order() -> str:
+    """A new order's id, as the checkout's commands and events carry it."""
+    return f"order-{uuid.uuid4().hex[:12]}"
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20) -> None:
@@ -83,29 +108,6 @@ def file_mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the calling test, saying why; under CI, which must run every test, fail instead."""
-    import pytest
-
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason}, and CI must run every test", pytrace=False)
-    pytest.skip(reason)
-
-
-def require_server(host: str, port: int, what: str) -> None:
-    """Skip the calling test when ``what`` is not running, saying why; under CI, fail instead."""
-    if not reachable(host, port):
-        skip_or_fail(f"{what} is not reachable on {host}:{port}")
-
-
 def why_no_debian_packages(what: str) -> str | None:
     """Why ``what`` (Debian packages a test installs) cannot be installed here, or None."""
     if os.geteuid() != 0:
@@ -128,166 +130,6 @@ def install_debian_packages(packages: Collection[str]) -> None:
     # The package lists may be older than the archive: refresh them once and try again.
     subprocess.run(["apt-get", "update"], env=environment, check=True)  # noqa: S607 (apt-get from PATH)
     subprocess.run(install, env=environment, check=True)  # noqa: S603 (fixed argv)
-
-
-def postgres_url(database: str) -> str:
-    return f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}"
-
-
-async def _admin(statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(
-        host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, database="postgres"
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextmanager
-def postgres_database(label: str) -> Iterator[str]:
-    """A fresh database of the test's own on the shared server, dropped afterwards.
-
-    Its name carries a random part, so parallel or repeated runs never collide, and the shared
-    server's other databases are never touched.
-    """
-    require_server(POSTGRES_HOST, POSTGRES_PORT, "PostgreSQL")
-    name = f"agora_test_{label}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield postgres_url(name)
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-
-
-@contextmanager
-def redis_prefix(label: str) -> Iterator[str]:
-    """A key prefix of the test's own on the shared Redis; its keys are deleted afterwards.
-
-    Only keys under that prefix are touched: the shared server's other keys are never read,
-    changed or flushed.
-    """
-    require_server(REDIS_HOST, REDIS_PORT, "Redis")
-    import redis
-
-    prefix = f"agora-test:{label}:{uuid.uuid4().hex[:10]}:"
-    try:
-        yield prefix
-    finally:
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-
-# The stores every database test runs on: `@pytest.fixture(params=STORES)`.
-STORES = ("sqlite", "postgresql")
-
-
-@contextmanager
-def database(store: str, label: str, directory: Path) -> Iterator[str]:
-    """A database of the test's own: a SQLite file in ``directory``, or a fresh PostgreSQL
-    database (see :func:`postgres_database`)."""
-    if store == "sqlite":
-        yield f"sqlite:///{directory / 'data' / f'{label}.db'}"
-        return
-    if store != "postgresql":
-        raise ValueError(f"unknown store {store!r}")
-    with postgres_database(label) as url:
-        yield url
-
-
-def on_sqlite(data_dir: Path, name: str) -> dict[str, Any]:
-    """The settings of a service ``name`` whose database is a SQLite file in ``data_dir``, logging
-    only warnings: ``CatalogSettings(**on_sqlite(tmp_path, "catalog"))``."""
-    return {
-        "database_url": f"sqlite:///{data_dir / f'{name}.db'}",
-        "data_dir": data_dir,
-        "log_level": "warning",
-    }
-
-
-def read_from(database_url: str, read: Callable[[Session], T]) -> T:
-    """What ``read(session)`` finds in the database at ``database_url``, read as a unit of work's
-    query (nothing it does is committed).
-
-    Call it from a synchronous test (an app under ``TestClient`` keeps a loop of its own): it
-    opens its own connection, in an event loop of its own.
-    """
-    return _with_unit_of_work(database_url, lambda uow: uow.query(read))
-
-
-def write_to(database_url: str, write: Callable[[Session], T]) -> T:
-    """Run ``write(session)`` on the database at ``database_url`` in one transaction of a unit
-    of work, committed if it returns; what it returns. Call it from a synchronous test, as
-    :func:`read_from`."""
-    return _with_unit_of_work(database_url, lambda uow: uow.run(write))
-
-
-def _with_unit_of_work(database_url: str, use: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    from agora.db import UnitOfWork
-
-    async def run() -> T:
-        uow = UnitOfWork(database_url)
-        try:
-            return await use(uow)
-        finally:
-            await uow.dispose()
-
-    return asyncio.run(run())
-
-
-def outbox_events(database_url: str) -> list[CloudEvent]:
-    """Every event a service's outbox holds, in recording order (for tests of what it publishes).
-
-    Call it from a synchronous test; it opens its own connection to the service's database.
-    """
-    from sqlalchemy import select
-
-    from agora.messaging.schema import outbox
-
-    def read(session: Session) -> list[CloudEvent]:
-        rows = session.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
-        return [CloudEvent.from_bytes(payload) for payload in rows]
-
-    return read_from(database_url, read)
-
-
-async def schema_drift(database_url: str, metadata: MetaData) -> list[Any]:
-    """How a migrated database differs from the tables the service's code is written against
-    (``metadata``, plus the chassis's outbox and inbox, which its migrations also make); empty
-    when the migrations build exactly that schema."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import MetaData as Schema
-
-    from agora.db import UnitOfWork
-    from agora.messaging.schema import metadata as messaging_metadata
-
-    expected = Schema()
-    for source in (metadata, messaging_metadata):
-        for table in source.tables.values():
-            table.to_metadata(expected)
-
-    def compare(session: Session) -> list[Any]:
-        context = MigrationContext.configure(session.connection())
-        return list(compare_metadata(context, expected))
-
-    uow = UnitOfWork(database_url)
-    try:
-        return await uow.query(compare)
-    finally:
-        await uow.dispose()
 
 
 def at_once(*tasks: Callable[[], object]) -> list[BaseException]:
