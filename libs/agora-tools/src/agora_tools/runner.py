@@ -60,6 +60,7 @@ from agora.messaging.permissions import (
 from agora.secrets import private_dir, read_secret, secret_file
 from agora.settings import GATEWAY, ServiceSettings, env_prefix
 from agora.topology import Service, Topology
+from agora_tools import runtimes
 from agora_tools.embedded_nats import (
     NATS,
     EmbeddedNats,
@@ -446,13 +447,19 @@ class Runner:
             "PYTHONUNBUFFERED": "1",
         }
 
+    def _command(self, name: str, action: str, *options: str) -> list[str]:
+        """How to run ``action`` of the service ``name`` (the gateway is a Python process)."""
+        service = self.topology.services.get(name)
+        if service is None:
+            return child_argv(self.options.python, action, name, *options)
+        topology_dir = self.options.topology_path.resolve().parent
+        return runtimes.command(service, topology_dir, self.options.python, action, *options)
+
     def _process(
         self, name: str, replica: int, port: int, host: str, colour: str, env: Mapping[str, str]
     ) -> Process:
         prefix = env_prefix(name)
-        argv = child_argv(
-            self.options.python, "serve", name, "--port", str(port), "--replica", str(replica)
-        )
+        argv = self._command(name, "serve", "--port", str(port), "--replica", str(replica))
         return Process(
             service=name,
             replica=replica,
@@ -521,6 +528,7 @@ class Runner:
             [
                 f"{NATS}[0]",
                 *(f"{s.name}[{i}]" for s in services for i in range(s.replicas)),
+                *(f"{s.name}[build]" for s in services if s.runtime != "python"),
                 *(f"{s.name}[migrate]" for s in services),
                 f"{GATEWAY}[0]",
             ]
@@ -538,7 +546,9 @@ class Runner:
 
             async def bring_up(service: Service) -> None:
                 colour = colours[service.name]
-                # Migrations need no other service, so they run while the dependencies start.
+                # Building and migrating need no other service: they run while the
+                # dependencies start.
+                await self._build(service, colour, env)
                 await self._migrate(service.name, colour, env)
                 # A service finds its stream made and the broker there when it connects.
                 await broker_ready.wait()
@@ -654,20 +664,38 @@ class Runner:
         except (nats.errors.Error, BrokerUnavailable) as error:
             raise StartupError(f"the streams could not be made on {where}: {error}") from None
 
+    async def _build(self, service: Service, colour: str, env: Mapping[str, str]) -> None:
+        """Bring a non-Python service's package up to date (nothing to do for Python)."""
+        topology_dir = self.options.topology_path.resolve().parent
+        try:
+            steps = runtimes.build_steps(service, topology_dir)
+        except runtimes.MissingTool as missing:
+            raise StartupError(f"{service.name} cannot be built: {missing}") from None
+        for argv in steps:
+            await self._run_step(service.name, "build", argv, colour, env, "the build")
+
     async def _migrate(self, name: str, colour: str, env: Mapping[str, str]) -> None:
-        log_path = self.layout.log_file(name, "migrate")
+        argv = self._command(name, "migrate")
+        await self._run_step(name, "migrate", argv, colour, env, "the migrations")
+
+    async def _run_step(
+        self,
+        name: str,
+        step: str,
+        argv: list[str],
+        colour: str,
+        env: Mapping[str, str],
+        what: str,
+    ) -> None:
+        """Run one step of ``name``'s start (its build, its migrations) to its end."""
+        log_path = self.layout.log_file(name, step)
         process = Process(
-            service=name,
-            replica="migrate",
-            argv=child_argv(self.options.python, "migrate", name),
-            env=env,
-            log_path=log_path,
-            colour=colour,
+            service=name, replica=step, argv=argv, env=env, log_path=log_path, colour=colour
         )
         returncode = await self.supervisor.run_once(process)
         if returncode != 0:
             raise StartupError(
-                f"the migrations of {name} failed ({describe_exit(returncode)}); see {log_path}"
+                f"{what} of {name} failed ({describe_exit(returncode)}); see {log_path}"
             )
 
     async def _wait_http_ready(self, session: aiohttp.ClientSession, process: Process) -> None:

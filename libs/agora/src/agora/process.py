@@ -47,7 +47,13 @@ def module_of(topology: Topology, name: str) -> Any:
     if name == GATEWAY:
         module = topology.gateway.module
     elif name in topology.services:
-        module = topology.services[name].module
+        service = topology.services[name]
+        if service.runtime != "python":
+            raise ProcessError(
+                f"{name} runs on {service.runtime}, from {service.path}: this entry point runs "
+                "Python services only"
+            )
+        module = service.module
     else:
         known = ", ".join([*topology.services, GATEWAY])
         raise ProcessError(f"there is no service {name!r} in the topology (known: {known})")

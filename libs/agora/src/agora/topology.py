@@ -126,10 +126,15 @@ class _Scaling(_Strict):
 
 
 class Service(_Scaling):
-    """A service: the module that builds it, its store, replicas, dependencies and routes."""
+    """A service: what runs it, its store, replicas, dependencies and routes."""
 
     name: str = ""
-    module: str
+    # What it is written in. A Python service names the ``module`` that builds it (its
+    # ``create_app`` and ``migrate``); a service in another language names the ``path`` of its
+    # package, relative to this file, which keeps the process contract of ADR 38.
+    runtime: Literal["python", "node"] = "python"
+    module: str = ""
+    path: str = ""
     # What it keeps its data in when deployed (Compose, Kubernetes); `agora up` runs every
     # service on SQLite whatever this says. On SQLite the data is one replica's file, so such a
     # service runs, and scales to, one replica only.
@@ -154,6 +159,14 @@ class Service(_Scaling):
         if prefix and (not under_api or prefix.endswith("/")):
             raise ValueError("a prefix is /api or a path under it, without a trailing '/'")
         return prefix
+
+    @model_validator(mode="after")
+    def _says_what_runs_it(self) -> Service:
+        if self.runtime == "python" and (not self.module or self.path):
+            raise ValueError("a Python service names its module (and no path)")
+        if self.runtime != "python" and (not self.path or self.module):
+            raise ValueError(f"a {self.runtime} service names the path of its package (no module)")
+        return self
 
     @model_validator(mode="after")
     def _scales_within_bounds(self) -> Service:
