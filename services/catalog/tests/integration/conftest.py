@@ -7,7 +7,6 @@ gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from agora_tools.pytest_plugin import Service
 from agora_tools.testing import SigningKey
-from catalog.bootstrap import create_app
+from catalog.bootstrap import MIGRATIONS, create_app
 from catalog.settings import CatalogSettings
 
 KEY = SigningKey()
@@ -31,19 +30,15 @@ def customer() -> dict[str, str]:
     return KEY.bearer(["customer"])
 
 
-def settings_for(url: str, data_dir: Path) -> CatalogSettings:
-    return CatalogSettings(database_url=url, data_dir=data_dir, log_level="warning")
-
-
-def app_for(settings: CatalogSettings) -> Any:
-    return create_app(settings, verifier=KEY.verifier())
+SERVICE = Service.standard(CatalogSettings, create_app, KEY, migrations=MIGRATIONS)
+app_for = SERVICE.app_for
 
 
 @pytest.fixture(scope="session")
 def service() -> Service[CatalogSettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded catalog of the test's own) and
     ``shared`` (one seeded catalog per module) are made this way."""
-    return Service(settings_for, app_for)
+    return SERVICE
 
 
 def a_product(**overrides: Any) -> dict[str, Any]:

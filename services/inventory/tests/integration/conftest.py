@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +24,7 @@ from agora_tools.testing import Headers, InMemoryBus, SigningKey, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
 from inventory.adapters import SqlStockrooms, load_seed
-from inventory.bootstrap import create_app, migrate
+from inventory.bootstrap import MIGRATIONS, create_app, migrate
 from inventory.entrypoints import subscriptions
 from inventory.settings import InventorySettings
 
@@ -45,19 +43,15 @@ def customer() -> Headers:
     return KEY.bearer(["customer"])
 
 
-def settings_for(url: str, data_dir: Path, **overrides: Any) -> InventorySettings:
-    return InventorySettings(database_url=url, data_dir=data_dir, log_level="warning", **overrides)
-
-
-def app_for(settings: InventorySettings) -> Any:
-    return create_app(settings, verifier=KEY.verifier())
+SERVICE = Service.standard(InventorySettings, create_app, KEY, migrations=MIGRATIONS)
+app_for = SERVICE.app_for
 
 
 @pytest.fixture(scope="session")
 def service() -> Service[InventorySettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded inventory of the test's own) and
     ``shared`` (one seeded inventory per module) are made this way."""
-    return Service(settings_for, app_for)
+    return SERVICE
 
 
 class Replica:

@@ -12,25 +12,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
-from agora.migrations import upgrade
 from agora_tools.pytest_plugin import Clock, Service
 from agora_tools.testing import InMemoryBus, SigningKey, User, free_port
 from contracts.identity import UserRegistered
@@ -51,44 +46,22 @@ PATIENCE = 10.0
 
 a_user = KEY.user  # a new customer, with the roles it is given besides
 
-
-@pytest.fixture
-def admin() -> User:
-    return a_user("admin")
-
-
-def an_order() -> str:
-    return f"order-{uuid.uuid4().hex[:12]}"
-
-
-def settings_for(url: str, data_dir: Path, **overrides: Any) -> NotificationsSettings:
-    values: dict[str, Any] = {"database_url": url, "data_dir": data_dir, "log_level": "warning"}
-    values.update(overrides)
-    return NotificationsSettings(**values)
-
-
-def app_for(settings: NotificationsSettings) -> FastAPI:
-    return create_app(settings, verifier=KEY.verifier())
-
-
-SERVICE = Service(settings_for, app_for)
+SERVICE = Service.standard(NotificationsSettings, create_app, KEY, migrations=MIGRATIONS)
+settings_for = SERVICE.settings_for
+app_for = SERVICE.app_for
 
 
 @pytest.fixture(scope="session")
 def service() -> Service[NotificationsSettings]:
-    """The plugin's ``settings`` and ``shared`` (one app per module) are made this way."""
+    """The plugin's ``settings``, ``shared`` (one app per module) and ``migrated`` are made this
+    way."""
     return SERVICE
 
 
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade(database_url, MIGRATIONS)
-    return database_url
-
-
-def serving(settings: NotificationsSettings) -> AbstractContextManager[TestClient]:
-    """The app for ``settings``, running."""
-    return SERVICE.serving(settings)
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
+    return KEY
 
 
 # --- a mail server -----------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agora.migrations import upgrade
-from agora_tools.testing import PROBLEM
+from agora_tools.testing import PROBLEM, an_order
 from notifications.bootstrap import MIGRATIONS
 
-from .conftest import KEY, Bench, a_user, act, an_order, app_for, settings_for
+from .conftest import KEY, Bench, a_user, act, app_for, settings_for
 
 Case = schemathesis.Case[Any]
 CHECKS: list[schemathesis.CheckFunction] = [
@@ -58,7 +58,8 @@ def app(module_database_url: str, module_data_dir: Path) -> FastAPI:
         await bench.cancel(an_order(), ada, reason="something_new")
 
     act(module_database_url, events)
-    return app_for(settings_for(module_database_url, module_data_dir))
+    app: FastAPI = app_for(settings_for(module_database_url, module_data_dir))
+    return app
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from agora.tasks import Bell
-from agora_tools.testing import User, free_port
+from agora_tools.testing import User, an_order, free_port
 from notifications import application
 from notifications.adapters import SqlMessages
 from notifications.application import Mail, Parts, claim_messages
 from notifications.domain import Kind, Status
 from notifications.settings import NotificationsSettings
 
-from .conftest import PATIENCE, SHOP, Bench, Postbox, a_user, act, an_order, app_for, mail_server
+from .conftest import PATIENCE, SHOP, Bench, Postbox, a_user, act, app_for, mail_server
 
 
 async def test_a_message_is_mailed_to_its_user(bench: Bench, smtp: tuple[Postbox, int]) -> None:

@@ -3,10 +3,10 @@ an admin reads everyone's, completely, page after page."""
 
 from __future__ import annotations
 
-from agora_tools.testing import User, every_page
+from agora_tools.testing import User, an_order, every_page
 from notifications.settings import NotificationsSettings
 
-from .conftest import Bench, a_user, act, an_order, serving
+from .conftest import SERVICE, Bench, a_user, act
 
 FIELDS = {"id", "kind", "order_id", "subject", "body", "created_at"}
 
@@ -36,7 +36,7 @@ def test_a_user_reads_their_messages_newest_first(
 
     act(migrated, events)
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         answer = client.get("/notifications", headers=ada.headers)
 
     assert answer.status_code == 200, answer.text
@@ -68,7 +68,7 @@ def test_two_users_never_see_each_others_messages(
 
     act(migrated, events)
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         for_ada = client.get("/notifications", headers=ada.headers).json()["items"]
         for_bob = client.get("/notifications", headers=bob.headers).json()["items"]
         for_admin = client.get("/notifications", headers=admin.headers).json()["items"]
@@ -91,7 +91,7 @@ def test_a_mailbox_pages_through_every_message_once(
 
     act(migrated, events)
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         pages = every_page(client, "/notifications", ada.headers, limit=3)
         whole = client.get("/notifications", headers=ada.headers).json()["items"]
 
@@ -113,7 +113,7 @@ def test_an_admin_reads_every_mailbox_and_one_users(
 
     act(migrated, events)
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         everyone = [
             i for page in every_page(client, "/notifications/all", admin.headers) for i in page
         ]
@@ -144,7 +144,7 @@ def test_the_admin_listing_stays_complete_while_messages_come_in(
     late = a_user()
     read: list[str] = []
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         cursor: str | None = None
         while True:
             params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
@@ -170,7 +170,7 @@ def test_a_limit_above_one_hundred_is_served_as_one_hundred(
 ) -> None:
     registered(migrated, 101)
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         answer = client.get("/notifications/all", params={"limit": 500}, headers=admin.headers)
         default = client.get("/notifications/all", headers=admin.headers)
 

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from agora_tools.testing import User
+from agora_tools.testing import User, an_order
 from notifications.domain import InvalidEvent, Kind, Status
 
-from .conftest import Bench, a_user, an_order, bench_on
+from .conftest import Bench, a_user, bench_on
 
 
 async def test_a_new_user_gets_a_welcome(bench: Bench) -> None:

@@ -10,13 +10,10 @@ gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -25,7 +22,6 @@ from sqlalchemy.orm import Session
 from agora.db import UnitOfWork
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
-from agora.migrations import upgrade
 from agora_tools.pytest_plugin import Clock, Service
 from agora_tools.testing import InMemoryBus, SigningKey, User
 from contracts.base import IntegrationCommand
@@ -54,43 +50,29 @@ sign = KEY.sign
 
 a_user = KEY.user  # a new customer, with the roles it is given besides
 
-
-@pytest.fixture
-def admin() -> User:
-    return a_user("admin")
-
-
-@pytest.fixture
-def customer() -> User:
-    return a_user()
-
-
-def settings_for(url: str, data_dir: Path, **overrides: Any) -> PaymentsSettings:
-    values: dict[str, Any] = {
-        "database_url": url,
-        "data_dir": data_dir,
-        "log_level": "warning",
-        "processor_timeout": PROCESSOR_DEADLINE,
-    }
-    values.update(overrides)
-    return PaymentsSettings(**values)
-
-
-def app_for(settings: PaymentsSettings) -> Any:
-    return create_app(settings, verifier=KEY.verifier())
+SERVICE = Service.standard(
+    PaymentsSettings,
+    create_app,
+    KEY,
+    migrations=MIGRATIONS,
+    processor_timeout=PROCESSOR_DEADLINE,
+)
+settings_for = SERVICE.settings_for
+app_for = SERVICE.app_for
 
 
 @pytest.fixture(scope="session")
 def service() -> Service[PaymentsSettings]:
-    """The plugin's ``settings``, ``client`` (an app of the test's own) and ``shared`` (one app
-    per module, whose tests must not depend on what the others did) are made this way."""
-    return Service(settings_for, app_for)
+    """The plugin's ``settings``, ``client`` (an app of the test's own), ``shared`` (one app
+    per module, whose tests must not depend on what the others did) and ``migrated`` are made
+    this way."""
+    return SERVICE
 
 
-@pytest.fixture
-def migrated(database_url: str) -> str:
-    upgrade(database_url, MIGRATIONS)
-    return database_url
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
+    return KEY
 
 
 @dataclass
@@ -218,10 +200,6 @@ async def bench_on(url: str) -> AsyncIterator[Bench]:
 async def bench(migrated: str) -> AsyncIterator[Bench]:
     async with bench_on(migrated) as made:
         yield made
-
-
-def an_order() -> str:
-    return f"order-{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora.messaging.envelope import CloudEvent, envelope, subject_of
-from agora_tools.testing import NatsServer, wait_for_event
+from agora_tools.testing import NatsServer, an_order, wait_for_event
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment
 
-from .conftest import APPROVED, PROCESSOR_TIMEOUT, a_user, an_order, app_for, settings_for
+from .conftest import APPROVED, PROCESSOR_TIMEOUT, a_user, app_for, settings_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora.db import sqlite_path
-from agora_tools.testing import PROBLEM, User
+from agora_tools.testing import PROBLEM, User, an_order
 from contracts.payments import AuthorizePayment, CapturePayment
 
-from .conftest import APPROVED, a_user, an_order, app_for, bench_on, settings_for
+from .conftest import APPROVED, a_user, app_for, bench_on, settings_for
 
 
 def test_a_logged_in_user_gets_a_token_the_brand_and_the_last_four(

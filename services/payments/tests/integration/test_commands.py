@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from agora_tools.testing import an_order
 from contracts.payments import CapturePayment, RefundPayment, VoidPayment
 from payments.application import (
     Authorization,
@@ -21,7 +22,6 @@ from .conftest import (
     PROCESSOR_ERROR,
     PROCESSOR_TIMEOUT,
     Bench,
-    an_order,
     assert_balanced,
     held,
 )

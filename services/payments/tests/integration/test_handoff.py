@@ -11,14 +11,14 @@ from opentelemetry import trace
 
 from agora.messaging.schema import outbox
 from agora.telemetry import configure_tracing
-from agora_tools.testing import InMemoryBus
+from agora_tools.testing import InMemoryBus, an_order
 from contracts.payments import CapturePayment
 from payments.adapters import SqlPayments
 from payments.application import Claim, Parts, Wakeup, worker
 from payments.domain import Status
 from payments.entrypoints import subscriptions
 
-from .conftest import APPROVED, Bench, an_order, assert_balanced, held
+from .conftest import APPROVED, Bench, assert_balanced, held
 
 WAIT = 30.0  # seconds a step may take on a busy machine (a bound, not a measurement)
 

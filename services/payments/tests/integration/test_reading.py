@@ -3,17 +3,15 @@ sees everything and pages through it, and bad input is a 4xx problem."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import PROBLEM, User, bearer, every_page
+from agora_tools.testing import PROBLEM, User, an_order, bearer, every_page
 from payments.settings import PaymentsSettings
 
-from .conftest import DECLINED, Seeded, a_user, an_order, app_for, seed, sign
+from .conftest import DECLINED, SERVICE, Seeded, a_user, seed, sign
 
 FIELDS = {
     "id",
@@ -30,15 +28,6 @@ FIELDS = {
 }
 
 
-@contextmanager
-def serving(settings: PaymentsSettings) -> Iterator[TestClient]:
-    with TestClient(app_for(settings), raise_server_exceptions=False) as client:
-        yield client
-
-
-Serve = Callable[..., Any]
-
-
 def all_pages(client: TestClient, path: str, user: User, **params: Any) -> list[dict[str, Any]]:
     """The items of every page of a listing, in order, following its cursors."""
     return [item for page in every_page(client, path, user.headers, **params) for item in page]
@@ -51,7 +40,7 @@ def test_a_customer_sees_their_own_payments_and_nobody_elses(
     adas, bobs = an_order(), an_order()
     seed(migrated, Seeded(adas, ada, amount=4990, then=("capture",)), Seeded(bobs, bob))
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         mine = client.get("/payments", params={"order_id": adas}, headers=ada.headers)
         theirs = client.get("/payments", params={"order_id": bobs}, headers=ada.headers)
         all_mine = client.get("/payments", headers=ada.headers)
@@ -86,7 +75,7 @@ def test_an_admin_pages_through_every_payment_and_a_customer_through_theirs(
         *(Seeded(order_id, bob, card=DECLINED) for order_id in bobs),
     )
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         first = client.get("/payments", params={"limit": 3}, headers=admin.headers).json()
         everything = all_pages(client, "/payments", admin, limit=3)
         adas_pages = all_pages(client, "/payments", ada, limit=2)
@@ -109,7 +98,7 @@ def test_the_ledger_sums_every_account_from_its_entries(
         Seeded(refunded, user, amount=250, then=("capture", "refund")),
     )
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         ledger = client.get("/payments/ledger", headers=admin.headers)
 
     assert ledger.status_code == 200
@@ -139,7 +128,7 @@ def test_the_movements_of_an_order_come_with_their_two_entries(
         Seeded(other, user, then=("void",)),
     )
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         movements = all_pages(
             client, "/payments/ledger/movements", admin, order_id=order_id, limit=1
         )
@@ -217,7 +206,7 @@ def test_an_empty_filter_means_no_filter(
     order_id = an_order()
     seed(migrated, Seeded(order_id, a_user()))
 
-    with serving(settings) as client:
+    with SERVICE.serving(settings) as client:
         answer = client.get(
             "/payments", params={"order_id": "", "cursor": ""}, headers=admin.headers
         )
