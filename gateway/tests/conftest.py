@@ -32,8 +32,6 @@ AUDIENCE = "agora"
 KID = "test-key-1"
 # What the fake services' /readyz say they run.
 UPSTREAM_VERSION = "1.2.3"
-# What a refusal's answer says its body is: problem details (RFC 9457).
-PROBLEM = "application/problem+json"
 
 
 def build_topology() -> Topology:
@@ -380,13 +378,6 @@ def start_gateway(
 @pytest.fixture
 def gateway(start_gateway: StartGateway) -> httpx.Client:
     return start_gateway()
-
-
-def assert_problem(reply: httpx.Response, status: int) -> None:
-    """``reply`` is a refusal of the gateway's own: a problem document of ``status``."""
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"] == PROBLEM
-    assert reply.json()["status"] == status
 
 
 def sent_on(upstream: Upstream, request_id: str) -> list[Seen]:

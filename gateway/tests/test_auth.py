@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from agora.auth import TokenVerifier
+from agora_tools.testing import assert_problem
 
-from .conftest import KID, Keys, assert_problem, sent_on
+from .conftest import KID, Keys, sent_on
 
 if TYPE_CHECKING:
     from .conftest import StartGateway, Upstream

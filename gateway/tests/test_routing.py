@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from agora.topology import Topology
+from agora_tools.testing import assert_problem
 from gateway.bootstrap import create_app
 from gateway.settings import GatewaySettings
 
@@ -19,7 +20,6 @@ from .conftest import (
     Keys,
     Seen,
     Upstream,
-    assert_problem,
     catalog_routes,
     eventually,
     identity_routes,
