@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, bearer
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, assert_problem, bearer
 
 from .conftest import KEY, WOK, Shop, Shopper
 
@@ -31,8 +31,7 @@ def test_without_a_token_the_cart_is_a_401(
 ) -> None:
     answer = shop.client.request(method, path, json={"quantity": 2})
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert holding.lines() == {WOK: 1}
 
@@ -71,8 +70,7 @@ def test_a_bad_body_is_a_422_problem_and_changes_nothing(
 ) -> None:
     answer = shop.client.put(f"/cart/items/{WOK}", json=body, headers=holding.headers)
 
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
     assert holding.lines() == {WOK: 1}
 
 

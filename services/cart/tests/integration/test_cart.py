@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from agora_tools.testing import PROBLEM
+from agora_tools.testing import assert_problem
 from cart.domain import Product
 
 from .conftest import BULK, KETTLE, MUG, PRESS, WOK, Shop, Shopper
@@ -137,8 +137,7 @@ def test_an_sku_the_catalogue_does_not_know_is_a_404_and_changes_nothing(
 
     answer = alice.put("NO-SUCH-THING", 1)
 
-    assert answer.status_code == 404
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 404)
     assert answer.json()["title"] == "Product not found"
     assert alice.lines() == {WOK: 1}
 
@@ -172,8 +171,7 @@ def test_a_cart_holds_at_most_fifty_lines(alice: Shopper) -> None:
     alice.remove(BULK[1])
     fits_again = alice.put(BULK[50], 1)
 
-    assert refused.status_code == 422
-    assert refused.headers["content-type"] == PROBLEM
+    assert_problem(refused, 422)
     assert refused.json()["title"] == "Too many lines"
     assert changed.status_code == fits_again.status_code == 200
     lines = alice.lines()
@@ -267,8 +265,7 @@ def test_when_the_catalogue_is_down_the_cart_is_a_503_and_nothing_changes(
     answers = [alice.cart(), alice.put(BULK[0], 1), alice.put(WOK, 5), alice.remove(PRESS)]
 
     for answer in answers:
-        assert answer.status_code == 503
-        assert answer.headers["content-type"] == PROBLEM
+        assert_problem(answer, 503)
         assert "catalogue" in answer.json()["detail"]
     shop.catalogue.down = False
     assert alice.lines() == {PRESS: 1, WOK: 2}

@@ -13,7 +13,7 @@ import pytest
 from agora.client import ServiceClient
 from agora.errors import ServiceUnavailable
 from agora_tools.fakes import FakeCatalog, product
-from agora_tools.testing import PROBLEM, database, free_port
+from agora_tools.testing import assert_problem, database, free_port
 from cart.adapters import HttpCatalogService
 from cart.bootstrap import create_app
 from cart.domain import Product
@@ -110,6 +110,5 @@ async def test_a_shopper_whose_catalogue_goes_away_gets_a_503_problem(
 
     assert put.status_code == 200
     assert put.json()["total"] == 2580
-    assert read.status_code == 503
-    assert read.headers["content-type"] == PROBLEM
+    assert_problem(read, 503)
     assert read.json()["detail"].startswith("the catalogue is unreachable")

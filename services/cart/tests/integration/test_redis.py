@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import envelope
-from agora_tools.testing import PROBLEM, database, free_port
+from agora_tools.testing import assert_problem, database, free_port
 from cart.settings import CartSettings
 
 from .conftest import (
@@ -90,8 +90,7 @@ def test_a_redis_that_does_not_answer_is_a_503_and_the_cart_is_not_ready(
     ready = unreachable.client.get("/readyz")
 
     for answer in answers:
-        assert answer.status_code == 503
-        assert answer.headers["content-type"] == PROBLEM
+        assert_problem(answer, 503)
         assert "Redis" in answer.json()["detail"]
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"]["ok"] is False

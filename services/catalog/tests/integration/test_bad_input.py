@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, Headers, bearer
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, Headers, assert_problem, bearer
 
 from .conftest import KEY, a_product, listed_skus
 
@@ -19,8 +19,7 @@ from .conftest import KEY, a_product, listed_skus
 def test_creating_with_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> None:
     answer = shared.post("/products", json=a_product(), headers=bearer(KEY.spoilt(flaw, ["admin"])))
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
 
 
 @pytest.mark.parametrize(
@@ -62,9 +61,7 @@ def test_a_bad_product_is_a_422_problem_and_nothing_is_stored(
 ) -> None:
     answer = shared.post("/products", json=body, headers=admin)
 
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == PROBLEM
-    assert answer.json()["status"] == 422
+    assert_problem(answer, 422)
     assert listed_skus(shared, q="wok") == set()
 
 
@@ -85,8 +82,7 @@ def test_a_body_over_one_mebibyte_is_a_413(shared: TestClient, admin: Headers) -
         "/products", json=a_product(description="x" * (1024 * 1024 + 1)), headers=admin
     )
 
-    assert answer.status_code == 413
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 413)
 
 
 @pytest.mark.parametrize(
@@ -111,13 +107,11 @@ def test_a_bad_change_is_a_422_problem_and_changes_nothing(
 
     answer = shared.patch("/products/KIT-SCALE-DIGI", json=changes, headers=admin)
 
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
     assert shared.get("/products/KIT-SCALE-DIGI").json() == before
 
 
 def test_changing_an_unknown_product_is_a_404(shared: TestClient, admin: Headers) -> None:
     answer = shared.patch("/products/NOPE-404", json={"price": 100}, headers=admin)
 
-    assert answer.status_code == 404
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 404)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import PROBLEM, every_page
+from agora_tools.testing import assert_problem, every_page
 
 from .conftest import a_product
 
@@ -199,8 +199,7 @@ def test_one_product_is_served_by_its_sku(shared: TestClient) -> None:
 def test_an_unknown_sku_is_a_404_problem(shared: TestClient, sku: str) -> None:
     answer = shared.get(f"/products/{sku}")
 
-    assert answer.status_code == 404
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 404)
     assert answer.json()["title"] == "Product not found"
 
 
@@ -235,8 +234,7 @@ def test_a_batch_of_no_skus_or_too_many_is_a_problem(
 ) -> None:
     answer = shared.get("/products/batch", params=params)
 
-    assert answer.status_code == 422
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
 
 
 @pytest.mark.parametrize(
@@ -258,9 +256,7 @@ def test_a_bad_listing_parameter_is_a_problem(
 ) -> None:
     answer = shared.get("/products", params=params)
 
-    assert answer.status_code == status
-    assert answer.headers["content-type"] == PROBLEM
-    assert answer.json()["status"] == status
+    assert_problem(answer, status)
 
 
 def test_a_cursor_from_a_listing_in_another_order_is_refused(shared: TestClient) -> None:
@@ -282,8 +278,7 @@ def test_a_cursor_with_a_key_too_large_for_the_database_is_a_400(
 
     answer = shared.get("/products", params={"sort": sort, "cursor": cursor})
 
-    assert answer.status_code == 400
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 400)
     assert answer.json()["type"] == "/problems/invalid-cursor"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import PROBLEM, Headers, started_together
+from agora_tools.testing import Headers, assert_problem, started_together
 from catalog.settings import CatalogSettings
 
 from .conftest import a_product, app_for, listed_skus
@@ -33,16 +33,14 @@ def test_an_admin_creates_a_product_that_then_shows_in_the_list(
 def test_a_customer_may_not_create_a_product(client: TestClient, customer: Headers) -> None:
     answer = client.post("/products", json=a_product(), headers=customer)
 
-    assert answer.status_code == 403
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 403)
     assert client.get("/products/KIT-WOK-32").status_code == 404
 
 
 def test_creating_without_a_token_is_a_401(client: TestClient) -> None:
     answer = client.post("/products", json=a_product())
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
     assert answer.headers["www-authenticate"].startswith("Bearer")
 
 

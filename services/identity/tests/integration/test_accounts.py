@@ -6,18 +6,10 @@ from typing import Any
 
 import pytest
 
-from agora_tools.testing import PROBLEM
+from agora_tools.testing import assert_problem
 
 PASSWORD = "correct horse battery"
 JSON_HEADERS = {"content-type": "application/json"}
-
-
-def problem(reply: Any, status: int) -> dict[str, Any]:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = reply.json()
-    assert body["status"] == status
-    return body
 
 
 # --- registering --------------------------------------------------------------------------------
@@ -38,7 +30,7 @@ def test_a_second_registration_of_an_email_is_409_whatever_its_case(api: Any) ->
 
     reply = api.client.post("/users", json={"email": "ADA@example.com", "password": PASSWORD})
 
-    body = problem(reply, 409)
+    body = assert_problem(reply, 409)
     assert body["title"] == "Email already registered"
 
 
@@ -56,7 +48,7 @@ def test_a_weak_password_is_422_saying_why(api: Any, password: str, reason: str)
         "/users", json={"email": "ada.lovelace@example.com", "password": password}
     )
 
-    body = problem(reply, 422)
+    body = assert_problem(reply, 422)
     assert body["title"] == "Password too weak"
     assert reason in body["detail"]
     assert (
@@ -70,7 +62,7 @@ def test_a_weak_password_is_422_saying_why(api: Any, password: str, reason: str)
 def test_an_address_that_is_not_an_email_is_422(api: Any) -> None:
     reply = api.client.post("/users", json={"email": "ada at example", "password": PASSWORD})
 
-    assert problem(reply, 422)["title"] == "Invalid email address"
+    assert assert_problem(reply, 422)["title"] == "Invalid email address"
 
 
 @pytest.mark.parametrize("path", ["/users", "/token"])
@@ -91,7 +83,7 @@ def test_unknown_fields_wrong_types_and_missing_fields_are_422(
 ) -> None:
     reply = api.client.post(path, json=body)
 
-    assert problem(reply, 422)["title"] == "Invalid request"
+    assert assert_problem(reply, 422)["title"] == "Invalid request"
 
 
 def test_nobody_can_register_as_an_admin(api: Any) -> None:
@@ -110,7 +102,7 @@ def test_malformed_json_is_400(api: Any, path: str) -> None:
         path, content=b'{"email": "ada@example.com", "password": ', headers=JSON_HEADERS
     )
 
-    assert problem(reply, 400)["title"] == "Malformed JSON"
+    assert assert_problem(reply, 400)["title"] == "Malformed JSON"
 
 
 @pytest.mark.parametrize("path", ["/users", "/token"])
@@ -119,7 +111,7 @@ def test_an_oversize_body_is_413(api: Any, path: str) -> None:
 
     reply = api.client.post(path, json=huge)
 
-    assert problem(reply, 413)["title"] == "Request body too large"
+    assert assert_problem(reply, 413)["title"] == "Request body too large"
 
 
 # --- logging in ---------------------------------------------------------------------------------
@@ -149,7 +141,8 @@ def test_a_wrong_password_and_an_unknown_email_get_the_same_401(api: Any) -> Non
     )
     not_an_email = api.client.post("/token", json={"email": "nobody", "password": PASSWORD})
 
-    answers = [problem(reply, 401) for reply in (wrong_password, unknown_email, not_an_email)]
+    refusals = (wrong_password, unknown_email, not_an_email)
+    answers = [assert_problem(reply, 401) for reply in refusals]
     for answer in answers:
         del answer["request_id"]
     assert answers[0] == answers[1] == answers[2]
@@ -165,7 +158,7 @@ def test_five_failed_logins_lock_the_email_with_429_and_retry_after(api: Any) ->
     locked = api.client.post("/token", json={"email": "ada@example.com", "password": PASSWORD})
 
     assert statuses == [401] * 5
-    body = problem(locked, 429)
+    body = assert_problem(locked, 429)
     assert body["title"] == "Too many failed logins"
     assert 1 <= int(locked.headers["retry-after"]) <= 60
     assert api.log_in("bob@example.com"), "another email is not locked"

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agora.auth import TokenVerifier
-from agora_tools.testing import PROBLEM, at_once, bearer
+from agora_tools.testing import assert_problem, at_once, bearer
 
 
 def b64(data: bytes) -> str:
@@ -29,10 +29,8 @@ def part(token: str, index: int) -> dict[str, Any]:
 
 
 def assert_refused(reply: Any) -> dict[str, Any]:
-    assert reply.status_code == 401, reply.text
-    assert reply.headers["content-type"] == PROBLEM
+    body = assert_problem(reply, 401)
     assert reply.headers["www-authenticate"].startswith("Bearer")
-    body: dict[str, Any] = reply.json()
     return body
 
 
@@ -230,8 +228,7 @@ def test_only_an_admin_may_rotate_keys(api: Any) -> None:
     customer = api.client.post("/keys/rotate", headers=bearer(api.log_in("ada@example.com")))
 
     assert_refused(anonymous)
-    assert customer.status_code == 403
-    assert customer.headers["content-type"] == PROBLEM
+    assert_problem(customer, 403)
     assert api.key_ids() == kids
 
 

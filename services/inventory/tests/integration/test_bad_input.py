@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_PAGING, BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, Headers, bearer
+from agora_tools.testing import (
+    BAD_PAGING,
+    BAD_TOKENS,
+    NOT_AN_OBJECT,
+    PROBLEM,
+    Headers,
+    assert_problem,
+    bearer,
+)
 from inventory.application import CURSORS
 from inventory.domain import Cursor
 
@@ -35,8 +43,7 @@ def test_without_a_token_an_admin_route_is_a_401(
 ) -> None:
     answer = shared.request(method, path, json={"delta": 1, "reason": "count"})
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert unchanged(shared)
 
@@ -47,8 +54,7 @@ def test_a_customer_may_not_use_an_admin_route(
 ) -> None:
     answer = shared.request(method, path, json={"delta": 1, "reason": "count"}, headers=customer)
 
-    assert answer.status_code == 403
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 403)
     assert unchanged(shared)
 
 
@@ -90,8 +96,7 @@ def test_a_bad_adjustment_is_a_422_problem_and_changes_nothing(
 ) -> None:
     answer = shared.post(ADJUST, json=body, headers=admin)
 
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
     assert unchanged(shared)
 
 
@@ -149,8 +154,7 @@ def test_bad_listing_parameters_are_a_422(
 
     answer = shared.get(path, params=params, headers=admin)
 
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
 
 
 @pytest.mark.parametrize(
@@ -170,8 +174,7 @@ def test_a_cursor_not_handed_out_for_that_listing_is_a_400(
 ) -> None:
     answer = shared.get(path, params={"cursor": cursor}, headers=admin)
 
-    assert answer.status_code == 400
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 400)
     assert answer.json()["type"] == "/problems/invalid-cursor"
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import PROBLEM, Headers, every_page
+from agora_tools.testing import Headers, assert_problem, every_page
 from inventory.settings import InventorySettings
 
 from .conftest import OPENING, Replica, act
@@ -65,8 +65,7 @@ def test_an_adjustment_below_what_orders_hold_is_a_409_and_changes_nothing(
 
     answer = adjust(client, admin, KNIFE, -2)
 
-    assert answer.status_code == 409
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 409)
     assert answer.json()["title"] == "Not enough stock"
     assert client.get(f"/inventory/stock/{KNIFE}").json()["available"] == 1
     assert adjust(client, admin, KNIFE, -1).json()["available"] == 0

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_PAGING, BAD_TOKENS, PROBLEM, User, bearer
+from agora_tools.testing import BAD_PAGING, BAD_TOKENS, User, assert_problem, bearer
 from notifications.application import CURSORS
 from notifications.domain import Cursor
 
@@ -25,24 +25,21 @@ MAILBOXES = ["/notifications", "/notifications/all"]
 def test_without_a_token_a_mailbox_is_a_401(shared: TestClient, path: str) -> None:
     answer = shared.get(path)
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
     assert answer.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_a_customer_may_not_read_every_mailbox(shared: TestClient) -> None:
     answer = shared.get("/notifications/all", headers=a_user().headers)
 
-    assert answer.status_code == 403
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 403)
 
 
 @pytest.mark.parametrize("flaw", BAD_TOKENS)
 def test_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> None:
     answer = shared.get("/notifications", headers=bearer(KEY.spoilt(flaw, ["customer"])))
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
 
 
 @pytest.mark.parametrize("path", MAILBOXES)
@@ -52,8 +49,7 @@ def test_bad_paging_is_a_422(
 ) -> None:
     answer = shared.get(path, params=params, headers=admin.headers)
 
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
 
 
 @pytest.mark.parametrize("user_id", ["u" * 101, "\x00", "ada\nbob"], ids=repr)
@@ -62,8 +58,7 @@ def test_a_user_id_filter_no_user_has_is_a_422(
 ) -> None:
     answer = shared.get("/notifications/all", params={"user_id": user_id}, headers=admin.headers)
 
-    assert answer.status_code == 422
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
 
 
 @pytest.mark.parametrize("path", MAILBOXES)
@@ -90,8 +85,7 @@ def test_a_cursor_not_handed_out_is_a_400(
 ) -> None:
     answer = shared.get(path, params={"cursor": cursor}, headers=admin.headers)
 
-    assert answer.status_code == 400, answer.text
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 400)
     assert answer.json()["type"] == "/problems/invalid-cursor"
 
 

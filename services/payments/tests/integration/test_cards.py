@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agora.db import sqlite_path
-from agora_tools.testing import PROBLEM, User, an_order
+from agora_tools.testing import User, an_order, assert_problem
 from contracts.payments import AuthorizePayment, CapturePayment
 
 from .conftest import APPROVED, a_user, app_for, bench_on, settings_for
@@ -72,8 +72,7 @@ def test_a_bad_number_is_a_422_that_does_not_repeat_it(
 ) -> None:
     answer = shared.post("/payments/cards", json={"card_number": number}, headers=customer.headers)
 
-    assert answer.status_code == 422
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 422)
     digits = number.replace(" ", "").replace("-", "")
     if len(digits) >= 6:
         assert digits not in answer.text
@@ -116,8 +115,7 @@ def test_malformed_json_is_a_400(shared: TestClient, customer: User) -> None:
 def test_exchanging_a_card_needs_a_logged_in_user(shared: TestClient) -> None:
     answer = shared.post("/payments/cards", json={"card_number": APPROVED})
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import PROBLEM, User, an_order, bearer, every_page
+from agora_tools.testing import User, an_order, assert_problem, bearer, every_page
 from payments.settings import PaymentsSettings
 
 from .conftest import DECLINED, SERVICE, Seeded, a_user, seed, sign
@@ -155,16 +155,14 @@ def test_the_movements_of_an_order_come_with_their_two_entries(
 def test_without_a_token_every_read_is_a_401(shared: TestClient, path: str) -> None:
     answer = shared.get(path)
 
-    assert answer.status_code == 401
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 401)
 
 
 @pytest.mark.parametrize("path", ["/payments/ledger", "/payments/ledger/movements"])
 def test_the_ledger_is_for_admins_only(shared: TestClient, customer: User, path: str) -> None:
     answer = shared.get(path, headers=customer.headers)
 
-    assert answer.status_code == 403
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, 403)
 
 
 def test_a_bad_token_is_a_401(shared: TestClient) -> None:
@@ -196,8 +194,7 @@ def test_bad_paging_is_a_problem_not_a_crash(
 ) -> None:
     answer = shared.get(path, params=params, headers=admin.headers)
 
-    assert answer.status_code == status
-    assert answer.headers["content-type"] == PROBLEM
+    assert_problem(answer, status)
 
 
 def test_an_empty_filter_means_no_filter(
