@@ -20,16 +20,6 @@ from catalog.settings import CatalogSettings
 KEY = SigningKey()
 
 
-@pytest.fixture
-def admin() -> dict[str, str]:
-    return KEY.bearer(["customer", "admin"])
-
-
-@pytest.fixture
-def customer() -> dict[str, str]:
-    return KEY.bearer(["customer"])
-
-
 SERVICE = Service.standard(CatalogSettings, create_app, KEY, migrations=MIGRATIONS)
 app_for = SERVICE.app_for
 
@@ -39,6 +29,12 @@ def service() -> Service[CatalogSettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded catalog of the test's own) and
     ``shared`` (one seeded catalog per module) are made this way."""
     return SERVICE
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
+    return KEY
 
 
 def a_product(**overrides: Any) -> dict[str, Any]:

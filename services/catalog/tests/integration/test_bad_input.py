@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, Headers, assert_problem, bearer
+from agora_tools.testing import BAD_TOKENS, NOT_AN_OBJECT, PROBLEM, User, assert_problem, bearer
 
 from .conftest import KEY, a_product, listed_skus
 
@@ -57,9 +57,9 @@ def test_creating_with_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> No
     ids=lambda body: repr(body)[:60],
 )
 def test_a_bad_product_is_a_422_problem_and_nothing_is_stored(
-    shared: TestClient, admin: Headers, body: Any
+    shared: TestClient, admin: User, body: Any
 ) -> None:
-    answer = shared.post("/products", json=body, headers=admin)
+    answer = shared.post("/products", json=body, headers=admin.headers)
 
     assert_problem(answer, 422)
     assert listed_skus(shared, q="wok") == set()
@@ -68,8 +68,8 @@ def test_a_bad_product_is_a_422_problem_and_nothing_is_stored(
 @pytest.mark.parametrize(
     "raw", [b'{"sku": "KIT-WOK-32",', b"not json at all", b'{"sku": "\xff"}', b""]
 )
-def test_malformed_json_is_a_4xx_problem(shared: TestClient, admin: Headers, raw: bytes) -> None:
-    headers = {**admin, "Content-Type": "application/json"}
+def test_malformed_json_is_a_4xx_problem(shared: TestClient, admin: User, raw: bytes) -> None:
+    headers = {**admin.headers, "Content-Type": "application/json"}
 
     answer = shared.post("/products", content=raw, headers=headers)
 
@@ -77,9 +77,9 @@ def test_malformed_json_is_a_4xx_problem(shared: TestClient, admin: Headers, raw
     assert answer.headers["content-type"] == PROBLEM
 
 
-def test_a_body_over_one_mebibyte_is_a_413(shared: TestClient, admin: Headers) -> None:
+def test_a_body_over_one_mebibyte_is_a_413(shared: TestClient, admin: User) -> None:
     answer = shared.post(
-        "/products", json=a_product(description="x" * (1024 * 1024 + 1)), headers=admin
+        "/products", json=a_product(description="x" * (1024 * 1024 + 1)), headers=admin.headers
     )
 
     assert_problem(answer, 413)
@@ -101,17 +101,17 @@ def test_a_body_over_one_mebibyte_is_a_413(shared: TestClient, admin: Headers) -
     ids=lambda changes: repr(changes),
 )
 def test_a_bad_change_is_a_422_problem_and_changes_nothing(
-    shared: TestClient, admin: Headers, changes: dict[str, Any]
+    shared: TestClient, admin: User, changes: dict[str, Any]
 ) -> None:
     before = shared.get("/products/KIT-SCALE-DIGI").json()
 
-    answer = shared.patch("/products/KIT-SCALE-DIGI", json=changes, headers=admin)
+    answer = shared.patch("/products/KIT-SCALE-DIGI", json=changes, headers=admin.headers)
 
     assert_problem(answer, 422)
     assert shared.get("/products/KIT-SCALE-DIGI").json() == before
 
 
-def test_changing_an_unknown_product_is_a_404(shared: TestClient, admin: Headers) -> None:
-    answer = shared.patch("/products/NOPE-404", json={"price": 100}, headers=admin)
+def test_changing_an_unknown_product_is_a_404(shared: TestClient, admin: User) -> None:
+    answer = shared.patch("/products/NOPE-404", json={"price": 100}, headers=admin.headers)
 
     assert_problem(answer, 404)

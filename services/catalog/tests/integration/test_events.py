@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import Headers, outbox_events
+from agora_tools.testing import User, outbox_events
 from catalog.settings import CatalogSettings
 
 from .conftest import a_product
@@ -24,9 +24,9 @@ def test_the_seed_announces_every_product_it_creates(
 
 
 def test_creating_a_product_records_product_created_with_the_whole_product(
-    client: TestClient, settings: CatalogSettings, admin: Headers
+    client: TestClient, settings: CatalogSettings, admin: User
 ) -> None:
-    answer = client.post("/products", json=a_product(), headers=admin)
+    answer = client.post("/products", json=a_product(), headers=admin.headers)
     assert answer.status_code == 201
 
     event = outbox_events(settings.database_url)[-1]
@@ -38,12 +38,12 @@ def test_creating_a_product_records_product_created_with_the_whole_product(
 
 
 def test_changing_a_product_records_product_updated_naming_the_changed_fields(
-    client: TestClient, settings: CatalogSettings, admin: Headers
+    client: TestClient, settings: CatalogSettings, admin: User
 ) -> None:
-    client.post("/products", json=a_product(), headers=admin)
+    client.post("/products", json=a_product(), headers=admin.headers)
 
     answer = client.patch(
-        "/products/KIT-WOK-32", json={"price": 1234, "active": False}, headers=admin
+        "/products/KIT-WOK-32", json={"price": 1234, "active": False}, headers=admin.headers
     )
     assert answer.status_code == 200
 
@@ -56,18 +56,23 @@ def test_changing_a_product_records_product_updated_naming_the_changed_fields(
 
 
 def test_a_refused_or_empty_change_records_nothing(
-    client: TestClient, settings: CatalogSettings, admin: Headers, customer: Headers
+    client: TestClient, settings: CatalogSettings, admin: User, customer: User
 ) -> None:
-    client.post("/products", json=a_product(), headers=admin)
+    client.post("/products", json=a_product(), headers=admin.headers)
     before = len(outbox_events(settings.database_url))
 
-    assert client.post("/products", json=a_product(), headers=admin).status_code == 409
+    assert client.post("/products", json=a_product(), headers=admin.headers).status_code == 409
     assert (
-        client.post("/products", json=a_product(sku="KIT-X-1"), headers=customer).status_code == 403
+        client.post(
+            "/products", json=a_product(sku="KIT-X-1"), headers=customer.headers
+        ).status_code
+        == 403
     )
     same_price = a_product()["price"]
     assert (
-        client.patch("/products/KIT-WOK-32", json={"price": same_price}, headers=admin).status_code
+        client.patch(
+            "/products/KIT-WOK-32", json={"price": same_price}, headers=admin.headers
+        ).status_code
         == 200
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import assert_problem, every_page
+from agora_tools.testing import User, assert_problem, every_page
 
 from .conftest import a_product
 
@@ -88,9 +88,9 @@ def test_paging_with_the_cursor_covers_every_product_exactly_once(
     ],
 )
 def test_paging_by_name_goes_past_a_product_with_a_long_or_unusual_name(
-    client: TestClient, admin: dict[str, str], name: str
+    client: TestClient, admin: User, name: str
 ) -> None:
-    created = client.post("/products", json=a_product(name=name), headers=admin)
+    created = client.post("/products", json=a_product(name=name), headers=admin.headers)
     assert created.status_code == 201, created.text
 
     for sort in ("name", "-name"):
@@ -214,11 +214,14 @@ def test_several_products_are_served_in_one_call(shared: TestClient) -> None:
 
 
 def test_a_batch_serves_inactive_products_too_in_the_order_asked(
-    client: TestClient, admin: dict[str, str]
+    client: TestClient, admin: User
 ) -> None:
     for sku in ("BAT-ONE", "BAT-TWO"):
-        assert client.post("/products", json=a_product(sku=sku), headers=admin).status_code == 201
-    client.patch("/products/BAT-ONE", json={"active": False}, headers=admin)
+        assert (
+            client.post("/products", json=a_product(sku=sku), headers=admin.headers).status_code
+            == 201
+        )
+    client.patch("/products/BAT-ONE", json={"active": False}, headers=admin.headers)
 
     answer = client.get(
         "/products/batch", params=[("sku", "BAT-TWO"), ("sku", "BAT-ONE"), ("sku", "BAT-TWO")]

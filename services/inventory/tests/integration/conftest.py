@@ -20,7 +20,7 @@ import pytest
 from agora.db import UnitOfWork
 from agora.messaging import CloudEvent
 from agora_tools.pytest_plugin import Service
-from agora_tools.testing import Headers, InMemoryBus, SigningKey, outbox_events
+from agora_tools.testing import InMemoryBus, SigningKey, outbox_events
 from contracts.inventory import CommitStock, ReleaseStock, ReserveStock, StockLine
 from inventory import application
 from inventory.adapters import SqlStockrooms, load_seed
@@ -33,16 +33,6 @@ TTL = timedelta(minutes=15)
 OPENING = load_seed().quantities
 
 
-@pytest.fixture
-def admin() -> Headers:
-    return KEY.bearer(["customer", "admin"])
-
-
-@pytest.fixture
-def customer() -> Headers:
-    return KEY.bearer(["customer"])
-
-
 SERVICE = Service.standard(InventorySettings, create_app, KEY, migrations=MIGRATIONS)
 app_for = SERVICE.app_for
 
@@ -52,6 +42,12 @@ def service() -> Service[InventorySettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded inventory of the test's own) and
     ``shared`` (one seeded inventory per module) are made this way."""
     return SERVICE
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
+    return KEY
 
 
 class Replica:

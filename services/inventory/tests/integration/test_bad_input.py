@@ -15,7 +15,7 @@ from agora_tools.testing import (
     BAD_TOKENS,
     NOT_AN_OBJECT,
     PROBLEM,
-    Headers,
+    User,
     assert_problem,
     bearer,
 )
@@ -50,9 +50,11 @@ def test_without_a_token_an_admin_route_is_a_401(
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ONLY)
 def test_a_customer_may_not_use_an_admin_route(
-    shared: TestClient, customer: Headers, method: str, path: str
+    shared: TestClient, customer: User, method: str, path: str
 ) -> None:
-    answer = shared.request(method, path, json={"delta": 1, "reason": "count"}, headers=customer)
+    answer = shared.request(
+        method, path, json={"delta": 1, "reason": "count"}, headers=customer.headers
+    )
 
     assert_problem(answer, 403)
     assert unchanged(shared)
@@ -92,28 +94,30 @@ def test_adjusting_with_a_bad_token_is_a_401(shared: TestClient, flaw: str) -> N
     ids=lambda body: repr(body)[:50],
 )
 def test_a_bad_adjustment_is_a_422_problem_and_changes_nothing(
-    shared: TestClient, admin: Headers, body: Any
+    shared: TestClient, admin: User, body: Any
 ) -> None:
-    answer = shared.post(ADJUST, json=body, headers=admin)
+    answer = shared.post(ADJUST, json=body, headers=admin.headers)
 
     assert_problem(answer, 422)
     assert unchanged(shared)
 
 
 @pytest.mark.parametrize("raw", [b'{"delta": 1,', b"not json", b'{"reason": "\xff"}', b""])
-def test_malformed_json_is_a_4xx_problem(shared: TestClient, admin: Headers, raw: bytes) -> None:
-    answer = shared.post(ADJUST, content=raw, headers={**admin, "Content-Type": "application/json"})
+def test_malformed_json_is_a_4xx_problem(shared: TestClient, admin: User, raw: bytes) -> None:
+    answer = shared.post(
+        ADJUST, content=raw, headers={**admin.headers, "Content-Type": "application/json"}
+    )
 
     assert answer.status_code in (400, 422)
     assert answer.headers["content-type"] == PROBLEM
     assert unchanged(shared)
 
 
-def test_an_idempotency_key_too_long_is_a_422(shared: TestClient, admin: Headers) -> None:
+def test_an_idempotency_key_too_long_is_a_422(shared: TestClient, admin: User) -> None:
     answer = shared.post(
         ADJUST,
         json={"delta": 1, "reason": "count"},
-        headers={**admin, "Idempotency-Key": "k" * 201},
+        headers={**admin.headers, "Idempotency-Key": "k" * 201},
     )
 
     assert answer.status_code == 422
@@ -121,20 +125,24 @@ def test_an_idempotency_key_too_long_is_a_422(shared: TestClient, admin: Headers
 
 
 @pytest.mark.parametrize("sku", ["kit-knife", "KW", "KIT KNIFE", "X" * 33, "KIT_KNIFE"])
-def test_a_malformed_sku_is_a_422(shared: TestClient, admin: Headers, sku: str) -> None:
+def test_a_malformed_sku_is_a_422(shared: TestClient, admin: User, sku: str) -> None:
     read = shared.get(f"/inventory/stock/{sku}")
     adjusted = shared.post(
-        f"/inventory/stock/{sku}/adjustments", json={"delta": 1, "reason": "x"}, headers=admin
+        f"/inventory/stock/{sku}/adjustments",
+        json={"delta": 1, "reason": "x"},
+        headers=admin.headers,
     )
 
     assert read.status_code == adjusted.status_code == 422
     assert read.headers["content-type"] == PROBLEM
 
 
-def test_an_unknown_sku_is_a_404(shared: TestClient, admin: Headers) -> None:
+def test_an_unknown_sku_is_a_404(shared: TestClient, admin: User) -> None:
     read = shared.get("/inventory/stock/NOPE-404")
     adjusted = shared.post(
-        "/inventory/stock/NOPE-404/adjustments", json={"delta": 1, "reason": "x"}, headers=admin
+        "/inventory/stock/NOPE-404/adjustments",
+        json={"delta": 1, "reason": "x"},
+        headers=admin.headers,
     )
 
     assert read.status_code == adjusted.status_code == 404
@@ -148,11 +156,11 @@ def test_an_unknown_sku_is_a_404(shared: TestClient, admin: Headers) -> None:
     ids=repr,
 )
 def test_bad_listing_parameters_are_a_422(
-    shared: TestClient, admin: Headers, params: dict[str, Any]
+    shared: TestClient, admin: User, params: dict[str, Any]
 ) -> None:
     path = "/inventory/reservations" if {"status", "order_id"} & set(params) else "/inventory/stock"
 
-    answer = shared.get(path, params=params, headers=admin)
+    answer = shared.get(path, params=params, headers=admin.headers)
 
     assert_problem(answer, 422)
 
@@ -170,17 +178,19 @@ def test_bad_listing_parameters_are_a_422(
     ],
 )
 def test_a_cursor_not_handed_out_for_that_listing_is_a_400(
-    shared: TestClient, admin: Headers, path: str, cursor: str
+    shared: TestClient, admin: User, path: str, cursor: str
 ) -> None:
-    answer = shared.get(path, params={"cursor": cursor}, headers=admin)
+    answer = shared.get(path, params={"cursor": cursor}, headers=admin.headers)
 
     assert_problem(answer, 400)
     assert answer.json()["type"] == "/problems/invalid-cursor"
 
 
-def test_an_empty_parameter_means_it_is_not_given(shared: TestClient, admin: Headers) -> None:
+def test_an_empty_parameter_means_it_is_not_given(shared: TestClient, admin: User) -> None:
     answer = shared.get(
-        "/inventory/reservations", params={"status": "", "cursor": "", "limit": ""}, headers=admin
+        "/inventory/reservations",
+        params={"status": "", "cursor": "", "limit": ""},
+        headers=admin.headers,
     )
 
     assert answer.status_code == 200

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import Headers, assert_problem, every_page
+from agora_tools.testing import User, assert_problem, every_page
 from inventory.settings import InventorySettings
 
 from .conftest import OPENING, Replica, act
@@ -15,17 +15,17 @@ KNIFE = "KIT-CHEF-KNIFE-20"
 PAN = "KIT-CAST-PAN-28"
 
 
-def adjust(client: TestClient, admin: Headers, sku: str, delta: int, **headers: str) -> Any:
+def adjust(client: TestClient, admin: User, sku: str, delta: int, **headers: str) -> Any:
     return client.post(
         f"/inventory/stock/{sku}/adjustments",
         json={"delta": delta, "reason": "stock count"},
-        headers={**admin, **headers},
+        headers={**admin.headers, **headers},
     )
 
 
-def keys_by_page(client: TestClient, path: str, admin: Headers, **params: Any) -> list[list[str]]:
+def keys_by_page(client: TestClient, path: str, admin: User, **params: Any) -> list[list[str]]:
     """The keys (sku or order id) of every page of a listing, following its cursors."""
-    pages = every_page(client, path, admin, **params)
+    pages = every_page(client, path, admin.headers, **params)
     return [[item.get("sku") or item["order_id"] for item in page] for page in pages]
 
 
@@ -36,7 +36,7 @@ def test_anyone_sees_how_many_units_are_available(client: TestClient) -> None:
     assert answer.json() == {"sku": KNIFE, "available": OPENING[KNIFE]}
 
 
-def test_an_admin_adjustment_changes_what_is_available(client: TestClient, admin: Headers) -> None:
+def test_an_admin_adjustment_changes_what_is_available(client: TestClient, admin: User) -> None:
     answer = adjust(client, admin, KNIFE, 5)
 
     assert answer.status_code == 200, answer.text
@@ -45,7 +45,7 @@ def test_an_admin_adjustment_changes_what_is_available(client: TestClient, admin
     assert adjust(client, admin, KNIFE, -7).json()["available"] == OPENING[KNIFE] - 2
     (row,) = [
         r
-        for r in client.get("/inventory/stock", headers=admin).json()["items"]
+        for r in client.get("/inventory/stock", headers=admin.headers).json()["items"]
         if r["sku"] == KNIFE
     ]
     assert (row["on_hand"], row["seeded"], row["adjusted"]) == (
@@ -56,7 +56,7 @@ def test_an_admin_adjustment_changes_what_is_available(client: TestClient, admin
 
 
 def test_an_adjustment_below_what_orders_hold_is_a_409_and_changes_nothing(
-    client: TestClient, settings: InventorySettings, admin: Headers
+    client: TestClient, settings: InventorySettings, admin: User
 ) -> None:
     async def hold(replica: Replica) -> None:
         await replica.reserve("order-1", KIT_CHEF_KNIFE_20=OPENING[KNIFE] - 1)
@@ -73,7 +73,7 @@ def test_an_adjustment_below_what_orders_hold_is_a_409_and_changes_nothing(
 
 
 def test_the_same_idempotency_key_again_gets_the_first_answer_and_applies_once(
-    client: TestClient, admin: Headers
+    client: TestClient, admin: User
 ) -> None:
     first = adjust(client, admin, KNIFE, 4, **{"Idempotency-Key": "count-2026-11-24"})
     adjust(client, admin, KNIFE, 1)
@@ -86,7 +86,7 @@ def test_the_same_idempotency_key_again_gets_the_first_answer_and_applies_once(
 
 
 def test_an_idempotency_key_used_for_another_adjustment_is_a_422(
-    client: TestClient, admin: Headers
+    client: TestClient, admin: User
 ) -> None:
     assert adjust(client, admin, KNIFE, 4, **{"Idempotency-Key": "k-1"}).status_code == 200
 
@@ -99,7 +99,7 @@ def test_an_idempotency_key_used_for_another_adjustment_is_a_422(
 
 
 def test_the_stock_listing_pages_through_every_sku_once_in_sku_order(
-    client: TestClient, admin: Headers
+    client: TestClient, admin: User
 ) -> None:
     pages = keys_by_page(client, "/inventory/stock", admin, limit=10)
 
@@ -109,9 +109,9 @@ def test_the_stock_listing_pages_through_every_sku_once_in_sku_order(
 
 
 def test_a_limit_above_five_hundred_is_served_as_five_hundred(
-    client: TestClient, admin: Headers
+    client: TestClient, admin: User
 ) -> None:
-    answer = client.get("/inventory/stock", params={"limit": 100_000}, headers=admin)
+    answer = client.get("/inventory/stock", params={"limit": 100_000}, headers=admin.headers)
 
     assert answer.status_code == 200
     assert len(answer.json()["items"]) == len(OPENING)
@@ -119,7 +119,7 @@ def test_a_limit_above_five_hundred_is_served_as_five_hundred(
 
 
 def test_reservations_are_listed_by_order_with_their_lines_and_status(
-    client: TestClient, settings: InventorySettings, admin: Headers
+    client: TestClient, settings: InventorySettings, admin: User
 ) -> None:
     async def orders(replica: Replica) -> None:
         await replica.reserve("order-a", KIT_CHEF_KNIFE_20=1)
@@ -130,9 +130,9 @@ def test_reservations_are_listed_by_order_with_their_lines_and_status(
 
     act(settings.database_url, orders)
 
-    everything = client.get("/inventory/reservations", headers=admin).json()
-    active = client.get("/inventory/reservations?status=active", headers=admin).json()
-    one = client.get("/inventory/reservations?order_id=order-b", headers=admin).json()
+    everything = client.get("/inventory/reservations", headers=admin.headers).json()
+    active = client.get("/inventory/reservations?status=active", headers=admin.headers).json()
+    one = client.get("/inventory/reservations?order_id=order-b", headers=admin.headers).json()
 
     assert [r["order_id"] for r in everything["items"]] == [
         "order-a",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from agora_tools.testing import Headers, started_together
+from agora_tools.testing import User, started_together
 from contracts.catalog import ProductCreated
 from inventory.settings import InventorySettings
 
@@ -41,14 +41,14 @@ def announce(database_url: str, *skus: str) -> None:
     act(database_url, deliver)
 
 
-def stock_rows(client: TestClient, admin: Headers) -> dict[str, dict[str, int]]:
-    answer = client.get("/inventory/stock", params={"limit": 500}, headers=admin)
+def stock_rows(client: TestClient, admin: User) -> dict[str, dict[str, int]]:
+    answer = client.get("/inventory/stock", params={"limit": 500}, headers=admin.headers)
     assert answer.status_code == 200, answer.text
     return {row["sku"]: row for row in answer.json()["items"]}
 
 
 def test_every_seeded_sku_has_its_opening_stock_as_soon_as_the_app_serves(
-    client: TestClient, admin: Headers
+    client: TestClient, admin: User
 ) -> None:
     rows = stock_rows(client, admin)
 
@@ -69,7 +69,7 @@ def test_every_seeded_sku_has_its_opening_stock_as_soon_as_the_app_serves(
 
 
 def test_a_product_created_later_opens_at_zero_and_a_seeded_one_keeps_its_stock(
-    client: TestClient, settings: InventorySettings, admin: Headers
+    client: TestClient, settings: InventorySettings, admin: User
 ) -> None:
     assert client.get("/inventory/stock/KIT-WOK-32").status_code == 404
 
@@ -82,7 +82,7 @@ def test_a_product_created_later_opens_at_zero_and_a_seeded_one_keeps_its_stock(
 
 
 def test_a_seeded_product_announced_before_the_seed_still_gets_its_opening_stock(
-    settings: InventorySettings, admin: Headers
+    settings: InventorySettings, admin: User
 ) -> None:
     with TestClient(app_for(settings.model_copy(update={"seed": False}))) as first:
         announce(settings.database_url, KNIFE)
@@ -96,13 +96,13 @@ def test_a_seeded_product_announced_before_the_seed_still_gets_its_opening_stock
 
 
 def test_a_restart_keeps_what_was_sold_and_adjusted(
-    settings: InventorySettings, admin: Headers
+    settings: InventorySettings, admin: User
 ) -> None:
     with TestClient(app_for(settings)) as first:
         answer = first.post(
             f"/inventory/stock/{KNIFE}/adjustments",
             json={"delta": -3, "reason": "broken in transit"},
-            headers=admin,
+            headers=admin.headers,
         )
         assert answer.status_code == 200
 
@@ -117,7 +117,7 @@ def test_a_restart_keeps_what_was_sold_and_adjusted(
 
 
 def test_two_replicas_starting_together_give_the_opening_stock_once(
-    settings: InventorySettings, admin: Headers
+    settings: InventorySettings, admin: User
 ) -> None:
     with started_together([app_for(settings), app_for(settings)]) as clients:
         for client in clients:
