@@ -18,7 +18,8 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # framework from source again at each start.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test k8s-test sync bench reset screenshots help
+.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test k8s-test sync bench reset screenshots help \
+	shipping-deps shipping-lint shipping-typecheck shipping-test
 
 help:
 	@echo "make up      start Agora (all services and the gateway) on this machine"
@@ -66,7 +67,27 @@ deploy-test: sync
 k8s-test: sync
 	$(BIN)/pytest deploy/tests -m k8s $(PYTEST_ARGS)
 
-test: lint typecheck contracts-lint unit deploy-test k8s-test
+# Shipping is TypeScript (services/shipping): its packages come from its package-lock.json,
+# installed again whenever node_modules is missing or older than the lock file.
+SHIPPING := services/shipping
+
+$(SHIPPING)/node_modules/.installed: $(SHIPPING)/package-lock.json $(SHIPPING)/package.json
+	cd $(SHIPPING) && npm ci --no-audit --no-fund
+	touch $@
+
+shipping-deps: $(SHIPPING)/node_modules/.installed
+
+shipping-lint: shipping-deps
+	cd $(SHIPPING) && npm run --silent lint
+
+shipping-typecheck: shipping-deps
+	cd $(SHIPPING) && npm run --silent typecheck
+
+# Its messaging tests start a nats-server of their own: the one the workspace installs.
+shipping-test: shipping-deps sync
+	cd $(SHIPPING) && npm test
+
+test: lint typecheck contracts-lint unit shipping-lint shipping-typecheck shipping-test deploy-test k8s-test
 
 bench: sync
 	$(BIN)/python bench/read_path.py

@@ -1,0 +1,454 @@
+// The HTTP side: shipments for their owners (and admins), the probes, /metrics and the console's
+// /internal routes. Thin routes: parse, call a handler, answer; errors as problem details.
+import { randomUUID } from "node:crypto";
+import swagger from "@fastify/swagger";
+import {
+  context as otelContext,
+  propagation,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
+import addFormats from "ajv-formats";
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
+import type { Logger } from "pino";
+import { type Shipment, ShipmentNotFound, STATUSES } from "../domain.js";
+import type { RecentLogs } from "../observe/logs.js";
+import type { Metrics } from "../observe/metrics.js";
+import { type RecentSpans, SERVICE_ATTRIBUTE } from "../observe/telemetry.js";
+import { getShipment, listShipments } from "../shipments.js";
+import type { Database } from "../store/db.js";
+import { bearer, OperatorGuard, type Principal, type TokenVerifier } from "./auth.js";
+import { decodeCursor, encodeCursor } from "./cursor.js";
+import { PROBLEM_JSON, Problem, problemBody, Unauthorized } from "./problems.js";
+
+export interface AppParts {
+  readonly service: string;
+  readonly version: string;
+  readonly replica: number;
+  readonly db: Database;
+  readonly verifier: TokenVerifier;
+  readonly operatorToken: string | null;
+  readonly metrics: Metrics;
+  readonly spans: RecentSpans;
+  readonly logs: RecentLogs;
+  readonly log: Logger;
+  /** The broker's readiness check (informational: it never takes the service out). */
+  readonly broker?: () => Promise<void>;
+  readonly maxBodyBytes?: number;
+}
+
+export const DESCRIPTION =
+  "Shipping: one shipment for each confirmed order, with the carrier and service level its " +
+  "destination decides, moved by the carrier from label to delivery.";
+
+const PAGE_MAX = 100;
+const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+// Probes, scrapes and the console's polls: too frequent to trace.
+const UNTRACED = /^\/(livez|readyz|metrics|internal\/)/;
+
+const problemSchema = {
+  type: "object",
+  description: "RFC 9457 problem details.",
+  properties: {
+    type: { type: "string" },
+    title: { type: "string" },
+    status: { type: "integer" },
+    detail: { type: "string" },
+    instance: { type: "string" },
+  },
+  required: ["type", "title", "status"],
+};
+
+const shipmentSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string", format: "uuid" },
+    order_id: { type: "string" },
+    user_id: { type: "string" },
+    status: { type: "string", enum: [...STATUSES] },
+    carrier: { type: "string" },
+    service_level: { type: "string" },
+    tracking_number: { type: "string" },
+    destination_country: { type: "string", pattern: "^[A-Z]{2}$" },
+    created_at: { type: "string", format: "date-time" },
+    dispatched_at: { type: ["string", "null"], format: "date-time" },
+    delivered_at: { type: ["string", "null"], format: "date-time" },
+  },
+  required: [
+    "id",
+    "order_id",
+    "user_id",
+    "status",
+    "carrier",
+    "service_level",
+    "tracking_number",
+    "destination_country",
+    "created_at",
+    "dispatched_at",
+    "delivered_at",
+  ],
+};
+
+const problems = (...statuses: number[]) =>
+  Object.fromEntries(
+    statuses.map((status) => [
+      status,
+      {
+        description: `Problem details (${status}).`,
+        content: { [PROBLEM_JSON]: { schema: problemSchema } },
+      },
+    ]),
+  );
+
+export function shipmentJson(s: Shipment): Record<string, unknown> {
+  return {
+    id: s.id,
+    order_id: s.orderId,
+    user_id: s.userId,
+    status: s.status,
+    carrier: s.carrier,
+    service_level: s.serviceLevel,
+    tracking_number: s.trackingNumber,
+    destination_country: s.destinationCountry,
+    created_at: s.createdAt.toISOString(),
+    dispatched_at: s.dispatchedAt?.toISOString() ?? null,
+    delivered_at: s.deliveredAt?.toISOString() ?? null,
+  };
+}
+
+function sendProblem(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  status: number,
+  title: string,
+  options: Record<string, unknown> & { detail?: string; type?: string } = {},
+  headers: Record<string, string> = {},
+): FastifyReply {
+  return (
+    reply
+      .code(status)
+      .headers(headers)
+      .type(PROBLEM_JSON)
+      // A Buffer: Fastify would add "; charset=utf-8" to a string's media type.
+      .send(
+        Buffer.from(
+          JSON.stringify(
+            problemBody(status, title, {
+              ...options,
+              instance: request.url.split("?")[0],
+              request_id: request.id,
+            }),
+          ),
+        ),
+      )
+  );
+}
+
+// Fastify names where a failing value was; the Python services say query/path/body.
+const LOCATIONS: Record<string, string> = {
+  querystring: "query",
+  params: "path",
+  body: "body",
+  headers: "header",
+};
+
+export async function buildApp(
+  parts: AppParts,
+): Promise<{ app: FastifyInstance; stopping: () => void }> {
+  let isStopping = false;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: parts.maxBodyBytes ?? 1024 * 1024,
+    genReqId: (request) => {
+      const sent = request.headers["x-request-id"];
+      return typeof sent === "string" && SAFE_ID.test(sent) ? sent : randomUUID();
+    },
+    ajv: {
+      customOptions: { allErrors: true, coerceTypes: true, removeAdditional: false },
+      plugins: [addFormats as never],
+    },
+  });
+  const tracer = trace.getTracer("agora.http");
+  const guard = new OperatorGuard(parts.operatorToken);
+  parts.metrics.serviceInfo.labels(parts.service, parts.version, String(parts.replica)).set(1);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: { title: "Shipping", description: DESCRIPTION, version: parts.version },
+      components: {
+        securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } },
+      },
+    },
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+    if (UNTRACED.test(request.url)) return;
+    const parent = propagation.extract(otelContext.active(), request.headers);
+    const span = tracer.startSpan(
+      `${request.method} ${request.routeOptions.url ?? "unmatched"}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [SERVICE_ATTRIBUTE]: parts.service,
+          "http.request.method": request.method,
+          "url.path": request.url.split("?")[0] ?? "",
+          "agora.request_id": request.id,
+        },
+      },
+      parent,
+    );
+    (request as unknown as { span: typeof span }).span = span;
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    parts.metrics.requests
+      .labels(parts.service, route, request.method, String(reply.statusCode))
+      .inc();
+    parts.metrics.latency
+      .labels(parts.service, route, request.method)
+      .observe(reply.elapsedTime / 1000);
+    const span = (request as unknown as { span?: ReturnType<typeof tracer.startSpan> }).span;
+    if (span !== undefined) {
+      span.setAttribute("http.response.status_code", reply.statusCode);
+      if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error.validation) {
+      const where =
+        LOCATIONS[error.validationContext ?? ""] ?? error.validationContext ?? "request";
+      const errors = error.validation.map((issue) => {
+        const missing = (issue.params as { missingProperty?: string }).missingProperty;
+        const path = issue.instancePath.split("/").filter(Boolean);
+        return {
+          loc: [where, ...path, ...(missing ? [missing] : [])],
+          msg: issue.message ?? "",
+          type: issue.keyword,
+        };
+      });
+      return sendProblem(request, reply, 422, "Invalid request", {
+        detail: "the request does not match the schema",
+        type: "/problems/validation",
+        errors,
+      });
+    }
+    if (error instanceof Problem) {
+      return sendProblem(
+        request,
+        reply,
+        error.status,
+        error.title,
+        { detail: error.detail, type: error.type, ...error.extensions },
+        error.headers,
+      );
+    }
+    if (error instanceof ShipmentNotFound) {
+      return sendProblem(request, reply, 404, "Shipment not found", {
+        detail: error.message,
+        type: "/problems/shipment-not-found",
+      });
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      return sendProblem(
+        request,
+        reply,
+        status,
+        error.code === "FST_ERR_CTP_BODY_TOO_LARGE" ? "Request body too large" : "Bad request",
+        {
+          detail: error.message,
+        },
+      );
+    }
+    parts.log.error({ err: error, path: request.url.split("?")[0] }, "request failed");
+    return sendProblem(request, reply, 500, "Internal server error", {
+      type: "/problems/internal",
+    });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(request, reply, 404, "Not found", {
+      detail: `nothing at ${request.method} ${request.url.split("?")[0]}`,
+    }),
+  );
+
+  const principal = async (request: FastifyRequest): Promise<Principal> => {
+    const token = bearer(request.headers.authorization);
+    if (token === null)
+      throw new Unauthorized("send an access token: Authorization: Bearer <token>");
+    return parts.verifier.verify(token);
+  };
+
+  app.get(
+    "/shipments",
+    {
+      schema: {
+        summary:
+          "The caller's shipments (an admin's: anyone's), of one order if asked, oldest first",
+        operationId: "list_shipments",
+        security: [{ bearer: [] }],
+        querystring: {
+          type: "object",
+          properties: {
+            order_id: { type: "string", format: "uuid", description: "Only this order's." },
+            cursor: {
+              type: "string",
+              maxLength: 4096,
+              description: "The next_cursor of the page before.",
+            },
+            limit: { type: "integer", minimum: 1, maximum: PAGE_MAX, default: 50 },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            type: "object",
+            properties: {
+              items: { type: "array", items: shipmentSchema },
+              next_cursor: { type: ["string", "null"] },
+            },
+            required: ["items", "next_cursor"],
+          },
+          ...problems(400, 401, 422),
+        },
+      },
+    },
+    async (request) => {
+      const viewer = await principal(request);
+      const query = request.query as { order_id?: string; cursor?: string; limit: number };
+      const page = await listShipments(parts.db, viewer, {
+        ...(query.order_id === undefined ? {} : { orderId: query.order_id.toLowerCase() }),
+        ...(query.cursor === undefined ? {} : { after: decodeCursor(query.cursor) }),
+        limit: query.limit,
+      });
+      return {
+        items: page.items.map(shipmentJson),
+        next_cursor: page.next ? encodeCursor(page.next) : null,
+      };
+    },
+  );
+
+  app.get(
+    "/shipments/:id",
+    {
+      schema: {
+        summary: "One shipment, for its owner or an admin",
+        operationId: "get_shipment",
+        security: [{ bearer: [] }],
+        params: {
+          type: "object",
+          properties: { id: { type: "string", maxLength: 64 } },
+          required: ["id"],
+        },
+        response: { 200: shipmentSchema, ...problems(401, 404, 422) },
+      },
+    },
+    async (request) => {
+      const viewer = await principal(request);
+      const { id } = request.params as { id: string };
+      return shipmentJson(await getShipment(parts.db, viewer, id));
+    },
+  );
+
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+
+  // --- probes, metrics, the console's routes ---------------------------------------------------
+  app.get("/livez", { schema: { hide: true } }, async () => ({ status: "alive" }));
+
+  app.get("/readyz", { schema: { hide: true } }, async (_, reply) => {
+    const identity = { service: parts.service, version: parts.version, replica: parts.replica };
+    if (isStopping) {
+      return reply
+        .code(503)
+        .send({ status: "stopping", reason: "stopping", ...identity, checks: {} });
+    }
+    const checks: Record<string, Record<string, unknown>> = {
+      database: await run(() => parts.db.check()),
+    };
+    const ready = checks.database?.ok === true;
+    if (parts.broker !== undefined)
+      checks.broker = { ...(await run(parts.broker)), required: false };
+    return reply
+      .code(ready ? 200 : 503)
+      .send({ status: ready ? "ready" : "not ready", ...identity, checks });
+  });
+
+  app.get("/metrics", { schema: { hide: true } }, async (_, reply) =>
+    reply.type(parts.metrics.registry.contentType).send(await parts.metrics.registry.metrics()),
+  );
+
+  const newest = {
+    type: "object",
+    properties: {
+      trace_id: { type: "string", pattern: "^[0-9a-fA-F]{32}$" },
+      limit: { type: "integer", minimum: 1, maximum: 2000, default: 200 },
+    },
+  };
+  const identity = { service: parts.service, replica: parts.replica };
+  app.register(async (internal) => {
+    internal.addHook("onRequest", async (request) => guard.check(request.headers.authorization));
+    for (const [kind, kept] of [
+      ["spans", parts.spans],
+      ["logs", parts.logs],
+    ] as const) {
+      internal.get(
+        `/internal/${kind}`,
+        { schema: { hide: true, querystring: newest } },
+        async (request) => {
+          const query = request.query as { trace_id?: string; limit: number };
+          const found = kept.find({
+            service: parts.service,
+            ...(query.trace_id ? { traceId: query.trace_id.toLowerCase() } : {}),
+            limit: query.limit,
+          });
+          return { ...identity, [kind]: found };
+        },
+      );
+    }
+    internal.get("/internal/outbox", { schema: { hide: true } }, async () => {
+      const [row] = await parts.db.transaction((tx) =>
+        tx.all<{ pending: number | string; oldest: unknown }>(
+          "SELECT count(*) AS pending, min(created_at) AS oldest FROM agora_outbox WHERE status = 'pending'",
+        ),
+      );
+      const oldest = row?.oldest ? new Date(row.oldest as string) : null;
+      return {
+        ...identity,
+        outbox: true,
+        pending: Number(row?.pending ?? 0),
+        oldest_pending_seconds: oldest ? Math.max((Date.now() - oldest.getTime()) / 1000, 0) : null,
+      };
+    });
+  });
+
+  return {
+    app,
+    stopping: () => {
+      isStopping = true;
+    },
+  };
+}
+
+async function run(check: () => Promise<void>): Promise<Record<string, unknown>> {
+  try {
+    await Promise.race([
+      check(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("timed out")), 2000).unref()),
+    ]);
+    return { ok: true };
+  } catch (error) {
+    return {
+      ok: false,
+      error: error instanceof Error ? error.message || error.name : String(error),
+    };
+  }
+}
