@@ -156,7 +156,7 @@ def test_the_standard_service_logs_warnings_on_its_database_with_the_tests_setti
     assert service.settings_for("sqlite:///x.db", tmp_path)["log_level"] == "warning"
     assert service.app_for({"database_url": "sqlite:///x.db"}) == "the app"
     assert made[0][0] == {"database_url": "sqlite:///x.db"}
-    assert service.migrations == tmp_path
+    assert (service.migrations, service.key) == (tmp_path, key)
 
 
 async def test_the_standard_service_s_app_trusts_the_tokens_its_key_signs() -> None:
@@ -172,7 +172,7 @@ async def test_the_standard_service_s_app_trusts_the_tokens_its_key_signs() -> N
         await verifiers[0].verify(testing.SigningKey().sign(["customer"]))
 
 
-def test_a_conftest_with_a_key_and_migrations_gets_users_and_a_migrated_database(
+def test_a_service_with_a_key_and_migrations_gets_users_and_a_migrated_database(
     pytester: pytest.Pytester,
 ) -> None:
     migrations(pytester.path)
@@ -189,13 +189,8 @@ def test_a_conftest_with_a_key_and_migrations_gets_users_and_a_migrated_database
 
         @pytest.fixture(scope="session")
         def service():
-            return Service(
-                lambda url, data_dir: url, lambda _: None, Path(__file__).parent / "migrations"
-            )
-
-        @pytest.fixture(scope="session")
-        def signing_key():
-            return KEY
+            migrations = Path(__file__).parent / "migrations"
+            return Service(lambda url, data_dir: url, lambda _: None, migrations, KEY)
         """
     )
     pytester.makepyfile(

@@ -35,10 +35,10 @@ heavy until a fixture asks for it.
     ``TestClient``; one app on the module's database, for tests that leave it as they found it;
     and the test's ``database_url`` with the service's migrations run on it. A conftest's own
     fixture of the same name takes the place of the plugin's.
-``admin``, ``customer``
-    For a conftest that signs the tests' tokens with a key of its own, handed over in the
-    fixture ``signing_key`` (the key its app's verifier trusts): a new administrator and a new
-    customer (:class:`agora_tools.testing.User`) with tokens that key signed.
+``signing_key``, ``admin``, ``customer``
+    The key the service's app trusts (its :class:`Service`'s ``key``; a conftest may hand over
+    another in a ``signing_key`` fixture of its own), and a new administrator and a new customer
+    (:class:`agora_tools.testing.User`) with tokens that key signed.
 
 :class:`SecondsClock` is the clock for code that counts time in seconds (``time.monotonic``).
 
@@ -224,12 +224,14 @@ def serving(app: Any) -> Iterator[TestClient]:
 class Service(Generic[SettingsT]):
     """How a service's tests make its app: its settings for a database and a data directory
     (``settings_for``, which may take settings of the test's besides), its app for those
-    settings (``app_for``, with the test's fakes), and where its migrations are (for the
-    ``migrated`` fixture)."""
+    settings (``app_for``, with the test's fakes), where its migrations are (for the
+    ``migrated`` fixture) and the key that signs the tokens its app trusts (for ``admin`` and
+    ``customer``)."""
 
     settings_for: Callable[..., SettingsT]
     app_for: Callable[[SettingsT], Any]
     migrations: Path | None = None
+    key: SigningKey | None = None
 
     @classmethod
     def standard(
@@ -253,7 +255,7 @@ class Service(Generic[SettingsT]):
         def app_for(settings: SettingsT) -> Any:
             return create_app(settings, verifier=key.verifier())
 
-        return cls(settings_for, app_for, migrations)
+        return cls(settings_for, app_for, migrations, key)
 
     def serving(self, settings: SettingsT) -> AbstractContextManager[TestClient]:
         """The app for ``settings``, running (see :func:`serving`)."""
@@ -291,6 +293,14 @@ def migrated(service: Service[Any], database_url: str) -> str:
         raise pytest.UsageError("migrated needs the migrations of the conftest's Service")
     upgrade(database_url, service.migrations)
     return database_url
+
+
+@pytest.fixture
+def signing_key(service: Service[Any]) -> SigningKey:
+    """The key that signs the tokens the service's app trusts."""
+    if service.key is None:
+        raise pytest.UsageError("signing_key needs the key of the conftest's Service")
+    return service.key
 
 
 @pytest.fixture

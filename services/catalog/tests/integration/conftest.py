@@ -19,7 +19,6 @@ from catalog.settings import CatalogSettings
 
 KEY = SigningKey()
 
-
 SERVICE = Service.standard(CatalogSettings, create_app, KEY, migrations=MIGRATIONS)
 app_for = SERVICE.app_for
 
@@ -27,14 +26,9 @@ app_for = SERVICE.app_for
 @pytest.fixture(scope="session")
 def service() -> Service[CatalogSettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded catalog of the test's own) and
-    ``shared`` (one seeded catalog per module) are made this way."""
+    ``shared`` (one seeded catalog per module) are made this way; its ``admin`` and
+    ``customer`` carry tokens ``KEY`` signed."""
     return SERVICE
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
-    return KEY
 
 
 def a_product(**overrides: Any) -> dict[str, Any]:

@@ -40,14 +40,9 @@ app_for = SERVICE.app_for
 @pytest.fixture(scope="session")
 def service() -> Service[InventorySettings]:
     """The plugin's ``settings``, ``client`` (a freshly seeded inventory of the test's own) and
-    ``shared`` (one seeded inventory per module) are made this way."""
+    ``shared`` (one seeded inventory per module) are made this way; its ``admin`` and
+    ``customer`` carry tokens ``KEY`` signed."""
     return SERVICE
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
-    return KEY
 
 
 class Replica:

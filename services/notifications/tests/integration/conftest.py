@@ -54,14 +54,8 @@ app_for = SERVICE.app_for
 @pytest.fixture(scope="session")
 def service() -> Service[NotificationsSettings]:
     """The plugin's ``settings``, ``shared`` (one app per module) and ``migrated`` are made this
-    way."""
+    way; its ``admin`` and ``customer`` carry tokens ``KEY`` signed."""
     return SERVICE
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
-    return KEY
 
 
 # --- a mail server -----------------------------------------------------------------------------

@@ -65,14 +65,8 @@ app_for = SERVICE.app_for
 def service() -> Service[PaymentsSettings]:
     """The plugin's ``settings``, ``client`` (an app of the test's own), ``shared`` (one app
     per module, whose tests must not depend on what the others did) and ``migrated`` are made
-    this way."""
+    this way; its ``admin`` and ``customer`` carry tokens ``KEY`` signed."""
     return SERVICE
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    """The key the app trusts, which signs the plugin's ``admin`` and ``customer``."""
-    return KEY
 
 
 @dataclass
