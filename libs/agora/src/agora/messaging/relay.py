@@ -13,12 +13,17 @@ acknowledged it.
   stream's de-duplication window.
 * While the broker is away it backs off (up to ``backoff_max``) and tries again for as long as it
   takes: an event is never given up on.
+* Each look at the outbox sets two gauges from the rows it read (no query of their own, but a
+  count when a full batch says more may wait): how many rows wait, and when the oldest of them
+  was recorded, or the look's own time when none does. ``time() - oldest`` therefore grows for
+  as long as the relay cannot publish, whatever the reason (ADR 34's AgoraOutboxStuck).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
@@ -47,6 +52,17 @@ PUBLISHED = Counter(
     "Outbox rows acknowledged by the broker (duplicate: the broker had it already).",
     ["service", "outcome"],
 )
+WAITING = Gauge(
+    "agora_outbox_pending",
+    "Outbox rows waiting to be published, at the relay's last look.",
+    ["service"],
+)
+OLDEST = Gauge(
+    "agora_outbox_oldest_pending_timestamp_seconds",
+    "When the oldest outbox row waiting to be published was recorded, at the relay's last look; "
+    "the time of that look when none waits.",
+    ["service"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +74,7 @@ class Pending:
     payload: bytes
     traceparent: str | None
     type: str
+    created_at: datetime
 
 
 def pending_rows(session: Session, limit: int) -> list[Pending]:
@@ -70,6 +87,7 @@ def pending_rows(session: Session, limit: int) -> list[Pending]:
             outbox.c.payload,
             outbox.c.traceparent,
             outbox.c.type,
+            outbox.c.created_at,
         )
         .where(outbox.c.status == "pending")
         .order_by(outbox.c.seq)
@@ -99,6 +117,25 @@ def backlog(session: Session) -> int:
             select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
         ).scalar_one()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One look at the outbox: up to a batch of its pending rows, and how many wait in all."""
+
+    rows: list[Pending]
+    waiting: int
+
+
+def look(session: Session, limit: int) -> Look:
+    rows = pending_rows(session, limit)
+    # Fewer than a batch is all of them: count only when a full batch says more may wait.
+    return Look(rows, backlog(session) if len(rows) >= limit else len(rows))
+
+
+def _timestamp(moment: datetime) -> float:
+    # SQLite keeps no time zone, and the outbox records UTC (agora.messaging.outbox).
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 class Relay:
@@ -159,7 +196,12 @@ class Relay:
         Raises when nothing at all could be published (the broker is away), after marking what
         was acknowledged.
         """
-        rows = await self.uow.query(pending_rows, self.batch)
+        seen = await self.uow.query(look, self.batch)
+        rows = seen.rows
+        WAITING.labels(self.service).set(seen.waiting)
+        OLDEST.labels(self.service).set(
+            min(_timestamp(row.created_at) for row in rows) if rows else time.time()
+        )
         if not rows:
             return 0
         js = self.broker.js  # raises BrokerUnavailable while disconnected
