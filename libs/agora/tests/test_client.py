@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
 
 from agora import context
 from agora.client import BreakerState, CircuitBreaker, ServiceClient
@@ -410,6 +411,37 @@ async def test_calls_named_by_one_route_template_share_its_breaker(
         "/products/slow-2",
         "/products",
     ]
+
+
+async def test_the_gauge_of_open_breakers_follows_a_replica_s_breaker_open_and_closed(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    first, second = await start_callee("a"), await start_callee("b")
+    client = make_client(
+        {"catalog": [first.url, second.url]},
+        service="breaker-gauge",
+        failure_threshold=2,
+        reset_timeout=0.1,
+        attempts=1,
+    )
+    assert breakers_open("breaker-gauge", "catalog") == 0
+
+    first.failures = 2
+    for _ in range(3):  # a fails, b answers, a fails again: a's breaker opens
+        await client.request("catalog", "GET", "/products")
+    assert breakers_open("breaker-gauge", "catalog") == 1
+
+    await asyncio.sleep(0.15)
+    for _ in range(2):  # b, then a's trial call, which succeeds
+        assert (await client.request("catalog", "GET", "/products")).status == 200
+    assert client.breaker(first.url).state is BreakerState.CLOSED
+    assert breakers_open("breaker-gauge", "catalog") == 0
+
+
+def breakers_open(service: str, peer: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "agora_client_breakers_open", {"service": service, "peer": peer}
+    )
 
 
 # --- round robin -----------------------------------------------------------------------------

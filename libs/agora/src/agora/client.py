@@ -12,7 +12,9 @@ unreachable service, 502 for a broken exchange), never as aiohttp exceptions.
 A replica's breaker counts what says the replica cannot serve: no connection, a broken exchange, a
 502 or 503. A timeout or a 504 is held against the route alone (its method and path, or the
 template the caller names), in a breaker of its own per replica, so that one slow route stops
-being called without the replica's other routes stopping with it (ADR 21).
+being called without the replica's other routes stopping with it (ADR 21). How many of a
+callee's replicas have their breaker open (or half-open, a trial call out) is the gauge
+``agora_client_breakers_open``, set when one opens or closes (ADR 34's AgoraBreakerOpen).
 
 A replica that is stopping refuses what still reaches it after its drain with a 503 carrying
 ``Agora-Stopping`` (agora.app.WhileStopping): it took nothing of the request, so the call goes to
@@ -42,7 +44,7 @@ from multidict import CIMultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from yarl import URL
 
 from agora import context
@@ -75,6 +77,12 @@ CALLS = Counter(
     "Calls to other services, by caller, callee and outcome: the class of the answer's status "
     "(2xx, 3xx, 4xx, 5xx), or error when no answer came (retries of one call count once).",
     ["service", "peer", "outcome"],
+)
+BREAKERS_OPEN = Gauge(
+    "agora_client_breakers_open",
+    "Replicas of a callee whose circuit breaker is open or half-open: calls to them are refused, "
+    "but for one trial.",
+    ["service", "peer"],
 )
 
 
@@ -111,6 +119,7 @@ class CircuitBreaker:
         "_opened_at",
         "_state",
         "failure_threshold",
+        "on_change",
         "reset_timeout",
     )
 
@@ -129,6 +138,8 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at = 0.0
+        # Called when the breaker opens or closes (not between open and half-open).
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -148,7 +159,9 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
-        self._state = BreakerState.CLOSED
+        if self._state is not BreakerState.CLOSED:
+            self._state = BreakerState.CLOSED
+            self._changed()
         self._failures = 0
 
     def record_failure(self) -> None:
@@ -168,9 +181,16 @@ class CircuitBreaker:
             self._opened_at = self._clock() - self.reset_timeout
 
     def _open(self) -> None:
+        was_closed = self._state is BreakerState.CLOSED
         self._state = BreakerState.OPEN
         self._opened_at = self._clock()
         self._failures = 0
+        if was_closed:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
 
 class _RouteBreakers:
@@ -261,6 +281,10 @@ class _Replicas:
         raise ServiceUnavailable(
             f"{self.name} is failing on every replica; calls to it resume after a pause"
         )
+
+
+def _serves(callee: _Replicas, url: str) -> bool:
+    return any(replica.url == url for replica in callee.replicas)
 
 
 class _Unanswered(Exception):
@@ -364,11 +388,27 @@ class ServiceClient:
                     self._route_breakers[base] = _RouteBreakers(new_breaker)
                 replicas.append(_Replica(base, self._breakers[base], self._route_breakers[base]))
             self._services[name] = _Replicas(name, replicas)
+        for name, callee in self._services.items():
+            for replica in callee.replicas:
+                replica.breaker.on_change = self._breakers_changed(replica.url)
+            BREAKERS_OPEN.labels(self.service, name).set(0)
         # Streamed bodies (server-sent events) may flow for as long as the callee sends them:
         # ``timeout`` bounds only the wait for the answer's head there.
         self._stream_timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout)
         self._tracer = trace.get_tracer("agora.client", tracer_provider=tracer_provider)
         self._session: aiohttp.ClientSession | None = None
+
+    def _breakers_changed(self, url: str) -> Callable[[], None]:
+        """What to do when the breaker of the replica at ``url`` opens or closes: count the
+        open ones again for each callee it serves (one, unless two names share an address)."""
+        callees = [callee for callee in self._services.values() if _serves(callee, url)]
+
+        def count() -> None:
+            for callee in callees:
+                opened = sum(r.breaker.state is not BreakerState.CLOSED for r in callee.replicas)
+                BREAKERS_OPEN.labels(self.service, callee.name).set(opened)
+
+        return count
 
     def breaker(self, url: str) -> CircuitBreaker:
         """The circuit breaker of the replica at ``url``."""
