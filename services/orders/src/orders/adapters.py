@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     bindparam,
+    func,
     select,
     tuple_,
 )
@@ -264,6 +265,16 @@ class SqlOrders:
             .limit(limit)
         )
         return [Due(order_id, traceparent) for order_id, traceparent in session.execute(statement)]
+
+    def oldest_pending(self, session: Session) -> datetime | None:
+        # An order is PENDING exactly while its checkout has a deadline (a finished checkout
+        # has none): the deadline's index finds those few without reading every order.
+        oldest = session.execute(
+            select(func.min(orders.c.placed_at))
+            .join_from(checkouts, orders, checkouts.c.order_id == orders.c.id)
+            .where(checkouts.c.deadline_at.is_not(None))
+        ).scalar()
+        return aware(oldest)
 
 
 # --- other services ------------------------------------------------------------------------------

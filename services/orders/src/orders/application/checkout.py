@@ -1,7 +1,8 @@
 """Moving an order's checkout on: by an answer from inventory or payments, by a deadline that
 passed, or by the customer cancelling. Each is one transaction that stores the checkout's new
 state and records the commands it sends (and OrderConfirmed, in each version, or OrderCancelled
-at its end) in the outbox; the deadline timer runs one such transaction per order that is due."""
+at its end) in the outbox; the deadline timer runs one such transaction per order that is due,
+then sets the gauge of the oldest order still PENDING (ADR 34's AgoraOrderPendingTooLong)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import datetime
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span
+from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
@@ -60,6 +62,11 @@ ANSWERS: tuple[type[IntegrationEvent], ...] = (
     PaymentRefunded,
 )
 TIMER_BATCH = 100
+PENDING_SINCE = Gauge(
+    "agora_orders_oldest_pending_timestamp_seconds",
+    "When the oldest order still PENDING was placed, at the deadline timer's last look; the time "
+    "of that look when none is.",
+)
 
 
 def cancel_order(
@@ -116,6 +123,10 @@ def due_checkouts(session: Session, orders: Orders, now: datetime, limit: int) -
     return orders.due(session, now, limit)
 
 
+def oldest_pending(session: Session, orders: Orders) -> datetime | None:
+    return orders.oldest_pending(session)
+
+
 def fire_deadline(
     session: Session, orders: Orders, rules: Rules, order_id: str, now: datetime
 ) -> Order | None:
@@ -129,7 +140,8 @@ def fire_deadline(
 
 async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = TIMER_BATCH) -> int:
     """One tick of the deadline timer: act on up to ``batch`` checkouts whose deadline is at or
-    before ``now``, each in a transaction of its own. Returns how many were due."""
+    before ``now``, each in a transaction of its own, then note when the oldest order still
+    PENDING was placed (``now`` when none is). Returns how many were due."""
     due = await uow.query(due_checkouts, parts.orders, now, batch)
     for item in due:
         # A resend belongs to the checkout's trace, not to a trace of the timer's own.
@@ -139,6 +151,9 @@ async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = 
             except Exception:
                 # One order's failure must not hold up the others; it is due again next tick.
                 log.exception("checkout deadline failed", order_id=item.order_id)
+    # Set from the timer's own look, so `time() - gauge` grows as well when the timer stops.
+    oldest = await uow.query(oldest_pending, parts.orders)
+    PENDING_SINCE.set((oldest or now).timestamp())
     return len(due)
 
 

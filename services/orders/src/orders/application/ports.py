@@ -91,6 +91,9 @@ class Orders(Protocol):
     def due(self, session: Session, now: datetime, limit: int) -> list[Due]:
         """Up to ``limit`` checkouts whose deadline is at or before ``now``, earliest first."""
 
+    def oldest_pending(self, session: Session) -> datetime | None:
+        """When the oldest order still PENDING was placed; None when none is."""
+
 
 Clock = Callable[[], datetime]
 
