@@ -77,10 +77,14 @@ def test_every_alert_fires_when_it_should_and_stays_quiet_when_it_should(promtoo
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "FAILED" not in tested.stdout
     tests = yaml.safe_load((COMMITTED / TESTS_FILE).read_text())["tests"]
-    groups = rules_on_disk()["groups"]
-    alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
+    alerts = {
+        group["name"]: {rule["alert"] for rule in group["rules"] if "alert" in rule}
+        for group in rules_on_disk()["groups"]
+    }
     for case in tests:
-        assert {t["alertname"] for t in case["alert_rule_test"]} == alerts, case["name"]
+        service = case["name"].partition(":")[0]
+        named = {t["alertname"] for t in case["alert_rule_test"]}
+        assert named == alerts[f"agora-{service}"], case["name"]
     # Each service has a case where every alert fires and one where none does.
     firing = [case for case in tests if all(t["exp_alerts"] for t in case["alert_rule_test"])]
     quiet = [case for case in tests if not any(t["exp_alerts"] for t in case["alert_rule_test"])]
@@ -95,7 +99,7 @@ def rules_on_disk() -> dict[str, Any]:
 def test_the_tests_hold_for_objectives_other_than_the_defaults(
     promtool: str, tmp_path: Path
 ) -> None:
-    lenient = {"error_ratio": 0.2, "p99_seconds": 3.0}
+    lenient = {"error_ratio": 0.2, "p99_seconds": 3.0, "pending_seconds": 600}
     t = topology(reviews={"module": "reviews.bootstrap", "objectives": lenient})
     for path, text in render(t).items():
         (tmp_path / Path(path).name).write_text(text)
@@ -124,6 +128,9 @@ def test_a_service_added_to_the_topology_gets_its_recording_rules_and_alerts() -
         "service_consumer_outcome:agora_events_consumed:rate5m",
         "service_outcome:agora_outbox_published:rate5m",
         "service_consumer:agora_dead_letters:increase1h",
+        "service:agora_outbox_pending:max",
+        "service:agora_outbox_oldest_pending_age_seconds:max",
+        "service_peer:agora_client_breakers_open:max",
     } == records
     assert all('service="reviews"' in rule["expr"] for rule in added)
     names = {rule["alert"] for rule in added if "alert" in rule}
@@ -132,6 +139,8 @@ def test_a_service_added_to_the_topology_gets_its_recording_rules_and_alerts() -
         "AgoraLatencyP99High",
         "AgoraReplicaDown",
         "AgoraDeadLetter",
+        "AgoraOutboxStuck",
+        "AgoraBreakerOpen",
     }
     assert all(rule["annotations"]["runbook"] for rule in added if "alert" in rule)
     tests = yaml.safe_load(render(after)[f"{PROMETHEUS_DIR}/{TESTS_FILE}"])["tests"]
@@ -153,8 +162,30 @@ def test_the_alerts_hold_each_service_to_the_objectives_the_topology_gives_it() 
     assert alert(t, "search", "AgoraLatencyP99High")["expr"].endswith(" > 2.0")
 
 
+def test_only_a_service_with_a_pending_objective_is_paged_for_an_order_pending_past_it() -> None:
+    t = topology(
+        identity={"module": "identity.bootstrap"},
+        orders={"module": "orders.bootstrap", "objectives": {"pending_seconds": 120}},
+    )
+
+    pending = alert(t, "orders", "AgoraOrderPendingTooLong")
+    assert pending["expr"] == (
+        'service:agora_orders_oldest_pending_age_seconds:max{service="orders"} > 120'
+    )
+    assert pending["labels"]["severity"] == "page"
+    recorded = {rule["record"]: rule["expr"] for rule in group_of(t, "orders") if "record" in rule}
+    assert recorded["service:agora_orders_oldest_pending_age_seconds:max"] == (
+        "max by (service) "
+        '(time() - agora_orders_oldest_pending_timestamp_seconds{service="orders"})'
+    )
+    # No objective, no rule: identity's group names no order metric, recorded or alerted on.
+    assert not any("agora_orders_" in rule["expr"] for rule in group_of(t, "identity"))
+
+
 def test_an_objective_out_of_bounds_is_refused_with_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="error_ratio"):
         topology(search={"module": "search.bootstrap", "objectives": {"error_ratio": 0.7}})
     with pytest.raises(ValueError, match="p99_seconds"):
         topology(search={"module": "search.bootstrap", "objectives": {"p99_seconds": 0}})
+    with pytest.raises(ValueError, match="pending_seconds"):
+        topology(orders={"module": "orders.bootstrap", "objectives": {"pending_seconds": 0}})

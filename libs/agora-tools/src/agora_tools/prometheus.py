@@ -2,15 +2,17 @@
 
 ``deploy/prometheus/rules.yml`` is a plain rule file (top-level ``groups:``), one group per
 service: recording rules for what an operator reads first (request rate, 5xx ratio, p50 and p99
-latency, messages handled, outbox publications, dead letters) and the alerts a team pages on,
-each with a runbook line, held to the service's ``objectives`` in ``topology.toml``.
+latency, messages handled, outbox publications and backlog, dead letters, open breakers, and for
+orders the age of its oldest PENDING order) and the alerts a team pages on, each with a runbook
+line, held to the service's ``objectives`` in ``topology.toml``.
 
 ``deploy/prometheus/tests.yml`` is what ``promtool test rules`` runs: for each service, made-up
 series under which every alert fires, and others under which every alert stays quiet.
 
-Only metrics the chassis exports are named (:mod:`agora.middleware`,
-:mod:`agora.messaging.consumer`, :mod:`agora.messaging.relay`), plus ``up``, which Prometheus
-writes for each target it scrapes; a scrape configuration labels each target with ``service``.
+Only metrics the processes export are named (:mod:`agora.middleware`,
+:mod:`agora.messaging.consumer`, :mod:`agora.messaging.relay`, :mod:`agora.client`, and orders'
+``agora_orders_oldest_pending_timestamp_seconds``), plus ``up``, which Prometheus writes for each
+target it scrapes; a scrape configuration labels each target with ``service``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ WINDOW = "5m"
 FOR = "5m"
 DOWN_FOR = "2m"
 DEAD_LETTER_WINDOW = "10m"
+# A breaker opens after a few failures in a row and tries again within seconds: one open for a
+# minute is a callee that keeps failing, not a blip.
+BREAKER_FOR = "1m"
+# The pending objective already holds the margin past the checkout's deadline.
+PENDING_FOR = "1m"
+# An event the relay has not published for a minute (it publishes within a second when the
+# broker is there); after FOR more, the broker has been away for minutes.
+OUTBOX_STUCK_SECONDS = 60
 SERVER_ERROR = '=~"5.."'
 DEAD = '="dead"'
 PAGE = "page"
@@ -97,6 +107,11 @@ def _dead_letters(service: Service) -> str:
     return "agora_events_consumed_total" + _selector(service, outcome=DEAD)
 
 
+def _age(service: Service, timestamp: str) -> str:
+    """The age of what a ``*_timestamp_seconds`` gauge dates, the oldest over the replicas."""
+    return f"max by (service) (time() - {timestamp}{_selector(service)})"
+
+
 def recording_rules(service: Service) -> dict[str, str]:
     """Recorded series by name, after Prometheus's ``level:metric:operations`` convention."""
     requests = f"agora_http_requests_total{_selector(service)}"
@@ -104,6 +119,9 @@ def recording_rules(service: Service) -> dict[str, str]:
     events = f"agora_events_consumed_total{_selector(service)}"
     dead = _dead_letters(service)
     published = f"agora_outbox_published_total{_selector(service)}"
+    pending: dict[str, str] = {}
+    if service.objectives.pending_seconds is not None:
+        pending[PENDING_AGE] = _age(service, "agora_orders_oldest_pending_timestamp_seconds")
     return {
         "service:agora_http_requests:rate5m": f"sum by (service) (rate({requests}[{WINDOW}]))",
         "service:agora_http_errors:ratio_rate5m": (
@@ -121,13 +139,39 @@ def recording_rules(service: Service) -> dict[str, str]:
         "service_consumer:agora_dead_letters:increase1h": (
             f"sum by (service, consumer) (increase({dead}[1h]))"
         ),
+        "service:agora_outbox_pending:max": (
+            f"max by (service) (agora_outbox_pending{_selector(service)})"
+        ),
+        OUTBOX_AGE: _age(service, "agora_outbox_oldest_pending_timestamp_seconds"),
+        BREAKERS: f"max by (service, peer) (agora_client_breakers_open{_selector(service)})",
+        **pending,
     }
+
+
+OUTBOX_AGE = "service:agora_outbox_oldest_pending_age_seconds:max"
+BREAKERS = "service_peer:agora_client_breakers_open:max"
+PENDING_AGE = "service:agora_orders_oldest_pending_age_seconds:max"
 
 
 def alerts(service: Service) -> list[Alert]:
     """What pages for one service, held to its objectives."""
     name, objectives = service.name, service.objectives
     dead = _dead_letters(service)
+    pending: list[Alert] = []
+    if objectives.pending_seconds is not None:
+        pending.append(
+            Alert(
+                name="AgoraOrderPendingTooLong",
+                expr=f"{PENDING_AGE}{_selector(service)} > {objectives.pending_seconds}",
+                duration=PENDING_FOR,
+                severity=PAGE,
+                summary=f"{name} has held an order PENDING for more than "
+                f"{objectives.pending_seconds:g} s",
+                runbook="Follow the oldest PENDING order's checkout in the console (its trace): "
+                "the answer it waits for names the service to look at (its alerts, its "
+                "consumers' lag, the broker); `agora verify` lists the orders past their deadline.",
+            )
+        )
     return [
         Alert(
             name="AgoraErrorRatioHigh",
@@ -168,6 +212,28 @@ def alerts(service: Service) -> list[Alert]:
             runbook=f"Read the dead letter's error (`agora events dead`, or the console's dead "
             f"letters of {name}), fix the cause, then `agora events replay EVENT_ID`.",
         ),
+        Alert(
+            name="AgoraOutboxStuck",
+            expr=f"{OUTBOX_AGE}{_selector(service)} > {OUTBOX_STUCK_SECONDS}",
+            duration=FOR,
+            severity=PAGE,
+            summary=f"{name} has not published an event recorded over {OUTBOX_STUCK_SECONDS} s ago",
+            runbook=f"Check that the broker runs and that {name} reaches it (`agora status`; "
+            f'{name}\'s logs say "relay could not publish"); the events wait in its outbox '
+            "(`/internal/outbox`) and go out by themselves once it is back.",
+        ),
+        Alert(
+            name="AgoraBreakerOpen",
+            expr=f"{BREAKERS}{_selector(service)} > 0",
+            duration=BREAKER_FOR,
+            severity=PAGE,
+            summary=f"{name} has stopped calling a replica of the service in the peer label: "
+            "its circuit breaker is open",
+            runbook=f"Look at the callee in the peer label: its alerts, `agora status`, its logs "
+            f"and its slow or failing routes in the console's traces; {name} calls the replica "
+            "again by itself once a trial call succeeds.",
+        ),
+        *pending,
     ]
 
 
@@ -197,8 +263,9 @@ def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
 
 
 def _inputs(service: Service, *, failing: bool) -> list[dict[str, str]]:
-    """A service's series for half an hour: half its answers 5xx, slow, a replica down and a
-    dead letter after ten minutes; or healthy."""
+    """A service's series for half an hour: half its answers 5xx, slow, a replica down, a dead
+    letter after ten minutes, its outbox stuck, a breaker open and (orders) an order PENDING
+    for good; or healthy."""
     name = service.name
     route = {"service": name, "route": "/things", "method": "GET"}
     # Per minute: 100 requests answered 200, and as many (failing) or none answered 500; all
@@ -209,6 +276,12 @@ def _inputs(service: Service, *, failing: bool) -> list[dict[str, str]]:
     counts = (0, 10, 110, 110) if failing else (110, 110, 110, 110)
     instance = {"job": "agora", "instance": INSTANCE.format(service=name), "service": name}
     dead = {"service": name, "consumer": "things", "outcome": "dead"}
+    # A gauge of when something still waiting began: stuck at the start (failing), or keeping
+    # up with the clock, as it does when nothing waits (healthy).
+    since = f"0x{SPAN}" if failing else f"0+60x{SPAN}"
+    pending: list[dict[str, str]] = []
+    if service.objectives.pending_seconds is not None:
+        pending.append(_series("agora_orders_oldest_pending_timestamp_seconds", instance, since))
     return [
         _series("agora_http_requests_total", {**route, "status": "200"}, f"0+100x{SPAN}"),
         _series(
@@ -224,6 +297,18 @@ def _inputs(service: Service, *, failing: bool) -> list[dict[str, str]]:
         _series(
             "agora_events_consumed_total", dead, f"0x10 1x{SPAN - 10}" if failing else f"0x{SPAN}"
         ),
+        # The backlog grows by ten events a minute while the broker is away.
+        _series(
+            "agora_outbox_pending", {"service": name}, f"0+10x{SPAN}" if failing else f"0x{SPAN}"
+        ),
+        _series("agora_outbox_oldest_pending_timestamp_seconds", {"service": name}, since),
+        # A breaker open from minute 5 on; or open for one scrape, a blip that pages nobody.
+        _series(
+            "agora_client_breakers_open",
+            {"service": name, "peer": "things"},
+            f"0x5 1x{SPAN - 5}" if failing else f"0x5 1 0x{SPAN - 6}",
+        ),
+        *pending,
     ]
 
 
@@ -233,6 +318,8 @@ def _expected(service: Service, alert: Alert) -> dict[str, Any]:
         labels |= {"job": "agora", "instance": INSTANCE.format(service=service.name)}
     if alert.name == "AgoraDeadLetter":
         labels |= {"consumer": "things"}
+    if alert.name == "AgoraBreakerOpen":
+        labels |= {"peer": "things"}
     return {
         "exp_labels": labels,
         "exp_annotations": {"summary": alert.summary, "runbook": alert.runbook},

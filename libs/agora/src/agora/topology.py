@@ -110,10 +110,13 @@ class Resources(_Strict):
 
 class Objectives(_Strict):
     """What a service promises, which its alerts hold it to (deploy/prometheus/, ADR 34): at most
-    this share of its requests answered 5xx, and its 99th percentile at most this long."""
+    this share of its requests answered 5xx, and its 99th percentile at most this long; for
+    orders, which exports the time its oldest PENDING order was placed, the longest an order
+    may stay PENDING, in whole seconds (unset: no such alert)."""
 
     error_ratio: float = Field(default=0.01, gt=0, lt=0.5)
     p99_seconds: float = Field(default=0.5, gt=0)
+    pending_seconds: int | None = Field(default=None, gt=0)
 
 
 class _Scaling(_Strict):
