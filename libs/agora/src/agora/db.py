@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
 import structlog
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session
 from agora.backoff import Backoff, retrying
 from agora.errors import ServiceUnavailable
 from agora.secrets import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from agora.telemetry import trace_statements
 from agora.transactions import SOURCE, Callback, Handler, finish
 from agora.transactions import on_commit as on_commit  # services import the hook from here
 
@@ -130,7 +132,7 @@ class UnitOfWork:
             path = sqlite_path(url)
             if path is not None:
                 private_sqlite_file(path)
-            self._sync = _sqlite_engine(url, synchronous)
+            self._sync = engine = _sqlite_engine(url, synchronous)
             # Made once: execution_options() builds a new engine proxy on every call.
             self._binds = {
                 True: self._sync.execution_options(sqlite_begin="IMMEDIATE"),
@@ -140,6 +142,8 @@ class UnitOfWork:
             self._async = create_async_engine(
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+            engine = self._async.sync_engine
+        trace_statements(engine)
 
     def after_commit(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` after each commit that wrote events (the relay wakes on it: the
@@ -280,6 +284,9 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # No span of its own: the transaction's bookkeeping, as on PostgreSQL, whose driver
+        # begins transactions itself; a span costs as much as the BEGIN (ADR 41).
+        with suppress_instrumentation():
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
