@@ -16,6 +16,11 @@ from typing import Any
 _WATCHING = ("/console", "/internal/", "/metrics", "/readyz", "/livez", "/static/")
 # Attributes naming the path of an HTTP span, where an order id may show.
 _PATH_ATTRIBUTES = ("url.path", "url.full", "http.target", "http.url")
+# What a database or Redis client's span ran (OpenTelemetry's newer name first), shown as its
+# name: the instrumentation names it by the operation and the database (for SQLite the file's
+# whole path), which says less.
+_STATEMENT_ATTRIBUTES = ("db.query.text", "db.statement")
+_STATEMENT_SHOWN = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +69,32 @@ def parse_span(raw: Any) -> Span | None:
         return None
     parent = raw.get("parent_id")
     attributes = raw.get("attributes")
+    attributes = attributes if isinstance(attributes, Mapping) else {}
     return Span(
         trace_id=trace_id,
         span_id=span_id,
         parent_id=str(parent) if parent else None,
-        name=str(raw.get("name") or "?"),
+        name=_statement(attributes) or str(raw.get("name") or "?"),
         kind=str(raw.get("kind") or "internal"),
         service=str(raw.get("service") or "?"),
         replica=replica,
         start=start,
         duration_ms=duration_ms,
         status=str(raw.get("status") or "ok"),
-        attributes=attributes if isinstance(attributes, Mapping) else {},
+        attributes=attributes,
     )
+
+
+def _statement(attributes: Mapping[str, Any]) -> str | None:
+    """The statement a client's span ran, on one line and cut short, if it ran one."""
+    for key in _STATEMENT_ATTRIBUTES:
+        statement = attributes.get(key)
+        if isinstance(statement, str) and statement.strip():
+            shown = " ".join(statement.split())
+            if len(shown) > _STATEMENT_SHOWN:
+                shown = shown[: _STATEMENT_SHOWN - 1] + "…"
+            return shown
+    return None
 
 
 def parse_spans(answers: Iterable[Any]) -> list[Span]:
