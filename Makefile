@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # framework from source again at each start.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test k8s-test sync bench reset screenshots help \
+.PHONY: up test lint typecheck contracts-lint contracts unit deploy-test k8s-test sync bench loadgen reset screenshots help \
 	shipping-deps shipping-lint shipping-typecheck shipping-test
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make k8s-test     run the local Kubernetes overlay under podman kube play (root)"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
 	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks)"
+	@echo "make loadgen Locust's mixed load on a shop of its own (or ARGS=\"--url URL\"), objectives checked"
 	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
 
 $(UV):
@@ -45,7 +46,7 @@ lint: sync
 	$(BIN)/ruff format --check .
 
 typecheck: sync
-	$(BIN)/mypy libs services gateway tests bench deploy
+	$(BIN)/mypy libs services gateway tests bench deploy loadgen
 
 contracts-lint: sync
 	$(BIN)/lint-imports
@@ -94,6 +95,11 @@ bench: sync
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/checkout.py
 	$(BIN)/python bench/password_checks.py
+
+# Locust's shoppers and admin on a shop it starts (or ARGS="--url ..."), then its objectives and
+# agora verify; the HTML report goes to loadgen/report/report.html.
+loadgen: sync
+	$(BIN)/python loadgen/run.py $(ARGS)
 
 # Starts a shop of its own and photographs it in the machine's Chromium (installed when missing).
 screenshots: sync

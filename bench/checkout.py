@@ -1,5 +1,9 @@
 """Checkout throughput and latency: confirmed orders per second, and place → confirmed latency.
 
+The saturation benchmark: how many checkouts a second the system confirms at most, and at what CPU
+cost, compared across commits. Mixed load held to the objectives (shoppers browsing, searching,
+checking out with every test card) is Locust's, in loadgen/ (ADR 40).
+
 It runs the whole system with `agora up` (embedded profile: SQLite files, the embedded broker, one
 process per service) in a throwaway directory, registers shoppers, stocks every product up so the
 runs never sell out, and then:
