@@ -193,7 +193,7 @@ def configure_tracing(
 ) -> TracerProvider:
     """Install a tracer provider naming this service, keeping its recent spans in memory and
     exporting them over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. The first call in a
-    process wins."""
+    process wins; any call makes Redis commands spans, when :func:`statements_traced`."""
     global _configured
     if statements_traced():
         trace_commands()
