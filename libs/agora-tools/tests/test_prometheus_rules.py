@@ -130,6 +130,7 @@ def test_a_service_added_to_the_topology_gets_its_recording_rules_and_alerts() -
         "service_consumer:agora_dead_letters:increase1h",
         "service:agora_outbox_pending:max",
         "service:agora_outbox_oldest_pending_age_seconds:max",
+        "service_peer_outcome:agora_client_requests:rate5m",
         "service_peer:agora_client_breakers_open:max",
     } == records
     assert all('service="reviews"' in rule["expr"] for rule in added)

@@ -36,9 +36,11 @@ WINDOW = "5m"
 FOR = "5m"
 DOWN_FOR = "2m"
 DEAD_LETTER_WINDOW = "10m"
-# A breaker opens after a few failures in a row and tries again within seconds: one open for a
-# minute is a callee that keeps failing, not a blip.
-BREAKER_FOR = "1m"
+# A breaker opens after a few failures in a row and tries again within seconds: one open for
+# minutes while its caller goes on calling is a callee that keeps failing, not a blip. A breaker
+# stays open until the next call tries the replica, so one a caller no longer calls pages nobody.
+BREAKER_FOR = "2m"
+CALLING_WINDOW = "1m"
 # The pending objective already holds the margin past the checkout's deadline.
 PENDING_FOR = "1m"
 # An event the relay has not published for a minute (it publishes within a second when the
@@ -119,6 +121,7 @@ def recording_rules(service: Service) -> dict[str, str]:
     events = f"agora_events_consumed_total{_selector(service)}"
     dead = _dead_letters(service)
     published = f"agora_outbox_published_total{_selector(service)}"
+    calls = f"agora_client_requests_total{_selector(service)}"
     pending: dict[str, str] = {}
     if service.objectives.pending_seconds is not None:
         pending[PENDING_AGE] = _age(service, "agora_orders_oldest_pending_timestamp_seconds")
@@ -143,6 +146,9 @@ def recording_rules(service: Service) -> dict[str, str]:
             f"max by (service) (agora_outbox_pending{_selector(service)})"
         ),
         OUTBOX_AGE: _age(service, "agora_outbox_oldest_pending_timestamp_seconds"),
+        "service_peer_outcome:agora_client_requests:rate5m": (
+            f"sum by (service, peer, outcome) (rate({calls}[{WINDOW}]))"
+        ),
         BREAKERS: f"max by (service, peer) (agora_client_breakers_open{_selector(service)})",
         **pending,
     }
@@ -157,6 +163,7 @@ def alerts(service: Service) -> list[Alert]:
     """What pages for one service, held to its objectives."""
     name, objectives = service.name, service.objectives
     dead = _dead_letters(service)
+    calls = f"agora_client_requests_total{_selector(service)}"
     pending: list[Alert] = []
     if objectives.pending_seconds is not None:
         pending.append(
@@ -224,7 +231,8 @@ def alerts(service: Service) -> list[Alert]:
         ),
         Alert(
             name="AgoraBreakerOpen",
-            expr=f"{BREAKERS}{_selector(service)} > 0",
+            expr=f"{BREAKERS}{_selector(service)} > 0 and on (service, peer) "
+            f"sum by (service, peer) (rate({calls}[{CALLING_WINDOW}])) > 0",
             duration=BREAKER_FOR,
             severity=PAGE,
             summary=f"{name} has stopped calling a replica of the service in the peer label: "
@@ -264,8 +272,8 @@ def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
 
 def _inputs(service: Service, *, failing: bool) -> list[dict[str, str]]:
     """A service's series for half an hour: half its answers 5xx, slow, a replica down, a dead
-    letter after ten minutes, its outbox stuck, a breaker open and (orders) an order PENDING
-    for good; or healthy."""
+    letter after ten minutes, its outbox stuck, a breaker open on a callee it keeps calling and
+    (orders) an order PENDING for good; or healthy."""
     name = service.name
     route = {"service": name, "route": "/things", "method": "GET"}
     # Per minute: 100 requests answered 200, and as many (failing) or none answered 500; all
@@ -276,6 +284,7 @@ def _inputs(service: Service, *, failing: bool) -> list[dict[str, str]]:
     counts = (0, 10, 110, 110) if failing else (110, 110, 110, 110)
     instance = {"job": "agora", "instance": INSTANCE.format(service=name), "service": name}
     dead = {"service": name, "consumer": "things", "outcome": "dead"}
+    peer = {"service": name, "peer": "things"}
     # A gauge of when something still waiting began: stuck at the start (failing), or keeping
     # up with the clock, as it does when nothing waits (healthy).
     since = f"0x{SPAN}" if failing else f"0+60x{SPAN}"
@@ -302,11 +311,17 @@ def _inputs(service: Service, *, failing: bool) -> list[dict[str, str]]:
             "agora_outbox_pending", {"service": name}, f"0+10x{SPAN}" if failing else f"0x{SPAN}"
         ),
         _series("agora_outbox_oldest_pending_timestamp_seconds", {"service": name}, since),
-        # A breaker open from minute 5 on; or open for one scrape, a blip that pages nobody.
+        # A breaker open from minute 5 on while its caller goes on calling (failing); or open for
+        # one scrape, then left open from minute 12 by a caller that stopped calling (healthy).
         _series(
             "agora_client_breakers_open",
-            {"service": name, "peer": "things"},
-            f"0x5 1x{SPAN - 5}" if failing else f"0x5 1 0x{SPAN - 6}",
+            peer,
+            f"0x5 1x{SPAN - 5}" if failing else f"0x5 1 0x4 1x{SPAN - 11}",
+        ),
+        _series(
+            "agora_client_requests_total",
+            {**peer, "outcome": "2xx"},
+            f"0+60x{SPAN}" if failing else f"0+60x12 720x{SPAN - 12}",
         ),
         *pending,
     ]
