@@ -12,6 +12,9 @@ import {
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
+import type { Broker } from "../src/messaging/broker.js";
+import { Consumers, type Subscription } from "../src/messaging/consumer.js";
+import { Metrics } from "../src/observe/metrics.js";
 import { bootstrap, type Service } from "../src/service.js";
 import { createShipment } from "../src/shipments.js";
 import {
@@ -254,6 +257,69 @@ describe("while the broker is away", natsServerOrSkip(), () => {
       assert.equal(created?.json<{ subject: string }>().subject, shipment.id);
       await nc.close();
     } finally {
+      await service.stop();
+      await nats.stop();
+    }
+  });
+});
+
+describe("a handler that keeps failing", natsServerOrSkip(), () => {
+  test("is retried, its effect rolled back each time, and dead-lettered at max_deliver", async () => {
+    const nats = await startNats();
+    const service = await bootstrap(settingsFor({ AGORA_NATS_URL: nats.url }), { out: quiet() });
+    const broker = service.broker as Broker;
+    broker.start();
+    const calls: number[] = [];
+    const failing: Subscription<"orders.OrderConfirmed.v2"> = {
+      type: "orders.OrderConfirmed.v2",
+      durable: "always_fails",
+      handlerName: "test.alwaysFails",
+      handler: async (tx, order) => {
+        await createShipment(tx, "shipping", order, service.settings);
+        calls.push(Date.now());
+        throw new Error("the carrier's system is down");
+      },
+    };
+    const consumers = new Consumers(
+      "shipping",
+      service.db,
+      broker,
+      [failing as unknown as Subscription],
+      { ackWait: 5, maxDeliver: 2, backoff: [0.05], fetchTimeout: 0.5 },
+      service.log,
+      new Metrics(),
+    );
+    const running = consumers.run();
+    const nc = await connect({ servers: nats.url.replace("nats://", "") });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await eventually(async () => broker.connected);
+      await jsm.streams
+        .add({ name: "AGORA_ORDERS", subjects: ["agora.orders.>"] })
+        .catch(() => undefined);
+      const order = { ...ORDER, order_id: randomUUID() };
+      const event = envelope(order);
+      await jetstream(nc).publish(CONFIRMED, JSON.stringify(event), { msgID: event.id });
+      const [letter] = await eventually(async () => {
+        const letters = await stored(
+          jsm,
+          "AGORA_SHIPPING",
+          "agora.shipping.dead.always_fails",
+        ).catch(() => []);
+        return letters.length ? letters : null;
+      });
+      assert.equal(calls.length, 2);
+      assert.equal(letter?.header.get("Agora-Error"), "Error: the carrier's system is down");
+      assert.equal(letter?.header.get("Agora-Delivered"), "2");
+      assert.equal(letter?.header.get("Agora-Event-Id"), event.id);
+      const rows = await service.db.transaction((tx) =>
+        tx.all("SELECT * FROM shipments WHERE order_id = $1", [order.order_id]),
+      );
+      assert.deepEqual(rows, []);
+    } finally {
+      await consumers.stop(1);
+      await running;
+      await nc.close();
       await service.stop();
       await nats.stop();
     }

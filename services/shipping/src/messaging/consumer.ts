@@ -144,7 +144,9 @@ class Loop {
       }
       try {
         consumer ??= await this.subscribe();
-        const msg = await consumer.next({ expires: (owner.options.fetchTimeout ?? 5) * 1000 });
+        // The client refuses a pull that expires in under a second.
+        const expires = Math.max(1000, (owner.options.fetchTimeout ?? 5) * 1000);
+        const msg = await consumer.next({ expires });
         backoff.reset();
         if (msg === null) continue;
         if (owner.stopping) {
