@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 
-from agora_tools.harness import RunningSystem
+from agora_tools.harness import RunningSystem, shop_settings
 
 from procstat import cpu_seconds
 
@@ -293,17 +293,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    env = {
-        **os.environ,
-        "AGORA_ADMIN_EMAIL": ADMIN_EMAIL,
-        "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "AGORA_GATEWAY_RATE_LIMIT": "1000000",
-        "AGORA_GATEWAY_RATE_BURST": "1000000",
-        # Every shopper registers and logs in from this one address.
-        "AGORA_GATEWAY_LOGIN_RATE_LIMIT": "1000000",
-        "AGORA_GATEWAY_REGISTER_RATE_LIMIT": "1000000",
-        "AGORA_LOG_LEVEL": "warning",
-    }
+    env = {**os.environ, **shop_settings(ADMIN_EMAIL, ADMIN_PASSWORD, AGORA_LOG_LEVEL="warning")}
     with (
         tempfile.TemporaryDirectory(prefix="agora-bench-") as directory,
         RunningSystem(Path(directory) / "shop", env=env) as system,

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agora.topology import load_topology
-from agora_tools.harness import AGORA, RunningSystem
+from agora_tools.harness import AGORA, RunningSystem, shop_settings
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
@@ -38,13 +38,7 @@ def shop_env() -> dict[str, str]:
     shopper registering, logging in and shopping from this one address."""
     return {
         **os.environ,
-        "AGORA_ADMIN_EMAIL": ADMIN_EMAIL,
-        "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "AGORA_GATEWAY_RATE_LIMIT": "100000",
-        "AGORA_GATEWAY_RATE_BURST": "100000",
-        "AGORA_GATEWAY_LOGIN_RATE_LIMIT": "100000",
-        "AGORA_GATEWAY_REGISTER_RATE_LIMIT": "100000",
-        "AGORA_LOG_LEVEL": "warning",
+        **shop_settings(ADMIN_EMAIL, ADMIN_PASSWORD, AGORA_LOG_LEVEL="warning"),
     }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agora_tools.harness import RunningSystem
+from agora_tools.harness import RunningSystem, shop_settings
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "tide-pool lantern orchard 42"
@@ -45,15 +45,7 @@ def admin_env(**extra: str) -> dict[str, str]:
     """Settings every system test shares: its own admin, and no rate limits to speak of (the
     tests send a whole shop's traffic, logging in and registering every shopper, from one
     address; test_login_flood.py runs with the gateway's own limits)."""
-    return {
-        "AGORA_ADMIN_EMAIL": ADMIN_EMAIL,
-        "AGORA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "AGORA_GATEWAY_RATE_LIMIT": "100000",
-        "AGORA_GATEWAY_RATE_BURST": "100000",
-        "AGORA_GATEWAY_LOGIN_RATE_LIMIT": "100000",
-        "AGORA_GATEWAY_REGISTER_RATE_LIMIT": "100000",
-        **extra,
-    }
+    return shop_settings(ADMIN_EMAIL, ADMIN_PASSWORD, **extra)
 
 
 def log_in(api: httpx.Client, email: str, password: str) -> dict[str, str]:

@@ -60,6 +60,27 @@ def process_gone(pid: int) -> bool:
         return not stat.parent.exists()
 
 
+# The gateway's per-address limits, lifted for a shop whose every shopper registers, logs in and
+# shops from this one machine's address (a load run, a benchmark, the system tests).
+LIMITS_LIFTED = {
+    "AGORA_GATEWAY_RATE_LIMIT": "100000",
+    "AGORA_GATEWAY_RATE_BURST": "100000",
+    "AGORA_GATEWAY_LOGIN_RATE_LIMIT": "100000",
+    "AGORA_GATEWAY_REGISTER_RATE_LIMIT": "100000",
+}
+
+
+def shop_settings(admin_email: str, admin_password: str, **extra: str) -> dict[str, str]:
+    """The settings of a shop started for traffic from this machine: its admin's account, the
+    gateway's limits lifted (:data:`LIMITS_LIFTED`), and ``extra``."""
+    return {
+        "AGORA_ADMIN_EMAIL": admin_email,
+        "AGORA_ADMIN_PASSWORD": admin_password,
+        **LIMITS_LIFTED,
+        **extra,
+    }
+
+
 class RunningSystem:
     """``agora up --port <free port> *args`` in ``directory``; its output goes to ``up.out``.
 
