@@ -4,7 +4,7 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { Carrier } from "./carrier.js";
 import { type AppParts, buildApp } from "./http/app.js";
-import { identityJwks, type JwksSource, TokenVerifier } from "./http/auth.js";
+import { identityJwks, type JwksSource, ServiceCredentials, TokenVerifier } from "./http/auth.js";
 import { Broker } from "./messaging/broker.js";
 import { Consumers, type Subscription } from "./messaging/consumer.js";
 import { Relay } from "./messaging/relay.js";
@@ -98,6 +98,7 @@ export async function bootstrap(settings: Settings, fakes: Fakes = {}): Promise<
     db,
     verifier,
     operatorToken: settings.operatorToken,
+    callers: new ServiceCredentials(settings.serviceCallers),
     metrics,
     spans,
     logs,

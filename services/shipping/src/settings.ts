@@ -25,6 +25,10 @@ export interface Settings {
   readonly clientTimeout: number;
   /** The operator's token (opens /internal/*); null closes it to everyone. */
   readonly operatorToken: string | null;
+  /** This process's own secret, for calls it makes on nobody's behalf (it makes none yet). */
+  readonly serviceToken: string | null;
+  /** The services that may call it with their own credential: name -> SHA-256 hex of its secret. */
+  readonly serviceCallers: Readonly<Record<string, string>>;
   readonly natsUrl: string;
   readonly natsUser: string;
   readonly natsPassword: string;
@@ -102,6 +106,12 @@ const isUrls = (value: unknown): value is Record<string, string[]> =>
     (urls) => Array.isArray(urls) && urls.every((u) => typeof u === "string"),
   );
 
+const isDigests = (value: unknown): value is Record<string, string> =>
+  typeof value === "object" &&
+  value !== null &&
+  !Array.isArray(value) &&
+  Object.values(value).every((digest) => typeof digest === "string");
+
 const isNumbers = (value: unknown): value is number[] =>
   Array.isArray(value) && value.every((n) => typeof n === "number" && n >= 0);
 
@@ -132,6 +142,16 @@ export function readSettings(env: Env = process.env): Settings {
     jwtAudience: read.text("JWT_AUDIENCE", "agora"),
     clientTimeout: read.number("CLIENT_TIMEOUT", 5, positive),
     operatorToken: operatorToken(read, profile, dataDir),
+    serviceToken: configured(
+      read.text("SERVICE_TOKEN", ""),
+      read.raw("SERVICE_TOKEN_FILE", false) || undefined,
+    ),
+    serviceCallers: Object.fromEntries(
+      Object.entries(read.json("SERVICE_CALLERS", {}, isDigests)).map(([name, digest]) => [
+        name,
+        digest.toLowerCase(),
+      ]),
+    ),
     natsUrl: read.text("NATS_URL", ""),
     natsUser: read.text("NATS_USER", ""),
     natsPassword:

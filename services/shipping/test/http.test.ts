@@ -1,7 +1,7 @@
 // The HTTP API on each store: owners and admins, problem details, the probes and the console's
 // routes. Shipments are made as the consumer makes them: createShipment in a transaction.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
 import { bootstrap, type Service } from "../src/service.js";
 import { createShipment } from "../src/shipments.js";
@@ -20,10 +20,19 @@ onEachStore("the shipments API", (store) => {
 
   before(async () => {
     tokens = await issuer();
-    service = await bootstrap(settingsFor({ AGORA_SHIPPING_DATABASE_URL: store() }), {
-      jwks: tokens.jwks,
-      out: quiet(),
-    });
+    service = await bootstrap(
+      settingsFor({
+        AGORA_SHIPPING_DATABASE_URL: store(),
+        // notifications may read here with its own credential, agora-service.notifications.s3cret
+        AGORA_SERVICE_CALLERS: JSON.stringify({
+          notifications: createHash("sha256").update("s3cret").digest("hex"),
+        }),
+      }),
+      {
+        jwks: tokens.jwks,
+        out: quiet(),
+      },
+    );
     [ada, bob, admin] = await Promise.all([
       tokens.token(ADA),
       tokens.token(BOB),
@@ -89,6 +98,24 @@ onEachStore("the shipments API", (store) => {
     assert.equal((await get(`/shipments/${bobs.id}`, bob)).json().order_id, orders[2]);
     assert.equal((await get(`/shipments/${bobs.id}`, admin)).json().user_id, BOB);
     assert.equal((await get("/shipments", admin)).json().items.length, 3);
+  });
+
+  test("a known service reads with its own credential; an unknown one, or a wrong secret, is a 401", async () => {
+    const read = await get(
+      `/shipments?order_id=${orders[2]}`,
+      "agora-service.notifications.s3cret",
+    );
+    assert.equal(read.statusCode, 200);
+    assert.equal(read.json().items[0].user_id, BOB);
+    for (const token of [
+      "agora-service.notifications.wrong",
+      "agora-service.orders.s3cret",
+      "agora-service.notifications",
+    ]) {
+      const refused = await get("/shipments", token);
+      assert.equal(refused.statusCode, 401, token);
+      assert.equal(refused.headers["content-type"], "application/problem+json");
+    }
   });
 
   test("an order id that is not a UUID is a 422 problem naming it", async () => {

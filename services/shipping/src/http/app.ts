@@ -21,9 +21,9 @@ import { type Shipment, ShipmentNotFound, STATUSES } from "../domain.js";
 import type { RecentLogs } from "../observe/logs.js";
 import type { Metrics } from "../observe/metrics.js";
 import { type RecentSpans, SERVICE_ATTRIBUTE } from "../observe/telemetry.js";
-import { getShipment, listShipments } from "../shipments.js";
+import { getShipment, listShipments, type Viewer } from "../shipments.js";
 import type { Database } from "../store/db.js";
-import { bearer, OperatorGuard, type Principal, type TokenVerifier } from "./auth.js";
+import { bearer, OperatorGuard, ServiceCredentials, type TokenVerifier } from "./auth.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { PROBLEM_JSON, Problem, problemBody, Unauthorized } from "./problems.js";
 
@@ -34,6 +34,8 @@ export interface AppParts {
   readonly db: Database;
   readonly verifier: TokenVerifier;
   readonly operatorToken: string | null;
+  /** The services that may read here with their own credential. */
+  readonly callers?: ServiceCredentials;
   readonly metrics: Metrics;
   readonly spans: RecentSpans;
   readonly logs: RecentLogs;
@@ -281,10 +283,19 @@ export async function buildApp(
     }),
   );
 
-  const principal = async (request: FastifyRequest): Promise<Principal> => {
+  const callers = parts.callers ?? new ServiceCredentials({});
+  // A user's valid token, or a known service's own credential (agora.deps.user_or_service): a
+  // service asks on nobody's behalf, so it reads every shipment, as an admin does.
+  const viewer = async (request: FastifyRequest): Promise<Viewer> => {
     const token = bearer(request.headers.authorization);
     if (token === null)
       throw new Unauthorized("send an access token: Authorization: Bearer <token>");
+    if (ServiceCredentials.isOne(token)) {
+      const caller = callers.caller(token);
+      if (caller === null)
+        throw new Unauthorized("this is for services: send the calling service's own credential");
+      return { id: `service:${caller.service}`, isAdmin: true };
+    }
     return parts.verifier.verify(token);
   };
 
@@ -323,9 +334,9 @@ export async function buildApp(
       },
     },
     async (request) => {
-      const viewer = await principal(request);
+      const reader = await viewer(request);
       const query = request.query as { order_id?: string; cursor?: string; limit: number };
-      const page = await listShipments(parts.db, viewer, {
+      const page = await listShipments(parts.db, reader, {
         ...(query.order_id === undefined ? {} : { orderId: query.order_id.toLowerCase() }),
         ...(query.cursor === undefined ? {} : { after: decodeCursor(query.cursor) }),
         limit: query.limit,
@@ -353,9 +364,9 @@ export async function buildApp(
       },
     },
     async (request) => {
-      const viewer = await principal(request);
+      const reader = await viewer(request);
       const { id } = request.params as { id: string };
-      return shipmentJson(await getShipment(parts.db, viewer, id));
+      return shipmentJson(await getShipment(parts.db, reader, id));
     },
   );
 

@@ -159,6 +159,37 @@ export function bearer(authorization: string | undefined): string | null {
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest();
 
+export const SERVICE_CREDENTIAL = "agora-service.";
+
+/** A service calling on nobody's behalf, by name, as its credential proved. */
+export interface ServiceCaller {
+  readonly service: string;
+}
+
+/** The services that may call here with their own credential, agora-service.<name>.<secret>:
+ * this side knows only the SHA-256 (hex) of each one's secret (agora.auth.ServiceCredentials). */
+export class ServiceCredentials {
+  constructor(private readonly callers: Readonly<Record<string, string>>) {}
+
+  static isOne(token: string): boolean {
+    return token.startsWith(SERVICE_CREDENTIAL);
+  }
+
+  /** The service whose credential `token` is, if it is one allowed to call here. */
+  caller(token: string): ServiceCaller | null {
+    if (!ServiceCredentials.isOne(token)) return null;
+    const rest = token.slice(SERVICE_CREDENTIAL.length);
+    const dot = rest.indexOf(".");
+    if (dot <= 0) return null;
+    const [name, secret] = [rest.slice(0, dot), rest.slice(dot + 1)];
+    const expected = this.callers[name];
+    if (!secret || expected === undefined) return null;
+    const sent = Buffer.from(sha256(secret).toString("hex"));
+    const known = Buffer.from(expected.toLowerCase());
+    return sent.length === known.length && timingSafeEqual(sent, known) ? { service: name } : null;
+  }
+}
+
 /** Lets through only the operator's token; without one configured, nobody. */
 export class OperatorGuard {
   private readonly digest: Buffer | null;
