@@ -2,11 +2,12 @@
 // process (main.ts) and for the tests, which hand it their own settings and fakes.
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
+import { sleep } from "./backoff.js";
 import { Carrier } from "./carrier.js";
 import { type AppParts, buildApp } from "./http/app.js";
 import { identityJwks, type JwksSource, ServiceCredentials, TokenVerifier } from "./http/auth.js";
 import { Broker } from "./messaging/broker.js";
-import { Consumers, type Subscription } from "./messaging/consumer.js";
+import { Consumers, type Subscription, subscribe } from "./messaging/consumer.js";
 import { Relay } from "./messaging/relay.js";
 import { makeLogger, RecentLogs } from "./observe/logs.js";
 import { Metrics } from "./observe/metrics.js";
@@ -39,7 +40,7 @@ export interface Fakes {
 /** What shipping listens to: one place, at a glance. */
 export function subscriptions(settings: Settings, wake: () => void): Subscription[] {
   return [
-    {
+    subscribe({
       type: "orders.OrderConfirmed.v2",
       durable: "create_shipment",
       handlerName: "shipping.shipments.createShipment",
@@ -47,7 +48,7 @@ export function subscriptions(settings: Settings, wake: () => void): Subscriptio
         const made = await createShipment(tx, settings.service, order, settings);
         if (made) queueMicrotask(wake);
       },
-    } as Subscription<"orders.OrderConfirmed.v2"> as Subscription,
+    }),
   ];
 }
 
@@ -128,6 +129,8 @@ export async function bootstrap(settings: Settings, fakes: Fakes = {}): Promise<
     async stop() {
       // Out of rotation first (/readyz 503), then the work in hand, then the last events out.
       stopping();
+      // Callers learn of /readyz's 503 only at their next poll: serve on until then (ADR 30).
+      await sleep(settings.stopDrain * 1000);
       carrier.stop();
       await consumers?.stop(settings.stopTimeout / 2);
       relay?.stop();

@@ -13,7 +13,7 @@ import {
 } from "@nats-io/jetstream";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import type { Broker } from "../src/messaging/broker.js";
-import { Consumers, type Subscription } from "../src/messaging/consumer.js";
+import { Consumers, subscribe } from "../src/messaging/consumer.js";
 import { Metrics } from "../src/observe/metrics.js";
 import { bootstrap, type Service } from "../src/service.js";
 import { createShipment } from "../src/shipments.js";
@@ -270,7 +270,7 @@ describe("a handler that keeps failing", natsServerOrSkip(), () => {
     const broker = service.broker as Broker;
     broker.start();
     const calls: number[] = [];
-    const failing: Subscription<"orders.OrderConfirmed.v2"> = {
+    const failing = subscribe({
       type: "orders.OrderConfirmed.v2",
       durable: "always_fails",
       handlerName: "test.alwaysFails",
@@ -279,12 +279,12 @@ describe("a handler that keeps failing", natsServerOrSkip(), () => {
         calls.push(Date.now());
         throw new Error("the carrier's system is down");
       },
-    };
+    });
     const consumers = new Consumers(
       "shipping",
       service.db,
       broker,
-      [failing as unknown as Subscription],
+      [failing],
       { ackWait: 5, maxDeliver: 2, backoff: [0.05], fetchTimeout: 0.5 },
       service.log,
       new Metrics(),

@@ -36,6 +36,7 @@ export function settingsFor(env: Record<string, string> = {}): Settings {
     AGORA_DATA_DIR: join(dir, "data"),
     AGORA_OPERATOR_TOKEN: "operator-secret",
     AGORA_LOG_LEVEL: "warn",
+    AGORA_STOP_DRAIN: "0",
     ...env,
   });
 }

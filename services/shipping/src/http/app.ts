@@ -219,6 +219,22 @@ export async function buildApp(
       .observe(reply.elapsedTime / 1000);
     const span = (request as unknown as { span?: ReturnType<typeof tracer.startSpan> }).span;
     if (span !== undefined) {
+      // Logged once per request, with its trace, as the chassis's middleware does (probes and
+      // the console's polls are neither traced nor logged).
+      const { traceId, spanId } = span.spanContext();
+      parts.log.info(
+        {
+          trace_id: traceId,
+          span_id: spanId,
+          request_id: request.id,
+          method: request.method,
+          path: request.url.split("?")[0],
+          route,
+          status: reply.statusCode,
+          duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+        },
+        "request",
+      );
       span.setAttribute("http.response.status_code", reply.statusCode);
       if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();

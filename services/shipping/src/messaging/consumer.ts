@@ -48,6 +48,11 @@ export interface Subscription<T extends EventTypeName = EventTypeName> {
   readonly handler: (tx: Tx, data: EventData[T], envelope: Envelope) => Promise<void>;
 }
 
+/** A subscription to one event type, among others of other types. */
+export function subscribe<T extends EventTypeName>(subscription: Subscription<T>): Subscription {
+  return subscription as unknown as Subscription;
+}
+
 export interface ConsumerOptions {
   ackWait: number;
   maxDeliver: number;
