@@ -4,6 +4,9 @@
 // consumers do it; events wait in the outbox while the broker is away.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import {
   type JetStreamManager,
@@ -319,6 +322,95 @@ describe("a handler that keeps failing", natsServerOrSkip(), () => {
     } finally {
       await consumers.stop(1);
       await running;
+      await nc.close();
+      await service.stop();
+      await nats.stop();
+    }
+  });
+});
+
+// What agora.messaging.permissions.service_permissions gives shipping's broker user, from the
+// contracts' traffic (it publishes its three events, consumes OrderConfirmed v2): nothing more.
+const SHIPPING_USER = {
+  user: "shipping",
+  password: "shipping-secret",
+  permissions: {
+    publish: {
+      allow: [
+        "agora.shipping.events.ShipmentCreated.v1",
+        "agora.shipping.events.ShipmentDelivered.v1",
+        "agora.shipping.events.ShipmentDispatched.v1",
+        "agora.shipping.dead.>",
+        "$JS.API.STREAM.INFO.AGORA_SHIPPING",
+        "$JS.API.STREAM.CREATE.AGORA_SHIPPING",
+        "$JS.API.STREAM.UPDATE.AGORA_SHIPPING",
+        "$JS.API.STREAM.INFO.AGORA_ORDERS",
+        "$JS.API.CONSUMER.CREATE.AGORA_ORDERS.*.agora.orders.events.OrderConfirmed.v2",
+        "$JS.API.CONSUMER.MSG.NEXT.AGORA_ORDERS.*",
+        "$JS.ACK.AGORA_ORDERS.>",
+      ],
+    },
+    subscribe: { allow: ["_INBOX.shipping.>"] },
+  },
+};
+
+describe("as the broker user the contracts allow", natsServerOrSkip(), () => {
+  test("shipping consumes, publishes and dead-letters with nothing refused", async () => {
+    const nats = await startNats([
+      { user: "operator", password: "operator-secret" },
+      SHIPPING_USER,
+    ]);
+    const written: string[] = [];
+    const lines = new Writable({
+      write(chunk, _encoding, done) {
+        written.push(String(chunk));
+        done();
+      },
+    });
+    const dir = tempDir();
+    writeFileSync(join(dir, "nats.password"), "shipping-secret\n");
+    const service = await bootstrap(
+      settingsFor({
+        AGORA_NATS_URL: nats.url,
+        AGORA_NATS_USER: "shipping",
+        AGORA_NATS_PASSWORD_FILE: join(dir, "nats.password"),
+        AGORA_SHIPPING_DISPATCH_AFTER: "0.1",
+        AGORA_SHIPPING_DELIVER_AFTER: "0.1",
+        AGORA_SHIPPING_CARRIER_POLL: "0.05",
+      }),
+      { out: lines },
+    );
+    const nc = await connect({
+      servers: nats.url.replace("nats://", ""),
+      user: "operator",
+      pass: "operator-secret",
+    });
+    try {
+      const jsm = await jetstreamManager(nc);
+      // orders' stream, made by orders (shipping's user may not make it).
+      await jsm.streams.add({ name: "AGORA_ORDERS", subjects: ["agora.orders.>"] });
+      service.start();
+      const order = { ...ORDER, order_id: randomUUID() };
+      const good = envelope(order);
+      const bad = envelope({ ...order, order_id: randomUUID(), lines: [] });
+      for (const event of [good, bad]) {
+        await jetstream(nc).publish(CONFIRMED, JSON.stringify(event), { msgID: event.id });
+      }
+      const delivered = await eventually(async () => {
+        const all = await stored(jsm, "AGORA_SHIPPING").catch(() => []);
+        return all.some((m) => m.subject.endsWith("ShipmentDelivered.v1")) ? all : null;
+      });
+      const [letter] = delivered.filter((m) => m.subject === "agora.shipping.dead.create_shipment");
+      assert.match(
+        letter?.header.get("Agora-Error") ?? "",
+        /data\/lines must NOT have fewer than 1 items/,
+      );
+      assert.equal(letter?.header.get("Agora-Event-Id"), bad.id);
+      assert.deepEqual(
+        written.filter((line) => line.includes("refused")),
+        [],
+      );
+    } finally {
       await nc.close();
       await service.stop();
       await nats.stop();

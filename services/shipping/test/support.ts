@@ -2,8 +2,8 @@
 // set the test serves, a PostgreSQL database made and dropped per test file, and a nats-server
 // of the test's own on a free port (never the shared broker's streams).
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Writable } from "node:stream";
@@ -181,24 +181,24 @@ export async function freePort(): Promise<number> {
 
 export class NatsServer {
   private process: ChildProcess | null = null;
-  readonly storeDir: string;
 
   constructor(
     readonly binary: string,
     readonly port: number,
-    storeDir: string,
-  ) {
-    this.storeDir = storeDir;
-  }
+    readonly storeDir: string,
+    private readonly config: string | null = null,
+  ) {}
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
+    const config = this.config ? ["-c", this.config] : [];
     this.process = spawn(
       this.binary,
       [
+        ...config,
         "--jetstream",
         "--addr",
         "127.0.0.1",
@@ -207,22 +207,28 @@ export class NatsServer {
         "--store_dir",
         this.storeDir,
       ],
-      {
-        stdio: "ignore",
-      },
+      { stdio: "ignore" },
     );
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
-      try {
-        const { connect } = await import("@nats-io/transport-node");
-        const nc = await connect({ servers: `127.0.0.1:${this.port}`, timeout: 500 });
-        await nc.close();
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      if (await this.greets()) return;
+      await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`nats-server did not start on ${this.port}`);
+  }
+
+  /** Whether the server answers a connection with its INFO line (no login needed for that). */
+  private greets(): Promise<boolean> {
+    return new Promise((resolveGreeting) => {
+      const socket = netConnect(this.port, "127.0.0.1");
+      const done = (ok: boolean) => {
+        socket.destroy();
+        resolveGreeting(ok);
+      };
+      socket.setTimeout(500, () => done(false));
+      socket.once("data", (data) => done(data.toString().startsWith("INFO")));
+      socket.once("error", () => done(false));
+    });
   }
 
   async stop(): Promise<void> {
@@ -244,8 +250,15 @@ export function natsServerOrSkip(): { skip: string | false } {
   return { skip: reason };
 }
 
-export async function startNats(): Promise<NatsServer> {
-  const server = new NatsServer(natsServerBinary() as string, await freePort(), tempDir());
+/** A nats-server of the test's own; `users` as nats-server's authorization.users, if any. */
+export async function startNats(users?: readonly Record<string, unknown>[]): Promise<NatsServer> {
+  let config: string | null = null;
+  if (users) {
+    config = join(tempDir(), "nats.conf");
+    // JSON is nats-server's configuration format too (agora_tools.embedded_nats.render_config).
+    writeFileSync(config, `authorization: ${JSON.stringify({ users }, null, 2)}\n`);
+  }
+  const server = new NatsServer(natsServerBinary() as string, await freePort(), tempDir(), config);
   await server.start();
   return server;
 }

@@ -135,7 +135,10 @@ export class Broker {
       reconnect: true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
-      ...(this.login ? { user: this.login.user, pass: this.login.pass } : {}),
+      // A service's user may subscribe only to its own inbox, _INBOX.<user> (ADR 25).
+      ...(this.login
+        ? { user: this.login.user, pass: this.login.pass, inboxPrefix: `_INBOX.${this.login.user}` }
+        : {}),
     });
     if (this.stopped) {
       await nc.close();
@@ -143,7 +146,8 @@ export class Broker {
     }
     this.nc = nc;
     this.jsClient = jetstream(nc);
-    this.manager = await jetstreamManager(nc);
+    // No account lookup ($JS.API.INFO): a service's user may not make one.
+    this.manager = await jetstreamManager(nc, { checkAPI: false });
     this.disconnected = false;
     this.log.info({ url: this.url }, "broker connected");
     void this.watch(nc);
@@ -155,6 +159,17 @@ export class Broker {
       if (status.type === "disconnect") {
         this.disconnected = true;
         this.log.warn({ url: this.url }, "broker disconnected");
+      } else if (status.type === "error") {
+        if (/permissions violation/i.test(status.error.message)) {
+          // What this service's broker user may do is derived from the contracts: a refusal
+          // means its code does something they do not say (ADR 25).
+          this.log.error(
+            { error: status.error.message },
+            "the broker refused an operation to this user",
+          );
+        } else {
+          this.log.debug({ error: status.error.message }, "broker error");
+        }
       } else if (status.type === "reconnect") {
         this.disconnected = false;
         this.log.info({ url: this.url }, "broker reconnected");

@@ -6,7 +6,12 @@
 // the maxDeliver-th delivery, or at once for a message that is not a valid event (poison), the
 // original bytes go to agora.<service>.dead.<durable> with the Agora-* headers `agora events
 // dead` and `replay` read, and the message is terminated.
-import { AckPolicy, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import {
+  AckPolicy,
+  type ConsumerCreateOptions,
+  DeliverPolicy,
+  type JsMsg,
+} from "@nats-io/jetstream";
 import { nanos, headers as natsHeaders } from "@nats-io/transport-node";
 import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
@@ -140,7 +145,7 @@ class Loop {
   async run(): Promise<void> {
     const owner = this.owner;
     const backoff = new Backoff(0.1, 5, 0.1);
-    let consumer: Awaited<ReturnType<Broker["js"]["consumers"]["get"]>> | null = null;
+    let consumer: Awaited<ReturnType<Loop["subscribe"]>> | null = null;
     while (!owner.stopping) {
       if (!owner.broker.connected) {
         consumer = null;
@@ -192,21 +197,15 @@ class Loop {
       max_deliver: this.owner.options.maxDeliver + DEAD_LETTER_SLACK,
       deliver_policy: DeliverPolicy.All,
     };
-    try {
-      await broker.jsm.consumers.add(stream, config);
-    } catch {
-      // it exists with other settings: this process's settings win (every replica sends these)
-      const {
-        name: _,
-        durable_name: __,
-        filter_subject: ___,
-        deliver_policy: ____,
-        ...update
-      } = config;
-      await broker.jsm.consumers.update(stream, this.name, update);
-    }
+    // Creates the durable or updates its settings (AckWait, MaxDeliver) to this process's, as
+    // nats-py's add_consumer does: the action "" is create-or-update. Every replica sends the same.
+    const info = await broker.jsm.consumers.add(stream, config, {
+      action: "",
+    } as ConsumerCreateOptions);
     this.owner.log.info({ consumer: this.name, subject: this.subject }, "consumer subscribed");
-    return broker.js.consumers.get(stream, this.name);
+    // Bound from what the broker answered: a lookup of the consumer is not among what the
+    // service's broker user may do (agora.messaging.permissions).
+    return broker.js.consumers.getConsumerFromInfo(info);
   }
 
   /** Apply one message and settle it with the broker: ack, nak, or dead-letter. */
