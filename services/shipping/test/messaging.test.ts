@@ -417,3 +417,53 @@ describe("as the broker user the contracts allow", natsServerOrSkip(), () => {
     }
   });
 });
+
+describe("when the broker restarts", natsServerOrSkip(), () => {
+  test("shipping reconnects, consumes what came meanwhile and publishes what waited", async () => {
+    const nats = await startNats();
+    const service = await bootstrap(
+      settingsFor({ AGORA_NATS_URL: nats.url, AGORA_SHIPPING_DISPATCH_AFTER: "3600" }),
+      { out: quiet() },
+    );
+    service.start();
+    const operator = async () => {
+      const nc = await connect({ servers: nats.url.replace("nats://", "") });
+      return { nc, jsm: await jetstreamManager(nc) };
+    };
+    try {
+      let { nc, jsm } = await operator();
+      await jsm.streams
+        .add({ name: "AGORA_ORDERS", subjects: ["agora.orders.>"] })
+        .catch(() => undefined);
+      await eventually(async () => (await jsm.consumers.list("AGORA_ORDERS").next()).length > 0);
+      await nc.close();
+      await nats.stop();
+      // While it is away: a shipment made by hand waits in the outbox.
+      const waiting = await service.db.transaction((tx) =>
+        createShipment(tx, "shipping", { ...ORDER, order_id: randomUUID() }, service.settings),
+      );
+      await new Promise((r) => setTimeout(r, 1000));
+      await nats.start();
+      ({ nc, jsm } = await operator());
+      const order = { ...ORDER, order_id: randomUUID() };
+      const event = envelope(order);
+      await jetstream(nc).publish(CONFIRMED, JSON.stringify(event), { msgID: event.id });
+      const created = await eventually(
+        async () => {
+          const all = await stored(jsm, "AGORA_SHIPPING").catch(() => []);
+          const subjects = all.map((m) => m.json<{ data: { order_id: string } }>().data.order_id);
+          return subjects.includes(order.order_id) && subjects.includes(waiting?.orderId ?? "")
+            ? all
+            : null;
+        },
+        30,
+        "both shipments published",
+      );
+      assert.equal(created.length, 2);
+      await nc.close();
+    } finally {
+      await service.stop();
+      await nats.stop();
+    }
+  });
+});
