@@ -17,8 +17,9 @@ import {
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import type { Broker } from "../src/messaging/broker.js";
 import { Consumers, subscribe } from "../src/messaging/consumer.js";
+import { Relay } from "../src/messaging/relay.js";
 import { Metrics } from "../src/observe/metrics.js";
-import { bootstrap, type Service } from "../src/service.js";
+import { bootstrap, type Service, subscriptions } from "../src/service.js";
 import { createShipment } from "../src/shipments.js";
 import {
   eventually,
@@ -462,6 +463,104 @@ describe("when the broker restarts", natsServerOrSkip(), () => {
       assert.equal(created.length, 2);
       await nc.close();
     } finally {
+      await service.stop();
+      await nats.stop();
+    }
+  });
+});
+
+describe("a process that dies between two steps", natsServerOrSkip(), () => {
+  test("a relay dying between the ack and the mark publishes the row again, and the broker drops the copy", async () => {
+    const nats = await startNats();
+    const service = await bootstrap(settingsFor({ AGORA_NATS_URL: nats.url }), { out: quiet() });
+    const broker = service.broker as Broker;
+    broker.whenConnected(() => broker.ensureStream("shipping"));
+    broker.start();
+    const metrics = new Metrics();
+    let dies = true;
+    const relay = new Relay(service.db, broker, "shipping", service.log, metrics, {
+      afterPublish: async () => {
+        if (dies) {
+          dies = false;
+          throw new Error("killed between the ack and the mark");
+        }
+      },
+    });
+    const nc = await connect({ servers: nats.url.replace("nats://", "") });
+    try {
+      await eventually(
+        async () => broker.connected && (await jetstreamManager(nc)).streams.info("AGORA_SHIPPING"),
+      );
+      await service.db.transaction((tx) =>
+        createShipment(tx, "shipping", { ...ORDER, order_id: randomUUID() }, service.settings),
+      );
+      await assert.rejects(relay.publishPending(), /killed between the ack and the mark/);
+      assert.equal(await relay.publishPending(), 1);
+      assert.equal(await relay.publishPending(), 0);
+      const published = await stored(await jetstreamManager(nc), "AGORA_SHIPPING");
+      assert.equal(published.length, 1);
+      const counted = await metrics.published.get();
+      assert.deepEqual(Object.fromEntries(counted.values.map((v) => [v.labels.outcome, v.value])), {
+        published: 1,
+        duplicate: 1,
+      });
+    } finally {
+      await nc.close();
+      await service.stop();
+      await nats.stop();
+    }
+  });
+
+  test("a consumer dying between the commit and the ack skips the redelivered message through its inbox", async () => {
+    const nats = await startNats();
+    const service = await bootstrap(settingsFor({ AGORA_NATS_URL: nats.url }), { out: quiet() });
+    const broker = service.broker as Broker;
+    broker.start();
+    const metrics = new Metrics();
+    let dies = true;
+    const consumers = new Consumers(
+      "shipping",
+      service.db,
+      broker,
+      subscriptions(service.settings, () => undefined),
+      {
+        ackWait: 5,
+        maxDeliver: 5,
+        backoff: [0.05],
+        afterCommit: async () => {
+          if (dies) {
+            dies = false;
+            throw new Error("killed between the commit and the ack");
+          }
+        },
+      },
+      service.log,
+      metrics,
+    );
+    const running = consumers.run();
+    const nc = await connect({ servers: nats.url.replace("nats://", "") });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams
+        .add({ name: "AGORA_ORDERS", subjects: ["agora.orders.>"] })
+        .catch(() => undefined);
+      const order = { ...ORDER, order_id: randomUUID() };
+      const event = envelope(order);
+      await jetstream(nc).publish(CONFIRMED, JSON.stringify(event), { msgID: event.id });
+      const outcomes = await eventually(async () => {
+        const counted = await metrics.consumed.get();
+        const found = Object.fromEntries(counted.values.map((v) => [v.labels.outcome, v.value]));
+        return found.duplicate ? found : null;
+      });
+      assert.deepEqual(outcomes, { failed: 1, duplicate: 1 });
+      const rows = await service.db.transaction((tx) =>
+        tx.all("SELECT id FROM shipments WHERE order_id = $1", [order.order_id]),
+      );
+      assert.equal(rows.length, 1);
+    } finally {
+      await consumers.stop(1);
+      await running;
+      await nc.close();
       await service.stop();
       await nats.stop();
     }
