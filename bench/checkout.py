@@ -42,20 +42,13 @@ from typing import Any
 
 import aiohttp
 
-from agora_tools.harness import RunningSystem, shop_settings
+from agora_tools.harness import ADDRESS, RunningSystem, shop_settings
 
 from procstat import cpu_seconds
 
 ADMIN_EMAIL = "admin@bench.example"
 ADMIN_PASSWORD = "checkout bench admin passphrase"  # noqa: S105 (a throwaway system's)
 CARD = "4242 4242 4242 4242"
-ADDRESS = {
-    "name": "Grace Hopper",
-    "line1": "1 Navy Yard",
-    "city": "Arlington",
-    "postal_code": "22202",
-    "country": "US",
-}
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
 PROCESSES = 9
 SHOPPERS = 64

@@ -43,6 +43,7 @@ from locust.env import Environment
 from locust.stats import StatsEntry
 
 from agora.topology import Topology, load_topology
+from agora_tools.harness import ADDRESS
 
 log = logging.getLogger("loadgen")
 
@@ -55,13 +56,6 @@ CARDS = {
     "4000 0000 0000 9995": (5, "CANCELLED", "payment_declined"),
     "4000 0000 0000 0119": (4, "CANCELLED", "payment_failed"),
     "4000 0000 0000 0259": (4, "CANCELLED", "payment_failed"),
-}
-ADDRESS = {
-    "name": "Ada Lovelace",
-    "line1": "12 St James's Square",
-    "city": "London",
-    "postal_code": "SW1Y 4JH",
-    "country": "GB",
 }
 TERMINAL = {"CONFIRMED", "CANCELLED"}
 PLACE_TO_TERMINAL = "place → terminal"

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agora_tools.harness import RunningSystem, shop_settings
+from agora_tools.harness import ADDRESS, RunningSystem, shop_settings
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "tide-pool lantern orchard 42"
@@ -31,13 +31,6 @@ INSUFFICIENT_FUNDS = "4000 0000 0000 9995"
 PROCESSOR_ERROR = "4000 0000 0000 0119"
 PROCESSOR_TIMEOUT = "4000 0000 0000 0259"
 
-ADDRESS = {
-    "name": "Ada Lovelace",
-    "line1": "12 St James's Square",
-    "city": "London",
-    "postal_code": "SW1Y 4JH",
-    "country": "GB",
-}
 TERMINAL = {"CONFIRMED", "CANCELLED"}
 
 

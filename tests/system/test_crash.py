@@ -25,9 +25,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from shopping import ADDRESS, APPROVED, DECLINED, TERMINAL, Shop, admin_env, open_shop
+from shopping import APPROVED, DECLINED, TERMINAL, Shop, admin_env, open_shop
 
-from agora_tools.harness import RunningSystem, wait_for
+from agora_tools.harness import ADDRESS, RunningSystem, wait_for
 from agora_tools.testing import (
     NatsServer,
     postgres_database,

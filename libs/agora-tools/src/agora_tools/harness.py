@@ -60,6 +60,15 @@ def process_gone(pid: int) -> bool:
         return not stat.parent.exists()
 
 
+# Where a shopper of a load run, a benchmark or a system test has an order sent.
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
 # The gateway's per-address limits, lifted for a shop whose every shopper registers, logs in and
 # shops from this one machine's address (a load run, a benchmark, the system tests).
 LIMITS_LIFTED = {
