@@ -476,6 +476,49 @@ async def test_the_events_commands_find_the_broker_of_the_system_running_here(
     assert isinstance(json.loads(result.stdout), list)
 
 
+# -- lag ---------------------------------------------------------------------------------------
+
+
+def lag(service: str) -> tuple[float | None, float | None]:
+    """The consumer's gauges: (pending, ack pending); None before the first reading."""
+    labels = {"service": service, "consumer": f"{service}__note_applied"}
+    return (
+        REGISTRY.get_sample_value("agora_consumer_pending_messages", labels),
+        REGISTRY.get_sample_value("agora_consumer_ack_pending_messages", labels),
+    )
+
+
+async def test_the_lag_gauges_say_what_waits_in_the_stream_and_what_waits_for_its_ack(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    service = new_service()
+    gate = asyncio.Event()
+
+    async def never_acked(_msg: Msg) -> None:
+        # Every message is applied and then dies before its ack: it stays ack pending for the
+        # whole ack wait; the first waits for the test to have read the lag before it.
+        await gate.wait()
+        raise RuntimeError("the process dies here, before the ack")
+
+    for n in range(4):
+        await publish(broker, f"note {n}")
+    consumers = noting(
+        service, uow, broker, after_commit=never_acked, ack_wait=30.0, batch=1, lag_interval=0.05
+    )
+    async with running(consumers):
+
+        async def all_waiting_in_the_stream() -> bool:
+            return lag(service) == (4, 0)
+
+        await eventually(all_waiting_in_the_stream, "the gauges never said 4 messages wait")
+        gate.set()
+
+        async def all_delivered_none_acked() -> bool:
+            return lag(service) == (0, 4)
+
+        await eventually(all_delivered_none_acked, "the gauges never said 4 wait for their ack")
+
+
 # -- broker restarts and trace context --------------------------------------------------------
 
 

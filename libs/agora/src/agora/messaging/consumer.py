@@ -26,6 +26,10 @@ once.
   a fetch that got no answer at all, an error, or a reconnection (``Broker.on_connect``) makes
   the loop build its pull subscription again, since one can stop receiving after the server
   restarts (nats.py #504). While the broker is disconnected the loops wait for it to come back.
+* Lag: every ``lag_interval`` seconds (not per message) a loop reads its durable's figures from
+  JetStream and sets the gauges ``agora_consumer_pending_messages`` (in the stream, not yet
+  delivered) and ``agora_consumer_ack_pending_messages`` (delivered, not yet acked): the broker
+  serves them as JSON only, Prometheus reads them here.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from datetime import UTC, datetime
 
 import structlog
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -70,6 +75,8 @@ HEADER_LIMIT = 1000  # characters of an error kept in a dead letter's header
 # After a loop's failure: the first pause 0.1 to 0.2 s, doubling up to 5 s, for as long as it
 # takes.
 INTERRUPTED_BACKOFF = Backoff(initial=0.1, max=5.0, jitter=0.1)
+# Seconds between two readings of a durable's lag: a few per scrape interval, not one per message.
+LAG_INTERVAL = 10.0
 
 EVENTS = Counter(
     "agora_events_consumed_total",
@@ -90,6 +97,18 @@ RECEIVED = Counter(
     "kind (event or command). Each counts once per subscription, when settled: applied, or "
     "dead-lettered; a redelivery after a failure or of one already applied does not count again.",
     ["service", "source", "kind"],
+)
+
+PENDING = Gauge(
+    "agora_consumer_pending_messages",
+    "Messages of the consumer's subject in the stream that it has not been delivered yet, as "
+    "JetStream last said (read every few seconds, by each replica).",
+    ["service", "consumer"],
+)
+ACK_PENDING = Gauge(
+    "agora_consumer_ack_pending_messages",
+    "Messages delivered to the consumer and not acknowledged yet, as JetStream last said.",
+    ["service", "consumer"],
 )
 
 AfterCommit = Callable[[Msg], Awaitable[None]]
@@ -189,6 +208,7 @@ class Consumers:
         backoff: Sequence[float],
         batch: int = 100,
         fetch_timeout: float = 5.0,
+        lag_interval: float = LAG_INTERVAL,
         after_commit: AfterCommit | None = None,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
@@ -202,6 +222,7 @@ class Consumers:
         self.backoff = tuple(backoff)
         self.batch = batch
         self.fetch_timeout = fetch_timeout
+        self.lag_interval = lag_interval
         # Runs between the commit and the ack: a test makes the consumer die exactly there.
         self.after_commit = after_commit
         self.tracer = trace.get_tracer("agora.messaging", tracer_provider=tracer_provider)
@@ -278,6 +299,8 @@ class _Loop:
             log, "consumer interrupted, resubscribing", consumer=self.name
         )
         self.handling = False
+        # When the durable's lag is next read (monotonic seconds): at once, then every interval.
+        self._lag_due = 0.0
 
     def resubscribe(self) -> None:
         """Build the pull subscription again before the next fetch (after a reconnection)."""
@@ -299,6 +322,8 @@ class _Loop:
             await self._wait_for_broker()
             return
         sub = await self._subscription()
+        if time.monotonic() >= self._lag_due:
+            await self._read_lag()
         try:
             messages = await self._fetch(sub)
         except FetchTimeoutError:
@@ -365,12 +390,20 @@ class _Loop:
         if self.publisher != self.owner.service:
             await broker.find_stream(self.publisher)
         await broker.ensure_stream(self.owner.service)
-        js: JetStreamContext = broker.js
-        stream = stream_name(self.publisher)
-        # add_consumer creates the durable or updates its settings (AckWait, MaxDeliver) to
-        # this process's; every replica sends the same.
-        await js.add_consumer(
-            stream,
+        await self._declare()
+        self._sub = await broker.js.pull_subscribe_bind(
+            durable=self.name, stream=stream_name(self.publisher)
+        )
+        self._stale = False
+        log.info("consumer subscribed", consumer=self.name, subject=self.subscription.subject)
+        return self._sub
+
+    async def _declare(self) -> ConsumerInfo:
+        """Create the durable, or update its settings (AckWait, MaxDeliver) to this process's;
+        every replica sends the same. The answer is the durable's info, its lag included."""
+        js: JetStreamContext = self.owner.broker.js
+        return await js.add_consumer(
+            stream_name(self.publisher),
             ConsumerConfig(
                 name=self.name,
                 durable_name=self.name,
@@ -381,10 +414,23 @@ class _Loop:
                 deliver_policy=DeliverPolicy.ALL,
             ),
         )
-        self._sub = await js.pull_subscribe_bind(durable=self.name, stream=stream)
-        self._stale = False
-        log.info("consumer subscribed", consumer=self.name, subject=self.subscription.subject)
-        return self._sub
+
+    async def _read_lag(self) -> None:
+        """Set the lag gauges from JetStream's figures for this durable.
+
+        Read through the same create it was declared with, not a consumer info request: a
+        service's broker user may create its own durables but reads no consumer's info (ADR 25),
+        and a create with unchanged settings changes nothing and answers with the durable's info.
+        """
+        self._lag_due = time.monotonic() + self.owner.lag_interval
+        try:
+            info = await self._declare()
+        except (NatsError, TimeoutError) as error:
+            # The next reading tries again; the messages matter more than their count.
+            log.debug("could not read the consumer's lag", consumer=self.name, error=repr(error))
+            return
+        PENDING.labels(self.owner.service, self.name).set(info.num_pending or 0)
+        ACK_PENDING.labels(self.owner.service, self.name).set(info.num_ack_pending or 0)
 
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
