@@ -756,6 +756,22 @@ def test_an_admin_sees_every_replica_and_one_that_stops_answering_turns_down(
     assert rows(client.get("/console"))["catalog#1"] == "down"
 
 
+@pytest.mark.parametrize("prometheus_url", ["", "http://127.0.0.1:9090"])
+def test_the_console_links_to_prometheus_only_when_one_scrapes_the_system(
+    system: System, prometheus_url: str
+) -> None:
+    system.settings = system.settings.model_copy(update={"prometheus_url": prometheus_url})
+    client = system.admin()
+
+    pages = [client.get("/console"), client.get(f"/console/traces/{TRACE}")]
+
+    for page in pages:
+        assert page.status_code == 200
+        link = f'<a href="{prometheus_url}" data-testid="prometheus-link"'
+        assert (link in page.text) == bool(prometheus_url)
+        assert ('data-testid="prometheus-link"' in page.text) == bool(prometheus_url)
+
+
 def test_rates_error_share_and_p99_are_worked_out_from_two_refreshes(system: System) -> None:
     client = system.admin()
 

@@ -51,3 +51,6 @@ class GatewaySettings(ServiceSettings):
     session_lifetime: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     # Strict-Transport-Security's max-age, sent on answers to requests that came over https.
     hsts_max_age: int = Field(default=365 * 24 * 3600, ge=0)
+    # A Prometheus server scraping the system, which the console links to
+    # (`AGORA_GATEWAY_PROMETHEUS_URL`; `agora up --prometheus` sets it). Empty: no link.
+    prometheus_url: str = ""

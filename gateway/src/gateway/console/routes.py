@@ -82,6 +82,7 @@ async def console_page(
             "letters": letters,
             "events": events_view(console, request, SHOWN_EVENTS),
             "replayed": replayed,
+            "prometheus_url": console.prometheus_url,
         },
     )
 
@@ -112,7 +113,11 @@ async def trace_page(request: Request, console: ConsoleDep, trace_id: str) -> Re
     return render(
         request,
         "console/trace.html",
-        {"trace": drawn, "logs": [views.log_row(line) for line in logs]},
+        {
+            "trace": drawn,
+            "logs": [views.log_row(line) for line in logs],
+            "prometheus_url": console.prometheus_url,
+        },
     )
 
 

@@ -46,10 +46,17 @@ class Console:
     collector: Collector
     feed: RecentEvents = field(default_factory=RecentEvents)
     palette: dict[str, str] = field(default_factory=dict)
+    # Where the system's metrics are kept over time, linked from every page (empty: nowhere).
+    prometheus_url: str = ""
 
     @classmethod
     def of(cls, topology: Topology, settings: GatewaySettings) -> Console:
-        return cls(topology, Collector(topology, settings), palette=servicemap.colours(topology))
+        return cls(
+            topology,
+            Collector(topology, settings),
+            palette=servicemap.colours(topology),
+            prometheus_url=settings.prometheus_url,
+        )
 
 
 ConsoleDep = Annotated[Console, Depends(provided(Console))]
