@@ -28,7 +28,7 @@ from agora.messaging.consumer import Consumers
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.subscriptions import Subscription
 from agora.settings import ServiceSettings
-from agora.telemetry import TRACE_STATEMENTS, configure_tracing, recent_spans
+from agora.telemetry import SPANS_KEPT, TRACE_STATEMENTS, configure_tracing, recent_spans
 from agora_tools.testing import NatsServer, connected, eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,7 +37,9 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 # What a statement or command is sent with: it must show in no span.
 SECRET = "card-4242-and-an-address"
 SAID = text("SELECT :word AS said")
-# How each store's driver is sent it.
+# What a loop runs on its own (a relay looking at its outbox).
+ALONE = text("SELECT 1 AS alone")
+# How each store's driver is sent SAID.
 PLACEHOLDERS = {"sqlite": "SELECT ? AS said", "postgresql": "SELECT $1 AS said"}
 
 
@@ -47,6 +49,10 @@ def traced(monkeypatch: pytest.MonkeyPatch) -> None:
     call in the process wins, but each call asks for Redis's spans when they are wanted)."""
     monkeypatch.setenv(TRACE_STATEMENTS, "true")
     configure_tracing("spans-test")
+
+
+def every_span() -> list[dict[str, Any]]:
+    return recent_spans().find(limit=SPANS_KEPT)
 
 
 def say(session: Session, word: str) -> str:
@@ -129,6 +135,19 @@ async def test_statements_are_no_spans_unless_asked_for(
     spans = recent_spans().find(trace_id=format(begun.get_span_context().trace_id, "032x"))
 
     assert [span["name"] for span in spans] == ["read a note"]
+
+
+@pytest.mark.usefixtures("traced")
+async def test_a_statement_run_inside_no_span_is_no_span(tmp_path: Path) -> None:
+    uow = UnitOfWork(f"sqlite:///{tmp_path / 'alone.db'}")
+    try:
+        await uow.query(lambda session: session.execute(ALONE).all())
+    finally:
+        await uow.dispose()
+
+    assert not [
+        span for span in every_span() if span["attributes"].get("db.statement") == ALONE.text
+    ]
 
 
 # -- a message --------------------------------------------------------------------------------
@@ -232,8 +251,11 @@ async def test_a_redis_command_is_a_span_under_the_one_that_sent_it_without_its_
         with trace.get_tracer("test").start_as_current_span("fill a cart") as span:
             await client.hset(key, "sku-1", SECRET)
             assert await client.hget(key, "sku-1") == SECRET.encode()
+        # Inside no span: none of its own.
+        assert await client.hexists(key, "sku-1")
 
     assert_commands(*command_spans(format(span.get_span_context().trace_id, "032x")))
+    assert "HEXISTS" not in {span["name"] for span in every_span()}
 
 
 @pytest.mark.usefixtures("traced")

@@ -11,7 +11,8 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import metrics, propagate, trace
@@ -223,7 +224,7 @@ def trace_commands() -> None:
 
     instrumentor = RedisInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
+        instrumentor.instrument(tracer_provider=_InsideOthers())
 
 
 def trace_statements(engine: Engine) -> None:
@@ -251,8 +252,39 @@ def trace_statements(engine: Engine) -> None:
         description="Connections of the pool, by state.",
     )
     EngineTracer(  # type: ignore[no-untyped-call]  # the instrumentation has no annotations
-        trace.get_tracer(*scope), engine, connections, enable_commenter=False
+        _InsideOthers().get_tracer(*scope), engine, connections, enable_commenter=False
     )
+
+
+class _InsideOthers(trace.TracerProvider):
+    """The process's tracers, starting a statement's or command's span only inside another
+    span: what a loop runs on its own (the relay looking at its outbox, a readiness check) would
+    each be a trace of one span, many a second, pushing the requests' out of the spans kept."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _Inside(trace.get_tracer_provider().get_tracer(*args, **kwargs))
+
+
+class _Inside(trace.Tracer):
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> trace.Span:
+        if not trace.get_current_span(context).get_span_context().is_valid:
+            return trace.INVALID_SPAN
+        return self._tracer.start_span(name, context, *args, **kwargs)
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]  # the same, as a plain context manager
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> Iterator[trace.Span]:
+        if not trace.get_current_span(context).get_span_context().is_valid:
+            yield trace.INVALID_SPAN
+            return
+        with self._tracer.start_as_current_span(name, context, *args, **kwargs) as span:
+            yield span
 
 
 def extract(headers: Mapping[str, str]) -> Context:
