@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -549,6 +550,30 @@ def test_up_keeps_its_folder_and_the_data_in_it_to_their_owner(
 
     assert root.stat().st_mode & 0o777 == 0o700
     assert (root / "data").stat().st_mode & 0o777 == 0o700
+
+
+def test_up_with_prometheus_scrapes_every_replica_and_the_gateway_with_their_labels(
+    promtool: str, workdir: Path, tiny: dict[str, str]
+) -> None:
+    # promtool's fixture installs Debian's prometheus package, whose server this is.
+    with RunningSystem(
+        workdir, "--scale", "beta=2", "--prometheus", "--prometheus-interval", "0.5", env=tiny
+    ) as up:
+        processes = up.wait_healthy(count=6)
+        url = up.state()["prometheus_url"]
+
+        def scraped() -> dict[tuple[str, str], str] | None:
+            found = get_json(f"{url}/api/v1/targets")["data"]["activeTargets"]
+            health = {(t["labels"]["service"], t["labels"]["replica"]): t["health"] for t in found}
+            return health if set(health.values()) == {"up"} else None
+
+        targets = wait_for("every target scraped", scraped, timeout=60)
+
+    assert (processes[-1]["service"], processes[-1]["port"]) == ("prometheus", urlsplit(url).port)
+    assert f"Prometheus: {url}" in up.printed()
+    # The gateway's /metrics answers the operator's token only: up, so the scrape carries it.
+    assert set(targets) == {("alpha", "0"), ("beta", "0"), ("beta", "1"), ("gateway", "0")}
+    assert (workdir / ".agora" / "prometheus" / "data").is_dir()
 
 
 def test_a_killed_child_is_restarted_on_its_port_and_is_healthy_again(up: RunningSystem) -> None:

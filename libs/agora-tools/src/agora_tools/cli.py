@@ -40,6 +40,7 @@ from agora.messaging.deadletters import (
 from agora.secrets import OWNER_ONLY_FILE
 from agora.settings import ServiceSettings
 from agora.topology import Topology
+from agora_tools import scrape
 from agora_tools.embedded_nats import NatsSync
 from agora_tools.ports import LOOPBACK, NoFreePort
 from agora_tools.runner import (
@@ -148,11 +149,29 @@ def up(
             "'always' fsyncs before acknowledging (slower, survives power loss).",
         ),
     ] = NatsSync.DEFAULT,
+    prometheus: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus",
+            help="Also run Prometheus (Debian's prometheus package) scraping every process, "
+            "with the topology's rules and alerts; the console links to it.",
+        ),
+    ] = False,
+    prometheus_interval: Annotated[
+        float,
+        typer.Option(help="Seconds between Prometheus's scrapes and rule evaluations.", min=0.1),
+    ] = scrape.INTERVAL,
+    prometheus_alert_for: Annotated[
+        float | None,
+        # For tests: an alert that fires after seconds rather than minutes.
+        typer.Option(hidden=True, min=0),
+    ] = None,
 ) -> None:
     """Start a NATS server, every service and the gateway, and keep them running until Ctrl-C
     or SIGTERM.
 
-    Data and logs live under .agora/ in the working directory (the broker's under .agora/nats/).
+    Data and logs live under .agora/ in the working directory (the broker's under .agora/nats/,
+    Prometheus's under .agora/prometheus/).
     """
     path, topology = _topology(topology_file)
     try:
@@ -170,6 +189,9 @@ def up(
         nats_url=nats_url.strip(),
         nats_sync=nats_sync,
         nats_login=_login_from_env() if nats_url.strip() else None,
+        prometheus=prometheus,
+        prometheus_interval=prometheus_interval,
+        prometheus_alert_for=prometheus_alert_for,
     )
     try:
         code = asyncio.run(Runner(options, console).run())
@@ -216,6 +238,8 @@ def status(
             Text("yes", style="green") if h.healthy else Text("no", style="bold red"),
         )
     console.print(table)
+    if state.prometheus_url:
+        console.print(f"Prometheus: {state.prometheus_url}")
     if state.gateway_url:
         console.print(f"Gateway: {state.gateway_url}")
 

@@ -20,6 +20,10 @@ the contracts, ``gateway`` for the console, and ``operator`` for the runner, ``a
 tests. Their passwords are made on the first run, in ``.agora/secrets/nats/<user>``; each process
 is given its user and the file holding its password (``AGORA_NATS_USER``,
 ``AGORA_NATS_PASSWORD_FILE``).
+
+With ``--prometheus``, a Prometheus server (Debian's ``prometheus`` binary) scrapes every replica
+and the gateway once they are up, with the topology's rules (:mod:`agora_tools.scrape`), its data
+under ``.agora/prometheus/``; the gateway's console links to it (``AGORA_GATEWAY_PROMETHEUS_URL``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from agora.messaging.permissions import (
 from agora.secrets import private_dir, read_secret, secret_file
 from agora.settings import GATEWAY, ServiceSettings, env_prefix
 from agora.topology import Service, Topology
-from agora_tools import runtimes
+from agora_tools import runtimes, scrape
 from agora_tools.embedded_nats import (
     NATS,
     EmbeddedNats,
@@ -91,6 +95,9 @@ MAX_REPLICAS = 16
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 GATEWAY_COLOUR = "bright_white"
 NATS_COLOUR = "bright_blue"
+PROMETHEUS_COLOUR = "bright_red"
+# What answers 200 once a process is ready, when not /readyz.
+READY_PATHS = {scrape.PROMETHEUS: "/-/ready"}
 
 
 class StartupError(RuntimeError):
@@ -126,6 +133,11 @@ class Layout:
     @property
     def nats_config(self) -> Path:
         return self.root / "nats.conf"
+
+    @property
+    def prometheus(self) -> Path:
+        """The Prometheus server's configuration, rules and data (``agora up --prometheus``)."""
+        return self.root / "prometheus"
 
     @property
     def state_file(self) -> Path:
@@ -180,6 +192,7 @@ class RunState(BaseModel):
     gateway_url: str | None = None
     # The broker every service was given (embedded or AGORA_NATS_URL); None until it is known.
     nats_url: str | None = None
+    prometheus_url: str | None = None
     processes: list[ProcessState] = []
 
     @classmethod
@@ -328,6 +341,11 @@ class UpOptions:
     # How the runner logs in to the broker of ``nats_url`` (AGORA_NATS_USER's); the embedded
     # one's operator otherwise.
     nats_login: NatsCredentials | None = None
+    # Run a Prometheus server scraping every process, evaluating the rules every
+    # ``prometheus_interval`` seconds; ``prometheus_alert_for`` shortens each alert's `for:`.
+    prometheus: bool = False
+    prometheus_interval: float = scrape.INTERVAL
+    prometheus_alert_for: float | None = None
 
 
 def child_argv(python: str, *args: str) -> list[str]:
@@ -518,6 +536,7 @@ class Runner:
     async def _start_all(self) -> None:
         self._make_secrets()
         gateway, plan, nats_port = self._plan()
+        metrics = self._prometheus_plan(avoid={gateway, *(p for ps in plan.values() for p in ps)})
         nats = self._nats_plan(nats_port)
         nats_url = nats.url if nats is not None else self.options.nats_url
         self.state.nats_url = nats_url
@@ -531,6 +550,7 @@ class Runner:
                 *(f"{s.name}[build]" for s in services if s.runtime != "python"),
                 *(f"{s.name}[migrate]" for s in services),
                 f"{GATEWAY}[0]",
+                *([f"{scrape.PROMETHEUS}[0]"] if metrics is not None else []),
             ]
         )
         async with aiohttp.ClientSession() as session:
@@ -571,14 +591,62 @@ class Runner:
             except* StartupError as failed:
                 # The first failure is the one to show; the others were cancelled because of it.
                 raise _first(failed) from None
+            # The console links to the Prometheus server, which starts once its targets are up.
+            linked = {f"{env_prefix(GATEWAY)}PROMETHEUS_URL": metrics.url} if metrics else {}
             gateway_process = self._process(
-                GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, env
+                GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, {**env, **linked}
             )
             await self.supervisor.start(gateway_process)
             await self._wait_http_ready(session, gateway_process)
-        self.state.gateway_url = gateway_process.url
+            self.state.gateway_url = gateway_process.url
+            if metrics is not None:
+                await self._start_prometheus(session, metrics)
         self._save_state()
         self._print_ready(gateway_process)
+
+    # Prometheus.
+
+    def _prometheus_plan(self, avoid: Collection[int]) -> scrape.Server | None:
+        """Where the Prometheus server will listen (9090 when free); None when not asked for, or
+        when it is not installed (said, and the system starts without it)."""
+        if not self.options.prometheus:
+            return None
+        binary = shutil.which(scrape.PROMETHEUS)
+        if binary is None:
+            self.output.say(
+                "--prometheus: Prometheus is not installed (Debian's `prometheus` package: "
+                "sudo apt-get install prometheus); starting the system without it",
+                "bold yellow",
+            )
+            return None
+        window = (scrape.DEFAULT_PORT, scrape.DEFAULT_PORT + 100)
+        (port,) = pick_ports(1, start=scrape.DEFAULT_PORT, window=window, avoid=avoid)
+        return scrape.Server(binary, self.layout.prometheus, port)
+
+    async def _start_prometheus(
+        self, session: aiohttp.ClientSession, server: scrape.Server
+    ) -> None:
+        """Scrape every process of the system as ``agora status`` lists it now."""
+        server.write(
+            self.topology,
+            scrape.targets(self.state.processes, self.topology.services),
+            token_file=self.layout.operator_token_file,
+            interval=self.options.prometheus_interval,
+            alert_for=self.options.prometheus_alert_for,
+        )
+        process = Process(
+            service=scrape.PROMETHEUS,
+            replica=0,
+            argv=server.argv(),
+            env=dict(os.environ),
+            log_path=self.layout.log_file(scrape.PROMETHEUS, 0),
+            colour=PROMETHEUS_COLOUR,
+            port=server.port,
+            url=server.url,
+        )
+        await self.supervisor.start(process)
+        await self._wait_http_ready(session, process)
+        self.state.prometheus_url = server.url
 
     # The broker.
 
@@ -699,7 +767,7 @@ class Runner:
             )
 
     async def _wait_http_ready(self, session: aiohttp.ClientSession, process: Process) -> None:
-        url = f"{process.url}/readyz"
+        url = f"{process.url}{READY_PATHS.get(process.service, '/readyz')}"
         await self._wait_ready(process, lambda: _answers_200(session, url), f"answer 200 on {url}")
 
     async def _wait_ready(
@@ -724,7 +792,8 @@ class Runner:
             await asyncio.sleep(0.1)
 
     def _in_topology_order(self) -> list[Process]:
-        rank = {name: i for i, name in enumerate([NATS, *self.topology.services, GATEWAY])}
+        order = [NATS, *self.topology.services, GATEWAY, scrape.PROMETHEUS]
+        rank = {name: i for i, name in enumerate(order)}
         processes = self.supervisor.processes
         return sorted(processes, key=lambda p: (rank[p.service], _replica_number(p)))
 
@@ -765,6 +834,8 @@ class Runner:
         self.output.say(f"Logs: {logs}/<service>-<replica>.log", "dim")
         if self.state.nats_url:
             self.output.say(f"Broker: {without_credentials(self.state.nats_url)}", "dim")
+        if self.state.prometheus_url:
+            self.output.say(f"Prometheus: {self.state.prometheus_url}", "bold")
         self.output.say(f"Gateway: {gateway.url}", "bold green")
         self.output.say("Ctrl-C stops every process", "dim")
 
@@ -831,7 +902,8 @@ async def check_health(
                 )
             else:
                 alive = process.pid is not None and pid_alive(process.pid)
-                healthy = alive and await _answers_200(session, f"{process.url}/readyz")
+                ready = READY_PATHS.get(process.service, "/readyz")
+                healthy = alive and await _answers_200(session, f"{process.url}{ready}")
             return Health(process.service, process.replica, process.pid, process.port, healthy)
 
         return list(await asyncio.gather(*(check(p) for p in state.processes)))
