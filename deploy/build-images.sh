@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds one image per service, agora/<service>:<version>, from deploy/Dockerfile.
+# Builds one image per service, agora/<service>:<version>: a Python service's (and the
+# gateway's) from deploy/Dockerfile, a Node service's (runtime = "node", ADR 39) from
+# deploy/node.Dockerfile.
 #
 # Usage: deploy/build-images.sh [--base IMAGE] [--tag-version V] [SERVICE...]
 #   --base IMAGE       the Python 3.11 image to build on (default: python:3.11-slim-bookworm;
 #                      deploy/base/build-base.sh builds agora/python-base:3.11-bookworm locally)
-#   --tag-version V    the version to tag and report (default: the service's pyproject version)
+#   --tag-version V    the version to tag and report (default: the service's pyproject version,
+#                      or a Node service's package.json version)
 #   SERVICE...         default: every service of topology.toml, and the gateway
 # Environment: DOCKER (the docker client, default docker), UV (default .tools/bin/uv, which
 # `make sync` installs).
@@ -14,6 +17,9 @@
 # requirements (hashed, no dev dependencies, no workspace members), downloads those wheels
 # once for all services, fetches the uv wheel the Makefile pins and builds the workspace
 # members each service needs as wheels. The Dockerfile installs them with --no-index.
+# A Node service is built here too, as Python's wheels are: npm ci from its committed lock, its
+# build, then its development packages pruned (npm reaches its registry from this machine, not
+# from inside a build); the image copies the result and this machine's node (node.Dockerfile).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$(dirname "$0")/.."
@@ -46,9 +52,17 @@ if ((${#services[@]} == 0)); then
     read -r -a services <<<"$(toml topology.toml '" ".join([*t["services"], "gateway"])')"
 fi
 
-# The workspace member that holds each service: services/<name>, or <name>/ for the gateway.
-declare -A member_of
+# The workspace member that holds each service: services/<name>, or <name>/ for the gateway;
+# for a Node service, the package the topology's path names.
+declare -A member_of runtime_of
 for service in "${services[@]}"; do
+    runtime_of[$service]="$(toml topology.toml "t['services'].get('$service', {}).get('runtime', 'python')")"
+    if [[ "${runtime_of[$service]}" == node ]]; then
+        member_of[$service]="$(toml topology.toml "t['services']['$service']['path']")"
+        [[ -f "${member_of[$service]}/package-lock.json" ]] ||
+            fail "$service's package ${member_of[$service]} has no package-lock.json"
+        continue
+    fi
     for candidate in "services/$service" "$service"; do
         if [[ -f "$candidate/pyproject.toml" ]]; then
             member_of[$service]="$candidate"
@@ -107,6 +121,59 @@ prepare_service() {
     done
 }
 
+# Node itself, for the Node images: Debian 12's nodejs is 18 and no registry is reached from a
+# build, so the image takes this machine's node (Node 20, a NodeSource build that needs only
+# glibc, libstdc++ and libgcc, which every Debian 12 base has; `ldd "$(command -v node)"`).
+prepare_node() {
+    local node major
+    node="$(command -v node)" || fail "a Node service needs node (Node.js 20) on this machine"
+    major="$("$node" -p 'process.versions.node.split(".")[0]')"
+    ((major >= 20)) || fail "$node is Node.js $major: a Node service's image needs 20 or later"
+    if ! cmp -s "$node" "$build_dir/node/node" 2>/dev/null; then
+        say "copying $node ($("$node" --version)) for the Node images"
+        mkdir -p "$build_dir/node"
+        install -m 0755 "$(readlink -f "$node")" "$build_dir/node/node"
+    fi
+}
+
+# A Node service's package as its image runs it, in deploy/.build/<service>/app/: package.json,
+# dist/ compiled from a copy of its sources (the package's own folder is left alone), and
+# node_modules with its production dependencies only, all from its committed lock. Done again
+# only when the sources, the lock or node change.
+prepare_node_service() {
+    local service="$1" package="$2" dir="$build_dir/$1" stamp
+    stamp="$({
+        (cd "$package" && find src package.json package-lock.json tsconfig.json -type f -print0 |
+            sort -z | xargs -0 sha256sum)
+        node --version
+    } | sha256sum)"
+    if [[ -d "$dir/app/node_modules" && "$(cat "$dir/stamp" 2>/dev/null)" == "$stamp" ]]; then
+        say "$service's package is up to date"
+        return
+    fi
+    say "building $service's package from $package (npm ci, build, prune)"
+    rm -rf "$dir"
+    mkdir -p "$dir/app"
+    cp -r "$package/src" "$package/package.json" "$package/package-lock.json" \
+        "$package/tsconfig.json" "$dir/app/"
+    (
+        cd "$dir/app"
+        npm ci --no-audit --no-fund --loglevel=error >&2
+        npm run --silent build >&2
+        npm prune --omit=dev --no-audit --no-fund --loglevel=error >&2
+        rm -rf src tsconfig.json
+    )
+    echo "$stamp" >"$dir/stamp"
+}
+
+image_version() { # image_version SERVICE: the version its package declares
+    if [[ "${runtime_of[$1]}" == node ]]; then
+        node -p 'require(process.argv[1]).version' "$PWD/${member_of[$1]}/package.json"
+    else
+        toml "${member_of[$1]}/pyproject.toml" 't["project"]["version"]'
+    fi
+}
+
 # One build at a time on this checkout: another would rewrite deploy/.build/ under this one.
 exec 9<"$0"
 flock 9
@@ -117,12 +184,19 @@ rm -rf "$build_dir/members"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 source_url="$(git remote get-url origin 2>/dev/null || true)"
 for service in "${services[@]}"; do
-    version="${tag_version:-$(toml "${member_of[$service]}/pyproject.toml" 't["project"]["version"]')}"
+    version="${tag_version:-$(image_version "$service")}"
     image="agora/$service:$version"
-    prepare_service "$service"
+    dockerfile=deploy/Dockerfile
+    if [[ "${runtime_of[$service]}" == node ]]; then
+        prepare_node
+        prepare_node_service "$service" "${member_of[$service]}"
+        dockerfile=deploy/node.Dockerfile
+    else
+        prepare_service "$service"
+    fi
     say "building $image on $base"
     # No network during the build: what it installs is in deploy/.build/.
-    "$docker" build --quiet --network none -f deploy/Dockerfile \
+    "$docker" build --quiet --network none -f "$dockerfile" \
         --build-arg BASE="$base" \
         --build-arg SERVICE="$service" \
         --build-arg VERSION="$version" \

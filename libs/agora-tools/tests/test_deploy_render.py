@@ -101,6 +101,31 @@ def test_a_service_added_to_the_topology_gets_its_replicas_database_role_check_a
     assert '"reviews": ["http://reviews-0:8080"]' in environment["AGORA_SERVICE_URLS"]
 
 
+def test_a_node_service_runs_its_own_entry_point_and_is_checked_with_node() -> None:
+    shipping = {"runtime": "node", "path": "services/shipping", "depends_on": ["identity"]}
+    rendered = compose(shop(shipping=shipping))
+    host = compose(shop(shipping=shipping), "compose.host.yaml")
+
+    replica = rendered["services"]["shipping-0"]
+    assert replica["image"] == "agora/shipping:${AGORA_SHIPPING_TAG:-1.2.3}"
+    # Its image's entry point is its own main.js, which runs one service: it is told no name.
+    assert replica["command"] == ["serve"]
+    assert rendered["services"]["shipping-migrate"]["command"] == ["migrate"]
+    # Its image has node, not the chassis's python.
+    program, flag, code = replica["healthcheck"]["test"][1:]
+    assert (program, flag) == ("node", "-e")
+    assert "fetch('http://127.0.0.1:8080/readyz'" in code
+    port = host["services"]["shipping-0"]["environment"]["AGORA_SHIPPING_PORT"]
+    assert (
+        f"http://127.0.0.1:{port}/readyz"
+        in host["services"]["shipping-0"]["healthcheck"]["test"][3]
+    )
+    # The Python processes keep theirs.
+    assert rendered["services"]["catalog-0"]["command"] == ["serve", "catalog"]
+    assert rendered["services"]["catalog-0"]["healthcheck"]["test"][1] == "python"
+    assert rendered["services"]["gateway"]["healthcheck"]["test"][1] == "python"
+
+
 def test_a_service_removed_from_the_topology_leaves_every_file() -> None:
     without_cart = topology(
         identity={"module": "identity.bootstrap"},

@@ -201,6 +201,28 @@ def test_a_service_migrates_before_it_serves_and_rolls_out_with_no_replica_unava
     assert "initContainers" not in deployments[GATEWAY]["spec"]["template"]["spec"]
 
 
+def test_a_node_service_runs_its_own_entry_point_and_probes_with_node(tmp_path: Path) -> None:
+    shipping = {"runtime": "node", "path": "services/shipping", "depends_on": ["identity"]}
+    t = shop(shipping=shipping)
+    pod = named(built(t, tmp_path, "production"), "Deployment")["shipping"]["spec"]["template"]
+    assert [c["args"] for c in pod["spec"]["initContainers"]] == [["migrate"]]
+    assert pod["spec"]["containers"][0]["args"] == ["serve"]
+
+    local = named(built(t, tmp_path / "local", "local"), "Deployment")
+    port = t.host_ports()["shipping"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        (line,) = local["shipping"]["spec"]["template"]["spec"]["containers"][0][probe]["exec"][
+            "command"
+        ]
+        assert line.startswith('node -e "fetch('), line
+        assert line.endswith('"'), line
+        assert f"http://127.0.0.1:{port}/" in line
+    (line,) = local["catalog"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"][
+        "exec"
+    ]["command"]
+    assert line.startswith('python -c "import urllib.request;')
+
+
 def ingress_sources(policies: dict[str, dict[str, Any]], name: str) -> set[str]:
     return {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]

@@ -35,7 +35,7 @@ from agora.auth import token_digest
 from agora.messaging.permissions import Permissions, users_config
 from agora.settings import GATEWAY, env_prefix
 from agora.topology import Service, Topology
-from agora_tools import grafana, k8s, prometheus
+from agora_tools import k8s, prometheus
 from agora_tools.runner import OPERATOR, service_callers
 
 DEPLOY_DIR = "deploy"
@@ -128,8 +128,8 @@ def render(
     permissions: Mapping[str, Permissions | None],
     versions: Mapping[str, str],
 ) -> dict[str, str]:
-    """Every file of ``deploy/compose/``, ``deploy/k8s/`` (ADR 33), ``deploy/prometheus/`` and
-    ``deploy/grafana/`` (ADR 34), by its path under ``deploy/``."""
+    """Every file of ``deploy/compose/``, ``deploy/k8s/`` (ADR 33) and ``deploy/prometheus/``
+    (ADR 34), by its path under ``deploy/``."""
     return {
         f"{COMPOSE_DIR}/compose.yaml": compose_file(topology, versions, PRODUCTION),
         f"{COMPOSE_DIR}/compose.host.yaml": compose_file(topology, versions, ONE_HOST),
@@ -138,7 +138,6 @@ def render(
         f"{COMPOSE_DIR}/{ENV_FILE}.example": env_example(topology, permissions),
         **k8s.render(topology, permissions, versions),
         **prometheus.render(topology),
-        **grafana.render(topology),
     }
 
 
@@ -286,7 +285,7 @@ def _migrate(
     return {
         **_image(service.name, versions),
         **_common(network),
-        "command": ["migrate", service.name],
+        "command": process_args(topology, service.name, "migrate"),
         "environment": _environment(topology, service.name, 0, network),
         "volumes": [_topology_volume()],
         "depends_on": {"postgres-init": {"condition": "service_completed_successfully"}},
@@ -314,11 +313,11 @@ def _replica(
     return {
         **_image(service.name, versions),
         **_common(network),
-        "command": ["serve", service.name],
+        "command": process_args(topology, service.name, "serve"),
         "environment": _environment(topology, service.name, replica, network),
         "volumes": [_topology_volume()],
         "depends_on": depends_on,
-        "healthcheck": _ready_check(port),
+        "healthcheck": _ready_check(service.runtime, port),
         "stop_grace_period": STOP_GRACE_PERIOD,
         "restart": "unless-stopped",
     }
@@ -333,11 +332,11 @@ def _gateway(topology: Topology, versions: Mapping[str, str], network: Network) 
     gateway: dict[str, Any] = {
         **_image(GATEWAY, versions),
         **_common(network),
-        "command": ["serve", GATEWAY],
+        "command": process_args(topology, GATEWAY, "serve"),
         "environment": _environment(topology, GATEWAY, 0, network),
         "volumes": [_topology_volume()],
         "depends_on": depends_on,
-        "healthcheck": _ready_check(port),
+        "healthcheck": _ready_check("python", port),
         "stop_grace_period": STOP_GRACE_PERIOD,
         "restart": "unless-stopped",
     }
@@ -353,11 +352,36 @@ def _gateway(topology: Topology, versions: Mapping[str, str], network: Network) 
 STOP_GRACE_PERIOD = "25s"
 
 
-def _ready_check(port: int) -> dict[str, Any]:
-    # The images carry Python (they run the chassis), not curl or wget.
-    url = f"http://127.0.0.1:{port}/readyz"
-    probe = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
-    return _healthcheck(["python", "-c", probe])
+def _ready_check(runtime: str, port: int) -> dict[str, Any]:
+    return _healthcheck(fetch_command(runtime, f"http://127.0.0.1:{port}/readyz"))
+
+
+def fetch_command(runtime: str, url: str) -> list[str]:
+    """A command that fails unless ``url`` answers 2xx within 2 s, run inside an image of that
+    runtime: the images carry no curl or wget, but a Python image has the chassis's python and
+    a Node image has node (deploy/node.Dockerfile). Neither program's code has a double quote,
+    so it may be quoted whole in a shell line."""
+    if runtime == "node":
+        code = (
+            f"fetch('{url}', {{signal: AbortSignal.timeout(2000)}})"
+            ".then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+        )
+        return ["node", "-e", code]
+    return ["python", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"]
+
+
+def runtime_of(topology: Topology, name: str) -> str:
+    """What runs a process: the gateway is Python; a service says (ADR 39)."""
+    return "python" if name == GATEWAY else topology.services[name].runtime
+
+
+def process_args(topology: Topology, name: str, action: str) -> list[str]:
+    """What a process's image is given to ``serve`` or ``migrate``: the chassis's entry point
+    (``agora-service``) is told which service; a Node image's entry point is its own package's
+    ``main.js``, which runs one service and is told none (ADR 39)."""
+    if runtime_of(topology, name) == "node":
+        return [action]
+    return [action, name]
 
 
 def _topology_volume() -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from agora.settings import GATEWAY
 from agora.topology import Topology
+from agora_tools import deploy
 from agora_tools.k8s.objects import json_patch, replicas_name, settings_name, to_yaml
 from agora_tools.k8s.workloads import SCRATCH_VOLUME, environment, probes, processes
 
@@ -16,7 +17,7 @@ INIT_CONTAINER = f"{POD}/initContainers/0"
 
 def local_patches(topology: Topology) -> list[dict[str, Any]]:
     """The base on one host: host network, the ``[host]`` ports, one replica each, probes that
-    need nothing but the image's Python, and no Service (podman runs none)."""
+    need nothing but the image's Python or Node, and no Service (podman runs none)."""
     patches: list[dict[str, Any]] = []
     host_ports = topology.host_ports()
     for name in processes(topology):
@@ -32,7 +33,7 @@ def local_patches(topology: Topology) -> list[dict[str, Any]]:
             # there the port is the process's own ([host] below), and no Service reads it.
             {"op": "remove", "path": f"{CONTAINER}/ports"},
         ]
-        for probe, check in _python_probes(port).items():
+        for probe, check in _command_probes(deploy.runtime_of(topology, name), port).items():
             operations.append({"op": "replace", "path": f"{CONTAINER}/{probe}", "value": check})
         containers = [CONTAINER] if name == GATEWAY else [CONTAINER, INIT_CONTAINER]
         operations += _own_scratch(name, containers)
@@ -72,16 +73,15 @@ def _own_scratch(process: str, containers: list[str]) -> list[dict[str, Any]]:
     return operations
 
 
-def _python_probes(port: int) -> dict[str, Any]:
+def _command_probes(runtime: str, port: int) -> dict[str, Any]:
     """The probes of :func:`probes` as commands: podman runs a probe inside the container,
-    which has Python and no curl. Podman 4.3 runs an exec probe as one shell line, its words
-    joined by spaces (``sh -c``), so the command is that line, a single word: an API server
-    would run a program of that name, and fail the probe rather than pass it unchecked."""
+    which has Python (or Node) and no curl. Podman 4.3 runs an exec probe as one shell line, its
+    words joined by spaces (``sh -c``), so the command is that line, a single word: an API
+    server would run a program of that name, and fail the probe rather than pass it unchecked."""
 
     def run(path: str) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{port}{path}"
-        code = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
-        return {"exec": {"command": [f'python -c "{code}"']}}
+        program, flag, code = deploy.fetch_command(runtime, f"http://127.0.0.1:{port}{path}")
+        return {"exec": {"command": [f'{program} {flag} "{code}"']}}
 
     over_http = probes(port)
     return {

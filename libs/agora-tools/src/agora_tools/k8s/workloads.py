@@ -187,7 +187,8 @@ def deployment(
 ) -> dict[str, Any]:
     """A process's Deployment: hardened pods, probes, its migrations first (services)."""
     resources = _resources(topology, name)
-    container = _container(name, version, ["serve", name], secrets, resources)
+    serve, migrate = (deploy.process_args(topology, name, a) for a in ("serve", "migrate"))
+    container = _container(name, version, serve, secrets, resources)
     container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     container |= probes("http")
     pod: dict[str, Any] = {
@@ -200,7 +201,7 @@ def deployment(
         # Before a replica takes traffic; the chassis's migration lock makes racing ones wait.
         pod["initContainers"] = [
             {
-                **_container(name, version, ["migrate", name], secrets, resources),
+                **_container(name, version, migrate, secrets, resources),
                 "name": "migrate",
             }
         ]
