@@ -1,14 +1,13 @@
 """The Prometheus rules rendered from the topology (ADR 34).
 
-``promtool`` (Debian's ``prometheus`` package, installed with apt-get when missing) checks the
-committed rule file and runs its unit tests, in which each service's every alert fires on series
-that breach what it watches and stays quiet on healthy ones. A service added to the topology gets
-its rules, held to the objectives the topology gives it.
+``promtool`` (Debian's ``prometheus`` package, installed with apt-get when missing: the fixture
+is conftest.py's) checks the committed rule file and runs its unit tests, in which each service's
+every alert fires on series that breach what it watches and stays quiet on healthy ones. A service
+added to the topology gets its rules, held to the objectives the topology gives it.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,9 @@ import yaml
 
 from agora.topology import Topology
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE, TESTS_FILE, render
-from agora_tools.testing import install_debian_packages, skip_or_fail, why_no_debian_packages
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "deploy" / PROMETHEUS_DIR
-PROMTOOL_PACKAGE = "prometheus"
 
 
 def topology(**services: dict[str, Any]) -> Topology:
@@ -43,19 +40,6 @@ def group_of(t: Topology, service: str) -> list[dict[str, Any]]:
 
 def alert(t: Topology, service: str, name: str) -> dict[str, Any]:
     return next(rule for rule in group_of(t, service) if rule.get("alert") == name)
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    """The path of promtool, installed from Debian's packages when missing; skips saying why
-    when it cannot be (fails instead under CI)."""
-    if (found := shutil.which("promtool")) is None:
-        if why := why_no_debian_packages(f"promtool (Debian's {PROMTOOL_PACKAGE} package)"):
-            skip_or_fail(why)
-        install_debian_packages([PROMTOOL_PACKAGE])
-        found = shutil.which("promtool")
-    assert found is not None, f"{PROMTOOL_PACKAGE} was installed but promtool is not on PATH"
-    return found
 
 
 def run_promtool(promtool: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
