@@ -127,6 +127,14 @@ onEachStore("the shipments API", (store) => {
     assert.deepEqual(body.errors[0].loc, ["query", "order_id"]);
   });
 
+  test("another method on a route is a 405 problem naming the one it takes", async () => {
+    const response = await service.app.inject({ method: "DELETE", url: "/shipments/x" });
+    assert.equal(response.statusCode, 405);
+    assert.equal(response.headers.allow, "GET");
+    assert.equal(response.json().title, "Method not allowed");
+    assert.equal((await get("/nowhere")).statusCode, 404);
+  });
+
   test("an unknown shipment is a 404 problem", async () => {
     const response = await get(`/shipments/${randomUUID()}`, ada);
     assert.equal(response.statusCode, 404);

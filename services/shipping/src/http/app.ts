@@ -50,6 +50,11 @@ export const DESCRIPTION =
   "destination decides, moved by the carrier from label to delivery.";
 
 const PAGE_MAX = 100;
+// The public routes and their methods, for a 405's Allow.
+const ROUTES: readonly [RegExp, string][] = [
+  [/^\/shipments$/, "GET"],
+  [/^\/shipments\/[^/]+$/, "GET"],
+];
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 // Probes, scrapes and the console's polls: too frequent to trace.
 const UNTRACED = /^\/(livez|readyz|metrics|internal\/)/;
@@ -293,11 +298,26 @@ export async function buildApp(
       type: "/problems/internal",
     });
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(request, reply, 404, "Not found", {
-      detail: `nothing at ${request.method} ${request.url.split("?")[0]}`,
-    }),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split("?")[0] ?? "";
+    // A path the document names, asked with another method: 405, naming the methods it takes.
+    const allowed = [
+      ...new Set(ROUTES.filter(([pattern]) => pattern.test(path)).map(([, m]) => m)),
+    ];
+    if (allowed.length > 0) {
+      return sendProblem(
+        request,
+        reply,
+        405,
+        "Method not allowed",
+        { detail: `${request.method} is not allowed at ${path}` },
+        { Allow: allowed.join(", ") },
+      );
+    }
+    return sendProblem(request, reply, 404, "Not found", {
+      detail: `nothing at ${request.method} ${path}`,
+    });
+  });
 
   const callers = parts.callers ?? new ServiceCredentials({});
   // A user's valid token, or a known service's own credential (agora.deps.user_or_service): a
