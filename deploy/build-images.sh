@@ -138,32 +138,35 @@ prepare_node() {
 
 # A Node service's package as its image runs it, in deploy/.build/<service>/app/: package.json,
 # dist/ compiled from a copy of its sources (the package's own folder is left alone), and
-# node_modules with its production dependencies only, all from its committed lock. Done again
-# only when the sources, the lock or node change.
+# node_modules with its production dependencies only, all from its committed lock. Its packages
+# are installed again only when its lock or node change (a native one may compile from source),
+# its code compiled again only when its sources do.
 prepare_node_service() {
-    local service="$1" package="$2" dir="$build_dir/$1" stamp
-    stamp="$({
-        (cd "$package" && find src package.json package-lock.json tsconfig.json -type f -print0 |
-            sort -z | xargs -0 sha256sum)
-        node --version
-    } | sha256sum)"
-    if [[ -d "$dir/app/node_modules" && "$(cat "$dir/stamp" 2>/dev/null)" == "$stamp" ]]; then
-        say "$service's package is up to date"
-        return
+    local service="$1" package="$2" dir="$build_dir/$1" packages code
+    packages="$({ cat "$package/package.json" "$package/package-lock.json"; node --version; } |
+        sha256sum)"
+    if [[ "$(cat "$dir/packages.sha256" 2>/dev/null)" != "$packages" ]]; then
+        say "installing $service's packages from $package/package-lock.json (npm ci)"
+        rm -rf "$dir"
+        mkdir -p "$dir/build" "$dir/app"
+        cp "$package/package.json" "$package/package-lock.json" "$dir/build/"
+        (cd "$dir/build" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        # The image's: the same packages, its development ones (compiler, linter) pruned.
+        cp -a "$dir/build/package.json" "$dir/build/package-lock.json" "$dir/build/node_modules" \
+            "$dir/app/"
+        (cd "$dir/app" && npm prune --omit=dev --no-audit --no-fund --loglevel=error >&2)
+        echo "$packages" >"$dir/packages.sha256"
     fi
-    say "building $service's package from $package (npm ci, build, prune)"
-    rm -rf "$dir"
-    mkdir -p "$dir/app"
-    cp -r "$package/src" "$package/package.json" "$package/package-lock.json" \
-        "$package/tsconfig.json" "$dir/app/"
-    (
-        cd "$dir/app"
-        npm ci --no-audit --no-fund --loglevel=error >&2
-        npm run --silent build >&2
-        npm prune --omit=dev --no-audit --no-fund --loglevel=error >&2
-        rm -rf src tsconfig.json
-    )
-    echo "$stamp" >"$dir/stamp"
+    code="$( (cd "$package" && find src tsconfig.json package.json -type f -print0 | sort -z |
+        xargs -0 sha256sum) | sha256sum)"
+    if [[ "$(cat "$dir/code.sha256" 2>/dev/null)" != "$code" || ! -d "$dir/app/dist" ]]; then
+        say "compiling $service from $package/src (npm run build)"
+        rm -rf "$dir/build/src" "$dir/app/dist"
+        cp -r "$package/src" "$package/tsconfig.json" "$dir/build/"
+        (cd "$dir/build" && npm run --silent build >&2)
+        cp -a "$dir/build/dist" "$dir/app/"
+        echo "$code" >"$dir/code.sha256"
+    fi
 }
 
 image_version() { # image_version SERVICE: the version its package declares
