@@ -49,8 +49,8 @@ from procstat import cpu_seconds
 ADMIN_EMAIL = "admin@bench.example"
 ADMIN_PASSWORD = "checkout bench admin passphrase"  # noqa: S105 (a throwaway system's)
 CARD = "4242 4242 4242 4242"
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
+PROCESSES = 10
 SHOPPERS = 64
 TARGET_THROUGHPUT = 100.0
 TARGET_P99_MS = 500.0

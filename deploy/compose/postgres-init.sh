@@ -64,3 +64,11 @@ SELECT 'CREATE DATABASE "notifications" OWNER "notifications"' WHERE NOT EXISTS 
 REVOKE CONNECT ON DATABASE "notifications" FROM PUBLIC;
 GRANT CONNECT ON DATABASE "notifications" TO "notifications";
 SQL
+# shipping: its role and its database.
+psql -v ON_ERROR_STOP=1 -d postgres -v password="$AGORA_SHIPPING_DATABASE_PASSWORD" <<"SQL"
+SELECT 'CREATE ROLE "shipping" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'shipping')\gexec
+ALTER ROLE "shipping" WITH LOGIN PASSWORD :'password';
+SELECT 'CREATE DATABASE "shipping" OWNER "shipping"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'shipping')\gexec
+REVOKE CONNECT ON DATABASE "shipping" FROM PUBLIC;
+GRANT CONNECT ON DATABASE "shipping" TO "shipping";
+SQL

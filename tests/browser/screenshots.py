@@ -35,7 +35,7 @@ from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop  # noqa: 
 from agora_tools.harness import RunningSystem  # noqa: E402 (after the path above)
 
 ROOT = Path(__file__).parents[2]
-PROCESSES = 9
+PROCESSES = 10
 WIDE: ViewportSize = {"width": 1280, "height": 860}
 TALL: ViewportSize = {"width": 1280, "height": 1500}
 

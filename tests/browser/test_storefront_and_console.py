@@ -37,8 +37,8 @@ from agora_tools.harness import RunningSystem
 pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.timeout(900)]
 
 SERVICES = [*load_topology().services, "gateway"]
-# nats, the seven services, the gateway
-PROCESSES = 9
+# nats, the eight services, the gateway
+PROCESSES = 10
 ADMIN = Account(ADMIN_EMAIL, ADMIN_PASSWORD)
 
 

@@ -32,8 +32,8 @@ from agora_tools.testing import wait_restarted
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
+PROCESSES = 10
 STREAM = "AGORA_IDENTITY"
 SUBJECT = "agora.identity.events.UserRegistered.v1"
 DELIVERY_BOUND = 60.0  # seconds for the events to arrive once the broker is back

@@ -29,8 +29,8 @@ from agora_tools.testing import REDIS_URL, redis_prefix
 pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, the gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, the gateway
+PROCESSES = 10
 PROBLEM = "application/problem+json"
 
 

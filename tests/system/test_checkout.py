@@ -32,8 +32,9 @@ from agora_tools.harness import RunningSystem, wait_for
 pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
-# nats, identity, catalog, two inventories, payments, orders, cart, notifications, the gateway
-PROCESSES = 10
+# nats, identity, catalog, two inventories, payments, orders, cart, notifications, shipping, the
+# gateway
+PROCESSES = 11
 STEP_TIMEOUT = 1.0  # seconds the saga waits for an answer before trying again
 
 

@@ -43,8 +43,8 @@ SHOPPERS = 20
 OFFERED_PER_SECOND = 8.0  # so the checkouts are still coming while the faults happen
 SETTLE = 30.0  # seconds after the last fault by which every order must be terminal
 BROKER_DOWN = 10.0
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
+PROCESSES = 10
 DATABASES = ("identity", "catalog", "inventory", "payments", "orders", "cart", "notifications")
 REDIS = ("127.0.0.1", 6379)
 

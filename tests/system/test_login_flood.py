@@ -30,8 +30,8 @@ from agora_tools.harness import RunningSystem
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, the gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, the gateway
+PROCESSES = 10
 FLOOD_ADDRESS = "198.51.100.7"
 FLOOD_PER_SECOND = 20
 USERS = 24

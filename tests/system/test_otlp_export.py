@@ -27,8 +27,8 @@ from agora_tools.testing import http_receiver
 pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, the gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, the gateway
+PROCESSES = 10
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "system-test admin passphrase"
-# nats, identity, catalog, inventory, payments, orders, cart, notifications, gateway
-PROCESSES = 9
+# nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
+PROCESSES = 10
 
 
 @pytest.fixture
@@ -115,6 +115,7 @@ def test_the_journey_survives_a_killed_catalog_and_sigterm_leaves_nothing(
         "orders",
         "cart",
         "notifications",
+        "shipping",
         "gateway",
     }
     assert f"Gateway: {system.gateway_url}" in system.printed()

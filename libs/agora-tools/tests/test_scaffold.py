@@ -25,7 +25,12 @@ from agora_tools.harness import RunningSystem, wait_for
 from agora_tools.scaffold.edits import add_consumer, add_to_service_lists, add_topology_table
 
 REPO = Path(__file__).resolve().parents[3]
-SERVICES = tuple(tomllib.loads((REPO / "topology.toml").read_text())["services"])
+# The workspace's members: a service in another language (runtime = "node") is none.
+SERVICES = tuple(
+    name
+    for name, table in tomllib.loads((REPO / "topology.toml").read_text())["services"].items()
+    if table.get("runtime", "python") == "python"
+)
 NEW = "parcels"
 # Each step's bound in the copy; the whole test stays under about four minutes on two cores.
 STEP = 240

@@ -185,7 +185,8 @@ def new_service(root: Path, name: str, *, report: Report = print, sync: bool = T
     names = check_name(root, name)
     if sync:
         _uv(root)  # before anything is written: without uv the service could not be installed
-    services = list(load_topology(root / "topology.toml").services)
+    # The workspace's lists name its Python services; one in another language is no member.
+    services = [s.name for s in load_topology(root / "topology.toml") if s.runtime == "python"]
     written = render_service(root, names)
     try:
         register(root, names, services)
