@@ -35,7 +35,7 @@ from agora.auth import token_digest
 from agora.messaging.permissions import Permissions, users_config
 from agora.settings import GATEWAY, env_prefix
 from agora.topology import Service, Topology
-from agora_tools import k8s, prometheus
+from agora_tools import grafana, k8s, prometheus
 from agora_tools.runner import OPERATOR, service_callers
 
 DEPLOY_DIR = "deploy"
@@ -128,8 +128,8 @@ def render(
     permissions: Mapping[str, Permissions | None],
     versions: Mapping[str, str],
 ) -> dict[str, str]:
-    """Every file of ``deploy/compose/``, ``deploy/k8s/`` (ADR 33) and ``deploy/prometheus/``
-    (ADR 34), by its path under ``deploy/``."""
+    """Every file of ``deploy/compose/``, ``deploy/k8s/`` (ADR 33), ``deploy/prometheus/`` and
+    ``deploy/grafana/`` (ADR 34), by its path under ``deploy/``."""
     return {
         f"{COMPOSE_DIR}/compose.yaml": compose_file(topology, versions, PRODUCTION),
         f"{COMPOSE_DIR}/compose.host.yaml": compose_file(topology, versions, ONE_HOST),
@@ -138,6 +138,7 @@ def render(
         f"{COMPOSE_DIR}/{ENV_FILE}.example": env_example(topology, permissions),
         **k8s.render(topology, permissions, versions),
         **prometheus.render(topology),
+        **grafana.render(topology),
     }
 
 
