@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from shopping import ADDRESS, APPROVED, DECLINED
+from shopping import APPROVED, DECLINED
+
+from agora_tools.harness import ADDRESS
 
 # A replayed checkout answers 200 with the order it placed the first time.
 PLACED = {200, 201, 202}
