@@ -10,7 +10,6 @@ payments is stopped with `agora stop` and clears when it is started again.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from shopping import APPROVED, TERMINAL, admin_env, open_shop
 
 from agora.process import topology_at
 from agora_tools.harness import RunningSystem, wait_for
-from agora_tools.testing import install_debian_packages, skip_or_fail, why_no_debian_packages
+from agora_tools.testing import debian_command
 
 pytest_plugins = ["shopping"]  # the fixture shop
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
@@ -36,13 +35,8 @@ UNSCRAPED = {"nats", "prometheus"}
 
 @pytest.fixture(scope="module")
 def prometheus_installed() -> None:
-    """Debian's prometheus package, installed when missing; skips saying why when it cannot be
-    (fails instead under CI)."""
-    if shutil.which(PACKAGE) is None:
-        if why := why_no_debian_packages(f"Prometheus (Debian's {PACKAGE} package)"):
-            skip_or_fail(why)
-        install_debian_packages([PACKAGE])
-    assert shutil.which(PACKAGE), f"{PACKAGE} was installed but is not on PATH"
+    """Debian's prometheus package, installed when missing."""
+    debian_command(PACKAGE, PACKAGE)
 
 
 @pytest.fixture(scope="module")

@@ -203,6 +203,14 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
         yield server
 
 
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    """The path of promtool (Debian's prometheus package), installed when missing."""
+    from agora_tools.testing import debian_command
+
+    return debian_command("promtool", "prometheus")
+
+
 @pytest.fixture
 def umask_022() -> Iterator[None]:
     previous = os.umask(0o022)

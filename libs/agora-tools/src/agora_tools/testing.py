@@ -132,6 +132,18 @@ def install_debian_packages(packages: Collection[str]) -> None:
     subprocess.run(install, env=environment, check=True)  # noqa: S603 (fixed argv)
 
 
+def debian_command(command: str, package: str) -> str:
+    """The path of ``command`` from Debian's ``package``, installed with apt-get when missing;
+    the test skips saying why when it cannot be (fails instead under CI)."""
+    if (found := shutil.which(command)) is None:
+        if why := why_no_debian_packages(f"{command} (Debian's {package} package)"):
+            skip_or_fail(why)
+        install_debian_packages([package])
+        found = shutil.which(command)
+    assert found is not None, f"{package} was installed but {command} is not on PATH"
+    return found
+
+
 def at_once(*tasks: Callable[[], object]) -> list[BaseException]:
     """Run each of ``tasks`` in a thread of its own, every thread started before any is waited
     for (a task that must begin at the same moment as the others waits on a barrier); what the
