@@ -9,6 +9,7 @@ console (``GET /internal/spans``): two export paths, one trace.
 
 from __future__ import annotations
 
+import gzip
 import os
 import threading
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ class Receiver(BaseHTTPRequestHandler):
     lock: ClassVar[threading.Lock] = threading.Lock()
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        body = self._body()
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         received = []
@@ -60,6 +61,21 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _body(self) -> bytes:
+        """The export, sent with a length (the Python exporter) or in chunks (Node's), and
+        gzipped when the exporter says so, as a collector takes it."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while size := int(self.rfile.readline().strip().split(b";")[0], 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()  # the CRLF after each chunk
+            self.rfile.readline()  # the CRLF after the last, empty one
+        else:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+        return body
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -136,7 +136,7 @@ export function readSettings(env: Env = process.env): Settings {
     dataDir,
     replica: read.number("REPLICA", 0, (n) => Number.isInteger(n) && n >= 0),
     version: read.text("VERSION", "0.1.0"),
-    logLevel: read.text("LOG_LEVEL", "info").toLowerCase(),
+    logLevel: pinoLevel(read.text("LOG_LEVEL", "info")),
     serviceUrls: read.json("SERVICE_URLS", {}, isUrls),
     jwtIssuer: read.text("JWT_ISSUER", "agora-identity"),
     jwtAudience: read.text("JWT_AUDIENCE", "agora"),
@@ -186,4 +186,13 @@ function operatorToken(read: Reader, profile: Profile, dataDir: string): string 
     return readSecret(join(dirname(dataDir), "secrets", "operator.token"));
   }
   return found;
+}
+
+// The level names the Python services take (the standard library's: warning, critical) in pino's
+// words (warn, fatal); pino's own names pass as they are.
+const PINO_LEVELS: Record<string, string> = { warning: "warn", critical: "fatal" };
+
+export function pinoLevel(name: string): string {
+  const level = name.toLowerCase();
+  return PINO_LEVELS[level] ?? level;
 }

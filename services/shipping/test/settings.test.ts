@@ -40,6 +40,12 @@ describe("settings", () => {
     assert.equal(settings.dispatchAfter, 0.2);
   });
 
+  test("take the log levels the Python services take, in pino's words", () => {
+    assert.equal(readSettings({ AGORA_LOG_LEVEL: "warning" }).logLevel, "warn");
+    assert.equal(readSettings({ AGORA_LOG_LEVEL: "CRITICAL" }).logLevel, "fatal");
+    assert.equal(readSettings({ AGORA_LOG_LEVEL: "debug" }).logLevel, "debug");
+  });
+
   test("refuse what is out of range", () => {
     assert.throws(() => readSettings({ AGORA_SHIPPING_PORT: "70000" }), {
       name: "InvalidSettings",

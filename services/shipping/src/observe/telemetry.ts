@@ -12,9 +12,11 @@ import {
 } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   BasicTracerProvider,
+  BatchSpanProcessor,
   type ReadableSpan,
   type Span,
   type SpanProcessor,
@@ -111,10 +113,23 @@ export class RecentSpans implements SpanProcessor {
 
 let installed: RecentSpans | null = null;
 
-/** Installs the process's tracer provider (the first call wins) and returns its recent spans. */
-export function configureTracing(service: string, version: string, replica: number): RecentSpans {
+/** Installs the process's tracer provider (the first call wins) and returns its recent spans.
+ * With OTEL_EXPORTER_OTLP_ENDPOINT set, spans also go over OTLP/HTTP to that collector, as the
+ * Python services' do (agora.telemetry). */
+export function configureTracing(
+  service: string,
+  version: string,
+  replica: number,
+  env: NodeJS.ProcessEnv = process.env,
+): RecentSpans {
   if (installed !== null) return installed;
   const recent = new RecentSpans(service, replica);
+  const processors: SpanProcessor[] = [recent];
+  if (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) {
+    // Protobuf over HTTP, as the Python services export; the exporter reads the endpoint and its
+    // headers from the same variables.
+    processors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  }
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({
       "service.name": service,
@@ -122,7 +137,7 @@ export function configureTracing(service: string, version: string, replica: numb
       "service.instance.id": `${service}-${replica}`,
       "agora.replica": replica,
     }),
-    spanProcessors: [recent],
+    spanProcessors: processors,
   });
   trace.setGlobalTracerProvider(provider);
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
