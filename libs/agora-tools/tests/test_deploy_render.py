@@ -26,9 +26,9 @@ from agora.settings import ServiceSettings
 from agora.topology import HELD_PORTS, Topology, find_topology_file, load_topology
 from agora_tools.cli import app
 from agora_tools.deploy import (
+    DATABASE_SQL,
     DEPLOY_DIR,
     GATEWAY_ADDRESS,
-    database_sql,
     installed_versions,
     nats_config,
     render,
@@ -90,8 +90,7 @@ def test_a_service_added_to_the_topology_gets_its_replicas_database_role_check_a
     assert environment["AGORA_NATS_USER"] == "reviews"
     # Its database and role are made, its broker user exists, its secrets are listed.
     init = after_files["compose/postgres-init.sh"]
-    assert 'CREATE ROLE "reviews" LOGIN' in init
-    assert 'CREATE DATABASE "reviews" OWNER "reviews"' in init
+    assert 'role_and_database reviews "$AGORA_REVIEWS_DATABASE_PASSWORD"' in init.splitlines()
     assert '"user": "reviews"' in after_files["compose/nats.conf"]
     example = after_files["compose/.env.example"]
     for variable in ("AGORA_REVIEWS_DATABASE_PASSWORD", "AGORA_NATS_PASSWORD_REVIEWS"):
@@ -177,9 +176,11 @@ def test_every_service_reaches_its_own_database_only_as_its_own_role() -> None:
         url = services[f"{name}-0"]["environment"][f"AGORA_{name.upper()}_DATABASE_URL"]
         password = rf"\$\{{AGORA_{name.upper()}_DATABASE_PASSWORD:\?[^}}]+\}}"
         assert re.fullmatch(rf"postgresql://{name}:{password}@postgres:5432/{name}", url)
-        # Nobody but the owner (and the superuser) may connect to a service's database.
-        assert f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC;' in init
-        assert f'GRANT CONNECT ON DATABASE "{name}" TO "{name}";' in init
+        assert f'role_and_database {name} "$AGORA_{name.upper()}_DATABASE_PASSWORD"' in init
+    # Nobody but the owner (and the superuser) may connect to a service's database.
+    assert DATABASE_SQL in init
+    assert 'REVOKE CONNECT ON DATABASE :"name" FROM PUBLIC;' in DATABASE_SQL
+    assert 'GRANT CONNECT ON DATABASE :"name" TO :"name";' in DATABASE_SQL
     assert "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;" in init
 
 
@@ -217,7 +218,7 @@ def test_a_service_role_connects_to_its_own_database_and_to_no_other_service_s(
 ) -> None:
     a, b = two_services
     for name in (a, b, a):  # a second run changes nothing and fails on nothing
-        made = psql("-v", "password=a-password-of-its-own", sql=database_sql(name))
+        made = psql("-v", f"name={name}", "-v", "password=a-password-of-its-own", sql=DATABASE_SQL)
         assert made.returncode == 0, made.stderr
 
     own = psql("-c", "SELECT 1", user=a, database=a)

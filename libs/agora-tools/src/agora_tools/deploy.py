@@ -484,38 +484,32 @@ def postgres_init(topology: Topology) -> str:
         "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;",
         "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;",
         "SQL",
+        "# A service's role and its database: role_and_database NAME PASSWORD.",
+        "role_and_database() {",
+        '  psql -v ON_ERROR_STOP=1 -d postgres -v name="$1" -v password="$2" <<"SQL"',
+        DATABASE_SQL.rstrip("\n"),
+        "SQL",
+        "}",
     ]
-    for service in topology:
-        password = "$" + database_password(service.name)
-        lines += [
-            f"# {service.name}: its role and its database.",
-            f'psql -v ON_ERROR_STOP=1 -d postgres -v password="{password}" <<"SQL"',
-            database_sql(service.name).rstrip("\n"),
-            "SQL",
-        ]
+    lines += [
+        f'role_and_database {service.name} "${database_password(service.name)}"'
+        for service in topology
+    ]
     return "\n".join(lines) + "\n"
 
 
-def database_sql(name: str) -> str:
-    """What psql runs for one service, given its role's password as the variable ``password``:
-    the role and the database made if missing, the password set, the database closed to others."""
-    role = _identifier(name)
-    # The names are checked by the topology (letters, digits, '-'): nothing to inject.
-    statements = [
-        f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608 (checked names)
-        f"(SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec",
-        f"ALTER ROLE {role} WITH LOGIN PASSWORD :'password';",
-        f"SELECT 'CREATE DATABASE {role} OWNER {role}' WHERE NOT EXISTS "  # noqa: S608 (checked names)
-        f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec",
-        f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC;",
-        f"GRANT CONNECT ON DATABASE {role} TO {role};",
-    ]
-    return "\n".join(statements) + "\n"
-
-
-def _identifier(name: str) -> str:
-    # Service names are lower-case letters, digits and '-': quoted, each is an identifier.
-    return f'"{name}"'
+# What psql runs for one service, given its name and its role's password as the variables
+# ``name`` and ``password`` (psql quotes them: :'name' as a literal, :"name" as an identifier):
+# the role and the database made if missing, the password set, the database closed to others.
+DATABASE_SQL = """\
+SELECT format('CREATE ROLE %I LOGIN', :'name')
+  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name')\\gexec
+ALTER ROLE :"name" WITH LOGIN PASSWORD :'password';
+SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'name')
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name')\\gexec
+REVOKE CONNECT ON DATABASE :"name" FROM PUBLIC;
+GRANT CONNECT ON DATABASE :"name" TO :"name";
+"""
 
 
 def env_sections(
