@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,9 +27,11 @@ import nats
 import nats.errors
 import pytest
 from nats.js.api import StorageType
+from rich.console import Console
 from typer.testing import CliRunner
 
 from agora.messaging.credentials import without_credentials
+from agora.topology import Topology
 from agora_tools.cli import app
 from agora_tools.embedded_nats import (
     NatsServerMissing,
@@ -39,7 +42,7 @@ from agora_tools.embedded_nats import (
 )
 from agora_tools.harness import RunningSystem, process_gone, wait_for
 from agora_tools.ports import NoFreePort, gateway_port, pick_ports, port_is_free, scan_start
-from agora_tools.runner import Layout, RunState, parse_scale
+from agora_tools.runner import Layout, Runner, RunState, UpOptions, parse_scale
 from agora_tools.supervisor import RestartPolicy, describe_exit, shorten_line
 from agora_tools.testing import NatsServer, file_mode, free_port, reachable, wait_restarted
 
@@ -290,6 +293,34 @@ def test_up_refuses_a_bad_option_before_starting_anything(
     assert result.exit_code == 2
     assert reason in result.output
     assert not (tmp_path / ".agora").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "inherited", "given"),
+    [(True, None, "true"), (False, None, None), (False, "true", "true"), (True, "false", "true")],
+)
+def test_trace_statements_reaches_every_process_when_asked_for_or_set_for_the_runner(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: bool,
+    inherited: str | None,
+    given: str | None,
+) -> None:
+    if inherited is None:
+        monkeypatch.delenv("AGORA_TRACE_STATEMENTS", raising=False)
+    else:
+        monkeypatch.setenv("AGORA_TRACE_STATEMENTS", inherited)
+    topology = Topology.model_validate(tomllib.loads(TINY_TOPOLOGY))
+    options = UpOptions(
+        directory=tmp_path,
+        topology_path=tmp_path / "topology.toml",
+        topology=topology,
+        trace_statements=flag,
+    )
+
+    env = Runner(options, Console(file=None, quiet=True))._base_env({}, "")
+
+    assert env.get("AGORA_TRACE_STATEMENTS") == given
 
 
 # -- scale and output --------------------------------------------------------------------------

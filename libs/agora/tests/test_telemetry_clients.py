@@ -1,6 +1,6 @@
-"""Database statements and Redis commands as spans, when AGORA_TRACE_STATEMENTS asks for them:
-each one a child of the request or message that ran it, naming the statement and never the
-values sent with it."""
+"""Database statements and Redis commands as spans, when the settings' ``trace_statements``
+(AGORA_TRACE_STATEMENTS) asks for them: each one a child of the request or message that ran it,
+naming the statement and never the values sent with it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import redis
 import redis.asyncio
 from fastapi import APIRouter, Request
 from opentelemetry import trace
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from agora.messaging.consumer import Consumers
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.subscriptions import Subscription
 from agora.settings import ServiceSettings
-from agora.telemetry import SPANS_KEPT, TRACE_STATEMENTS, configure_tracing, recent_spans
+from agora.telemetry import SPANS_KEPT, configure_tracing, recent_spans
 from agora_tools.testing import NatsServer, connected, eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,11 +44,10 @@ PLACEHOLDERS = {"sqlite": "SELECT ? AS said", "postgresql": "SELECT $1 AS said"}
 
 
 @pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Statements and commands asked for, and the process's tracing configured (the first
-    call in the process wins, but each call asks for Redis's spans when they are wanted)."""
-    monkeypatch.setenv(TRACE_STATEMENTS, "true")
-    configure_tracing("spans-test")
+def traced() -> None:
+    """Commands asked for, and the process's tracing configured (the first call in the process
+    wins, but each call asks for Redis's spans when they are wanted)."""
+    configure_tracing("spans-test", trace_statements=True)
 
 
 def every_span() -> list[dict[str, Any]]:
@@ -94,7 +93,7 @@ def sayings() -> APIRouter:
 async def test_a_statement_a_request_runs_is_a_span_under_it_without_its_values(
     tmp_path: Path, database_url: str, store: str
 ) -> None:
-    settings = ServiceSettings(data_dir=tmp_path, database_url=database_url)
+    settings = ServiceSettings(data_dir=tmp_path, database_url=database_url, trace_statements=True)
     app = create_service_app(settings, ServiceDefinition("shop", routers=[sayings()]))
     resources: Resources = app.state.resources
     trace_id = uuid.uuid4().hex
@@ -120,10 +119,7 @@ async def test_a_statement_a_request_runs_is_a_span_under_it_without_its_values(
     assert_shows_no_values(spans)
 
 
-async def test_statements_are_no_spans_unless_asked_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(TRACE_STATEMENTS, raising=False)
+async def test_statements_are_no_spans_unless_asked_for(tmp_path: Path) -> None:
     configure_tracing("spans-test")
     uow = UnitOfWork(f"sqlite:///{tmp_path / 'quiet.db'}")
     try:
@@ -139,7 +135,7 @@ async def test_statements_are_no_spans_unless_asked_for(
 
 @pytest.mark.usefixtures("traced")
 async def test_a_statement_run_inside_no_span_is_no_span(tmp_path: Path) -> None:
-    uow = UnitOfWork(f"sqlite:///{tmp_path / 'alone.db'}")
+    uow = UnitOfWork(f"sqlite:///{tmp_path / 'alone.db'}", trace_statements=True)
     try:
         await uow.query(lambda session: session.execute(ALONE).all())
     finally:
@@ -148,6 +144,28 @@ async def test_a_statement_run_inside_no_span_is_no_span(tmp_path: Path) -> None
     assert not [
         span for span in every_span() if span["attributes"].get("db.statement") == ALONE.text
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "asked"),
+    [(None, False), ("", False), ("false", False), ("true", True), ("1", True), ("on", True)],
+)
+def test_the_settings_ask_for_statements_through_agora_trace_statements(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None, asked: bool
+) -> None:
+    if variable is None:
+        monkeypatch.delenv("AGORA_TRACE_STATEMENTS", raising=False)
+    else:
+        monkeypatch.setenv("AGORA_TRACE_STATEMENTS", variable)
+
+    assert ServiceSettings().trace_statements is asked
+
+
+def test_a_value_that_is_neither_on_nor_off_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGORA_TRACE_STATEMENTS", "sometimes")
+
+    with pytest.raises(ValidationError, match="AGORA_TRACE_STATEMENTS"):
+        ServiceSettings()
 
 
 # -- a message --------------------------------------------------------------------------------
@@ -174,7 +192,7 @@ async def test_a_statement_a_message_runs_is_a_span_under_it_without_its_values(
     tmp_path: Path, broker: Broker
 ) -> None:
     service = f"ledger{uuid.uuid4().hex[:8]}"  # of the test's own: the process's spans are shared
-    uow = UnitOfWork(f"sqlite:///{tmp_path / 'consumer.db'}")
+    uow = UnitOfWork(f"sqlite:///{tmp_path / 'consumer.db'}", trace_statements=True)
     await uow.run(lambda session: schema.metadata.create_all(session.connection()))
     subscription = Subscription(Noted, note)
     consumers = Consumers(

@@ -24,6 +24,10 @@ is given its user and the file holding its password (``AGORA_NATS_USER``,
 With ``--prometheus``, a Prometheus server (Debian's ``prometheus`` binary) scrapes every replica
 and the gateway once they are up, with the topology's rules (:mod:`agora_tools.scrape`), its data
 under ``.agora/prometheus/``; the gateway's console links to it (``AGORA_GATEWAY_PROMETHEUS_URL``).
+
+With ``--trace-statements``, every process makes each database statement and Redis command a span
+(``AGORA_TRACE_STATEMENTS=true``, ADR 41); without it, the variable passes on as the runner's
+environment has it.
 """
 
 from __future__ import annotations
@@ -346,6 +350,8 @@ class UpOptions:
     prometheus: bool = False
     prometheus_interval: float = scrape.INTERVAL
     prometheus_alert_for: float | None = None
+    # Every process makes each statement and Redis command a span (ADR 41).
+    trace_statements: bool = False
 
 
 def child_argv(python: str, *args: str) -> list[str]:
@@ -463,6 +469,7 @@ class Runner:
             "AGORA_NATS_URL": nats_url,
             # Children's lines reach the runner as they are written, not when a buffer fills.
             "PYTHONUNBUFFERED": "1",
+            **({"AGORA_TRACE_STATEMENTS": "true"} if self.options.trace_statements else {}),
         }
 
     def _command(self, name: str, action: str, *options: str) -> list[str]:

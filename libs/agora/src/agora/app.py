@@ -184,9 +184,19 @@ def create_service_app(
     configure_logging(
         name, level=settings.log_level, fmt=settings.log_format, replica=settings.replica
     )
-    configure_tracing(name, version=settings.version, replica=settings.replica)
+    configure_tracing(
+        name,
+        version=settings.version,
+        replica=settings.replica,
+        trace_statements=settings.trace_statements,
+    )
     uow = (
-        UnitOfWork(settings.database_url, source=name, synchronous=settings.sqlite_synchronous)
+        UnitOfWork(
+            settings.database_url,
+            source=name,
+            synchronous=settings.sqlite_synchronous,
+            trace_statements=settings.trace_statements,
+        )
         if use_database
         else None
     )

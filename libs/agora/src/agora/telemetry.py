@@ -32,8 +32,6 @@ SERVICE = "agora.service"
 # Either names the collector; the exporter reads them itself.
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 SPANS_KEPT = 2_000
-# True to make each database statement and Redis command a span (see statements_traced).
-TRACE_STATEMENTS = "AGORA_TRACE_STATEMENTS"
 
 _T = TypeVar("_T")
 
@@ -191,12 +189,18 @@ def configure_tracing(
     version: str = "0.1.0",
     replica: int = 0,
     processors: tuple[SpanProcessor, ...] = (),
+    trace_statements: bool = False,
 ) -> TracerProvider:
     """Install a tracer provider naming this service, keeping its recent spans in memory and
     exporting them over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. The first call in a
-    process wins; any call makes Redis commands spans, when :func:`statements_traced`."""
+    process wins; any call with ``trace_statements`` (the settings' ``trace_statements``,
+    ``AGORA_TRACE_STATEMENTS``) makes Redis commands spans.
+
+    Statements and commands are spans only when asked for, because of what they cost: 50-95 µs
+    of CPU a statement, 10 % more of catalog's CPU per product read and 10 % fewer reads a
+    second, about 3-4 ms a checkout across the services (ADR 41)."""
     global _configured
-    if statements_traced():
+    if trace_statements:
         trace_commands()
     provider = trace.get_tracer_provider()
     if _configured and isinstance(provider, TracerProvider):
@@ -207,14 +211,6 @@ def configure_tracing(
     trace.set_tracer_provider(provider)
     _configured = True
     return provider
-
-
-def statements_traced() -> bool:
-    """Whether database statements and Redis commands become spans: only when
-    ``AGORA_TRACE_STATEMENTS`` is true. Off by default because of what it costs: 50-95 µs of
-    CPU a statement, 10 % more of catalog's CPU per product read and 10 % fewer reads a second,
-    about 3-4 ms a checkout across the services (ADR 41)."""
-    return os.environ.get(TRACE_STATEMENTS, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def trace_commands() -> None:
@@ -231,14 +227,12 @@ def trace_commands() -> None:
 def trace_statements(engine: Engine) -> None:
     """Make each statement ``engine`` runs a client span, a child of the span that ran it (a
     request's, a message's), with its SQL as sent: placeholders, never the values bound to them,
-    and no comment added to it (``enable_commenter`` off), when :func:`statements_traced`.
-    Spans go to the process's tracer provider once :func:`configure_tracing` has run, so the
-    engine may be made before.
+    and no comment added to it (``enable_commenter`` off). The unit of work calls it when the
+    settings' ``trace_statements`` asks for it (ADR 41). Spans go to the process's tracer
+    provider once :func:`configure_tracing` has run, so the engine may be made before.
 
     SQLAlchemy's layer, not asyncpg's: it sees both stores (SQLite through the same engine), and
     instrumenting asyncpg too would give each PostgreSQL statement two spans (ADR 41)."""
-    if not statements_traced():
-        return
     from opentelemetry.instrumentation.sqlalchemy import version
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.semconv.metrics import MetricInstruments
@@ -305,7 +299,6 @@ def current_trace_id() -> str | None:
 
 __all__ = [
     "SERVICE",
-    "TRACE_STATEMENTS",
     "Recent",
     "RecentSpans",
     "SpanExporter",
@@ -315,7 +308,6 @@ __all__ = [
     "inject",
     "recent_spans",
     "span_record",
-    "statements_traced",
     "trace_commands",
     "trace_statements",
     "tracer_provider",
