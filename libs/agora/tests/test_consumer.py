@@ -519,6 +519,44 @@ async def test_the_lag_gauges_say_what_waits_in_the_stream_and_what_waits_for_it
         await eventually(all_delivered_none_acked, "the gauges never said 4 wait for their ack")
 
 
+def stream_figures() -> tuple[float | None, float | None]:
+    """The ledger stream's gauges: (messages, bytes); None before the first reading."""
+    labels = {"stream": stream_name(PUBLISHER)}
+    return (
+        REGISTRY.get_sample_value("agora_stream_messages", labels),
+        REGISTRY.get_sample_value("agora_stream_bytes", labels),
+    )
+
+
+async def held_by_the_stream(broker: Broker) -> tuple[float, float]:
+    state = (await broker.js.stream_info(stream_name(PUBLISHER))).state
+    return float(state.messages), float(state.bytes)
+
+
+async def test_the_stream_gauges_say_what_the_stream_it_reads_from_holds(
+    broker: Broker, uow: UnitOfWork
+) -> None:
+    service = new_service()
+    for n in range(3):
+        await publish(broker, f"note {n}")
+    three = await held_by_the_stream(broker)
+    assert three[0] == 3
+
+    async with running(noting(service, uow, broker, lag_interval=0.05)):
+
+        async def says(figures: tuple[float, float]) -> bool:
+            return stream_figures() == figures
+
+        await eventually(lambda: says(three), "the gauges never said the 3 messages held")
+        # Consumed or not, a message stays in the stream until its limits drop it.
+        for n in range(2):
+            await publish(broker, f"more {n}")
+        five = await held_by_the_stream(broker)
+        assert five[0] == 5
+        assert five[1] > three[1]
+        await eventually(lambda: says(five), "the gauges never said the 5 messages held")
+
+
 # -- broker restarts and trace context --------------------------------------------------------
 
 

@@ -29,7 +29,10 @@ once.
 * Lag: every ``lag_interval`` seconds (not per message) a loop reads its durable's figures from
   JetStream and sets the gauges ``agora_consumer_pending_messages`` (in the stream, not yet
   delivered) and ``agora_consumer_ack_pending_messages`` (delivered, not yet acked): the broker
-  serves them as JSON only, Prometheus reads them here.
+  serves them as JSON only, Prometheus reads them here. The same reading takes the figures of the
+  stream the durable reads from, once per stream and interval however many durables read it:
+  ``agora_stream_messages`` and ``agora_stream_bytes``, by stream, what it holds (a stream keeps
+  its messages until its limits drop them, consumed or not).
 """
 
 from __future__ import annotations
@@ -109,6 +112,18 @@ ACK_PENDING = Gauge(
     "agora_consumer_ack_pending_messages",
     "Messages delivered to the consumer and not acknowledged yet, as JetStream last said.",
     ["service", "consumer"],
+)
+
+STREAM_MESSAGES = Gauge(
+    "agora_stream_messages",
+    "Messages the JetStream stream holds, as JetStream last said (read every few seconds by each "
+    "replica of every service consuming from it).",
+    ["stream"],
+)
+STREAM_BYTES = Gauge(
+    "agora_stream_bytes",
+    "Bytes the JetStream stream holds, as JetStream last said.",
+    ["stream"],
 )
 
 AfterCommit = Callable[[Msg], Awaitable[None]]
@@ -230,6 +245,8 @@ class Consumers:
         # Set by stop(): no loop starts on another message.
         self.stopping = False
         self._settled = asyncio.Event()
+        # When each stream's figures are next read (monotonic seconds), by stream.
+        self._stream_due: dict[str, float] = {}
         names = [loop.name for loop in self.loops]
         if len(set(names)) != len(names):
             raise ValueError(f"two subscriptions of {service} share a durable name: {names}")
@@ -272,6 +289,22 @@ class Consumers:
         if not self.backoff:
             return None
         return self.backoff[min(delivered, len(self.backoff)) - 1]
+
+    async def read_stream(self, stream: str) -> None:
+        """Set the stream gauges from JetStream's figures for ``stream``, unless another of this
+        service's loops read them less than ``lag_interval`` ago. A service's broker user may
+        read the info of the streams it consumes from (ADR 25)."""
+        now = time.monotonic()
+        if now < self._stream_due.get(stream, 0.0):
+            return
+        self._stream_due[stream] = now + self.lag_interval
+        try:
+            info = await self.broker.js.stream_info(stream)
+        except (NatsError, TimeoutError) as error:
+            log.debug("could not read the stream's figures", stream=stream, error=repr(error))
+            return
+        STREAM_MESSAGES.labels(stream).set(info.state.messages)
+        STREAM_BYTES.labels(stream).set(info.state.bytes)
 
     async def _reconnected(self) -> None:
         for loop in self.loops:
@@ -431,6 +464,7 @@ class _Loop:
             return
         PENDING.labels(self.owner.service, self.name).set(info.num_pending or 0)
         ACK_PENDING.labels(self.owner.service, self.name).set(info.num_ack_pending or 0)
+        await self.owner.read_stream(stream_name(self.publisher))
 
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
