@@ -73,9 +73,8 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 PREFIX = "/api/"
 
 
-class MethodNotAllowed(Problem):
-    status = 405
-    title = "Method not allowed"
+class MethodNotAllowed(Problem, status=405, title="Method not allowed"):
+    """The path is routed, but not for this method; ``Allow`` names those it is."""
 
 
 class RouteTemplate(NamedTuple):

@@ -56,10 +56,7 @@ REFUSED_CURSOR: dict[int | str, dict[str, Any]] = {
 }
 
 
-class InvalidCursor(Problem):
-    status = 400
-    title = "Invalid cursor"
-
+class InvalidCursor(Problem, status=400, title="Invalid cursor"):
     def __init__(self, detail: str = "the cursor is not one this service handed out") -> None:
         super().__init__(detail)
 

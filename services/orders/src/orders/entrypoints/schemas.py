@@ -35,14 +35,12 @@ from orders.domain import (
 )
 
 
-class IdempotencyKeyRequired(Problem):
-    status = 400
-    title = "Idempotency-Key required"
+class IdempotencyKeyRequired(Problem, status=400, title="Idempotency-Key required"):
+    """Placing an order needs an ``Idempotency-Key`` header."""
 
 
-class InvalidIdempotencyKey(Problem):
-    status = 400
-    title = "Invalid Idempotency-Key"
+class InvalidIdempotencyKey(Problem, status=400, title="Invalid Idempotency-Key"):
+    """The ``Idempotency-Key`` is not one the service accepts."""
 
 
 async def idempotency_key(
