@@ -965,8 +965,14 @@ async def test_verify_reads_through_the_gateway_with_the_admins_token() -> None:
         seen.append(request.headers.get("Authorization"))
         return web.json_response({"items": [], "next_cursor": None})
 
+    async def services(request: web.Request) -> web.Response:
+        return web.json_response({"services": [{"name": "orders"}, {"name": "shipping"}]})
+
     app = web.Application()
+    # The topology's services, asked once: shipping among them, so its shipments are read too.
+    app.router.add_get("/api", services)
     for path in (
+        "/api/shipments",
         "/api/orders",
         "/api/inventory/stock",
         "/api/inventory/reservations",
@@ -987,7 +993,7 @@ async def test_verify_reads_through_the_gateway_with_the_admins_token() -> None:
 
     assert report.ok
     # Every listing, read twice (until two readings agree), each with the admin's token.
-    assert len(seen) == 14
+    assert len(seen) == 16
     assert set(seen) == {"Bearer the-admins-token"}
 
 

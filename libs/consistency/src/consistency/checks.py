@@ -14,10 +14,17 @@ Each check compares what one service says with what another says, never a servic
 * every registered user has exactly one welcome message, and every CONFIRMED or CANCELLED order
   exactly one message saying so, in its owner's mailbox; no message is about an order that is
   still in progress or that orders does not know, or for a user identity does not know
-  (notifications against identity and orders).
+  (notifications against identity and orders);
+* when the system has shipping: every CONFIRMED order has exactly one shipment once its grace
+  has passed, no CANCELLED order has a shipment that is not cancelled, and every shipment is of
+  a CONFIRMED order that orders knows (shipping against orders); every dispatched (or
+  delivered) shipment has exactly one ``shipment_dispatched`` message, in its owner's mailbox,
+  and every such message is about a shipment shipping knows (notifications against shipping).
 
 An order still in progress (PENDING before its deadline) is not a violation, but the stock and
-money it touches cannot be judged yet: those SKUs and that order are left out and counted.
+money it touches cannot be judged yet: those SKUs and that order are left out and counted. A
+CONFIRMED order without a shipment within its grace (``shipment_grace``: its shipment may still
+be on its way) is not a violation either, and is counted apart.
 """
 
 from __future__ import annotations
@@ -25,8 +32,19 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 
-from consistency.snapshot import Message, Order, Snapshot
+from consistency.snapshot import (
+    DISPATCHED,
+    SHIPMENT_DISPATCHED,
+    SHIPMENT_GRACE,
+    Message,
+    Order,
+    Shipment,
+    Snapshot,
+    awaiting_shipment,
+)
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
 # Ledger movement kinds that take money from a card, and the account that books it as sales.
@@ -55,6 +73,10 @@ class Report:
     violations: tuple[Violation, ...]
     in_progress: tuple[str, ...]
     counts: dict[str, int]
+    # CONFIRMED orders still within their grace with no shipment: not judged yet.
+    awaiting_shipment: tuple[str, ...] = ()
+    # What was not judged and why, a sentence each (shipping not in the system, shipments due).
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -186,6 +208,9 @@ def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Find
                 f"message {message.id}",
                 f"{message.kind} for user {message.user_id}, whom identity does not know",
             )
+        if message.kind == SHIPMENT_DISPATCHED:
+            # About the shipment, not the order's end: shipment_messages judges it.
+            continue
         if message.order_id is None:
             welcomes[message.user_id] += message.kind == WELCOME
         else:
@@ -221,6 +246,101 @@ def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Find
         yield f"order {order_id}", "a message about an order that orders does not know"
 
 
+def _shipments_by_order(shipments: Iterable[Shipment]) -> defaultdict[str, list[Shipment]]:
+    by_order: defaultdict[str, list[Shipment]] = defaultdict(list)
+    for shipment in shipments:
+        by_order[shipment.order_id].append(shipment)
+    return by_order
+
+
+def one_shipment_per_confirmed_order(
+    snapshot: Snapshot, *, grace: timedelta = SHIPMENT_GRACE
+) -> Iterable[Finding]:
+    """Exactly one shipment for each CONFIRMED order; none yet is a violation only once the
+    order was confirmed ``grace`` before the snapshot (until then it may be on its way)."""
+    if snapshot.shipments is None:
+        return
+    by_order = _shipments_by_order(snapshot.shipments)
+    waiting = {order.id for order in awaiting_shipment(snapshot, grace)}
+    for order in snapshot.orders:
+        if order.status != "CONFIRMED" or order.id in waiting:
+            continue
+        shipments = by_order.get(order.id, [])
+        if len(shipments) != 1:
+            yield (
+                f"order {order.id}",
+                f"CONFIRMED at {order.updated_at.isoformat()}, with {len(shipments)} shipments "
+                f"({', '.join(s.id for s in shipments) or 'none'}): exactly one was due within "
+                f"{grace.total_seconds():g} s",
+            )
+
+
+def no_active_shipment_for_cancelled_orders(snapshot: Snapshot) -> Iterable[Finding]:
+    if snapshot.shipments is None:
+        return
+    orders = {order.id: order for order in snapshot.orders}
+    for shipment in snapshot.shipments:
+        order = orders.get(shipment.order_id)
+        if order is not None and order.status == "CANCELLED" and shipment.status != "cancelled":
+            yield (
+                f"shipment {shipment.id}",
+                f"{shipment.status} for order {order.id}, which is CANCELLED",
+            )
+
+
+def shipments_of_known_confirmed_orders(snapshot: Snapshot) -> Iterable[Finding]:
+    """A shipment is of an order orders knows, and (being made on its confirmation) that is not
+    still in progress. Shipments are read before orders, so a later order is no excuse."""
+    if snapshot.shipments is None:
+        return
+    orders = {order.id: order for order in snapshot.orders}
+    for shipment in snapshot.shipments:
+        order = orders.get(shipment.order_id)
+        if order is None:
+            yield (
+                f"shipment {shipment.id}",
+                f"for order {shipment.order_id}, which orders does not know",
+            )
+        elif order.status not in TERMINAL:
+            yield (
+                f"shipment {shipment.id}",
+                f"for order {order.id}, which is still {order.status}: only a CONFIRMED order "
+                "is shipped",
+            )
+
+
+def one_message_per_dispatched_shipment(snapshot: Snapshot) -> Iterable[Finding]:
+    if snapshot.shipments is None:
+        return
+    told: defaultdict[str | None, list[Message]] = defaultdict(list)
+    for message in snapshot.messages:
+        if message.kind == SHIPMENT_DISPATCHED:
+            told[message.shipment_id].append(message)
+    known = {shipment.id for shipment in snapshot.shipments}
+    for shipment in snapshot.shipments:
+        messages = told.get(shipment.id, [])
+        if shipment.status in DISPATCHED and len(messages) != 1:
+            yield (
+                f"shipment {shipment.id}",
+                f"{shipment.status}, with {len(messages)} {SHIPMENT_DISPATCHED} messages "
+                f"({', '.join(m.id for m in messages) or 'none'}): exactly one was due",
+            )
+        for message in messages:
+            if message.user_id != shipment.user_id:
+                yield (
+                    f"shipment {shipment.id}",
+                    f"its message {message.id} went to user {message.user_id}, not its owner",
+                )
+    for shipment_id, messages in told.items():
+        if shipment_id not in known:
+            for message in messages:
+                yield (
+                    f"message {message.id}",
+                    f"{SHIPMENT_DISPATCHED} about shipment {shipment_id}, which shipping does "
+                    "not know",
+                )
+
+
 # Each check by the name its violations carry.
 CHECKS: dict[str, Callable[[Snapshot], Iterable[Finding]]] = {
     "order-terminal": orders_terminal_after_deadline,
@@ -229,14 +349,23 @@ CHECKS: dict[str, Callable[[Snapshot], Iterable[Finding]]] = {
     "money": money_matches_orders,
     "ledger": ledger_balances,
     "messages": one_message_per_user_and_finished_order,
+    "shipment": one_shipment_per_confirmed_order,
+    "shipment-cancelled": no_active_shipment_for_cancelled_orders,
+    "shipment-order": shipments_of_known_confirmed_orders,
+    "shipment-message": one_message_per_dispatched_shipment,
 }
 
 
-def check(snapshot: Snapshot) -> Report:
-    """Every check over one snapshot."""
+def check(snapshot: Snapshot, *, shipment_grace: timedelta = SHIPMENT_GRACE) -> Report:
+    """Every check over one snapshot; a CONFIRMED order may be without its shipment for
+    ``shipment_grace`` after its confirmation."""
+    runs: dict[str, Callable[[Snapshot], Iterable[Finding]]] = {
+        **CHECKS,
+        "shipment": partial(one_shipment_per_confirmed_order, grace=shipment_grace),
+    }
     violations = tuple(
         Violation(name, subject, detail)
-        for name, run in CHECKS.items()
+        for name, run in runs.items()
         for subject, detail in run(snapshot)
     )
     statuses = Counter(order.status for order in snapshot.orders)
@@ -250,7 +379,18 @@ def check(snapshot: Snapshot) -> Report:
         "users": len(snapshot.users),
         "messages": len(snapshot.messages),
     }
-    return Report(violations, tuple(o.id for o in _in_progress(snapshot)), counts)
+    awaiting = tuple(order.id for order in awaiting_shipment(snapshot, shipment_grace))
+    notes: tuple[str, ...] = ()
+    if snapshot.shipments is None:
+        notes = ("shipping is not in the system's topology: no shipment was checked",)
+    else:
+        counts["shipments"] = len(snapshot.shipments)
+        if awaiting:
+            notes = (
+                f"{len(awaiting)} CONFIRMED order(s) without a shipment yet, within the "
+                f"{shipment_grace.total_seconds():g} s a shipment may take: not judged",
+            )
+    return Report(violations, tuple(o.id for o in _in_progress(snapshot)), counts, awaiting, notes)
 
 
 def _in_progress(snapshot: Snapshot) -> Iterable[Order]:

@@ -2,7 +2,14 @@
 
 The reads are not one transaction across services (there is none): an order may move on between
 reading orders and reading inventory. :func:`read_settled` therefore reads until two snapshots in
-a row agree on every order's status, after waiting for the orders in progress to end.
+a row agree on every order's and shipment's status, after waiting for the orders in progress to
+end, for the shipments of just-confirmed orders to be made and for the messages on their way.
+
+Shipping is read when the gateway's topology (``GET /api``) declares it, and then it must answer
+like any other service (else :class:`ReadFailed`); a system without it has no shipments to
+check (``Snapshot.shipments`` is None). Its shipments are read first, before the orders they
+follow, and the mailboxes last: a shipment read is of an order that orders already knows as
+CONFIRMED, and a dispatch read has its message written or on its way.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
@@ -42,6 +49,8 @@ class Order:
     total: int
     lines: tuple[Line, ...]
     deadline_at: datetime
+    # When it last changed: for a CONFIRMED or CANCELLED order, when it ended.
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,21 @@ class Message:
     user_id: str
     kind: str
     order_id: str | None
+    # The shipment it is about (a ``shipment_dispatched``); None for every other kind.
+    shipment_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    """A parcel shipping made for a confirmed order, and how far the carrier has moved it."""
+
+    id: str
+    order_id: str
+    user_id: str
+    status: str
+    created_at: datetime
+    dispatched_at: datetime | None = None
+    delivered_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +127,8 @@ class Snapshot:
     movements: tuple[Movement, ...]
     users: tuple[str, ...] = ()
     messages: tuple[Message, ...] = ()
+    # None when the system has no shipping (its topology does not declare it): nothing to check.
+    shipments: tuple[Shipment, ...] | None = None
 
 
 @cache
@@ -130,6 +156,10 @@ def _when(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _maybe_when(value: str | None) -> datetime | None:
+    return None if value is None else _when(value)
+
+
 def parse_order(raw: Mapping[str, Any]) -> Order:
     return _read(
         Order,
@@ -137,6 +167,7 @@ def parse_order(raw: Mapping[str, Any]) -> Order:
         step=str((raw.get("checkout") or {}).get("step", "")),
         lines=_lines(raw["lines"]),
         deadline_at=_when(raw["deadline_at"]),
+        updated_at=_when(raw["updated_at"]),
     )
 
 
@@ -164,7 +195,36 @@ def parse_movement(raw: Mapping[str, Any]) -> Movement:
 
 def parse_message(raw: Mapping[str, Any]) -> Message:
     order_id = raw.get("order_id")
-    return _read(Message, raw, order_id=None if order_id is None else str(order_id))
+    shipment_id = raw.get("shipment_id")
+    return _read(
+        Message,
+        raw,
+        order_id=None if order_id is None else str(order_id),
+        shipment_id=None if shipment_id is None else str(shipment_id),
+    )
+
+
+def parse_shipment(raw: Mapping[str, Any]) -> Shipment:
+    return _read(
+        Shipment,
+        raw,
+        created_at=_when(raw["created_at"]),
+        dispatched_at=_maybe_when(raw.get("dispatched_at")),
+        delivered_at=_maybe_when(raw.get("delivered_at")),
+    )
+
+
+# The service whose shipments are read when the topology declares it, and its listing's page.
+SHIPPING = "shipping"
+SHIPMENTS_PAGE = 100
+# How long after an order is confirmed its shipment may still be on its way: the confirmation
+# is relayed at once and shipping labels it in well under a second, but a delivery shipping
+# fails is redelivered after 0.5, 2, 5 and 10 s (AGORA_REDELIVERY_BACKOFF), 17.5 s in all, and
+# a broker briefly away holds it in orders' outbox (ADR 45).
+SHIPMENT_GRACE = timedelta(seconds=30)
+# The statuses of a shipment the carrier has collected, and the message each one is due.
+DISPATCHED = frozenset({"dispatched", "delivered"})
+SHIPMENT_DISPATCHED = "shipment_dispatched"
 
 
 class Gateway:
@@ -174,6 +234,7 @@ class Gateway:
         self.session = session
         self.url = url.rstrip("/")
         self._token: str | None = None
+        self._services: frozenset[str] | None = None
 
     async def log_in(self, email: str, password: str) -> None:
         async with self.session.post(
@@ -216,8 +277,27 @@ class Gateway:
                 raise ReadFailed(f"GET {path} answered {reply.status}: {await reply.text()}")
         raise AssertionError("unreachable")
 
+    async def services(self) -> frozenset[str]:
+        """The services the gateway's topology declares (``GET /api``), asked once."""
+        if self._services is None:
+            body = await self.get("/api")
+            try:
+                self._services = frozenset(str(s["name"]) for s in body["services"])
+            except (KeyError, TypeError) as error:
+                raise ReadFailed(f"GET /api did not list the services: {body!r}") from error
+        return self._services
+
+    async def shipments(self) -> tuple[Shipment, ...] | None:
+        """Every shipment, or None when the topology has no shipping."""
+        if SHIPPING not in await self.services():
+            return None
+        pages = self.pages("/api/shipments", limit=SHIPMENTS_PAGE)
+        return tuple([parse_shipment(s) async for s in pages])
+
     async def snapshot(self) -> Snapshot:
         taken_at = datetime.now(UTC)
+        # Before the orders: a shipment read is then of an order orders knows (see above).
+        shipments = await self.shipments()
         orders = tuple([parse_order(o) async for o in self.pages("/api/orders")])
         stock = tuple([parse_stock(s) async for s in self.pages("/api/inventory/stock")])
         reservations = tuple(
@@ -234,22 +314,31 @@ class Gateway:
         messages = tuple(
             [parse_message(m) async for m in self.pages("/api/notifications/all", limit=100)]
         )
-        return Snapshot(taken_at, orders, stock, reservations, payments, movements, users, messages)
+        return Snapshot(
+            taken_at, orders, stock, reservations, payments, movements, users, messages, shipments
+        )
 
 
-async def read_settled(gateway: Gateway, *, wait: float) -> Snapshot:
-    """A snapshot once no order is in progress and every message is written (or ``wait``
-    seconds have passed), read twice in a row alike, so nothing moved on between the services'
-    reads. Messages follow the events that cause them, so a message still on its way is waited
+async def read_settled(
+    gateway: Gateway, *, wait: float, shipment_grace: timedelta = SHIPMENT_GRACE
+) -> Snapshot:
+    """A snapshot once no order is in progress, every message is written and every order
+    confirmed less than ``shipment_grace`` ago has its shipment (or ``wait`` seconds have
+    passed), read twice in a row alike, so nothing moved on between the services' reads.
+    Messages and shipments follow the events that cause them, so one still on its way is waited
     for rather than reported."""
     deadline = time.monotonic() + wait
     previous: Snapshot | None = None
     while True:
         current = await gateway.snapshot()
-        settled = all(
-            o.status in {"CONFIRMED", "CANCELLED"} or o.deadline_at <= current.taken_at
-            for o in current.orders
-        ) and _mailed(current)
+        settled = (
+            all(
+                o.status in {"CONFIRMED", "CANCELLED"} or o.deadline_at <= current.taken_at
+                for o in current.orders
+            )
+            and _mailed(current)
+            and not awaiting_shipment(current, shipment_grace)
+        )
         stable = previous is not None and _statuses(previous) == _statuses(current)
         if (stable and settled) or (previous is not None and time.monotonic() >= deadline):
             return current
@@ -257,13 +346,41 @@ async def read_settled(gateway: Gateway, *, wait: float) -> Snapshot:
         await asyncio.sleep(0.1 if settled else 0.5)
 
 
-def _statuses(snapshot: Snapshot) -> tuple[dict[str, str], int]:
-    return {order.id: order.status for order in snapshot.orders}, len(snapshot.messages)
+def awaiting_shipment(snapshot: Snapshot, grace: timedelta) -> tuple[Order, ...]:
+    """The CONFIRMED orders without a shipment yet, confirmed less than ``grace`` before the
+    snapshot: their shipment may still be on its way (none when shipping is not read)."""
+    if snapshot.shipments is None:
+        return ()
+    shipped = {shipment.order_id for shipment in snapshot.shipments}
+    return tuple(
+        order
+        for order in snapshot.orders
+        if order.status == "CONFIRMED"
+        and order.id not in shipped
+        and order.updated_at + grace > snapshot.taken_at
+    )
+
+
+def _statuses(snapshot: Snapshot) -> tuple[dict[str, str], dict[str, str], int]:
+    return (
+        {order.id: order.status for order in snapshot.orders},
+        {shipment.id: shipment.status for shipment in snapshot.shipments or ()},
+        len(snapshot.messages),
+    )
 
 
 def _mailed(snapshot: Snapshot) -> bool:
-    """Whether every user and every finished order has at least its message."""
-    welcomed = {m.user_id for m in snapshot.messages if m.order_id is None}
-    about = {m.order_id for m in snapshot.messages if m.order_id is not None}
+    """Whether every user, every finished order and every dispatched shipment has at least its
+    message."""
+    welcomed = {
+        m.user_id for m in snapshot.messages if m.order_id is None and m.kind != SHIPMENT_DISPATCHED
+    }
+    about = {
+        m.order_id
+        for m in snapshot.messages
+        if m.order_id is not None and m.kind != SHIPMENT_DISPATCHED
+    }
     finished = {o.id for o in snapshot.orders if o.status in {"CONFIRMED", "CANCELLED"}}
-    return set(snapshot.users) <= welcomed and finished <= about
+    told = {m.shipment_id for m in snapshot.messages if m.kind == SHIPMENT_DISPATCHED}
+    dispatched = {s.id for s in snapshot.shipments or () if s.status in DISPATCHED}
+    return set(snapshot.users) <= welcomed and finished <= about and dispatched <= told
