@@ -12,25 +12,14 @@ import pytest
 
 from agora.messaging.envelope import EventModel
 from agora_tools.testing import Headers
-from contracts.inventory import (
-    StockCommitted,
-    StockLine,
-    StockRejected,
-    StockReleased,
-    StockReserved,
-)
-from contracts.payments import (
-    PaymentAuthorized,
-    PaymentCaptured,
-    PaymentDeclined,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentVoided,
-)
+from contracts import inventory, payments
 
 from .conftest import ALICE, TOTAL, Checkout
 
-LINES = (StockLine(sku="KIT-WOK-32", quantity=2), StockLine(sku="COF-PRESS", quantity=1))
+LINES = (
+    inventory.StockLine(sku="KIT-WOK-32", quantity=2),
+    inventory.StockLine(sku="COF-PRESS", quantity=1),
+)
 # Where an order goes when it is not Ada's default address: with a second line, abroad.
 GRACE = {
     "name": "Grace Hopper",
@@ -42,13 +31,13 @@ GRACE = {
 }
 
 
-def reserved(order_id: str) -> StockReserved:
+def reserved(order_id: str) -> inventory.StockReserved:
     expires = datetime.now(UTC) + timedelta(minutes=15)
-    return StockReserved(order_id=order_id, lines=LINES, expires_at=expires)
+    return inventory.StockReserved(order_id=order_id, lines=LINES, expires_at=expires)
 
 
-def authorized(order_id: str) -> PaymentAuthorized:
-    return PaymentAuthorized(
+def authorized(order_id: str) -> payments.PaymentAuthorized:
+    return payments.PaymentAuthorized(
         order_id=order_id,
         payment_id="pay-1",
         amount=TOTAL,
@@ -58,12 +47,14 @@ def authorized(order_id: str) -> PaymentAuthorized:
     )
 
 
-def captured(order_id: str) -> PaymentCaptured:
-    return PaymentCaptured(order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR")
+def captured(order_id: str) -> payments.PaymentCaptured:
+    return payments.PaymentCaptured(
+        order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR"
+    )
 
 
-def committed(order_id: str) -> StockCommitted:
-    return StockCommitted(order_id=order_id, lines=LINES)
+def committed(order_id: str) -> inventory.StockCommitted:
+    return inventory.StockCommitted(order_id=order_id, lines=LINES)
 
 
 # An answer of inventory's or payments', for the order of this id.
@@ -72,28 +63,30 @@ Answer = Callable[[str], EventModel]
 Start = Callable[[Checkout, Headers], Awaitable[dict[str, Any]]]
 
 
-def declined(order_id: str) -> PaymentDeclined:
-    return PaymentDeclined(order_id=order_id, payment_id="pay-1", reason="declined")
+def declined(order_id: str) -> payments.PaymentDeclined:
+    return payments.PaymentDeclined(order_id=order_id, payment_id="pay-1", reason="declined")
 
 
-def expired(order_id: str) -> StockRejected:
-    return StockRejected(order_id=order_id, reason="reservation_expired")
+def expired(order_id: str) -> inventory.StockRejected:
+    return inventory.StockRejected(order_id=order_id, reason="reservation_expired")
 
 
-def released(order_id: str) -> StockReleased:
-    return StockReleased(order_id=order_id, reason="requested")
+def released(order_id: str) -> inventory.StockReleased:
+    return inventory.StockReleased(order_id=order_id, reason="requested")
 
 
-def released_all(order_id: str) -> StockReleased:
-    return StockReleased(order_id=order_id, reason="requested", lines=LINES)
+def released_all(order_id: str) -> inventory.StockReleased:
+    return inventory.StockReleased(order_id=order_id, reason="requested", lines=LINES)
 
 
-def voided(order_id: str) -> PaymentVoided:
-    return PaymentVoided(order_id=order_id)
+def voided(order_id: str) -> payments.PaymentVoided:
+    return payments.PaymentVoided(order_id=order_id)
 
 
-def refunded(order_id: str) -> PaymentRefunded:
-    return PaymentRefunded(order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR")
+def refunded(order_id: str) -> payments.PaymentRefunded:
+    return payments.PaymentRefunded(
+        order_id=order_id, payment_id="pay-1", amount=TOTAL, currency="EUR"
+    )
 
 
 async def placing(checkout: Checkout, headers: Headers) -> dict[str, Any]:
@@ -149,7 +142,7 @@ async def test_an_order_is_confirmed_once_its_capture_and_its_commit_are_acknowl
     await checkout.answer(captured(order["id"]), order["id"])
     assert (await checkout.order(order["id"], alice))["status"] == "PENDING"
 
-    await checkout.answer(StockCommitted(order_id=order["id"], lines=LINES), order["id"])
+    await checkout.answer(inventory.StockCommitted(order_id=order["id"], lines=LINES), order["id"])
     final = await checkout.order(order["id"], alice)
     assert final["status"] == "CONFIRMED"
     assert final["reason"] is None
@@ -197,7 +190,9 @@ async def test_a_confirmed_order_is_announced_once_in_each_version_v2_with_where
 async def test_out_of_stock_cancels_the_order_at_once(checkout: Checkout, alice: Headers) -> None:
     order = await placing(checkout, alice)
 
-    await checkout.answer(StockRejected(order_id=order["id"], reason="out_of_stock"), order["id"])
+    await checkout.answer(
+        inventory.StockRejected(order_id=order["id"], reason="out_of_stock"), order["id"]
+    )
 
     final = await checkout.order(order["id"], alice)
     assert (final["status"], final["reason"]) == ("CANCELLED", "out_of_stock")
@@ -212,7 +207,7 @@ async def test_a_failed_payment_is_tried_again_after_a_pause(
     order = await authorizing(checkout, alice)
 
     await checkout.answer(
-        PaymentFailed(order_id=order["id"], payment_id="pay-1", reason="processor_error"),
+        payments.PaymentFailed(order_id=order["id"], payment_id="pay-1", reason="processor_error"),
         order["id"],
     )
     assert await checkout.names() == []
@@ -325,7 +320,7 @@ async def test_a_completion_whose_answer_does_not_come_is_resent_until_it_does(
         await checkout.tick(checkout.settings.completion_backoff_max)
         assert await checkout.names() == ["CommitStock"]
 
-    await checkout.answer(StockCommitted(order_id=order["id"], lines=LINES), order["id"])
+    await checkout.answer(inventory.StockCommitted(order_id=order["id"], lines=LINES), order["id"])
     assert (await checkout.order(order["id"], alice))["status"] == "CONFIRMED"
 
 
@@ -349,7 +344,9 @@ async def test_a_customer_cancels_while_the_payment_is_authorized_and_a_late_ans
     # The authorization was on its way before the void: it changes nothing, no capture follows.
     await checkout.answer(authorized(order["id"]), order["id"])
     assert await checkout.names() == []
-    await checkout.answer(PaymentVoided(order_id=order["id"], payment_id="pay-1"), order["id"])
+    await checkout.answer(
+        payments.PaymentVoided(order_id=order["id"], payment_id="pay-1"), order["id"]
+    )
     await checkout.answer(released_all(order["id"]), order["id"])
 
     final = await checkout.order(order["id"], alice)

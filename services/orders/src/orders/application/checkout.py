@@ -17,29 +17,8 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.messaging.outbox import record
+from contracts import inventory, payments
 from contracts.base import IntegrationCommand, IntegrationEvent
-from contracts.inventory import (
-    CommitStock,
-    ReleaseStock,
-    ReserveStock,
-    StockCommitted,
-    StockLine,
-    StockRejected,
-    StockReleased,
-    StockReserved,
-)
-from contracts.payments import (
-    AuthorizePayment,
-    CapturePayment,
-    PaymentAuthorized,
-    PaymentCaptured,
-    PaymentDeclined,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentVoided,
-    RefundPayment,
-    VoidPayment,
-)
 from orders.application.events import order_cancelled, order_confirmed
 from orders.application.ports import Due, Orders, Parts, Viewer
 from orders.application.reading import visible
@@ -49,18 +28,7 @@ log = structlog.get_logger("orders")
 tracer = trace.get_tracer("orders.checkout")
 
 # The answers from inventory and payments the checkout listens to.
-ANSWERS: tuple[type[IntegrationEvent], ...] = (
-    StockReserved,
-    StockRejected,
-    StockReleased,
-    StockCommitted,
-    PaymentAuthorized,
-    PaymentDeclined,
-    PaymentFailed,
-    PaymentCaptured,
-    PaymentVoided,
-    PaymentRefunded,
-)
+ANSWERS: tuple[type[IntegrationEvent], ...] = (*inventory.EVENTS, *payments.EVENTS)
 TIMER_BATCH = 100
 PENDING_SINCE = Gauge(
     "agora_orders_oldest_pending_timestamp_seconds",
@@ -96,25 +64,25 @@ def _react(
     checkout: Checkout, event: IntegrationEvent, rules: Rules, now: datetime
 ) -> tuple[Checkout, Commands]:
     match event:
-        case StockReserved():
+        case inventory.StockReserved():
             return checkout.stock_reserved(rules, now)
-        case StockRejected():
+        case inventory.StockRejected():
             return checkout.stock_rejected(event.reason, rules, now)
-        case StockReleased():
+        case inventory.StockReleased():
             return checkout.stock_released(rules, now)
-        case StockCommitted():
+        case inventory.StockCommitted():
             return checkout.stock_committed(rules, now)
-        case PaymentAuthorized():
+        case payments.PaymentAuthorized():
             return checkout.payment_authorized(rules, now)
-        case PaymentDeclined():
+        case payments.PaymentDeclined():
             return checkout.payment_declined(event.reason, rules, now)
-        case PaymentFailed():
+        case payments.PaymentFailed():
             return checkout.payment_failed(rules, now)
-        case PaymentCaptured():
+        case payments.PaymentCaptured():
             return checkout.payment_captured(rules, now)
-        case PaymentVoided():
+        case payments.PaymentVoided():
             return checkout.payment_voided(rules, now)
-        case PaymentRefunded():
+        case payments.PaymentRefunded():
             return checkout.payment_refunded(rules, now)
     raise TypeError(f"the checkout does not listen to {event.type}")
 
@@ -206,14 +174,16 @@ def send(session: Session, order: Order, commands: Commands) -> None:
 def _message(command: Command, order: Order) -> IntegrationCommand:
     match command:
         case Command.RESERVE_STOCK:
-            lines = tuple(StockLine(sku=line.sku, quantity=line.quantity) for line in order.lines)
-            return ReserveStock(order_id=order.id, lines=lines)
+            lines = tuple(
+                inventory.StockLine(sku=line.sku, quantity=line.quantity) for line in order.lines
+            )
+            return inventory.ReserveStock(order_id=order.id, lines=lines)
         case Command.RELEASE_STOCK:
-            return ReleaseStock(order_id=order.id)
+            return inventory.ReleaseStock(order_id=order.id)
         case Command.COMMIT_STOCK:
-            return CommitStock(order_id=order.id)
+            return inventory.CommitStock(order_id=order.id)
         case Command.AUTHORIZE_PAYMENT:
-            return AuthorizePayment(
+            return payments.AuthorizePayment(
                 order_id=order.id,
                 user_id=order.user_id,
                 amount=order.total,
@@ -221,8 +191,8 @@ def _message(command: Command, order: Order) -> IntegrationCommand:
                 card_token=order.card.token,
             )
         case Command.CAPTURE_PAYMENT:
-            return CapturePayment(order_id=order.id)
+            return payments.CapturePayment(order_id=order.id)
         case Command.VOID_PAYMENT:
-            return VoidPayment(order_id=order.id)
+            return payments.VoidPayment(order_id=order.id)
         case Command.REFUND_PAYMENT:
-            return RefundPayment(order_id=order.id)
+            return payments.RefundPayment(order_id=order.id)
