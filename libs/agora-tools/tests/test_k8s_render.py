@@ -4,7 +4,8 @@ What a reviewer would check by hand: every overlay builds with kustomize and eve
 validates strictly against Kubernetes 1.30 and the newest schemas kubernetes-validate ships; every
 container has probes, requests and limits and a hardened security context; the network
 policies open exactly the edges of the topology; no secret value is in any manifest; the local
-overlay is only what `podman kube play` runs.
+overlay is only what `podman kube play` runs; the monitoring components scrape every process and
+carry the rules of deploy/prometheus/ (ADR 47).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import kubernetes_validate
 import pytest
 import yaml
@@ -35,7 +37,9 @@ from agora_tools.deploy import (
     stale_files,
 )
 from agora_tools.k8s import COMPONENTS, K8S_DIR
+from agora_tools.k8s.monitoring import ANNOTATIONS, MONITORING
 from agora_tools.k8s.workloads import secret_keys
+from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE
 from agora_tools.runner import broker_users
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,7 +48,12 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 OLDEST = "1.30"
 # Every component at once, so that their objects are built and validated too.
 EVERY_COMPONENT = "every-component"
-OVERLAYS = ("production", "local", EVERY_COMPONENT)
+# Production with Prometheus: the operator's objects, or the annotations.
+MONITORED = "monitored"
+ANNOTATED = "annotated"
+OVERLAYS = ("production", "local", EVERY_COMPONENT, MONITORED, ANNOTATED)
+# Kinds of the Prometheus Operator, which kubernetes-validate has no schema of.
+OPERATOR_GROUP = "monitoring.coreos.com/v1"
 SECRET_WORDS = re.compile(r"PASSWORD|TOKEN|SECRET|KEY|DATABASE_URL|REDIS_URL|NATS_URL|CALLERS")
 
 
@@ -77,12 +86,19 @@ def write_tree(files: dict[str, str], root: Path) -> Path:
     for path, text in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
-    every = {
-        "resources": ["../../base"],
-        "components": [f"../../components/{name}" for name in COMPONENTS],
+    production = ["network-policies", "autoscaling"]
+    overlays = {
+        EVERY_COMPONENT: COMPONENTS,
+        MONITORED: [*production, MONITORING],
+        ANNOTATED: [*production, ANNOTATIONS],
     }
-    (root / "overlays" / EVERY_COMPONENT).mkdir(parents=True)
-    (root / "overlays" / EVERY_COMPONENT / "kustomization.yaml").write_text(yaml.safe_dump(every))
+    for overlay, components in overlays.items():
+        document = {
+            "resources": ["../../base"],
+            "components": [f"../../components/{name}" for name in components],
+        }
+        (root / "overlays" / overlay).mkdir(parents=True)
+        (root / "overlays" / overlay / "kustomization.yaml").write_text(yaml.safe_dump(document))
     return root
 
 
@@ -134,7 +150,7 @@ def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_every_object_of_every_overlay_validates_strictly(
     committed: dict[str, list[dict[str, Any]]], overlay: str, version: str
 ) -> None:
-    objects = committed[overlay]
+    objects = [o for o in committed[overlay] if o["apiVersion"] != OPERATOR_GROUP]
 
     validated = {kubernetes_validate.validate(o, version, strict=True) for o in objects}
 
@@ -152,6 +168,8 @@ def test_the_overlays_hold_what_each_promises(committed: dict[str, list[dict[str
     ]
     assert "StatefulSet" not in kinds["production"]  # its servers are wherever its Secrets say
     assert {"StatefulSet", "Job", "Ingress"} <= kinds[EVERY_COMPONENT]
+    assert {"PodMonitor", "PrometheusRule"} <= kinds[MONITORED]
+    assert {"PodMonitor", "PrometheusRule"}.isdisjoint(kinds["production"] | kinds[ANNOTATED])
     # What podman kube play runs, and nothing else.
     assert kinds["local"] == {"Deployment", "ConfigMap"}
 
@@ -379,6 +397,262 @@ def test_the_local_overlay_runs_one_replica_each_on_the_host_s_network_at_its_po
     # Podman keeps an emptyDir as a volume of the machine named as the pod names it.
     scratch = {pod["volumes"][1]["name"] for pod in pod_specs(objects).values()}
     assert len(scratch) == len(deployments)
+
+
+# Prometheus (ADR 47).
+
+# The fields of monitoring.coreos.com/v1 that the monitoring component writes, with the types and
+# patterns the Prometheus Operator's CRDs give them (0.82); any other field is refused, as a
+# misspelt one would be by the API server.
+STRING = {"type": "string"}
+STRINGS = {"type": "array", "items": STRING}
+LABEL_MAP = {"type": "object", "additionalProperties": STRING}
+LABEL_NAME = {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}
+DURATION = {
+    "type": "string",
+    "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
+    "(([0-9]+)ms)?)$",
+}
+
+
+def strict(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+def operator_kind(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return strict(
+        {
+            "apiVersion": {"const": OPERATOR_GROUP},
+            "kind": {"const": kind},
+            "metadata": strict({"name": STRING, "labels": LABEL_MAP}, "name"),
+            "spec": spec,
+        },
+        "apiVersion",
+        "kind",
+        "metadata",
+        "spec",
+    )
+
+
+LABEL_SELECTOR = strict(
+    {
+        "matchLabels": LABEL_MAP,
+        "matchExpressions": {
+            "type": "array",
+            "items": strict(
+                {
+                    "key": STRING,
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": STRINGS,
+                },
+                "key",
+                "operator",
+            ),
+        },
+    }
+)
+RELABELING = strict(
+    {
+        "action": STRING,
+        "modulus": {"type": "integer"},
+        "regex": STRING,
+        "replacement": STRING,
+        "separator": STRING,
+        "sourceLabels": {"type": "array", "items": LABEL_NAME},
+        "targetLabel": STRING,
+    }
+)
+POD_METRICS_ENDPOINT = strict(
+    {
+        "port": STRING,
+        "path": STRING,
+        "interval": DURATION,
+        "authorization": strict(
+            {"type": STRING, "credentials": strict({"name": STRING, "key": STRING}, "key")}
+        ),
+        "relabelings": {"type": "array", "items": RELABELING},
+    }
+)
+RULE = strict(
+    {
+        "record": STRING,
+        "alert": STRING,
+        "expr": {"type": ["string", "integer"]},
+        "for": DURATION,
+        "labels": LABEL_MAP,
+        "annotations": LABEL_MAP,
+    },
+    "expr",
+)
+OPERATOR_SCHEMAS = {
+    "PodMonitor": operator_kind(
+        "PodMonitor",
+        strict(
+            {
+                "selector": LABEL_SELECTOR,
+                "podMetricsEndpoints": {"type": "array", "items": POD_METRICS_ENDPOINT},
+            },
+            "selector",
+        ),
+    ),
+    "PrometheusRule": operator_kind(
+        "PrometheusRule",
+        strict(
+            {
+                "groups": {
+                    "type": "array",
+                    "items": strict(
+                        {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": DURATION,
+                            "rules": {"type": "array", "items": RULE},
+                        },
+                        "name",
+                    ),
+                }
+            }
+        ),
+    ),
+}
+
+
+def selects(selector: dict[str, Any], pod_labels: dict[str, str]) -> bool:
+    """Whether a label selector (``matchLabels`` and ``In`` expressions) picks these labels."""
+    if any(pod_labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if pod_labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def scrape_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """A policy's ingress rules that let Prometheus's pods in."""
+    return [
+        rule
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+        if peer.get("podSelector", {}).get("matchLabels")
+        == {"app.kubernetes.io/name": "prometheus"}
+    ]
+
+
+def test_the_operator_s_objects_hold_only_fields_of_their_kinds(
+    committed: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = [o for o in committed[MONITORED] if o["apiVersion"] == OPERATOR_GROUP]
+
+    assert sorted(o["kind"] for o in objects) == ["PodMonitor", "PrometheusRule"]
+    for o in objects:
+        jsonschema_rs.validator_for(OPERATOR_SCHEMAS[o["kind"]]).validate(o)
+
+
+def test_the_pod_monitor_scrapes_every_process_as_agora_up_does_and_no_server(
+    committed: dict[str, list[dict[str, Any]]],
+) -> None:
+    (monitor,) = named(committed[MONITORED], "PodMonitor").values()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    every = committed[EVERY_COMPONENT]
+    workloads = {
+        f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]
+        for o in every
+        if o["kind"] in {"Deployment", "StatefulSet", "Job"}
+    }
+    processes = {*load_topology(REPO / "topology.toml").services, GATEWAY}
+
+    scraped = {
+        name
+        for name, pod in workloads.items()
+        if selects(monitor["spec"]["selector"], pod["metadata"]["labels"])
+    }
+    assert scraped == {f"Deployment/{name}" for name in processes}
+    for name in scraped:
+        ports = workloads[name]["spec"]["containers"][0]["ports"]
+        assert endpoint["port"] in {p["name"] for p in ports}, name
+    assert endpoint["path"] == "/metrics"
+    # The gateway serves its metrics to the operator's token only.
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "agora-operator", "key": "token"},
+    }
+    # Each target's service is its pod's name label, the process's name, which the rules select on.
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+        "targetLabel": "service",
+    } in endpoint["relabelings"]
+    for name in scraped:
+        assert workloads[name]["metadata"]["labels"]["app.kubernetes.io/name"] == name.split("/")[1]
+
+
+def test_the_prometheus_rule_holds_the_rule_file_s_groups_which_promtool_accepts(
+    committed: dict[str, list[dict[str, Any]]], promtool: str, tmp_path: Path
+) -> None:
+    (rule,) = named(committed[MONITORED], "PrometheusRule").values()
+    rule_file = yaml.safe_load((REPO / DEPLOY_DIR / PROMETHEUS_DIR / RULES_FILE).read_text())
+    extracted = tmp_path / RULES_FILE
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(extracted)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+    assert rule["spec"]["groups"] == rule_file["groups"]
+
+
+def test_the_annotations_name_each_service_s_metrics_and_leave_the_gateway_alone(
+    committed: dict[str, list[dict[str, Any]]],
+) -> None:
+    deployments = named(committed[ANNOTATED], "Deployment")
+
+    for name, deployment in deployments.items():
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"].get("annotations", {})
+        if name == GATEWAY:
+            # An annotation cannot carry the token the gateway's /metrics asks for.
+            assert not any(key.startswith("prometheus.io/") for key in annotations), name
+            continue
+        (port,) = template["spec"]["containers"][0]["ports"]
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port["containerPort"]),
+            "prometheus.io/path": "/metrics",
+        }, name
+    # The rest is the production overlay's.
+    unannotated = named(committed["production"], "Deployment")
+    for name, deployment in deployments.items():
+        deployment["spec"]["template"]["metadata"].pop("annotations", None)
+        assert deployment == unannotated[name], name
+
+
+def test_either_way_prometheus_may_reach_each_process_s_port_and_nothing_else_opens(
+    committed: dict[str, list[dict[str, Any]]],
+) -> None:
+    processes = {*load_topology(REPO / "topology.toml").services, GATEWAY}
+    production = named(committed["production"], "NetworkPolicy")
+    assert not any(scrape_rules(p) for p in production.values())
+
+    for overlay in (MONITORED, ANNOTATED):
+        policies = named(committed[overlay], "NetworkPolicy")
+        assert set(policies) == set(production), overlay
+        for name, policy in policies.items():
+            if name not in processes:
+                assert policy == production[name], (overlay, name)
+                continue
+            (rule,) = scrape_rules(policy)
+            assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+            assert policy["spec"]["ingress"] == [*production[name]["spec"]["ingress"], rule]
 
 
 def test_the_topology_the_processes_read_is_the_one_rendered() -> None:

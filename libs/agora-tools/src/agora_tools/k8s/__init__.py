@@ -8,7 +8,9 @@ A Kustomize tree, every file of it rendered by ``agora deploy render`` beside th
   Service naming every replica; the topology itself as a ConfigMap. No Secret: the processes read
   their secrets from Secrets the operator makes (``docs/kubernetes.md`` lists them);
 * ``components/``, each optional: the network policies, autoscaling (HPA and PDB), NATS with
-  JetStream, PostgreSQL, Redis, an OpenTelemetry export and an Ingress for the gateway;
+  JetStream, PostgreSQL, Redis, an OpenTelemetry export, an Ingress for the gateway, and
+  Prometheus's scrape and rules (``monitoring``, for the Prometheus Operator; or
+  ``monitoring/annotations``, for a Prometheus without it: ADR 47);
 * ``overlays/production`` (the base with the policies and autoscaling, its databases and broker
   wherever its Secrets say) and ``overlays/local`` (one host, host network, the ports of the
   topology's ``[host]`` table, one replica each: only what ``podman kube play`` runs).
@@ -23,7 +25,7 @@ from typing import Any
 
 from agora.messaging.permissions import Permissions
 from agora.topology import Topology
-from agora_tools.k8s import components, local, policies, workloads
+from agora_tools.k8s import components, local, monitoring, policies, workloads
 from agora_tools.k8s.objects import GENERATED, documents, to_yaml
 
 K8S_DIR = "k8s"
@@ -36,6 +38,9 @@ COMPONENTS = (
     "redis",
     "opentelemetry",
     "ingress",
+    # After the network policies, which each of these opens to Prometheus.
+    monitoring.MONITORING,
+    monitoring.ANNOTATIONS,
 )
 
 
@@ -63,6 +68,18 @@ def render(
         **_component("redis", components.redis_objects(topology)),
         **_component("opentelemetry", components.otel_objects(), components.otel_patches()),
         **_component("ingress", [components.ingress(topology)]),
+        **_component(
+            monitoring.MONITORING,
+            monitoring.monitoring_objects(topology),
+            monitoring.scrape_policy_patches(topology),
+        ),
+        **_patches_component(
+            monitoring.ANNOTATIONS,
+            [
+                *monitoring.annotation_patches(topology),
+                *monitoring.scrape_policy_patches(topology),
+            ],
+        ),
         "overlays/production/kustomization.yaml": _kustomization(
             resources=["../../base"],
             components=["../../components/network-policies", "../../components/autoscaling"],
@@ -88,6 +105,16 @@ def _component(
         f"components/{name}/kustomization.yaml": GENERATED + to_yaml(document),
         f"components/{name}/{name}.yaml": documents(objects),
     }
+
+
+def _patches_component(name: str, patches: list[dict[str, Any]]) -> dict[str, str]:
+    """A component that only patches what the base and the components before it made."""
+    document: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+        "kind": "Component",
+        "patches": patches,
+    }
+    return {f"components/{name}/kustomization.yaml": GENERATED + to_yaml(document)}
 
 
 def _kustomization(
