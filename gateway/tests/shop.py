@@ -1,6 +1,6 @@
-"""A fake of the services behind the storefront (identity, catalog, inventory, cart, orders and
-notifications) in one small aiohttp app, answering as the real ones do (their paths, their
-bodies, their problem documents), with everything kept in memory.
+"""A fake of the services behind the storefront (identity, catalog, inventory, cart, orders,
+shipping and notifications) in one small aiohttp app, answering as the real ones do (their
+paths, their bodies, their problem documents), with everything kept in memory.
 
 It runs in the conftest's ``Upstream`` (a real server on a free port); each service's address
 points at it, so the storefront calls it over HTTP as it would the real services.
@@ -107,6 +107,9 @@ class Shop:
     streamed: dict[str, bytes] = field(default_factory=dict)
     # identity's password checks all taken: logins and registrations are refused at once.
     hashing_busy: bool = False
+    # What shipping answers about an order's shipment, one status for each time it is asked
+    # (the last one from then on; None: no shipment yet). An order not named has none.
+    carrier: dict[str, list[str | None]] = field(default_factory=dict)
 
     def add_account(
         self, email: str, password: str, roles: tuple[str, ...] = ("customer",)
@@ -114,6 +117,10 @@ class Shop:
         account = Account(str(uuid.uuid4()), email, password, roles)
         self.accounts[email] = account
         return account
+
+    def confirm(self, order_id: str) -> None:
+        """The order's checkout done, as if its stream had been followed to the end."""
+        self.orders[order_id].update(status="CONFIRMED", checkout={"step": "done", "attempts": 1})
 
     def token_for(self, account: Account, *, expires_in: int = 900, issued_ago: int = 5) -> str:
         return issue(
@@ -391,6 +398,22 @@ def shop_routes(shop: Shop) -> Any:
             await reply.write_eof()
             return reply
 
+        # --- shipping -----------------------------------------------------------------------
+
+        async def list_shipments(request: web.Request) -> web.Response:
+            user = _caller(request)
+            if user is None:
+                return problem(401, "unauthorized", "Authentication required")
+            order_id = request.rel_url.query.get("order_id", "")
+            order = shop.orders.get(order_id)
+            steps = shop.carrier.get(order_id)
+            if order is None or order["user_id"] != user or not steps:
+                return _json({"items": [], "next_cursor": None})
+            status = steps.pop(0) if len(steps) > 1 else steps[0]
+            if status is None:
+                return _json({"items": [], "next_cursor": None})
+            return _json({"items": [_shipment(order, status)], "next_cursor": None})
+
         # --- notifications ------------------------------------------------------------------
 
         async def notifications(request: web.Request) -> web.Response:
@@ -423,6 +446,7 @@ def shop_routes(shop: Shop) -> Any:
             web.get("/orders", list_orders),
             web.get("/orders/{id}", get_order),
             web.get("/orders/{id}/events", order_events),
+            web.get("/shipments", list_shipments),
             web.get("/notifications", notifications),
         ]
 
@@ -431,3 +455,21 @@ def shop_routes(shop: Shop) -> Any:
 
 def _order_out(order: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in order.items() if k != "outcome"}
+
+
+def _shipment(order: dict[str, Any], status: str) -> dict[str, Any]:
+    """The order's shipment as shipping answers it: to Great Britain, by Royal Mail."""
+    moved = "2025-03-04T09:00:00Z"
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, order["id"])),
+        "order_id": order["id"],
+        "user_id": order["user_id"],
+        "status": status,
+        "carrier": "royal-mail",
+        "service_level": "tracked-48",
+        "tracking_number": "RM" + order["id"].replace("-", "")[:16].upper(),
+        "destination_country": "GB",
+        "created_at": "2025-03-03T15:00:00Z",
+        "dispatched_at": moved if status in ("dispatched", "delivered") else None,
+        "delivered_at": moved if status == "delivered" else None,
+    }

@@ -3,6 +3,7 @@ fakes of the services (``shop.py``) served over HTTP."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,7 +51,7 @@ def services(shop: Shop) -> Iterator[Upstream]:
 
 def urls(services: Upstream, *down: str) -> dict[str, list[str]]:
     """Every service at the fake, but those in ``down`` at a port where nothing listens."""
-    names = ("identity", "catalog", "inventory", "cart", "orders", "notifications")
+    names = ("identity", "catalog", "inventory", "cart", "orders", "shipping", "notifications")
     dead = f"http://127.0.0.1:{free_port()}"
     return {name: [dead if name in down else services.url] for name in names}
 
@@ -121,6 +122,16 @@ def texts_of(page: httpx.Response, name: str) -> list[str]:
     """The text of each element with ``data-testid=name``."""
     pattern = re.compile(rf'data-testid="{name}"[^>]*>([^<]*)<')
     return [text.strip() for text in pattern.findall(page.text)]
+
+
+def events_in(stream: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """Each event of a server-sent ``stream`` with data: its name and its data, read as JSON."""
+    found = []
+    for block in stream.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            found.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return found
 
 
 def is_page(reply: httpx.Response) -> bool:
@@ -512,16 +523,130 @@ def test_the_live_route_passes_the_order_events_through(
     client = logged_in(browser, account)
     add_to_cart(client, "COF-BEANS-BRAZIL")
     order_path = check_out(client).headers["location"]
+    order_id = order_path.rsplit("/", 1)[-1]
+    shop.carrier[order_id] = ["delivered"]  # so the stream ends with its shipment
 
     with client.stream("GET", f"{order_path}/live") as live:
         received = b"".join(live.iter_bytes())
 
-    order_id = order_path.rsplit("/", 1)[-1]
     assert live.status_code == 200
     assert live.headers["content-type"].startswith("text/event-stream")
-    assert received == shop.streamed[order_id]
+    assert received.startswith(shop.streamed[order_id])
     assert b'"status":"CONFIRMED"' in received
     assert texts_of(client.get(order_path), "order-status") == ["CONFIRMED"]
+
+
+def test_the_live_route_follows_a_confirmed_orders_shipment_until_it_is_delivered(
+    browser: Browser, account: Account, shop: Shop
+) -> None:
+    client = logged_in(browser, account)
+    add_to_cart(client, "COF-BEANS-BRAZIL")
+    order_path = check_out(client).headers["location"]
+    order_id = order_path.rsplit("/", 1)[-1]
+    shop.carrier[order_id] = [None, "label_created", "dispatched", "delivered"]
+
+    with client.stream("GET", f"{order_path}/live") as live:
+        received = b"".join(live.iter_bytes())  # it ends once the parcel is delivered
+
+    shipped = [data for name, data in events_in(received) if name == "shipment"]
+    assert [(d["state"], d["status"]) for d in shipped] == [
+        ("awaiting", ""),
+        ("shipped", "label_created"),
+        ("shipped", "dispatched"),
+        ("shipped", "delivered"),
+    ]
+    assert shipped[0]["note"].startswith("Your parcel is being prepared")
+    assert shipped[-1]["status_text"] == "Delivered"
+    assert shipped[-1]["tracking_number"].startswith("RM")
+    assert shipped[-1]["final"] is True
+    page = client.get(order_path)
+    assert texts_of(page, "shipment-status") == ["Delivered"]
+    assert "data-delivery-final" in page.text
+
+
+def test_the_live_route_says_when_shipping_does_not_answer(
+    browser: Browser, account: Account
+) -> None:
+    client = logged_in(browser, account, "shipping")
+    add_to_cart(client, "COF-BEANS-BRAZIL")
+    order_path = check_out(client).headers["location"]
+
+    received = b""
+    with client.stream("GET", f"{order_path}/live") as live:
+        for chunk in live.iter_bytes():
+            received += chunk
+            if b"event: shipment" in received and received.endswith(b"\n\n"):
+                break  # it would go on asking shipping
+
+    assert live.status_code == 200
+    shipped = [data for name, data in events_in(received) if name == "shipment"]
+    assert [d["state"] for d in shipped] == ["unavailable"]
+    assert "unavailable right now" in shipped[0]["note"]
+
+
+def test_the_order_page_shows_the_shipment_with_its_status_and_tracking_number(
+    browser: Browser, account: Account, shop: Shop, services: Upstream
+) -> None:
+    client = logged_in(browser, account)
+    add_to_cart(client, "COF-BEANS-BRAZIL")
+    order_path = check_out(client).headers["location"]
+    order_id = order_path.rsplit("/", 1)[-1]
+    shop.confirm(order_id)
+    shop.carrier[order_id] = ["dispatched"]
+
+    page = client.get(order_path)
+
+    assert page.status_code == 200
+    assert texts_of(page, "shipment-status") == ["Dispatched: on its way with the carrier"]
+    assert texts_of(page, "shipment-carrier") == ["Royal Mail, Tracked 48"]
+    tracking = "RM" + order_id.replace("-", "")[:16].upper()
+    assert texts_of(page, "tracking-number") == [tracking]
+    assert 'data-delivery-state="shipped"' in page.text
+    assert services.requests_to(f"/shipments?order_id={order_id}&limit=1")
+
+
+def test_before_shipping_made_the_shipment_the_page_says_so(
+    browser: Browser, account: Account, shop: Shop, services: Upstream
+) -> None:
+    client = logged_in(browser, account)
+    add_to_cart(client, "COF-BEANS-BRAZIL")
+    order_path = check_out(client).headers["location"]
+    order_id = order_path.rsplit("/", 1)[-1]
+
+    pending = client.get(order_path)
+    shop.confirm(order_id)
+    confirmed = client.get(order_path)
+
+    assert texts_of(pending, "delivery-note") == ["Shipping starts once the order is confirmed."]
+    assert texts_of(confirmed, "delivery-note") == [
+        "Your parcel is being prepared; its tracking number will show here."
+    ]
+    for page in (pending, confirmed):
+        assert page.status_code == 200
+        assert 'data-delivery-state="awaiting"' in page.text
+        assert re.search(r'data-testid="shipment" hidden', page.text)
+    # A pending order has no shipment to ask shipping about.
+    assert len(services.requests_to(f"/shipments?order_id={order_id}&limit=1")) == 1
+
+
+def test_without_shipping_the_order_page_still_shows_and_says_so(
+    browser: Browser, account: Account, shop: Shop
+) -> None:
+    client = logged_in(browser, account, "shipping")
+    add_to_cart(client, "COF-BEANS-BRAZIL")
+    order_path = check_out(client).headers["location"]
+    shop.confirm(order_path.rsplit("/", 1)[-1])
+
+    page = client.get(order_path)
+
+    assert page.status_code == 200
+    assert is_page(page)
+    assert texts_of(page, "order-status") == ["CONFIRMED"]
+    assert texts_of(page, "delivery-note") == [
+        "Delivery details are unavailable right now; they will show here once shipping "
+        "answers again."
+    ]
+    assert texts_of(page, "order-total") == ["€12.50"]
 
 
 def test_a_cancelled_order_says_why(browser: Browser, account: Account) -> None:
@@ -535,6 +660,7 @@ def test_a_cancelled_order_says_why(browser: Browser, account: Account) -> None:
 
     assert texts_of(page, "order-status") == ["CANCELLED"]
     assert texts_of(page, "cancel-reason") == ["Your card was declined."]
+    assert 'data-testid="delivery"' not in page.text  # nothing will be shipped
 
 
 def test_another_users_order_is_a_404_page(browser: Browser, account: Account, shop: Shop) -> None:

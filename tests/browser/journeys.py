@@ -24,6 +24,15 @@ ADDRESS = {
 # A saga takes well under a second here; a busy machine may take many.
 SETTLE_MS = 60_000
 ORDER_PATH = re.compile(r"/orders/([0-9a-f-]{8,})$")
+# The carrier's steps in the shop under test, seconds (services/shipping/src/settings.ts: five
+# each by default): short, yet long enough that a shipment is seen before it is delivered.
+CARRIER_STEPS = {
+    "AGORA_SHIPPING_DISPATCH_AFTER": "3",
+    "AGORA_SHIPPING_DELIVER_AFTER": "3",
+    "AGORA_SHIPPING_CARRIER_POLL": "0.5",
+}
+# Royal Mail's numbers, as shipping makes them for the address above (GB).
+TRACKING_NUMBER = re.compile(r"^RM[0-9A-F]{16}$")
 
 
 @dataclass(frozen=True)
@@ -93,3 +102,14 @@ def checkout(page: Page, base: str, card: str) -> str:
 
 def settled_status(page: Page, status: str) -> None:
     expect(page.get_by_test_id("order-status")).to_have_text(status, timeout=SETTLE_MS)
+
+
+def tracked_shipment(page: Page) -> str:
+    """Wait for the order's page to show its shipment's tracking number; the shipment's status
+    (shipping's word) at that moment."""
+    expect(page.get_by_test_id("tracking-number")).to_have_text(TRACKING_NUMBER, timeout=SETTLE_MS)
+    return page.get_by_test_id("shipment-status").get_attribute("data-status") or ""
+
+
+def delivered(page: Page) -> None:
+    expect(page.get_by_test_id("shipment-status")).to_have_text("Delivered", timeout=SETTLE_MS)

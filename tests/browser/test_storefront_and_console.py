@@ -1,10 +1,12 @@
-"""The shop and its console in a real browser, against ``agora up`` with all seven services.
+"""The shop and its console in a real browser, against ``agora up`` with all its services.
 
 A shopper searches, puts two products in the cart, checks out and watches the order turn
-CONFIRMED on its page without reloading it; a declined card shows the order CANCELLED with a
-clear reason. An admin opens the console, sees every service healthy, opens that checkout's
-trace and finds the gateway's, orders', inventory's and payments' spans in one waterfall; a
-service killed while the console is open turns red, then green once ``agora up`` restarted it.
+CONFIRMED on its page without reloading it, then its parcel get a tracking number and move on
+to delivered (the carrier's steps are a few seconds here); a declined card shows the order
+CANCELLED with a clear reason. An admin opens the console, sees every service healthy, opens
+that checkout's trace and finds the gateway's, orders', inventory's and payments' spans in one
+waterfall; a service killed while the console is open turns red, then green once ``agora up``
+restarted it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from dataclasses import dataclass, field
 import pytest
 from journeys import (
     APPROVED,
+    CARRIER_STEPS,
     DECLINED,
     SETTLE_MS,
     Account,
     add_found_products,
     checkout,
+    delivered,
     log_in,
     register,
     search,
     settled_status,
+    tracked_shipment,
 )
 from playwright.sync_api import Browser, Page, expect
 from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, admin_env, open_shop
@@ -52,7 +57,7 @@ class Journey:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     directory = tmp_path_factory.mktemp("browser") / "shop"
-    with RunningSystem(directory, env={**os.environ, **admin_env()}) as running:
+    with RunningSystem(directory, env={**os.environ, **admin_env(**CARRIER_STEPS)}) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
 
@@ -83,7 +88,7 @@ def page(chromium: Browser, system: RunningSystem) -> Iterator[Page]:
     assert not blocked, blocked
 
 
-def test_a_shopper_searches_fills_a_cart_checks_out_and_sees_it_confirmed_live(
+def test_a_shopper_checks_out_and_sees_the_order_confirmed_and_its_parcel_delivered_live(
     page: Page, system: RunningSystem, journey: Journey
 ) -> None:
     base = system.gateway_url
@@ -113,6 +118,14 @@ def test_a_shopper_searches_fills_a_cart_checks_out_and_sees_it_confirmed_live(
     assert page.evaluate("window.__stayed === true")
     for name in names:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
+
+    # The page showed no shipment when it was made (the order was pending): the tracking
+    # number comes live, and the parcel moves on to delivered, still without a reload.
+    first_seen = tracked_shipment(page)
+    assert first_seen in {"label_created", "dispatched"}, first_seen
+    delivered(page)
+    assert page.evaluate("window.__stayed === true")
+    expect(page.get_by_test_id("shipment-carrier")).to_have_text("Royal Mail, Tracked 48")
 
     page.goto(f"{base}/orders")
     expect(page.get_by_role("link", name=order_id[:8])).to_be_visible()

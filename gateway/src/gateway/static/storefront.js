@@ -1,5 +1,5 @@
-// The storefront's little JavaScript: the order page follows its order live, and a form is not
-// sent twice by a double click. Every page works without it.
+// The storefront's little JavaScript: the order page follows its order and then its delivery
+// live, and a form is not sent twice by a double click. Every page works without it.
 (function () {
   "use strict";
 
@@ -32,7 +32,40 @@
     var badge = root.querySelector("[data-testid=order-status]");
     var reason = root.querySelector("[data-testid=cancel-reason]");
     var note = root.querySelector("[data-testid=live-note]");
+    var delivery = root.querySelector("[data-testid=delivery]");
     var finished = false;
+
+    function part(name) {
+      return delivery.querySelector("[data-testid=" + name + "]");
+    }
+
+    // A `shipment` event: the delivery as the gateway words it (gateway/storefront/models.py's
+    // Delivery). True once nothing will change any more.
+    function showDelivery(shipped) {
+      if (!delivery) return true;
+      var state = String(shipped.state || "");
+      delivery.setAttribute("data-delivery-state", state);
+      if (state === "none") {
+        delivery.hidden = true;
+        return true;
+      }
+      var words = part("delivery-note");
+      words.textContent = shipped.note || "";
+      words.hidden = !shipped.note;
+      var facts = part("shipment");
+      if (state === "shipped") {
+        var status = part("shipment-status");
+        status.textContent = shipped.status_text || "";
+        status.setAttribute("data-status", shipped.status || "");
+        part("shipment-carrier").textContent = shipped.carrier || "";
+        part("tracking-number").textContent = shipped.tracking_number || "";
+        facts.hidden = false;
+      } else if (state === "awaiting") {
+        facts.hidden = true;
+      } // unavailable: what was shown stays, under the note
+      if (shipped.final) delivery.setAttribute("data-delivery-final", "");
+      return Boolean(shipped.final);
+    }
 
     function show(order) {
       var status = String(order.status || "");
@@ -53,25 +86,32 @@
         var text = item.querySelector(".step-state");
         if (text) text.textContent = "(" + WORDS[states[name]] + ")";
       });
-      return status !== "PENDING";
+      // A cancelled order ships nothing; a confirmed one's delivery follows on the stream.
+      if (status === "CANCELLED" && delivery) delivery.hidden = true;
+      return status === "CANCELLED";
     }
 
     var initial = badge ? badge.textContent.trim() : "";
-    if (initial && initial !== "PENDING") return; // already settled: nothing will change
+    var delivered = !delivery || delivery.hasAttribute("data-delivery-final");
+    if (initial === "CANCELLED" || (initial === "CONFIRMED" && delivered)) return; // settled
 
     var source = new EventSource(url);
-    source.addEventListener("status", function (event) {
-      var order;
-      try {
-        order = JSON.parse(event.data);
-      } catch (ignored) {
-        return;
-      }
-      if (show(order)) {
-        finished = true;
-        source.close();
-      }
-    });
+    function follow(name, redraw) {
+      source.addEventListener(name, function (event) {
+        var data;
+        try {
+          data = JSON.parse(event.data);
+        } catch (ignored) {
+          return;
+        }
+        if (redraw(data)) {
+          finished = true;
+          source.close();
+        }
+      });
+    }
+    follow("status", show);
+    follow("shipment", showDelivery);
     source.onerror = function () {
       // The browser reconnects by itself while it can; when it gives up, say so.
       if (!finished && source.readyState === EventSource.CLOSED) {

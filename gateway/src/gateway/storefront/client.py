@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from agora.client import Reply, ServiceClient
 from agora.errors import Problem
-from gateway.storefront.models import Cart, Category, Stock, Token
+from gateway.storefront.models import Cart, Category, Page, Shipment, Stock, Token
 from gateway.web import SessionExpired, Unavailable, return_path, session_token
 
 CATALOGUE = "The catalogue"
@@ -26,6 +26,7 @@ CART = "Your cart"
 CHECKOUT = "Checkout"
 ORDERS = "Your orders"
 MESSAGES = "Your messages"
+SHIPPING = "Delivery details"
 SIGN_IN = "Signing in"
 STOCK = "Stock"
 
@@ -163,6 +164,19 @@ class ServicesClient:
         if available is None:
             return "unknown"
         return "in" if available > 0 else "out"
+
+    async def shipment(self, order_id: str) -> Shipment | None:
+        """The order's shipment, None before shipping made one; :class:`Unavailable` when
+        shipping does not answer, or answers what it should not (any refusal: the order was
+        the user's, orders said so)."""
+        found = await self.get(
+            Page[Shipment],
+            "shipping",
+            "/shipments",
+            what=SHIPPING,
+            params={"order_id": order_id, "limit": "1"},
+        )
+        return found.items[0] if found.items else None
 
     async def sign_in(self, credentials: Mapping[str, str]) -> Token:
         return await self.fetch(Token, "identity", "POST", "/token", what=SIGN_IN, json=credentials)

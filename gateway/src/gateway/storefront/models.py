@@ -9,7 +9,7 @@ misbehaving (see :meth:`gateway.storefront.client.ServicesClient.read`).
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, StrictInt, field_validator
@@ -168,6 +168,90 @@ class Order(_Answer):
     @property
     def step_states(self) -> dict[str, str]:
         return step_states(self.status, self.step)
+
+
+class Shipment(_Answer):
+    """An order's parcel, as shipping answers it."""
+
+    id: str = ""
+    order_id: str = ""
+    status: str = ""
+    carrier: str = ""
+    service_level: str = ""
+    tracking_number: str = ""
+    created_at: str = ""
+    dispatched_at: str | None = None
+    delivered_at: str | None = None
+
+
+# A shipment's status (shipping's `status`) in words; the last two are final.
+SHIPMENT_WORDS = {
+    "label_created": "Label created: waiting for the carrier to collect it",
+    "dispatched": "Dispatched: on its way with the carrier",
+    "delivered": "Delivered",
+    "cancelled": "Shipment cancelled",
+}
+SHIPMENT_FINAL = frozenset({"delivered", "cancelled"})
+# Carriers by the names people know them by; any other is its slug in words.
+CARRIER_NAMES = {
+    "royal-mail": "Royal Mail",
+    "dhl": "DHL",
+    "dhl-express": "DHL Express",
+    "ups": "UPS",
+}
+
+
+def _in_words(slug: str) -> str:
+    return slug.replace("-", " ").replace("_", " ").capitalize()
+
+
+class Delivery(_Answer):
+    """An order's delivery as its page shows it, and as the page's live stream sends it
+    (``storefront.js`` puts these texts in their places): ``shipped`` with the shipment's
+    status, carrier and tracking number; ``awaiting`` before shipping made the shipment;
+    ``unavailable`` while shipping does not answer; ``none`` for a cancelled order."""
+
+    state: Literal["shipped", "awaiting", "unavailable", "none"]
+    note: str = ""
+    status: str = ""
+    status_text: str = ""
+    carrier: str = ""
+    tracking_number: str = ""
+    # Nothing will change any more: the page stops following it.
+    final: bool = False
+
+    @classmethod
+    def of(cls, order_status: str, shipment: Shipment | None) -> Delivery:
+        """The delivery of an order in ``order_status`` whose shipment is ``shipment``."""
+        if shipment is not None:
+            carrier = CARRIER_NAMES.get(shipment.carrier) or _in_words(shipment.carrier)
+            level = _in_words(shipment.service_level)
+            return cls(
+                state="shipped",
+                status=shipment.status,
+                status_text=SHIPMENT_WORDS.get(shipment.status) or _in_words(shipment.status),
+                carrier=f"{carrier}, {level}" if level else carrier,
+                tracking_number=shipment.tracking_number,
+                final=shipment.status in SHIPMENT_FINAL,
+            )
+        if order_status == OrderStatus.CANCELLED:
+            return cls(
+                state="none", note="Nothing will be shipped: the order was cancelled.", final=True
+            )
+        if order_status == OrderStatus.CONFIRMED:
+            return cls(
+                state="awaiting",
+                note="Your parcel is being prepared; its tracking number will show here.",
+            )
+        return cls(state="awaiting", note="Shipping starts once the order is confirmed.")
+
+    @classmethod
+    def unavailable(cls) -> Delivery:
+        return cls(
+            state="unavailable",
+            note="Delivery details are unavailable right now; they will show here once "
+            "shipping answers again.",
+        )
 
 
 class Message(_Answer):
