@@ -57,7 +57,8 @@ export async function bootstrap(settings: Settings, fakes: Fakes = {}): Promise<
   const logs = new RecentLogs();
   const log = makeLogger(settings.service, settings.replica, settings.logLevel, logs, fakes.out);
   const metrics = new Metrics();
-  const db = fakes.db ?? openDatabase(settings.databaseUrl);
+  const db =
+    fakes.db ?? openDatabase(settings.databaseUrl, { traceStatements: settings.traceStatements });
   await migrate(db);
   const verifier = new TokenVerifier(
     fakes.jwks ?? identityJwks(settings.serviceUrls.identity ?? [], settings.clientTimeout),

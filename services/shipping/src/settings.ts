@@ -43,6 +43,8 @@ export interface Settings {
   readonly deliverAfter: number;
   /** Seconds between the carrier's looks for shipments due to move. */
   readonly carrierPoll: number;
+  /** Each SQL statement a span under the message or request that ran it (ADR 41): off, it costs. */
+  readonly traceStatements: boolean;
 }
 
 export class InvalidSettings extends Error {
@@ -82,6 +84,15 @@ class Reader {
       throw new InvalidSettings(`${own ? PREFIX : "AGORA_"}${name}=${raw} is out of range`);
     }
     return value;
+  }
+
+  /** A yes or no as pydantic reads one (true/false, 1/0, yes/no, on/off, t/f, y/n); empty is no. */
+  flag(name: string, fallback: boolean): boolean {
+    const raw = this.raw(name, false)?.trim().toLowerCase();
+    if (raw === undefined) return fallback;
+    if (["", "0", "off", "f", "false", "n", "no"].includes(raw)) return false;
+    if (["1", "on", "t", "true", "y", "yes"].includes(raw)) return true;
+    throw new InvalidSettings(`AGORA_${name}=${raw} is neither on nor off`);
   }
 
   json<T>(name: string, fallback: T, valid: (value: unknown) => value is T): T {
@@ -169,6 +180,7 @@ export function readSettings(env: Env = process.env): Settings {
     dispatchAfter: read.number("DISPATCH_AFTER", 5, atLeastZero, true),
     deliverAfter: read.number("DELIVER_AFTER", 5, atLeastZero, true),
     carrierPoll: read.number("CARRIER_POLL", 1, positive, true),
+    traceStatements: read.flag("TRACE_STATEMENTS", false),
   };
 }
 

@@ -1,11 +1,13 @@
 // The service's own database: SQLite (embedded, better-sqlite3) or PostgreSQL (pg), behind one
 // small interface. Statements are written once, with PostgreSQL's $1 placeholders; for SQLite
 // they become ?s. Every change runs in a transaction that commits when its function returns and
-// rolls back when it throws.
+// rolls back when it throws. With statements traced (AGORA_TRACE_STATEMENTS), each statement a
+// transaction runs is a span (observe/statements.ts); the BEGIN and COMMIT it sends itself are not.
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import pg from "pg";
+import { type Observe, observer } from "../observe/statements.js";
 
 export type Dialect = "sqlite" | "postgresql";
 export type Params = readonly unknown[];
@@ -27,11 +29,17 @@ export interface Database {
   close(): Promise<void>;
 }
 
+export interface DatabaseOptions {
+  /** Each statement a span under the one that ran it (ADR 41); off by default, as it costs. */
+  readonly traceStatements?: boolean;
+}
+
 /** The database a URL of the Python services' form names (sqlite:///path, postgresql[+driver]://). */
-export function openDatabase(url: string): Database {
-  if (url.startsWith("sqlite:///")) return new Sqlite(url.slice("sqlite:///".length));
+export function openDatabase(url: string, options: DatabaseOptions = {}): Database {
+  const observe = observer(options.traceStatements ?? false);
+  if (url.startsWith("sqlite:///")) return new Sqlite(url.slice("sqlite:///".length), observe);
   const match = /^postgres(?:ql)?(?:\+[a-z0-9]+)?:\/\//.exec(url);
-  if (match) return new Postgres(`postgresql://${url.slice(match[0].length)}`);
+  if (match) return new Postgres(`postgresql://${url.slice(match[0].length)}`, observe);
   throw new Error(`not a database URL shipping knows: ${url.split(":")[0]}:...`);
 }
 
@@ -63,7 +71,10 @@ class Sqlite implements Database {
   // better-sqlite3 is one synchronous connection: transactions whose work awaits take turns.
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(path: string) {
+  constructor(
+    path: string,
+    private readonly observe: Observe,
+  ) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
     this.db = new BetterSqlite3(path);
     this.db.pragma("journal_mode = WAL");
@@ -80,17 +91,20 @@ class Sqlite implements Database {
 
   private async inTransaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     const db = this.db;
+    const observe = this.observe;
     const tx: Tx = {
       dialect: "sqlite",
       all: async <R>(sql: string, params: Params = []) => {
         const [text, values] = sqliteStatement(sql, params);
-        return db.prepare(text).all(...values) as R[];
+        return observe("sqlite", text, () => db.prepare(text).all(...values) as R[]);
       },
       run: async (sql: string, params: Params = []) => {
         const [text, values] = sqliteStatement(sql, params);
-        const statement = db.prepare(text);
-        if (statement.reader) return statement.all(...values).length;
-        return statement.run(...values).changes;
+        return observe("sqlite", text, () => {
+          const statement = db.prepare(text);
+          if (statement.reader) return statement.all(...values).length;
+          return statement.run(...values).changes;
+        });
       },
     };
     // IMMEDIATE: take the write lock at once, so two replicas' transactions wait for each other
@@ -123,7 +137,10 @@ class Postgres implements Database {
   readonly dialect = "postgresql" as const;
   private readonly pool: pg.Pool;
 
-  constructor(url: string) {
+  constructor(
+    url: string,
+    private readonly observe: Observe,
+  ) {
     this.pool = new pg.Pool({ connectionString: url, max: 5, connectionTimeoutMillis: 5000 });
     // An idle client's error (the server restarted) must not end the process.
     this.pool.on("error", () => undefined);
@@ -131,12 +148,21 @@ class Postgres implements Database {
 
   async transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
+    const observe = this.observe;
     const tx: Tx = {
       dialect: "postgresql",
       all: async <R>(sql: string, params: Params = []) =>
-        (await client.query(sql, params as unknown[])).rows as R[],
+        observe(
+          "postgresql",
+          sql,
+          async () => (await client.query(sql, params as unknown[])).rows as R[],
+        ),
       run: async (sql: string, params: Params = []) =>
-        (await client.query(sql, params as unknown[])).rowCount ?? 0,
+        observe(
+          "postgresql",
+          sql,
+          async () => (await client.query(sql, params as unknown[])).rowCount ?? 0,
+        ),
     };
     let broken = false;
     try {
