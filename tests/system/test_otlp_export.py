@@ -5,12 +5,16 @@ receiver of the test's own that decodes what each process sends.
 One checkout arrives as one trace, across the gateway, the services it called and those its
 messages reached, and it holds the spans of the same services as each process keeps for the
 console (``GET /internal/spans``): two export paths, one trace.
+
+The system runs with ``agora up --trace-statements`` (ADR 41): the console's view of a checkout's
+trace then shows the database statements of every service it touched, shipping's included.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -19,9 +23,10 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from shopping import APPROVED, Shop, admin_env
+from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, APPROVED, Shop, admin_env
 
 from agora.auth import OPERATOR_TOKEN_FILE
+from agora.topology import find_topology_file, load_topology
 from agora_tools.harness import RunningSystem, wait_for
 from agora_tools.testing import http_receiver
 
@@ -111,7 +116,7 @@ def system(receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     directory = tmp_path_factory.mktemp("otlp") / "shop"
-    with RunningSystem(directory, env=env) as running:
+    with RunningSystem(directory, "--trace-statements", env=env) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
 
@@ -170,3 +175,84 @@ def test_a_checkout_reaches_the_collector_as_one_trace_across_every_service_it_t
     assert services == touched
     names = {s["name"] for s in Receiver.received() if s["trace_id"] == trace_id}
     assert any("/api/orders" in name for name in names), names
+
+
+# -- the console's view, with statements traced ------------------------------------------------
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def console(system: RunningSystem) -> Iterator[httpx.Client]:
+    """A browser of the console: the admin logged in through the gateway's login form."""
+    with httpx.Client(base_url=system.gateway_url, timeout=60) as browser:
+        form = browser.get("/login")
+        token = CSRF.search(form.text)
+        assert token is not None, form.text
+        answer = browser.post(
+            "/login",
+            data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf_token": token[1]},
+        )
+        assert answer.status_code == 303, answer.text
+        yield browser
+
+
+def console_trace(console: httpx.Client, order_id: str) -> list[dict[str, Any]]:
+    """The spans of the order's checkout, as the console's trace page shows them."""
+    found = console.get(f"/console/orders/{order_id}/trace")
+    assert found.status_code == 303, found.text
+    trace_id = found.headers["location"].rsplit("/", 1)[-1]
+    answer = console.get(f"/console/api/traces/{trace_id}")
+    assert answer.status_code == 200, answer.text
+    spans: list[dict[str, Any]] = answer.json()["spans"]
+    return spans
+
+
+def test_a_checkouts_trace_in_the_console_shows_statements_in_every_service_it_touched(
+    system: RunningSystem, shop: Shop, console: httpx.Client
+) -> None:
+    sku = shop.products(5)[-1]["sku"]
+    shopper = shop.shopper()
+    answer = shopper.place([{"sku": sku, "quantity": 1}], APPROVED)
+    assert answer.status_code == 202, answer.text
+    order_id = answer.json()["id"]
+    assert shopper.wait_until_terminal(order_id)["status"] == "CONFIRMED"
+    # Every service keeps a store of its own; the gateway, which keeps none, runs no statement.
+    # (The topology `agora up` found from the system's directory.)
+    stores = set(load_topology(find_topology_file(system.directory)).services)
+
+    def with_statements(spans: list[dict[str, Any]]) -> dict[str, set[str]]:
+        """The statements' database systems, by service, of the trace's services that keep a
+        store."""
+        found: dict[str, set[str]] = {s["service"]: set() for s in spans if s["service"] in stores}
+        for span in spans:
+            system_name = span["attributes"].get("db.system")
+            if span["kind"] == "client" and system_name and span["service"] in found:
+                found[span["service"]].add(system_name)
+        return found
+
+    def every_service_ran_statements() -> dict[str, set[str]] | None:
+        found = with_statements(console_trace(console, order_id))
+        # The messages reach shipping, cart and notifications after the order is confirmed.
+        arrived = found.keys() >= {"orders", "catalog", "inventory", "payments", "notifications"}
+        return found if arrived and "shipping" in found and all(found.values()) else None
+
+    found = wait_for(
+        "a statement of every service in the checkout's trace",
+        every_service_ran_statements,
+        timeout=60,
+    )
+
+    # Embedded, every service is on SQLite (shipping's through better-sqlite3).
+    assert {service: {"sqlite"} for service in found} == found
+    spans = console_trace(console, order_id)
+    statements = [span for span in spans if span["attributes"].get("db.statement")]
+    ids = {span["span_id"] for span in spans}
+    # Each under the request or message that ran it, shown by its SQL, with no values in it.
+    assert all(span["parent_id"] in ids for span in statements)
+    assert all(
+        span["name"] == " ".join(str(span["attributes"]["db.statement"]).split())[:120]
+        or span["name"].endswith("…")
+        for span in statements
+    )
+    assert shopper.email not in repr(statements)
