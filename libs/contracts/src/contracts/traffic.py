@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from contracts import catalog, identity, inventory, orders, payments, publishers
+from contracts import catalog, identity, inventory, orders, payments, publishers, shipping
 from contracts.base import IntegrationEvent, subject_of
 
 # What each service subscribes to: other services' events, and the commands it accepts.
@@ -22,7 +22,12 @@ CONSUMES: dict[str, tuple[type[IntegrationEvent], ...]] = {
     # The checkout listens to every answer of the two services it drives.
     "orders": (*inventory.EVENTS, *payments.EVENTS),
     "cart": (orders.OrderPlaced,),
-    "notifications": (identity.UserRegistered, orders.OrderConfirmed, orders.OrderCancelled),
+    "notifications": (
+        identity.UserRegistered,
+        orders.OrderConfirmed,
+        orders.OrderCancelled,
+        shipping.ShipmentDispatched,
+    ),
     # A shipment per confirmed order, from the version that carries the address.
     "shipping": (orders.OrderConfirmedV2,),
 }

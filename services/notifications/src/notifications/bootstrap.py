@@ -19,8 +19,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 SERVICE = ServiceDefinition(
     title="Agora notifications",
-    description="""Messages to users: a welcome for every new account, and a message for every
-order that was confirmed or cancelled.
+    description="""Messages to users: a welcome for every new account, a message for every
+order that was confirmed or cancelled, and one for every shipment the carrier collected (its
+order is on its way).
 
 Every message is kept in its user's mailbox (`GET /notifications`); admins read every mailbox
 (`GET /notifications/all`). When a mail server is configured, each message is also mailed to the

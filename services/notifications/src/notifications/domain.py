@@ -5,9 +5,12 @@ Plain Python: no framework, no I/O. An event becomes a :class:`Note` (who is tol
 facts the templates show); the templates turn a note into a :class:`Letter` (subject and body);
 a :class:`Message` is the letter in the user's mailbox, with its :class:`Delivery`.
 
-One message per topic per user: ``welcome`` for a new account, ``order:<id>`` for an order. An
-order ends once (confirmed or cancelled), so a second event about the same order, whatever its
-kind, makes no second message.
+One message per topic per user: ``welcome`` for a new account, ``order:<id>`` for an order,
+``shipment:<id>`` for a shipment on its way. An order ends once (confirmed or cancelled), so a
+second event about the same order, whatever its kind, makes no second message; a shipment is
+dispatched once, so a second event about the same shipment makes none either. A shipment's topic
+is its own, not its order's: the message that the order is confirmed and the one that it is on its
+way are two messages.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from enum import StrEnum
 
 USER_ID_MAX = 100
 ORDER_ID_MAX = 100
+SHIPMENT_ID_MAX = 100
+# Carriers, service levels and tracking numbers are shipping's short codes (``dhl``,
+# ``standard``, ``DH0123...``), shown in a message as given.
+SHIPPING_CODE_MAX = 100
 EMAIL_MAX = 320
 ERROR_MAX = 500
 PAGE_DEFAULT = 50
@@ -30,6 +37,10 @@ RETRY_FIRST = timedelta(seconds=1)
 RETRY_LONGEST = timedelta(minutes=5)
 
 WELCOME_TOPIC = "welcome"
+ORDER_TOPIC = "order:"
+SHIPMENT_TOPIC = "shipment:"
+# The longest topic is a shipment's: "shipment:" and a shipment id.
+TOPIC_MAX = 110
 # Message ids are UUIDs (as text).
 _MESSAGE_ID = re.compile(r"[0-9a-f-]{1,36}")
 
@@ -42,6 +53,7 @@ class Kind(StrEnum):
     WELCOME = "welcome"
     ORDER_CONFIRMED = "order_confirmed"
     ORDER_CANCELLED = "order_cancelled"
+    SHIPMENT_DISPATCHED = "shipment_dispatched"
 
 
 # Ids and addresses are printable: no id has a control character, an address with a line break
@@ -58,6 +70,19 @@ def check_order_id(order_id: str) -> str:
     if not 0 < len(order_id) <= ORDER_ID_MAX or not order_id.isprintable():
         raise InvalidEvent(f"an order id is 1 to {ORDER_ID_MAX} printable characters")
     return order_id
+
+
+def check_shipment_id(shipment_id: str) -> str:
+    if not 0 < len(shipment_id) <= SHIPMENT_ID_MAX or not shipment_id.isprintable():
+        raise InvalidEvent(f"a shipment id is 1 to {SHIPMENT_ID_MAX} printable characters")
+    return shipment_id
+
+
+def check_shipping_code(name: str, value: str) -> str:
+    """A carrier, service level or tracking number: shown in a message, so one printable line."""
+    if not 0 < len(value) <= SHIPPING_CODE_MAX or not value.isprintable() or not value.strip():
+        raise InvalidEvent(f"a {name} is 1 to {SHIPPING_CODE_MAX} printable characters")
+    return value
 
 
 def check_email(email: str) -> str:
@@ -128,11 +153,17 @@ class Note:
     user_id: str
     order_id: str | None
     facts: Mapping[str, str]
+    shipment_id: str | None = None
 
     @property
     def topic(self) -> str:
-        """What the message is about: one message per topic per user."""
-        return WELCOME_TOPIC if self.order_id is None else f"order:{self.order_id}"
+        """What the message is about: one message per topic per user. A shipment's message is
+        about the shipment, though it names its order too."""
+        if self.shipment_id is not None:
+            return f"{SHIPMENT_TOPIC}{self.shipment_id}"
+        if self.order_id is not None:
+            return f"{ORDER_TOPIC}{self.order_id}"
+        return WELCOME_TOPIC
 
 
 def welcome(user_id: str, email: str) -> Note:
@@ -147,6 +178,29 @@ def order_confirmed(order_id: str, user_id: str, total: int, currency: str) -> N
 def order_cancelled(order_id: str, user_id: str, reason: str) -> Note:
     facts = {"order_id": check_order_id(order_id), "reason": reason_in_words(reason)}
     return Note(Kind.ORDER_CANCELLED, check_user_id(user_id), order_id, facts)
+
+
+def shipment_dispatched(
+    shipment_id: str,
+    order_id: str,
+    user_id: str,
+    carrier: str,
+    service_level: str,
+    tracking_number: str,
+) -> Note:
+    facts = {
+        "order_id": check_order_id(order_id),
+        "carrier": check_shipping_code("carrier", carrier),
+        "service_level": check_shipping_code("service level", service_level),
+        "tracking_number": check_shipping_code("tracking number", tracking_number),
+    }
+    return Note(
+        Kind.SHIPMENT_DISPATCHED,
+        check_user_id(user_id),
+        order_id,
+        facts,
+        shipment_id=check_shipment_id(shipment_id),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +284,7 @@ class Message:
     body: str
     created_at: datetime
     delivery: Delivery
+    shipment_id: str | None = None
 
     @classmethod
     def write(cls, id: str, note: Note, letter: Letter, now: datetime) -> Message:
@@ -243,6 +298,7 @@ class Message:
             body=letter.body,
             created_at=now,
             delivery=Delivery.pending(now),
+            shipment_id=note.shipment_id,
         )
 
 

@@ -1,5 +1,5 @@
-"""Notifications' entry points: the mailbox routes, the subscriptions to identity's and orders'
-events. Each parses what came in, runs one handler, and answers.
+"""Notifications' entry points: the mailbox routes, the subscriptions to identity's, orders' and
+shipping's events. Each parses what came in, runs one handler, and answers.
 
 | route | who | answer |
 |---|---|---|
@@ -23,6 +23,7 @@ from agora.messaging import CloudEvent, Subscription
 from agora.query import QueryParams, page_cursor, page_limit
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
+from contracts.shipping import ShipmentDispatched
 from notifications import application, domain
 from notifications.application import MailboxQuery
 from notifications.domain import (
@@ -47,6 +48,10 @@ class MessageOut(BaseModel):
     id: str
     kind: Kind
     order_id: str | None = Field(description="The order it is about; null for a welcome.")
+    shipment_id: str | None = Field(
+        description="The shipment it is about (a shipment_dispatched message); null for the "
+        "other kinds."
+    )
     subject: str
     body: str = Field(description="Plain text.")
     created_at: datetime
@@ -136,9 +141,9 @@ async def every_message(
 
 
 def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
-    """What notifications listens to: new users, and orders that ended. Each handler only
-    stores the message, in the transaction that records the event in the inbox; the parts'
-    ``wakeup`` tells the sender once it is committed."""
+    """What notifications listens to: new users, orders that ended, and shipments the carrier
+    collected. Each handler only stores the message, in the transaction that records the event
+    in the inbox; the parts' ``wakeup`` tells the sender once it is committed."""
     messages, templates, wake = parts.messages, parts.templates, parts.wakeup
 
     def welcome_user(session: Session, event: UserRegistered, _: CloudEvent) -> None:
@@ -152,8 +157,22 @@ def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
         note = domain.order_cancelled(event.order_id, event.user_id, event.reason)
         application.notify(session, messages, templates, note, wake)
 
+    def tell_shipment_dispatched(
+        session: Session, event: ShipmentDispatched, _: CloudEvent
+    ) -> None:
+        note = domain.shipment_dispatched(
+            event.shipment_id,
+            event.order_id,
+            event.user_id,
+            event.carrier,
+            event.service_level,
+            event.tracking_number,
+        )
+        application.notify(session, messages, templates, note, wake)
+
     return (
         Subscription(UserRegistered, welcome_user),
         Subscription(OrderConfirmed, tell_order_confirmed),
         Subscription(OrderCancelled, tell_order_cancelled),
+        Subscription(ShipmentDispatched, tell_shipment_dispatched),
     )

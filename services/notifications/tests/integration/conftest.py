@@ -1,7 +1,8 @@
 """Notifications on SQLite and on PostgreSQL (a database per test, from agora-tools' pytest
-plugin): the app with access tokens signed by a test key, a bench that delivers identity's and
-orders' events through an in-memory bus and runs senders one round at a time on a clock the test
-moves, and a mail server of the test's own (aiosmtpd) that keeps what it accepts.
+plugin): the app with access tokens signed by a test key, a bench that delivers identity's,
+orders' and shipping's events through an in-memory bus and runs senders one round at a time on
+a clock the test moves, and a mail server of the test's own (aiosmtpd) that keeps what it
+accepts.
 
 Tokens are signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``); the app
 gets a ``TokenVerifier`` whose key source answers with this test key's JWKS.
@@ -30,6 +31,7 @@ from agora_tools.pytest_plugin import Clock, Service
 from agora_tools.testing import InMemoryBus, SigningKey, User, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
+from contracts.shipping import ShipmentDispatched
 from notifications import application
 from notifications.adapters import JinjaTemplates, SmtpMailer, SqlMessages
 from notifications.application import MailboxQuery, Sender, Wake
@@ -144,6 +146,27 @@ def smtp() -> Iterator[tuple[Postbox, int]]:
 # --- the bench ---------------------------------------------------------------------------------
 
 
+def dispatched(
+    shipment_id: str,
+    order_id: str,
+    user_id: str,
+    *,
+    carrier: str = "dhl",
+    service_level: str = "standard",
+    tracking_number: str = "DH0123456789ABCDEF",
+) -> ShipmentDispatched:
+    """Shipping's news that the carrier collected a shipment, now."""
+    return ShipmentDispatched(
+        shipment_id=shipment_id,
+        order_id=order_id,
+        user_id=user_id,
+        carrier=carrier,
+        service_level=service_level,
+        tracking_number=tracking_number,
+        dispatched_at=datetime.now(UTC),
+    )
+
+
 def _nothing() -> None:
     """No sender to wake: the bench's senders run when the test says."""
 
@@ -177,6 +200,25 @@ class Bench:
     async def cancel(self, order_id: str, user: User, reason: str = "out_of_stock") -> Delivery:
         event = OrderCancelled(order_id=order_id, user_id=user.id, reason=reason)
         return await self.bus.publish(event, aggregate=order_id)
+
+    async def dispatch(
+        self,
+        shipment_id: str,
+        order_id: str,
+        user: User,
+        carrier: str = "dhl",
+        service_level: str = "standard",
+        tracking_number: str = "DH0123456789ABCDEF",
+    ) -> Delivery:
+        event = dispatched(
+            shipment_id,
+            order_id,
+            user.id,
+            carrier=carrier,
+            service_level=service_level,
+            tracking_number=tracking_number,
+        )
+        return await self.bus.publish(event, aggregate=shipment_id)
 
     async def mailbox(self, user: User | None = None) -> list[Message]:
         """A user's messages (everyone's without one), newest first."""

@@ -3,12 +3,14 @@ an admin reads everyone's, completely, page after page."""
 
 from __future__ import annotations
 
+import uuid
+
 from agora_tools.testing import User, an_order, every_page
 from notifications.settings import NotificationsSettings
 
 from .conftest import SERVICE, Bench, a_user, act
 
-FIELDS = {"id", "kind", "order_id", "subject", "body", "created_at"}
+FIELDS = {"id", "kind", "order_id", "shipment_id", "subject", "body", "created_at"}
 
 
 def registered(url: str, count: int) -> list[User]:
@@ -54,6 +56,32 @@ def test_a_user_reads_their_messages_newest_first(
     assert "EUR 123.45" in confirmed["body"]
     assert welcome["subject"] == "Welcome to Agora"
     assert cancelled["created_at"] >= confirmed["created_at"] >= welcome["created_at"]
+
+
+def test_a_message_says_which_shipment_it_is_about_to_its_user_and_to_an_admin(
+    migrated: str, settings: NotificationsSettings, admin: User
+) -> None:
+    ada, order_id, shipment_id = a_user(), an_order(), str(uuid.uuid4())
+
+    async def events(bench: Bench) -> None:
+        await bench.confirm(order_id, ada)
+        await bench.dispatch(shipment_id, order_id, ada, tracking_number="DH0123456789ABCDEF")
+
+    act(migrated, events)
+
+    with SERVICE.serving(settings) as client:
+        own = client.get("/notifications", headers=ada.headers).json()["items"]
+        everyone = client.get("/notifications/all", headers=admin.headers).json()["items"]
+
+    for items in (own, everyone):
+        assert [(i["kind"], i["order_id"], i["shipment_id"]) for i in items] == [
+            ("shipment_dispatched", order_id, shipment_id),
+            ("order_confirmed", order_id, None),
+        ]
+    on_its_way = own[0]
+    assert on_its_way["subject"] == f"Your order {order_id} is on its way"
+    assert "tracking number DH0123456789ABCDEF" in on_its_way["body"]
+    assert everyone[0]["user_id"] == ada.id
 
 
 def test_two_users_never_see_each_others_messages(

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import String
 
 from agora import cursor as paging
 from agora.cursor import InvalidCursor
 from notifications import domain
+from notifications.adapters import messages as table
 from notifications.application import CURSORS
 from notifications.domain import (
     PAGE_MAX,
@@ -89,6 +91,96 @@ def test_a_welcome_is_about_the_user_and_an_order_message_about_the_order() -> N
     assert confirmed.facts == {"order_id": "o-1", "total": "EUR 42.50"}
     assert cancelled.facts == {"order_id": "o-1", "reason": REASONS["out_of_stock"]}
     assert welcome.facts == {"email": "ada@example.org"}
+
+
+def test_a_dispatched_shipment_is_about_the_shipment_and_names_its_order() -> None:
+    note = domain.shipment_dispatched("s-1", "o-1", "u-1", "dhl", "standard", "DH0123456789ABCDEF")
+
+    assert (note.kind, note.user_id, note.order_id) == (Kind.SHIPMENT_DISPATCHED, "u-1", "o-1")
+    assert (note.shipment_id, note.topic) == ("s-1", "shipment:s-1")
+    assert note.facts == {
+        "order_id": "o-1",
+        "carrier": "dhl",
+        "service_level": "standard",
+        "tracking_number": "DH0123456789ABCDEF",
+    }
+
+
+def test_an_order_and_its_shipment_are_two_topics_so_two_messages() -> None:
+    confirmed = domain.order_confirmed("o-1", "u-1", 4250, "EUR")
+    cancelled = domain.order_cancelled("o-1", "u-1", "out_of_stock")
+    dispatched = domain.shipment_dispatched("s-1", "o-1", "u-1", "dhl", "standard", "DH1")
+    again = domain.shipment_dispatched("s-1", "o-1", "u-1", "dhl", "standard", "DH1")
+    other = domain.shipment_dispatched("s-2", "o-1", "u-1", "dhl", "standard", "DH2")
+
+    assert dispatched.topic not in {confirmed.topic, cancelled.topic}
+    assert again.topic == dispatched.topic
+    assert other.topic != dispatched.topic
+    # Only a shipment's message names a shipment.
+    assert confirmed.shipment_id is None
+    assert cancelled.shipment_id is None
+    assert domain.welcome("u-1", "ada@example.org").shipment_id is None
+
+
+def test_the_longest_topic_and_kind_fit_their_columns() -> None:
+    longest = domain.shipment_dispatched("s" * domain.SHIPMENT_ID_MAX, "o-1", "u-1", "d", "s", "t")
+    order = domain.order_confirmed("o" * domain.ORDER_ID_MAX, "u-1", 1, "EUR")
+
+    assert max(len(longest.topic), len(order.topic)) <= _length("topic")
+    assert max(len(kind.value) for kind in Kind) <= _length("kind")
+
+
+def _length(column: str) -> int:
+    kind = table.c[column].type
+    assert isinstance(kind, String)
+    assert kind.length is not None
+    return kind.length
+
+
+def test_a_shipment_message_keeps_its_shipment() -> None:
+    note = domain.shipment_dispatched("s-1", "o-1", "u-1", "dhl", "standard", "DH1")
+
+    message = Message.write("m-1", note, Letter("Subject", "Body\n"), NOW)
+
+    assert (message.kind, message.topic) == (Kind.SHIPMENT_DISPATCHED, "shipment:s-1")
+    assert (message.order_id, message.shipment_id) == ("o-1", "s-1")
+
+
+def _dispatched(**change: str) -> object:
+    values = {
+        "shipment_id": "s-1",
+        "order_id": "o-1",
+        "user_id": "u-1",
+        "carrier": "dhl",
+        "service_level": "standard",
+        "tracking_number": "DH1",
+    }
+    return domain.shipment_dispatched(**(values | change))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"shipment_id": ""},
+        {"shipment_id": "s" * 101},
+        {"shipment_id": "s-1\n"},
+        {"order_id": ""},
+        {"order_id": "o\x00"},
+        {"user_id": ""},
+        {"user_id": "u" * 101},
+        {"carrier": ""},
+        {"carrier": "   "},
+        {"service_level": "standard\r\nBcc: eve@example.org"},
+        {"tracking_number": ""},
+        {"tracking_number": "T" * 101},
+    ],
+    ids=repr,
+)
+def test_a_dispatched_shipment_that_names_no_shipment_order_or_user_is_refused(
+    change: dict[str, str],
+) -> None:
+    with pytest.raises(InvalidEvent):
+        _dispatched(**change)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """What notifications listens to, as the broker sees it: one durable consumer per subscription,
-on identity's and orders' event subjects."""
+on identity's, orders' and shipping's event subjects."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ def _nothing() -> None:
     """No sender to wake."""
 
 
-def test_notifications_consumes_new_users_and_ended_orders() -> None:
+def test_notifications_consumes_new_users_ended_orders_and_dispatched_shipments() -> None:
     found = subscriptions(Parts(SqlMessages(), JinjaTemplates(), _nothing))
 
     assert {s.durable: s.subject for s in found} == {
         "welcome_user": "agora.identity.events.UserRegistered.v1",
         "tell_order_confirmed": "agora.orders.events.OrderConfirmed.v1",
         "tell_order_cancelled": "agora.orders.events.OrderCancelled.v1",
+        "tell_shipment_dispatched": "agora.shipping.events.ShipmentDispatched.v1",
     }

@@ -68,9 +68,32 @@ def test_a_cancellation_gives_its_reason_in_plain_words(reason: str, words: str)
     assert f"We are sorry: order order-7 was cancelled {words}\n" in letter.body
 
 
+def test_a_dispatched_shipment_says_the_order_is_on_its_way_and_how_to_follow_it() -> None:
+    note = domain.shipment_dispatched(
+        "ship-3", "order-7", "u-1", "royal-mail", "tracked-48", "RM0123456789ABCDEF"
+    )
+
+    letter = TEMPLATES.render(note.kind, note.facts)
+
+    assert letter.subject == "Your order order-7 is on its way"
+    assert letter.body.startswith("Hello,\n\nGood news: order order-7 is on its way.")
+    assert "The carrier royal-mail\ncollected it" in letter.body
+    assert "by its tracked-48 service." in letter.body
+    assert "tracking number RM0123456789ABCDEF\n" in letter.body
+    assert letter.body.endswith("The Agora team\n")
+
+
 @pytest.mark.parametrize("kind", list(Kind))
 def test_no_placeholder_is_left_in_a_message(kind: Kind) -> None:
-    facts = {"email": "ada@example.org", "order_id": "order-7", "total": "EUR 1.00", "reason": "x"}
+    facts = {
+        "email": "ada@example.org",
+        "order_id": "order-7",
+        "total": "EUR 1.00",
+        "reason": "x",
+        "carrier": "dhl",
+        "service_level": "standard",
+        "tracking_number": "DH1",
+    }
 
     letter = TEMPLATES.render(kind, facts)
 
@@ -78,7 +101,9 @@ def test_no_placeholder_is_left_in_a_message(kind: Kind) -> None:
     assert "\n" not in letter.subject
 
 
-@pytest.mark.parametrize("kind", [Kind.ORDER_CONFIRMED, Kind.ORDER_CANCELLED])
+@pytest.mark.parametrize(
+    "kind", [Kind.ORDER_CONFIRMED, Kind.ORDER_CANCELLED, Kind.SHIPMENT_DISPATCHED]
+)
 def test_a_fact_missing_from_a_message_is_an_error_not_a_gap(kind: Kind) -> None:
     with pytest.raises(UndefinedError):
         TEMPLATES.render(kind, {"order_id": "order-7"})
