@@ -255,4 +255,7 @@ def test_a_checkouts_trace_in_the_console_shows_statements_in_every_service_it_t
         or span["name"].endswith("…")
         for span in statements
     )
-    assert shopper.email not in repr(statements)
+    shown = repr(statements)
+    assert shopper.email not in shown
+    assert APPROVED not in shown
+    assert APPROVED.replace(" ", "") not in shown
