@@ -944,6 +944,24 @@ def test_verify_runs_the_checks_as_the_admin_and_shows_each_violation(system: Sy
     assert asked == [(str(client.base_url).rstrip("/"), token)]
 
 
+def test_verify_shows_what_it_did_not_judge_and_why(system: System) -> None:
+    async def checks(url: str, token: str) -> Report:
+        note = "shipping is not part of this system: its checks were skipped"
+        return Report((), (), {"orders": 2}, awaiting_shipment=("o-2",), notes=(note,))
+
+    system.provided.append(verify.Checks(checks))
+    client = system.admin()
+
+    reply = client.post("/console/verify", data={"csrf_token": csrf(client.get("/console"))})
+
+    assert reply.status_code == 200
+    (result,) = Elements(reply.text).having(data_testid="verify-result")
+    assert result["data-ok"] == "true"
+    assert len(Elements(reply.text).having(data_testid="verify-note")) == 1
+    assert "its checks were skipped" in unescape(reply.text)
+    assert "1 confirmed order still within their grace for a shipment" in unescape(reply.text)
+
+
 def test_verify_says_when_the_system_could_not_be_read(system: System) -> None:
     async def unreadable(url: str, token: str) -> Report:
         raise ReadFailed("GET /api/orders answered 503")

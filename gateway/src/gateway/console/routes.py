@@ -214,6 +214,8 @@ def _report_view(report: Report) -> Mapping[str, Any]:
             {"check": v.check, "subject": v.subject, "detail": v.detail} for v in report.violations
         ],
         "in_progress": len(report.in_progress),
+        "awaiting_shipment": len(report.awaiting_shipment),
+        "notes": report.notes,
         "counts": report.counts,
     }
 
