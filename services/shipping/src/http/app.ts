@@ -1,6 +1,8 @@
 // The HTTP side: shipments for their owners (and admins), the probes, /metrics and the console's
 // /internal routes. Thin routes: parse, call a handler, answer; errors as problem details.
 import { randomUUID } from "node:crypto";
+import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
 import swagger from "@fastify/swagger";
 import {
   context as otelContext,
@@ -166,6 +168,28 @@ const LOCATIONS: Record<string, string> = {
   headers: "header",
 };
 
+// What Node's HTTP parser refuses before Fastify sees a request (a request line and headers over
+// its 16 KiB, a malformed request, one too slow to arrive) is answered as a problem, as every
+// other refusal is.
+const UNREAD: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request header fields too large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request timeout"],
+};
+
+function refuseUnread(error: Error & { code?: string }, socket: Socket): void {
+  // A connection reset: nobody is there to answer.
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, title] = UNREAD[error.code ?? ""] ?? [400, "Bad request"];
+  if (socket.writable) {
+    const body = JSON.stringify(problemBody(status, title, { detail: "the request was not read" }));
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Content-Type: ${PROBLEM_JSON}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(error);
+}
+
 export async function buildApp(
   parts: AppParts,
 ): Promise<{ app: FastifyInstance; stopping: () => void }> {
@@ -181,6 +205,7 @@ export async function buildApp(
       customOptions: { allErrors: true, coerceTypes: true, removeAdditional: false },
       plugins: [addFormats as never],
     },
+    clientErrorHandler: refuseUnread,
   });
   const tracer = trace.getTracer("agora.http");
   parts.metrics.serviceInfo.labels(parts.service, parts.version, String(parts.replica)).set(1);
@@ -246,7 +271,32 @@ export async function buildApp(
     }
   });
 
+  // No route takes this method at this path: a 405 naming the methods the path takes, when the
+  // document names the path; otherwise a 404.
+  const unrouted = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const path = request.url.split("?")[0] ?? "";
+    const allowed = [
+      ...new Set(ROUTES.filter(([pattern]) => pattern.test(path)).map(([, m]) => m)),
+    ];
+    if (allowed.length > 0) {
+      return sendProblem(
+        request,
+        reply,
+        405,
+        "Method not allowed",
+        { detail: `${request.method} is not allowed at ${path}` },
+        { Allow: allowed.join(", ") },
+      );
+    }
+    return sendProblem(request, reply, 404, "Not found", {
+      detail: `nothing at ${request.method} ${path}`,
+    });
+  };
+
   app.setErrorHandler((error: FastifyError, request, reply) => {
+    // Fastify reads the body of a method that has one (QUERY, a POST) before it finds that no
+    // route takes it: what it makes of the body matters less than that nothing is here to ask.
+    if (request.is404) return unrouted(request, reply);
     if (error.validation) {
       const where =
         LOCATIONS[error.validationContext ?? ""] ?? error.validationContext ?? "request";
@@ -298,26 +348,7 @@ export async function buildApp(
       type: "/problems/internal",
     });
   });
-  app.setNotFoundHandler((request, reply) => {
-    const path = request.url.split("?")[0] ?? "";
-    // A path the document names, asked with another method: 405, naming the methods it takes.
-    const allowed = [
-      ...new Set(ROUTES.filter(([pattern]) => pattern.test(path)).map(([, m]) => m)),
-    ];
-    if (allowed.length > 0) {
-      return sendProblem(
-        request,
-        reply,
-        405,
-        "Method not allowed",
-        { detail: `${request.method} is not allowed at ${path}` },
-        { Allow: allowed.join(", ") },
-      );
-    }
-    return sendProblem(request, reply, 404, "Not found", {
-      detail: `nothing at ${request.method} ${path}`,
-    });
-  });
+  app.setNotFoundHandler(unrouted);
 
   const callers = parts.callers ?? new ServiceCredentials({});
   // A user's valid token, or a known service's own credential (agora.deps.user_or_service): a
@@ -365,7 +396,7 @@ export async function buildApp(
             },
             required: ["items", "next_cursor"],
           },
-          ...problems(400, 401, 422),
+          ...problems(400, 401, 422, 431),
         },
       },
     },
@@ -396,7 +427,7 @@ export async function buildApp(
           properties: { id: { type: "string", maxLength: 64 } },
           required: ["id"],
         },
-        response: { 200: shipmentSchema, ...problems(401, 404, 422) },
+        response: { 200: shipmentSchema, ...problems(401, 404, 422, 431) },
       },
     },
     async (request) => {
