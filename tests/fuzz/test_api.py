@@ -9,11 +9,15 @@ stateful), configured by ``schemathesis.toml`` beside this file: that file also 
 operation, the refusals a well-formed request may meet by a rule no schema can state (a duplicate
 email, a cursor the service never handed out, an unknown sku).
 
-Each service runs in-process on a SQLite database of its own. Requests carry an admin's access
-token, signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``), so that the
-generated input gets past authentication and reaches the handlers; identity signs its own, so its
-admin logs in first. Orders reaches the catalog, payments and cart through ports, and cart the
-catalog; they get small fakes, so no other service is needed.
+Each Python service runs in-process on a SQLite database of its own. Requests carry an admin's
+access token, signed here the way identity signs them (EdDSA, ``typ: at+jwt``, a ``kid``), so
+that the generated input gets past authentication and reaches the handlers; identity signs its
+own, so its admin logs in first. Orders reaches the catalog, payments and cart through ports, and
+cart the catalog; they get small fakes, so no other service is needed.
+
+Shipping, TypeScript, runs as the process ``agora up`` runs (conftest.py), its shipments made from
+confirmations on a broker of its own, for two shoppers: besides an admin's run, one shopper's
+token is fuzzed over the other's shipment and order ids, and no answer may tell what was not asked.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
@@ -51,6 +56,7 @@ from orders.domain import Card, InvalidCard, Priced, Requested
 from orders.settings import OrdersSettings
 from payments.bootstrap import create_app as create_payments
 from payments.settings import PaymentsSettings
+from tests.fuzz.conftest import Shipping
 
 KEY = SigningKey("fuzz-key-1")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -203,8 +209,12 @@ def refusals_are_problem_details(
     return None
 
 
-def failures(schema: schemathesis.BaseSchema) -> list[str]:
-    """Run every phase over the document, as the command line does; say what failed."""
+def failures(
+    schema: schemathesis.BaseSchema,
+    answers: list[tuple[str, schemathesis.Response]] | None = None,
+) -> list[str]:
+    """Run every phase over the document, as the command line does; say what failed. Every
+    request (its method and URL) and its answer go into ``answers`` when given."""
     found: list[str] = []
     for event in from_schema(schema).execute():
         if isinstance(event, events.FatalError):
@@ -213,6 +223,12 @@ def failures(schema: schemathesis.BaseSchema) -> list[str]:
             found.append(f"{event.label}: {event.info.format()}")
         if isinstance(event, events.ScenarioFinished):
             recorder = event.recorder
+            if answers is not None:
+                answers.extend(
+                    (f"{i.request.method} {i.request.uri}", i.response)
+                    for i in recorder.interactions.values()
+                    if i.response is not None
+                )
             for case_id, checks in recorder.checks.items():
                 interaction = recorder.interactions.get(case_id)
                 answer = interaction.response if interaction is not None else None
@@ -417,3 +433,86 @@ def test_the_order_status_stream_is_documented_event_by_event(tmp_path: Path) ->
     )
     assert event["properties"]["data"]["contentMediaType"] == "application/json"
     assert event["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/OrderOut"}
+
+
+# --- shipping: TypeScript, run as its own process (conftest.py) --------------------------------
+
+
+def shipping_run(
+    shipping: Shipping, headers: dict[str, str], document: dict[str, Any]
+) -> tuple[list[str], list[tuple[str, schemathesis.Response]]]:
+    """Every phase over shipping's document, with ``headers``: what failed, and every answer
+    (the request's method and URL, and the response)."""
+    config = schemathesis.Config.from_path(CONFIG)
+    config.projects.override.update(base_url=shipping.url, headers=headers)
+    schema = schemathesis.openapi.from_dict(document, config=config)
+    answers: list[tuple[str, schemathesis.Response]] = []
+    found = failures(schema, answers)
+    return found, answers
+
+
+def shipping_document(shipping: Shipping) -> dict[str, Any]:
+    answer = httpx.get(f"{shipping.url}/openapi.json")
+    assert answer.status_code == 200, answer.text
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def test_every_request_generated_for_shipping_gets_the_answer_its_document_describes(
+    shipping: Shipping,
+) -> None:
+    found, answers = shipping_run(shipping, shipping.admin, shipping_document(shipping))
+
+    assert not found, f"{len(found)} failures:\n\n" + "\n\n".join(found)
+    listed = [a for r, a in answers if r.startswith(f"GET {shipping.url}/shipments?")]
+    assert any(answer.status_code == 200 and answer.json()["items"] for answer in listed)
+
+
+def test_one_shopper_never_reads_anothers_shipment(shipping: Shipping) -> None:
+    [adas, *_], [bobs] = shipping.shipments["ada"], shipping.shipments["bob"]
+    with httpx.Client(base_url=shipping.url) as client:
+        as_bob = client.get(f"/shipments/{adas['id']}", headers=shipping.bob)
+        bobs_listing = client.get("/shipments", headers=shipping.bob)
+        one_order = client.get(
+            "/shipments", params={"order_id": adas["order_id"]}, headers=shipping.bob
+        )
+        as_ada = client.get(f"/shipments/{adas['id']}", headers=shipping.ada)
+
+    assert (as_bob.status_code, as_bob.headers["content-type"]) == (404, PROBLEM)
+    assert as_bob.json()["status"] == 404
+    assert [s["id"] for s in bobs_listing.json()["items"]] == [bobs["id"]]
+    assert one_order.json() == {"items": [], "next_cursor": None}
+    assert as_ada.json() == adas
+
+
+def test_fuzzed_with_one_shoppers_token_no_answer_holds_anothers_shipment(
+    shipping: Shipping,
+) -> None:
+    # The generated requests name Ada's shipments and orders besides made-up ones: the document
+    # given to schemathesis holds them as examples, so that every phase asks for them.
+    adas = shipping.shipments["ada"]
+    document = shipping_document(shipping)
+    examples = {
+        "id": [s["id"] for s in adas] + [shipping.shipments["bob"][0]["id"]],
+        "order_id": [s["order_id"] for s in adas],
+    }
+    for operation in document["paths"].values():
+        for parameter in operation["get"]["parameters"]:
+            if parameter["name"] in examples:
+                parameter["examples"] = {
+                    f"e{i}": {"value": value} for i, value in enumerate(examples[parameter["name"]])
+                }
+
+    found, answers = shipping_run(shipping, shipping.bob, document)
+
+    secrets = {s["id"] for s in adas} | {s["tracking_number"] for s in adas}
+    # (A refusal names the path it was asked: an id sent is not an id told.)
+    leaks = [
+        f"{request} -> {answer.status_code} {answer.text[:400]}"
+        for request, answer in answers
+        if any(s in answer.text and s not in request for s in secrets)
+    ]
+    asked = [request for request, _ in answers if any(s["id"] in request for s in adas)]
+    assert not found, f"{len(found)} failures:\n\n" + "\n\n".join(found)
+    assert not leaks, leaks
+    assert asked, "no generated request named Ada's shipment"

@@ -3,8 +3,9 @@ random JSON in base64, keys of the right shape with integers no 64-bit column ho
 without a time zone, nested objects. Each is refused with a 400 problem, or served (200); none
 gets a server error (ADR 0023).
 
-Each service runs in-process on a SQLite database of its own, as in test_api.py; requests carry
-an admin's token, so that the cursor reaches the code that reads it.
+Each service runs in-process on a SQLite database of its own, as in test_api.py, but shipping, a
+TypeScript service, which runs as its own process (conftest.py); requests carry an admin's token,
+so that the cursor reaches the code that reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -34,6 +36,7 @@ from orders.bootstrap import create_app as create_orders
 from orders.settings import OrdersSettings
 from payments.bootstrap import create_app as create_payments
 from payments.settings import PaymentsSettings
+from tests.fuzz.conftest import Shipping
 
 KEY = SigningKey("fuzz-cursor-key")
 ADMIN_EMAIL = "admin@example.com"
@@ -214,3 +217,69 @@ def test_a_cursor_holding_an_integer_beyond_64_bits_is_a_400(
     ]
 
     assert [answer.status_code for answer in answers] == [400] * len(made_up)
+
+
+# --- shipping: TypeScript, run as its own process (conftest.py) --------------------------------
+# Its cursor is a moment and a shipment's id: [created_at, id].
+
+
+@pytest.fixture(scope="module")
+def shipping_client(shipping: Shipping) -> Iterator[httpx.Client]:
+    """An admin's client of shipping: one connection for every example."""
+    with httpx.Client(base_url=shipping.url, headers=shipping.admin) as client:
+        yield client
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_a_crafted_shipping_cursor_is_refused_or_served_never_a_server_error(
+    shipping_client: httpx.Client, data: st.DataObject
+) -> None:
+    cursor = data.draw(cursors(None), label="cursor")
+
+    answer = shipping_client.get("/shipments", params={"cursor": cursor})
+
+    assert answer.status_code in (200, 400), (answer.status_code, cursor, answer.text)
+    if answer.status_code != 200:
+        assert answer.headers["content-type"] == PROBLEM
+        assert answer.json()["status"] == answer.status_code
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["2026-01-01T00:00:00+00:00", 2**63],
+        ["2026-01-01T00:00:00", "0a0a0a0a-0000-4000-8000-00000000000a"],
+        ["2026-02-30T00:00:00Z", "0a0a0a0a-0000-4000-8000-00000000000a"],
+        ["+275760-09-13T00:00:00Z", "0a0a0a0a-0000-4000-8000-00000000000a"],
+        ["2026-01-01T00:00:00Z", "not-an-id"],
+        ["2026-01-01T00:00:00Z"],
+        {"created_at": "2026-01-01T00:00:00Z"},
+    ],
+)
+def test_a_shipping_cursor_it_did_not_hand_out_is_a_400_problem(
+    shipping: Shipping, value: object
+) -> None:
+    with httpx.Client(base_url=shipping.url, headers=shipping.admin) as client:
+        answers = [
+            client.get("/shipments", params={"cursor": cursor})
+            for cursor in (token(value), "not a cursor", "bm90LWEtY3Vyc29y")
+        ]
+
+    assert [a.status_code for a in answers] == [400] * 3, [a.text for a in answers]
+    assert {a.headers["content-type"] for a in answers} == {PROBLEM}
+
+
+def test_the_cursor_shipping_hands_out_brings_the_next_page(shipping: Shipping) -> None:
+    with httpx.Client(base_url=shipping.url, headers=shipping.admin) as client:
+        first = client.get("/shipments", params={"limit": 1}).json()
+        second = client.get("/shipments", params={"limit": 1, "cursor": first["next_cursor"]})
+
+    assert second.status_code == 200, second.text
+    assert second.json()["items"][0]["id"] != first["items"][0]["id"]
