@@ -4,13 +4,19 @@ acknowledged it.
 * It wakes at once when a commit wrote events (the unit of work calls :meth:`Relay.wake`), and
   otherwise looks every ``idle_poll`` seconds, for rows another replica's commit wrote or a wake
   that came while it was busy.
-* Rows are claimed by ``status = 'pending'`` in ``seq`` order, never by a high-water mark. Each
-  aggregate's rows go out one after another, each awaiting its ack before the next (so per
-  aggregate the order holds even when a publish fails half-way); different aggregates go out
-  concurrently.
+* Rows are claimed by ``status = 'pending'`` in ``seq`` order, never by a high-water mark. A
+  batch goes out in waves (ADR 51): the first row of every aggregate in it, sent together without
+  awaiting each publish in turn, then, once those acks are back, each aggregate's second row, and
+  so on. An aggregate whose row was refused or not acknowledged sends nothing more in this batch,
+  so per aggregate the order holds even when a publish fails half-way; the acknowledged rows are
+  marked sent in one update.
 * Every publish carries ``Nats-Msg-Id`` = the event id: a row published twice (a relay that died
   between the ack and the mark, or two replicas' relays taking the same row) is dropped by the
   stream's de-duplication window.
+* A batch is one span. A row recorded in a trace still gets its own producer span in that trace,
+  and its message carries that span's context, so the consumer's span continues the trace that
+  recorded the event; the batch's span links to each such trace. A row recorded outside any
+  trace gets no span of its own: its message carries the batch's context.
 * While the broker is away it backs off (up to ``backoff_max``) and tries again for as long as it
   takes: an event is never given up on.
 * Each look at the outbox sets two gauges from the rows it read (no query of their own, but a
@@ -24,16 +30,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
 
 import structlog
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import NoStreamResponseError
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 from prometheus_client import Counter, Gauge
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
@@ -205,25 +215,7 @@ class Relay:
         if not rows:
             return 0
         js = self.broker.js  # raises BrokerUnavailable while disconnected
-        acked: list[int] = []
-        errors: list[BaseException] = []
-
-        async def chain(group: list[Pending]) -> None:
-            for row in group:
-                try:
-                    await self._publish(js, row)
-                except Exception as error:
-                    errors.append(error)
-                    return  # later rows of this aggregate wait for this one
-                acked.append(row.seq)
-
-        groups = [
-            list(g)
-            for _, g in groupby(
-                sorted(rows, key=lambda r: (r.aggregate, r.seq)), key=lambda r: r.aggregate
-            )
-        ]
-        await asyncio.gather(*(chain(group) for group in groups))
+        acked, errors = await self._publish_batch(js, rows)
         if acked:
             if self.after_publish is not None:
                 await self.after_publish(acked)
@@ -234,33 +226,178 @@ class Relay:
             log.warning("some events not published yet", failed=len(errors), published=len(acked))
         return len(rows)
 
-    async def _publish(self, js: JetStreamContext, row: Pending) -> None:
-        parent = propagate.extract({"traceparent": row.traceparent} if row.traceparent else {})
-        with tracer.start_as_current_span(
-            f"{row.subject} publish", context=parent, kind=SpanKind.PRODUCER
-        ) as span:
-            span.set_attribute(SERVICE, self.service)
-            span.set_attribute("messaging.system", "nats")
-            span.set_attribute("messaging.destination.name", row.subject)
-            span.set_attribute("messaging.message.id", row.id)
-            span.set_attribute("agora.event_type", row.type)
-            if row.aggregate:
-                # The envelope's subject: the aggregate it is about (an order id finds its
-                # checkout).
-                span.set_attribute("agora.subject", row.aggregate)
-            headers = {"Nats-Msg-Id": row.id}
-            propagate.inject(headers)
-            try:
-                ack = await js.publish(
-                    row.subject, row.payload, timeout=self.publish_timeout, headers=headers
-                )
-            except NoStreamResponseError:
-                # No stream takes the subject yet: a command to a service that has never run.
-                # Make its stream, as a consumer of it would, and the command waits there.
-                await self.broker.find_stream(row.subject.split(".")[1])
-                ack = await js.publish(
-                    row.subject, row.payload, timeout=self.publish_timeout, headers=headers
-                )
-            outcome = "duplicate" if ack.duplicate else "published"
-            span.set_attribute("agora.outcome", outcome)
-        PUBLISHED.labels(self.service, outcome).inc()
+    async def _publish_batch(
+        self, js: JetStreamContext, rows: list[Pending]
+    ) -> tuple[list[int], list[BaseException]]:
+        """Publish ``rows`` in waves, one row of each aggregate a wave; the rows acknowledged
+        (wave by wave) and the errors of those that were not."""
+        queues: dict[str, deque[Pending]] = {}
+        for row in rows:  # in seq order, so each queue is its aggregate's order
+            queues.setdefault(row.aggregate, deque()).append(row)
+        parents = {row.seq: _parent(row.traceparent) for row in rows if row.traceparent}
+        batch = tracer.start_span(
+            "outbox publish",
+            context=Context(),  # a trace of its own: each row's trace is its recording's
+            kind=SpanKind.PRODUCER,
+            attributes={
+                SERVICE: self.service,
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.batch.message_count": len(rows),
+            },
+            links=[Link(_span_context(parent)) for parent in parents.values()],
+        )
+        # A row recorded outside any trace continues the batch's.
+        untraced: dict[str, str] = {}
+        _TRACE_CONTEXT.inject(untraced, context=trace.set_span_in_context(batch))
+        acked: list[int] = []
+        errors: list[BaseException] = []
+        outcomes: dict[str, int] = {}
+        wave = [self._outgoing(queue.popleft(), parents, untraced) for queue in queues.values()]
+        try:
+            while wave:
+                await self._send(js, wave)
+                following: list[_Outgoing] = []
+                missing: dict[str, list[_Outgoing]] = {}
+                for out in wave:
+                    error = out.error()
+                    if error is None:
+                        outcome = out.acknowledged()
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                        acked.append(out.row.seq)
+                        queue = queues[out.row.aggregate]
+                        if queue:  # the aggregate's next row, now that this one is in
+                            following.append(self._outgoing(queue.popleft(), parents, untraced))
+                    elif isinstance(error, NoStreamResponseError) and not out.retried:
+                        # No stream takes the subject yet: a command to a service that has
+                        # never run. Make its stream, as a consumer of it would, and send the
+                        # row again: the command waits there.
+                        out.retried = True
+                        missing.setdefault(out.row.subject.split(".")[1], []).append(out)
+                    else:  # this aggregate's later rows wait for this one
+                        out.failed(error)
+                        errors.append(error)
+                wave = following
+                for service, outs in missing.items():
+                    try:
+                        await self.broker.find_stream(service)
+                    except Exception as error:
+                        for out in outs:
+                            out.failed(error)
+                            errors.append(error)
+                    else:
+                        wave.extend(outs)
+        finally:
+            for out in wave:
+                out.abandon()
+            for outcome, count in outcomes.items():
+                PUBLISHED.labels(self.service, outcome).inc(count)
+            batch.set_attribute("agora.published", len(acked))
+            if errors:
+                batch.set_attribute("agora.failed", len(errors))
+                batch.set_status(Status(StatusCode.ERROR, type(errors[0]).__name__))
+            batch.end()
+        return acked, errors
+
+    def _outgoing(
+        self, row: Pending, parents: dict[int, Context], untraced: dict[str, str]
+    ) -> _Outgoing:
+        parent = parents.get(row.seq)
+        if parent is None:
+            return _Outgoing(row, None, {"Nats-Msg-Id": row.id, **untraced})
+        attributes: dict[str, AttributeValue] = {
+            SERVICE: self.service,
+            "messaging.system": "nats",
+            "messaging.destination.name": row.subject,
+            "messaging.message.id": row.id,
+            "agora.event_type": row.type,
+        }
+        if row.aggregate:
+            # The envelope's subject: the aggregate it is about (an order id finds its checkout).
+            attributes["agora.subject"] = row.aggregate
+        span = tracer.start_span(
+            f"{row.subject} publish", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        headers = {"Nats-Msg-Id": row.id}
+        _TRACE_CONTEXT.inject(headers, context=trace.set_span_in_context(span))
+        return _Outgoing(row, span, headers)
+
+    async def _send(self, js: JetStreamContext, wave: list[_Outgoing]) -> None:
+        """Send every row of ``wave`` without awaiting each ack in turn, then wait for the acks,
+        at most ``publish_timeout`` for each slice of them."""
+        for start in range(0, len(wave), IN_FLIGHT):
+            waiting: list[asyncio.Future[PubAck]] = []
+            for out in wave[start : start + IN_FLIGHT]:
+                try:
+                    out.ack = await js.publish_async(
+                        out.row.subject, out.row.payload, headers=out.headers
+                    )
+                except Exception as error:  # the connection went away under the send
+                    out.refused = error
+                else:
+                    waiting.append(out.ack)
+            if waiting:
+                # A refusal counts as no answer too: nats-py leaves the future of an asynchronous
+                # publish the broker refused unresolved (nats.py #985).
+                _, late = await asyncio.wait(waiting, timeout=self.publish_timeout)
+                for future in late:
+                    future.cancel()  # its row counts as not acknowledged; nats-py forgets it
+
+
+# nats-py's JetStream context allows 4,000 asynchronous publishes awaiting their acks, and makes
+# the next one wait for room without a bound: a wave never has more than this in flight.
+IN_FLIGHT = 1000
+# The outbox keeps a row's W3C traceparent, nothing else of its context.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+
+def _parent(traceparent: str) -> Context:
+    return _TRACE_CONTEXT.extract({"traceparent": traceparent})
+
+
+def _span_context(context: Context) -> SpanContext:
+    return trace.get_current_span(context).get_span_context()
+
+
+class _Outgoing:
+    """One row on its way: its headers, its span when it was recorded in a trace, and what the
+    broker answered."""
+
+    __slots__ = ("ack", "headers", "refused", "retried", "row", "span")
+
+    def __init__(self, row: Pending, span: Span | None, headers: dict[str, str]) -> None:
+        self.row = row
+        self.span = span
+        self.headers = headers
+        self.ack: asyncio.Future[PubAck] | None = None
+        self.refused: BaseException | None = None
+        self.retried = False
+
+    def error(self) -> BaseException | None:
+        """Why the row is not in the stream, or None when the broker acknowledged it."""
+        if self.refused is not None:
+            return self.refused
+        if self.ack is None or self.ack.cancelled():
+            return TimeoutError("no acknowledgement from the broker in time")
+        return self.ack.exception()
+
+    def acknowledged(self) -> str:
+        assert self.ack is not None
+        outcome = "duplicate" if self.ack.result().duplicate else "published"
+        if self.span is not None:
+            self.span.set_attribute("agora.outcome", outcome)
+            self.span.end()
+        return outcome
+
+    def failed(self, error: BaseException) -> None:
+        if self.span is not None:
+            self.span.record_exception(error)
+            self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            self.span.end()
+
+    def abandon(self) -> None:
+        """The round ended (cancelled) before this row's answer was read."""
+        if self.ack is not None and not self.ack.done():
+            self.ack.cancel()
+        if self.span is not None and self.span.is_recording():
+            self.span.end()
