@@ -1,9 +1,10 @@
 """`agora up` and its parts: ports, restart backoff, --scale, the broker's command line, and a
 tiny system run for real.
 
-The tiny system (tests/tinyshop) has two services, `alpha` and `beta` (beta depends on alpha),
-and a gateway; it is selected with AGORA_TOPOLOGY, as a deployment would. `agora up` runs a
-nats-server of its own for it, on a port of its own (the shared one on 4222 is never used).
+The tiny system (tests/tinyshop) has two services, `alpha` and `beta` (beta depends on alpha, and
+calls it at `/peer/alpha`, but starts whether it is up or not), and a gateway; it is selected
+with AGORA_TOPOLOGY, as a deployment would. `agora up` runs a nats-server of its own for it, on a
+port of its own (the shared one on 4222 is never used).
 """
 
 from __future__ import annotations
@@ -514,6 +515,36 @@ def test_up_starts_every_process_healthy_with_migrations_run_once(
     assert len((data / "alpha.migrations").read_text().split()) == 1
     assert '"event":"serving"' in (workdir / ".agora" / "logs" / "beta-1.log").read_text()
     assert "beta[1]" in up.printed()
+
+
+def test_a_service_starts_and_serves_while_one_it_depends_on_is_down(up: RunningSystem) -> None:
+    processes = by_name(up.wait_healthy(count=5))
+    beta = f"http://127.0.0.1:{processes[('beta', 0)]['port']}"
+    assert get_json(f"{beta}/peer/alpha")["service"] == "alpha"
+
+    assert up.agora("stop", "alpha").returncode == 0
+    assert up.agora("stop", "beta", "--replica", "0").returncode == 0
+    # Started again while alpha is away: beta waits for nobody to be ready.
+    started = up.agora("start", "beta", "--replica", "0")
+    assert started.returncode == 0, started.stderr
+
+    assert answer_status(f"{beta}/readyz") == 200
+    refused = answer(f"{beta}/peer/alpha")
+    assert refused.status == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert up.agora("start", "alpha").returncode == 0
+    wait_for(
+        "beta to reach alpha again", lambda: answer_status(f"{beta}/peer/alpha") == 200 or None, 60
+    )
+
+
+def answer(url: str) -> urllib.error.HTTPError:
+    """The error answer at ``url`` (an AssertionError when it answers 2xx)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (our own loopback URL)
+            raise AssertionError(f"{url} answered {response.status}")
+    except urllib.error.HTTPError as refused:
+        return refused
 
 
 def answer_status(url: str, token: str | None = None) -> int:

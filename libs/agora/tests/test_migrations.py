@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.orm import Session
 
-from agora.app import Migrate
+from agora.app import Migrate, ServiceDefinition, create_service_app
 from agora.messaging.schema import PENDING_INDEX, inbox, outbox
 from agora.migrations import upgrade
 from agora.settings import ServiceSettings
@@ -80,6 +81,22 @@ def test_a_services_migrate_reads_its_settings_unless_given_them(
 
     assert rows(database_url) == [(1, "0001")]
     assert rows(given) == [(1, "0001")]
+
+
+@pytest.mark.parametrize("migrate_on_start", [True, False])
+def test_an_app_migrates_as_it_starts_unless_its_migrations_ran_before(
+    database_url: str, scripts: Path, migrate_on_start: bool
+) -> None:
+    settings = ServiceSettings(database_url=database_url, migrate_on_start=migrate_on_start)
+    app = create_service_app(settings, ServiceDefinition("things", migrations=scripts))
+
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+
+    def migrated(session: Session) -> bool:
+        return inspect(session.connection()).has_table("alembic_version")
+
+    assert read_from(database_url, migrated) is migrate_on_start
 
 
 def test_two_replicas_migrating_at_once_do_not_race(database_url: str, scripts: Path) -> None:

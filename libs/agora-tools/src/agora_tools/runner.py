@@ -1,12 +1,16 @@
-"""``agora up``: every service of the topology as its own process, then the gateway.
+"""``agora up``: every service of the topology as its own process, and the gateway.
 
-The runner picks free ports, migrates each service once, starts its replicas and waits for their
-``/readyz`` (in dependency order), then starts the gateway. Before any service starts, a NATS
-server with JetStream is running (see :mod:`agora_tools.embedded_nats`) and every service's stream
-exists. The supervisor keeps the children running (restarting the ones that die, with backoff,
-the broker on its same port and data) and streams their output, prefixed and coloured, copying
-it to ``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops them all, the broker
-last. ``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
+The runner picks free ports, migrates each service once (every Python service's in one process,
+before any of them serves; no replica migrates again as it starts), then starts every replica and
+the gateway at once, in no order, and waits until each answers on ``/readyz`` (ADR 50): a service
+does not need another to be up to start, and answers 503 for what needs one that is away until it
+is back. ``depends_on`` in the topology says who calls whom (the credentials below, the deployment
+files), not who starts first. Before any service starts, a NATS server with JetStream is running
+(see :mod:`agora_tools.embedded_nats`) and every service's stream exists. The supervisor keeps
+the children running (restarting the ones that die, with backoff, the broker on its same port and
+data) and streams their output, prefixed and coloured, copying it to
+``.agora/logs/<service>-<replica>.log``; on Ctrl-C or SIGTERM it stops them all, the broker last.
+``.agora/state.json`` says what runs where, for ``agora status`` and ``agora reset``.
 
 The operator's token, which opens every process's ``/internal/*`` and the gateway's ``/metrics``,
 is made on the first run in ``.agora/secrets/operator.token``, and so is each service's own
@@ -42,7 +46,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
@@ -100,6 +104,9 @@ PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_
 GATEWAY_COLOUR = "bright_white"
 NATS_COLOUR = "bright_blue"
 PROMETHEUS_COLOUR = "bright_red"
+RUNNER_COLOUR = "white"
+# The label and log name (.agora/logs/services-migrate.log) of the Python services' migrations.
+SERVICES = "services"
 # What answers 200 once a process is ready, when not /readyz.
 READY_PATHS = {scrape.PROMETHEUS: "/-/ready"}
 
@@ -548,20 +555,24 @@ class Runner:
         nats_url = nats.url if nats is not None else self.options.nats_url
         self.state.nats_url = nats_url
         env = self._base_env(plan, nats_url)
+        # The runner has migrated every database before any replica serves: no replica migrates
+        # again as it starts, nor imports Alembic to find there is nothing to do (ADR 50).
+        serving = {**env, "AGORA_MIGRATE_ON_START": "false"}
         services = self.topology.start_order()
+        python = [s.name for s in services if s.runtime == "python"]
         colours = {s.name: PALETTE[i % len(PALETTE)] for i, s in enumerate(self.topology)}
         self.output.make_room(
             [
                 f"{NATS}[0]",
                 *(f"{s.name}[{i}]" for s in services for i in range(s.replicas)),
                 *(f"{s.name}[build]" for s in services if s.runtime != "python"),
-                *(f"{s.name}[migrate]" for s in services),
+                *(f"{s.name}[migrate]" for s in services if s.runtime != "python"),
+                *([f"{SERVICES}[migrate]"] if python else []),
                 f"{GATEWAY}[0]",
                 *([f"{scrape.PROMETHEUS}[0]"] if metrics is not None else []),
             ]
         )
         async with aiohttp.ClientSession() as session:
-            ready = {service.name: asyncio.Event() for service in services}
             broker_ready = asyncio.Event()
 
             async def bring_up_broker() -> None:
@@ -571,45 +582,71 @@ class Runner:
                     await self._start_embedded_broker(nats)
                 broker_ready.set()
 
+            # Every Python service's migrations in one process, in turn: a process's start
+            # (the interpreter, SQLAlchemy, Alembic, the services' modules) costs more than
+            # the migrations themselves, and there are only so many cores to pay it with.
+            python_migrated = asyncio.create_task(self._migrate_python(python, env))
+
             async def bring_up(service: Service) -> None:
                 colour = colours[service.name]
-                # Building and migrating need no other service: they run while the
-                # dependencies start.
-                await self._build(service, colour, env)
-                await self._migrate(service.name, colour, env)
-                # A service finds its stream made and the broker there when it connects.
+                if service.runtime == "python":
+                    await asyncio.shield(python_migrated)
+                else:
+                    await self._build(service, colour, env)
+                    await self._migrate(service.name, colour, env)
+                # A service finds its stream made and the broker there when it connects. It
+                # waits for no other service (ADR 50): what it needs of one that is not up yet
+                # it asks for when a request needs it, and answers 503 until it gets it.
                 await broker_ready.wait()
-                for dependency in service.depends_on:
-                    await ready[dependency].wait()
-                replicas = [
-                    self._process(service.name, i, port, LOOPBACK, colour, env)
-                    for i, port in enumerate(plan[service.name])
-                ]
-                for process in replicas:
-                    await self.supervisor.start(process)
-                await asyncio.gather(*(self._wait_http_ready(session, p) for p in replicas))
-                ready[service.name].set()
+                await self._serve(session, service.name, plan[service.name], colour, serving)
+
+            async def bring_up_gateway() -> Process:
+                await broker_ready.wait()
+                # The console links to the Prometheus server, which starts once its targets
+                # are up.
+                linked = {f"{env_prefix(GATEWAY)}PROMETHEUS_URL": metrics.url} if metrics else {}
+                process = self._process(
+                    GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, {**serving, **linked}
+                )
+                await self.supervisor.start(process)
+                await self._wait_http_ready(session, process)
+                return process
 
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(bring_up_broker())
                     for service in services:
                         group.create_task(bring_up(service))
+                    gateway_up = group.create_task(bring_up_gateway())
             except* StartupError as failed:
                 # The first failure is the one to show; the others were cancelled because of it.
                 raise _first(failed) from None
-            # The console links to the Prometheus server, which starts once its targets are up.
-            linked = {f"{env_prefix(GATEWAY)}PROMETHEUS_URL": metrics.url} if metrics else {}
-            gateway_process = self._process(
-                GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, {**env, **linked}
-            )
-            await self.supervisor.start(gateway_process)
-            await self._wait_http_ready(session, gateway_process)
+            finally:
+                python_migrated.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StartupError):
+                    await python_migrated
+            gateway_process = gateway_up.result()
             self.state.gateway_url = gateway_process.url
             if metrics is not None:
                 await self._start_prometheus(session, metrics)
         self._save_state()
         self._print_ready(gateway_process)
+
+    async def _serve(
+        self,
+        session: aiohttp.ClientSession,
+        name: str,
+        ports: Sequence[int],
+        colour: str,
+        env: Mapping[str, str],
+    ) -> None:
+        """Start every replica of ``name`` and wait until each answers on ``/readyz``."""
+        replicas = [
+            self._process(name, i, port, LOOPBACK, colour, env) for i, port in enumerate(ports)
+        ]
+        for process in replicas:
+            await self.supervisor.start(process)
+        await asyncio.gather(*(self._wait_http_ready(session, p) for p in replicas))
 
     # Prometheus.
 
@@ -747,11 +784,21 @@ class Runner:
         except runtimes.MissingTool as missing:
             raise StartupError(f"{service.name} cannot be built: {missing}") from None
         for argv in steps:
-            await self._run_step(service.name, "build", argv, colour, env, "the build")
+            await self._run_step(
+                service.name, "build", argv, colour, env, f"the build of {service.name}"
+            )
 
     async def _migrate(self, name: str, colour: str, env: Mapping[str, str]) -> None:
         argv = self._command(name, "migrate")
-        await self._run_step(name, "migrate", argv, colour, env, "the migrations")
+        await self._run_step(name, "migrate", argv, colour, env, f"the migrations of {name}")
+
+    async def _migrate_python(self, names: Sequence[str], env: Mapping[str, str]) -> None:
+        """Migrate the Python services ``names`` in one process (its log names the one that
+        failed, if one did)."""
+        if names:
+            argv = child_argv(self.options.python, "migrate", *names)
+            what = "the migrations of the Python services"
+            await self._run_step(SERVICES, "migrate", argv, RUNNER_COLOUR, env, what)
 
     async def _run_step(
         self,
@@ -769,9 +816,7 @@ class Runner:
         )
         returncode = await self.supervisor.run_once(process)
         if returncode != 0:
-            raise StartupError(
-                f"{what} of {name} failed ({describe_exit(returncode)}); see {log_path}"
-            )
+            raise StartupError(f"{what} failed ({describe_exit(returncode)}); see {log_path}")
 
     async def _wait_http_ready(self, session: aiohttp.ClientSession, process: Process) -> None:
         url = f"{process.url}{READY_PATHS.get(process.service, '/readyz')}"

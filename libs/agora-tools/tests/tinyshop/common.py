@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
 from agora.app import ServiceDefinition, create_service_app
 from agora.settings import ServiceSettings
@@ -34,6 +34,12 @@ def build(name: str) -> FastAPI:
             # Who may call it with their own credential (agora up says so, by digest).
             "callers": sorted(settings.service_callers),
         }
+
+    @router.get("/peer/{peer}")
+    async def peer(peer: str, request: Request) -> Any:
+        """Another service's whoami, through the service client: a 503 problem while it is
+        away."""
+        return await request.app.state.resources.client.get_json(peer, "/whoami")
 
     # No database: the tiny services keep nothing (and so have no outbox for a relay to read).
     return create_service_app(

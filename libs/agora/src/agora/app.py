@@ -3,9 +3,11 @@
 ``create_service_app`` returns a FastAPI app with ``/livez``, ``/readyz``, ``/metrics``,
 ``/openapi.json`` and the console's ``/internal/...`` (see :mod:`agora.observe`); problem-details
 answers for every error; the request middleware (request id, trace span, metrics, access log, body
-cap); JSON logs; migrations applied before the first request; one pooled service client, carrying
-the service's own credential where it calls on nobody's behalf; token verification against
-identity's key set; and the operator's token checked on ``/internal/*`` (ADR 24).
+cap); JSON logs; migrations applied before the first request (unless they ran before the process
+started: ``migrate_on_start``, ADR 50); one pooled service client, carrying the service's own
+credential where it calls on nobody's behalf; token verification against identity's key set,
+fetched when a token first needs it, so that a service starts whether identity is up or not; and
+the operator's token checked on ``/internal/*`` (ADR 24).
 
 A service states what it is once, in its bootstrap, as a :class:`ServiceDefinition`, and hands it
 over with what its settings and tests choose (ADR 37).
@@ -41,7 +43,6 @@ from agora.messaging.broker import Broker
 from agora.messaging.relay import Relay, has_outbox
 from agora.messaging.subscriptions import Subscription
 from agora.middleware import RequestContext
-from agora.migrations import upgrade
 from agora.observe import SERVICE_INFO, internal_router
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
@@ -149,7 +150,15 @@ class Migrate(Generic[S]):
         self._migrations = migrations
 
     def __call__(self, settings: S | None = None) -> None:
-        upgrade((settings or self._settings()).database_url, self._migrations)
+        _upgrade((settings or self._settings()).database_url, self._migrations)
+
+
+def _upgrade(url: str, migrations: Path) -> None:
+    # Imported here: Alembic is for the processes that migrate, and a service's own start
+    # does not when the migrations ran before it (settings.migrate_on_start, ADR 50).
+    from agora.migrations import upgrade
+
+    upgrade(url, migrations)
 
 
 def create_service_app(
@@ -295,8 +304,8 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            if uow is not None and service.migrations is not None:
-                await asyncio.to_thread(upgrade, settings.database_url, service.migrations)
+            if uow is not None and service.migrations is not None and settings.migrate_on_start:
+                await asyncio.to_thread(_upgrade, settings.database_url, service.migrations)
             await client.start()
             for hook in on_startup:
                 await hook(resources)

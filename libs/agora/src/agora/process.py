@@ -1,8 +1,13 @@
-"""One process of a service: ``agora-service serve NAME`` or ``agora-service migrate NAME``.
+"""One process of a service: ``agora-service serve NAME`` or ``agora-service migrate NAME...``.
 
-This is what a container runs as its entry point, and what ``agora up`` runs for each child (through
-``agora serve``): a service, or the gateway, of the topology in this process, or its migrations.
-It is the chassis's runtime alone: no local tooling, so a service's image needs nothing more.
+This is what a container runs as its entry point, and what ``agora up`` runs for each child: a
+service, or the gateway, of the topology in this process, or the migrations of one service or of
+several in turn (``agora up`` migrates every Python service in one process, ADR 50). It is the
+chassis's runtime alone: no local tooling, so a service's image needs nothing more.
+
+A process pays for what its command uses only: the server is imported to serve, Alembic to
+migrate (:mod:`agora.app` imports it only when the app migrates as it starts), and a serving
+process keeps ``rich`` out (see :func:`_without_rich`).
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agora.logs import configure_logging
-from agora.server import GracefulServer, server_config
 from agora.settings import GATEWAY, ServiceSettings, env_prefix
 from agora.topology import Topology, find_topology_file, load_topology
 
@@ -64,6 +67,8 @@ def serve(
     name: str, *, port: int | None = None, replica: int | None = None, host: str | None = None
 ) -> bool:
     """Run ``name`` until it is asked to stop; False when it never started (its port taken)."""
+    from agora.server import GracefulServer, server_config
+
     _, topology = topology_at()
     # The app reads its settings from the environment; the options are set there, so the
     # settings and the socket agree on where the service is.
@@ -95,14 +100,22 @@ def serve(
     return server.started
 
 
-def migrate(name: str) -> None:
-    """Bring ``name``'s database up to date (the chassis's migration lock makes racing safe)."""
+def migrate(*names: str) -> None:
+    """Bring each named service's database up to date, in turn (the chassis's migration lock
+    makes racing safe); the first that fails stops the rest, and is named before its error."""
+    from agora.logs import configure_logging
+
     _, topology = topology_at()
-    if name == GATEWAY:
+    if GATEWAY in names:
         raise ProcessError("the gateway has no database")
-    module = module_of(topology, name)
-    configure_logging(name)
-    module.migrate()
+    modules = {name: module_of(topology, name) for name in names}
+    for name, module in modules.items():
+        configure_logging(name)
+        try:
+            module.migrate()
+        except Exception:
+            print(f"agora-service: the migrations of {name} failed", file=sys.stderr)
+            raise
 
 
 def _settings(application: Any) -> ServiceSettings:
@@ -144,17 +157,29 @@ def _parser() -> argparse.ArgumentParser:
     serving.add_argument("--port", type=int, help="port to listen on")
     serving.add_argument("--replica", type=int, help="which replica this process is")
     serving.add_argument("--host", help="address to listen on")
-    migrating = commands.add_parser("migrate", help="bring a service's database up to date")
-    migrating.add_argument("name")
+    migrating = commands.add_parser(
+        "migrate", help="bring a service's database up to date (or several services', in turn)"
+    )
+    migrating.add_argument("name", nargs="+")
     return parser
+
+
+def _without_rich() -> None:
+    """Keep ``rich`` out of a serving process. structlog imports it, when it is installed, only
+    to draw exceptions on a terminal; a service writes JSON lines (or plain ones), and importing
+    rich would cost every process of ``agora up`` time and memory for nothing. Importing a
+    module whose ``sys.modules`` entry is None raises ImportError, which structlog takes as rich
+    not being installed. A process that already imported it (``agora serve``) keeps it."""
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # None is how to hide it
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = _parser().parse_args(argv)
     try:
         if arguments.command == "migrate":
-            migrate(arguments.name)
+            migrate(*arguments.name)
             return
+        _without_rich()
         started = serve(
             arguments.name, port=arguments.port, replica=arguments.replica, host=arguments.host
         )

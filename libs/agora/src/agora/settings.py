@@ -121,6 +121,10 @@ class ServiceSettings(BaseSettings):
     # How long a stopping process keeps serving after /readyz turned 503: callers and load
     # balancers learn of it only at their next poll, and go on sending until then (ADR 30).
     stop_drain: float = Field(default=1.0, ge=0, validation_alias=_shared("stop_drain"))
+    # Whether the app brings its database up to date as it starts (ADR 50): off where the
+    # migrations ran before the processes started (`agora up` runs them once for every replica),
+    # so a start neither migrates twice nor imports Alembic.
+    migrate_on_start: bool = Field(default=True, validation_alias=_shared("migrate_on_start"))
 
     @field_validator("trace_statements", mode="before")
     @classmethod
