@@ -17,7 +17,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from nats.errors import Error as NatsError
@@ -28,15 +28,6 @@ from rich.text import Text
 from agora import process as service_process
 from agora.messaging.broker import BrokerUnavailable
 from agora.messaging.credentials import MissingPassword, NatsCredentials
-from agora.messaging.deadletters import (
-    DeadLetter,
-    Replayed,
-    ReplayFailed,
-    UnknownDeadLetter,
-    connection,
-    dead_letters,
-    replay,
-)
 from agora.secrets import OWNER_ONLY_FILE
 from agora.settings import ServiceSettings
 from agora.topology import Topology
@@ -57,6 +48,12 @@ from agora_tools.runner import (
     pid_alive,
     running_state,
 )
+
+if TYPE_CHECKING:
+    from agora.messaging.deadletters import DeadLetter, Replayed
+
+# What a command needs and the others do not is imported in that command: `agora --help`,
+# `agora status` and the rest start without the server, the database layer or the contracts.
 
 app = typer.Typer(
     name="agora",
@@ -104,10 +101,11 @@ def serve(
 
 
 @app.command()
-def migrate(name: Name) -> None:
-    """Bring a service's database up to date, as `agora-service migrate` does."""
+def migrate(names: Annotated[list[str], typer.Argument(help="Services of the topology.")]) -> None:
+    """Bring a service's database up to date (or several services', in turn), as
+    `agora-service migrate` does."""
     try:
-        service_process.migrate(name)
+        service_process.migrate(*names)
     except service_process.ProcessError as error:
         raise _fail(str(error), error.code) from None
 
@@ -408,6 +406,8 @@ def events_dead(
     ] = False,
 ) -> None:
     """List the dead letters: events a consumer could not apply after its last delivery."""
+    from agora.messaging.deadletters import connection, dead_letters
+
     url, login = _nats_url(nats_url)
 
     async def read() -> list[DeadLetter]:
@@ -449,6 +449,8 @@ def events_replay(
     nats_url: NatsUrl = None,
 ) -> None:
     """Send a dead letter back to its subject; consumers that applied it already skip it."""
+    from agora.messaging.deadletters import ReplayFailed, UnknownDeadLetter, connection, replay
+
     url, login = _nats_url(nats_url)
 
     async def send() -> Replayed:
