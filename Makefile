@@ -35,8 +35,12 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# uv compiles what it installs, but not the workspace's own packages: they are installed editable,
+# imported from libs/, services/ and gateway/ in place. Compile them beside their sources too
+# (compileall writes whatever PYTHONDONTWRITEBYTECODE says; it only stops imports writing).
 sync: $(UV)
 	$(UV) sync --locked --quiet
+	$(BIN)/python -m compileall -q -j 0 libs/*/src services/*/src gateway/src
 
 up: sync
 	$(BIN)/agora up $(ARGS)
