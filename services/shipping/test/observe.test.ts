@@ -3,7 +3,7 @@
 // operation and table, showing its SQL with placeholders and never the values bound to them;
 // none for the BEGIN and COMMIT, none for a statement run inside no span, none when not asked.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { type Span, trace } from "@opentelemetry/api";
 import { statementName } from "../src/observe/statements.js";
@@ -161,7 +161,14 @@ describe("shipping with statements traced", natsServerOrSkip(), () => {
 
     before(async () => {
       bench = await openBench({
-        env: { AGORA_SHIPPING_DATABASE_URL: store(), AGORA_TRACE_STATEMENTS: "true" },
+        env: {
+          AGORA_SHIPPING_DATABASE_URL: store(),
+          AGORA_TRACE_STATEMENTS: "true",
+          // notifications may read here with agora-service.notifications.s3cret
+          AGORA_SERVICE_CALLERS: JSON.stringify({
+            notifications: createHash("sha256").update("s3cret").digest("hex"),
+          }),
+        },
       });
       bench.service.start();
     });
@@ -201,6 +208,28 @@ describe("shipping with statements traced", natsServerOrSkip(), () => {
         assert.equal(span.service, "shipping");
         assert.match(String(span.attributes["db.statement"]), /^(SELECT|INSERT|UPDATE|DELETE)\b/);
       }
+    });
+
+    test("shows the statements a request ran under the request's span", async () => {
+      const traceId = randomUUID().replaceAll("-", "");
+      const read = await bench.service.app.inject({
+        method: "GET",
+        url: `/shipments?order_id=${randomUUID()}`,
+        headers: {
+          authorization: "Bearer agora-service.notifications.s3cret",
+          traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+        },
+      });
+      assert.equal(read.statusCode, 200);
+      const spans = spansOf(traceId);
+      const [server] = spans.filter((span) => span.kind === "server");
+      assert.equal(server?.name, "GET /shipments");
+      const statements = spans.filter((span) => span.kind === "client");
+      assert.ok(
+        statements.some((span) => span.name === "SELECT shipments"),
+        JSON.stringify(spans.map((span) => span.name)),
+      );
+      for (const span of statements) assert.equal(span.parent_id, server?.span_id);
     });
   });
 });

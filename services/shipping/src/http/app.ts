@@ -220,9 +220,14 @@ export async function buildApp(
     },
   });
 
-  app.addHook("onRequest", async (request, reply) => {
+  // Callback-style, so that what follows (the handler, its statements, its logs) runs inside the
+  // request's span: `done` is called within the span's context.
+  app.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
-    if (UNTRACED.test(request.url)) return;
+    if (UNTRACED.test(request.url)) {
+      done();
+      return;
+    }
     const parent = propagation.extract(otelContext.active(), request.headers);
     const span = tracer.startSpan(
       `${request.method} ${request.routeOptions.url ?? "unmatched"}`,
@@ -238,6 +243,7 @@ export async function buildApp(
       parent,
     );
     (request as unknown as { span: typeof span }).span = span;
+    otelContext.with(trace.setSpan(parent, span), done);
   });
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
