@@ -9,6 +9,7 @@ are written (PYTEST_DONT_REWRITE), as it did when the modules only imported it.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ PROCESSOR_ERROR = "4000 0000 0000 0119"
 PROCESSOR_TIMEOUT = "4000 0000 0000 0259"
 
 TERMINAL = {"CONFIRMED", "CANCELLED"}
+# The last step of a shipment's journey (label_created -> dispatched -> delivered).
+DELIVERED = "delivered"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def admin_env(**extra: str) -> dict[str, str]:
@@ -113,6 +117,25 @@ class Shopper:
         items: list[dict[str, Any]] = answer.json()["items"]
         return items
 
+    def shipments(self, order_id: str) -> list[dict[str, Any]]:
+        """The shipments of one order this shopper may see (``GET /api/shipments``)."""
+        answer = self.api.get("/api/shipments", params={"order_id": order_id}, headers=self.headers)
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    def shipment(self, shipment_id: str) -> httpx.Response:
+        return self.api.get(f"/api/shipments/{shipment_id}", headers=self.headers)
+
+    def wait_until_delivered(self, order_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """The order's shipments, once one of them is delivered or ``timeout`` has passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.shipments(order_id)
+            if any(s["status"] == DELIVERED for s in found) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
     def wait_until_terminal(self, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -158,11 +181,61 @@ class Shop:
         items: list[dict[str, Any]] = answer.json()["items"]
         return items
 
+    def shipments_of(self, order_id: str) -> list[dict[str, Any]]:
+        """An order's shipments, as the admin sees them."""
+        answer = self.api.get("/api/shipments", params={"order_id": order_id}, headers=self.admin)
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    def every_shipment(self) -> list[dict[str, Any]]:
+        """Every shipment, as the admin lists them, page after page."""
+        shipments: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "100", **({"cursor": cursor} if cursor else {})}
+            answer = self.api.get("/api/shipments", params=params, headers=self.admin)
+            assert answer.status_code == 200, answer.text
+            page = answer.json()
+            shipments.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return shipments
+
     def verify(self) -> str:
         """`agora verify` in the system's directory; fails the test on any violation."""
         result = self.system.agora("verify", "--wait", "60", timeout=180)
         assert result.returncode == 0, f"agora verify failed:\n{result.stdout}\n{result.stderr}"
         return result.stdout
+
+
+@contextmanager
+def open_console(system: RunningSystem) -> Iterator[httpx.Client]:
+    """The admin logged in to the gateway's pages as a browser is (the login form, its CSRF
+    token and the session cookie), to read the console's JSON under ``/console/api/``."""
+    with httpx.Client(base_url=system.gateway_url, timeout=60) as browser:
+        form = browser.get("/login")
+        assert form.status_code == 200, form.text
+        found = _CSRF.search(form.text)
+        assert found, "the login page holds no form with a CSRF token"
+        fields = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "next": "/console"}
+        answer = browser.post("/login", data={**fields, "csrf_token": found.group(1)})
+        assert answer.status_code == 303, answer.text
+        yield browser
+
+
+def checkout_trace(console: httpx.Client, order_id: str) -> dict[str, Any] | None:
+    """The console's trace of an order's checkout (``/console/orders/<id>/trace`` leads to it):
+    its spans and logs, or None while no service keeps a span of it."""
+    found = console.get(f"/console/orders/{order_id}/trace")
+    if found.status_code == 404:
+        return None
+    assert found.status_code == 303, found.text
+    trace_id = found.headers["location"].rsplit("/", 1)[-1]
+    answer = console.get(f"/console/api/traces/{trace_id}")
+    assert answer.status_code == 200, answer.text
+    trace: dict[str, Any] = answer.json()
+    return trace
 
 
 @contextmanager
