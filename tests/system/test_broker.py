@@ -8,6 +8,11 @@ nats-server is SIGKILLed; at once three users register through the gateway, and 
 (identity keeps accepting writes: its outbox holds the events). `agora up` restarts the broker on
 its port and data, the relay publishes what piled up, and the three UserRegistered events reach
 the test's consumer, once each.
+
+Last, the broker is stopped for 10 s (`agora stop nats --kill`, then `agora start nats`) just
+after a shopper places half a batch of orders and while they place the rest: each is accepted,
+and once the broker is back every CONFIRMED order ends with exactly one shipment and no
+CANCELLED one has any; `agora verify` passes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import httpx
 import nats
 import nats.errors
 import pytest
+from shopping import DELIVERED, admin_env, open_shop
 
 from agora.messaging.envelope import CloudEvent
 from agora_tools.harness import RunningSystem, wait_for
@@ -40,11 +46,25 @@ DELIVERY_BOUND = 60.0  # seconds for the events to arrive once the broker is bac
 STARTUP_BOUND = 480.0  # seconds for the shop to be up
 ORDER_PLACED = "agora.orders.events.OrderPlaced.v1"
 PAYMENTS_COMMANDS = "agora.payments.commands.>"
+BROKER_DOWN = 10.0  # seconds the broker stays stopped while orders are placed
+ORDERS = 12
+SHIPPED = 120.0  # seconds for every order to end and be delivered once the broker is back
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    env = {**os.environ, "AGORA_ADMIN_PASSWORD": "system-test admin passphrase"}
+    # Its admin, and a gateway letting one address register, log in and order as the tests do;
+    # a checkout asks for its stock long enough to outlast the outage on a busy machine (20 tries
+    # 5 s apart), and shipments move a step a second.
+    env = {
+        **os.environ,
+        **admin_env(
+            AGORA_ORDERS_RESERVE_ATTEMPTS="20",
+            AGORA_ORDERS_SAGA_DEADLINE="300",
+            AGORA_SHIPPING_DISPATCH_AFTER="1",
+            AGORA_SHIPPING_DELIVER_AFTER="1",
+        ),
+    }
     with RunningSystem(tmp_path_factory.mktemp("shop"), env=env) as running:
         yield running
 
@@ -192,3 +212,41 @@ def test_events_recorded_while_the_broker_was_killed_arrive_once_it_is_back(
             return state if state["connected"] else None
 
         assert wait_for("the gateway to see the broker", broker_seen, 60)["url"] == url
+
+
+def test_orders_placed_while_the_broker_is_stopped_each_ship_once_when_it_is_back(
+    system: RunningSystem,
+) -> None:
+    system.wait_healthy(count=PROCESSES, timeout=STARTUP_BOUND)  # also when run alone
+    with open_shop(system) as shop:
+        shopper = shop.shopper()
+        skus = [product["sku"] for product in shop.products(ORDERS)]
+        # Half the batch just before the broker stops (their events in flight or waiting to be
+        # sent), the other half while it is stopped.
+        answers = [shopper.place([{"sku": sku, "quantity": 1}]) for sku in skus[: ORDERS // 2]]
+        assert system.agora("stop", "nats", "--kill").returncode == 0
+        stopped_at = time.monotonic()
+        try:
+            answers += [shopper.place([{"sku": sku, "quantity": 1}]) for sku in skus[ORDERS // 2 :]]
+            # The outage lasts its full length, however long the orders took to place.
+            time.sleep(max(BROKER_DOWN - (time.monotonic() - stopped_at), 0))
+        finally:
+            started = system.agora("start", "nats")
+            assert started.returncode == 0, started.stderr
+
+        assert [a.status_code for a in answers] == [202] * ORDERS, [a.text for a in answers]
+        orders = [shopper.wait_until_terminal(a.json()["id"], timeout=SHIPPED) for a in answers]
+        confirmed = [o["id"] for o in orders if o["status"] == "CONFIRMED"]
+        cancelled = [o["id"] for o in orders if o["status"] == "CANCELLED"]
+        assert len(confirmed) + len(cancelled) == ORDERS, orders
+        assert confirmed, orders
+
+        def all_delivered() -> dict[str, list[dict[str, Any]]] | None:
+            shipped = {order_id: shopper.shipments(order_id) for order_id in confirmed}
+            done = all(s and s[0]["status"] == DELIVERED for s in shipped.values())
+            return shipped if done else None
+
+        shipped = wait_for("every confirmed order to be delivered", all_delivered, SHIPPED)
+        assert {order_id: len(s) for order_id, s in shipped.items()} == dict.fromkeys(confirmed, 1)
+        assert all(shopper.shipments(order_id) == [] for order_id in cancelled)
+        shop.verify()
