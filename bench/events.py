@@ -363,6 +363,11 @@ def report_cpu(phase: Phase) -> None:
         others = max(0.0, phase.cpu[MACHINE] - sum(ours.values()))
         busy += f"; everything else on the machine {others / wall:.0%}"
     print(f"  CPU busy (share of one core, {os.cpu_count()} cores): {busy}")
+    if phase.committed:
+        # What each event cost, whoever else ran: the figure to compare on a busy machine.
+        count = len(phase.committed)
+        each = ", ".join(f"{name} {seconds / count * 1e6:.0f} µs" for name, seconds in ours.items())
+        print(f"  CPU per event: {each}")
 
 
 def report_throughput(phase: Phase, times: dict[str, list[float]]) -> None:
