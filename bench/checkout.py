@@ -22,6 +22,15 @@ a 2-core machine: at least 100 confirmed orders/s at saturation, p99 at most 500
 orders/s; missing one is reported, not an error. It exits non-zero only when something failed.
 
     .venv/bin/python bench/checkout.py [--seconds 15] [--rate 50] [--concurrency 48] [--rounds 3]
+        [--without SERVICE ...]
+
+``--without shipping`` runs the same code with a topology that leaves that service out (nothing
+may depend on it): what a service costs the checkout, measured by running both back to back,
+
+    for r in 1 2 3; do
+        .venv/bin/python bench/checkout.py --rounds 1
+        .venv/bin/python bench/checkout.py --rounds 1 --without shipping
+    done
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from typing import Any
 
 import aiohttp
 
+from agora.topology import find_topology_file
 from agora_tools.harness import ADDRESS, RunningSystem, shop_settings
 
 from procstat import cpu_seconds
@@ -279,25 +289,42 @@ async def run(
         return fixed, saturated
 
 
+def without(topology: str, services: list[str]) -> str:
+    """``topology`` (the text of a topology file) with the tables of ``services`` left out."""
+    kept, skipping = [], False
+    for line in topology.splitlines(keepends=True):
+        if line.startswith("["):
+            skipping = line.strip() in {f"[services.{name}]" for name in services}
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--without", action="append", default=[], metavar="SERVICE")
     args = parser.parse_args()
     env = {**os.environ, **shop_settings(ADMIN_EMAIL, ADMIN_PASSWORD, AGORA_LOG_LEVEL="warning")}
-    with (
-        tempfile.TemporaryDirectory(prefix="agora-bench-") as directory,
-        RunningSystem(Path(directory) / "shop", env=env) as system,
-    ):
-        system.wait_healthy(count=PROCESSES)
-        pids = {
-            p["service"] + (f"#{p['replica']}" if p["replica"] else ""): int(p["pid"])
-            for p in system.status()
-        }
-        fixed, saturated = asyncio.run(run(system.gateway_url, args, pids))
-        code = system.stop()
+    with tempfile.TemporaryDirectory(prefix="agora-bench-") as directory:
+        topology = Path(directory) / "topology.toml"
+        topology.write_text(without(find_topology_file().read_text(), args.without))
+        env["AGORA_TOPOLOGY"] = str(topology)
+        if args.without:
+            print(f"without {', '.join(args.without)}")
+        with RunningSystem(
+            Path(directory) / "shop", "--topology", str(topology), env=env
+        ) as system:
+            system.wait_healthy(count=PROCESSES - len(args.without))
+            pids = {
+                p["service"] + (f"#{p['replica']}" if p["replica"] else ""): int(p["pid"])
+                for p in system.status()
+            }
+            fixed, saturated = asyncio.run(run(system.gateway_url, args, pids))
+            code = system.stop()
     print()
     throughput_ok = saturated["confirmed_per_s"] >= TARGET_THROUGHPUT
     latency_ok = fixed["p99_ms"] <= TARGET_P99_MS
