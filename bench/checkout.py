@@ -310,14 +310,16 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, **shop_settings(ADMIN_EMAIL, ADMIN_PASSWORD, AGORA_LOG_LEVEL="warning")}
     with tempfile.TemporaryDirectory(prefix="agora-bench-") as directory:
-        topology = Path(directory) / "topology.toml"
-        topology.write_text(without(find_topology_file().read_text(), args.without))
-        env["AGORA_TOPOLOGY"] = str(topology)
+        up: list[str] = []
         if args.without:
+            # A topology of its own, beside the shop: a service's `path` is relative to the
+            # topology file, so only a topology without the services that have one moves.
             print(f"without {', '.join(args.without)}")
-        with RunningSystem(
-            Path(directory) / "shop", "--topology", str(topology), env=env
-        ) as system:
+            topology = Path(directory) / "topology.toml"
+            topology.write_text(without(find_topology_file().read_text(), args.without))
+            env["AGORA_TOPOLOGY"] = str(topology)
+            up = ["--topology", str(topology)]
+        with RunningSystem(Path(directory) / "shop", *up, env=env) as system:
             system.wait_healthy(count=PROCESSES - len(args.without))
             pids = {
                 p["service"] + (f"#{p['replica']}" if p["replica"] else ""): int(p["pid"])
