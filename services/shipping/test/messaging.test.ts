@@ -202,4 +202,52 @@ describe("as the broker user the contracts allow", natsServerOrSkip(), () => {
       );
     });
   });
+
+  test("a pull in flight when the broker restarts ends, and shipping consumes again", async () => {
+    const written: string[] = [];
+    const lines = new Writable({
+      write(chunk, _encoding, done) {
+        written.push(String(chunk));
+        done();
+      },
+    });
+    const password = join(tempDir(), "nats.password");
+    writeFileSync(password, "shipping-secret\n");
+    const options = {
+      users: [{ user: "operator", password: "operator-secret" }, SHIPPING_USER],
+      out: lines,
+      env: { AGORA_NATS_USER: "shipping", AGORA_NATS_PASSWORD_FILE: password },
+    };
+    await onBroker(options, async (bench) => {
+      bench.service.start();
+      const { jsm } = await bench.operator();
+      await eventually(async () => (await jsm.consumers.list("AGORA_ORDERS").next()).length > 0);
+      // The consumer waits on its pull (5 s) while the server dies and comes back: killed, it
+      // does not end the pull on its way out.
+      await bench.nats.stop("SIGKILL");
+      await bench.nats.start();
+      const order = { ...ORDER, order_id: randomUUID() };
+      const event = envelope(order);
+      await eventually(() =>
+        bench.publish(event).then(
+          () => true,
+          () => false,
+        ),
+      );
+      await eventually(
+        async () => {
+          const created = await stored(jsm, "AGORA_SHIPPING", STEPS[0]).catch(() => []);
+          return created.some(
+            (m) => m.json<{ data: { order_id: string } }>().data.order_id === order.order_id,
+          );
+        },
+        30,
+        "the shipment of an order confirmed after the restart",
+      );
+      assert.deepEqual(
+        written.filter((line) => line.includes("refused")),
+        [],
+      );
+    });
+  });
 });

@@ -231,12 +231,13 @@ export class NatsServer {
     });
   }
 
-  async stop(): Promise<void> {
+  /** SIGTERM: the server says goodbye to its clients; SIGKILL: it is gone without a word. */
+  async stop(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
     const child = this.process;
     this.process = null;
     if (child === null || child.exitCode !== null) return;
     const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGTERM");
+    child.kill(signal);
     await exited;
   }
 }

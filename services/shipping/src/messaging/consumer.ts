@@ -156,7 +156,12 @@ class Loop {
         consumer ??= await this.subscribe();
         // The client refuses a pull that expires in under a second.
         const expires = Math.max(1000, (owner.options.fetchTimeout ?? 5) * 1000);
-        const msg = await consumer.next({ expires });
+        // bind: the client never looks the consumer up ($JS.API.CONSUMER.INFO, which this
+        // service's broker user may not send). Without it, a pull in flight when the broker
+        // comes back asks for that lookup after the reconnection, is refused, asks again for
+        // ever, and the loop waits on it: nothing is consumed again. Bound, the client pulls
+        // anew after a reconnection, and missed heartbeats end the pull with an error.
+        const msg = await consumer.next({ expires, bind: true });
         backoff.reset();
         if (msg === null) continue;
         if (owner.stopping) {
