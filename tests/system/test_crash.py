@@ -1,6 +1,7 @@
-"""Checkouts survive crashes: 200 of them in flight while inventory, payments and orders are each
-SIGKILLed (and restarted by `agora up`), then the broker is down for 10 s. Every order is terminal
-within 30 s of the last fault, no checkout made two orders, and `agora verify` passes.
+"""Checkouts survive crashes: 200 of them in flight while inventory, payments, orders and shipping
+are each SIGKILLed (and restarted by `agora up`), then the broker is down for 10 s. Every order is
+terminal within 30 s of the last fault, no checkout made two orders, every CONFIRMED order ends
+with exactly one shipment, delivered, and no CANCELLED one has any, and `agora verify` passes.
 
 It runs twice: on the embedded profile (SQLite files, the broker `agora up` runs), and on the
 production profile (a PostgreSQL database per service on the shared server, the gateway's rate
@@ -18,6 +19,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from shopping import APPROVED, DECLINED, TERMINAL, Shop, admin_env, open_shop
+from shopping import APPROVED, DECLINED, DELIVERED, TERMINAL, Shop, admin_env, open_shop
 
 from agora_tools.harness import ADDRESS, RunningSystem, wait_for
 from agora_tools.testing import (
@@ -45,7 +47,24 @@ SETTLE = 30.0  # seconds after the last fault by which every order must be termi
 BROKER_DOWN = 10.0
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
 PROCESSES = 10
-DATABASES = ("identity", "catalog", "inventory", "payments", "orders", "cart", "notifications")
+DATABASES = (
+    "identity",
+    "catalog",
+    "inventory",
+    "payments",
+    "orders",
+    "cart",
+    "notifications",
+    "shipping",
+)
+KILLED = ("inventory", "payments", "orders", "shipping")
+# The carrier moves a shipment a step a second, so it is moving some when shipping is killed.
+SHIPPING_STEPS = {
+    "AGORA_SHIPPING_DISPATCH_AFTER": "1",
+    "AGORA_SHIPPING_DELIVER_AFTER": "1",
+    "AGORA_SHIPPING_CARRIER_POLL": "0.2",
+}
+SHIPPED = 120.0  # seconds after every order is terminal by which every shipment is delivered
 REDIS = ("127.0.0.1", 6379)
 
 
@@ -62,7 +81,7 @@ def deployment(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[RunningSystem, Broker]]:
     with ExitStack() as stack:
-        env = {**os.environ, **admin_env()}
+        env = {**os.environ, **admin_env(**SHIPPING_STEPS)}
         if request.param == "production":
             require_server(*REDIS, "Redis")
             nats = stack.enter_context(NatsServer(tmp_path / "nats"))
@@ -181,7 +200,7 @@ def run_through_the_faults(system: RunningSystem, broker: Broker, shop: Shop) ->
     traffic = threading.Thread(target=shoppers)
     traffic.start()
     time.sleep(2)
-    for service in ("inventory", "payments", "orders"):
+    for service in KILLED:
         kill_and_wait_for_restart(system, service)
         time.sleep(1)
     broker.down()
@@ -203,4 +222,17 @@ def run_through_the_faults(system: RunningSystem, broker: Broker, shop: Shop) ->
     assert len(orders) == CHECKOUTS
     assert {o["status"] for o in orders} <= TERMINAL
     assert any(o["status"] == "CONFIRMED" for o in orders)
+    confirmed = {o["id"] for o in orders if o["status"] == "CONFIRMED"}
+    cancelled = {o["id"] for o in orders if o["status"] == "CANCELLED"}
+
+    def all_delivered() -> list[dict[str, Any]] | None:
+        mine = [s for s in shop.every_shipment() if s["order_id"] in confirmed | cancelled]
+        shipped = {s["order_id"] for s in mine}
+        done = shipped >= confirmed and all(s["status"] == DELIVERED for s in mine)
+        return mine if done else None
+
+    shipments = wait_for("every confirmed order's shipment to be delivered", all_delivered, SHIPPED)
+    per_order = Counter(s["order_id"] for s in shipments)
+    assert set(per_order) == confirmed  # none for a cancelled order
+    assert set(per_order.values()) == {1}  # exactly one for each confirmed order
     shop.verify()
