@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
@@ -33,7 +32,6 @@ from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora.tasks import cancel_and_wait
-from agora.telemetry import configure_tracing
 from agora_tools.testing import NatsServer
 
 # Each test bounds its own waits (at most 90 s for the broker-away one); this only stops a hang.
@@ -235,33 +233,8 @@ async def test_two_relays_and_two_consumers_at_once_apply_every_event_once(line:
     assert await line.stream_messages() == 600
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """The spans this process finishes, from the SDK provider (installed here if none is)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = configure_tracing("delivery-test")
-    exporter = InMemorySpanExporter()
-    processor = _Listening(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.listening = False
-    exporter.clear()
-
-
-class _Listening(SimpleSpanProcessor):
-    """Hands spans to the test's exporter until the test is over. A provider cannot let go of
-    a processor, and a processor shut down warns on every later span of the process."""
-
-    listening = True
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.listening:
-            super().on_end(span)
-
-
 async def test_the_consumers_span_is_a_child_of_the_span_that_recorded_the_event(
-    line: Line, spans: InMemorySpanExporter
+    line: Line, finished_spans: InMemorySpanExporter
 ) -> None:
     await line.consumer("audit-1")
     await line.relay("ledger-1")
@@ -272,7 +245,7 @@ async def test_the_consumers_span_is_a_child_of_the_span_that_recorded_the_event
     assert await line.wait_applied(1) == (1, 1)
 
     def finished() -> list[ReadableSpan]:
-        return [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+        return [s for s in finished_spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
 
     deadline = time.monotonic() + 10
     while True:  # the consumer's span ends just after the effect commits
@@ -280,7 +253,9 @@ async def test_the_consumers_span_is_a_child_of_the_span_that_recorded_the_event
             break
         await asyncio.sleep(0.05)
     (consumed,) = finished()
-    by_id = {s.context.span_id: s for s in spans.get_finished_spans() if s.context is not None}
+    by_id = {
+        s.context.span_id: s for s in finished_spans.get_finished_spans() if s.context is not None
+    }
     # Walk up from the consumer's span: through the relay's publish, to the recording span.
     chain = []
     current: ReadableSpan | None = consumed

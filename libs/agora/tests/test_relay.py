@@ -7,7 +7,7 @@ message of a batch carries the trace of the commit that recorded it."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,8 +15,6 @@ import pytest
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NotFoundError
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -30,7 +28,6 @@ from agora.messaging.envelope import stream_name, stream_subjects
 from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, pending_rows
 from agora.messaging.schema import metadata
-from agora.telemetry import configure_tracing
 from agora_tools.testing import NatsServer, connected
 
 pytestmark = pytest.mark.timeout(60)
@@ -218,38 +215,13 @@ async def test_when_every_row_of_a_batch_is_refused_the_round_fails_and_all_stay
     assert await stream_messages(broker) == []
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """The spans this process finishes, from the SDK provider (installed here if none is)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = configure_tracing("relay-test")
-    exporter = InMemorySpanExporter()
-    processor = _Listening(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.listening = False
-    exporter.clear()
-
-
-class _Listening(SimpleSpanProcessor):
-    """Hands spans to the test's exporter until the test is over (a provider cannot let go of a
-    processor)."""
-
-    listening = True
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.listening:
-            super().on_end(span)
-
-
 def trace_of(headers: dict[str, str]) -> SpanContext:
     context = TraceContextTextMapPropagator().extract(headers)
     return trace.get_current_span(context).get_span_context()
 
 
 async def test_each_message_of_a_batch_carries_the_trace_that_recorded_its_event(
-    uow: UnitOfWork, broker: Broker, spans: InMemorySpanExporter
+    uow: UnitOfWork, broker: Broker, finished_spans: InMemorySpanExporter
 ) -> None:
     await make_stream(broker, MAX_MESSAGE)
     relay = Relay(uow, broker, service=SERVICE)
@@ -262,7 +234,7 @@ async def test_each_message_of_a_batch_carries_the_trace_that_recorded_its_event
 
     assert await relay.publish_pending() == 4
 
-    finished = {s.context.span_id: s for s in spans.get_finished_spans() if s.context}
+    finished = {s.context.span_id: s for s in finished_spans.get_finished_spans() if s.context}
     (batch,) = [s for s in finished.values() if s.name == "outbox publish"]
     messages = dict(await stream_messages(broker))
     for event_id, recorded in recordings.items():

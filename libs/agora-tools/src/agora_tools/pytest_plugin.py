@@ -64,6 +64,7 @@ import pytest
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from sqlalchemy import MetaData
 
     from agora_tools.testing import NatsServer
@@ -209,6 +210,39 @@ def promtool() -> str:
     from agora_tools.testing import debian_command
 
     return debian_command("promtool", "prometheus")
+
+
+@pytest.fixture
+def finished_spans() -> Iterator[InMemorySpanExporter]:
+    """The spans this process finishes during the test, from the global SDK tracer provider
+    (installed if none is): for code that traces through the global provider, as the relay and
+    the consumers do."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agora.telemetry import configure_tracing
+
+    class Listening(SimpleSpanProcessor):
+        """Hands spans on until the test is over. A provider cannot let go of a processor, and
+        one shut down warns on every later span of the process."""
+
+        listening = True
+
+        def on_end(self, span: ReadableSpan) -> None:
+            if self.listening:
+                super().on_end(span)
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = configure_tracing("test")
+    exporter = InMemorySpanExporter()
+    processor = Listening(exporter)
+    provider.add_span_processor(processor)
+    yield exporter
+    processor.listening = False
+    exporter.clear()
 
 
 @pytest.fixture
