@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 from shopping import APPROVED, DECLINED, DELIVERED, TERMINAL, Shop, admin_env, open_shop
 
+from agora.topology import load_topology
 from agora_tools.harness import ADDRESS, RunningSystem, wait_for
 from agora_tools.testing import (
     NatsServer,
@@ -47,16 +48,8 @@ SETTLE = 30.0  # seconds after the last fault by which every order must be termi
 BROKER_DOWN = 10.0
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
 PROCESSES = 10
-DATABASES = (
-    "identity",
-    "catalog",
-    "inventory",
-    "payments",
-    "orders",
-    "cart",
-    "notifications",
-    "shipping",
-)
+# Each service of the topology keeps its own database in the production profile.
+DATABASES = tuple(load_topology().services)
 KILLED = ("inventory", "payments", "orders", "shipping")
 # The carrier moves a shipment a step a second, so it is moving some when shipping is killed.
 SHIPPING_STEPS = {
