@@ -236,12 +236,7 @@ def one_message_per_user_and_finished_order(snapshot: Snapshot) -> Iterable[Find
                 f"{order.status}, with messages {kinds or 'none'}: exactly one "
                 f"{MESSAGE_FOR[order.status]} was due",
             )
-        for message in messages:
-            if message.user_id != order.user_id:
-                yield (
-                    f"order {order.id}",
-                    f"its message {message.id} went to user {message.user_id}, not its owner",
-                )
+        yield from _sent_to_others(f"order {order.id}", messages, order.user_id)
     for order_id in sorted(set(about) - set(orders)):
         yield f"order {order_id}", "a message about an order that orders does not know"
 
@@ -325,12 +320,7 @@ def one_message_per_dispatched_shipment(snapshot: Snapshot) -> Iterable[Finding]
                 f"{shipment.status}, with {len(messages)} {SHIPMENT_DISPATCHED} messages "
                 f"({', '.join(m.id for m in messages) or 'none'}): exactly one was due",
             )
-        for message in messages:
-            if message.user_id != shipment.user_id:
-                yield (
-                    f"shipment {shipment.id}",
-                    f"its message {message.id} went to user {message.user_id}, not its owner",
-                )
+        yield from _sent_to_others(f"shipment {shipment.id}", messages, shipment.user_id)
     for shipment_id, messages in told.items():
         if shipment_id not in known:
             for message in messages:
@@ -399,3 +389,11 @@ def _in_progress(snapshot: Snapshot) -> Iterable[Order]:
         for order in snapshot.orders
         if order.status not in TERMINAL and order.deadline_at > snapshot.taken_at
     )
+
+
+def _sent_to_others(about: str, messages: Iterable[Message], owner: str) -> Iterable[Finding]:
+    """A finding for each of the messages ``about`` something that went to another user than
+    its ``owner``."""
+    for message in messages:
+        if message.user_id != owner:
+            yield about, f"its message {message.id} went to user {message.user_id}, not its owner"
