@@ -118,6 +118,13 @@ def check_out(
     return submit(client, page, "/checkout", **form)
 
 
+def an_order(client: httpx.Client, sku: str = "COF-BEANS-BRAZIL") -> tuple[str, str]:
+    """One unit of ``sku`` checked out: the order page's path, and the order's id."""
+    add_to_cart(client, sku)
+    path = check_out(client).headers["location"]
+    return path, path.rsplit("/", 1)[-1]
+
+
 def texts_of(page: httpx.Response, name: str) -> list[str]:
     """The text of each element with ``data-testid=name``."""
     pattern = re.compile(rf'data-testid="{name}"[^>]*>([^<]*)<')
@@ -521,9 +528,7 @@ def test_the_live_route_passes_the_order_events_through(
     browser: Browser, account: Account, shop: Shop
 ) -> None:
     client = logged_in(browser, account)
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
-    order_id = order_path.rsplit("/", 1)[-1]
+    order_path, order_id = an_order(client)
     shop.carrier[order_id] = ["delivered"]  # so the stream ends with its shipment
 
     with client.stream("GET", f"{order_path}/live") as live:
@@ -540,9 +545,7 @@ def test_the_live_route_follows_a_confirmed_orders_shipment_until_it_is_delivere
     browser: Browser, account: Account, shop: Shop
 ) -> None:
     client = logged_in(browser, account)
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
-    order_id = order_path.rsplit("/", 1)[-1]
+    order_path, order_id = an_order(client)
     shop.carrier[order_id] = [None, "label_created", "dispatched", "delivered"]
 
     with client.stream("GET", f"{order_path}/live") as live:
@@ -568,8 +571,7 @@ def test_the_live_route_says_when_shipping_does_not_answer(
     browser: Browser, account: Account
 ) -> None:
     client = logged_in(browser, account, "shipping")
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
+    order_path, _ = an_order(client)
 
     received = b""
     with client.stream("GET", f"{order_path}/live") as live:
@@ -588,9 +590,7 @@ def test_the_order_page_shows_the_shipment_with_its_status_and_tracking_number(
     browser: Browser, account: Account, shop: Shop, services: Upstream
 ) -> None:
     client = logged_in(browser, account)
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
-    order_id = order_path.rsplit("/", 1)[-1]
+    order_path, order_id = an_order(client)
     shop.confirm(order_id)
     shop.carrier[order_id] = ["dispatched"]
 
@@ -609,9 +609,7 @@ def test_before_shipping_made_the_shipment_the_page_says_so(
     browser: Browser, account: Account, shop: Shop, services: Upstream
 ) -> None:
     client = logged_in(browser, account)
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
-    order_id = order_path.rsplit("/", 1)[-1]
+    order_path, order_id = an_order(client)
 
     pending = client.get(order_path)
     shop.confirm(order_id)
@@ -633,9 +631,8 @@ def test_without_shipping_the_order_page_still_shows_and_says_so(
     browser: Browser, account: Account, shop: Shop
 ) -> None:
     client = logged_in(browser, account, "shipping")
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
-    shop.confirm(order_path.rsplit("/", 1)[-1])
+    order_path, order_id = an_order(client)
+    shop.confirm(order_id)
 
     page = client.get(order_path)
 
@@ -684,8 +681,7 @@ def test_an_admin_sees_the_console_and_the_checkout_trace(browser: Browser, shop
     admin = shop.add_account(f"{uuid.uuid4().hex[:8]}@example.com", PASSWORD, ("admin",))
     client = browser()
     log_in(client, admin)
-    add_to_cart(client, "COF-BEANS-BRAZIL")
-    order_path = check_out(client).headers["location"]
+    order_path, _ = an_order(client)
 
     page = client.get(order_path)
 
