@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from shopping import ADMIN_EMAIL, ADMIN_PASSWORD, APPROVED, Shop, admin_env
+from shopping import APPROVED, Shop, Shopper, admin_env, checkout_trace, open_console
 
 from agora.auth import OPERATOR_TOKEN_FILE
 from agora.topology import find_topology_file, load_topology
@@ -140,15 +139,21 @@ def kept_by_processes(system: RunningSystem, trace_id: str) -> set[str]:
     return services
 
 
-def test_a_checkout_reaches_the_collector_as_one_trace_across_every_service_it_touched(
-    system: RunningSystem, shop: Shop
-) -> None:
+def a_confirmed_order(shop: Shop) -> tuple[Shopper, str]:
+    """A new shopper's order of one product, checked out and CONFIRMED."""
     sku = shop.products(5)[-1]["sku"]
     shopper = shop.shopper()
     answer = shopper.place([{"sku": sku, "quantity": 1}], APPROVED)
     assert answer.status_code == 202, answer.text
-    order_id = answer.json()["id"]
+    order_id: str = answer.json()["id"]
     assert shopper.wait_until_terminal(order_id)["status"] == "CONFIRMED"
+    return shopper, order_id
+
+
+def test_a_checkout_reaches_the_collector_as_one_trace_across_every_service_it_touched(
+    system: RunningSystem, shop: Shop
+) -> None:
+    _, order_id = a_confirmed_order(shop)
 
     # The spans that carried the order's messages name it: they are of the checkout's trace.
     def checkout_traces() -> set[str] | None:
@@ -179,44 +184,25 @@ def test_a_checkout_reaches_the_collector_as_one_trace_across_every_service_it_t
 
 # -- the console's view, with statements traced ------------------------------------------------
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
 
 @pytest.fixture(scope="module")
 def console(system: RunningSystem) -> Iterator[httpx.Client]:
-    """A browser of the console: the admin logged in through the gateway's login form."""
-    with httpx.Client(base_url=system.gateway_url, timeout=60) as browser:
-        form = browser.get("/login")
-        token = CSRF.search(form.text)
-        assert token is not None, form.text
-        answer = browser.post(
-            "/login",
-            data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf_token": token[1]},
-        )
-        assert answer.status_code == 303, answer.text
+    with open_console(system) as browser:
         yield browser
 
 
 def console_trace(console: httpx.Client, order_id: str) -> list[dict[str, Any]]:
     """The spans of the order's checkout, as the console's trace page shows them."""
-    found = console.get(f"/console/orders/{order_id}/trace")
-    assert found.status_code == 303, found.text
-    trace_id = found.headers["location"].rsplit("/", 1)[-1]
-    answer = console.get(f"/console/api/traces/{trace_id}")
-    assert answer.status_code == 200, answer.text
-    spans: list[dict[str, Any]] = answer.json()["spans"]
+    trace = checkout_trace(console, order_id)
+    assert trace is not None, f"no service keeps a span of order {order_id}'s checkout"
+    spans: list[dict[str, Any]] = trace["spans"]
     return spans
 
 
 def test_a_checkouts_trace_in_the_console_shows_statements_in_every_service_it_touched(
     system: RunningSystem, shop: Shop, console: httpx.Client
 ) -> None:
-    sku = shop.products(5)[-1]["sku"]
-    shopper = shop.shopper()
-    answer = shopper.place([{"sku": sku, "quantity": 1}], APPROVED)
-    assert answer.status_code == 202, answer.text
-    order_id = answer.json()["id"]
-    assert shopper.wait_until_terminal(order_id)["status"] == "CONFIRMED"
+    shopper, order_id = a_confirmed_order(shop)
     # Every service keeps a store of its own; the gateway, which keeps none, runs no statement.
     # (The topology `agora up` found from the system's directory.)
     stores = set(load_topology(find_topology_file(system.directory)).services)
