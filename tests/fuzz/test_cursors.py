@@ -172,14 +172,18 @@ def cursors(sort: str | None) -> st.SearchStrategy[str]:
     )
 
 
-@pytest.mark.parametrize(("service", "path", "params"), LISTINGS)
-@settings(
+# A hundred crafted cursors per listing, the same on every run.
+CRAFTED = settings(
     max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@pytest.mark.parametrize(("service", "path", "params"), LISTINGS)
+@CRAFTED
 @given(data=st.data())
 def test_a_crafted_cursor_is_refused_or_served_never_a_server_error(
     clients: Clients, service: str, path: str, params: dict[str, str], data: st.DataObject
@@ -230,13 +234,7 @@ def shipping_client(shipping: Shipping) -> Iterator[httpx.Client]:
         yield client
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@CRAFTED
 @given(data=st.data())
 def test_a_crafted_shipping_cursor_is_refused_or_served_never_a_server_error(
     shipping_client: httpx.Client, data: st.DataObject
