@@ -157,28 +157,33 @@ const SHIPPING_USER = {
   },
 };
 
+/** Shipping logged in to a broker that knows only the operator and shipping's user, with what it
+ * logs kept in `written`. */
+function asShippingUser(env: Record<string, string> = {}) {
+  const written: string[] = [];
+  const out = new Writable({
+    write(chunk, _encoding, done) {
+      written.push(String(chunk));
+      done();
+    },
+  });
+  const password = join(tempDir(), "nats.password");
+  writeFileSync(password, "shipping-secret\n");
+  const options = {
+    users: [{ user: "operator", password: "operator-secret" }, SHIPPING_USER],
+    out,
+    env: { AGORA_NATS_USER: "shipping", AGORA_NATS_PASSWORD_FILE: password, ...env },
+  };
+  return { options, written };
+}
+
 describe("as the broker user the contracts allow", natsServerOrSkip(), () => {
   test("shipping consumes, publishes and dead-letters with nothing refused", async () => {
-    const written: string[] = [];
-    const lines = new Writable({
-      write(chunk, _encoding, done) {
-        written.push(String(chunk));
-        done();
-      },
+    const { options, written } = asShippingUser({
+      AGORA_SHIPPING_DISPATCH_AFTER: "0.1",
+      AGORA_SHIPPING_DELIVER_AFTER: "0.1",
+      AGORA_SHIPPING_CARRIER_POLL: "0.05",
     });
-    const password = join(tempDir(), "nats.password");
-    writeFileSync(password, "shipping-secret\n");
-    const options = {
-      users: [{ user: "operator", password: "operator-secret" }, SHIPPING_USER],
-      out: lines,
-      env: {
-        AGORA_NATS_USER: "shipping",
-        AGORA_NATS_PASSWORD_FILE: password,
-        AGORA_SHIPPING_DISPATCH_AFTER: "0.1",
-        AGORA_SHIPPING_DELIVER_AFTER: "0.1",
-        AGORA_SHIPPING_CARRIER_POLL: "0.05",
-      },
-    };
     await onBroker(options, async (bench) => {
       bench.service.start();
       const order = { ...ORDER, order_id: randomUUID() };
@@ -204,20 +209,7 @@ describe("as the broker user the contracts allow", natsServerOrSkip(), () => {
   });
 
   test("a pull in flight when the broker restarts ends, and shipping consumes again", async () => {
-    const written: string[] = [];
-    const lines = new Writable({
-      write(chunk, _encoding, done) {
-        written.push(String(chunk));
-        done();
-      },
-    });
-    const password = join(tempDir(), "nats.password");
-    writeFileSync(password, "shipping-secret\n");
-    const options = {
-      users: [{ user: "operator", password: "operator-secret" }, SHIPPING_USER],
-      out: lines,
-      env: { AGORA_NATS_USER: "shipping", AGORA_NATS_PASSWORD_FILE: password },
-    };
+    const { options, written } = asShippingUser();
     await onBroker(options, async (bench) => {
       bench.service.start();
       const { jsm } = await bench.operator();
