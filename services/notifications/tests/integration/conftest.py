@@ -202,22 +202,11 @@ class Bench:
         return await self.bus.publish(event, aggregate=order_id)
 
     async def dispatch(
-        self,
-        shipment_id: str,
-        order_id: str,
-        user: User,
-        carrier: str = "dhl",
-        service_level: str = "standard",
-        tracking_number: str = "DH0123456789ABCDEF",
+        self, shipment_id: str, order_id: str, user: User, **shipment: str
     ) -> Delivery:
-        event = dispatched(
-            shipment_id,
-            order_id,
-            user.id,
-            carrier=carrier,
-            service_level=service_level,
-            tracking_number=tracking_number,
-        )
+        """Shipping's ShipmentDispatched, with :func:`dispatched`'s carrier, service level and
+        tracking number unless ``shipment`` names others."""
+        event = dispatched(shipment_id, order_id, user.id, **shipment)
         return await self.bus.publish(event, aggregate=shipment_id)
 
     async def mailbox(self, user: User | None = None) -> list[Message]:

@@ -151,7 +151,12 @@ async def test_a_dispatched_shipment_gets_a_message_that_the_order_is_on_its_way
     ada, order_id, shipment_id = a_user(), an_order(), a_shipment()
 
     await bench.dispatch(
-        shipment_id, order_id, ada, "royal-mail", "tracked-48", "RM0123456789ABCDEF"
+        shipment_id,
+        order_id,
+        ada,
+        carrier="royal-mail",
+        service_level="tracked-48",
+        tracking_number="RM0123456789ABCDEF",
     )
 
     (message,) = await bench.mailbox(ada)
