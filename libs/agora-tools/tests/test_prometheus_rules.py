@@ -8,7 +8,6 @@ added to the topology gets its rules, held to the objectives the topology gives 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import yaml
 
 from agora.topology import Topology
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE, TESTS_FILE, render
+from agora_tools.testing import run_promtool
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "deploy" / PROMETHEUS_DIR
@@ -40,12 +40,6 @@ def group_of(t: Topology, service: str) -> list[dict[str, Any]]:
 
 def alert(t: Topology, service: str, name: str) -> dict[str, Any]:
     return next(rule for rule in group_of(t, service) if rule.get("alert") == name)
-
-
-def run_promtool(promtool: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [promtool, *arguments], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
-    )
 
 
 def test_promtool_accepts_the_committed_rules(promtool: str) -> None:

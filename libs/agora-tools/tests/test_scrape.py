@@ -7,7 +7,6 @@ test may shorten how long each alert waits. ``promtool`` accepts what is written
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.console import Console
 from agora.topology import Topology
 from agora_tools import prometheus, scrape
 from agora_tools.runner import Runner, UpOptions
+from agora_tools.testing import run_promtool
 
 TOPOLOGY = Topology.model_validate(
     {
@@ -99,13 +99,7 @@ def test_promtool_accepts_the_written_configuration_and_rules(
         TOPOLOGY, scrape.targets(RUNNING, TOPOLOGY.services), token_file=token, alert_for=1
     )
 
-    checked = subprocess.run(
-        [promtool, "check", "config", str(server.config_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    checked = run_promtool(promtool, "check", "config", str(server.config_file))
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS" in checked.stdout

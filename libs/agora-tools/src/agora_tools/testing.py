@@ -144,6 +144,15 @@ def debian_command(command: str, package: str) -> str:
     return found
 
 
+def run_promtool(
+    promtool: str, *arguments: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``promtool arguments...`` (the ``promtool`` fixture's path), its output kept as text."""
+    return subprocess.run(  # noqa: S603 (the test's own argv)
+        [promtool, *arguments], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
 def at_once(*tasks: Callable[[], object]) -> list[BaseException]:
     """Run each of ``tasks`` in a thread of its own, every thread started before any is waited
     for (a task that must begin at the same moment as the others waits on a barrier); what the
