@@ -55,6 +55,7 @@ from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing
+from agora_tools.harness import terminate
 from agora_tools.testing import NatsServer
 
 from procstat import cpu_seconds, machine_cpu_seconds
@@ -281,12 +282,7 @@ def subscriber_process(nats_url: str, database: Path, log: Path) -> Iterator[Pop
         try:
             yield child
         finally:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            terminate(child, grace=10)
     if child.returncode not in (0, -signal.SIGTERM):
         print(f"the subscriber ended with status {child.returncode}; the end of its log:")
         print(log.read_text()[-3000:])

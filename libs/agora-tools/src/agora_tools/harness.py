@@ -60,6 +60,17 @@ def process_gone(pid: int) -> bool:
         return not stat.parent.exists()
 
 
+def terminate(process: subprocess.Popen[Any], grace: float = 10.0) -> int:
+    """SIGTERM to ``process``, and SIGKILL if it has not ended ``grace`` seconds later; its exit
+    status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 # Where a shopper of a load run, a benchmark or a system test has an order sent.
 ADDRESS = {
     "name": "Ada Lovelace",
