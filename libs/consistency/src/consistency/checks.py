@@ -30,10 +30,11 @@ be on its way) is not a violation either, and is counted apart.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Protocol, TypeVar
 
 from consistency.snapshot import (
     DISPATCHED,
@@ -122,9 +123,7 @@ def stock_matches_sales(snapshot: Snapshot) -> Iterable[Finding]:
 
 
 def no_reservation_for_terminal_orders(snapshot: Snapshot) -> Iterable[Finding]:
-    orders = {order.id: order for order in snapshot.orders}
-    for reservation in snapshot.active_reservations:
-        order = orders.get(reservation.order_id)
+    for reservation, order in _with_order(snapshot, snapshot.active_reservations):
         if order is None:
             yield (
                 f"order {reservation.order_id}",
@@ -273,9 +272,7 @@ def one_shipment_per_confirmed_order(
 def no_active_shipment_for_cancelled_orders(snapshot: Snapshot) -> Iterable[Finding]:
     if snapshot.shipments is None:
         return
-    orders = {order.id: order for order in snapshot.orders}
-    for shipment in snapshot.shipments:
-        order = orders.get(shipment.order_id)
+    for shipment, order in _with_order(snapshot, snapshot.shipments):
         if order is not None and order.status == "CANCELLED" and shipment.status != "cancelled":
             yield (
                 f"shipment {shipment.id}",
@@ -288,9 +285,7 @@ def shipments_of_known_confirmed_orders(snapshot: Snapshot) -> Iterable[Finding]
     still in progress. Shipments are read before orders, so a later order is no excuse."""
     if snapshot.shipments is None:
         return
-    orders = {order.id: order for order in snapshot.orders}
-    for shipment in snapshot.shipments:
-        order = orders.get(shipment.order_id)
+    for shipment, order in _with_order(snapshot, snapshot.shipments):
         if order is None:
             yield (
                 f"shipment {shipment.id}",
@@ -381,6 +376,23 @@ def check(snapshot: Snapshot, *, shipment_grace: timedelta = SHIPMENT_GRACE) -> 
                 f"{shipment_grace.total_seconds():g} s a shipment may take: not judged",
             )
     return Report(violations, tuple(o.id for o in _in_progress(snapshot)), counts, awaiting, notes)
+
+
+class _OfAnOrder(Protocol):
+    @property
+    def order_id(self) -> str: ...
+
+
+OfAnOrder = TypeVar("OfAnOrder", bound=_OfAnOrder)
+
+
+def _with_order(
+    snapshot: Snapshot, items: Iterable[OfAnOrder]
+) -> Iterator[tuple[OfAnOrder, Order | None]]:
+    """Each of ``items`` beside the order it is of, as orders has it (None: orders does not
+    know the order)."""
+    orders = {order.id: order for order in snapshot.orders}
+    return ((item, orders.get(item.order_id)) for item in items)
 
 
 def _in_progress(snapshot: Snapshot) -> Iterable[Order]:
