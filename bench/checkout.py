@@ -17,7 +17,11 @@ runs never sell out, and then:
 
 Latency is the order's own record: from ``placed_at`` (the placing transaction) to ``updated_at``
 when it turned CONFIRMED (its last write), both stamped by orders, plus the client's wait for the
-POST answer reported on its own. Each phase runs ``--rounds`` times; medians are printed. Targets on
+POST answer reported on its own. While it waits for its orders it reads only the PENDING ones (the
+listing filtered by status), never the whole table, so a round costs the same however many orders
+the earlier ones left. Orders that did not confirm are counted by why: a refused POST (its status,
+or the connection error: the shopper goes on), a cancellation (its reason), or still pending after
+two minutes (at which step). Each phase runs ``--rounds`` times; medians are printed. Targets on
 a 2-core machine: at least 100 confirmed orders/s at saturation, p99 at most 500 ms at 50
 orders/s; missing one is reported, not an error. It exits non-zero only when something failed.
 
@@ -44,6 +48,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +76,14 @@ TARGET_P99_MS = 500.0
 class Placed:
     order_id: str
     post_seconds: float
+
+
+@dataclass
+class Round:
+    """One round's figures, and why the orders of it that did not confirm did not."""
+
+    figures: dict[str, float]
+    why: Counter[str]
 
 
 class Shop:
@@ -118,8 +132,8 @@ class Shop:
             assert reply.status == 201, await reply.text()
         return await self.token(email, password)
 
-    async def place(self, n: int) -> Placed | None:
-        """One order; None when it was refused (a 4xx or 5xx), which the rounds count apart.
+    async def place(self, n: int) -> Placed | str:
+        """One order, or why it was refused: the status of a 4xx or 5xx, or the connection error.
 
         A 200 is the order itself: the gateway tried the POST again with its Idempotency-Key
         after the first try went unanswered, and orders answered with the order it had placed.
@@ -137,35 +151,71 @@ class Shop:
         try:
             async with self.session.post(f"{self.url}/api/orders", json=body, headers=headers) as r:
                 if r.status not in {200, 201, 202}:
-                    return None
+                    return f"HTTP {r.status} {await problem_title(r)}".rstrip()
                 order_id = str((await r.json())["id"])
-        except aiohttp.ClientError:
+        except (TimeoutError, aiohttp.ClientError) as error:
             # A connection the gateway closed or refused under load: counted as refused, as a
             # refusal with a status is, and the shopper goes on.
-            return None
+            return type(error).__name__
         return Placed(order_id, time.perf_counter() - started)
 
-    async def orders(self, ids: set[str]) -> list[dict[str, Any]]:
-        """The admin's view of these orders, once every one of them is terminal."""
-        deadline = time.monotonic() + 120
+    async def pages(self, **query: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The admin's listing of orders (``query`` filters it), newest first, a page at a time."""
+        cursor = ""
         while True:
-            found: list[dict[str, Any]] = []
-            cursor = ""
-            while True:
-                query = f"limit=500&cursor={cursor}" if cursor else "limit=500"
-                async with self.session.get(
-                    f"{self.url}/api/orders?{query}",
-                    headers={"authorization": f"Bearer {self.admin}"},
-                ) as reply:
-                    page = await reply.json()
-                found.extend(o for o in page["items"] if o["id"] in ids)
-                cursor = page.get("next_cursor") or ""
-                if not cursor:
-                    break
-            done = [o for o in found if o["status"] in {"CONFIRMED", "CANCELLED"}]
-            if len(done) == len(ids) or time.monotonic() > deadline:
-                return found
+            params = {**query, "limit": "500"} | ({"cursor": cursor} if cursor else {})
+            async with self.session.get(
+                f"{self.url}/api/orders",
+                params=params,
+                headers={"authorization": f"Bearer {self.admin}"},
+            ) as reply:
+                assert reply.status == 200, await reply.text()
+                page = await reply.json()
+            yield page["items"]
+            cursor = page.get("next_cursor") or ""
+            if not cursor:
+                return
+
+    async def settle(self, ids: set[str]) -> None:
+        """Wait until none of these orders is PENDING (or two minutes have passed).
+
+        It reads only the PENDING orders, which are the ones in flight, never the whole table.
+        """
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pending = [o async for page in self.pages(status="PENDING") for o in page]
+            if not any(o["id"] in ids for o in pending):
+                return
             await asyncio.sleep(0.5)
+
+    async def fetch(self, ids: set[str]) -> list[dict[str, Any]]:
+        """These orders as they stand: the listing newest first, read until all are found."""
+        found: list[dict[str, Any]] = []
+        async for page in self.pages():
+            found.extend(o for o in page if o["id"] in ids)
+            if len(found) == len(ids):
+                break
+        return found
+
+
+async def problem_title(reply: aiohttp.ClientResponse) -> str:
+    """The title of a problem-details answer; empty for any other body."""
+    try:
+        problem = await reply.json(content_type=None)
+    except ValueError:
+        return ""
+    return str(problem.get("title", "")) if isinstance(problem, dict) else ""
+
+
+def not_confirmed(orders: list[dict[str, Any]], refusals: list[str]) -> Counter[str]:
+    """Why orders did not confirm: a refused POST, or an order's status and reason or step."""
+    why: Counter[str] = Counter(f"refused: {r}" for r in refusals)
+    for o in orders:
+        if o["status"] == "CANCELLED":
+            why[f"cancelled: {o['reason']}"] += 1
+        elif o["status"] == "PENDING":
+            why[f"still pending at {o['checkout']['step']}"] += 1
+    return why
 
 
 def seconds_between(start: str, end: str) -> float:
@@ -177,8 +227,8 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def fixed_load(shop: Shop, rate: float, seconds: float) -> dict[str, float]:
-    tasks: list[asyncio.Task[Placed | None]] = []
+async def fixed_load(shop: Shop, rate: float, seconds: float) -> Round:
+    tasks: list[asyncio.Task[Placed | str]] = []
     started = time.monotonic()
     n = 0
     while time.monotonic() - started < seconds:
@@ -187,60 +237,61 @@ async def fixed_load(shop: Shop, rate: float, seconds: float) -> dict[str, float
         # Open-loop arrivals: the next order is due at n / rate, however slow the answers are.
         await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
     answers = await asyncio.gather(*tasks)
-    placed = [p for p in answers if p is not None]
-    orders = await shop.orders({p.order_id for p in placed})
+    placed = [p for p in answers if isinstance(p, Placed)]
+    refusals = [p for p in answers if isinstance(p, str)]
+    ids = {p.order_id for p in placed}
+    await shop.settle(ids)
+    orders = await shop.fetch(ids)
     confirmed = [o for o in orders if o["status"] == "CONFIRMED"]
     latency = [seconds_between(o["placed_at"], o["updated_at"]) * 1000 for o in confirmed]
     posts = [p.post_seconds * 1000 for p in placed]
-    return {
+    figures = {
         "offered_per_s": n / seconds,
         "confirmed": len(confirmed),
         "not_confirmed": len(orders) - len(confirmed),
-        "refused": len(answers) - len(placed),
+        "refused": len(refusals),
         "p50_ms": quantile(latency, 0.5),
         "p99_ms": quantile(latency, 0.99),
         "post_p50_ms": quantile(posts, 0.5),
         "post_p99_ms": quantile(posts, 0.99),
     }
+    return Round(figures, not_confirmed(orders, refusals))
 
 
-async def saturate(
-    shop: Shop, concurrency: int, seconds: float, pids: dict[str, int]
-) -> dict[str, float]:
-    placed: list[Placed] = []
-    refused = 0
+async def saturate(shop: Shop, concurrency: int, seconds: float, pids: dict[str, int]) -> Round:
+    answers: list[Placed | str] = []
     stop_at = time.monotonic() + seconds
 
     async def shopper(i: int) -> None:
-        nonlocal refused
         n = i
         while time.monotonic() < stop_at:
-            answer = await shop.place(n)
-            if answer is None:
-                refused += 1
-            else:
-                placed.append(answer)
+            answers.append(await shop.place(n))
             n += concurrency
 
     began = datetime.now().astimezone()
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     await asyncio.gather(*(shopper(i) for i in range(concurrency)))
-    orders = await shop.orders({p.order_id for p in placed})
+    placed = [p for p in answers if isinstance(p, Placed)]
+    refusals = [p for p in answers if isinstance(p, str)]
+    ids = {p.order_id for p in placed}
+    await shop.settle(ids)
     cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    orders = await shop.fetch(ids)
     confirmed = [o for o in orders if o["status"] == "CONFIRMED"]
-    last = max(datetime.fromisoformat(o["updated_at"]) for o in confirmed)
-    span = (last - began).total_seconds()
+    last = max((datetime.fromisoformat(o["updated_at"]) for o in confirmed), default=began)
+    span = max((last - began).total_seconds(), 1e-9)
     latency = [seconds_between(o["placed_at"], o["updated_at"]) * 1000 for o in confirmed]
-    return {
+    figures = {
         "placed": len(placed),
-        "refused": refused,
+        "refused": len(refusals),
         "confirmed": len(confirmed),
         "confirmed_per_s": len(confirmed) / span,
         "p50_ms": quantile(latency, 0.5),
         "p99_ms": quantile(latency, 0.99),
-        # Until every order is terminal, the admin's listing included (the same in every run).
+        # Until every order is terminal, the bench's reading of the PENDING orders included.
         **cpu_ms_per_order(cpu_before, cpu_after, len(confirmed)),
     }
+    return Round(figures, not_confirmed(orders, refusals))
 
 
 def cpu_ms_per_order(
@@ -260,11 +311,17 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
-def show(title: str, result: dict[str, float], rounds: list[dict[str, float]]) -> None:
+def show(title: str, rounds: list[Round]) -> dict[str, float]:
+    """Print the rounds' medians, each round's figures and why orders did not confirm."""
+    result = median_of([r.figures for r in rounds])
     print(f"\n{title} (median of {len(rounds)} rounds)")
     for key, value in result.items():
-        each = ", ".join(f"{r[key]:.1f}" for r in rounds)
+        each = ", ".join(f"{r.figures[key]:.1f}" for r in rounds)
         print(f"  {key:>20}: {value:10.1f}   (rounds: {each})")
+    why = sum((r.why for r in rounds), Counter[str]())
+    for reason, count in why.most_common():
+        print(f"  not confirmed, all rounds: {count:6d}  {reason}")
+    return result
 
 
 async def run(
@@ -280,15 +337,11 @@ async def run(
         for _ in range(args.rounds):
             fixed_rounds.append(await fixed_load(shop, args.rate, args.seconds))
             saturated_rounds.append(await saturate(shop, args.concurrency, args.seconds, pids))
-        fixed, saturated = median_of(fixed_rounds), median_of(saturated_rounds)
-        show(
-            f"Fixed load: {args.rate:g} orders/s offered for {args.seconds:g} s",
-            fixed,
-            fixed_rounds,
+        fixed = show(
+            f"Fixed load: {args.rate:g} orders/s offered for {args.seconds:g} s", fixed_rounds
         )
-        show(
+        saturated = show(
             f"Saturation: {args.concurrency} shoppers placing back to back for {args.seconds:g} s",
-            saturated,
             saturated_rounds,
         )
         return fixed, saturated
