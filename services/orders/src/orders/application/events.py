@@ -1,5 +1,8 @@
 """An order in the contracts' words: the events orders records about it, made in one place so
-that OrderPlaced and each version of OrderConfirmed tell the same order the same way."""
+that OrderPlaced and each version of OrderConfirmed tell the same order the same way.
+
+A line and the shipping address are read off the order's own by the contract's fields
+(``from_attributes``): the contract says what it carries, and is not copied out field by field."""
 
 from __future__ import annotations
 
@@ -28,7 +31,6 @@ def order_placed(order: Order) -> OrderPlaced:
 def order_confirmed(order: Order) -> tuple[OrderConfirmed, OrderConfirmedV2]:
     """The order's confirmation in every version still published: v1 while a service consumes
     it, v2 with what a shipment needs (docs/adr/0038-two-versions-of-an-event-side-by-side.md)."""
-    address = order.shipping_address
     return (
         OrderConfirmed(
             order_id=order.id, user_id=order.user_id, total=order.total, currency=order.currency
@@ -39,13 +41,8 @@ def order_confirmed(order: Order) -> tuple[OrderConfirmed, OrderConfirmedV2]:
             lines=_lines(order),
             total=order.total,
             currency=order.currency,
-            shipping_address=ShippingAddress(
-                name=address.name,
-                line1=address.line1,
-                line2=address.line2,
-                city=address.city,
-                postal_code=address.postal_code,
-                country=address.country,
+            shipping_address=ShippingAddress.model_validate(
+                order.shipping_address, from_attributes=True
             ),
         ),
     )
@@ -57,7 +54,4 @@ def order_cancelled(order: Order) -> OrderCancelled:
 
 
 def _lines(order: Order) -> tuple[OrderLine, ...]:
-    return tuple(
-        OrderLine(sku=x.sku, name=x.name, quantity=x.quantity, unit_price=x.unit_price)
-        for x in order.lines
-    )
+    return tuple(OrderLine.model_validate(line, from_attributes=True) for line in order.lines)
