@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import jwt
@@ -383,16 +383,3 @@ def gateway(start_gateway: StartGateway) -> httpx.Client:
 def sent_on(upstream: Upstream, request_id: str) -> list[Seen]:
     """What the upstream received for the gateway request with this id."""
     return [seen for seen in upstream.seen if seen.headers.get("X-Request-Id") == request_id]
-
-
-_T = TypeVar("_T")
-
-
-def eventually(probe: Callable[[], _T | None], *, within: float = 10.0) -> _T:
-    """The first thing ``probe`` returns that is not None, asking again until ``within`` s."""
-    deadline = time.monotonic() + within
-    while (found := probe()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing found within {within} s")
-        time.sleep(0.01)
-    return found

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from agora.messaging.broker import Broker
 from agora.topology import Topology
-from agora_tools.testing import NatsServer, connected, free_port
+from agora_tools.testing import NatsServer, connected, found_within, free_port
 from consistency.checks import Report, Violation
 from consistency.snapshot import ReadFailed
 from gateway.bootstrap import create_app
@@ -29,7 +29,7 @@ from gateway.console.events import RecentEvents, seen_event
 from gateway.console.metrics import Flow, Scrape
 from gateway.settings import GatewaySettings
 
-from .conftest import Keys, Served, Upstream, eventually
+from .conftest import Keys, Served, Upstream
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 ORDER = "0b7e1c52-6f35-4b64-9c39-0d1c1f7ad3aa"
@@ -1050,8 +1050,10 @@ def test_dead_letters_are_listed_and_replayed_and_the_feed_shows_the_traffic(
     with NatsServer(tmp_path / "nats") as server:
         system.settings = system.settings.model_copy(update={"nats_url": server.url})
         client = system.admin()
-        eventually(
-            lambda: client.get("/console/api/events").json()["subscribed"] or None, within=15
+        found_within(
+            lambda: client.get("/console/api/events").json()["subscribed"] or None,
+            "the console subscribed to the events",
+            within=15,
         )
         dead_letter(server)
 
@@ -1069,12 +1071,13 @@ def test_dead_letters_are_listed_and_replayed_and_the_feed_shows_the_traffic(
         again = client.post("/console/dead-letters/dead-1/replay", data={"csrf_token": csrf(page)})
         assert again.status_code == 404
         # The feed saw the dead letter go by, then the event sent back to its subject.
-        feed = eventually(
+        feed = found_within(
             lambda: (
                 events
                 if len(events := client.get("/console/api/events").json()["events"]) >= 2
                 else None
-            )
+            ),
+            "two events in the feed",
         )
         assert [(e["kind"], e["id"]) for e in feed[:2]] == [
             ("events", "event-1"),

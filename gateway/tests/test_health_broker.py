@@ -11,9 +11,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from agora_tools.testing import NatsServer
+from agora_tools.testing import NatsServer, found_within
 
-from .conftest import Upstream, eventually
+from .conftest import Upstream
 
 if TYPE_CHECKING:
     from .conftest import StartGateway
@@ -95,11 +95,14 @@ def test_the_gateway_reports_its_broker_connected_then_away_while_it_keeps_servi
             state: dict[str, Any] = gateway.get("/api").json()["broker"]
             return state if state["connected"] is connected else None
 
-        assert eventually(lambda: broker(True)) == {"url": nats_server.url, "connected": True}
+        assert found_within(lambda: broker(True), "the broker connected") == {
+            "url": nats_server.url,
+            "connected": True,
+        }
 
         nats_server.kill()
 
-        away = eventually(lambda: broker(False))
+        away = found_within(lambda: broker(False), "the broker away")
         assert away["url"] == nats_server.url
         assert away["error"]
         assert services(gateway)["gateway"]["healthy"] is True

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from agora.topology import Topology
-from agora_tools.testing import assert_problem
+from agora_tools.testing import assert_problem, found_within
 from gateway.bootstrap import create_app
 from gateway.settings import GatewaySettings
 
@@ -21,7 +21,6 @@ from .conftest import (
     Seen,
     Upstream,
     catalog_routes,
-    eventually,
     identity_routes,
     sent_on,
 )
@@ -305,7 +304,7 @@ def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(
     _version, trace_id, _span_id, _flags = seen.headers["traceparent"].split("-")
     # Each log line is the JSON rendering of the event a record carries. The access line is
     # written once the answer has gone out, so it may trail the answer by a moment.
-    access = eventually(
+    access = found_within(
         lambda: next(
             (
                 record.msg
@@ -315,7 +314,8 @@ def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(
                 and record.msg.get("path") == "/api/catalog/products/traced-1"
             ),
             None,
-        )
+        ),
+        "the request's access line",
     )
     assert access["service"] == "gateway"
     assert access["request_id"] == reply.headers["x-request-id"]

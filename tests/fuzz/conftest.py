@@ -30,7 +30,7 @@ from agora.messaging.envelope import envelope
 from agora.topology import find_topology_file, load_topology
 from agora_tools import runtimes
 from agora_tools.harness import ADDRESS
-from agora_tools.testing import NatsServer, SigningKey, free_port, http_receiver
+from agora_tools.testing import NatsServer, SigningKey, found_within, free_port, http_receiver
 from contracts.base import subject_of
 from contracts.orders import OrderConfirmedV2, OrderLine, ShippingAddress
 
@@ -124,15 +124,6 @@ async def confirm(nats_url: str, orders: list[tuple[str, str]]) -> None:
         await connection.close()
 
 
-def wait_for(what: str, check: Any) -> Any:
-    deadline = time.monotonic() + WITHIN
-    while (found := check()) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {WITHIN:g} s")
-        time.sleep(0.1)
-    return found
-
-
 @pytest.fixture(scope="module")
 def shipping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipping]:
     directory = tmp_path_factory.mktemp("shipping")
@@ -178,7 +169,7 @@ def shipping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipping]:
                     except httpx.TransportError:
                         return None
 
-                wait_for("shipping to be ready", ready)
+                found_within(ready, "shipping to be ready", WITHIN, every=0.1)
                 orders = {"ada": [str(uuid.uuid4()) for _ in range(3)], "bob": [str(uuid.uuid4())]}
                 users = {"ada": ADA, "bob": BOB}
                 asyncio.run(
@@ -195,7 +186,9 @@ def shipping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipping]:
                         return None
                     return {who: [s for s in items if s["user_id"] == users[who]] for who in users}
 
-                started.shipments.update(wait_for("the shipments to be made", shipped))
+                started.shipments.update(
+                    found_within(shipped, "the shipments to be made", WITHIN, every=0.1)
+                )
             yield started
         finally:
             process.terminate()

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agora.errors import PROBLEM_JSON
 
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 PROBLEM = PROBLEM_JSON
 # A request's headers, as the tests hand them to a client.
 Headers = dict[str, str]
+T = TypeVar("T")
 
 
 def assert_problem(answer: httpx.Response, status: int) -> dict[str, Any]:
@@ -93,6 +94,20 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"{what} (not within {within:g} s)") from None
+
+
+def found_within(
+    probe: Callable[[], T | None], what: str, within: float = 10.0, every: float = 0.01
+) -> T:
+    """The first thing ``probe`` returns that is not None, asking again every ``every`` s; fail
+    saying ``what`` was not found within ``within`` s. For a synchronous test or fixture: a
+    coroutine waits with :func:`eventually`."""
+    deadline = time.monotonic() + within
+    while (found := probe()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (not within {within:g} s)")
+        time.sleep(every)
+    return found
 
 
 def free_port(host: str = "127.0.0.1") -> int:
