@@ -51,6 +51,16 @@ def log_in(api: httpx.Client, email: str, password: str) -> dict[str, str]:
     return {"authorization": f"Bearer {answer.json()['access_token']}"}
 
 
+def listed(
+    api: httpx.Client, path: str, headers: dict[str, str], **params: str
+) -> list[dict[str, Any]]:
+    """The items of the first page of a listing, which must answer 200."""
+    answer = api.get(path, params=params, headers=headers)
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
 @dataclass
 class Shopper:
     """One logged-in user of the shop."""
@@ -91,10 +101,7 @@ class Shopper:
         )
 
     def messages(self) -> list[dict[str, Any]]:
-        answer = self.api.get("/api/notifications", headers=self.headers)
-        assert answer.status_code == 200, answer.text
-        items: list[dict[str, Any]] = answer.json()["items"]
-        return items
+        return listed(self.api, "/api/notifications", self.headers)
 
     def wait_for_messages(
         self, count: int, timeout: float = 30.0, **about: Any
@@ -112,17 +119,11 @@ class Shopper:
         return self.api.post(f"/api/orders/{order_id}/cancel", headers=self.headers)
 
     def payments(self, order_id: str) -> list[dict[str, Any]]:
-        answer = self.api.get("/api/payments", params={"order_id": order_id}, headers=self.headers)
-        assert answer.status_code == 200, answer.text
-        items: list[dict[str, Any]] = answer.json()["items"]
-        return items
+        return listed(self.api, "/api/payments", self.headers, order_id=order_id)
 
     def shipments(self, order_id: str) -> list[dict[str, Any]]:
         """The shipments of one order this shopper may see (``GET /api/shipments``)."""
-        answer = self.api.get("/api/shipments", params={"order_id": order_id}, headers=self.headers)
-        assert answer.status_code == 200, answer.text
-        items: list[dict[str, Any]] = answer.json()["items"]
-        return items
+        return listed(self.api, "/api/shipments", self.headers, order_id=order_id)
 
     def shipment(self, shipment_id: str) -> httpx.Response:
         return self.api.get(f"/api/shipments/{shipment_id}", headers=self.headers)
@@ -176,17 +177,11 @@ class Shop:
         )
 
     def products(self, count: int) -> list[dict[str, Any]]:
-        answer = self.api.get("/api/catalog/products", params={"limit": str(count)})
-        assert answer.status_code == 200, answer.text
-        items: list[dict[str, Any]] = answer.json()["items"]
-        return items
+        return listed(self.api, "/api/catalog/products", {}, limit=str(count))
 
     def shipments_of(self, order_id: str) -> list[dict[str, Any]]:
         """An order's shipments, as the admin sees them."""
-        answer = self.api.get("/api/shipments", params={"order_id": order_id}, headers=self.admin)
-        assert answer.status_code == 200, answer.text
-        items: list[dict[str, Any]] = answer.json()["items"]
-        return items
+        return listed(self.api, "/api/shipments", self.admin, order_id=order_id)
 
     def every_shipment(self) -> list[dict[str, Any]]:
         """Every shipment, as the admin lists them, page after page."""
