@@ -303,6 +303,16 @@ class Service(Generic[SettingsT]):
         """The app for ``settings``, running (see :func:`serving`)."""
         return serving(self.app_for(settings))
 
+    def fixture(self) -> Any:
+        """The session's ``service`` fixture, which the plugin's ``settings``, ``client``,
+        ``shared`` and ``migrated`` ask for, and ``admin`` and ``customer`` (tokens ``key``
+        signs): in a service's conftest, ``service = SERVICE.fixture()``."""
+
+        def service() -> Service[SettingsT]:
+            return self
+
+        return pytest.fixture(scope="session", name="service")(service)
+
 
 @pytest.fixture
 def settings(service: Service[Any], database_url: str, tmp_path: Path) -> Any:

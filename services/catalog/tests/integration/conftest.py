@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from agora_tools.pytest_plugin import Service
@@ -23,12 +22,9 @@ SERVICE = Service.standard(CatalogSettings, create_app, KEY, migrations=MIGRATIO
 app_for = SERVICE.app_for
 
 
-@pytest.fixture(scope="session")
-def service() -> Service[CatalogSettings]:
-    """The plugin's ``settings``, ``client`` (a freshly seeded catalog of the test's own) and
-    ``shared`` (one seeded catalog per module) are made this way; its ``admin`` and
-    ``customer`` carry tokens ``KEY`` signed."""
-    return SERVICE
+# The plugin's fixtures: ``client`` a freshly seeded catalog of the test's own, ``shared`` one
+# seeded catalog per module.
+service = SERVICE.fixture()
 
 
 def a_product(**overrides: Any) -> dict[str, Any]:

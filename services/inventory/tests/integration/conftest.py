@@ -37,12 +37,9 @@ SERVICE = Service.standard(InventorySettings, create_app, KEY, migrations=MIGRAT
 app_for = SERVICE.app_for
 
 
-@pytest.fixture(scope="session")
-def service() -> Service[InventorySettings]:
-    """The plugin's ``settings``, ``client`` (a freshly seeded inventory of the test's own) and
-    ``shared`` (one seeded inventory per module) are made this way; its ``admin`` and
-    ``customer`` carry tokens ``KEY`` signed."""
-    return SERVICE
+# The plugin's fixtures: ``client`` a freshly seeded inventory of the test's own, ``shared`` one
+# seeded inventory per module.
+service = SERVICE.fixture()
 
 
 class Replica:

@@ -53,11 +53,7 @@ settings_for = SERVICE.settings_for
 app_for = SERVICE.app_for
 
 
-@pytest.fixture(scope="session")
-def service() -> Service[NotificationsSettings]:
-    """The plugin's ``settings``, ``shared`` (one app per module) and ``migrated`` are made this
-    way; its ``admin`` and ``customer`` carry tokens ``KEY`` signed."""
-    return SERVICE
+service = SERVICE.fixture()
 
 
 # --- a mail server -----------------------------------------------------------------------------

@@ -61,12 +61,9 @@ settings_for = SERVICE.settings_for
 app_for = SERVICE.app_for
 
 
-@pytest.fixture(scope="session")
-def service() -> Service[PaymentsSettings]:
-    """The plugin's ``settings``, ``client`` (an app of the test's own), ``shared`` (one app
-    per module, whose tests must not depend on what the others did) and ``migrated`` are made
-    this way; its ``admin`` and ``customer`` carry tokens ``KEY`` signed."""
-    return SERVICE
+# The plugin's fixtures: ``shared`` one app per module, whose tests must not depend on what the
+# others did.
+service = SERVICE.fixture()
 
 
 @dataclass
