@@ -13,12 +13,12 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { nanos, headers as natsHeaders } from "@nats-io/transport-node";
-import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { Backoff, sleep } from "../backoff.js";
 import type { EventData } from "../contracts/events.js";
 import type { Metrics } from "../observe/metrics.js";
-import { contextFrom, SERVICE_ATTRIBUTE, tracer } from "../observe/telemetry.js";
+import { messageSpan } from "../observe/telemetry.js";
 import type { Database, Tx } from "../store/db.js";
 import type { Broker } from "./broker.js";
 import { deadLetterSubject, parseType, streamName, subjectOf } from "./envelope.js";
@@ -218,20 +218,16 @@ class Loop {
     const owner = this.owner;
     const started = performance.now();
     const delivered = msg.info.deliveryCount;
-    const span = tracer().startSpan(
-      `${msg.subject} process`,
+    const span = messageSpan(
+      "process",
+      msg.subject,
+      owner.service,
+      msg.headers?.get("traceparent"),
       {
-        kind: SpanKind.CONSUMER,
-        attributes: {
-          [SERVICE_ATTRIBUTE]: owner.service,
-          "messaging.system": "nats",
-          "messaging.operation.type": "process",
-          "messaging.destination.name": msg.subject,
-          "messaging.consumer.group.name": this.name,
-          "messaging.message.delivery_count": delivered,
-        },
+        "messaging.operation.type": "process",
+        "messaging.consumer.group.name": this.name,
+        "messaging.message.delivery_count": delivered,
       },
-      contextFrom(msg.headers?.get("traceparent")),
     );
     let eventId =
       msg.headers?.get("Nats-Msg-Id") || `${msg.info.stream}:${msg.info.streamSequence}`;

@@ -9,11 +9,11 @@
 //   takes: an event is never given up on.
 
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
+import { SpanStatusCode } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { Backoff, sleep } from "../backoff.js";
 import type { Metrics } from "../observe/metrics.js";
-import { contextFrom, SERVICE_ATTRIBUTE, traceparentOf, tracer } from "../observe/telemetry.js";
+import { messageSpan, traceparentOf } from "../observe/telemetry.js";
 import type { Database } from "../store/db.js";
 import type { Broker } from "./broker.js";
 
@@ -169,21 +169,11 @@ export class Relay {
   }
 
   private async publish(js: Broker["js"], row: Pending): Promise<void> {
-    const span = tracer().startSpan(
-      `${row.subject} publish`,
-      {
-        kind: SpanKind.PRODUCER,
-        attributes: {
-          [SERVICE_ATTRIBUTE]: this.service,
-          "messaging.system": "nats",
-          "messaging.destination.name": row.subject,
-          "messaging.message.id": row.id,
-          "agora.event_type": row.type,
-          ...(row.aggregate ? { "agora.subject": row.aggregate } : {}),
-        },
-      },
-      contextFrom(row.traceparent),
-    );
+    const span = messageSpan("publish", row.subject, this.service, row.traceparent, {
+      "messaging.message.id": row.id,
+      "agora.event_type": row.type,
+      ...(row.aggregate ? { "agora.subject": row.aggregate } : {}),
+    });
     try {
       const headers = natsHeaders();
       headers.set("Nats-Msg-Id", row.id);

@@ -2,6 +2,7 @@
 // finished spans kept in memory for GET /internal/spans (agora/telemetry.py, same record shape).
 
 import {
+  type Attributes,
   type Context,
   context,
   propagation,
@@ -156,6 +157,31 @@ const fromRecord: TextMapGetter<Record<string, string | undefined>> = {
 /** The context a traceparent (from a message or a row) names; the root context without one. */
 export function contextFrom(traceparent: string | null | undefined): Context {
   return propagation.extract(context.active(), traceparent ? { traceparent } : {}, fromRecord);
+}
+
+/** The span of one message on NATS, as the Python chassis names it: the relay's
+ * "<subject> publish" (a producer) or a consumer's "<subject> process", a child of the span
+ * `traceparent` names (a root without one). */
+export function messageSpan(
+  operation: "publish" | "process",
+  subject: string,
+  service: string,
+  traceparent: string | null | undefined,
+  attributes: Attributes,
+): import("@opentelemetry/api").Span {
+  return tracer().startSpan(
+    `${subject} ${operation}`,
+    {
+      kind: operation === "publish" ? SpanKind.PRODUCER : SpanKind.CONSUMER,
+      attributes: {
+        [SERVICE_ATTRIBUTE]: service,
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        ...attributes,
+      },
+    },
+    contextFrom(traceparent),
+  );
 }
 
 /** The traceparent of the current span, to carry to the next message. */
