@@ -1,6 +1,7 @@
 // What the messaging tests share: a bench of a nats-server of the test's own with shipping
 // bootstrapped against it, the envelopes orders would publish, and a look at a stream's messages.
 import { randomUUID } from "node:crypto";
+import { after, before } from "node:test";
 import {
   type JetStreamManager,
   jetstream,
@@ -13,7 +14,15 @@ import type { Broker } from "../src/messaging/broker.js";
 import { type ConsumerOptions, Consumers, type Subscription } from "../src/messaging/consumer.js";
 import { Metrics } from "../src/observe/metrics.js";
 import { bootstrap, type Service } from "../src/service.js";
-import { type NatsServer, quiet, settingsFor, startNats } from "./support.js";
+import {
+  eventually,
+  type NatsServer,
+  ORDER,
+  onEachStore,
+  quiet,
+  settingsFor,
+  startNats,
+} from "./support.js";
 
 export const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
 export const TRACEPARENT = `00-${TRACE_ID}-00f067aa0ba902b7-01`;
@@ -32,6 +41,20 @@ export function envelope(data: unknown, id: string = randomUUID()) {
     datacontenttype: "application/json",
     data,
   };
+}
+
+/** An order confirmed after the bench's server restarted, published again until the restarted
+ * JetStream takes it (a second copy is de-duplicated); its data. */
+export async function confirmWhenBack(bench: Bench): Promise<typeof ORDER> {
+  const order = { ...ORDER, order_id: randomUUID() };
+  const event = envelope(order);
+  await eventually(() =>
+    bench.publish(event).then(
+      () => true,
+      () => false,
+    ),
+  );
+  return order;
 }
 
 /** The messages a stream holds (of one subject), oldest first. */
@@ -132,6 +155,27 @@ export async function onBroker(
   } finally {
     await bench.close();
   }
+}
+
+/** For each store, as onEachStore: shipping on a bench of its own, with `env` and the store's
+ * database, started before the suite's tests and closed after them. */
+export function onEachStoreStarted(
+  title: string,
+  env: Record<string, string>,
+  suite: (bench: () => Bench, store: () => string) => void,
+): void {
+  onEachStore(title, (store) => {
+    let bench: (Bench & { close(): Promise<void> }) | undefined;
+    before(async () => {
+      bench = await openBench({ env: { AGORA_SHIPPING_DATABASE_URL: store(), ...env } });
+      bench.service.start();
+    });
+    after(() => bench?.close());
+    suite(() => {
+      if (bench === undefined) throw new Error("the bench opens before the suite's tests");
+      return bench;
+    }, store);
+  });
 }
 
 /** `subscriptions` consumed on the bench's broker for the time of `work`, with their metrics. */

@@ -7,20 +7,20 @@ import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import type { StoredMsg } from "@nats-io/jetstream";
 import {
-  type Bench,
   CONFIRMED,
+  confirmWhenBack,
   envelope,
   OPERATOR,
   onBroker,
-  openBench,
+  onEachStoreStarted,
   stored,
   TRACE_ID,
   TRACEPARENT,
 } from "./broker.js";
-import { eventually, natsServerOrSkip, ORDER, onEachStore, tempDir } from "./support.js";
+import { eventually, natsServerOrSkip, ORDER, tempDir } from "./support.js";
 
 const STEPS = [
   "agora.shipping.events.ShipmentCreated.v1",
@@ -29,36 +29,28 @@ const STEPS = [
 ];
 
 describe("shipping on the broker", natsServerOrSkip(), () => {
-  onEachStore("orders confirmed", (store) => {
-    let bench: Bench & { close(): Promise<void> };
-
-    before(async () => {
-      bench = await openBench({
-        env: {
-          AGORA_SHIPPING_DATABASE_URL: store(),
-          AGORA_SHIPPING_DISPATCH_AFTER: "0.2",
-          AGORA_SHIPPING_DELIVER_AFTER: "0.2",
-          AGORA_SHIPPING_CARRIER_POLL: "0.05",
-        },
-      });
-      bench.service.start();
-    });
-    after(() => bench.close());
-
+  const env = {
+    AGORA_SHIPPING_DISPATCH_AFTER: "0.2",
+    AGORA_SHIPPING_DELIVER_AFTER: "0.2",
+    AGORA_SHIPPING_CARRIER_POLL: "0.05",
+  };
+  onEachStoreStarted("orders confirmed", env, (bench) => {
     const confirm = async (data: unknown, id?: string, msgID?: string) => {
       const event = envelope(data, id);
-      await bench.publish(event, msgID);
+      await bench().publish(event, msgID);
       return event;
     };
     const shipmentsOf = (orderId: string) =>
-      bench.service.db.transaction((tx) =>
+      bench().service.db.transaction((tx) =>
         tx.all<{ id: string; status: string }>(
           "SELECT id, status FROM shipments WHERE order_id = $1",
           [orderId],
         ),
       );
     const internal = async (path: string) =>
-      (await bench.service.app.inject({ url: path, headers: { authorization: OPERATOR } })).json();
+      (
+        await bench().service.app.inject({ url: path, headers: { authorization: OPERATOR } })
+      ).json();
 
     test("one shipment per order, taken to delivered, each step published once", async () => {
       const order = { ...ORDER, order_id: randomUUID() };
@@ -70,7 +62,7 @@ describe("shipping on the broker", natsServerOrSkip(), () => {
         return rows[0]?.status === "delivered" ? rows : null;
       });
       assert.equal((await shipmentsOf(order.order_id)).length, 1);
-      const { jsm } = await bench.operator();
+      const { jsm } = await bench().operator();
       const steps = await eventually(async () => {
         const all = await stored(jsm, "AGORA_SHIPPING");
         const mine = all.filter((m) => m.json<{ subject: string }>().subject === shipment?.id);
@@ -103,7 +95,7 @@ describe("shipping on the broker", natsServerOrSkip(), () => {
         ...order,
         shipping_address: { ...order.shipping_address, country: "germany" },
       });
-      const { jsm } = await bench.operator();
+      const { jsm } = await bench().operator();
       const [letter] = await eventually(async () => {
         const letters = await stored(jsm, "AGORA_SHIPPING", "agora.shipping.dead.create_shipment");
         const mine = letters.filter((m) => m.header.get("Agora-Event-Id") === bad.id);
@@ -123,8 +115,8 @@ describe("shipping on the broker", natsServerOrSkip(), () => {
       assert.deepEqual(await shipmentsOf(order.order_id), []);
       // `agora events replay` of a fixed copy, twice: the same event id, a new Nats-Msg-Id.
       const fixed = { ...bad, data: order };
-      await bench.publish(fixed, `${bad.id}:replay:1`);
-      await bench.publish(fixed, `${bad.id}:replay:2`);
+      await bench().publish(fixed, `${bad.id}:replay:1`);
+      await bench().publish(fixed, `${bad.id}:replay:2`);
       await eventually(async () => (await shipmentsOf(order.order_id)).length === 1);
       await new Promise((r) => setTimeout(r, 300));
       assert.equal((await shipmentsOf(order.order_id)).length, 1);
@@ -218,14 +210,7 @@ describe("as the broker user the contracts allow", natsServerOrSkip(), () => {
       // does not end the pull on its way out.
       await bench.nats.stop("SIGKILL");
       await bench.nats.start();
-      const order = { ...ORDER, order_id: randomUUID() };
-      const event = envelope(order);
-      await eventually(() =>
-        bench.publish(event).then(
-          () => true,
-          () => false,
-        ),
-      );
+      const order = await confirmWhenBack(bench);
       await eventually(
         async () => {
           const created = await stored(jsm, "AGORA_SHIPPING", STEPS[0]).catch(() => []);

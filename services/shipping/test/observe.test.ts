@@ -10,7 +10,7 @@ import { statementName } from "../src/observe/statements.js";
 import { configureTracing } from "../src/observe/telemetry.js";
 import { readSettings } from "../src/settings.js";
 import { type Database, openDatabase } from "../src/store/db.js";
-import { type Bench, CONFIRMED, envelope, OPERATOR, openBench, TRACE_ID } from "./broker.js";
+import { CONFIRMED, envelope, OPERATOR, onEachStoreStarted, TRACE_ID } from "./broker.js";
 import { eventually, natsServerOrSkip, ORDER, onEachStore } from "./support.js";
 
 // What a statement is sent with: it must show in no span.
@@ -156,31 +156,21 @@ onEachStore("statements as spans", (store) => {
 });
 
 describe("shipping with statements traced", natsServerOrSkip(), () => {
-  onEachStore("a confirmed order", (store) => {
-    let bench: Bench & { close(): Promise<void> };
-
-    before(async () => {
-      bench = await openBench({
-        env: {
-          AGORA_SHIPPING_DATABASE_URL: store(),
-          AGORA_TRACE_STATEMENTS: "true",
-          // notifications may read here with agora-service.notifications.s3cret
-          AGORA_SERVICE_CALLERS: JSON.stringify({
-            notifications: createHash("sha256").update("s3cret").digest("hex"),
-          }),
-        },
-      });
-      bench.service.start();
-    });
-    after(() => bench.close());
-
+  const env = {
+    AGORA_TRACE_STATEMENTS: "true",
+    // notifications may read here with agora-service.notifications.s3cret
+    AGORA_SERVICE_CALLERS: JSON.stringify({
+      notifications: createHash("sha256").update("s3cret").digest("hex"),
+    }),
+  };
+  onEachStoreStarted("a confirmed order", env, (bench, store) => {
     test("shows the statements its message ran under the message's span", async () => {
       const system = systemOf(store());
       const order = { ...ORDER, order_id: randomUUID() };
-      await bench.publish(envelope(order));
+      await bench().publish(envelope(order));
       const internal = async () =>
         (
-          await bench.service.app.inject({
+          await bench().service.app.inject({
             url: `/internal/spans?trace_id=${TRACE_ID}&limit=2000`,
             headers: { authorization: OPERATOR },
           })
@@ -212,7 +202,7 @@ describe("shipping with statements traced", natsServerOrSkip(), () => {
 
     test("shows the statements a request ran under the request's span", async () => {
       const traceId = randomUUID().replaceAll("-", "");
-      const read = await bench.service.app.inject({
+      const read = await bench().service.app.inject({
         method: "GET",
         url: `/shipments?order_id=${randomUUID()}`,
         headers: {

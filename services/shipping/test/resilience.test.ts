@@ -10,7 +10,16 @@ import { Metrics } from "../src/observe/metrics.js";
 import type { Service } from "../src/service.js";
 import { subscriptions } from "../src/service.js";
 import { createShipment } from "../src/shipments.js";
-import { type Bench, consuming, envelope, OPERATOR, onBroker, outcomes, stored } from "./broker.js";
+import {
+  type Bench,
+  confirmWhenBack,
+  consuming,
+  envelope,
+  OPERATOR,
+  onBroker,
+  outcomes,
+  stored,
+} from "./broker.js";
 import { eventually, natsServerOrSkip, ORDER } from "./support.js";
 
 const labelled = (service: Service) =>
@@ -57,15 +66,7 @@ describe("the broker away", natsServerOrSkip(), () => {
       const waiting = await labelled(bench.service);
       await new Promise((r) => setTimeout(r, 1000));
       await bench.nats.start();
-      const order = { ...ORDER, order_id: randomUUID() };
-      const event = envelope(order);
-      // Until the restarted server's JetStream answers (a second copy is de-duplicated).
-      await eventually(() =>
-        bench.publish(event).then(
-          () => true,
-          () => false,
-        ),
-      );
+      const order = await confirmWhenBack(bench);
       const published = await eventually(
         async () => {
           const ids = await orderIdsIn(bench);
