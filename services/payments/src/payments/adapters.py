@@ -159,29 +159,21 @@ def _payment(row: Row[Any]) -> Payment:
     return Payment(**fields, pending=Operation(pending) if pending else None)
 
 
+# The columns that keep the payment's field of the same name as it is: the others are its id (the
+# key), its status and its pending operation (stored by their value).
+_AS_THEY_ARE = tuple(
+    column.name
+    for column in payments.columns
+    if column.name not in ("id", "status", "pending_operation")
+)
+
+
 def _values(payment: Payment) -> dict[str, Any]:
     """The payment's columns but its id."""
-    return {
-        "order_id": payment.order_id,
-        "user_id": payment.user_id,
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "card_token": payment.card_token,
-        "card_brand": payment.card_brand,
-        "card_last4": payment.card_last4,
-        "status": payment.status.value,
-        "reason": payment.reason,
-        "captured_amount": payment.captured_amount,
-        "refunded_amount": payment.refunded_amount,
-        "attempts": payment.attempts,
-        "authorization_id": payment.authorization_id,
-        "pending_operation": payment.pending.value if payment.pending else None,
-        "lease_until": payment.lease_until,
-        "lease_token": payment.lease_token,
-        "failures": payment.failures,
-        "created_at": payment.created_at,
-        "updated_at": payment.updated_at,
-    }
+    values = {name: getattr(payment, name) for name in _AS_THEY_ARE}
+    values["status"] = payment.status.value
+    values["pending_operation"] = payment.pending.value if payment.pending else None
+    return values
 
 
 def _due(now: datetime) -> Any:
