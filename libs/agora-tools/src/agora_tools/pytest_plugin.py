@@ -44,6 +44,9 @@ heavy until a fixture asks for it.
 
 :class:`Gathering` lets a fake of another service hold its callers until they are all inside.
 
+:func:`on_migrated` makes a conftest's fixture of something it opens over the ``migrated``
+database (a bench of the service's handlers, say).
+
 :func:`schema_drift_after_migrating` is the schema drift check: each service's ``test_schema``
 asserts with it that its migrations build exactly the tables its code is written against.
 """
@@ -53,8 +56,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
     from agora_tools.tokens import SigningKey, User
 
 SettingsT = TypeVar("SettingsT")
+T = TypeVar("T")
 
 # agora_tools.testing.STORES, spelt out here so that loading the plugin does not load the chassis
 # (a test of the plugin holds the two equal); PostgreSQL's runs carry the `postgres` mark.
@@ -345,6 +349,18 @@ def migrated(service: Service[Any], database_url: str) -> str:
         raise pytest.UsageError("migrated needs the migrations of the conftest's Service")
     upgrade(database_url, service.migrations)
     return database_url
+
+
+def on_migrated(open_on: Callable[[str], AbstractAsyncContextManager[T]], name: str) -> Any:
+    """A test's fixture called ``name``: what ``open_on`` opens over the test's ``migrated``
+    database, closed once the test is done. In a conftest that has ``bench_on(url)`` for the
+    tests that open a second one: ``bench = on_migrated(bench_on, "bench")``."""
+
+    async def fixture(migrated: str) -> AsyncIterator[T]:
+        async with open_on(migrated) as made:
+            yield made
+
+    return pytest.fixture(name=name)(fixture)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from agora.db import UnitOfWork
 from agora.messaging.testing import Delivery
-from agora_tools.pytest_plugin import Clock, Service
+from agora_tools.pytest_plugin import Clock, Service, on_migrated
 from agora_tools.testing import InMemoryBus, SigningKey, User, free_port
 from contracts.identity import UserRegistered
 from contracts.orders import OrderCancelled, OrderConfirmed
@@ -248,10 +248,7 @@ async def bench_on(url: str) -> AsyncIterator[Bench]:
         await made.close()
 
 
-@pytest.fixture
-async def bench(migrated: str) -> AsyncIterator[Bench]:
-    async with bench_on(migrated) as made:
-        yield made
+bench = on_migrated(bench_on, "bench")
 
 
 def act(url: str, action: Callable[[Bench], Awaitable[object]]) -> None:

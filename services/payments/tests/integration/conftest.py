@@ -15,14 +15,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.schema import outbox
-from agora_tools.pytest_plugin import Clock, Service
+from agora_tools.pytest_plugin import Clock, Service, on_migrated
 from agora_tools.testing import InMemoryBus, SigningKey, User
 from contracts.base import IntegrationCommand
 from contracts.payments import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
@@ -187,10 +186,7 @@ async def bench_on(url: str) -> AsyncIterator[Bench]:
         await uow.dispose()
 
 
-@pytest.fixture
-async def bench(migrated: str) -> AsyncIterator[Bench]:
-    async with bench_on(migrated) as made:
-        yield made
+bench = on_migrated(bench_on, "bench")
 
 
 @dataclass(frozen=True)
