@@ -100,6 +100,8 @@ bench: sync
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/checkout.py
 	$(BIN)/python bench/password_checks.py
+	$(BIN)/python bench/asgi_overhead.py
+	$(BIN)/python bench/rpc.py
 
 # Locust's shoppers and admin on a shop it starts (or ARGS="--url ..."), then its objectives and
 # agora verify; the HTML report goes to loadgen/report/report.html.
