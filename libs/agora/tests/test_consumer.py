@@ -129,7 +129,8 @@ def recorder(instance: str = "a", *, fails: Callable[[Noted], bool] = never) -> 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def new_service() -> str:
+@pytest.fixture
+def service() -> str:
     """A consuming service of the test's own, so durables and counters start from nothing."""
     return f"svc{uuid.uuid4().hex[:10]}"
 
@@ -259,9 +260,8 @@ async def test_the_inbox_lets_each_event_through_once_per_consumer(database_url:
 
 
 async def test_a_consumer_starts_before_its_publisher_ever_ran_as_one_durable_for_the_service(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    service = new_service()
     async with running(noting(service, uow, broker, ack_wait=7.0)):
 
         async def durable_exists() -> bool:
@@ -284,9 +284,8 @@ async def test_a_consumer_starts_before_its_publisher_ever_ran_as_one_durable_fo
 
 
 async def test_each_event_is_applied_once_even_when_the_broker_delivers_it_twice(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    service = new_service()
     events = [await publish(broker, f"note {n}") for n in range(20)]
     # The same event again under another message id: the broker takes it as a new message.
     await publish(broker, "", event=events[0], msg_id=f"{events[0].id}:again")
@@ -302,9 +301,8 @@ async def test_each_event_is_applied_once_even_when_the_broker_delivers_it_twice
 
 
 async def test_a_consumer_that_dies_between_its_commit_and_its_ack_skips_the_redelivery(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    service = new_service()
     deliveries: list[int] = []
 
     async def crash_once(msg: Msg) -> None:
@@ -327,9 +325,8 @@ async def test_a_consumer_that_dies_between_its_commit_and_its_ack_skips_the_red
 
 
 async def test_two_replicas_of_a_service_share_its_durable_and_apply_each_event_once(
-    broker: Broker, database: str
+    broker: Broker, database: str, service: str
 ) -> None:
-    service = new_service()
     first, second = UnitOfWork(database), UnitOfWork(database)
     replicas = [
         noting(service, uow, broker, recorder(name), batch=10)
@@ -368,9 +365,8 @@ class Flaky:
 
 
 async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay_applies_it(
-    broker: Broker, uow: UnitOfWork, nats_server: NatsServer
+    broker: Broker, uow: UnitOfWork, nats_server: NatsServer, service: str
 ) -> None:
-    service = new_service()
     flaky = Flaky()
     async with running(noting(service, uow, broker, recorder(fails=flaky))):
         poison = await publish(broker, "poison")
@@ -409,9 +405,8 @@ async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay
 
 
 async def test_a_message_that_is_no_valid_event_is_dead_lettered_at_once_and_the_rest_flow(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    service = new_service()
     await broker.ensure_stream(PUBLISHER)
     await broker.js.publish(SUBJECT, b"not json", headers={"Nats-Msg-Id": "garbage-1"})
     wrong = CloudEvent(source=PUBLISHER, type=Noted.type, data={"text": "no note field"})
@@ -489,9 +484,8 @@ def lag(service: str) -> tuple[float | None, float | None]:
 
 
 async def test_the_lag_gauges_say_what_waits_in_the_stream_and_what_waits_for_its_ack(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    service = new_service()
     gate = asyncio.Event()
 
     async def never_acked(_msg: Msg) -> None:
@@ -534,9 +528,8 @@ async def held_by_the_stream(broker: Broker) -> tuple[float, float]:
 
 
 async def test_the_stream_gauges_say_what_the_stream_it_reads_from_holds(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    service = new_service()
     for n in range(3):
         await publish(broker, f"note {n}")
     three = await held_by_the_stream(broker)
@@ -561,9 +554,8 @@ async def test_the_stream_gauges_say_what_the_stream_it_reads_from_holds(
 
 
 async def test_consumers_carry_on_after_the_broker_restarts(
-    broker: Broker, uow: UnitOfWork, nats_server: NatsServer
+    broker: Broker, uow: UnitOfWork, nats_server: NatsServer, service: str
 ) -> None:
-    service = new_service()
     async with running(noting(service, uow, broker)):
         before = [await publish(broker, f"before {n}") for n in range(10)]
         await applied_once(uow, before, "the events before the restart were not applied")
@@ -579,7 +571,7 @@ async def test_consumers_carry_on_after_the_broker_restarts(
 
 
 async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
-    broker: Broker, uow: UnitOfWork
+    broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
@@ -589,7 +581,6 @@ async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
     event = await publish(broker, "traced", headers=carrier)
-    service = new_service()
     async with running(noting(service, uow, broker, tracer_provider=provider)):
         await applied_once(uow, [event], "the event was not applied")
     (span,) = [s for s in spans.get_finished_spans() if s.name == f"{SUBJECT} process"]
