@@ -35,10 +35,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from agora.app import Resources
+from agora.calls import call, readable
 from agora.client import ServiceClient
 from agora.columns import timestamp
 from agora.db import UnitOfWork, aware
-from agora.errors import Problem, ServiceUnavailable
+from agora.errors import ServiceUnavailable
 from agora.messaging.credentials import without_credentials
 from cart.domain import LINES_MAX, Line, Product, TooManyLines
 
@@ -331,16 +332,11 @@ class HttpCatalogService:
         if not skus:
             return {}
         path = "/products/batch?" + urlencode([("sku", sku) for sku in skus])
-        try:
-            reply = await self.client.request(self.service, "GET", path)
-        except Problem as error:
-            raise ServiceUnavailable(f"the catalogue is unreachable: {error.detail}") from error
+        reply = await call(self.client, self.service, "the catalogue", "GET", path)
         if reply.status != 200:
             raise ServiceUnavailable(f"the catalogue answered {reply.status} for products")
-        try:
+        with readable("the catalogue answered with unreadable products"):
             found = [_product(item) for item in reply.json()["items"]]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ServiceUnavailable("the catalogue answered with unreadable products") from error
         wanted = set(skus)
         return {product.sku: product for product in found if product.sku in wanted}
 

@@ -3,8 +3,7 @@ catalog, payments and cart services."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
@@ -32,10 +31,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agora.client import Reply, ServiceClient
+from agora.calls import call, readable
+from agora.client import ServiceClient
 from agora.columns import timestamp
 from agora.db import aware
-from agora.errors import Problem, ServiceUnavailable
+from agora.errors import ServiceUnavailable
 from orders.application import Due, DuplicateOrder, Listing
 from orders.domain import (
     Address,
@@ -280,26 +280,6 @@ class SqlOrders:
 # --- other services ------------------------------------------------------------------------------
 
 
-async def _call(
-    client: ServiceClient, service: str, who: str, method: str, path: str, *, json: Any = None
-) -> Reply:
-    """``service``'s answer; :class:`ServiceUnavailable` naming ``who`` when none came."""
-    try:
-        return await client.request(service, method, path, json=json)
-    except Problem as error:
-        raise ServiceUnavailable(f"{who} is unreachable: {error.detail}") from error
-
-
-@contextmanager
-def _readable(what: str) -> Iterator[None]:
-    """Read an answer's body; one that is not what was asked for is :class:`ServiceUnavailable`
-    saying ``what``."""
-    try:
-        yield
-    except (ValueError, KeyError, TypeError) as error:
-        raise ServiceUnavailable(what) from error
-
-
 class HttpCatalogService:
     """Prices from the catalog service: one ``GET /products/batch?sku=...`` for the order's skus.
 
@@ -317,10 +297,10 @@ class HttpCatalogService:
         if not skus:
             return {}
         path = "/products/batch?" + urlencode([("sku", sku) for sku in skus])
-        reply = await _call(self.client, self.service, "the catalogue", "GET", path)
+        reply = await call(self.client, self.service, "the catalogue", "GET", path)
         if reply.status != 200:
             raise ServiceUnavailable(f"the catalogue answered {reply.status} for products")
-        with _readable("the catalogue answered with unreadable products"):
+        with readable("the catalogue answered with unreadable products"):
             priced = [_priced(item) for item in reply.json()["items"]]
         wanted = set(skus)
         return {product.sku: product for product in priced if product.sku in wanted}
@@ -345,10 +325,10 @@ class HttpCartService:
         self.service = service
 
     async def lines(self) -> list[Requested]:
-        reply = await _call(self.client, self.service, "the cart", "GET", "/cart")
+        reply = await call(self.client, self.service, "the cart", "GET", "/cart")
         if reply.status != 200:
             raise ServiceUnavailable(f"the cart answered {reply.status}")
-        with _readable("the cart answered with an unreadable cart"):
+        with readable("the cart answered with an unreadable cart"):
             return [
                 Requested(sku=str(item["sku"]), quantity=int(item["quantity"]))
                 for item in reply.json()["items"]
@@ -364,7 +344,7 @@ class HttpPaymentsService:
         self.service = service
 
     async def tokenize(self, card_number: str) -> Card:
-        reply = await _call(
+        reply = await call(
             self.client,
             self.service,
             "payments",
@@ -377,7 +357,7 @@ class HttpPaymentsService:
             raise InvalidCard("payments does not accept this card number")
         if reply.status != 201:
             raise ServiceUnavailable(f"payments answered {reply.status} to a card")
-        with _readable("payments answered with an unreadable card"):
+        with readable("payments answered with an unreadable card"):
             card = reply.json()
             return Card(
                 token=str(card["token"]), brand=str(card["brand"]), last4=str(card["last4"])
