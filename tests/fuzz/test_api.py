@@ -313,34 +313,51 @@ def test_a_405_names_every_method_the_path_serves(tmp_path: Path) -> None:
     assert (product.status_code, product.headers["allow"]) == (405, "GET, PATCH")
 
 
-def test_the_catalog_document_names_the_currencies_it_prices_in(
-    tmp_path: Path, admin: dict[str, str]
+@pytest.mark.parametrize(
+    ("method", "route", "path", "refused", "taken", "status"),
+    [
+        # The currencies the catalog prices in are named in its document.
+        (
+            "post",
+            "/products",
+            "/products",
+            {**NEW_PRODUCT, "currency": "AAA"},
+            {**NEW_PRODUCT, "currency": "JPY"},
+            201,
+        ),
+        # A product's fields but the image cannot be changed to null.
+        (
+            "patch",
+            "/products/{sku}",
+            "/products/KIT-CHEF-KNIFE-20",
+            {"category": None},
+            {"image_url": None},
+            200,
+        ),
+    ],
+    ids=["currencies", "null-but-the-image"],
+)
+def test_the_catalog_document_refuses_what_the_catalog_refuses_and_admits_what_it_takes(
+    tmp_path: Path,
+    admin: dict[str, str],
+    method: str,
+    route: str,
+    path: str,
+    refused: dict[str, Any],
+    taken: dict[str, Any],
+    status: int,
 ) -> None:
     app = catalog(tmp_path)
-    body = documented(app, "post", "/products")
+    body = documented(app, method, route)
     with TestClient(app, headers=admin) as client:
-        refused = client.post("/products", json={**NEW_PRODUCT, "currency": "AAA"})
-        created = client.post("/products", json={**NEW_PRODUCT, "currency": "JPY"})
+        refusal = client.request(method.upper(), path, json=refused)
+        answer = client.request(method.upper(), path, json=taken)
 
-    assert not body.admits({**NEW_PRODUCT, "currency": "AAA"})
-    assert refused.status_code == 422
-    assert body.admits({**NEW_PRODUCT, "currency": "JPY"})
-    assert created.status_code == 201
-
-
-def test_a_product_field_but_the_image_cannot_be_changed_to_null(
-    tmp_path: Path, admin: dict[str, str]
-) -> None:
-    app = catalog(tmp_path)
-    changes = documented(app, "patch", "/products/{sku}")
-    with TestClient(app, headers=admin) as client:
-        refused = client.patch("/products/KIT-CHEF-KNIFE-20", json={"category": None})
-        changed = client.patch("/products/KIT-CHEF-KNIFE-20", json={"image_url": None})
-
-    assert not changes.admits({"category": None})
-    assert refused.status_code == 422
-    assert changes.admits({"image_url": None})
-    assert (changed.status_code, changed.json()["image_url"]) == (200, None)
+    assert not body.admits(refused)
+    assert refusal.status_code == 422
+    assert body.admits(taken)
+    assert answer.status_code == status
+    assert {name: answer.json()[name] for name in taken} == taken
 
 
 def test_an_empty_query_parameter_is_documented_as_one_not_given(tmp_path: Path) -> None:
