@@ -150,10 +150,9 @@ class Checkout:
         return self, ()
 
     def stock_released(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
-        if self.step is Step.COMPENSATING and self.awaiting_release:
-            return self._settled(replace(self, awaiting_release=False)), ()
-        # An expiry outside a compensation: the commit will tell whether the units are still there.
-        return self, ()
+        # An expiry outside a compensation changes nothing: the commit will tell whether the units
+        # are still there.
+        return self._given_back(self.awaiting_release, replace(self, awaiting_release=False))
 
     def stock_committed(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
         if self.step is Step.COMPLETING:
@@ -197,14 +196,11 @@ class Checkout:
         return self, ()
 
     def payment_voided(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
-        if self.step is Step.COMPENSATING and self.awaiting_void:
-            return self._settled(replace(self, awaiting_void=False)), ()
-        return self, ()
+        return self._given_back(self.awaiting_void, replace(self, awaiting_void=False))
 
     def payment_refunded(self, rules: Rules, now: datetime) -> tuple[Checkout, Commands]:
-        if self.step is Step.COMPENSATING and self.awaiting_refund and self.captured:
-            return self._settled(replace(self, awaiting_refund=False)), ()
-        return self, ()
+        awaited = self.awaiting_refund and self.captured
+        return self._given_back(awaited, replace(self, awaiting_refund=False))
 
     # --- the timer and the customer ------------------------------------------------------------
 
@@ -310,6 +306,13 @@ class Checkout:
             # Nothing to give back until the capture is acknowledged: see it through first.
             commands.append(Command.REFUND_PAYMENT if self.captured else Command.CAPTURE_PAYMENT)
         return tuple(commands)
+
+    def _given_back(self, awaited: bool, acknowledged: Checkout) -> tuple[Checkout, Commands]:
+        """A compensation's acknowledgement: ``acknowledged`` (no longer awaiting it), settled, when
+        the checkout is compensating and ``awaited`` it; otherwise nothing changes."""
+        if self.step is Step.COMPENSATING and awaited:
+            return self._settled(acknowledged), ()
+        return self, ()
 
     @staticmethod
     def _settled(checkout: Checkout) -> Checkout:
