@@ -12,15 +12,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import MetaData, func, insert, select
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
@@ -32,25 +30,10 @@ from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
 from agora.tasks import cancel_and_wait
-from agora_tools.testing import NatsServer
+from agora_tools.testing import NatsServer, Noted, effects, effects_metadata
 
 # Each test bounds its own waits (at most 90 s for the broker-away one); this only stops a hang.
 pytestmark = pytest.mark.timeout(240)
-
-
-class Noted(BaseModel):
-    type: ClassVar[str] = "ledger.Noted.v1"
-    n: int
-
-
-effects_metadata = MetaData()
-effects = Table(
-    "effects",
-    effects_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("event_id", String(64), nullable=False),
-    Column("n", Integer, nullable=False),
-)
 
 
 def apply_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
@@ -28,16 +28,14 @@ from agora.messaging.subscriptions import Subscription
 from agora_tools.testing import (
     InMemoryBus,
     NatsServer,
+    Noted,
     collect_events,
+    effects,
+    effects_metadata,
     wait_for_event,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Noted(BaseModel):
-    type: ClassVar[str] = "ledger.Noted.v1"
-    n: int
 
 
 class Closed(BaseModel):
@@ -48,17 +46,6 @@ class Closed(BaseModel):
 class Audited(BaseModel):
     type: ClassVar[str] = "audit.Audited.v1"
     n: int
-
-
-effects_metadata = MetaData()
-effects = Table(
-    "effects",
-    effects_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("handler", String(50), nullable=False),
-    Column("event_id", String(64), nullable=False),
-    Column("n", Integer, nullable=False),
-)
 
 
 def audit_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:

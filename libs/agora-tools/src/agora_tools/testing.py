@@ -1,6 +1,7 @@
 """Helpers that services use in their own tests: free ports and the throwaway stores on the
 shared servers (a database or a Redis prefix of the test's own, read or changed from a
-synchronous test); test brokers, HTTP receivers and apps served by uvicorn; and what every
+synchronous test); test brokers, HTTP receivers and apps served by uvicorn; a made-up ledger's
+event and effects table for the messaging chassis's tests; and what every
 service's tests share (a refusal's problem details, bad bodies and paging, walking a listing's
 pages, an order's id)."""
 
@@ -20,7 +21,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from agora.errors import PROBLEM_JSON
 
@@ -311,6 +315,25 @@ async def connected(broker: Broker, within: float = 10) -> Broker:
     async with asyncio.timeout(within):
         await broker.wait_connected()
     return broker
+
+
+# A made-up ledger whose events the messaging chassis's own tests record, deliver and apply: the
+# event, and the table a handler writes one row to each time it applies one (``handler`` says
+# which did, where a test subscribes more than one).
+class Noted(BaseModel):
+    type: ClassVar[str] = "ledger.Noted.v1"
+    n: int
+
+
+effects_metadata = MetaData()
+effects = Table(
+    "effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("handler", String(50), nullable=False, default="apply"),
+    Column("event_id", String(64), nullable=False),
+    Column("n", Integer, nullable=False),
+)
 
 
 class NatsServer:
