@@ -51,6 +51,7 @@ from agora import context
 from agora.auth import is_service_credential
 from agora.backoff import Backoff, retrying, warn
 from agora.errors import BadGateway, GatewayTimeout, Problem, ServiceUnavailable
+from agora.inprocess import ASGIApp, InProcessResponse, exchange, in_process
 from agora.telemetry import inject
 
 log = structlog.get_logger("agora.client")
@@ -62,6 +63,9 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 # On a 503 from a replica that is stopping and did not take the request (ADR 30).
 STOPPING_HEADER = "Agora-Stopping"
 REQUEST_ID = "x-request-id"
+# A callee served in this process (agora.inprocess) is named so in breakers and spans.
+IN_PROCESS = "in-process://"
+IN_PROCESS_ATTRIBUTE = "agora.in_process"
 # Below uvicorn's 5 s keep-alive, so the client drops an idle connection before the server does
 # and never sends a request down a socket the server is closing.
 KEEPALIVE_SECONDS = 4.0
@@ -84,6 +88,10 @@ BREAKERS_OPEN = Gauge(
     "but for one trial.",
     ["service", "peer"],
 )
+
+
+# What a streamed call gives: aiohttp's response, or the same parts of an in-process one.
+Answer = aiohttp.ClientResponse | InProcessResponse
 
 
 def _outcome(status: int | None) -> str:
@@ -373,19 +381,20 @@ class ServiceClient:
         # No clock of its own: attempts x timeout bound the tries.
         self._backoff = Backoff(initial=backoff, max=backoff_max, jitter=backoff, attempts=attempts)
 
-        def new_breaker() -> CircuitBreaker:
-            return CircuitBreaker(failure_threshold=failure_threshold, reset_timeout=reset_timeout)
-
         self._breakers: dict[str, CircuitBreaker] = {}
         self._route_breakers: dict[str, _RouteBreakers] = {}
         self._services: dict[str, _Replicas] = {}
+        # Callees served in this process (agora.inprocess), each as one replica of its own.
+        self._local: dict[str, _Replicas] = {}
+        self._failure_threshold = failure_threshold
+        self._reset_timeout = reset_timeout
         for name, urls in self.service_urls.items():
             replicas = []
             for url in urls:
                 base = url.rstrip("/")
                 if base not in self._breakers:
-                    self._breakers[base] = new_breaker()
-                    self._route_breakers[base] = _RouteBreakers(new_breaker)
+                    self._breakers[base] = self._new_breaker()
+                    self._route_breakers[base] = _RouteBreakers(self._new_breaker)
                 replicas.append(_Replica(base, self._breakers[base], self._route_breakers[base]))
             self._services[name] = _Replicas(name, replicas)
         for name, callee in self._services.items():
@@ -398,10 +407,16 @@ class ServiceClient:
         self._tracer = trace.get_tracer("agora.client", tracer_provider=tracer_provider)
         self._session: aiohttp.ClientSession | None = None
 
+    def _new_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(
+            failure_threshold=self._failure_threshold, reset_timeout=self._reset_timeout
+        )
+
     def _breakers_changed(self, url: str) -> Callable[[], None]:
         """What to do when the breaker of the replica at ``url`` opens or closes: count the
         open ones again for each callee it serves (one, unless two names share an address)."""
-        callees = [callee for callee in self._services.values() if _serves(callee, url)]
+        known = [*self._services.values(), *self._local.values()]
+        callees = [callee for callee in known if _serves(callee, url)]
 
         def count() -> None:
             for callee in callees:
@@ -459,7 +474,8 @@ class ServiceClient:
         the path's template (``/products/{sku}``), for the route's breaker; by default the
         path itself."""
         session = self._session or await self._started()
-        replicas = self._replicas(service)
+        local = in_process(service)
+        replicas = self._replicas(service, local)
         method = method.upper()
         route_key = _route_key(method, route or path)
         out: CIMultiDict[str] = CIMultiDict(headers or {})
@@ -471,7 +487,7 @@ class ServiceClient:
         with self._tracer.start_as_current_span(
             f"{method} {service}",
             kind=SpanKind.CLIENT,
-            attributes={"peer.service": service, "http.request.method": method},
+            attributes=_call_attributes(service, method, local),
         ) as span:
             self._propagate(out)
             last: list[_Replica] = []
@@ -481,10 +497,13 @@ class ServiceClient:
                 last.append(replica)
                 span.set_attribute("url.full", replica.url + path)
                 try:
-                    async with session.request(
-                        method, replica.url + path, data=data, headers=out, params=params
-                    ) as response:
-                        reply = Reply(response.status, response.headers, await response.read())
+                    if local is not None:
+                        reply = await self._in_process(local, method, path, params, out, data)
+                    else:
+                        async with session.request(
+                            method, replica.url + path, data=data, headers=out, params=params
+                        ) as response:
+                            reply = Reply(response.status, response.headers, await response.read())
                 except (aiohttp.ClientError, TimeoutError) as error:
                     unanswered = _unanswered(error, service, self.timeout)
                     replica.failed(on_route, unanswered.problem.status)
@@ -555,11 +574,46 @@ class ServiceClient:
             assert self._session is not None
         return self._session
 
-    def _replicas(self, service: str) -> _Replicas:
+    def _replicas(self, service: str, local: ASGIApp | None = None) -> _Replicas:
+        """The callee's replicas; when it runs in this process (``local``), that one alone, with
+        breakers of its own."""
+        if local is not None:
+            return self._in_process_replica(service)
         replicas = self._services.get(service)
         if replicas is None:
             raise ServiceUnavailable(f"no address known for {service}")
         return replicas
+
+    def _in_process_replica(self, service: str) -> _Replicas:
+        replicas = self._local.get(service)
+        if replicas is None:
+            url = f"{IN_PROCESS}{service}"
+            breaker = self._breakers[url] = self._new_breaker()
+            self._route_breakers[url] = _RouteBreakers(self._new_breaker)
+            replicas = self._local[service] = _Replicas(
+                service, [_Replica(url, breaker, self._route_breakers[url])]
+            )
+            # _breakers_changed counts a callee's open breakers over the callees it knows.
+            breaker.on_change = self._breakers_changed(url)
+        return replicas
+
+    async def _in_process(
+        self,
+        app: ASGIApp,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        headers: CIMultiDict[str],
+        data: bytes | None,
+    ) -> Reply:
+        """One attempt at a callee in this process, bounded as an attempt over the network is."""
+        url = URL(path).extend_query(params) if params else URL(path)
+        async with asyncio.timeout(self.timeout):
+            response = await exchange(app, method, url.raw_path_qs, headers.items(), data)
+            try:
+                return Reply(response.status, response.headers, await response.read())
+            finally:
+                response.release()
 
     def _count(self, peer: str, status: int | None) -> None:
         """One call to ``peer`` ended: with an answer of ``status``, or none (None)."""
@@ -591,6 +645,14 @@ class ServiceClient:
         return await retrying(
             attempt, self._backoff, on=retry, failed=warn(log, "call failed, retrying")
         )
+
+
+def _call_attributes(service: str, method: str, local: ASGIApp | None) -> dict[str, Any]:
+    """A CLIENT span's first attributes; a call that stays in this process says so."""
+    attributes: dict[str, Any] = {"peer.service": service, "http.request.method": method}
+    if local is not None:
+        attributes[IN_PROCESS_ATTRIBUTE] = True
+    return attributes
 
 
 def _route_key(method: str, route: str) -> str:
@@ -636,19 +698,20 @@ class _Stream:
         self._path_qs = path_qs
         self._headers = headers
         self._body = body
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Answer | None = None
         self._span: Span | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> Answer:
         client = self._client
         session = client._session or await client._started()
-        replicas = client._replicas(self._service)
+        local = in_process(self._service)
+        replicas = client._replicas(self._service, local)
         method = self._method
         out: CIMultiDict[str] = CIMultiDict(self._headers)
         span = self._span = client._tracer.start_span(
             f"{method} {self._service}",
             kind=SpanKind.CLIENT,
-            attributes={"peer.service": self._service, "http.request.method": method},
+            attributes=_call_attributes(self._service, method, local),
         )
         # Make the span current only while injecting (attach/detach is cheaper than use_span).
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -662,22 +725,28 @@ class _Stream:
             retry = _retry_idempotent if idempotent else _retry_unsent
         last: list[_Replica] = []
 
-        async def attempt() -> aiohttp.ClientResponse:
+        async def attempt() -> Answer:
             replica, on_route = replicas.pick(self._route, last[-1] if last else None)
             last.append(replica)
             url = replica.url + self._path_qs
             span.set_attribute("url.full", url)
+            response: Answer
             try:
                 async with asyncio.timeout(client.timeout):
-                    response = await session.request(
-                        method,
-                        URL(url, encoded=True),
-                        data=self._body,
-                        headers=out,
-                        timeout=client._stream_timeout,
-                        auto_decompress=False,
-                        allow_redirects=False,
-                    )
+                    if local is not None:
+                        response = await exchange(
+                            local, method, self._path_qs, out.items(), self._body
+                        )
+                    else:
+                        response = await session.request(
+                            method,
+                            URL(url, encoded=True),
+                            data=self._body,
+                            headers=out,
+                            timeout=client._stream_timeout,
+                            auto_decompress=False,
+                            allow_redirects=False,
+                        )
             except (aiohttp.ClientError, TimeoutError) as error:
                 unanswered = _unanswered(error, self._service, client.timeout)
                 replica.failed(on_route, unanswered.problem.status)
