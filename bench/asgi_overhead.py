@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from types import FrameType
@@ -411,11 +412,9 @@ def main() -> int:
             "bounded by the generator, so the throughput ratio is an upper bound (the raw app's "
             "advantage is at least what is shown); wrk on PATH measures it better"
         )
-    failed: dict[str, dict[str, int]] = {label: {} for label in labels}
-    for measured in rounds:
-        for label in labels:
-            for kind, count in measured[label]["failures"].items():
-                failed[label][kind] = failed[label].get(kind, 0) + count
+    failed = {
+        label: sum((Counter(r[label]["failures"]) for r in rounds), Counter()) for label in labels
+    }
     if any(failed.values()) or not all(r[label]["requests"] for r in rounds for label in labels):
         print(f"asgi_overhead: requests failed: {failed}", file=sys.stderr)
         return 1

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
@@ -468,15 +469,28 @@ def main() -> int:
             if python is not None:
                 processes.append(start_nameko(python, data / "nameko", env, args.callers))
             wait_ready(processes[:2])
-            chassis = [(p.name, p.url, p.popen.pid) for p in processes[:2]]
+            chassis = {
+                label: (p.name, p.url, p.popen.pid)
+                for label, p in zip((CATALOG, TRIVIAL), processes[:2], strict=True)
+            }
             rounds: list[dict[str, dict[str, Any]]] = []
             for n in range(args.rounds):
+                # Every other round runs each pair the other way round: neither side (nor
+                # callee) always meets the machine as the other left it.
+                turn = slice(None) if n % 2 == 0 else slice(None, None, -1)
                 measured: dict[str, dict[str, Any]] = {}
                 sides = ["chassis", "nameko"] if python is not None else ["chassis"]
-                for side in sides if n % 2 == 0 else sides[::-1]:
+                for side in sides[turn]:
                     if side == "chassis":
-                        results = run_chassis(chassis, sku, args.seconds, args.warmup, args.callers)
-                        measured.update(zip((CATALOG, TRIVIAL), results, strict=True))
+                        callees = list(chassis)[turn]
+                        results = run_chassis(
+                            [chassis[c] for c in callees],
+                            sku,
+                            args.seconds,
+                            args.warmup,
+                            args.callers,
+                        )
+                        measured.update(zip(callees, results, strict=True))
                     else:
                         assert python is not None
                         measured[NAMEKO_RPC] = run_nameko(
@@ -546,11 +560,9 @@ def main() -> int:
                 f"{TRIVIAL} / Nameko throughput", ratios(rounds, TRIVIAL, "calls_per_s"), None, True
             )
             show_ratio(f"{TRIVIAL} / Nameko p50", ratios(rounds, TRIVIAL, "p50_ms"), None, True)
-    failed: dict[str, dict[str, int]] = {label: {} for label in labels}
-    for measured in rounds:
-        for label in labels:
-            for kind, count in measured[label]["failures"].items():
-                failed[label][kind] = failed[label].get(kind, 0) + count
+    failed = {
+        label: sum((Counter(r[label]["failures"]) for r in rounds), Counter()) for label in labels
+    }
     if any(failed.values()) or not all(r[label]["calls"] for r in rounds for label in labels):
         print(f"rpc: calls failed: {failed}", file=sys.stderr)
         return 1
