@@ -37,7 +37,7 @@ from agora.messaging.envelope import CloudEvent, stream_name
 from agora.messaging.subscriptions import Handler, Subscription
 from agora_tools.cli import app
 from agora_tools.runner import Layout, RunnerLock
-from agora_tools.testing import NatsServer, connected, eventually, free_port
+from agora_tools.testing import NatsServer, connected, eventually, free_port, quick_consumers
 
 # Each test takes seconds; a hang should fail fast, not after the suite's five minutes.
 pytestmark = pytest.mark.timeout(60)
@@ -139,15 +139,12 @@ def noting(
     service: str, uow: UnitOfWork, broker: Broker, handler: Handler | None = None, **options: Any
 ) -> Consumers:
     """The service's consumer of Noted, whose handler records each application unless another
-    is given, quick to redeliver (``options`` over these settings)."""
-    values: dict[str, Any] = {
-        "ack_wait": 2.0,
-        "max_deliver": 3,
-        "backoff": [0.05, 0.1],
-        "fetch_timeout": 1.0,
-    }
-    values.update(options)
-    return Consumers(service, uow, broker, [Subscription(Noted, handler or recorder())], **values)
+    is given, quick to redeliver (``options`` over quick_consumers' settings and this
+    backoff)."""
+    subscriptions = [Subscription(Noted, handler or recorder())]
+    return quick_consumers(
+        service, uow, broker, subscriptions, **({"backoff": [0.05, 0.1]} | options)
+    )
 
 
 @contextlib.asynccontextmanager

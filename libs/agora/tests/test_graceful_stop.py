@@ -35,7 +35,7 @@ from agora.client import STOPPING_HEADER, BreakerState, ServiceClient
 from agora.db import UnitOfWork
 from agora.messaging import schema
 from agora.messaging.broker import Broker
-from agora.messaging.consumer import Consumers, consumer_name
+from agora.messaging.consumer import consumer_name
 from agora.messaging.envelope import CloudEvent, stream_name
 from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
@@ -43,7 +43,7 @@ from agora.messaging.subscriptions import Subscription
 from agora.server import STOP_OVERRAN
 from agora.settings import ServiceSettings
 from agora.tasks import cancel_and_wait
-from agora_tools.testing import NatsServer, connected, eventually, free_port
+from agora_tools.testing import NatsServer, connected, eventually, free_port, quick_consumers
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -399,15 +399,12 @@ async def test_a_stopping_consumer_finishes_the_message_in_hand_and_acks_it(
         holding.set()
         await release.wait()
 
-    consumers = Consumers(
+    consumers = quick_consumers(
         service,
         uow,
         broker,
         [subscription],
         ack_wait=PATIENCE,
-        max_deliver=3,
-        backoff=[0.05],
-        fetch_timeout=1.0,
         after_commit=hold,
     )
     running = asyncio.create_task(consumers.run())

@@ -26,14 +26,13 @@ from agora.client import ServiceClient
 from agora.db import UnitOfWork
 from agora.messaging import record, schema
 from agora.messaging.broker import Broker
-from agora.messaging.consumer import Consumers
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.relay import Relay
 from agora.messaging.subscriptions import Subscription
 from agora.observe import recent_spans
 from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing, tracer_provider
-from agora_tools.testing import NatsServer, connected, free_port, http_receiver
+from agora_tools.testing import NatsServer, connected, free_port, http_receiver, quick_consumers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -475,15 +474,8 @@ async def test_messages_taken_are_counted_by_sender_and_kind_once_each(
     service = new_name()
     uow = UnitOfWork(f"sqlite:///{tmp_path / 'consumer.db'}")
     await uow.run(create_tables)
-    consumers = Consumers(
-        service,
-        uow,
-        broker,
-        [Subscription(Dispatched, ignore), Subscription(Pack, pack)],
-        ack_wait=2.0,
-        max_deliver=3,
-        backoff=[0.05],
-        fetch_timeout=1.0,
+    consumers = quick_consumers(
+        service, uow, broker, [Subscription(Dispatched, ignore), Subscription(Pack, pack)]
     )
     event = CloudEvent(source="depot", type=Dispatched.type, subject="order-9", data={"order": "9"})
     command = CloudEvent(source="orders", type=Pack.type, subject="order-9", data={"order": "9"})

@@ -24,12 +24,11 @@ from agora.app import Resources, ServiceDefinition, create_service_app
 from agora.db import UnitOfWork
 from agora.messaging import schema
 from agora.messaging.broker import Broker
-from agora.messaging.consumer import Consumers
 from agora.messaging.envelope import CloudEvent
 from agora.messaging.subscriptions import Subscription
 from agora.settings import ServiceSettings
 from agora.telemetry import SPANS_KEPT, configure_tracing, recent_spans
-from agora_tools.testing import NatsServer, connected, eventually
+from agora_tools.testing import NatsServer, connected, eventually, quick_consumers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -195,16 +194,7 @@ async def test_a_statement_a_message_runs_is_a_span_under_it_without_its_values(
     uow = UnitOfWork(f"sqlite:///{tmp_path / 'consumer.db'}", trace_statements=True)
     await uow.run(lambda session: schema.metadata.create_all(session.connection()))
     subscription = Subscription(Noted, note)
-    consumers = Consumers(
-        service,
-        uow,
-        broker,
-        [subscription],
-        ack_wait=2.0,
-        max_deliver=3,
-        backoff=[0.05],
-        fetch_timeout=1.0,
-    )
+    consumers = quick_consumers(service, uow, broker, [subscription])
     event = CloudEvent(source="ledger", type=Noted.type, subject="n-1", data={"note": SECRET})
     await broker.ensure_stream("ledger")
     await broker.js.publish(

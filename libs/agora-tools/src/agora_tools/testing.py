@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
     from agora.messaging.broker import Broker
+    from agora.messaging.consumer import Consumers
+    from agora.messaging.subscriptions import Subscription
+    from agora.transactions import Transactions
     from agora_tools.harness import RunningSystem
 
 # What a refusal's answer says its body is: problem details (RFC 9457), as agora.errors writes it.
@@ -315,6 +318,27 @@ async def connected(broker: Broker, within: float = 10) -> Broker:
     async with asyncio.timeout(within):
         await broker.wait_connected()
     return broker
+
+
+def quick_consumers(
+    service: str,
+    uow: Transactions,
+    broker: Broker,
+    subscriptions: Sequence[Subscription],
+    **options: Any,
+) -> Consumers:
+    """``service``'s consumers of ``subscriptions``, quick to redeliver as a test wants them: an
+    ack awaited 2 s, three deliveries at most, 0.05 s between them, a fetch that waits 1 s
+    (``options`` over these, and for the other settings of :class:`Consumers`)."""
+    from agora.messaging.consumer import Consumers
+
+    values: dict[str, Any] = {
+        "ack_wait": 2.0,
+        "max_deliver": 3,
+        "backoff": [0.05],
+        "fetch_timeout": 1.0,
+    }
+    return Consumers(service, uow, broker, subscriptions, **(values | options))
 
 
 # A made-up ledger whose events the messaging chassis's own tests record, deliver and apply: the

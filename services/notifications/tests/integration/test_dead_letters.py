@@ -16,7 +16,7 @@ from agora.messaging.broker import Broker
 from agora.messaging.consumer import Consumers
 from agora.messaging.deadletters import DeadLetter, dead_letters
 from agora.messaging.envelope import envelope
-from agora_tools.testing import NatsServer, an_order, connected, eventually
+from agora_tools.testing import NatsServer, an_order, connected, eventually, quick_consumers
 from contracts.base import subject_of
 from contracts.shipping import ShipmentDispatched
 from notifications import application
@@ -50,16 +50,7 @@ def shipping_consumer(uow: UnitOfWork, broker: Broker) -> Consumers:
     """Notifications' consumer of ShipmentDispatched, quick to redeliver."""
     parts = application.Parts(SqlMessages(), JinjaTemplates(), _nothing)
     (subscription,) = [s for s in subscriptions(parts) if s.event is ShipmentDispatched]
-    return Consumers(
-        "notifications",
-        uow,
-        broker,
-        [subscription],
-        ack_wait=2.0,
-        max_deliver=2,
-        backoff=[0.05],
-        fetch_timeout=1.0,
-    )
+    return quick_consumers("notifications", uow, broker, [subscription], max_deliver=2)
 
 
 async def publish(broker: Broker, event: CloudEvent) -> None:
