@@ -19,8 +19,9 @@ aiohttp. aiohttp's generator is itself a Python process on the same two cores: o
 may be the limit rather than the server. How much of a core the generator kept busy is printed
 beside its CPU per request; when it spends more per request than the raw server, the raw app's
 req/s is the generator's bound, not the app's, and the ratio service/raw printed is an upper
-bound (the raw app's advantage is at least what is shown): it says so when that happens. The
-servers' CPU per request does not depend on the generator's speed: its ratio is printed too.
+bound (the raw app's advantage is at least what is shown): it says so when that happens, and
+does not call the target met then. The servers' CPU per request does not depend on the
+generator's speed: its ratio is printed too.
 
     .venv/bin/python bench/asgi_overhead.py [--seconds 4] [--warmup 1] [--connections 32]
         [--rounds 3] [--generator auto|wrk|aiohttp]
@@ -392,7 +393,15 @@ def main() -> int:
 
     throughput = [r["service"]["rps"] / r["raw"]["rps"] for r in rounds]
     ratio = statistics.median(throughput)
-    verdict = "met" if ratio >= TARGET else "missed"
+    raw = medians["raw"]
+    # The generator and the server share two cores: the one that spends more per request sets
+    # the pace. When it is the generator, the ratio is an upper bound: a miss is still a miss,
+    # a hit shows nothing.
+    bounded = raw["generator_us"] >= raw["server_us"]
+    if ratio < TARGET:
+        verdict = "missed"
+    else:
+        verdict = "not shown (the generator bounds the raw side)" if bounded else "met"
     each = ", ".join(f"{t:.2f}" for t in throughput)
     print(
         f"service/raw throughput: {ratio:.2f}x (rounds {each}); target ≥ {TARGET:.2f}x: {verdict}"
@@ -403,9 +412,7 @@ def main() -> int:
     if cpu:
         each = ", ".join(f"{c:.1f}" for c in cpu)
         print(f"server CPU per request service/raw: {statistics.median(cpu):.1f}x (rounds {each})")
-    raw = medians["raw"]
-    if raw["generator_us"] >= raw["server_us"]:
-        # The two share two cores: the one that spends more per request sets the pace.
+    if bounded:
         print(
             f"on the raw side the generator spent more CPU per request than the server "
             f"({raw['generator_us']:.0f} µs against {raw['server_us']:.0f} µs): the raw req/s is "
