@@ -306,17 +306,14 @@ async def call_each(
 def run_chassis(
     targets: list[tuple[str, str, int]], sku: str, seconds: float, warmup: float, callers: int
 ) -> list[dict[str, Any]]:
-    command = [sys.executable, __file__, *timing(seconds, warmup, callers), "--sku", sku]
+    command = [sys.executable, __file__, "--seconds", str(seconds), "--warmup", str(warmup)]
+    command += ["--callers", str(callers), "--sku", sku]
     for service, url, pid in targets:
         command += ["--call", service, url, str(pid)]
     budget = len(targets) * (seconds + warmup) + 60
     done = subprocess.run(command, capture_output=True, timeout=budget, check=True)
     results: list[dict[str, Any]] = json.loads(done.stdout)
     return results
-
-
-def timing(seconds: float, warmup: float, callers: int) -> list[str]:
-    return ["--seconds", str(seconds), "--warmup", str(warmup), "--callers", str(callers)]
 
 
 # --- Nameko -----------------------------------------------------------------------------------
