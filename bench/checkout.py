@@ -365,6 +365,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--without", action="append", default=[], metavar="SERVICE")
+    parser.add_argument(
+        "--together", action="store_true", help="every Python service in one process (ADR 53)"
+    )
     args = parser.parse_args()
     env = {**os.environ, **shop_settings(ADMIN_EMAIL, ADMIN_PASSWORD, AGORA_LOG_LEVEL="warning")}
     with tempfile.TemporaryDirectory(prefix="agora-bench-") as directory:
@@ -377,10 +380,16 @@ def main() -> int:
             topology.write_text(without(find_topology_file().read_text(), args.without))
             env["AGORA_TOPOLOGY"] = str(topology)
             up = ["--topology", str(topology)]
+        if args.together:
+            print("together: every Python service and the gateway in one process")
+            up.append("--together")
         with RunningSystem(Path(directory) / "shop", *up, env=env) as system:
             system.wait_healthy(count=PROCESSES - len(args.without))
+            # A group's process is one row per member, with one pid: counted once, by its name.
             pids = {
-                p["service"] + (f"#{p['replica']}" if p["replica"] else ""): int(p["pid"])
+                p.get("group") or p["service"] + (f"#{p['replica']}" if p["replica"] else ""): int(
+                    p["pid"]
+                )
                 for p in system.status()
             }
             fixed, saturated = asyncio.run(run(system.gateway_url, args, pids))

@@ -557,6 +557,68 @@ def answer_status(url: str, token: str | None = None) -> int:
         return refused.code
 
 
+GROUPED = (
+    TINY_TOPOLOGY
+    + """
+[groups]
+pair = ["alpha", "beta"]
+"""
+)
+
+
+def test_a_group_runs_its_members_in_one_process_and_their_calls_stay_in_it(
+    workdir: Path, tiny: dict[str, str]
+) -> None:
+    Path(tiny["AGORA_TOPOLOGY"]).write_text(GROUPED)
+    with RunningSystem(workdir, env=tiny) as up:
+        processes = by_name(up.wait_healthy(count=4))
+
+        alpha, beta = processes["alpha", 0], processes["beta", 0]
+        assert alpha["pid"] == beta["pid"] != processes["gateway", 0]["pid"]
+        assert (alpha["group"], beta["group"], processes["gateway", 0]["group"]) == (
+            "pair",
+            "pair",
+            None,
+        )
+        assert alpha["port"] != beta["port"]
+        beta_url = f"http://127.0.0.1:{beta['port']}"
+        # Each member has its own settings and credential, and listens on its own port...
+        assert get_json(f"{beta_url}/whoami")["service"] == "beta"
+        assert get_json(f"http://127.0.0.1:{alpha['port']}/whoami")["callers"] == [
+            "beta",
+            "gateway",
+        ]
+        # ...but beta's call to alpha never leaves the process, where the gateway's does.
+        assert get_json(f"{beta_url}/peer/alpha")["host"] == "in-process"
+        assert get_json(f"{up.gateway_url}/peer/alpha")["host"] == f"127.0.0.1:{alpha['port']}"
+        assert "alpha (pair)" in up.printed()
+
+        # Stopping a member stops its group's process, held until it is started again.
+        assert up.agora("stop", "alpha").returncode == 0
+        assert process_gone(alpha["pid"])
+        started = up.agora("start", "alpha")
+        assert started.returncode == 0, started.stderr
+        again = by_name(up.wait_healthy(count=4))
+        assert again["alpha", 0]["pid"] == again["beta", 0]["pid"] != alpha["pid"]
+
+
+def test_together_runs_every_python_service_and_the_gateway_in_one_process(
+    workdir: Path, tiny: dict[str, str]
+) -> None:
+    with RunningSystem(workdir, "--together", "--scale", "beta=2", env=tiny) as up:
+        processes = by_name(up.wait_healthy(count=5))
+
+        together = {processes[name, 0]["pid"] for name in ("alpha", "beta", "gateway")}
+        assert len(together) == 1
+        assert {processes[name, 0]["group"] for name in ("alpha", "beta", "gateway")} == {
+            "together"
+        }
+        # A second replica runs as a process of its own.
+        assert processes["beta", 1]["pid"] not in together
+        assert processes["beta", 1]["group"] is None
+        assert get_json(f"{up.gateway_url}/peer/alpha")["host"] == "in-process"
+
+
 def test_up_writes_the_operator_token_owner_only_and_every_process_asks_for_it(
     up: RunningSystem, workdir: Path
 ) -> None:
@@ -793,6 +855,7 @@ def test_with_agora_nats_url_up_starts_no_nats_server_and_uses_that_one(
             "pid": None,
             "port": own.port,
             "healthy": True,
+            "group": None,
         }
         assert up.state()["nats_url"] == own.url
         assert {"AGORA_ALPHA", "AGORA_BETA"} <= set(streams(own.url, {}))

@@ -101,6 +101,31 @@ def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
     assert "agora_http_request_duration_seconds_bucket" in metrics
 
 
+def test_metrics_show_the_services_own_series_where_a_process_holds_several(
+    client: TestClient, tmp_path: Path
+) -> None:
+    class OtherSettings(ServiceSettings):
+        service_name: ClassVar[str] = "other"
+        model_config = ServiceSettings.prefixed("AGORA_OTHER_")
+
+    other = create_service_app(
+        OtherSettings(data_dir=tmp_path / "other"), ServiceDefinition("Other", routers=[router])
+    )
+    with TestClient(other, raise_server_exceptions=False) as other_client:
+        other_client.get("/notes/9")
+        client.get("/notes/7")
+
+        mine, theirs = client.get("/metrics").text, other_client.get("/metrics").text
+
+    assert 'route="/notes/{note_id}",service="demo"' in mine
+    assert 'service="other"' not in mine
+    assert 'route="/notes/{note_id}",service="other"' in theirs
+    assert 'service="demo"' not in theirs
+    # What belongs to the process, not to one service of it, shows on both.
+    assert "process_cpu_seconds_total" in mine
+    assert "process_cpu_seconds_total" in theirs
+
+
 def test_every_answer_carries_a_request_id_and_keeps_the_callers(client: TestClient) -> None:
     assert len(client.get("/livez").headers["x-request-id"]) == 32
     assert (

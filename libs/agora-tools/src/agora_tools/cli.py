@@ -173,6 +173,14 @@ def up(
             "read's CPU).",
         ),
     ] = False,
+    together: Annotated[
+        bool,
+        typer.Option(
+            "--together",
+            help="Run every Python service and the gateway in one process: calls between them "
+            "stay in it, events still go through the broker (the topology's groups set aside).",
+        ),
+    ] = False,
 ) -> None:
     """Start a NATS server, every service and the gateway, and keep them running until Ctrl-C
     or SIGTERM.
@@ -200,6 +208,7 @@ def up(
         prometheus_interval=prometheus_interval,
         prometheus_alert_for=prometheus_alert_for,
         trace_statements=trace_statements,
+        together=together,
     )
     try:
         code = asyncio.run(Runner(options, console).run())
@@ -222,7 +231,8 @@ def _not_running(layout: Layout) -> typer.Exit:
 @app.command()
 def status(
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print [{service, replica, pid, port, healthy}].")
+        bool,
+        typer.Option("--json", help="Print [{service, replica, pid, port, healthy, group}]."),
     ] = False,
 ) -> None:
     """Show each process of the system running in this directory, its port and its health."""
@@ -239,7 +249,7 @@ def status(
         table.add_column(column)
     for h in health:
         table.add_row(
-            h.service,
+            h.service if h.group is None else f"{h.service} ({h.group})",
             str(h.replica),
             str(h.pid),
             str(h.port),

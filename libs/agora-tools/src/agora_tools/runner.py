@@ -69,6 +69,7 @@ from agora.messaging.permissions import (
     service_permissions,
     users_config,
 )
+from agora.process import MEMBER_ENV
 from agora.secrets import private_dir, read_secret, secret_file
 from agora.settings import GATEWAY, ServiceSettings, env_prefix
 from agora.topology import Service, Topology
@@ -92,7 +93,7 @@ from agora_tools.ports import (
     scan_start,
     service_port_window,
 )
-from agora_tools.supervisor import Output, Process, Supervisor, describe_exit
+from agora_tools.supervisor import Member, Output, Process, Supervisor, describe_exit
 
 # The broker user of the runner, `agora events` and tests: it may do everything.
 OPERATOR = "operator"
@@ -193,6 +194,8 @@ class ProcessState(BaseModel):
     port: int
     url: str
     log: str
+    # The group whose process serves it (ADR 53): its pid is the group's, shared.
+    group: str | None = None
 
 
 class RunState(BaseModel):
@@ -359,6 +362,9 @@ class UpOptions:
     prometheus_alert_for: float | None = None
     # Every process makes each statement and Redis command a span (ADR 41).
     trace_statements: bool = False
+    # Every Python service and the gateway in one process (ADR 53), whatever groups the
+    # topology names.
+    together: bool = False
 
 
 def child_argv(python: str, *args: str) -> list[str]:
@@ -372,19 +378,25 @@ class Runner:
     def __init__(self, options: UpOptions, console: Console) -> None:
         self.options = options
         self.layout = Layout.of(options.directory)
-        self.topology = options.topology.with_replicas(dict(options.scale))
+        topology = options.topology.with_replicas(dict(options.scale))
+        self.topology = topology.together() if options.together else topology
         self.output = Output(console)
         self.console = console
         self.supervisor = Supervisor(
             self.output,
             on_start=lambda _: self._save_state(),
-            held=lambda p: self.layout.held_file(p.service, p.replica).exists(),
+            held=self._held,
         )
         self.state = RunState(runner_pid=os.getpid(), started_at=time.time())
         # The operator's login to the embedded broker; None with a broker of one's own.
         self.operator: NatsCredentials | None = None
         # The runner's own login: the operator's, or the one given for a broker of one's own.
         self.login = options.nats_login
+
+    def _held(self, process: Process) -> bool:
+        """Whether `agora stop` holds the process: it, or a service its group serves."""
+        names = [(process.service, process.replica), *((m.service, 0) for m in process.members)]
+        return any(self.layout.held_file(name, replica).exists() for name, replica in names)
 
     async def run(self) -> int:
         """Run the system until SIGINT or SIGTERM. 0 when stopped so, 1 when it could not start."""
@@ -510,6 +522,30 @@ class Runner:
             url=f"http://{_reachable_host(host)}:{port}",
         )
 
+    def _group_process(
+        self, group: str, ports: Mapping[str, int], colour: str, env: Mapping[str, str]
+    ) -> Process:
+        """The one process of ``group``: each member listens on its port (the gateway on the
+        host asked for), and gets what a process of its own would have been given."""
+        members, own, addresses = [], {}, {}
+        for name, port in ports.items():
+            host = self.options.host if name == GATEWAY else LOOPBACK
+            prefix = env_prefix(name)
+            addresses.update({f"{prefix}PORT": str(port), f"{prefix}HOST": host})
+            own[name] = {**self._broker_login(name), **self._service_login(name)}
+            members.append(Member(name, port, f"http://{_reachable_host(host)}:{port}"))
+        return Process(
+            service=group,
+            replica=0,
+            argv=child_argv(self.options.python, "serve", *ports),
+            env={**env, **addresses, "AGORA_REPLICA": "0", MEMBER_ENV: json.dumps(own)},
+            log_path=self.layout.log_file(group, 0),
+            colour=colour,
+            port=members[0].port,
+            url=members[0].url,
+            members=tuple(members),
+        )
+
     def _broker_login(self, name: str) -> dict[str, str]:
         """The embedded broker's user of the process ``name``, and where its password is."""
         if self.operator is None:
@@ -561,14 +597,22 @@ class Runner:
         services = self.topology.start_order()
         python = [s.name for s in services if s.runtime == "python"]
         colours = {s.name: PALETTE[i % len(PALETTE)] for i, s in enumerate(self.topology)}
+        groups = self.topology.groups
+        # A group's process serves the first replica of each member; the others are their own.
+        first = {m: 1 for members in groups.values() for m in members}
         self.output.make_room(
             [
                 f"{NATS}[0]",
-                *(f"{s.name}[{i}]" for s in services for i in range(s.replicas)),
+                *(f"{group}[0]" for group in groups),
+                *(
+                    f"{s.name}[{i}]"
+                    for s in services
+                    for i in range(first.get(s.name, 0), s.replicas)
+                ),
                 *(f"{s.name}[build]" for s in services if s.runtime != "python"),
                 *(f"{s.name}[migrate]" for s in services if s.runtime != "python"),
                 *([f"{SERVICES}[migrate]"] if python else []),
-                f"{GATEWAY}[0]",
+                *([f"{GATEWAY}[0]"] if GATEWAY not in first else []),
                 *([f"{scrape.PROMETHEUS}[0]"] if metrics is not None else []),
             ]
         )
@@ -598,15 +642,30 @@ class Runner:
                 # waits for no other service (ADR 50): what it needs of one that is not up yet
                 # it asks for when a request needs it, and answers 503 until it gets it.
                 await broker_ready.wait()
-                await self._serve(session, service.name, plan[service.name], colour, serving)
+                own = first.get(service.name, 0)
+                await self._serve(
+                    session, service.name, plan[service.name][own:], colour, serving, first=own
+                )
+
+            # The console links to the Prometheus server, which starts once its targets are up.
+            linked = {f"{env_prefix(GATEWAY)}PROMETHEUS_URL": metrics.url} if metrics else {}
 
             async def bring_up_gateway() -> Process:
                 await broker_ready.wait()
-                # The console links to the Prometheus server, which starts once its targets
-                # are up.
-                linked = {f"{env_prefix(GATEWAY)}PROMETHEUS_URL": metrics.url} if metrics else {}
                 process = self._process(
                     GATEWAY, 0, gateway, self.options.host, GATEWAY_COLOUR, {**serving, **linked}
+                )
+                await self.supervisor.start(process)
+                await self._wait_http_ready(session, process)
+                return process
+
+            async def bring_up_group(name: str, members: Sequence[str]) -> Process:
+                if python:
+                    await asyncio.shield(python_migrated)
+                await broker_ready.wait()
+                ports = {m: gateway if m == GATEWAY else plan[m][0] for m in members}
+                process = self._group_process(
+                    name, ports, colours.get(members[0], GATEWAY_COLOUR), {**serving, **linked}
                 )
                 await self.supervisor.start(process)
                 await self._wait_http_ready(session, process)
@@ -617,7 +676,16 @@ class Runner:
                     group.create_task(bring_up_broker())
                     for service in services:
                         group.create_task(bring_up(service))
-                    gateway_up = group.create_task(bring_up_gateway())
+                    edge = {
+                        name: group.create_task(bring_up_group(name, members))
+                        for name, members in groups.items()
+                    }
+                    gateway_group = self.topology.group_of(GATEWAY)
+                    gateway_up = (
+                        edge[gateway_group]
+                        if gateway_group is not None
+                        else group.create_task(bring_up_gateway())
+                    )
             except* StartupError as failed:
                 # The first failure is the one to show; the others were cancelled because of it.
                 raise _first(failed) from None
@@ -625,12 +693,12 @@ class Runner:
                 python_migrated.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StartupError):
                     await python_migrated
-            gateway_process = gateway_up.result()
-            self.state.gateway_url = gateway_process.url
+            gateway_url = _url_of(gateway_up.result(), GATEWAY)
+            self.state.gateway_url = gateway_url
             if metrics is not None:
                 await self._start_prometheus(session, metrics)
         self._save_state()
-        self._print_ready(gateway_process)
+        self._print_ready(gateway_url)
 
     async def _serve(
         self,
@@ -639,10 +707,13 @@ class Runner:
         ports: Sequence[int],
         colour: str,
         env: Mapping[str, str],
+        first: int = 0,
     ) -> None:
-        """Start every replica of ``name`` and wait until each answers on ``/readyz``."""
+        """Start the replicas of ``name`` from ``first`` on, one on each of ``ports``, and wait
+        until each answers on ``/readyz``."""
         replicas = [
-            self._process(name, i, port, LOOPBACK, colour, env) for i, port in enumerate(ports)
+            self._process(name, i, port, LOOPBACK, colour, env)
+            for i, port in enumerate(ports, start=first)
         ]
         for process in replicas:
             await self.supervisor.start(process)
@@ -819,8 +890,15 @@ class Runner:
             raise StartupError(f"{what} failed ({describe_exit(returncode)}); see {log_path}")
 
     async def _wait_http_ready(self, session: aiohttp.ClientSession, process: Process) -> None:
-        url = f"{process.url}{READY_PATHS.get(process.service, '/readyz')}"
-        await self._wait_ready(process, lambda: _answers_200(session, url), f"answer 200 on {url}")
+        """Wait until the process answers 200 on its readiness path (a group's: each member's)."""
+        path = READY_PATHS.get(process.service, "/readyz")
+        for base in [m.url for m in process.members] or [_url_of(process, process.service)]:
+            url = f"{base}{path}"
+
+            async def probe(url: str = url) -> bool:
+                return await _answers_200(session, url)
+
+            await self._wait_ready(process, probe, f"answer 200 on {url}")
 
     async def _wait_ready(
         self, process: Process, probe: Callable[[], Awaitable[bool]], what: str
@@ -846,22 +924,48 @@ class Runner:
     def _in_topology_order(self) -> list[Process]:
         order = [NATS, *self.topology.services, GATEWAY, scrape.PROMETHEUS]
         rank = {name: i for i, name in enumerate(order)}
-        processes = self.supervisor.processes
-        return sorted(processes, key=lambda p: (rank[p.service], _replica_number(p)))
+
+        def place(p: Process) -> tuple[int, int]:
+            # A group's process stands where its first member would.
+            name = p.members[0].service if p.members else p.service
+            return rank[name], _replica_number(p)
+
+        return sorted(self.supervisor.processes, key=place)
+
+    def _rows(self) -> list[ProcessState]:
+        """What each service's replica runs as: a process of its own, or its group's."""
+        rows = []
+        for p in self._in_topology_order():
+            if not isinstance(p.replica, int) or p.port is None or p.url is None:
+                continue
+            log = str(p.log_path)
+            if not p.members:
+                rows.append(
+                    ProcessState(
+                        service=p.service,
+                        replica=p.replica,
+                        pid=p.pid,
+                        port=p.port,
+                        url=p.url,
+                        log=log,
+                    )
+                )
+            rows.extend(
+                ProcessState(
+                    service=m.service,
+                    replica=0,
+                    pid=p.pid,
+                    port=m.port,
+                    url=m.url,
+                    log=log,
+                    group=p.service,
+                )
+                for m in p.members
+            )
+        return rows
 
     def _save_state(self) -> None:
-        self.state.processes = [
-            ProcessState(
-                service=p.service,
-                replica=p.replica,
-                pid=p.pid,
-                port=p.port,
-                url=p.url,
-                log=str(p.log_path),
-            )
-            for p in self._in_topology_order()
-            if isinstance(p.replica, int) and p.port is not None and p.url is not None
-        ]
+        self.state.processes = self._rows()
         if self.options.nats_url:
             # Not ours to run, but the system depends on it: `agora status` shows it all the same.
             external = ProcessState(
@@ -875,12 +979,15 @@ class Runner:
             self.state.processes.insert(0, external)
         self.state.write(self.layout)
 
-    def _print_ready(self, gateway: Process) -> None:
+    def _print_ready(self, gateway_url: str) -> None:
         table = Table(title="Agora is up", title_justify="left")
         for column in ("service", "replica", "pid", "url"):
             table.add_column(column)
-        for p in self._in_topology_order():
-            table.add_row(Text(p.service, style=p.colour), str(p.replica), str(p.pid), p.url)
+        colours = {p.service: p.colour for p in self.supervisor.processes}
+        for row in self._rows():
+            name = row.service if row.group is None else f"{row.service} ({row.group})"
+            style = colours.get(row.group or row.service, "")
+            table.add_row(Text(name, style=style), str(row.replica), str(row.pid), row.url)
         self.console.print(table)
         logs = self.layout.logs.relative_to(self.options.directory.resolve())
         self.output.say(f"Logs: {logs}/<service>-<replica>.log", "dim")
@@ -888,7 +995,7 @@ class Runner:
             self.output.say(f"Broker: {without_credentials(self.state.nats_url)}", "dim")
         if self.state.prometheus_url:
             self.output.say(f"Prometheus: {self.state.prometheus_url}", "bold")
-        self.output.say(f"Gateway: {gateway.url}", "bold green")
+        self.output.say(f"Gateway: {gateway_url}", "bold green")
         self.output.say("Ctrl-C stops every process", "dim")
 
 
@@ -896,6 +1003,13 @@ def _quiet_library_logs() -> None:
     """Keep the runner's console to the runner's own sentences: the broker client it uses to make
     the streams would log its connections through structlog's default printer."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+
+def _url_of(process: Process, service: str) -> str:
+    """Where ``service`` answers in ``process`` (its own, or its group's)."""
+    url = next((m.url for m in process.members if m.service == service), process.url)
+    assert url is not None
+    return url
 
 
 def _replica_number(process: Process) -> int:
@@ -933,6 +1047,8 @@ class Health:
     pid: int | None
     port: int
     healthy: bool
+    # The group whose process serves it (ADR 53), None for a process of its own.
+    group: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
@@ -956,6 +1072,8 @@ async def check_health(
                 alive = process.pid is not None and pid_alive(process.pid)
                 ready = READY_PATHS.get(process.service, "/readyz")
                 healthy = alive and await _answers_200(session, f"{process.url}{ready}")
-            return Health(process.service, process.replica, process.pid, process.port, healthy)
+            return Health(
+                process.service, process.replica, process.pid, process.port, healthy, process.group
+            )
 
         return list(await asyncio.gather(*(check(p) for p in state.processes)))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import orjson
 from rich.console import Console
@@ -183,6 +183,14 @@ def _die_with_runner(runner_pid: int) -> Callable[[], None]:
     return setup
 
 
+class Member(NamedTuple):
+    """A service that a group's process serves, and where."""
+
+    service: str
+    port: int
+    url: str
+
+
 @dataclass(eq=False)
 class Process:
     """A child the supervisor runs: what to start, and what became of it."""
@@ -195,6 +203,8 @@ class Process:
     colour: str
     port: int | None = None
     url: str | None = None
+    # A group's process (several services in one, ADR 53): each member's name, port and URL.
+    members: tuple[Member, ...] = ()
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     # Stopped after all the others (the broker: the others may still be sending to it).
     stop_last: bool = False

@@ -25,9 +25,11 @@ def build(name: str) -> FastAPI:
     router = APIRouter()
 
     @router.get("/whoami")
-    async def whoami() -> dict[str, Any]:
+    async def whoami(request: Request) -> dict[str, Any]:
         return {
             "service": name,
+            # `in-process` when the caller runs in this process (a group's, ADR 53).
+            "host": request.headers.get("host"),
             "replica": settings.replica,
             "port": settings.port,
             "peers": settings.service_urls,

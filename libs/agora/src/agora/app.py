@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,7 +29,8 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -531,11 +532,35 @@ def _probes(
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    own = OwnSeries(settings.service_name)
+
     @router.get("/metrics", dependencies=[Depends(metrics_guard)] if metrics_guard else [])
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(own), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class OwnSeries:
+    """The process's metrics as one service of it shows them on its ``/metrics``: of the series
+    labelled with a ``service``, that service's own. A process holds one service's series, unless
+    it is a group's (ADR 53): then each member's port shows its own, and Prometheus, scraping
+    every member, counts each series once. Series of the process itself (its CPU, memory,
+    streams) have no such label and show on every member's."""
+
+    def __init__(self, service: str, registry: CollectorRegistry = REGISTRY) -> None:
+        self.service = service
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [
+                s for s in family.samples if s.labels.get("service", self.service) == self.service
+            ]
+            if samples or not family.samples:
+                own = Metric(family.name, family.documentation, family.type, family.unit)
+                own.samples = samples
+                yield own
 
 
 def problem_response(

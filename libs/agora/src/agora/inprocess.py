@@ -17,6 +17,7 @@ connection would.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -183,7 +184,11 @@ async def exchange(
         elif not answered.is_set():
             chunks.put_nowait(BrokenExchange("the callee ended before its body did"))
 
-    task = asyncio.create_task(serve(), name=f"in-process {method} {raw_path}")
+    # A context of its own, as another process would have: the caller's request id, token and
+    # current span reach the callee through the headers only.
+    task = asyncio.create_task(
+        serve(), name=f"in-process {method} {raw_path}", context=contextvars.Context()
+    )
     try:
         status, raw_headers = await head
     except BaseException:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,9 +74,16 @@ async def _upgrade_postgres(config: Config, url: str, revision: str, key: str) -
         await engine.dispose()
 
 
+# Alembic keeps the running migration's context in module globals (``alembic.context``): two
+# migrations in one process at once (the members of a group starting together, ADR 53) would
+# tread on each other's, so they take turns.
+_ALEMBIC = threading.Lock()
+
+
 def _upgrade(config: Config, connection: Connection, revision: str) -> None:
     config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    with _ALEMBIC:
+        command.upgrade(config, revision)
     log.info(
         "migrated", revision=revision, script_location=config.get_main_option("script_location")
     )

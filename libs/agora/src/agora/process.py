@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from agora.settings import GATEWAY, ServiceSettings, env_prefix
 from agora.topology import Topology, find_topology_file, load_topology
+
+if TYPE_CHECKING:
+    from agora.server import GracefulServer
+
+# A group's process (serve with several names): each name's own variables, as JSON.
+MEMBER_ENV = "AGORA_MEMBER_ENV"
 
 
 class ProcessError(Exception):
@@ -67,8 +75,6 @@ def serve(
     name: str, *, port: int | None = None, replica: int | None = None, host: str | None = None
 ) -> bool:
     """Run ``name`` until it is asked to stop; False when it never started (its port taken)."""
-    from agora.server import GracefulServer, server_config
-
     _, topology = topology_at()
     # The app reads its settings from the environment; the options are set there, so the
     # settings and the socket agree on where the service is.
@@ -79,11 +85,53 @@ def serve(
         os.environ[f"{prefix}HOST"] = host
     if replica is not None:
         os.environ["AGORA_REPLICA"] = str(replica)
+    server = _server(name, topology)
+    server.run()
+    return server.started
+
+
+def serve_group(names: Sequence[str]) -> bool:
+    """Run several services (and perhaps the gateway) in this one process until it is asked to
+    stop (co-location, ADR 53); False when one of them never started.
+
+    Each reads its settings from the environment with the variables of its own laid over it:
+    ``AGORA_MEMBER_ENV`` maps each name to them (its broker user, its credential, its callers;
+    what a process of its own would have been given). Once a member has started, calls to it from
+    the others go to its app in this process (:mod:`agora.inprocess`); it still listens on its
+    own port for everyone else."""
+    from agora.inprocess import serve_in_process
+    from agora.server import serve_together
+
+    _, topology = topology_at()
+    if len(set(names)) != len(names):
+        raise ProcessError(f"a name is given twice: {' '.join(names)}")
+    try:
+        own: dict[str, dict[str, str]] = json.loads(os.environ.get(MEMBER_ENV, "{}"))
+    except ValueError as error:
+        raise ProcessError(f"{MEMBER_ENV} is not JSON: {error}") from None
+    servers: dict[str, GracefulServer] = {}
+    for name in names:
+        with _overlaid(own.get(name, {})):
+            server = _server(name, topology)
+        app = server.config.app
+
+        def started(name: str = name, app: Any = app) -> None:
+            serve_in_process(name, app)
+
+        server.on_started = started
+        servers[name] = server
+    return serve_together(servers)
+
+
+def _server(name: str, topology: Topology) -> GracefulServer:
+    """The server of ``name``'s app, made with the settings the environment gives it now."""
+    from agora.server import GracefulServer, server_config
+
     application = module_of(topology, name).create_app()
     bind_host, bind_port = _address(application, name, topology)
     settings = _settings(application)
     stop_timeout, stop_drain = settings.stop_timeout, settings.stop_drain
-    server = GracefulServer(
+    return GracefulServer(
         server_config(
             application,
             host=bind_host,
@@ -96,8 +144,21 @@ def serve(
         drain=stop_drain,
         on_stop=_on_stop(application),
     )
-    server.run()
-    return server.started
+
+
+@contextmanager
+def _overlaid(variables: Mapping[str, str]) -> Iterator[None]:
+    """The environment with ``variables`` laid over it, for the time of the block."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def migrate(*names: str) -> None:
@@ -152,8 +213,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="agora-service", description="Run one Agora service (or the gateway), or migrate it."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serving = commands.add_parser("serve", help="serve a service of the topology, or `gateway`")
-    serving.add_argument("name")
+    serving = commands.add_parser(
+        "serve",
+        help="serve a service of the topology, or `gateway`; several names serve them together, "
+        "in this one process",
+    )
+    serving.add_argument("name", nargs="+")
     serving.add_argument("--port", type=int, help="port to listen on")
     serving.add_argument("--replica", type=int, help="which replica this process is")
     serving.add_argument("--host", help="address to listen on")
@@ -180,9 +245,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             migrate(*arguments.name)
             return
         _without_rich()
-        started = serve(
-            arguments.name, port=arguments.port, replica=arguments.replica, host=arguments.host
-        )
+        if len(arguments.name) > 1:
+            if arguments.port is not None or arguments.host is not None:
+                raise ProcessError("--port and --host name one service's address: give one name")
+            if arguments.replica is not None:
+                os.environ["AGORA_REPLICA"] = str(arguments.replica)
+            started = serve_group(arguments.name)
+        else:
+            started = serve(
+                arguments.name[0],
+                port=arguments.port,
+                replica=arguments.replica,
+                host=arguments.host,
+            )
     except ProcessError as error:
         print(f"agora-service: {error}", file=sys.stderr)
         raise SystemExit(error.code) from None

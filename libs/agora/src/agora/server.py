@@ -15,15 +15,19 @@ past ``stop_timeout`` the process ends anyway.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
+import structlog
 import uvicorn
+from uvicorn._compat import asyncio_run
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from agora.errors import PROBLEM_JSON, problem_body
@@ -180,7 +184,8 @@ class GracefulServer(uvicorn.Server):
     serving for ``drain`` seconds, then stops as uvicorn does (no new connections, requests in
     flight finish, lifespan shutdown). A watchdog ends the process with status 1 if all that
     overruns ``stop_timeout``. A stop carried out in time exits 0: uvicorn would raise the signal
-    again once done, and the process would die of it, as if it had been killed.
+    again once done, and the process would die of it, as if it had been killed. ``on_started``
+    runs once the app has started and the socket listens.
     """
 
     def __init__(
@@ -190,11 +195,13 @@ class GracefulServer(uvicorn.Server):
         stop_timeout: float,
         drain: float,
         on_stop: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.stop_timeout = stop_timeout
         self.drain = drain
         self.on_stop = on_stop
+        self.on_started = on_started
         self.stop_asked: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -214,6 +221,11 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
         return await super().on_tick(counter)
 
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
     async def serve(self, sockets: Any = None) -> None:
         with self.capture_signals():
             await self._serve(sockets)
@@ -223,3 +235,43 @@ class GracefulServer(uvicorn.Server):
     def _overran(self) -> None:
         log.error("the stop overran its bound of %g s, exiting anyway", self.stop_timeout)
         os._exit(STOP_OVERRAN)
+
+
+def serve_together(members: Mapping[str, GracefulServer]) -> bool:
+    """Run several servers in one process and one loop (a group's members, ADR 53) until a
+    signal stops them all, each in order as :class:`GracefulServer` stops; True when every one
+    started. A member that fails to start ends the process, as it would end a process of its
+    own; one that stops for any other reason stops the others.
+
+    Each member's server runs in a task whose context names the member (structlog's context
+    variables), so that what its app starts (consumers, the relay, its own loops) logs as that
+    service, as it would in a process of its own."""
+    servers = list(members.values())
+
+    def in_context_of(name: str) -> contextvars.Context:
+        context = contextvars.copy_context()
+        context.run(structlog.contextvars.bind_contextvars, service=name)
+        return context
+
+    async def serve_all() -> None:
+        tasks = [
+            asyncio.create_task(server._serve(), context=in_context_of(name))
+            for name, server in members.items()
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for server in servers:
+            server.should_exit = True  # already so after a signal; else the others follow
+        await asyncio.gather(*tasks)
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        for server in servers:
+            server.handle_exit(sig, frame)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    original = {sig: signal.signal(sig, handle_exit) for sig in handled}
+    try:
+        asyncio_run(serve_all(), loop_factory=servers[0].config.get_loop_factory())
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
+    return all(server.started for server in servers)

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agora.settings import GATEWAY
+
 TOPOLOGY_FILE = "topology.toml"
 TOPOLOGY_ENV = "AGORA_TOPOLOGY"
 
@@ -238,10 +240,20 @@ class HostPorts(_Strict):
     services: int = _port(18100)
 
 
+# What `agora up --together` calls the one process it runs every Python service in.
+TOGETHER = "together"
+
+
 class Topology(_Strict):
     gateway: Gateway = Gateway()
     services: dict[str, Service]
     host: HostPorts = HostPorts()
+    # Processes that each run several services (co-location, ADR 53): a group's name and its
+    # members, Python services or the gateway. Inside one, a call between members goes to the
+    # callee's app without a socket; each member keeps its own database, settings, consumers,
+    # outbox and port. A member runs one replica there; `agora up --scale` adds replicas of it
+    # as processes of their own.
+    groups: dict[str, tuple[str, ...]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -264,7 +276,41 @@ class Topology(_Strict):
                 raise ValueError(f"{name} depends on unknown services {sorted(unknown)}")
         self.start_order()  # raises on a dependency cycle
         self._check_host_ports()
+        self._check_groups()
         return self
+
+    def _check_groups(self) -> None:
+        grouped: dict[str, str] = {}
+        for group, members in self.groups.items():
+            if not _NAME.match(group) or group in self.services or group == GATEWAY:
+                raise ValueError(
+                    f"group name {group!r} must be lower-case letters, digits, '-', and not "
+                    "the name of a service or of the gateway"
+                )
+            if len(set(members)) < 2:
+                raise ValueError(f"group {group} names {len(set(members))} member: it needs two")
+            for member in members:
+                service = self.services.get(member)
+                if member != GATEWAY and service is None:
+                    raise ValueError(f"group {group} names an unknown service {member!r}")
+                if service is not None and service.runtime != "python":
+                    raise ValueError(
+                        f"group {group} names {member}, a {service.runtime} service: a group is "
+                        "one Python process"
+                    )
+                if member in grouped:
+                    raise ValueError(f"{member} is in two groups, {grouped[member]} and {group}")
+                grouped[member] = group
+
+    def group_of(self, name: str) -> str | None:
+        """The group whose process runs ``name`` (a service or the gateway), if any."""
+        return next((g for g, members in self.groups.items() if name in members), None)
+
+    def together(self) -> Topology:
+        """This topology with one group, ``together``, of every Python service and the gateway
+        (what ``agora up --together`` runs), in place of the groups it names."""
+        members = (*(s.name for s in self if s.runtime == "python"), GATEWAY)
+        return self.model_copy(update={"groups": {TOGETHER: members}})
 
     def host_ports(self) -> dict[str, list[int]]:
         """Each service's replicas' ports in the one-host rendering."""
