@@ -55,15 +55,19 @@ class Journey:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+def system(
+    tmp_path_factory: pytest.TempPathFactory, shape: tuple[str, ...]
+) -> Iterator[RunningSystem]:
     directory = tmp_path_factory.mktemp("browser") / "shop"
-    with RunningSystem(directory, env={**os.environ, **admin_env(**CARRIER_STEPS)}) as running:
+    env = {**os.environ, **admin_env(**CARRIER_STEPS)}
+    with RunningSystem(directory, *shape, env=env) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
 
 
 @pytest.fixture(scope="module")
-def journey() -> Journey:
+def journey(system: RunningSystem) -> Journey:
+    """One per shop: the admin's test reads the orders of the shop the shopper's used."""
     return Journey()
 
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from shopping import APPROVED, DECLINED, Shop, admin_env
 
-from agora_tools.harness import RunningSystem
+from agora_tools.harness import SHAPES, RunningSystem
 from agora_tools.testing import REDIS_URL, redis_prefix
 
 pytest_plugins = ["shopping"]  # the fixture shop
@@ -34,17 +34,23 @@ PROCESSES = 10
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+# Where the carts live, and the shape `agora up` runs the shop in (ADR 53): the Redis carts with
+# a process per service, the SQLite ones in both shapes.
+SETUPS = [("sqlite", "apart"), ("redis", "apart"), ("sqlite", "together")]
+
+
+@pytest.fixture(scope="module", params=SETUPS, ids=["-".join(setup) for setup in SETUPS])
 def system(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningSystem]:
     env = {**os.environ, **admin_env()}
+    carts, shape = request.param
     with ExitStack() as stack:
-        if request.param == "redis":
+        if carts == "redis":
             prefix = stack.enter_context(redis_prefix("cart"))
             env.update(AGORA_CART_REDIS_URL=REDIS_URL, AGORA_CART_REDIS_PREFIX=prefix)
-        directory = tmp_path_factory.mktemp(f"shopper-{request.param}") / "shop"
-        running = stack.enter_context(RunningSystem(directory, env=env))
+        directory = tmp_path_factory.mktemp(f"shopper-{carts}-{shape}") / "shop"
+        running = stack.enter_context(RunningSystem(directory, *SHAPES[shape], env=env))
         running.wait_healthy(count=PROCESSES)
         yield running
 

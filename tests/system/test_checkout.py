@@ -39,7 +39,9 @@ STEP_TIMEOUT = 1.0  # seconds the saga waits for an answer before trying again
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+def system(
+    tmp_path_factory: pytest.TempPathFactory, shape: tuple[str, ...]
+) -> Iterator[RunningSystem]:
     env = {
         **os.environ,
         **admin_env(
@@ -48,7 +50,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
         ),
     }
     directory = tmp_path_factory.mktemp("checkout") / "shop"
-    with RunningSystem(directory, "--scale", "inventory=2", env=env) as running:
+    with RunningSystem(directory, "--scale", "inventory=2", *shape, env=env) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
 
@@ -232,8 +234,10 @@ def test_another_customer_sees_none_of_my_orders_or_payments(shop: Shop, sku: st
 
 
 def test_a_reservation_never_answered_hits_its_deadline_and_the_order_ends(
-    shop: Shop, system: RunningSystem, sku: str
+    shop: Shop, system: RunningSystem, sku: str, shape: tuple[str, ...]
 ) -> None:
+    if shape:
+        pytest.skip("inventory's first replica shares its process with orders: not one stops alone")
     shopper = shop.shopper()
     before = shop.available(sku)
     stopped = system.agora("stop", "inventory")  # both replicas: nobody answers ReserveStock

@@ -30,7 +30,7 @@ import pytest
 from shopping import APPROVED, DECLINED, DELIVERED, TERMINAL, Shop, admin_env, open_shop
 
 from agora.topology import load_topology
-from agora_tools.harness import ADDRESS, RunningSystem, wait_for
+from agora_tools.harness import ADDRESS, SHAPES, RunningSystem, wait_for
 from agora_tools.testing import (
     NatsServer,
     postgres_database,
@@ -69,13 +69,19 @@ class Broker:
         self.up = up
 
 
-@pytest.fixture(params=["embedded", "production"])
+# The profile, and the shape `agora up` runs the shop in (ADR 53). Together, each service killed
+# takes every Python service and the gateway down with it, and the broker's outage meets them all.
+DEPLOYMENTS = [("embedded", "apart"), ("production", "apart"), ("embedded", "together")]
+
+
+@pytest.fixture(params=DEPLOYMENTS, ids=["-".join(deployment) for deployment in DEPLOYMENTS])
 def deployment(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[RunningSystem, Broker]]:
+    profile, shape = request.param
     with ExitStack() as stack:
         env = {**os.environ, **admin_env(**SHIPPING_STEPS)}
-        if request.param == "production":
+        if profile == "production":
             require_server(*REDIS, "Redis")
             nats = stack.enter_context(NatsServer(tmp_path / "nats"))
             env.update(
@@ -97,8 +103,8 @@ def deployment(
                 nats.start()  # the same port and data directory: the services reconnect
 
             broker = Broker(nats.kill, start_own)
-        system = stack.enter_context(RunningSystem(tmp_path / "shop", env=env))
-        if request.param == "embedded":
+        system = stack.enter_context(RunningSystem(tmp_path / "shop", *SHAPES[shape], env=env))
+        if profile == "embedded":
 
             def stop_embedded() -> None:
                 assert system.agora("stop", "nats", "--kill").returncode == 0

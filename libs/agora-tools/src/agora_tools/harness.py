@@ -80,6 +80,11 @@ ADDRESS = {
     "country": "GB",
 }
 
+# The shapes `agora up` may run the shop in (ADR 53), as its extra arguments: a process per
+# service, or every Python service and the gateway in one. The system tests run in both.
+SHAPES: dict[str, tuple[str, ...]] = {"apart": (), "together": ("--together",)}
+
+
 # The gateway's per-address limits, lifted for a shop whose every shopper registers, logs in and
 # shops from this one machine's address (a load run, a benchmark, the system tests).
 LIMITS_LIFTED = {
