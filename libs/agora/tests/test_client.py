@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
-from agora import context
 from agora.client import BreakerState, CircuitBreaker, ServiceClient
 from agora.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from agora_tools.pytest_plugin import SecondsClock
-from agora_tools.testing import free_port
+from agora_tools.testing import caller, free_port
 
 
 @dataclass(frozen=True)
@@ -161,18 +159,6 @@ class Failover:
 async def failover(start_callee: StartCallee, make_client: MakeClient) -> Failover:
     live = await start_callee("b")
     return Failover(live, make_client({"catalog": [nowhere(), live.url]}))
-
-
-@contextmanager
-def caller(*, request_id: str | None = None, token: str | None = None) -> Iterator[None]:
-    """Run as if serving a request that carried this id and bearer token."""
-    request_id_reset = context.request_id.set(request_id)
-    token_reset = context.bearer_token.set(token)
-    try:
-        yield
-    finally:
-        context.bearer_token.reset(token_reset)
-        context.request_id.reset(request_id_reset)
 
 
 # --- timeouts --------------------------------------------------------------------------------

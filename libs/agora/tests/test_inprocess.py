@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ from agora.client import IN_PROCESS_ATTRIBUTE, ServiceClient
 from agora.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from agora.inprocess import Message, Scope, in_process, serve_in_process
 from agora.settings import ServiceSettings
+from agora_tools.testing import caller
 
 
 class CalleeSettings(ServiceSettings):
@@ -121,21 +121,10 @@ async def client(spans: InMemorySpanExporter) -> AsyncIterator[ServiceClient]:
     await made.close()
 
 
-@contextmanager
-def acting_for(token: str, request_id: str) -> Iterator[None]:
-    bearer = context.bearer_token.set(token)
-    rid = context.request_id.set(request_id)
-    try:
-        yield
-    finally:
-        context.bearer_token.reset(bearer)
-        context.request_id.reset(rid)
-
-
 async def test_a_call_reaches_the_app_in_process_with_the_callers_token_request_id_and_trace(
     served: FastAPI, client: ServiceClient, spans: InMemorySpanExporter
 ) -> None:
-    with acting_for("a-users-token", "req-42"):
+    with caller(token="a-users-token", request_id="req-42"):
         reply = await client.request("callee", "GET", "/seen/a%20b", params={"q": "x y"})
 
     assert reply.status == 200
@@ -160,7 +149,7 @@ async def test_a_call_reaches_the_app_in_process_with_the_callers_token_request_
 
 
 async def test_the_callees_context_stays_its_own(served: FastAPI, client: ServiceClient) -> None:
-    with acting_for("a-users-token", "req-7"):
+    with caller(token="a-users-token", request_id="req-7"):
         await client.request("callee", "GET", "/seen/x")
         # The callee set and reset its own request id and token in a task of its own.
         assert context.request_id.get() == "req-7"

@@ -934,33 +934,18 @@ class Runner:
 
     def _rows(self) -> list[ProcessState]:
         """What each service's replica runs as: a process of its own, or its group's."""
-        rows = []
+        rows: list[ProcessState] = []
         for p in self._in_topology_order():
             if not isinstance(p.replica, int) or p.port is None or p.url is None:
                 continue
-            log = str(p.log_path)
-            if not p.members:
-                rows.append(
-                    ProcessState(
-                        service=p.service,
-                        replica=p.replica,
-                        pid=p.pid,
-                        port=p.port,
-                        url=p.url,
-                        log=log,
-                    )
-                )
+            # A group's process is a row for each member: the first replica of each.
+            members = p.members or (Member(p.service, p.port, p.url),)
+            group, replica = (p.service, 0) if p.members else (None, p.replica)
             rows.extend(
                 ProcessState(
-                    service=m.service,
-                    replica=0,
-                    pid=p.pid,
-                    port=m.port,
-                    url=m.url,
-                    log=log,
-                    group=p.service,
+                    **m._asdict(), replica=replica, pid=p.pid, log=str(p.log_path), group=group
                 )
-                for m in p.members
+                for m in members
             )
         return rows
 

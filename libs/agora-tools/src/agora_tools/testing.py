@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
+from agora import context
 from agora.errors import PROBLEM_JSON
 
 # The messaging helpers, the access tokens and the stores live in modules of their own; tests
@@ -433,3 +434,15 @@ class NatsServer:
 
     def __exit__(self, *_: object) -> None:
         self.kill()
+
+
+@contextmanager
+def caller(*, request_id: str | None = None, token: str | None = None) -> Iterator[None]:
+    """Run as if serving a request that carried this id and bearer token."""
+    request_id_reset = context.request_id.set(request_id)
+    token_reset = context.bearer_token.set(token)
+    try:
+        yield
+    finally:
+        context.bearer_token.reset(token_reset)
+        context.request_id.reset(request_id_reset)
