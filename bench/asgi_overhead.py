@@ -30,30 +30,32 @@ generator's speed: its ratio is printed too.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
-
-import aiohttp
-from read_path import ROOT, first_sku, start, stop, wait_ready
 
 from agora_tools.testing import free_port
 
+from httpload import Target, measure
+from processes import (
+    exit_status,
+    first_sku,
+    importable,
+    run,
+    running,
+    service_env,
+    start,
+    wait_ready,
+)
 from procstat import cpu_seconds
 
 TARGET = 0.15
@@ -103,94 +105,18 @@ def create_app() -> ASGIApp:
     return app
 
 
-# --- the load generator (runs in a process of its own) --------------------------------------
-
-
-async def drive(
-    url: str, pid: int, seconds: float, warmup: float, connections: int
-) -> dict[str, Any]:
-    """Keep ``connections`` requests to ``url`` in flight for ``warmup`` then ``seconds``; the
-    figures of the second part, with the CPU the server (``pid``) and this process spent."""
-    latencies: list[float] = []
-    failures: dict[str, int] = {}
-    sent = 0
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker(until: float, record: bool) -> None:
-            nonlocal sent
-            while (now := time.perf_counter()) < until:
-                try:
-                    async with session.get(url) as reply:
-                        await reply.read()
-                        status = reply.status
-                except (aiohttp.ClientError, TimeoutError) as error:
-                    status = 0
-                    failures[type(error).__name__] = failures.get(type(error).__name__, 0) + 1
-                if not record:
-                    continue
-                sent += 1
-                if status == 200:
-                    latencies.append(time.perf_counter() - now)
-                elif status:
-                    failures[str(status)] = failures.get(str(status), 0) + 1
-
-        until = time.perf_counter() + warmup
-        await asyncio.gather(*(worker(until, False) for _ in range(connections)))
-        server_before, own_before = cpu_seconds(pid), cpu_seconds(os.getpid())
-        started = time.perf_counter()
-        until = started + seconds
-        await asyncio.gather(*(worker(until, True) for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-        server_after, own_after = cpu_seconds(pid), cpu_seconds(os.getpid())
-    latencies.sort()
-
-    def quantile(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-
-    def per_request(before: float | None, after: float | None) -> float:
-        if before is None or after is None:
-            return 0.0
-        return (after - before) / max(sent, 1) * 1e6
-
-    own = (own_after or 0.0) - (own_before or 0.0)
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50_ms": quantile(0.50) if latencies else 0.0,
-        "p99_ms": quantile(0.99) if latencies else 0.0,
-        "failures": failures,
-        "server_us": per_request(server_before, server_after),
-        "generator_us": per_request(own_before, own_after),
-        "generator_busy": own / elapsed,
-    }
-
-
-async def drive_each(
-    targets: list[tuple[str, int]], seconds: float, warmup: float, connections: int
-) -> list[dict[str, Any]]:
-    return [await drive(url, pid, seconds, warmup, connections) for url, pid in targets]
+# --- the load generators ---------------------------------------------------------------------
 
 
 def measure_aiohttp(
     targets: list[tuple[str, int]], seconds: float, warmup: float, connections: int
 ) -> list[dict[str, Any]]:
-    """Drive each (url, server pid) in turn from one load-generating Python process."""
-    command = [
-        sys.executable,
-        __file__,
-        "--seconds",
-        str(seconds),
-        "--warmup",
-        str(warmup),
-        "--connections",
-        str(connections),
-    ]
-    for url, pid in targets:
-        command += ["--drive", url, str(pid)]
-    budget = len(targets) * (seconds + warmup) + 30
-    done = subprocess.run(command, capture_output=True, timeout=budget, check=True)
-    results: list[dict[str, Any]] = json.loads(done.stdout)
+    """Drive each (url, server pid) in turn from one load-generating Python process, on the
+    servers' loop (uvloop): the generator should not be slower than it needs be."""
+    driven: list[Target] = [{"url": url, "pids": {"server": pid}} for url, pid in targets]
+    results = measure(driven, seconds, warmup, connections, uvloop=True)
+    for result in results:
+        result["server_us"] = result.pop("cpu_us_per_request").get("server", 0.0)
     return results
 
 
@@ -279,11 +205,6 @@ def figures(r: dict[str, Any]) -> str:
     )
 
 
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """A SIGTERM ends the run as Ctrl-C does: every process started is stopped on the way out."""
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per app")
@@ -296,51 +217,25 @@ def main() -> int:
         default="auto",
         help="what drives the load: wrk when it is on PATH (auto), else aiohttp",
     )
-    parser.add_argument(
-        "--drive", nargs=2, metavar=("URL", "PID"), action="append", help=argparse.SUPPRESS
-    )
     args = parser.parse_args()
-    if args.drive:
-        import uvloop  # the servers' loop: the generator should not be slower than it needs be
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        driven = [(url, int(pid)) for url, pid in args.drive]
-        print(
-            json.dumps(asyncio.run(drive_each(driven, args.seconds, args.warmup, args.connections)))
-        )
-        return 0
-
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     if args.generator == "auto":
         args.generator = "wrk" if shutil.which("wrk") else "aiohttp"
-    measure = measure_wrk if args.generator == "wrk" else measure_aiohttp
+    generate = measure_wrk if args.generator == "wrk" else measure_aiohttp
     labels = ("service", "raw")
     with tempfile.TemporaryDirectory(prefix="agora-bench-") as scratch:
         data = Path(scratch)
         ports = {"service": free_port(), "raw": free_port()}
-        env = {
-            **os.environ,
-            "AGORA_DATA_DIR": str(data),
-            "AGORA_TOPOLOGY": str(ROOT / "topology.toml"),
-            "AGORA_SERVICE_URLS": "{}",
-            "AGORA_CATALOG_PORT": str(ports["service"]),
-        }
-        processes = [start("catalog", "catalog.bootstrap", ports["service"], env, data)]
-        try:
+        env = service_env(data, AGORA_SERVICE_URLS="{}", AGORA_CATALOG_PORT=str(ports["service"]))
+        with running("asgi_overhead", []) as processes:
+            processes.append(start("catalog", "catalog.bootstrap", ports["service"], env, data))
             wait_ready(processes)
             sku = first_sku(processes[0].url)
             path = f"/products/{sku}"
             body, content_type = answer_of(processes[0].url + path)
             (data / "raw-body").write_bytes(body)
-            raw_env = {
-                **env,
-                RAW_BODY_FILE: str(data / "raw-body"),
-                RAW_CONTENT_TYPE: content_type,
-                # uvicorn imports this module by name: this folder on the path, as for the bench.
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p
-                ),
-            }
+            raw_env = importable(
+                {**env, RAW_BODY_FILE: str(data / "raw-body"), RAW_CONTENT_TYPE: content_type}
+            )
             processes.append(start("raw", Path(__file__).stem, ports["raw"], raw_env, data))
             wait_ready(processes)
             if answer_of(processes[1].url + path) != (body, content_type):
@@ -354,20 +249,10 @@ def main() -> int:
                 # Alternate which app goes first: neither always meets the machine as the other
                 # left it.
                 order = labels if n % 2 == 0 else labels[::-1]
-                results = measure(
+                results = generate(
                     [targets[label] for label in order], args.seconds, args.warmup, args.connections
                 )
                 rounds.append(dict(zip(order, results, strict=True)))
-        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
-            print(f"asgi_overhead: {error}", file=sys.stderr)
-            for process in processes:
-                tail = process.log.read_text(errors="replace").splitlines()[-15:]
-                print(
-                    f"--- {process.name} ({process.log.name}) ---", *tail, sep="\n", file=sys.stderr
-                )
-            return 1
-        finally:
-            stop(processes)
 
     print(
         f"GET {path} ({len(body)} bytes, {content_type}), {args.connections} connections, "
@@ -419,18 +304,8 @@ def main() -> int:
             "bounded by the generator, so the throughput ratio is an upper bound (the raw app's "
             "advantage is at least what is shown); wrk on PATH measures it better"
         )
-    failed = {
-        label: sum((Counter(r[label]["failures"]) for r in rounds), Counter()) for label in labels
-    }
-    if any(failed.values()) or not all(r[label]["requests"] for r in rounds for label in labels):
-        print(f"asgi_overhead: requests failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status("asgi_overhead", rounds)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("asgi_overhead: interrupted; the processes it started are stopped", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run(main, "asgi_overhead"))

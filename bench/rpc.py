@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -39,13 +38,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
-from types import FrameType
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, FastAPI, Response
-from read_path import ROOT, Process, first_sku, start, stop, wait_ready
 
 from agora.app import ServiceDefinition, create_service_app
 from agora.client import ServiceClient
@@ -54,6 +50,18 @@ from agora.settings import ServiceSettings
 from agora.telemetry import configure_tracing
 from agora_tools.testing import free_port
 
+from processes import (
+    ROOT,
+    Process,
+    exit_status,
+    first_sku,
+    importable,
+    run,
+    running,
+    service_env,
+    start,
+    wait_ready,
+)
 from procstat import cpu_seconds
 
 BROKER = ("127.0.0.1", 5672)
@@ -389,11 +397,6 @@ def run_nameko(
 # --- the run ----------------------------------------------------------------------------------
 
 
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """A SIGTERM ends the run as Ctrl-C does: every process started is stopped on the way out."""
-    raise KeyboardInterrupt
-
-
 def ratios(rounds: list[dict[str, dict[str, Any]]], of: str, key: str) -> list[float]:
     return [r[of][key] / r[NAMEKO_RPC][key] for r in rounds if r[NAMEKO_RPC][key]]
 
@@ -428,7 +431,6 @@ def main() -> int:
         print(json.dumps(called))
         return 0
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     skipped = broker_silent()
     python: Path | None = None
     if skipped is None:
@@ -439,30 +441,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agora-bench-") as scratch:
         data = Path(scratch)
         ports = {"catalog": free_port(), "peer": free_port()}
-        env = {
-            **os.environ,
-            "AGORA_DATA_DIR": str(data),
-            "AGORA_TOPOLOGY": str(ROOT / "topology.toml"),
-            "AGORA_SERVICE_URLS": "{}",
-            "AGORA_CATALOG_PORT": str(ports["catalog"]),
-            "AGORA_LOG_LEVEL": "warning",
-            PRODUCT_FILE: str(data / "product.json"),
-        }
-        processes = [start("catalog", "catalog.bootstrap", ports["catalog"], env, data)]
-        try:
+        env = service_env(
+            data,
+            AGORA_SERVICE_URLS="{}",
+            AGORA_CATALOG_PORT=str(ports["catalog"]),
+            AGORA_LOG_LEVEL="warning",
+        ) | {PRODUCT_FILE: str(data / "product.json")}
+        with running("rpc", []) as processes:
+            processes.append(start("catalog", "catalog.bootstrap", ports["catalog"], env, data))
             wait_ready(processes)
             sku = first_sku(processes[0].url)
             # The URL is built here (http://127.0.0.1 only).
             with urllib.request.urlopen(f"{processes[0].url}/products/{sku}", timeout=5) as reply:  # noqa: S310 (http on loopback)
                 (data / "product.json").write_bytes(reply.read())
-            peer_env = {
-                **env,
-                # uvicorn imports this module by name: this folder on the path, as for the bench.
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p
-                ),
-            }
-            processes.append(start("peer", Path(__file__).stem, ports["peer"], peer_env, data))
+            peer = start("peer", Path(__file__).stem, ports["peer"], importable(env), data)
+            processes.append(peer)
             if python is not None:
                 processes.append(start_nameko(python, data / "nameko", env, args.callers))
             wait_ready(processes[:2])
@@ -494,18 +487,6 @@ def main() -> int:
                             python, processes[2], sku, args.seconds, args.warmup, args.callers
                         )
                 rounds.append(measured)
-        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
-            print(f"rpc: {error}", file=sys.stderr)
-            if isinstance(error, subprocess.CalledProcessError) and error.stderr:
-                print(error.stderr.decode(errors="replace")[-2000:], file=sys.stderr)
-            for process in processes:
-                tail = process.log.read_text(errors="replace").splitlines()[-15:]
-                print(
-                    f"--- {process.name} ({process.log.name}) ---", *tail, sep="\n", file=sys.stderr
-                )
-            return 1
-        finally:
-            stop(processes)
 
     labels = [CATALOG, TRIVIAL] + ([NAMEKO_RPC] if python is not None else [])
     print(
@@ -557,18 +538,8 @@ def main() -> int:
                 f"{TRIVIAL} / Nameko throughput", ratios(rounds, TRIVIAL, "calls_per_s"), None, True
             )
             show_ratio(f"{TRIVIAL} / Nameko p50", ratios(rounds, TRIVIAL, "p50_ms"), None, True)
-    failed = {
-        label: sum((Counter(r[label]["failures"]) for r in rounds), Counter()) for label in labels
-    }
-    if any(failed.values()) or not all(r[label]["calls"] for r in rounds for label in labels):
-        print(f"rpc: calls failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status("rpc", rounds, "calls")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("rpc: interrupted; the processes it started are stopped", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run(main, "rpc"))
