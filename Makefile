@@ -27,7 +27,7 @@ help:
 	@echo "make deploy-test  build every image and run the system from its Compose file (root)"
 	@echo "make k8s-test     run the local Kubernetes overlay under podman kube play (root)"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
-	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks)"
+	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks, ASGI overhead, RPC, co-location)"
 	@echo "make loadgen Locust's mixed load on a shop of its own (or ARGS=\"--url URL\"), objectives checked"
 	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
 
@@ -102,6 +102,7 @@ bench: sync
 	$(BIN)/python bench/password_checks.py
 	$(BIN)/python bench/asgi_overhead.py
 	$(BIN)/python bench/rpc.py
+	$(BIN)/python bench/colocation.py
 
 # Locust's shoppers and admin on a shop it starts (or ARGS="--url ..."), then its objectives and
 # agora verify; the HTML report goes to loadgen/report/report.html.

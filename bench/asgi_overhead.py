@@ -29,7 +29,6 @@ generator's speed: its ratio is printed too.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
@@ -47,6 +46,7 @@ from agora_tools.testing import free_port
 
 from httpload import Target, measure
 from processes import (
+    arguments,
     exit_status,
     first_sku,
     importable,
@@ -206,11 +206,8 @@ def figures(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per app")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per app")
+    parser = arguments(__doc__, "app", "both apps")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both apps")
     parser.add_argument(
         "--generator",
         choices=("auto", "wrk", "aiohttp"),

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import aiohttp
 
@@ -28,17 +28,18 @@ class Target(TypedDict):
     url: str
     # The server processes whose CPU per request is reported, by name.
     pids: dict[str, int]
+    # Sent with every request (a shopper's token).
+    headers: NotRequired[dict[str, str]]
 
 
-async def drive(
-    target: Target, seconds: float, warmup: float, connections: int, headers: dict[str, str]
-) -> dict[str, Any]:
+async def drive(target: Target, seconds: float, warmup: float, connections: int) -> dict[str, Any]:
     """Keep ``connections`` GETs of the target's URL in flight for ``warmup``, then ``seconds``;
     the figures of the second part."""
     latencies: list[float] = []
     failures: dict[str, int] = {}
     sent = 0
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    headers = target.get("headers", {})
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker(until: float, record: bool) -> None:
@@ -98,7 +99,7 @@ async def drive(
 
 
 async def drive_each(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    figures = (spec["seconds"], spec["warmup"], spec["connections"], spec["headers"])
+    figures = (spec["seconds"], spec["warmup"], spec["connections"])
     return [await drive(target, *figures) for target in spec["targets"]]
 
 
@@ -108,18 +109,15 @@ def measure(
     warmup: float,
     connections: int,
     *,
-    headers: dict[str, str] | None = None,
     uvloop: bool = False,
 ) -> list[dict[str, Any]]:
     """Drive each target in turn from one load-generating process (started once, for its
-    imports), with ``headers`` on every request and, with ``uvloop``, on the loop the servers
-    run on; the figures of each, in order."""
+    imports), with ``uvloop`` on the loop the servers run on; the figures of each, in order."""
     spec = {
         "targets": targets,
         "seconds": seconds,
         "warmup": warmup,
         "connections": connections,
-        "headers": headers or {},
         "uvloop": uvloop,
     }
     command = [sys.executable, str(Path(__file__)), json.dumps(spec)]

@@ -11,6 +11,7 @@ block that stops what it started.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -38,6 +39,17 @@ class Process:
     url: str
     popen: subprocess.Popen[bytes]
     log: Path
+
+
+def arguments(doc: str, each: str, rounds_of: str) -> argparse.ArgumentParser:
+    """A bench's command line, described by the first paragraph of ``doc``, with the options
+    every bench takes: the measured and warm-up ``--seconds`` and ``--warmup`` of ``each``
+    measurement, and ``--rounds`` alternating ``rounds_of``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help=f"measured seconds per {each}")
+    parser.add_argument("--warmup", type=float, default=1.0, help=f"warm-up seconds per {each}")
+    parser.add_argument("--rounds", type=int, default=3, help=f"alternating rounds of {rounds_of}")
+    return parser
 
 
 def service_env(data: Path, **settings: str) -> dict[str, str]:
@@ -140,8 +152,9 @@ class Logged(Protocol):
 
 
 # What a run that failed raises: a process that did not start or a helper that failed (a
-# RuntimeError, a subprocess's error), or what could not be read or parsed.
-FAILURES = (RuntimeError, subprocess.SubprocessError, OSError, ValueError)
+# RuntimeError, a subprocess's error, the harness's AssertionError when `agora up` ended early or
+# was not ready in time), or what could not be read or parsed.
+FAILURES = (RuntimeError, subprocess.SubprocessError, OSError, ValueError, AssertionError)
 
 
 class Failed(Exception):

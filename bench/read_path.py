@@ -15,7 +15,6 @@ not get a 200.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 from agora_tools.testing import free_port
 
 from httpload import Target, measure
-from processes import first_sku, run, running, service_env, start, wait_ready
+from processes import arguments, first_sku, run, running, service_env, start, wait_ready
 
 TARGET = 0.5
 
@@ -53,11 +52,8 @@ def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per path")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per path")
+    parser = arguments(__doc__, "path", "both paths")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both paths")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="agora-bench-") as scratch:

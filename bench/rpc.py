@@ -53,6 +53,7 @@ from agora_tools.testing import free_port
 from processes import (
     ROOT,
     Process,
+    arguments,
     exit_status,
     first_sku,
     importable,
@@ -408,11 +409,8 @@ def show_ratio(what: str, values: list[float], target: str | None, met: bool) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per side")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per side")
+    parser = arguments(__doc__, "side", "the sides")
     parser.add_argument("--callers", type=int, default=16, help="concurrent callers per side")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the sides")
     parser.add_argument("--sku", help=argparse.SUPPRESS)
     parser.add_argument(
         "--call",
