@@ -59,7 +59,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agora.auth import OPERATOR_TOKEN_FILE, token_digest
 from agora.messaging.broker import BrokerUnavailable
 from agora.messaging.credentials import NatsCredentials, without_credentials
 from agora.messaging.permissions import (
@@ -70,7 +69,7 @@ from agora.messaging.permissions import (
     users_config,
 )
 from agora.process import MEMBER_ENV
-from agora.secrets import private_dir, read_secret, secret_file
+from agora.secrets import OPERATOR_TOKEN_FILE, private_dir, read_secret, secret_file, token_digest
 from agora.settings import GATEWAY, ServiceSettings, env_prefix
 from agora.topology import Service, Topology
 from agora_tools import runtimes, scrape
@@ -595,11 +594,15 @@ class Runner:
         # again as it starts, nor imports Alembic to find there is nothing to do (ADR 50).
         serving = {**env, "AGORA_MIGRATE_ON_START": "false"}
         services = self.topology.start_order()
-        python = [s.name for s in services if s.runtime == "python"]
         colours = {s.name: PALETTE[i % len(PALETTE)] for i, s in enumerate(self.topology)}
         groups = self.topology.groups
         # A group's process serves the first replica of each member; the others are their own.
         first = {m: 1 for members in groups.values() for m in members}
+        # A group's process has its members' modules, Alembic's too, loaded anyway: its members
+        # migrate as they start, in turn (ADR 53), and so do their other replicas, under the
+        # migration lock, rather than wait for a process of migrations of their own.
+        grouped = {**env, "AGORA_MIGRATE_ON_START": "true"}
+        python = [s.name for s in services if s.runtime == "python" and s.name not in first]
         self.output.make_room(
             [
                 f"{NATS}[0]",
@@ -633,18 +636,23 @@ class Runner:
 
             async def bring_up(service: Service) -> None:
                 colour = colours[service.name]
-                if service.runtime == "python":
-                    await asyncio.shield(python_migrated)
-                else:
+                own = first.get(service.name, 0)
+                if service.runtime != "python":
                     await self._build(service, colour, env)
                     await self._migrate(service.name, colour, env)
+                elif not own:  # a group's members migrate as they start
+                    await asyncio.shield(python_migrated)
                 # A service finds its stream made and the broker there when it connects. It
                 # waits for no other service (ADR 50): what it needs of one that is not up yet
                 # it asks for when a request needs it, and answers 503 until it gets it.
                 await broker_ready.wait()
-                own = first.get(service.name, 0)
                 await self._serve(
-                    session, service.name, plan[service.name][own:], colour, serving, first=own
+                    session,
+                    service.name,
+                    plan[service.name][own:],
+                    colour,
+                    grouped if own else serving,
+                    first=own,
                 )
 
             # The console links to the Prometheus server, which starts once its targets are up.
@@ -660,12 +668,10 @@ class Runner:
                 return process
 
             async def bring_up_group(name: str, members: Sequence[str]) -> Process:
-                if python:
-                    await asyncio.shield(python_migrated)
                 await broker_ready.wait()
                 ports = {m: gateway if m == GATEWAY else plan[m][0] for m in members}
                 process = self._group_process(
-                    name, ports, colours.get(members[0], GATEWAY_COLOUR), {**serving, **linked}
+                    name, ports, colours.get(members[0], GATEWAY_COLOUR), {**grouped, **linked}
                 )
                 await self.supervisor.start(process)
                 await self._wait_http_ready(session, process)
