@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from agora.auth import token_digest
 from agora.messaging.permissions import Permissions, users_config
+from agora.secrets import token_digest
 from agora.settings import GATEWAY, env_prefix
 from agora.topology import Service, Topology
 from agora_tools import grafana, k8s, prometheus

@@ -31,13 +31,14 @@ import structlog
 
 from agora import context
 from agora.errors import ServiceUnavailable, Unauthorized
+from agora.secrets import OPERATOR_TOKEN_FILE as OPERATOR_TOKEN_FILE
 from agora.secrets import read_secret
+from agora.secrets import token_digest as token_digest
 from agora.settings import ServiceSettings
 
 ALGORITHMS = ["EdDSA"]
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 VERIFIED_KEPT = 10_000  # verified tokens remembered per process
-OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name, not a secret)
 SERVICE_CREDENTIAL = "agora-service."
 
 log = structlog.get_logger("agora.auth")
@@ -209,11 +210,6 @@ def operator_token(settings: ServiceSettings) -> str | None:
 
 def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
-
-
-def token_digest(secret: str) -> str:
-    """What a callee is told of a caller's secret: its SHA-256, in hex."""
-    return _sha256(secret).hex()
 
 
 class OperatorGuard:

@@ -9,12 +9,20 @@ store, through the environment or mounted files; the production profile never ma
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from pathlib import Path
 
 OWNER_ONLY_DIR = 0o700
 OWNER_ONLY_FILE = 0o600
+# The operator's token in `.agora/secrets/`, where the embedded profile makes it.
+OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name, not a secret)
+
+
+def token_digest(secret: str) -> str:
+    """What a callee is told of a caller's secret: its SHA-256, in hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def private_dir(path: Path) -> Path:
