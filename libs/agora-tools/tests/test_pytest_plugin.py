@@ -19,7 +19,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 from agora.auth import InvalidToken
 from agora.messaging.broker import Broker
 from agora_tools import testing
+from agora_tools.harness import SHAPES
 from agora_tools.pytest_plugin import (
+    SHAPE_PARAMS,
     STORE_PARAMS,
     Clock,
     Gathering,
@@ -37,6 +39,10 @@ NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def test_the_plugin_runs_on_the_stores_the_helpers_know() -> None:
     assert tuple(param.values[0] for param in STORE_PARAMS) == testing.STORES
     assert tuple(param.id for param in STORE_PARAMS) == testing.STORES
+
+
+def test_the_plugin_runs_the_shop_in_the_shapes_the_harness_knows() -> None:
+    assert tuple(SHAPES) == SHAPE_PARAMS
 
 
 def test_a_test_runs_once_per_store_named_by_it(

@@ -83,6 +83,18 @@ STORE_PARAMS = (
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
 )
 
+# agora_tools.harness.SHAPES's names, spelt out for the same reason (a test holds them equal).
+SHAPE_PARAMS = ("apart", "together")
+
+
+@pytest.fixture(scope="module", params=SHAPE_PARAMS)
+def shape(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """``agora up``'s arguments for one of its shapes (ADR 53): a test that asks for it runs
+    against a shop of a process per service, then against one of a single process."""
+    from agora_tools.harness import SHAPES
+
+    return SHAPES[request.param]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # A project that runs its tests without the workspace's configuration knows the mark too.
