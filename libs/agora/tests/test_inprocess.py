@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
+import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from opentelemetry.sdk.trace import TracerProvider
@@ -56,6 +57,8 @@ def callee_app(tmp_path: Path, callee: Callee) -> FastAPI:
             "traceparent": request.headers.get("traceparent"),
             "request_id": context.request_id.get(),
             "bearer_token": context.bearer_token.get(),
+            # What the caller bound for its own logs, which would name the wrong service here.
+            "log_context": structlog.contextvars.get_contextvars(),
         }
 
     @router.post("/echo", status_code=201)
@@ -149,11 +152,18 @@ async def test_a_call_reaches_the_app_in_process_with_the_callers_token_request_
 
 
 async def test_the_callees_context_stays_its_own(served: FastAPI, client: ServiceClient) -> None:
-    with caller(token="a-users-token", request_id="req-7"):
-        await client.request("callee", "GET", "/seen/x")
-        # The callee set and reset its own request id and token in a task of its own.
+    with (
+        caller(token="a-users-token", request_id="req-7"),
+        structlog.contextvars.bound_contextvars(service="the-caller"),
+    ):
+        seen = (await client.request("callee", "GET", "/seen/x")).json()
+        # The callee set and reset its own request id and token in a task of its own...
         assert context.request_id.get() == "req-7"
         assert context.bearer_token.get() == "a-users-token"
+    # ...which starts from a context of its own, as in another process: nothing the caller
+    # bound reaches it but what the headers carry.
+    assert seen["log_context"] == {}
+    assert seen["request_id"] == "req-7"
 
 
 async def test_a_body_goes_in_and_the_answer_comes_back(
