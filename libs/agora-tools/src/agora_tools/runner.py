@@ -501,7 +501,6 @@ class Runner:
     def _process(
         self, name: str, replica: int, port: int, host: str, colour: str, env: Mapping[str, str]
     ) -> Process:
-        prefix = env_prefix(name)
         argv = self._command(name, "serve", "--port", str(port), "--replica", str(replica))
         return Process(
             service=name,
@@ -509,16 +508,14 @@ class Runner:
             argv=argv,
             env={
                 **env,
-                **self._broker_login(name),
-                **self._service_login(name),
+                **self._own(name),
+                **self._address(name, port, host),
                 "AGORA_REPLICA": str(replica),
-                f"{prefix}PORT": str(port),
-                f"{prefix}HOST": host,
             },
             log_path=self.layout.log_file(name, replica),
             colour=colour,
             port=port,
-            url=f"http://{_reachable_host(host)}:{port}",
+            url=self._member(name, port, host).url,
         )
 
     def _group_process(
@@ -529,10 +526,9 @@ class Runner:
         members, own, addresses = [], {}, {}
         for name, port in ports.items():
             host = self.options.host if name == GATEWAY else LOOPBACK
-            prefix = env_prefix(name)
-            addresses.update({f"{prefix}PORT": str(port), f"{prefix}HOST": host})
-            own[name] = {**self._broker_login(name), **self._service_login(name)}
-            members.append(Member(name, port, f"http://{_reachable_host(host)}:{port}"))
+            members.append(self._member(name, port, host))
+            addresses.update(self._address(name, port, host))
+            own[name] = self._own(name)
         return Process(
             service=group,
             replica=0,
@@ -544,6 +540,20 @@ class Runner:
             url=members[0].url,
             members=tuple(members),
         )
+
+    def _own(self, name: str) -> dict[str, str]:
+        """What only the process of ``name`` is given: its broker login and credentials."""
+        return {**self._broker_login(name), **self._service_login(name)}
+
+    @staticmethod
+    def _address(name: str, port: int, host: str) -> dict[str, str]:
+        """Where ``name`` listens, as its settings read it."""
+        prefix = env_prefix(name)
+        return {f"{prefix}PORT": str(port), f"{prefix}HOST": host}
+
+    @staticmethod
+    def _member(name: str, port: int, host: str) -> Member:
+        return Member(name, port, f"http://{_reachable_host(host)}:{port}")
 
     def _broker_login(self, name: str) -> dict[str, str]:
         """The embedded broker's user of the process ``name``, and where its password is."""
