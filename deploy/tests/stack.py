@@ -89,16 +89,25 @@ class Deployment:
 
     @property
     def compose_file(self) -> Path:
-        """What Compose is given: the rendered file itself."""
-        return self.rendered_file
+        """What Compose is given: the rendered file with the test's settings added (see
+        :meth:`render`)."""
+        return self.compose_dir / "compose.run.yaml"
 
     @property
     def env_file(self) -> Path:
         return self.compose_dir / ".env"
 
     @classmethod
-    def render(cls, root: Path, project: str, replicas: Mapping[str, int]) -> Deployment:
-        """Writes the project: its topology, the rendered files, an env file of fresh secrets."""
+    def render(
+        cls,
+        root: Path,
+        project: str,
+        replicas: Mapping[str, int],
+        settings: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> Deployment:
+        """Writes the project: its topology, the rendered files, an env file of fresh secrets,
+        and the file Compose is given: the rendered one with ``settings`` (service -> variables)
+        added to the environment of each of that service's containers."""
         source = (REPO / "topology.toml").read_text()
         services = len(load_topology(REPO / "topology.toml").services)
         root.mkdir(parents=True, exist_ok=True)
@@ -108,7 +117,22 @@ class Deployment:
         deployment = cls(root, project)
         deployment.agora("deploy", "render")
         deployment.agora("deploy", "secrets", "--output", str(deployment.env_file))
+        deployment.write_compose_file(settings or {})
         return deployment
+
+    def write_compose_file(self, settings: Mapping[str, Mapping[str, str]]) -> None:
+        rendered = self.rendered()
+        for service, variables in settings.items():
+            containers = [
+                spec
+                for name, spec in rendered["services"].items()
+                if re.fullmatch(rf"{re.escape(service)}(-migrate|-\d+)", name)
+            ]
+            if not containers:
+                raise DeployFailed(f"the rendered Compose file has no containers of {service}")
+            for spec in containers:
+                spec["environment"].update(variables)
+        self.compose_file.write_text(yaml.safe_dump(rendered, sort_keys=False))
 
     def agora(self, *args: str) -> str:
         """Runs ``agora`` in the project (which finds its topology.toml there)."""
