@@ -76,6 +76,7 @@ ROUTE = "/products/{sku}"
 TARGET_THROUGHPUT = 3.0
 TARGET_P50 = 0.33
 CATALOG, TRIVIAL, NAMEKO_RPC = "chassis → catalog", "chassis → trivial", "Nameko RPC"
+NAMEKO_SERVICE_NAME = "agora_bench_catalog"
 
 # The Nameko peer, run by `nameko run` in Nameko's environment (nothing of Agora's is there).
 NAMEKO_SERVICE = '''"""Catalog's product over Nameko RPC, from memory (written by bench/rpc.py)."""
@@ -89,7 +90,7 @@ PRODUCT = json.loads(Path(os.environ["AGORA_BENCH_PRODUCT_FILE"]).read_bytes())
 
 
 class Catalog:
-    name = "agora_bench_catalog"
+    name = "%(name)s"
 
     @rpc
     def get_product(self, sku):
@@ -129,7 +130,7 @@ with ClusterRpcProxy(config, timeout=5) as proxy:
     deadline = time.monotonic() + 30
     while True:
         try:
-            proxy.agora_bench_catalog.get_product(sku)
+            proxy.%(name)s.get_product(sku)
             break
         except UnknownService:
             if time.monotonic() > deadline:
@@ -157,7 +158,7 @@ def mark(when):
 def caller():
     try:
         with ClusterRpcProxy(config, timeout=10) as proxy:
-            service = proxy.agora_bench_catalog
+            service = proxy.%(name)s
             barrier.wait()
             while time.perf_counter() < times["warm"]:
                 service.get_product(sku)
@@ -357,7 +358,7 @@ def nameko_python() -> Path:
 
 def start_nameko(python: Path, directory: Path, env: dict[str, str], callers: int) -> Process:
     directory.mkdir()
-    (directory / "agora_bench_peer.py").write_text(NAMEKO_SERVICE)
+    (directory / "agora_bench_peer.py").write_text(NAMEKO_SERVICE % {"name": NAMEKO_SERVICE_NAME})
     (directory / "config.yaml").write_text(NAMEKO_CONFIG.format(uri=AMQP_URI, callers=callers))
     log = directory / "nameko.log"
     command = [str(python.parent / "nameko"), "run", "--config", "config.yaml", "agora_bench_peer"]
@@ -368,6 +369,17 @@ def start_nameko(python: Path, directory: Path, env: dict[str, str], callers: in
     return Process("nameko", AMQP_URI, popen, log)
 
 
+def drop_nameko_queue(python: Path) -> None:
+    """Delete the durable queue ``nameko run`` declared for the peer on the shared broker: the
+    bench leaves nothing there (kombu comes with Nameko)."""
+    script = (
+        "from kombu import Connection\n"
+        f"with Connection({AMQP_URI!r}) as connection:\n"
+        f"    connection.default_channel.queue_delete('rpc-{NAMEKO_SERVICE_NAME}')\n"
+    )
+    subprocess.run([str(python), "-c", script], check=True, timeout=30, capture_output=True)
+
+
 def run_nameko(
     python: Path, service: Process, sku: str, seconds: float, warmup: float, callers: int
 ) -> dict[str, Any]:
@@ -375,7 +387,7 @@ def run_nameko(
         raise RuntimeError(f"nameko run exited with {service.popen.returncode}")
     script = service.log.parent / "nameko_callers.py"
     if not script.exists():
-        script.write_text(NAMEKO_CALLERS % {"uri": AMQP_URI})
+        script.write_text(NAMEKO_CALLERS % {"uri": AMQP_URI, "name": NAMEKO_SERVICE_NAME})
     command = [
         str(python),
         "-W",
@@ -485,6 +497,8 @@ def main() -> int:
                             python, processes[2], sku, args.seconds, args.warmup, args.callers
                         )
                 rounds.append(measured)
+    if python is not None:
+        drop_nameko_queue(python)
 
     labels = [CATALOG, TRIVIAL] + ([NAMEKO_RPC] if python is not None else [])
     print(
