@@ -5,6 +5,7 @@ ones, migrated once, given the environment every service gets, and restarted whe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -129,6 +130,31 @@ def test_a_node_package_without_dependencies_is_only_built(tmp_path: Path) -> No
     _package(tmp_path, {})
 
     assert _actions(runtimes.build_steps(node_service(), tmp_path)) == ["run build"]
+
+
+async def test_one_start_at_a_time_builds_a_package(tmp_path: Path) -> None:
+    _package(tmp_path, {})
+    order: list[str] = []
+    first_holds = asyncio.Event()
+
+    async def first() -> None:
+        async with runtimes.building(node_service(), tmp_path):
+            order.append("first in")
+            first_holds.set()
+            # The second start is waiting meanwhile: let it try more than once.
+            for _ in range(5):
+                await asyncio.sleep(runtimes.BUILD_LOCK_POLL)
+            order.append("first out")
+
+    async def second() -> None:
+        await first_holds.wait()
+        # A lock taken through another descriptor, as another `agora up` process takes it.
+        async with runtimes.building(node_service(), tmp_path):
+            order.append("second in")
+
+    await asyncio.wait_for(asyncio.gather(first(), second()), timeout=30)
+
+    assert order == ["first in", "first out", "second in"]
 
 
 def test_a_python_service_has_nothing_to_build(tmp_path: Path) -> None:

@@ -866,14 +866,15 @@ class Runner:
     async def _build(self, service: Service, colour: str, env: Mapping[str, str]) -> None:
         """Bring a non-Python service's package up to date (nothing to do for Python)."""
         topology_dir = self.options.topology_path.resolve().parent
-        try:
-            steps = runtimes.build_steps(service, topology_dir)
-        except runtimes.MissingTool as missing:
-            raise StartupError(f"{service.name} cannot be built: {missing}") from None
-        for argv in steps:
-            await self._run_step(
-                service.name, "build", argv, colour, env, f"the build of {service.name}"
-            )
+        async with runtimes.building(service, topology_dir):
+            try:
+                steps = runtimes.build_steps(service, topology_dir)
+            except runtimes.MissingTool as missing:
+                raise StartupError(f"{service.name} cannot be built: {missing}") from None
+            for argv in steps:
+                await self._run_step(
+                    service.name, "build", argv, colour, env, f"the build of {service.name}"
+                )
 
     async def _migrate(self, name: str, colour: str, env: Mapping[str, str]) -> None:
         argv = self._command(name, "migrate")

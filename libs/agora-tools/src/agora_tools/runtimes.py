@@ -6,14 +6,20 @@ in another language keeps the same process contract in its own package (the topo
 and exits 0, and both read the environment the runner gives every service. For a Node service
 the package is built first when it has to be: ``npm ci`` when ``node_modules`` is missing or
 older than ``package-lock.json``, ``npm run build`` when its entry point is missing or older than
-anything under ``src/`` or the files that say how it builds.
+anything under ``src/`` or the files that say how it builds. One ``agora up`` builds a package at
+a time (:func:`building`): two started at once from one checkout would run ``npm ci`` over each
+other.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from agora.topology import Service
@@ -57,6 +63,31 @@ def build_steps(service: Service, topology_dir: Path) -> list[list[str]]:
     if steps or _older(package / NODE_MAIN, inputs):
         steps.append([_tool("npm"), "--prefix", str(package), "run", "build"])
     return steps
+
+
+# How often a start waiting for another's build of the same package looks again (seconds).
+BUILD_LOCK_POLL = 0.1
+
+
+@asynccontextmanager
+async def building(service: Service, topology_dir: Path) -> AsyncIterator[None]:
+    """Hold ``service``'s package for a build: an exclusive lock on its folder, awaited without
+    blocking the loop, released on leaving (or when the process ends). Ask for the build steps
+    inside, so that the second of two starts finds what the first built."""
+    if service.runtime == "python":
+        yield
+        return
+    folder = os.open(package_of(service, topology_dir), os.O_RDONLY)
+    try:
+        while True:
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(BUILD_LOCK_POLL)
+        yield
+    finally:
+        os.close(folder)
 
 
 def _older(target: Path, sources: list[Path]) -> bool:
