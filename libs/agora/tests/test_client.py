@@ -49,6 +49,7 @@ class Callee:
         self.hang = False
         self.hang_on: set[str] = set()  # paths that never answer, while the others do
         self.status: int | None = None
+        self.busy = False  # answers 503 with Retry-After, as a service shedding load does
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -56,6 +57,8 @@ class Callee:
         if self.failures:
             self.failures -= 1
             return web.json_response({"title": "Service unavailable"}, status=503)
+        if self.busy:
+            return web.json_response({"title": "Busy"}, status=503, headers={"Retry-After": "1"})
         if self.hang or request.path in self.hang_on:
             await asyncio.Event().wait()
         response = web.Response(
@@ -231,6 +234,23 @@ async def test_a_500_is_a_bug_not_an_outage_so_it_is_neither_retried_nor_held_ag
 
     assert reply.status == 500
     assert len(callee.calls) == 1
+    assert client.breaker(callee.url).state is BreakerState.CLOSED
+
+
+async def test_a_busy_answer_comes_back_as_it_came_neither_retried_nor_held_against_the_replica(
+    callee: Callee, make_client: MakeClient
+) -> None:
+    callee.busy = True
+    client = make_client({"catalog": [callee.url]}, failure_threshold=1, attempts=3)
+
+    reply = await client.request("catalog", "GET", "/products")
+    async with client.stream("catalog", "GET", "/products") as response:
+        streamed = response.status, response.headers["Retry-After"]
+
+    assert (reply.status, reply.headers["Retry-After"]) == (503, "1")
+    assert reply.json() == {"title": "Busy"}
+    assert streamed == (503, "1")
+    assert len(callee.calls) == 2
     assert client.breaker(callee.url).state is BreakerState.CLOSED
 
 

@@ -20,6 +20,10 @@ A replica that is stopping refuses what still reaches it after its drain with a 
 ``Agora-Stopping`` (agora.app.WhileStopping): it took nothing of the request, so the call goes to
 another replica whatever its method, and the refusal counts against no breaker (ADR 30).
 
+A 503 with ``Retry-After`` is a service shedding load (orders past the checkouts it takes at
+once): the replica is up and asks to be called later. It is handed back as it came, not retried
+before then, and counts against no breaker (ADR 54).
+
 Every call carries the caller's trace context (from inside a CLIENT span of its own, so the
 callee's span is that span's child), the caller's bearer token and the request id. A call made
 on nobody's behalf (outside any request: a background loop, a consumer) carries the service's own
@@ -62,6 +66,8 @@ FAILURE_STATUSES = frozenset({502, 503, 504})
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # On a 503 from a replica that is stopping and did not take the request (ADR 30).
 STOPPING_HEADER = "Agora-Stopping"
+# On a 503 from a replica shedding load: when to call again (ADR 54).
+RETRY_AFTER = "Retry-After"
 REQUEST_ID = "x-request-id"
 # A callee served in this process (agora.inprocess) is named so in breakers and spans.
 IN_PROCESS = "in-process://"
@@ -321,6 +327,10 @@ def _said_stopping(status: int, headers: Mapping[str, str]) -> bool:
     return status == ServiceUnavailable.status and STOPPING_HEADER in headers
 
 
+def _said_busy(status: int, headers: Mapping[str, str]) -> bool:
+    return status == ServiceUnavailable.status and RETRY_AFTER in headers
+
+
 def _retry_idempotent(error: Exception) -> bool:
     return isinstance(error, _Unanswered | _FailureStatus)
 
@@ -515,6 +525,9 @@ class ServiceClient:
                     if _said_stopping(reply.status, reply.headers):
                         replica.gave_up(on_route)  # no verdict: it is going away in order
                         raise _Stopping(reply)
+                    if _said_busy(reply.status, reply.headers):
+                        replica.gave_up(on_route)  # no verdict: it answered, asking for later
+                        return reply
                     replica.failed(on_route, reply.status)
                     raise _FailureStatus(reply)
                 replica.succeeded(on_route)
@@ -759,6 +772,8 @@ class _Stream:
                 if retry is not None:
                     response.release()
                     raise _Stopping(Reply(response.status, response.headers, b""))
+            elif _said_busy(response.status, response.headers):
+                replica.gave_up(on_route)  # no verdict: it answered, asking for later
             elif response.status in FAILURE_STATUSES:
                 replica.failed(on_route, response.status)
             else:
