@@ -123,6 +123,13 @@ _SELECT = select(
 _BY_ID = _SELECT.where(orders.c.id == bindparam("order_id"))
 _BY_ID_LOCKED = _BY_ID.with_for_update()
 _BY_ID_SKIP_LOCKED = _BY_ID.with_for_update(skip_locked=True)
+# Checkouts under way, read from the deadline's index and counted no further than asked.
+_IN_FLIGHT = select(func.count()).select_from(
+    select(checkouts.c.order_id)
+    .where(checkouts.c.deadline_at.is_not(None))
+    .limit(bindparam("at_most"))
+    .subquery()
+)
 # The replay check needs only whether the key is taken: no join, no row to decode.
 _ID_BY_KEY = select(orders.c.id).where(
     orders.c.user_id == bindparam("user_id"), orders.c.idempotency_key == bindparam("key")
@@ -275,6 +282,10 @@ class SqlOrders:
             .where(checkouts.c.deadline_at.is_not(None))
         ).scalar()
         return aware(oldest)
+
+    def in_flight(self, session: Session, at_most: int) -> int:
+        count: int = session.execute(_IN_FLIGHT, {"at_most": at_most}).scalar_one()
+        return count
 
 
 # --- other services ------------------------------------------------------------------------------

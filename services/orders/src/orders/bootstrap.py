@@ -40,6 +40,7 @@ Customers see and cancel their own orders (until they are charged) and follow on
         domain.IdempotencyKeyReused: 422,
         domain.EmptyCart: 422,
         domain.CartNotOrderable: 422,
+        domain.CheckoutsBusy: 503,
     },
     migrations=MIGRATIONS,
 )

@@ -33,6 +33,12 @@ class OrdersSettings(ServiceSettings):
     # By then an order should be CONFIRMED or CANCELLED; the consistency checker reports those
     # that are not (an order's `deadline_at`).
     saga_deadline: float = Field(default=60.0, gt=0)
+    # Admission: how many checkouts may be under way at once, across the replicas (a placement
+    # counts them first). Past it a new order is refused, 503 with Retry-After:
+    # busy_retry_after, instead of lengthening every checkout's wait until steps time out and
+    # are undone. Size it as checkouts a second at saturation times the wait you accept.
+    max_in_flight: int = Field(default=250, ge=1)
+    busy_retry_after: float = Field(default=1.0, gt=0)
     # GET /orders/{id}/events: how often a stream looks at its order when no commit in this
     # process woke it (another replica moved the checkout on), the comment line that keeps idle
     # proxies from closing it, and the longest one stream stays open (the client reconnects).
@@ -48,4 +54,6 @@ class OrdersSettings(ServiceSettings):
             retry_backoff=timedelta(seconds=self.retry_backoff),
             backoff_max=timedelta(seconds=self.completion_backoff_max),
             saga_deadline=timedelta(seconds=self.saga_deadline),
+            max_in_flight=self.max_in_flight,
+            busy_retry_after=timedelta(seconds=self.busy_retry_after),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,14 +268,22 @@ class Checkout:
         return await application.run_due(self.uow, parts, now)
 
 
-@pytest.fixture
-async def checkout(database_url: str, tmp_path: Path, fakes: Fakes) -> AsyncIterator[Checkout]:
-    """The orders app in the test's loop; its own timer looks only once an hour, so that only
-    the test moves time on (``Checkout.tick``)."""
+@asynccontextmanager
+async def checkout_app(
+    database_url: str, data_dir: Path, fakes: Fakes, **overrides: Any
+) -> AsyncIterator[Checkout]:
+    """The orders app in the test's loop, with ``overrides`` of its settings; its own timer
+    looks only once an hour, so that only the test moves time on (``Checkout.tick``)."""
     clock = Clock(START)
-    settings = settings_for(database_url, tmp_path, timer_interval=3600)
+    settings = settings_for(database_url, data_dir, timer_interval=3600, **overrides)
     app = app_for(settings, fakes, clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://orders") as http:
             yield Checkout(app, http, settings, clock)
+
+
+@pytest.fixture
+async def checkout(database_url: str, tmp_path: Path, fakes: Fakes) -> AsyncIterator[Checkout]:
+    async with checkout_app(database_url, tmp_path, fakes) as app:
+        yield app

@@ -19,6 +19,7 @@ from orders.application.ports import DuplicateOrder, Orders, Parts
 from orders.domain import (
     Address,
     Checkout,
+    CheckoutsBusy,
     Commands,
     IdempotencyKeyReused,
     Order,
@@ -61,10 +62,16 @@ async def place_order(uow: UnitOfWork, parts: Parts, command: PlaceOrder) -> Pla
     """
     digits = card_digits(command.card_number)
     body = fingerprint(command.lines, command.shipping_address, digits)
-    # A replay needs neither the catalogue nor payments: answer it before calling them.
-    earlier = await uow.query(find_by_key, parts.orders, command.user_id, command.idempotency_key)
+    # A replay needs neither the catalogue nor payments: answer it before calling them, even
+    # when no new checkout is admitted.
+    limit = parts.rules.max_in_flight
+    earlier, in_flight = await uow.query(
+        before_placing, parts.orders, command.user_id, command.idempotency_key, limit
+    )
     if earlier is not None:
         return _replay(earlier, body)
+    if in_flight >= limit:
+        raise CheckoutsBusy(parts.rules.busy_retry_after)
     requested = command.lines
     if requested is None:
         requested = from_cart(await parts.cart.lines())
@@ -120,6 +127,14 @@ def record_order(session: Session, orders: Orders, order: Order, commands: Comma
 
 def find_by_key(session: Session, orders: Orders, user_id: str, key: str) -> Order | None:
     return orders.by_key(session, user_id, key)
+
+
+def before_placing(
+    session: Session, orders: Orders, user_id: str, key: str, at_most: int
+) -> tuple[Order | None, int]:
+    """The order an earlier request with this key placed, if any, and how many checkouts are
+    under way (counted up to ``at_most``), in one read."""
+    return orders.by_key(session, user_id, key), orders.in_flight(session, at_most)
 
 
 def _replay(order: Order, body: str) -> Placed:

@@ -94,6 +94,9 @@ class Orders(Protocol):
     def oldest_pending(self, session: Session) -> datetime | None:
         """When the oldest order still PENDING was placed; None when none is."""
 
+    def in_flight(self, session: Session, at_most: int) -> int:
+        """How many checkouts are under way (their orders PENDING), counted up to ``at_most``."""
+
 
 Clock = Callable[[], datetime]
 

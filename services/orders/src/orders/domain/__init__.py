@@ -7,6 +7,7 @@ machine (:mod:`.checkout`). The other rooms import these names from here.
 
 from orders.domain.checkout import (
     Checkout,
+    CheckoutsBusy,
     Command,
     Commands,
     OrderCharged,
@@ -56,6 +57,7 @@ __all__ = [
     "Card",
     "CartNotOrderable",
     "Checkout",
+    "CheckoutsBusy",
     "Command",
     "Commands",
     "Cursor",

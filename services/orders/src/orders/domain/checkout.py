@@ -66,6 +66,14 @@ class OrderCharged(Exception):
     """Order already charged."""
 
 
+class CheckoutsBusy(Exception):
+    """Too many checkouts are under way: a new order would only lengthen every other's wait."""
+
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__("too many checkouts are under way; try again in a moment")
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """The saga's timing, from the service's settings."""
@@ -76,6 +84,10 @@ class Rules:
     retry_backoff: timedelta = timedelta(seconds=0.5)
     backoff_max: timedelta = timedelta(seconds=30)
     saga_deadline: timedelta = timedelta(seconds=60)
+    # Checkouts under way at once, across the replicas; a new order past them is refused.
+    max_in_flight: int = 250
+    # What a refused shopper is told to wait before trying again.
+    busy_retry_after: timedelta = timedelta(seconds=1)
 
     def backoff(self, attempt: int) -> timedelta:
         """The wait after the ``attempt``-th send of a step that must eventually succeed."""

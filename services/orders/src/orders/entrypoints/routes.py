@@ -51,7 +51,13 @@ def _viewer(user: Principal) -> Viewer:
     "/orders",
     status_code=202,
     response_model=OrderOut,
-    responses={200: {"model": OrderOut, "description": "The order this Idempotency-Key placed."}},
+    responses={
+        200: {"model": OrderOut, "description": "The order this Idempotency-Key placed."},
+        503: {
+            "description": "Too many checkouts are under way (Retry-After says when to try "
+            "again), or a service the placement needs cannot answer; nothing was placed."
+        },
+    },
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def place_order(
@@ -60,7 +66,8 @@ async def place_order(
     """Place an order; its checkout runs after the answer (202, PENDING).
 
     The same Idempotency-Key again (the same user, the same body) answers 200 with the order it
-    placed and `Idempotent-Replayed: true`; with another body, 422.
+    placed and `Idempotent-Replayed: true`; with another body, 422. While as many checkouts
+    are under way as the service takes at once, a new order is refused, 503 with Retry-After.
     """
     command = PlaceOrder(
         user_id=user.id,
