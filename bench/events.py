@@ -39,6 +39,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import ClassVar
 
+import uvloop
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, insert, select
@@ -413,6 +414,8 @@ def report_latency(phase: Phase, times: dict[str, list[float]], rate: float) -> 
 
 
 def main() -> int:
+    # Both processes on the loop a service runs on (agora.server: uvloop).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if len(sys.argv) == 4 and sys.argv[1] == "--subscriber":
         asyncio.run(subscribe(sys.argv[2], Path(sys.argv[3])))
         return 0
