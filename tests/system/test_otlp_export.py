@@ -4,7 +4,8 @@ receiver of the test's own that decodes what each process sends.
 
 One checkout arrives as one trace, across the gateway, the services it called and those its
 messages reached, and it holds the spans of the same services as each process keeps for the
-console (``GET /internal/spans``): two export paths, one trace.
+console (``GET /internal/spans``): two export paths, one trace. In both shapes (ADR 53): with the
+shop in one process, each span still reaches the collector as its own service's.
 
 The system runs with ``agora up --trace-statements`` (ADR 41): the console's view of a checkout's
 trace then shows the database statements of every service it touched, shipping's included.
@@ -106,7 +107,9 @@ def receiver() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def system(receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+def system(
+    receiver: str, tmp_path_factory: pytest.TempPathFactory, shape: tuple[str, ...]
+) -> Iterator[RunningSystem]:
     env = {
         **os.environ,
         **admin_env(),
@@ -115,7 +118,7 @@ def system(receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     directory = tmp_path_factory.mktemp("otlp") / "shop"
-    with RunningSystem(directory, "--trace-statements", env=env) as running:
+    with RunningSystem(directory, "--trace-statements", *shape, env=env) as running:
         running.wait_healthy(count=PROCESSES)
         yield running
 

@@ -11,7 +11,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -19,7 +19,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 from sqlalchemy import Engine
 
@@ -163,24 +163,82 @@ def tracer_provider(
     """A tracer provider naming this service, not yet installed. Its spans go to ``processors``,
     and to the OTLP collector the environment names, if any (the standard OpenTelemetry
     variables, read by the exporter itself)."""
-    provider = TracerProvider(
-        resource=Resource.create(
-            {
-                "service.name": service,
-                "service.version": version,
-                "service.instance.id": f"{service}-{replica}",
-                "agora.replica": replica,
-            }
-        )
-    )
+    provider = TracerProvider(resource=service_resource(service, version, replica))
     for processor in processors:
         provider.add_span_processor(processor)
     if any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
         # Imported here: a process that exports nothing need not load the exporter.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporter: SpanExporter = OTLPSpanExporter()
+        if len(_group) > 1:
+            resources = {member: service_resource(member, version, replica) for member in _group}
+            exporter = AsOwnService(exporter, resources)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def service_resource(service: str, version: str, replica: int) -> Resource:
+    """What names one replica of ``service`` to a collector."""
+    return Resource.create(
+        {
+            "service.name": service,
+            "service.version": version,
+            "service.instance.id": f"{service}-{replica}",
+            "agora.replica": replica,
+        }
+    )
+
+
+# The services this process runs, when it runs several (a group, ADR 53): set before the first
+# of their apps is made, which configures tracing.
+_group: tuple[str, ...] = ()
+
+
+def serving_together(services: Sequence[str]) -> None:
+    """Say that this process runs ``services`` together: the spans it exports then each carry
+    their own service's resource (:class:`AsOwnService`)."""
+    global _group
+    _group = tuple(services)
+
+
+class AsOwnService(SpanExporter):
+    """Exports each span as its own service's. A process's resource names one service (the first
+    to configure tracing), but a group's process runs several: each span goes out with the
+    resource of the service it names (``agora.service``, which :class:`RecentSpans` gives every
+    span begun inside another), so that a collector shows a member's spans under its name."""
+
+    def __init__(self, exporter: SpanExporter, resources: Mapping[str, Resource]) -> None:
+        self.exporter = exporter
+        self.resources = resources
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.exporter.export([self._as_own(span) for span in spans])
+
+    def _as_own(self, span: ReadableSpan) -> ReadableSpan:
+        resource = self.resources.get(span_service(span) or "")
+        if resource is None or resource == span.resource:
+            return span
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=resource,
+            attributes=span.attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 def configure_tracing(
