@@ -67,7 +67,9 @@ class OrderCharged(Exception):
 
 
 class CheckoutsBusy(Exception):
-    """Too many checkouts are under way: a new order would only lengthen every other's wait."""
+    """Too many checkouts under way."""
+
+    # A new order would only lengthen every other checkout's wait (ADR 54).
 
     def __init__(self, retry_after: timedelta) -> None:
         super().__init__("too many checkouts are under way; try again in a moment")
