@@ -13,10 +13,9 @@ from agora.telemetry import SERVICE, AsOwnService, RecentSpans, service_resource
 
 def test_each_span_goes_out_with_the_resource_of_its_own_service() -> None:
     exported = InMemorySpanExporter()
-    members = {name: service_resource(name, "1.2.3", 0) for name in ("catalog", "cart")}
-    provider = TracerProvider(resource=service_resource("catalog", "1.2.3", 0))
+    provider = TracerProvider(resource=service_resource("catalog", "1.2.3", 2))
     provider.add_span_processor(RecentSpans())  # gives a span begun inside another its service
-    provider.add_span_processor(SimpleSpanProcessor(AsOwnService(exported, members)))
+    provider.add_span_processor(SimpleSpanProcessor(AsOwnService(exported)))
     tracer = provider.get_tracer("test")
 
     with (
@@ -33,14 +32,15 @@ def test_each_span_goes_out_with_the_resource_of_its_own_service() -> None:
         span.name: (
             span.resource.attributes["service.name"],
             span.resource.attributes["service.instance.id"],
+            span.resource.attributes["service.version"],
         )
         for span in exported.get_finished_spans()
     }
     assert resources == {
-        "GET /cart": ("cart", "cart-0"),
-        "GET catalog": ("cart", "cart-0"),
-        "GET /products/{sku}": ("catalog", "catalog-0"),
-        "outside any service": ("catalog", "catalog-0"),
+        "GET /cart": ("cart", "cart-2", "1.2.3"),
+        "GET catalog": ("cart", "cart-2", "1.2.3"),
+        "GET /products/{sku}": ("catalog", "catalog-2", "1.2.3"),
+        "outside any service": ("catalog", "catalog-2", "1.2.3"),
     }
     spans = {span.name: span for span in exported.get_finished_spans()}
     call, request = spans["GET catalog"], spans["GET /cart"]

@@ -101,7 +101,6 @@ def serve_group(names: Sequence[str]) -> bool:
     own port for everyone else."""
     from agora.inprocess import serve_in_process
     from agora.server import serve_together
-    from agora.telemetry import serving_together
 
     _, topology = topology_at()
     if len(set(names)) != len(names):
@@ -110,7 +109,6 @@ def serve_group(names: Sequence[str]) -> bool:
         own: dict[str, dict[str, str]] = json.loads(os.environ.get(MEMBER_ENV, "{}"))
     except ValueError as error:
         raise ProcessError(f"{MEMBER_ENV} is not JSON: {error}") from None
-    serving_together(names)
     servers: dict[str, GracefulServer] = {}
     for name in names:
         with _overlaid(own.get(name, {})):

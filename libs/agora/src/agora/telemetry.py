@@ -170,11 +170,7 @@ def tracer_provider(
         # Imported here: a process that exports nothing need not load the exporter.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter: SpanExporter = OTLPSpanExporter()
-        if len(_group) > 1:
-            resources = {member: service_resource(member, version, replica) for member in _group}
-            exporter = AsOwnService(exporter, resources)
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(AsOwnService(OTLPSpanExporter())))
     return provider
 
 
@@ -190,40 +186,29 @@ def service_resource(service: str, version: str, replica: int) -> Resource:
     )
 
 
-# The services this process runs, when it runs several (a group, ADR 53): set before the first
-# of their apps is made, which configures tracing.
-_group: tuple[str, ...] = ()
-
-
-def serving_together(services: Sequence[str]) -> None:
-    """Say that this process runs ``services`` together: the spans it exports then each carry
-    their own service's resource (:class:`AsOwnService`)."""
-    global _group
-    _group = tuple(services)
-
-
 class AsOwnService(SpanExporter):
     """Exports each span as its own service's. A process's resource names one service (the first
-    to configure tracing), but a group's process runs several: each span goes out with the
-    resource of the service it names (``agora.service``, which :class:`RecentSpans` gives every
-    span begun inside another), so that a collector shows a member's spans under its name."""
+    to configure tracing), but a process may run several (a group, ADR 53): a span that names
+    another (``agora.service``, which :class:`RecentSpans` gives every span begun inside
+    another) goes out with the process's resource renamed for that service, so that a collector
+    shows each service's spans under its own name."""
 
-    def __init__(self, exporter: SpanExporter, resources: Mapping[str, Resource]) -> None:
+    def __init__(self, exporter: SpanExporter) -> None:
         self.exporter = exporter
-        self.resources = resources
+        self._resources: dict[str, Resource] = {}
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self.exporter.export([self._as_own(span) for span in spans])
 
     def _as_own(self, span: ReadableSpan) -> ReadableSpan:
-        resource = self.resources.get(span_service(span) or "")
-        if resource is None or resource == span.resource:
+        service = span_service(span)
+        if service is None or service == span.resource.attributes.get("service.name"):
             return span
         return ReadableSpan(
             name=span.name,
             context=span.context,
             parent=span.parent,
-            resource=resource,
+            resource=self._resource(service, span.resource),
             attributes=span.attributes,
             events=span.events,
             links=span.links,
@@ -233,6 +218,13 @@ class AsOwnService(SpanExporter):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+
+    def _resource(self, service: str, process: Resource) -> Resource:
+        if service not in self._resources:
+            replica = process.attributes.get("agora.replica", 0)
+            named = {"service.name": service, "service.instance.id": f"{service}-{replica}"}
+            self._resources[service] = process.merge(Resource(named))
+        return self._resources[service]
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
