@@ -289,8 +289,8 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
         # Straight to the driver, as PostgreSQL's begins its transactions itself: no span of
-        # its own (ADR 41), and not a statement's way through SQLAlchemy, which cost a tenth of
-        # a consumer's message. Its error is wrapped as SQLAlchemy wraps a statement's, so that
+        # its own (ADR 41), and not a statement's way through SQLAlchemy, which cost a twentieth
+        # of a consumer's message. Its error is wrapped as SQLAlchemy wraps a statement's, so that
         # a database another process holds is retried as a busy one (DBAPIError).
         try:
             connection.connection.driver_connection.execute(f"BEGIN {mode}")
