@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
-from agora.client import BreakerState, CircuitBreaker, ServiceClient
+from agora.client import STOPPING_HEADER, BreakerState, CircuitBreaker, ServiceClient
 from agora.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from agora_tools.pytest_plugin import SecondsClock
 from agora_tools.testing import caller, free_port
@@ -41,15 +42,19 @@ class Callee:
     ``hang`` is set (or on the paths in ``hang_on``), and otherwise says which replica it is
     (with ``status`` when set)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.name = name
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.host = host
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        self.stop: Callable[[], Awaitable[None]] | None = None  # set once it is serving
         self.calls: list[Seen] = []
         self.failures = 0
         self.hang = False
         self.hang_on: set[str] = set()  # paths that never answer, while the others do
         self.status: int | None = None
         self.busy = False  # answers 503 with Retry-After, as a service shedding load does
+        self.stopping = False  # refuses every request as a replica past its drain does
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -59,6 +64,9 @@ class Callee:
             return web.json_response({"title": "Service unavailable"}, status=503)
         if self.busy:
             return web.json_response({"title": "Busy"}, status=503, headers={"Retry-After": "1"})
+        if self.stopping:
+            headers = {STOPPING_HEADER: "1", "Connection": "close"}
+            return web.json_response({"title": "Stopping"}, status=503, headers=headers)
         if self.hang or request.path in self.hang_on:
             await asyncio.Event().wait()
         response = web.Response(
@@ -73,7 +81,7 @@ class Callee:
         return response
 
 
-StartCallee = Callable[[str], Awaitable[Callee]]
+StartCallee = Callable[..., Awaitable[Callee]]
 MakeClient = Callable[..., ServiceClient]
 
 
@@ -81,15 +89,16 @@ MakeClient = Callable[..., ServiceClient]
 async def start_callee() -> AsyncIterator[StartCallee]:
     runners: list[web.AppRunner] = []
 
-    async def start(name: str) -> Callee:
-        callee = Callee(name)
+    async def start(name: str, host: str = "127.0.0.1", port: int | None = None) -> Callee:
+        callee = Callee(name, host, port)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", callee.handle)
         # Cancel a hanging handler once its caller gives up, so the server shuts down at once.
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
         await runner.setup()
         runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", int(callee.url.rsplit(":", 1)[1])).start()
+        await web.TCPSite(runner, host, callee.port).start()
+        callee.stop = runner.cleanup
         return callee
 
     yield start
@@ -299,6 +308,76 @@ async def test_a_post_that_could_not_connect_goes_to_the_next_replica(failover: 
 
     assert reply.status == 201
     assert len(failover.live.calls) == 1
+
+
+async def test_a_replica_that_came_back_at_a_new_address_is_found_there_at_once(
+    start_callee: StartCallee, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recreated container keeps its name and gets a new address: the one the client had
+    cached, now refused, is resolved again rather than kept for the cache's lifetime."""
+    addresses = {"orders-0": "127.0.0.1"}  # the name service, as the network's DNS would be
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return resolve(addresses.get(host, host), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    old = await start_callee("old")
+    client = make_client({"orders": [f"http://orders-0:{old.port}"]})
+    assert (await client.request("orders", "GET", "/orders")).json()["replica"] == "old"
+
+    assert old.stop is not None
+    await old.stop()
+    new = await start_callee("new", host="127.0.0.2", port=old.port)
+    addresses["orders-0"] = new.host
+    reply = await client.request("orders", "GET", "/orders")
+
+    assert reply.json()["replica"] == "new"
+    assert len(new.calls) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_call_a_stopping_replica_refused_goes_to_one_whose_breaker_pauses_it(
+    start_callee: StartCallee, make_client: MakeClient, method: str
+) -> None:
+    """A replica back from a restart, its breaker still open from the refusals of its restart,
+    takes the calls of the next replica stopping: that one surely cannot take them."""
+    back, stopping = await start_callee("back"), await start_callee("stopping")
+    stopping.stopping = True
+    client = make_client({"orders": [back.url, stopping.url]}, failure_threshold=1)
+    client.breaker(back.url).record_failure()
+
+    reply = await client.request("orders", method, "/orders")
+
+    assert reply.json()["replica"] == "back"
+    assert (len(stopping.calls), len(back.calls)) == (1, 1)
+    assert client.breaker(back.url).state is BreakerState.CLOSED
+
+
+async def test_a_call_that_found_a_replica_down_goes_to_one_whose_breaker_pauses_it(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    back = await start_callee("back")
+    client = make_client({"orders": [back.url, nowhere()]}, failure_threshold=1)
+    client.breaker(back.url).record_failure()
+
+    reply = await client.request("orders", "POST", "/orders", json={})
+
+    assert reply.json()["replica"] == "back"
+    assert len(back.calls) == 1
+
+
+async def test_a_replica_whose_route_keeps_timing_out_is_not_waited_on_when_another_is_gone(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    slow = await start_callee("slow")
+    client = make_client({"orders": [slow.url, nowhere()]}, failure_threshold=1)
+    client.route_breaker(slow.url, "GET", "/orders").record_failure()
+
+    with pytest.raises(ServiceUnavailable):
+        await client.request("orders", "GET", "/orders")
+
+    assert slow.calls == []
 
 
 async def test_a_service_down_on_every_replica_gives_a_503_problem_naming_it(
@@ -623,6 +702,20 @@ async def test_stream_moves_past_a_replica_that_is_down(failover: Failover) -> N
         assert response.headers["x-replica"] == "b"
 
     assert len(failover.live.calls) == 1
+
+
+async def test_stream_moves_past_a_stopping_replica_to_one_whose_breaker_pauses_it(
+    start_callee: StartCallee, make_client: MakeClient
+) -> None:
+    back, stopping = await start_callee("back"), await start_callee("stopping")
+    stopping.stopping = True
+    client = make_client({"orders": [back.url, stopping.url]}, failure_threshold=1)
+    client.breaker(back.url).record_failure()
+
+    async with client.stream("orders", "GET", "/orders") as response:
+        assert response.headers["x-replica"] == "back"
+
+    assert (len(stopping.calls), len(back.calls)) == (1, 1)
 
 
 async def test_stream_never_sends_a_streamed_body_twice(failover: Failover) -> None:

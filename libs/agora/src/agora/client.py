@@ -238,12 +238,13 @@ class _Replica:
     breaker: CircuitBreaker
     routes: _RouteBreakers
 
-    def admit(self, route: str) -> CircuitBreaker | None:
-        """The route's breaker, when both it and the replica's let a call through now."""
+    def admit(self, route: str, *, past_pause: bool = False) -> CircuitBreaker | None:
+        """The route's breaker, when both it and the replica's let a call through now;
+        ``past_pause``: the route's alone, whatever the replica's says."""
         on_route = self.routes[route]
         if not on_route.allow():
             return None
-        if self.breaker.allow():
+        if past_pause or self.breaker.allow():
             return on_route
         on_route.release()  # it may have granted its trial call: keep that for the next one
         return None
@@ -278,10 +279,18 @@ class _Replicas:
         self.replicas = replicas
         self._next = 0
 
-    def pick(self, route: str, avoid: _Replica | None = None) -> tuple[_Replica, CircuitBreaker]:
+    def pick(
+        self, route: str, avoid: _Replica | None = None, *, avoid_is_gone: bool = False
+    ) -> tuple[_Replica, CircuitBreaker]:
         """The next replica whose breakers (its own and the route's) let a call through, and
         the route's breaker there, preferring a replica other than ``avoid`` (the one that just
-        failed this call)."""
+        failed this call).
+
+        When ``avoid`` is gone (it is stopping, or refused the connection), another replica
+        whose own breaker pauses it is tried before ``avoid`` again: that one only may be down,
+        while ``avoid`` surely is. So a replica back from a rollout takes the calls of the next
+        one stopping even while its breaker still holds the refusals of its own restart (ADR 30).
+        A route's breaker is still obeyed: a route that times out there is not waited on."""
         count = len(self.replicas)
         if count == 0:
             raise ServiceUnavailable(f"no address known for {self.name}")
@@ -290,11 +299,40 @@ class _Replicas:
             self._next = (self._next + 1) % count
             if replica is not avoid and (on_route := replica.admit(route)) is not None:
                 return replica, on_route
+        if avoid_is_gone:
+            for replica in self.replicas:
+                if (
+                    replica is not avoid
+                    and (on_route := replica.admit(route, past_pause=True)) is not None
+                ):
+                    return replica, on_route
         if avoid is not None and (on_route := avoid.admit(route)) is not None:
             return avoid, on_route
         raise ServiceUnavailable(
             f"{self.name} is failing on every replica; calls to it resume after a pause"
         )
+
+
+class _Tries:
+    """The replicas one call has tried, in order, and whether the last is gone (it is stopping,
+    or no connection to it was made): what the next try's replica is chosen by."""
+
+    __slots__ = ("gone", "replicas")
+
+    def __init__(self) -> None:
+        self.replicas: list[_Replica] = []
+        self.gone = False
+
+    def next(self, callee: _Replicas, route: str) -> tuple[_Replica, CircuitBreaker]:
+        last = self.replicas[-1] if self.replicas else None
+        replica, on_route = callee.pick(route, last, avoid_is_gone=self.gone)
+        self.replicas.append(replica)
+        self.gone = False
+        return replica, on_route
+
+    @property
+    def resent(self) -> int:
+        return len(self.replicas) - 1
 
 
 def _serves(callee: _Replicas, url: str) -> bool:
@@ -416,6 +454,7 @@ class ServiceClient:
         self._stream_timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout)
         self._tracer = trace.get_tracer("agora.client", tracer_provider=tracer_provider)
         self._session: aiohttp.ClientSession | None = None
+        self._connector: aiohttp.TCPConnector | None = None
 
     def _new_breaker(self) -> CircuitBreaker:
         return CircuitBreaker(
@@ -445,7 +484,7 @@ class ServiceClient:
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
+            connector = self._connector = aiohttp.TCPConnector(
                 limit=0,  # the per-replica limit is the one that matters
                 limit_per_host=self.pool_per_host,
                 keepalive_timeout=KEEPALIVE_SECONDS,
@@ -466,7 +505,7 @@ class ServiceClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-            self._session = None
+            self._session = self._connector = None
 
     async def request(
         self,
@@ -500,11 +539,10 @@ class ServiceClient:
             attributes=_call_attributes(service, method, local),
         ) as span:
             self._propagate(out)
-            last: list[_Replica] = []
+            tries = _Tries()
 
             async def attempt() -> Reply:
-                replica, on_route = replicas.pick(route_key, last[-1] if last else None)
-                last.append(replica)
+                replica, on_route = tries.next(replicas, route_key)
                 span.set_attribute("url.full", replica.url + path)
                 try:
                     if local is not None:
@@ -515,15 +553,14 @@ class ServiceClient:
                         ) as response:
                             reply = Reply(response.status, response.headers, await response.read())
                 except (aiohttp.ClientError, TimeoutError) as error:
-                    unanswered = _unanswered(error, service, self.timeout)
-                    replica.failed(on_route, unanswered.problem.status)
-                    raise unanswered from error
+                    raise self._unanswered_by(tries, replica, on_route, error, service) from error
                 except BaseException:
                     replica.gave_up(on_route)
                     raise
                 if reply.status in FAILURE_STATUSES:
                     if _said_stopping(reply.status, reply.headers):
                         replica.gave_up(on_route)  # no verdict: it is going away in order
+                        tries.gone = True
                         raise _Stopping(reply)
                     if _said_busy(reply.status, reply.headers):
                         replica.gave_up(on_route)  # no verdict: it answered, asking for later
@@ -546,8 +583,8 @@ class ServiceClient:
                 self._count(service, None)
                 raise
             finally:
-                if len(last) > 1:
-                    span.set_attribute("http.request.resend_count", len(last) - 1)
+                if tries.resent:
+                    span.set_attribute("http.request.resend_count", tries.resent)
             self._count(service, reply.status)
             _record_status(span, reply.status)
             return reply
@@ -627,6 +664,28 @@ class ServiceClient:
                 return Reply(response.status, response.headers, await response.read())
             finally:
                 response.release()
+
+    def _unanswered_by(
+        self,
+        tries: _Tries,
+        replica: _Replica,
+        on_route: CircuitBreaker,
+        error: BaseException,
+        service: str,
+    ) -> _Unanswered:
+        """An attempt at ``replica`` that got no answer: held against the replica. When no
+        connection was made, the replica is gone for the next try's choice, and its name is
+        resolved again: a replaced replica (a container recreated on a Compose network) comes
+        back at a new address under the same name, and the address cached from before would be
+        refused for as long as it is kept."""
+        unanswered = _unanswered(error, service, self.timeout)
+        replica.failed(on_route, unanswered.problem.status)
+        tries.gone = not unanswered.sent
+        if not unanswered.sent and self._connector is not None:
+            url = URL(replica.url)
+            if url.host is not None and url.port is not None:
+                self._connector.clear_dns_cache(url.host, url.port)
+        return unanswered
 
     def _count(self, peer: str, status: int | None) -> None:
         """One call to ``peer`` ended: with an answer of ``status``, or none (None)."""
@@ -736,11 +795,10 @@ class _Stream:
         if self._body is None or isinstance(self._body, bytes):
             idempotent = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY in out
             retry = _retry_idempotent if idempotent else _retry_unsent
-        last: list[_Replica] = []
+        tries = _Tries()
 
         async def attempt() -> Answer:
-            replica, on_route = replicas.pick(self._route, last[-1] if last else None)
-            last.append(replica)
+            replica, on_route = tries.next(replicas, self._route)
             url = replica.url + self._path_qs
             span.set_attribute("url.full", url)
             response: Answer
@@ -761,14 +819,15 @@ class _Stream:
                             allow_redirects=False,
                         )
             except (aiohttp.ClientError, TimeoutError) as error:
-                unanswered = _unanswered(error, self._service, client.timeout)
-                replica.failed(on_route, unanswered.problem.status)
-                raise unanswered from error
+                raise client._unanswered_by(
+                    tries, replica, on_route, error, self._service
+                ) from error
             except BaseException:
                 replica.gave_up(on_route)
                 raise
             if _said_stopping(response.status, response.headers):
                 replica.gave_up(on_route)  # no verdict: it is going away in order
+                tries.gone = True
                 if retry is not None:
                     response.release()
                     raise _Stopping(Reply(response.status, response.headers, b""))
@@ -796,8 +855,8 @@ class _Stream:
                 client._count(self._service, None)
             self._end(error)
             raise
-        if len(last) > 1:
-            span.set_attribute("http.request.resend_count", len(last) - 1)
+        if tries.resent:
+            span.set_attribute("http.request.resend_count", tries.resent)
         client._count(self._service, response.status)
         _record_status(span, response.status)
         return response
