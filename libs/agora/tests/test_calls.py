@@ -3,11 +3,12 @@ failed and how."""
 
 from __future__ import annotations
 
+from typing import Any
 from unittest.mock import AsyncMock, Mock
 
 import pytest
 
-from agora.calls import call, readable
+from agora.calls import call, items, readable
 from agora.client import Reply, ServiceClient
 from agora.errors import ServiceUnavailable
 
@@ -40,3 +41,36 @@ def test_a_body_not_as_asked_is_unavailable_saying_what(body: bytes) -> None:
     with pytest.raises(ServiceUnavailable) as raised, readable("unreadable products"):
         [item["sku"] for item in reply.json()["items"]]
     assert raised.value.detail == "unreadable products"
+
+
+async def test_items_are_read_one_by_one_from_a_200() -> None:
+    body = b'{"items": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 1}]}'
+    request = AsyncMock(return_value=Reply(status=200, headers={}, body=body))
+
+    lines = await items(_client(request), "cart", "the cart", "/cart", _line, "lines")
+
+    assert lines == [("A", 2), ("B", 1)]
+    request.assert_awaited_once_with("cart", "GET", "/cart", json=None)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "detail"),
+    [
+        (500, b"{}", "the cart answered 500 for lines"),
+        (404, b'{"items": []}', "the cart answered 404 for lines"),
+        (200, b'{"items": [{"sku": "A"}]}', "the cart answered with unreadable lines"),
+        (200, b"[]", "the cart answered with unreadable lines"),
+    ],
+)
+async def test_items_not_as_asked_are_unavailable_saying_what(
+    status: int, body: bytes, detail: str
+) -> None:
+    request = AsyncMock(return_value=Reply(status=status, headers={}, body=body))
+    with pytest.raises(ServiceUnavailable) as raised:
+        await items(_client(request), "cart", "the cart", "/cart", _line, "lines")
+    assert raised.value.status == 503
+    assert raised.value.detail == detail
+
+
+def _line(item: Any) -> tuple[str, int]:
+    return str(item["sku"]), int(item["quantity"])

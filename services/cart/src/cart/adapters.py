@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from agora.app import Resources
-from agora.calls import call, readable
+from agora.calls import items
 from agora.client import ServiceClient
 from agora.columns import timestamp
 from agora.db import UnitOfWork, aware
@@ -332,11 +332,7 @@ class HttpCatalogService:
         if not skus:
             return {}
         path = "/products/batch?" + urlencode([("sku", sku) for sku in skus])
-        reply = await call(self.client, self.service, "the catalogue", "GET", path)
-        if reply.status != 200:
-            raise ServiceUnavailable(f"the catalogue answered {reply.status} for products")
-        with readable("the catalogue answered with unreadable products"):
-            found = [_product(item) for item in reply.json()["items"]]
+        found = await items(self.client, self.service, "the catalogue", path, _product, "products")
         wanted = set(skus)
         return {product.sku: product for product in found if product.sku in wanted}
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agora.calls import call, readable
+from agora.calls import call, items, readable
 from agora.client import ServiceClient
 from agora.columns import timestamp
 from agora.db import aware
@@ -308,11 +308,7 @@ class HttpCatalogService:
         if not skus:
             return {}
         path = "/products/batch?" + urlencode([("sku", sku) for sku in skus])
-        reply = await call(self.client, self.service, "the catalogue", "GET", path)
-        if reply.status != 200:
-            raise ServiceUnavailable(f"the catalogue answered {reply.status} for products")
-        with readable("the catalogue answered with unreadable products"):
-            priced = [_priced(item) for item in reply.json()["items"]]
+        priced = await items(self.client, self.service, "the catalogue", path, _priced, "products")
         wanted = set(skus)
         return {product.sku: product for product in priced if product.sku in wanted}
 
@@ -336,14 +332,11 @@ class HttpCartService:
         self.service = service
 
     async def lines(self) -> list[Requested]:
-        reply = await call(self.client, self.service, "the cart", "GET", "/cart")
-        if reply.status != 200:
-            raise ServiceUnavailable(f"the cart answered {reply.status}")
-        with readable("the cart answered with an unreadable cart"):
-            return [
-                Requested(sku=str(item["sku"]), quantity=int(item["quantity"]))
-                for item in reply.json()["items"]
-            ]
+        return await items(self.client, self.service, "the cart", "/cart", _requested, "lines")
+
+
+def _requested(line: Any) -> Requested:
+    return Requested(sku=str(line["sku"]), quantity=int(line["quantity"]))
 
 
 class HttpPaymentsService:
