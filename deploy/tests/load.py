@@ -5,6 +5,11 @@ Open loop: a checkout is due every ``1 / checkout_rate`` s and a catalogue read 
 or slow answers instead of as fewer requests. A failure is any answer that is not a success (a 5xx
 above all, but a 4xx too) and any connection error or timeout, each recorded with the request,
 what came back and when, so a run that fails names the request that did.
+
+A 503 with ``Retry-After`` is a service shedding load (orders admits a bounded number of
+checkouts, ADR 54): as a client keeping to HTTP does, the load sends the same request again (the
+same Idempotency-Key) after the wait it asks for, within the request's bound, and counts it as
+deferred. Only an answer the request ends with can be its failure.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class Report:
     order_ids: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     slowest: float = 0.0
+    deferred: int = 0  # requests sent again after a 503 with Retry-After
     # The machine's CPUs, busy from 0 to 1, each second of the run: a failure in a second at
     # 1.0 was a machine out of breath, not necessarily a fault of the system.
     cpu: list[float] = field(default_factory=list)
@@ -87,7 +93,8 @@ class Report:
             f"{title}: {self.requests} requests in {self.seconds:.1f} s from {self.began_at} "
             f"({self.checkouts} checkouts, {self.checkouts_per_second:.1f}/s; {self.reads} "
             f"catalogue reads), {len(self.order_ids)} orders placed, "
-            f"{len(self.failures)} failed, slowest answer {self.slowest:.2f} s; {busy}",
+            f"{len(self.failures)} failed, {self.deferred} deferred by a busy answer, "
+            f"slowest answer {self.slowest:.2f} s; {busy}",
             *(
                 f"  {failure}  (CPU {100 * self.cpu_at(failure.at):.0f}% busy)"
                 for failure in self.failures[:50]
@@ -186,13 +193,22 @@ class Load:
         """The answer's body when it succeeded; otherwise None, the failure recorded."""
         sent = time.monotonic()
         what = f"{method} {path.split('?')[0]}"
-        try:
-            async with session.request(method, f"{self.url}{path}", **options) as answer:
-                text = await answer.text()
-                ok = answer.status in (PLACED if method == "POST" else {200})
-                error, kind = f"{answer.status} {text[:300]}", kind_of(answer.status, text)
-        except (aiohttp.ClientError, TimeoutError) as failure:
-            ok, error, kind = False, f"{type(failure).__name__}: {failure}", type(failure).__name__
+        while True:
+            wait = None
+            try:
+                async with session.request(method, f"{self.url}{path}", **options) as answer:
+                    text = await answer.text()
+                    ok = answer.status in (PLACED if method == "POST" else {200})
+                    error, kind = f"{answer.status} {text[:300]}", kind_of(answer.status, text)
+                    if answer.status == 503:
+                        wait = _retry_after(answer.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as failure:
+                ok = False
+                error, kind = f"{type(failure).__name__}: {failure}", type(failure).__name__
+            if wait is None or time.monotonic() + wait - sent >= REQUEST_TIMEOUT:
+                break
+            self.report.deferred += 1
+            await asyncio.sleep(wait)
         took = time.monotonic() - sent
         self.report.slowest = max(self.report.slowest, took)
         if not ok:
@@ -200,6 +216,13 @@ class Load:
             return None
         body: dict[str, Any] = json.loads(text)
         return body
+
+
+def _retry_after(value: str | None) -> float | None:
+    """The seconds a ``Retry-After`` of delay-seconds asks for; None without one."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value)
 
 
 def _cpu_times() -> tuple[int, int]:
