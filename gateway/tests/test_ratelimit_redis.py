@@ -8,7 +8,6 @@ own and deletes only its own keys.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ import jwt
 import pytest
 import redis
 
-from agora.logs import configure_logging
+from agora.logs import LOGS_KEPT, configure_logging, recent_logs
 from agora_tools.pytest_plugin import SecondsClock
 from agora_tools.testing import assert_problem, free_port, require_server
 from gateway.ratelimit import RedisBuckets, TokenBuckets
@@ -184,37 +183,32 @@ def test_without_a_redis_url_none_is_reported(start_gateway: StartGateway) -> No
     assert redis_state["connected"] is False
 
 
-class Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_redis_being_away_is_logged_once_every_few_seconds() -> None:
-    configure_logging("gateway")  # the limiter's logs go through the standard library's
-    warnings = Warnings()
-    logging.getLogger("gateway.ratelimit").addHandler(warnings)
+    configure_logging("gateway")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    def warnings() -> int:
+        return sum(
+            1
+            for line in recent_logs().find(service="gateway", limit=LOGS_KEPT)
+            if line["logger"] == "gateway.ratelimit"
+            and line["level"] == "warning"
+            and line.get("redis") == url
+        )
+
     clock = SecondsClock()
     buckets = RedisBuckets(
-        f"redis://127.0.0.1:{free_port()}/0",
-        TokenBuckets(rate=1.0, burst=100),
-        pause=0.0,
-        warn_every=10.0,
-        clock=clock,
+        url, TokenBuckets(rate=1.0, burst=100), pause=0.0, warn_every=10.0, clock=clock
     )
     await buckets.start()
     try:
         for _ in range(5):
             await buckets.take("ada")
             clock.now += 1.0
-        logged_first = len(warnings.records)
+        logged_first = warnings()
         clock.now += 10.0
         await buckets.take("ada")
     finally:
         await buckets.close()
-        logging.getLogger("gateway.ratelimit").removeHandler(warnings)
 
-    assert (logged_first, len(warnings.records)) == (1, 2)
+    assert (logged_first, warnings()) == (1, 2)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from agora.logs import recent_logs
 from agora.topology import Topology
 from agora_tools.testing import assert_problem, found_within
 from gateway.bootstrap import create_app
@@ -295,23 +296,22 @@ def test_a_login_route_that_keeps_timing_out_leaves_me_served(
 
 
 def test_the_trace_travels_into_the_service_with_the_id_the_gateway_logged(
-    gateway: httpx.Client, catalog: Upstream, caplog: pytest.LogCaptureFixture
+    gateway: httpx.Client, catalog: Upstream
 ) -> None:
     reply = gateway.get("/api/catalog/products/traced-1")
 
     (seen,) = [s for s in catalog.seen if s.path_qs == "/products/traced-1"]
     assert seen.headers["X-Request-Id"] == reply.headers["x-request-id"]
     _version, trace_id, _span_id, _flags = seen.headers["traceparent"].split("-")
-    # Each log line is the JSON rendering of the event a record carries. The access line is
-    # written once the answer has gone out, so it may trail the answer by a moment.
+    # The lines the process wrote, as the console reads them. The access line is written once
+    # the answer has gone out, so it may trail the answer by a moment.
     access = found_within(
         lambda: next(
             (
-                record.msg
-                for record in caplog.records
-                if isinstance(record.msg, dict)
-                and record.msg.get("event") == "request"
-                and record.msg.get("path") == "/api/catalog/products/traced-1"
+                line
+                for line in recent_logs().find(service="gateway")
+                if line.get("event") == "request"
+                and line.get("path") == "/api/catalog/products/traced-1"
             ),
             None,
         ),
