@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from agora.db import DatabaseBusy, UnitOfWork, on_commit
@@ -84,6 +84,42 @@ async def test_a_query_commits_nothing(uow: UnitOfWork) -> None:
     await uow.query(add, "not kept")
 
     assert await uow.query(count) == 0
+    await uow.dispose()
+
+
+def add_on(connection: Connection, text: str) -> None:
+    connection.execute(insert(notes).values(text=text))
+
+
+def count_on(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(notes)).scalar_one())
+
+
+async def test_a_read_on_a_connection_sees_what_was_committed_and_commits_nothing(
+    uow: UnitOfWork,
+) -> None:
+    await uow.run(add, "kept")
+    await uow.read(add_on, "not kept")
+
+    assert await uow.read(count_on) == 1
+    assert await uow.query(count) == 1
+    await uow.dispose()
+
+
+async def test_a_failing_read_gives_its_connection_back(uow: UnitOfWork) -> None:
+    def fail(connection: Connection) -> None:
+        add_on(connection, "half-read")
+        raise LookupError("the handler changed its mind")
+
+    # More failing reads than the pool holds connections, then more reads at once than that.
+    for _ in range(25):
+        with pytest.raises(LookupError):
+            await uow.read(fail)
+    counts = await asyncio.gather(*(uow.read(count_on) for _ in range(50)))
+
+    assert counts == [0] * 50
+    await uow.run(add, "written after")
+    assert await uow.read(count_on) == 1
     await uow.dispose()
 
 

@@ -14,6 +14,10 @@ How it runs depends on the store, because the costs differ by an order of magnit
   never blocks the loop.
 * PostgreSQL runs the same handler through ``AsyncSession.run_sync`` over asyncpg, and retries the
   whole transaction on a serialization failure or a deadlock.
+
+A hot read whose handler only executes statements may run on a Core ``Connection`` instead
+(:meth:`UnitOfWork.read`): setting up and tearing down an ORM session is a third of what a one-row
+read costs. Its repository methods take :data:`Reads`, either of the two.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from agora.backoff import Backoff, retrying
 from agora.errors import ServiceUnavailable
 from agora.secrets import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from agora.telemetry import trace_statements as trace_engine
-from agora.transactions import SOURCE, Callback, Handler, finish
+from agora.transactions import SOURCE, Callback, Handler, Reader, finish
+from agora.transactions import Reads as Reads  # services import the type from here
 from agora.transactions import on_commit as on_commit  # services import the hook from here
 
 P = ParamSpec("P")
@@ -162,14 +167,20 @@ class UnitOfWork:
 
     async def run(self, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``handler(session, ...)`` in a write transaction; commit if it returns."""
-        return await self._execute(handler, True, *args, **kwargs)
+        return await self._execute(handler, True, False, *args, **kwargs)
 
     async def query(self, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only ``handler(session, ...)``; nothing it does is committed."""
-        return await self._execute(handler, False, *args, **kwargs)
+        return await self._execute(handler, False, False, *args, **kwargs)
+
+    async def read(self, handler: Reader[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read-only ``handler(connection, ...)`` on a Core connection; nothing it does is
+        committed. For the hot reads whose handlers only execute statements: no ORM session is
+        set up and torn down around them, which costs a third of a one-row read."""
+        return await self._execute(handler, False, True, *args, **kwargs)
 
     async def ping(self) -> None:
-        await self.query(lambda session: session.execute(text("SELECT 1")).scalar_one())
+        await self.read(lambda connection: connection.execute(text("SELECT 1")).scalar_one())
 
     async def dispose(self) -> None:
         if self._sync is not None:
@@ -178,12 +189,14 @@ class UnitOfWork:
             await self._async.dispose()
 
     async def _execute(
-        self, handler: Handler[P, T], write: bool, *args: P.args, **kwargs: P.kwargs
+        self, handler: Callable[..., T], write: bool, core: bool, *args: Any, **kwargs: Any
     ) -> T:
         started = time.monotonic()
         tries = 0
 
         async def attempt() -> tuple[T, int, list[Callback]]:
+            if core:
+                return await self._on_connection(handler, *args, **kwargs), 0, []
             info = {SOURCE: self.source}
             if self._sync is not None:
                 return _in_session(self._binds[write], info, write, handler, *args, **kwargs)
@@ -227,6 +240,20 @@ class UnitOfWork:
                 return (await session.run_sync(handler, *args, **kwargs), 0, [])
             finally:
                 await session.rollback()
+
+    async def _on_connection(self, handler: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._sync is not None:
+            with self._binds[False].connect() as connection:
+                try:
+                    return handler(connection, *args, **kwargs)
+                finally:
+                    connection.rollback()
+        assert self._async is not None
+        async with self._async.connect() as connection:
+            try:
+                return await connection.run_sync(handler, *args, **kwargs)
+            finally:
+                await connection.rollback()
 
     def _retryable(self, error: Exception) -> bool:
         if not isinstance(error, DBAPIError):

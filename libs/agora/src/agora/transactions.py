@@ -15,11 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 P = ParamSpec("P")
 T = TypeVar("T")
 Handler = Callable[Concatenate[Session, P], T]
+# A read-only handler on a Core connection (UnitOfWork.read), and what a repository's read method
+# is given when it serves both such a handler and one in a session (it executes statements only).
+Reader = Callable[Concatenate[Connection, P], T]
+Reads = Session | Connection
 
 Callback = Callable[[], None]
 # Writes rows in the handler's transaction; how many events it wrote.

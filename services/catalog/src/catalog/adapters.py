@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agora.columns import key_text, timestamp
-from agora.db import aware
+from agora.db import Reads, aware
 from agora.sql import insert_if_absent, rowcount
 from catalog.application import CategorySummary, CreateProduct, Listing, Seed
 from catalog.domain import NAME_MAX, Category, Product, ProductExists, name_key, search_text
@@ -115,12 +115,12 @@ def _values(product: Product) -> dict[str, Any]:
 class SqlProducts:
     """The :class:`catalog.application.Products` port in the service's database."""
 
-    def get(self, session: Session, sku: str, *, for_update: bool = False) -> Product | None:
+    def get(self, session: Reads, sku: str, *, for_update: bool = False) -> Product | None:
         statement = _BY_SKU.with_for_update() if for_update else _BY_SKU
         row = session.execute(statement, {"sku": sku}).first()
         return None if row is None else _product(row)
 
-    def many(self, session: Session, skus: Sequence[str]) -> list[Product]:
+    def many(self, session: Reads, skus: Sequence[str]) -> list[Product]:
         if not skus:
             return []
         statement = select(*PRODUCT_COLUMNS).where(products.c.sku.in_(skus))
@@ -145,7 +145,7 @@ class SqlProducts:
     def add_category(self, session: Session, category: Category) -> None:
         session.execute(categories.insert().values(slug=category.slug, name=category.name))
 
-    def categories(self, session: Session) -> list[CategorySummary]:
+    def categories(self, session: Reads) -> list[CategorySummary]:
         count = func.count(products.c.sku)
         statement = (
             select(categories.c.slug, categories.c.name, count)
@@ -163,7 +163,7 @@ class SqlProducts:
             for slug, name, n in session.execute(statement)
         ]
 
-    def listing(self, session: Session, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Product]:
         key = products.c.price if listing.sort.by_price else products.c.name_key
         statement = select(*PRODUCT_COLUMNS).where(products.c.active.is_(True))
         if listing.category is not None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from agora.cursor import CursorCodec, InvalidCursor, Page, paged
+from agora.db import Reads
 from agora.messaging.outbox import record
 from catalog.domain import (
     CHECKS,
@@ -69,11 +70,13 @@ class Seed:
 
 
 class Products(Protocol):
-    """The catalogue's products and their categories, within the transaction of ``session``."""
+    """The catalogue's products and their categories, within the transaction of ``session``. The
+    reads take a session or a Core connection (:data:`agora.db.Reads`): the hot ones run on a
+    connection (``UnitOfWork.read``)."""
 
-    def get(self, session: Session, sku: str, *, for_update: bool = False) -> Product | None: ...
+    def get(self, session: Reads, sku: str, *, for_update: bool = False) -> Product | None: ...
 
-    def many(self, session: Session, skus: Sequence[str]) -> list[Product]:
+    def many(self, session: Reads, skus: Sequence[str]) -> list[Product]:
         """The products of ``skus`` that exist, active or not, in no particular order."""
 
     def add(self, session: Session, product: Product) -> None:
@@ -85,10 +88,10 @@ class Products(Protocol):
 
     def add_category(self, session: Session, category: Category) -> None: ...
 
-    def categories(self, session: Session) -> list[CategorySummary]:
+    def categories(self, session: Reads) -> list[CategorySummary]:
         """Every category with the number of its active products, by name."""
 
-    def listing(self, session: Session, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Product]:
         """Up to ``limit`` active products matching ``listing``, in its order, after its cursor."""
 
     def claim_seed(self, session: Session, name: str, now: datetime) -> bool:
@@ -105,14 +108,14 @@ class Parts:
 CURSORS = CursorCodec(Cursor)
 
 
-def get_product(session: Session, products: Products, sku: str) -> Product:
+def get_product(session: Reads, products: Products, sku: str) -> Product:
     product = products.get(session, sku)
     if product is None:
         raise ProductNotFound(f"there is no product with sku {sku!r}")
     return product
 
 
-def get_products(session: Session, products: Products, skus: Sequence[str]) -> list[Product]:
+def get_products(session: Reads, products: Products, skus: Sequence[str]) -> list[Product]:
     """The products of ``skus`` that exist (active or not), in the order asked; unknown skus and
     repeats are left out."""
     wanted = list(dict.fromkeys(skus))
@@ -120,7 +123,7 @@ def get_products(session: Session, products: Products, skus: Sequence[str]) -> l
     return [found[sku] for sku in wanted if sku in found]
 
 
-def list_products(session: Session, products: Products, listing: Listing) -> Page[Product]:
+def list_products(session: Reads, products: Products, listing: Listing) -> Page[Product]:
     rows = products.listing(session, listing, listing.limit + 1)
     return paged(CURSORS, rows, listing.limit, lambda last: Cursor.after(last, listing.sort))
 
@@ -135,7 +138,7 @@ def read_cursor(token: str, sort: Sort) -> Cursor:
     return cursor
 
 
-def list_categories(session: Session, products: Products) -> list[CategorySummary]:
+def list_categories(session: Reads, products: Products) -> list[CategorySummary]:
     return products.categories(session)
 
 
