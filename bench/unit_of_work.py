@@ -2,11 +2,11 @@
 (`UnitOfWork.query`) against the same read on a Core connection (`UnitOfWork.read`), measured
 side by side in one process.
 
-It makes a throwaway SQLite database (the embedded profile's store) with catalog's tables and one
-product, then runs `catalog.application.get_product` through each way in turn, round after round
-(a warm-up before each measurement), and prints the CPU time per read of each, their medians over
-the rounds and the median of the per-round ratios. It exits non-zero only when a read did not
-find the product.
+It makes a throwaway SQLite database (the embedded profile's store) with catalog's migrations and
+shipped seed, then reads the seed's first product with `catalog.application.get_product` each
+way in turn, round after round (a warm-up before each measurement). It prints the CPU time per
+read of each way, their medians over the rounds and the median of the rounds' ratios. It exits
+non-zero only when a read did not find the product.
 
     .venv/bin/python bench/unit_of_work.py [--reads 3000] [--rounds 5]
 """
@@ -20,68 +20,46 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert
-from sqlalchemy.orm import Session
-
 from agora.db import UnitOfWork
+from agora.migrations import upgrade
 from catalog import application
-from catalog.adapters import SqlProducts, categories, metadata, products
-from catalog.domain import Product, name_key, search_text
-
-SKU = "BENCH-1"
-
-
-def _create(session: Session) -> None:
-    metadata.create_all(session.connection())
-    now = datetime.now(UTC)
-    session.execute(insert(categories).values(slug="bench", name="Bench"))
-    session.execute(
-        insert(products).values(
-            sku=SKU,
-            name="Bench kettle",
-            name_key=name_key("Bench kettle"),
-            search_text=search_text("Bench kettle", "Boils."),
-            description="Boils.",
-            price=2990,
-            currency="EUR",
-            category="bench",
-            image_url=None,
-            active=True,
-            created_at=now,
-            updated_at=now,
-        )
-    )
+from catalog.adapters import SqlProducts, load_seed
+from catalog.bootstrap import MIGRATIONS
+from catalog.domain import Product
 
 
-async def _cpu_per_call(call: Callable[[], Awaitable[Product]], count: int) -> float:
+async def _cpu_per_call(call: Callable[[], Awaitable[Product]], sku: str, count: int) -> float:
     """CPU microseconds per call, after a warm-up of a tenth as many."""
     for _ in range(max(1, count // 10)):
         await call()
     started = time.process_time()
     for _ in range(count):
-        if (await call()).sku != SKU:
+        if (await call()).sku != sku:
             raise SystemExit("a read did not find the product")
     return (time.process_time() - started) / count * 1e6
 
 
 async def run(reads: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="agora-bench-") as scratch:
-        uow = UnitOfWork(f"sqlite:///{Path(scratch) / 'catalog.db'}")
-        await uow.run(_create)
+        url = f"sqlite:///{Path(scratch) / 'catalog.db'}"
+        upgrade(url, MIGRATIONS)
+        uow = UnitOfWork(url, source="catalog")
         store = SqlProducts()
+        seed = load_seed()
+        await uow.run(application.seed_catalogue, store, seed)
+        sku = seed.products[0].sku
         ways: dict[str, Callable[[], Awaitable[Product]]] = {
-            "session (query)": lambda: uow.query(application.get_product, store, SKU),
-            "connection (read)": lambda: uow.read(application.get_product, store, SKU),
+            "session (query)": lambda: uow.query(application.get_product, store, sku),
+            "connection (read)": lambda: uow.read(application.get_product, store, sku),
         }
         results: dict[str, list[float]] = {name: [] for name in ways}
         print(f"catalog's product read, {reads} reads a way, {rounds} rounds, SQLite")
         print(f"{'round':<8}{'way':<20}{'CPU µs a read':>14}")
         for round_ in range(1, rounds + 1):
             for name, call in ways.items():
-                results[name].append(await _cpu_per_call(call, reads))
+                results[name].append(await _cpu_per_call(call, sku, reads))
                 print(f"{round_:<8}{name:<20}{results[name][-1]:>14.0f}")
         await uow.dispose()
     for name, figures in results.items():
