@@ -38,7 +38,7 @@ from agora.app import Resources
 from agora.calls import items
 from agora.client import ServiceClient
 from agora.columns import timestamp
-from agora.db import UnitOfWork, aware
+from agora.db import Reads, UnitOfWork, aware
 from agora.errors import ServiceUnavailable
 from agora.messaging.credentials import without_credentials
 from cart.domain import LINES_MAX, Line, Product, TooManyLines
@@ -65,7 +65,7 @@ LINE_COLUMNS = (cart_lines.c.sku, cart_lines.c.quantity, cart_lines.c.updated_at
 # --- SQL ---------------------------------------------------------------------------------------
 
 
-def _lines(session: Session, user_id: str, skus: Sequence[str] | None = None) -> list[Line]:
+def _lines(session: Reads, user_id: str, skus: Sequence[str] | None = None) -> list[Line]:
     statement = select(*LINE_COLUMNS).where(cart_lines.c.user_id == user_id)
     if skus is not None:
         # Locked until the transaction ends (PostgreSQL; SQLite runs writers one at a time).
@@ -131,7 +131,8 @@ class SqlCarts:
         return self._uow
 
     async def lines(self, user_id: str) -> list[Line]:
-        return await self.uow.query(_lines, user_id)
+        # A read of a few rows, on every cart page and checkout: on a connection (ADR 56).
+        return await self.uow.read(_lines, user_id)
 
     async def put(self, user_id: str, line: Line) -> list[Line]:
         return await self.uow.run(_put, user_id, line)

@@ -9,6 +9,7 @@ from unittest.mock import Mock
 import pytest
 from sqlalchemy.orm import Session
 
+from agora.db import Reads
 from catalog import application
 from catalog.adapters import load_seed
 from catalog.application import (
@@ -38,10 +39,10 @@ class MemoryProducts(Products):
         self.category_names: dict[str, str] = {}
         self.seeds: set[str] = set()
 
-    def get(self, session: Session, sku: str, *, for_update: bool = False) -> Product | None:
+    def get(self, session: Reads, sku: str, *, for_update: bool = False) -> Product | None:
         return self.products.get(sku)
 
-    def many(self, session: Session, skus: Sequence[str]) -> list[Product]:
+    def many(self, session: Reads, skus: Sequence[str]) -> list[Product]:
         return [self.products[sku] for sku in skus if sku in self.products]
 
     def add(self, session: Session, product: Product) -> None:
@@ -58,7 +59,7 @@ class MemoryProducts(Products):
     def add_category(self, session: Session, category: Category) -> None:
         self.category_names[category.slug] = category.name
 
-    def categories(self, session: Session) -> list[CategorySummary]:
+    def categories(self, session: Reads) -> list[CategorySummary]:
         return [
             CategorySummary(
                 slug,
@@ -68,7 +69,7 @@ class MemoryProducts(Products):
             for slug, name in sorted(self.category_names.items(), key=lambda c: c[1])
         ]
 
-    def listing(self, session: Session, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Product]:
         def position(product: Product) -> tuple[str | int, str]:
             return (listing.sort.key(product), product.sku)
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from agora.calls import call, items, readable
 from agora.client import ServiceClient
 from agora.columns import timestamp
-from agora.db import aware
+from agora.db import Reads, aware
 from agora.errors import ServiceUnavailable
 from orders.application import Due, DuplicateOrder, Listing
 from orders.domain import (
@@ -223,7 +223,7 @@ class SqlOrders:
         return None if order_id is None else self.get(session, order_id)
 
     def get(
-        self, session: Session, order_id: str, *, lock: bool = False, skip_locked: bool = False
+        self, session: Reads, order_id: str, *, lock: bool = False, skip_locked: bool = False
     ) -> Order | None:
         # The locks are rendered on PostgreSQL only; SQLite has one writer at a time anyway.
         if skip_locked:
@@ -249,7 +249,7 @@ class SqlOrders:
             _UPDATE_CHECKOUT, {"b_order_id": order.id, **_checkout_values(order.checkout)}
         )
 
-    def listing(self, session: Session, listing: Listing, limit: int) -> list[Order]:
+    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Order]:
         statement = _SELECT
         if listing.user_id is not None:
             statement = statement.where(orders.c.user_id == listing.user_id)

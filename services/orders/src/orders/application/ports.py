@@ -11,6 +11,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from agora.db import Reads
 from agora.tasks import Bell
 from orders.domain import Card, Cursor, Order, Priced, Requested, Rules, Status
 
@@ -78,14 +79,14 @@ class Orders(Protocol):
     def by_key(self, session: Session, user_id: str, idempotency_key: str) -> Order | None: ...
 
     def get(
-        self, session: Session, order_id: str, *, lock: bool = False, skip_locked: bool = False
+        self, session: Reads, order_id: str, *, lock: bool = False, skip_locked: bool = False
     ) -> Order | None:
         """The order; with ``lock`` its rows are locked until the transaction ends (PostgreSQL),
         and with ``skip_locked`` an order another transaction holds is None."""
 
     def save(self, session: Session, order: Order) -> None: ...
 
-    def listing(self, session: Session, listing: Listing, limit: int) -> list[Order]:
+    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Order]:
         """Up to ``limit`` orders matching ``listing``, newest first, after its cursor."""
 
     def due(self, session: Session, now: datetime, limit: int) -> list[Due]:
