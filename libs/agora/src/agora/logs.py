@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 import structlog
 from opentelemetry import trace
+from structlog.processors import NAME_TO_LEVEL
 
 from agora import context
 from agora.telemetry import Recent, span_service
@@ -44,22 +45,9 @@ _process: dict[str, Any] = {"service": "agora", "replica": 0, "level": logging.I
 
 
 def _at_level(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    if _LEVELS.get(method, logging.INFO) < _process["level"]:
+    if NAME_TO_LEVEL.get(method, logging.INFO) < _process["level"]:
         raise structlog.DropEvent
     return event
-
-
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "msg": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "exception": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "fatal": logging.CRITICAL,
-}
 
 
 def _add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -68,11 +56,6 @@ def _add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     if "service" not in event:
         event["service"] = span_service(trace.get_current_span()) or _process["service"]
     event.setdefault("replica", _process["replica"])
-    return event
-
-
-def _add_logger_name(logger: Any, _: str, event: dict[str, Any]) -> dict[str, Any]:
-    event.setdefault("logger", logger.name)
     return event
 
 
@@ -153,26 +136,16 @@ def configure_logging(
     service: str, *, level: str = "info", fmt: str = "json", replica: int = 0
 ) -> None:
     """Set up structlog and the standard library for this process. Safe to call again."""
-    _process.update(service=service, replica=replica, level=logging.getLevelName(level.upper()))
+    _process.update(service=service, replica=replica, level=NAME_TO_LEVEL[level.lower()])
 
-    stamped: list[Any] = [
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,  # a Stdout logger has the name it was made with
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service,
         _add_request,
         structlog.processors.format_exc_info,
-    ]
-    own: list[Any] = [
-        _at_level,
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        _add_logger_name,
-        *stamped,
-    ]
-    foreign: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        *stamped,
     ]
     # JSON lines are kept as rendered; other formats keep a JSON copy beside their rendering.
     rendering: list[Any] = (
@@ -181,7 +154,7 @@ def configure_logging(
         else [_recent, structlog.dev.ConsoleRenderer(colors=False)]
     )
     # Changed in place: a logger cached under an earlier configuration holds this very list.
-    _pipeline[:] = [*own, *rendering]
+    _pipeline[:] = [_at_level, *shared, *rendering]
     structlog.configure(
         processors=_pipeline,
         logger_factory=Stdout,
@@ -191,7 +164,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=foreign,
+        foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = logging.StreamHandler(sys.stdout)
