@@ -51,6 +51,11 @@ class Transactions(Protocol):
         """Run a read-only ``handler(session, ...)``; nothing it does is committed."""
         ...
 
+    async def read(self, handler: Reader[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read-only ``handler(connection, ...)`` on a Core connection, with no ORM
+        session around it; nothing it does is committed."""
+        ...
+
 
 def source_of(session: Session) -> str:
     """The service whose transaction ``session`` is in."""
