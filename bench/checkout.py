@@ -59,13 +59,17 @@ from typing import Any
 import aiohttp
 
 from agora.topology import find_topology_file
-from agora_tools.harness import ADDRESS, RunningSystem, shop_settings
+from agora_tools.harness import (
+    ADDRESS,
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    APPROVED,
+    RunningSystem,
+    shop_settings,
+)
 
 from procstat import cpu_seconds
 
-ADMIN_EMAIL = "admin@bench.example"
-ADMIN_PASSWORD = "checkout bench admin passphrase"  # noqa: S105 (a throwaway system's)
-CARD = "4242 4242 4242 4242"
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway
 PROCESSES = 10
 SHOPPERS = 64
@@ -147,7 +151,7 @@ class Shop:
             "authorization": f"Bearer {self.tokens[n % len(self.tokens)]}",
             "idempotency-key": uuid.uuid4().hex,
         }
-        body = {"lines": lines, "shipping_address": ADDRESS, "card_number": CARD}
+        body = {"lines": lines, "shipping_address": ADDRESS, "card_number": APPROVED}
         started = time.perf_counter()
         try:
             async with self.session.post(f"{self.url}/api/orders", json=body, headers=headers) as r:

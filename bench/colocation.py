@@ -35,13 +35,11 @@ from typing import Any
 
 import httpx
 
-from agora_tools.harness import SHAPES, RunningSystem, shop_settings
+from agora_tools.harness import ADMIN_EMAIL, ADMIN_PASSWORD, SHAPES, RunningSystem, shop_settings
 
 from httpload import Target, measure
 from processes import arguments, exit_status, reported, run
 
-ADMIN_EMAIL = "admin@colocation.example"
-ADMIN_PASSWORD = "colocation bench admin passphrase"  # noqa: S105 (a throwaway shop's)
 LINES = 5
 # nats, identity, catalog, inventory, payments, orders, cart, notifications, shipping, gateway:
 # a row each in `agora status`, together too (the group's members share its pid).

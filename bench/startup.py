@@ -47,13 +47,18 @@ import aiohttp
 
 from agora.topology import find_topology_file, load_topology
 from agora_tools import runtimes
-from agora_tools.harness import ADDRESS, SHAPES, RunningSystem, shop_settings
+from agora_tools.harness import (
+    ADDRESS,
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    APPROVED,
+    SHAPES,
+    RunningSystem,
+    shop_settings,
+)
 
 from procstat import cpu_seconds
 
-ADMIN_EMAIL = "admin@bench.example"
-ADMIN_PASSWORD = "startup bench admin passphrase"  # noqa: S105 (a throwaway system's)
-CARD = "4242 4242 4242 4242"
 TARGET_SECONDS = 10.0
 TARGET_RSS_MB = 80.0
 TOGETHER_SECONDS = 5.0
@@ -143,7 +148,7 @@ async def place_one_order(url: str) -> str:
         order = {
             "lines": [{"sku": sku, "quantity": 1}],
             "shipping_address": ADDRESS,
-            "card_number": CARD,
+            "card_number": APPROVED,
         }
         headers = {**customer, "idempotency-key": uuid.uuid4().hex}
         async with session.post(f"{url}/api/orders", json=order, headers=headers) as reply:

@@ -24,13 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agora.topology import load_topology
-from agora_tools.harness import AGORA, RunningSystem, shop_settings
+from agora_tools.harness import ADMIN_EMAIL, ADMIN_PASSWORD, AGORA, RunningSystem, shop_settings
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 LOCUST = str(Path(sys.executable).with_name("locust"))
-ADMIN_EMAIL = "admin@loadgen.example"
-ADMIN_PASSWORD = "loadgen shop admin passphrase"  # noqa: S105 (a throwaway shop's)
 
 
 def shop_env() -> dict[str, str]:

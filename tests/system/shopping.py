@@ -21,12 +21,12 @@ import httpx
 import pytest
 
 from agora_tools.harness import ADDRESS, RunningSystem, shop_settings
+from agora_tools.harness import APPROVED as APPROVED  # the system tests' card, from here
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "tide-pool lantern orchard 42"
 
 # The simulated processor's test cards.
-APPROVED = "4242 4242 4242 4242"
 DECLINED = "4000 0000 0000 0002"
 INSUFFICIENT_FUNDS = "4000 0000 0000 9995"
 PROCESSOR_ERROR = "4000 0000 0000 0119"

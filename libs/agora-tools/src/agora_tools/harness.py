@@ -75,6 +75,12 @@ ADDRESS = {
     "country": "GB",
 }
 
+# The card they pay with: payments' simulated processor approves it.
+APPROVED = "4242 4242 4242 4242"
+# The admin account of a shop started for a benchmark or a load run (a throwaway shop's).
+ADMIN_EMAIL = "admin@shop.example"
+ADMIN_PASSWORD = "throwaway shop admin passphrase"  # noqa: S105 (a throwaway shop's)
+
 # The shapes `agora up` may run the shop in (ADR 53), as its extra arguments: a process per
 # service, or every Python service and the gateway in one. The system tests run in both.
 SHAPES: dict[str, tuple[str, ...]] = {"apart": (), "together": ("--together",)}
