@@ -214,7 +214,7 @@ class SqlOrders:
             _INSERT_CHECKOUT, {"order_id": order.id, **_checkout_values(order.checkout)}
         )
 
-    def by_key(self, session: Session, user_id: str, idempotency_key: str) -> Order | None:
+    def by_key(self, session: Reads, user_id: str, idempotency_key: str) -> Order | None:
         # Placements far outnumber replays: look the key up alone, and load the order only when
         # it is taken.
         order_id = session.execute(
@@ -263,7 +263,7 @@ class SqlOrders:
         statement = statement.order_by(orders.c.placed_at.desc(), orders.c.id.desc()).limit(limit)
         return [_order(row) for row in session.execute(statement)]
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[Due]:
+    def due(self, session: Reads, now: datetime, limit: int) -> list[Due]:
         statement = (
             select(checkouts.c.order_id, orders.c.traceparent)
             .join_from(checkouts, orders, checkouts.c.order_id == orders.c.id)
@@ -273,7 +273,7 @@ class SqlOrders:
         )
         return [Due(order_id, traceparent) for order_id, traceparent in session.execute(statement)]
 
-    def oldest_pending(self, session: Session) -> datetime | None:
+    def oldest_pending(self, session: Reads) -> datetime | None:
         # An order is PENDING exactly while its checkout has a deadline (a finished checkout
         # has none): the deadline's index finds those few without reading every order.
         oldest = session.execute(
@@ -283,7 +283,7 @@ class SqlOrders:
         ).scalar()
         return aware(oldest)
 
-    def in_flight(self, session: Session, at_most: int) -> int:
+    def in_flight(self, session: Reads, at_most: int) -> int:
         count: int = session.execute(_IN_FLIGHT, {"at_most": at_most}).scalar_one()
         return count
 

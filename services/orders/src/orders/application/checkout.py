@@ -15,7 +15,7 @@ from opentelemetry.trace import Span
 from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
+from agora.db import Reads, UnitOfWork
 from agora.messaging.outbox import record
 from contracts import inventory, payments
 from contracts.base import IntegrationCommand, IntegrationEvent
@@ -87,11 +87,11 @@ def _react(
     raise TypeError(f"the checkout does not listen to {event.type}")
 
 
-def due_checkouts(session: Session, orders: Orders, now: datetime, limit: int) -> list[Due]:
+def due_checkouts(session: Reads, orders: Orders, now: datetime, limit: int) -> list[Due]:
     return orders.due(session, now, limit)
 
 
-def oldest_pending(session: Session, orders: Orders) -> datetime | None:
+def oldest_pending(session: Reads, orders: Orders) -> datetime | None:
     return orders.oldest_pending(session)
 
 
@@ -110,7 +110,7 @@ async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = 
     """One tick of the deadline timer: act on up to ``batch`` checkouts whose deadline is at or
     before ``now``, each in a transaction of its own, then note when the oldest order still
     PENDING was placed (``now`` when none is). Returns how many were due."""
-    due = await uow.query(due_checkouts, parts.orders, now, batch)
+    due = await uow.read(due_checkouts, parts.orders, now, batch)
     for item in due:
         # A resend belongs to the checkout's trace, not to a trace of the timer's own.
         with _checkout_span(item, "checkout deadline"):
@@ -120,7 +120,7 @@ async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = 
                 # One order's failure must not hold up the others; it is due again next tick.
                 log.exception("checkout deadline failed", order_id=item.order_id)
     # Set from the timer's own look, so `time() - gauge` grows as well when the timer stops.
-    oldest = await uow.query(oldest_pending, parts.orders)
+    oldest = await uow.read(oldest_pending, parts.orders)
     PENDING_SINCE.set((oldest or now).timestamp())
     return len(due)
 

@@ -11,7 +11,7 @@ import structlog
 from opentelemetry import propagate, trace
 from sqlalchemy.orm import Session
 
-from agora.db import UnitOfWork
+from agora.db import Reads, UnitOfWork
 from agora.messaging.outbox import record
 from orders.application.checkout import send
 from orders.application.events import order_placed
@@ -65,7 +65,7 @@ async def place_order(uow: UnitOfWork, parts: Parts, command: PlaceOrder) -> Pla
     # A replay needs neither the catalogue nor payments: answer it before calling them, even
     # when no new checkout is admitted.
     limit = parts.rules.max_in_flight
-    earlier, in_flight = await uow.query(
+    earlier, in_flight = await uow.read(
         before_placing, parts.orders, command.user_id, command.idempotency_key, limit
     )
     if earlier is not None:
@@ -103,9 +103,7 @@ async def place_order(uow: UnitOfWork, parts: Parts, command: PlaceOrder) -> Pla
     try:
         placed = await uow.run(record_order, parts.orders, order, commands)
     except DuplicateOrder:
-        winner = await uow.query(
-            find_by_key, parts.orders, command.user_id, command.idempotency_key
-        )
+        winner = await uow.read(find_by_key, parts.orders, command.user_id, command.idempotency_key)
         if winner is None:  # the winner's row is committed before our insert fails
             raise
         return _replay(winner, body)
@@ -125,12 +123,12 @@ def record_order(session: Session, orders: Orders, order: Order, commands: Comma
     return Placed(order, replayed=False)
 
 
-def find_by_key(session: Session, orders: Orders, user_id: str, key: str) -> Order | None:
+def find_by_key(session: Reads, orders: Orders, user_id: str, key: str) -> Order | None:
     return orders.by_key(session, user_id, key)
 
 
 def before_placing(
-    session: Session, orders: Orders, user_id: str, key: str, at_most: int
+    session: Reads, orders: Orders, user_id: str, key: str, at_most: int
 ) -> tuple[Order | None, int]:
     """The order an earlier request with this key placed, if any, and how many checkouts are
     under way (counted up to ``at_most``), in one read."""

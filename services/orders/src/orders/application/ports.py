@@ -76,7 +76,7 @@ class Orders(Protocol):
     def add(self, session: Session, order: Order) -> None:
         """Store a new order; :class:`DuplicateOrder` when its (user, key) is taken."""
 
-    def by_key(self, session: Session, user_id: str, idempotency_key: str) -> Order | None: ...
+    def by_key(self, session: Reads, user_id: str, idempotency_key: str) -> Order | None: ...
 
     def get(
         self, session: Reads, order_id: str, *, lock: bool = False, skip_locked: bool = False
@@ -89,13 +89,13 @@ class Orders(Protocol):
     def listing(self, session: Reads, listing: Listing, limit: int) -> list[Order]:
         """Up to ``limit`` orders matching ``listing``, newest first, after its cursor."""
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[Due]:
+    def due(self, session: Reads, now: datetime, limit: int) -> list[Due]:
         """Up to ``limit`` checkouts whose deadline is at or before ``now``, earliest first."""
 
-    def oldest_pending(self, session: Session) -> datetime | None:
+    def oldest_pending(self, session: Reads) -> datetime | None:
         """When the oldest order still PENDING was placed; None when none is."""
 
-    def in_flight(self, session: Session, at_most: int) -> int:
+    def in_flight(self, session: Reads, at_most: int) -> int:
         """How many checkouts are under way (their orders PENDING), counted up to ``at_most``."""
 
 
