@@ -20,6 +20,7 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    bindparam,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -125,6 +126,28 @@ def _reservation_values(reservation: Reservation) -> dict[str, Any]:
     }
 
 
+# Built once, their values passed at each execution: every checkout reads and writes its stock
+# rows and its reservation several times, and building these statements with their values in them
+# (and the cache key of each) cost more than running them.
+_STOCK = (
+    select(*STOCK_COLUMNS)
+    .where(stock.c.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(stock.c.sku)
+)
+# PostgreSQL locks the rows in the sort order: every transaction takes them by sku, so none waits
+# for a row another holds while holding one that other wants. SQLite ignores it: its write
+# transactions run one at a time (BEGIN IMMEDIATE).
+_STOCK_FOR_UPDATE = _STOCK.with_for_update()
+# The SET clause of an update is the columns of its parameters; the key is a parameter of its own.
+_UPDATE_STOCK = stock.update().where(stock.c.sku == bindparam("stock_sku"))
+_RESERVATION = select(*RESERVATION_COLUMNS).where(reservations.c.order_id == bindparam("order_id"))
+_RESERVATION_FOR_UPDATE = _RESERVATION.with_for_update()
+_INSERT_RESERVATION = reservations.insert()
+_UPDATE_RESERVATION = reservations.update().where(
+    reservations.c.order_id == bindparam("reservation_id")
+)
+
+
 class SqlStockrooms:
     """The :class:`inventory.application.Stockrooms` port in the service's database."""
 
@@ -133,13 +156,8 @@ class SqlStockrooms:
     ) -> list[Stock]:
         if not skus:
             return []
-        statement = select(*STOCK_COLUMNS).where(stock.c.sku.in_(skus)).order_by(stock.c.sku)
-        if for_update:
-            # PostgreSQL locks the rows in the sort order: every transaction takes them by sku,
-            # so none waits for a row another holds while holding one that other wants.
-            # SQLite ignores it: its write transactions run one at a time (BEGIN IMMEDIATE).
-            statement = statement.with_for_update()
-        return [_stock(row) for row in session.execute(statement)]
+        statement = _STOCK_FOR_UPDATE if for_update else _STOCK
+        return [_stock(row) for row in session.execute(statement, {"skus": list(skus)})]
 
     def open(self, session: Session, skus: Iterable[str]) -> None:
         rows = [
@@ -149,39 +167,36 @@ class SqlStockrooms:
             session.execute(insert_if_absent(session, stock).values(rows))
 
     def save(self, session: Session, rows: Iterable[Stock]) -> None:
-        for row in rows:
-            session.execute(
-                stock.update()
-                .where(stock.c.sku == row.sku)
-                .values(
-                    on_hand=row.on_hand,
-                    reserved=row.reserved,
-                    seeded=row.seeded,
-                    adjusted=row.adjusted,
-                )
-            )
+        changes = [
+            {
+                "stock_sku": row.sku,
+                "on_hand": row.on_hand,
+                "reserved": row.reserved,
+                "seeded": row.seeded,
+                "adjusted": row.adjusted,
+            }
+            for row in rows
+        ]
+        if changes:
+            session.execute(_UPDATE_STOCK, changes)
 
     def reservation(
         self, session: Session, order_id: str, *, for_update: bool = False
     ) -> Reservation | None:
-        statement = select(*RESERVATION_COLUMNS).where(reservations.c.order_id == order_id)
-        if for_update:
-            statement = statement.with_for_update()
-        row = session.execute(statement).first()
+        statement = _RESERVATION_FOR_UPDATE if for_update else _RESERVATION
+        row = session.execute(statement, {"order_id": order_id}).first()
         return None if row is None else _reservation(row)
 
     def add_reservation(self, session: Session, reservation: Reservation) -> None:
         session.execute(
-            reservations.insert().values(
-                order_id=reservation.order_id, **_reservation_values(reservation)
-            )
+            _INSERT_RESERVATION,
+            {"order_id": reservation.order_id, **_reservation_values(reservation)},
         )
 
     def save_reservation(self, session: Session, reservation: Reservation) -> None:
         session.execute(
-            reservations.update()
-            .where(reservations.c.order_id == reservation.order_id)
-            .values(**_reservation_values(reservation))
+            _UPDATE_RESERVATION,
+            {"reservation_id": reservation.order_id, **_reservation_values(reservation)},
         )
 
     def due(self, session: Session, now: datetime, limit: int) -> list[Reservation]:

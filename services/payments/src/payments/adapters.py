@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     func,
     select,
     tuple_,
@@ -182,34 +183,42 @@ def _due(now: datetime) -> Any:
     )
 
 
+# Built once, their values passed at each execution: a payment is read, written and booked
+# several times in every checkout, and building these statements with their values in them (and
+# the cache key of each) cost more than running them.
+_BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
+_BY_ORDER_FOR_UPDATE = _BY_ORDER.with_for_update()
+_INSERT_PAYMENT = payments.insert()
+_UPDATE_PAYMENT = payments.update().where(payments.c.id == bindparam("payment_id"))
+_INSERT_MOVEMENT = ledger_movements.insert()
+
+
 class SqlPayments:
     """The :class:`payments.application.Payments` port in SQL, within the caller's session."""
 
     def get(self, session: Session, order_id: str, *, for_update: bool = False) -> Payment | None:
-        statement = select(payments).where(payments.c.order_id == order_id)
-        if for_update:
-            statement = statement.with_for_update()
-        row = session.execute(statement).first()
+        statement = _BY_ORDER_FOR_UPDATE if for_update else _BY_ORDER
+        row = session.execute(statement, {"order_id": order_id}).first()
         return None if row is None else _payment(row)
 
     def add(self, session: Session, payment: Payment) -> None:
-        session.execute(payments.insert().values(id=payment.id, **_values(payment)))
+        session.execute(_INSERT_PAYMENT, {"id": payment.id, **_values(payment)})
 
     def save(self, session: Session, payment: Payment) -> None:
-        session.execute(
-            payments.update().where(payments.c.id == payment.id).values(**_values(payment))
-        )
+        # The SET clause is the columns of the parameters: every one but the id.
+        session.execute(_UPDATE_PAYMENT, {"payment_id": payment.id, **_values(payment)})
 
     def book(self, session: Session, payment: Payment, movement: Movement, now: datetime) -> None:
         result = session.execute(
-            ledger_movements.insert().values(
-                order_id=payment.order_id,
-                payment_id=payment.id,
-                kind=movement.kind.value,
-                amount=movement.amount,
-                currency=movement.currency,
-                created_at=now,
-            )
+            _INSERT_MOVEMENT,
+            {
+                "order_id": payment.order_id,
+                "payment_id": payment.id,
+                "kind": movement.kind.value,
+                "amount": movement.amount,
+                "currency": movement.currency,
+                "created_at": now,
+            },
         )
         movement_id = inserted_key(result)
         session.execute(
