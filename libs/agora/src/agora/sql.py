@@ -37,6 +37,16 @@ def insert_if_absent(session: Session, table: Table) -> Insert:
     return dialect_insert(session, table).on_conflict_do_nothing()
 
 
+def inserts_if_absent(table: Table) -> dict[str, Insert]:
+    """:func:`insert_if_absent` of ``table`` built once for each store, by dialect name: for a
+    statement run so often (an inbox's, a processor's record) that building it on every call
+    costs more than running it. Its values are passed at execution."""
+    return {
+        "postgresql": postgresql.insert(table).on_conflict_do_nothing(),
+        "sqlite": sqlite.insert(table).on_conflict_do_nothing(),
+    }
+
+
 def rowcount(result: Result[Any]) -> int:
     """How many rows the INSERT, UPDATE or DELETE that answered ``result`` wrote (for an
     UPDATE, the rows its WHERE matched)."""

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from agora.columns import serial, serial_key, timestamp
 from agora.db import UnitOfWork, aware
-from agora.sql import insert_if_absent, inserted_key, take_lease
+from agora.sql import inserted_key, inserts_if_absent, take_lease
 from payments.application import (
     Authorization,
     Declined,
@@ -390,15 +390,39 @@ class SimulatedProcessor:
         await self.uow.run(_settle, Operation.REFUND, authorization, amount, reference)
 
 
+# The simulated processor's statements, built once as the payments' are (above): it is asked
+# to tokenize, authorize and capture in every checkout.
+_INSERT_CARD = processor_cards.insert()
+_CARD = select(processor_cards.c.brand, processor_cards.c.last4, processor_cards.c.behaviour).where(
+    processor_cards.c.token == bindparam("token")
+)
+_AUTHORIZED = select(processor_operations.c.reference).where(
+    processor_operations.c.authorization_id == bindparam("authorization_id"),
+    processor_operations.c.kind == Operation.AUTHORIZE.value,
+    processor_operations.c.outcome == APPROVED,
+)
+_DONE = select(processor_operations.c.outcome, processor_operations.c.authorization_id).where(
+    processor_operations.c.reference == bindparam("reference")
+)
+# An operation recorded unless its reference was, answering with the row written.
+_RECORD = {
+    dialect: insert.returning(
+        processor_operations.c.outcome, processor_operations.c.authorization_id
+    )
+    for dialect, insert in inserts_if_absent(processor_operations).items()
+}
+
+
 def _add_card(session: Session, card: Card, behaviour: Behaviour) -> None:
     session.execute(
-        processor_cards.insert().values(
-            token=card.token,
-            brand=card.brand,
-            last4=card.last4,
-            behaviour=behaviour.value,
-            created_at=datetime.now(UTC),
-        )
+        _INSERT_CARD,
+        {
+            "token": card.token,
+            "brand": card.brand,
+            "last4": card.last4,
+            "behaviour": behaviour.value,
+            "created_at": datetime.now(UTC),
+        },
     )
 
 
@@ -407,11 +431,7 @@ def _authorize(
 ) -> Authorization | Behaviour | str:
     """An authorization, the reason of a refusal (a string), or the error or timeout
     behaviour (nothing recorded: the attempt may be made again)."""
-    card = session.execute(
-        select(processor_cards.c.brand, processor_cards.c.last4, processor_cards.c.behaviour).where(
-            processor_cards.c.token == token
-        )
-    ).first()
+    card = session.execute(_CARD, {"token": token}).first()
     # A token the processor never issued is a card it declines.
     behaviour = Behaviour(card.behaviour) if card is not None else Behaviour.DECLINE
     if behaviour in (Behaviour.ERROR, Behaviour.TIMEOUT):
@@ -438,13 +458,7 @@ def _authorize(
 def _settle(
     session: Session, kind: Operation, authorization: str, amount: int | None, reference: str
 ) -> None:
-    given = session.execute(
-        select(processor_operations.c.reference).where(
-            processor_operations.c.authorization_id == authorization,
-            processor_operations.c.kind == Operation.AUTHORIZE.value,
-            processor_operations.c.outcome == APPROVED,
-        )
-    ).first()
+    given = session.execute(_AUTHORIZED, {"authorization_id": authorization}).first()
     if given is None:
         raise Declined("unknown_authorization")
     _record(
@@ -458,20 +472,15 @@ def _settle(
 
 
 def _done(session: Session, reference: str) -> Row[Any, Any] | None:
-    return session.execute(
-        select(processor_operations.c.outcome, processor_operations.c.authorization_id).where(
-            processor_operations.c.reference == reference
-        )
-    ).first()
+    return session.execute(_DONE, {"reference": reference}).first()
 
 
 def _record(session: Session, *, reference: str, **values: Any) -> Row[Any, Any]:
     """Record an operation as done unless one with the reference was (asked before, or by a
     concurrent call); either way, the first one recorded. One statement when it is new."""
+    statement = _RECORD[session.get_bind().dialect.name]
     inserted = session.execute(
-        insert_if_absent(session, processor_operations)
-        .values(reference=reference, created_at=datetime.now(UTC), **values)
-        .returning(processor_operations.c.outcome, processor_operations.c.authorization_id)
+        statement, {"reference": reference, "created_at": datetime.now(UTC), **values}
     ).first()
     done = inserted if inserted is not None else _done(session, reference)
     assert done is not None

@@ -54,7 +54,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from agora.backoff import Backoff, retrying, warn
@@ -62,6 +61,7 @@ from agora.messaging.broker import Broker
 from agora.messaging.envelope import CloudEvent, dead_letter_subject, stream_name
 from agora.messaging.schema import inbox
 from agora.messaging.subscriptions import Subscription
+from agora.sql import inserts_if_absent
 from agora.tasks import cancel_and_wait
 from agora.telemetry import SERVICE
 from agora.transactions import Transactions
@@ -183,10 +183,7 @@ def apply(
 # transaction on the primary key. Built once and run on the connection: this runs for every
 # message, and building the statement and passing it through the ORM session cost more than the
 # insert itself.
-_INBOX_INSERT = {
-    "postgresql": postgresql.insert(inbox).on_conflict_do_nothing(),
-    "sqlite": sqlite.insert(inbox).on_conflict_do_nothing(),
-}
+_INBOX_INSERT = inserts_if_absent(inbox)
 
 
 def _record_in_inbox(session: Session, consumer: str, event_id: str) -> bool:
