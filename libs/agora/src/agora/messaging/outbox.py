@@ -42,6 +42,10 @@ def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent
     return cloud_event
 
 
+# Built once: every transaction that records an event runs it.
+_INSERT = insert(outbox)
+
+
 def write_recorded(session: Session) -> int:
     """Write the events recorded in this session into the outbox; how many there were."""
     recorded: list[tuple[CloudEvent, str, str | None]] = session.info.pop(RECORDED, [])
@@ -63,5 +67,5 @@ def write_recorded(session: Session) -> int:
         for cloud_event, subject, traceparent in recorded
     ]
     # On the connection: the ORM session adds nothing to a plain insert but its cost.
-    session.connection().execute(insert(outbox), rows)
+    session.connection().execute(_INSERT, rows)
     return len(rows)
