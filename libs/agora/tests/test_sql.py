@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
-from agora.sql import dialect_insert, insert_if_absent, inserted_key, rowcount
+from agora.sql import dialect_insert, insert_if_absent, inserted_key, inserts_if_absent, rowcount
 
 metadata = MetaData()
 names = Table(
@@ -55,6 +55,25 @@ async def test_an_insert_if_absent_writes_a_new_row_and_skips_one_already_there(
     assert await uow.run(add, "ada") == 1
     assert await uow.run(add, "ada") == 0
     assert await uow.run(add, "grace") == 1
+
+    assert await uow.query(rows) == [("ada", 1), ("grace", 1)]
+
+
+BUILT = inserts_if_absent(names)
+
+
+def add_built(session: Session, name: str) -> int:
+    statement = BUILT[session.get_bind().dialect.name]
+    return rowcount(session.execute(statement, {"name": name, "seen": 1}))
+
+
+async def test_an_insert_if_absent_built_ahead_for_each_store_skips_a_row_already_there_too(
+    uow: UnitOfWork,
+) -> None:
+    assert await uow.run(add_built, "ada") == 1
+    assert await uow.run(add_built, "ada") == 0
+    assert await uow.run(add, "grace") == 1
+    assert await uow.run(add_built, "grace") == 0
 
     assert await uow.query(rows) == [("ada", 1), ("grace", 1)]
 
