@@ -21,10 +21,12 @@ import httpx
 import pytest
 
 from agora_tools.harness import ADDRESS, RunningSystem, shop_settings
-from agora_tools.harness import APPROVED as APPROVED  # the system tests' card, from here
 
-ADMIN_EMAIL = "admin@shop.example"
-ADMIN_PASSWORD = "tide-pool lantern orchard 42"
+# The shop's admin and the approved card, as every shop the harness starts has them; the browser
+# tests import them from here.
+from agora_tools.harness import ADMIN_EMAIL as ADMIN_EMAIL
+from agora_tools.harness import ADMIN_PASSWORD as ADMIN_PASSWORD
+from agora_tools.harness import APPROVED as APPROVED
 
 # The simulated processor's test cards.
 DECLINED = "4000 0000 0000 0002"

@@ -77,9 +77,10 @@ ADDRESS = {
 
 # The card they pay with: payments' simulated processor approves it.
 APPROVED = "4242 4242 4242 4242"
-# The admin account of a shop started for a benchmark or a load run (a throwaway shop's).
+# The admin account of a shop started for a benchmark, a load run or a system test. The
+# password passes the production profile's checks too (none of the email's name part in it).
 ADMIN_EMAIL = "admin@shop.example"
-ADMIN_PASSWORD = "throwaway shop admin passphrase"  # noqa: S105 (a throwaway shop's)
+ADMIN_PASSWORD = "tide-pool lantern orchard 42"  # noqa: S105 (a throwaway shop's)
 
 # The shapes `agora up` may run the shop in (ADR 53), as its extra arguments: a process per
 # service, or every Python service and the gateway in one. The system tests run in both.
