@@ -126,9 +126,8 @@ def _reservation_values(reservation: Reservation) -> dict[str, Any]:
     }
 
 
-# Built once, their values passed at each execution: every checkout reads and writes its stock
-# rows and its reservation several times, and building these statements with their values in them
-# (and the cache key of each) cost more than running them.
+# Built once, their values passed at each execution (ADR 57): every checkout reads and writes its
+# stock rows and its reservation several times.
 _STOCK = (
     select(*STOCK_COLUMNS)
     .where(stock.c.sku.in_(bindparam("skus", expanding=True)))

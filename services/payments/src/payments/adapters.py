@@ -183,9 +183,8 @@ def _due(now: datetime) -> Any:
     )
 
 
-# Built once, their values passed at each execution: a payment is read, written and booked
-# several times in every checkout, and building these statements with their values in them (and
-# the cache key of each) cost more than running them.
+# Built once, their values passed at each execution (ADR 57): a payment is read, written and
+# booked several times in every checkout.
 _BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
 _BY_ORDER_FOR_UPDATE = _BY_ORDER.with_for_update()
 _INSERT_PAYMENT = payments.insert()
@@ -390,8 +389,8 @@ class SimulatedProcessor:
         await self.uow.run(_settle, Operation.REFUND, authorization, amount, reference)
 
 
-# The simulated processor's statements, built once as the payments' are (above): it is asked
-# to tokenize, authorize and capture in every checkout.
+# The simulated processor's, built once too: it tokenizes, authorizes and captures in every
+# checkout.
 _INSERT_CARD = processor_cards.insert()
 _CARD = select(processor_cards.c.brand, processor_cards.c.last4, processor_cards.c.behaviour).where(
     processor_cards.c.token == bindparam("token")

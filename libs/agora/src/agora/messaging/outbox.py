@@ -42,7 +42,7 @@ def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent
     return cloud_event
 
 
-# Built once: every transaction that records an event runs it.
+# Built once (ADR 57): every transaction that records an event runs it.
 _INSERT = insert(outbox)
 
 

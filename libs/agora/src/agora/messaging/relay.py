@@ -106,8 +106,7 @@ def pending_rows(session: Reads, limit: int) -> list[Pending]:
     return [Pending(*row) for row in rows]
 
 
-# Built once, the rows and the time passed at execution: the relay marks every batch it published,
-# and building the statement with its values in it cost more than running it.
+# Built once, the rows and the time passed at execution (ADR 57): it marks every batch published.
 _MARK_SENT = (
     update(outbox)
     .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)), outbox.c.status == "pending")
@@ -142,10 +141,10 @@ class Look:
     waiting: int
 
 
-def look(connection: Reads, limit: int) -> Look:
-    rows = pending_rows(connection, limit)
+def look(session: Reads, limit: int) -> Look:
+    rows = pending_rows(session, limit)
     # Fewer than a batch is all of them: count only when a full batch says more may wait.
-    return Look(rows, backlog(connection) if len(rows) >= limit else len(rows))
+    return Look(rows, backlog(session) if len(rows) >= limit else len(rows))
 
 
 def _timestamp(moment: datetime) -> float:
