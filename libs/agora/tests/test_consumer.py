@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +24,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -34,6 +46,7 @@ from agora.messaging.broker import Broker
 from agora.messaging.consumer import DEAD_LETTER_SLACK, Consumers, apply
 from agora.messaging.deadletters import DeadLetter, dead_letters
 from agora.messaging.envelope import CloudEvent, stream_name
+from agora.messaging.outbox import record
 from agora.messaging.subscriptions import Handler, Subscription
 from agora_tools.cli import app
 from agora_tools.runner import Layout, RunnerLock
@@ -344,6 +357,115 @@ async def test_two_replicas_of_a_service_share_its_durable_and_apply_each_event_
     finally:
         await first.dispose()
         await second.dispose()
+
+
+# -- a fetch's messages in one transaction ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def commits_of(database: str) -> Iterator[list[str]]:
+    """The commits of transactions on ``database`` while inside, one entry each."""
+    seen: list[str] = []
+
+    def committed(connection: Connection) -> None:
+        if str(connection.engine.url) == database:
+            seen.append("commit")
+
+    event.listen(Engine, "commit", committed)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "commit", committed)
+
+
+async def test_the_messages_of_one_fetch_are_applied_in_one_transaction(
+    broker: Broker, uow: UnitOfWork, database: str, service: str
+) -> None:
+    events = [await publish(broker, f"note {n}") for n in range(30)]
+    with commits_of(database) as commits:
+        async with running(noting(service, uow, broker, batch=10)):
+            await applied_once(uow, events, "the events were not applied")
+
+            async def all_acked() -> bool:
+                return consumed(service, "handled") == 30
+
+            await eventually(all_acked, "not every event was acked")
+    # 30 waiting messages come in fetches of 10 at most: far fewer commits than messages.
+    assert 3 <= len(commits) < 30, commits
+
+
+async def test_a_handler_failing_inside_a_batch_fails_its_message_alone(
+    broker: Broker, uow: UnitOfWork, service: str
+) -> None:
+    calls: list[str] = []
+
+    def once_failing(event: Noted) -> bool:
+        calls.append(event.note)
+        return event.note == "note 4" and calls.count("note 4") == 1
+
+    events = [await publish(broker, f"note {n}") for n in range(10)]
+    async with running(noting(service, uow, broker, recorder(fails=once_failing), batch=10)):
+        await applied_once(uow, events, "the events were not all applied")
+
+        async def settled() -> bool:
+            return consumed(service, "handled") == 10
+
+        await eventually(settled, "not every event was acked")
+    # The failing message was tried once a delivery: it failed, was redelivered, and applied.
+    assert calls.count("note 4") == 2
+    assert consumed(service, "failed") == 1
+    # Those behind it were applied once, in a transaction the failure did not touch.
+    assert all(calls.count(f"note {n}") == 1 for n in range(5, 10)), calls
+    assert consumed(service, "duplicate") == 0
+
+
+async def test_events_recorded_by_a_batch_carry_the_trace_of_their_own_message(
+    broker: Broker, uow: UnitOfWork, service: str
+) -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+
+    def note_and_record(session: Session, event: Noted, envelope: CloudEvent) -> None:
+        record(session, Noted(note=f"after {event.note}"), aggregate=envelope.id)
+
+    recordings = {}
+    for n in range(5):
+        with tracer.start_as_current_span(f"place {n}") as recording:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        event = await publish(broker, f"note {n}", headers=carrier)
+        recordings[event.id] = recording.get_span_context()
+    consumers = noting(service, uow, broker, note_and_record, tracer_provider=provider)
+    async with running(consumers):
+
+        async def all_recorded() -> bool:
+            return len(await uow.query(outbox_rows)) == 5
+
+        await eventually(all_recorded, "not every handler recorded its event")
+    processed = {
+        span.attributes["messaging.message.id"]: span
+        for span in spans.get_finished_spans()
+        if span.name == f"{SUBJECT} process" and span.attributes is not None
+    }
+    assert set(processed) == set(recordings)
+    for aggregate, traceparent in await uow.query(outbox_rows):
+        span = processed[aggregate]
+        # Each process span is its own message's recording's child ...
+        assert span.parent is not None
+        assert span.parent.span_id == recordings[aggregate].span_id
+        # ... and the event its handler recorded continues that span, not another message's.
+        context = span.context
+        assert traceparent.split("-")[1:3] == [
+            f"{context.trace_id:032x}",
+            f"{context.span_id:016x}",
+        ]
+
+
+def outbox_rows(session: Session) -> list[tuple[str, str]]:
+    rows = session.execute(select(schema.outbox.c.aggregate, schema.outbox.c.traceparent))
+    return [(aggregate, traceparent) for aggregate, traceparent in rows]
 
 
 # -- poison and dead letters ------------------------------------------------------------------

@@ -33,6 +33,7 @@ Writer = Callable[[Session], int]
 SOURCE = "agora.source"
 BEFORE_COMMIT = "agora.before_commit"
 ON_COMMIT = "agora.on_commit"
+WRITTEN = "agora.events_written"
 
 
 class Transactions(Protocol):
@@ -79,9 +80,19 @@ def on_commit(session: Session, callback: Callback) -> None:
     session.info.setdefault(ON_COMMIT, []).append(callback)
 
 
-def finish(session: Session) -> tuple[int, list[Callback]]:
-    """Run the writers the handler asked for; how many events they wrote, and the callbacks for
-    after the commit. The unit of work calls it when the handler has returned."""
+def write_pending(session: Session) -> None:
+    """Run the writers asked for so far, now, in the transaction; what they wrote is counted for
+    :func:`finish`. For a handler that runs several others in one transaction (a consumer's
+    batch): each one's events are written while its own span is current, as if it ran alone."""
     writers: list[Writer] = session.info.pop(BEFORE_COMMIT, [])
-    events = sum(write(session) for write in writers) if writers else 0
-    return events, session.info.pop(ON_COMMIT, [])
+    if writers:
+        written = sum(write(session) for write in writers)
+        session.info[WRITTEN] = session.info.get(WRITTEN, 0) + written
+
+
+def finish(session: Session) -> tuple[int, list[Callback]]:
+    """Run the writers the handler asked for; how many events were written in the transaction,
+    and the callbacks for after the commit. The unit of work calls it when the handler has
+    returned."""
+    write_pending(session)
+    return session.info.pop(WRITTEN, 0), session.info.pop(ON_COMMIT, [])
