@@ -203,6 +203,14 @@ async def count_applied(uow: UnitOfWork) -> dict[str, int]:
     return await uow.query(applications)
 
 
+def recorded_spans() -> tuple[InMemorySpanExporter, TracerProvider]:
+    """A tracer provider of the test's own, and what keeps the spans it finishes."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    return spans, provider
+
+
 async def applied_once(uow: UnitOfWork, events: Iterable[CloudEvent], what: str) -> None:
     """Wait until each of ``events``, and no other, has been applied exactly once; fail saying
     ``what`` did not happen."""
@@ -422,9 +430,7 @@ async def test_a_handler_failing_inside_a_batch_fails_its_message_alone(
 async def test_events_recorded_by_a_batch_carry_the_trace_of_their_own_message(
     broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
+    spans, provider = recorded_spans()
     tracer = provider.get_tracer("test")
 
     def note_and_record(session: Session, event: Noted, envelope: CloudEvent) -> None:
@@ -692,9 +698,7 @@ async def test_consumers_carry_on_after_the_broker_restarts(
 async def test_the_consumer_span_is_a_child_of_the_span_that_recorded_the_event(
     broker: Broker, uow: UnitOfWork, service: str
 ) -> None:
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
+    spans, provider = recorded_spans()
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("place order") as recording:
         carrier: dict[str, str] = {}
