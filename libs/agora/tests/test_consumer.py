@@ -17,7 +17,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, DeliverPolicy
 from nats.js.errors import NotFoundError
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from agora.db import UnitOfWork
+from agora.db import UnitOfWork, on_commit
 from agora.messaging import schema
 from agora.messaging.broker import Broker
 from agora.messaging.consumer import DEAD_LETTER_SLACK, Consumers, apply
@@ -467,6 +467,35 @@ async def test_events_recorded_by_a_batch_carry_the_trace_of_their_own_message(
             f"{context.trace_id:032x}",
             f"{context.span_id:016x}",
         ]
+
+
+async def test_what_a_batch_asks_for_after_its_commit_runs_under_its_own_message_span(
+    broker: Broker, uow: UnitOfWork, service: str
+) -> None:
+    spans, provider = recorded_spans()
+    # The current span's id when each event's after-commit callback ran, by event id.
+    called: dict[str, int] = {}
+
+    def note_then_hand_over(session: Session, event: Noted, envelope: CloudEvent) -> None:
+        def hand_over() -> None:
+            called[envelope.id] = trace.get_current_span().get_span_context().span_id
+
+        on_commit(session, hand_over)
+
+    events = [await publish(broker, f"note {n}") for n in range(5)]
+    consumers = noting(service, uow, broker, note_then_hand_over, tracer_provider=provider)
+    async with running(consumers):
+
+        async def all_called() -> bool:
+            return len(called) == 5
+
+        await eventually(all_called, "not every callback ran")
+    processed = {
+        span.attributes["messaging.message.id"]: span.context.span_id
+        for span in spans.get_finished_spans()
+        if span.name == f"{SUBJECT} process" and span.attributes is not None
+    }
+    assert called == {event.id: processed[event.id] for event in events}
 
 
 def outbox_rows(session: Session) -> list[tuple[str, str]]:

@@ -12,6 +12,8 @@ it so, ADR 36): both import this module.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -76,8 +78,13 @@ def before_commit(session: Session, writer: Writer) -> None:
 def on_commit(session: Session, callback: Callback) -> None:
     """Call ``callback`` once this handler's transaction has committed; never if it rolls back
     (a retried attempt's callbacks go with it). For what must happen only after the change is
-    durable, such as handing the committed work to a worker of this process."""
-    session.info.setdefault(ON_COMMIT, []).append(callback)
+    durable, such as handing the committed work to a worker of this process.
+
+    It runs in the context it was asked for in: the span of the request or message the handler
+    served is current in it, even when one transaction served several messages (ADR 58)."""
+    session.info.setdefault(ON_COMMIT, []).append(
+        functools.partial(contextvars.copy_context().run, callback)
+    )
 
 
 def write_pending(session: Session) -> None:
