@@ -36,6 +36,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
@@ -425,6 +426,33 @@ async def test_a_handler_failing_inside_a_batch_fails_its_message_alone(
     # Those behind it were applied once, in a transaction the failure did not touch.
     assert all(calls.count(f"note {n}") == 1 for n in range(5, 10)), calls
     assert consumed(service, "duplicate") == 0
+
+
+async def test_a_database_error_in_a_batch_applies_each_message_alone(
+    broker: Broker, uow: UnitOfWork, service: str
+) -> None:
+    record_note = recorder()
+
+    # Named as the recorder's handler, so that the counters read are this consumer's.
+    def note_applied(session: Session, event: Noted, envelope: CloudEvent) -> None:
+        if event.note == "broken":
+            session.execute(text("INSERT INTO no_such_table VALUES (1)"))
+        record_note(session, event, envelope)
+
+    broken = await publish(broker, "broken")
+    events = [await publish(broker, f"note {n}") for n in range(5)]
+    async with running(noting(service, uow, broker, note_applied, batch=10, ack_wait=30.0)):
+
+        async def dead_lettered() -> bool:
+            return any(letter.id == broken.id for letter in await listed_dead(broker))
+
+        await eventually(dead_lettered, "the broken event never reached the dead letters")
+        await applied_once(uow, events, "the events beside the broken one were not applied")
+    (letter,) = [letter for letter in await listed_dead(broker) if letter.id == broken.id]
+    assert "no such table: no_such_table" in letter.error
+    assert consumed(service, "failed") == 2
+    assert consumed(service, "dead") == 1
+    assert consumed(service, "handled") == 5
 
 
 async def test_events_recorded_by_a_batch_carry_the_trace_of_their_own_message(

@@ -613,24 +613,11 @@ class _Loop:
                     await self._settle_failed(taken[0], error)
                     return
                 for one in taken:
-                    await self._apply_alone(one)
+                    await self._apply([one])
                 return
             for one, was_applied in zip(taken, applied, strict=True):
                 await self._settle_applied(one, was_applied)
             return
-
-    async def _apply_alone(self, taken: _Taken) -> None:
-        assert taken.envelope is not None
-        assert taken.event is not None
-        with trace.use_span(taken.span, end_on_exit=False):
-            try:
-                applied = await self.owner.uow.run(
-                    apply, self.name, taken.event_id, self.subscription, taken.event, taken.envelope
-                )
-            except Exception as error:
-                await self._settle_failed(taken, error)
-                return
-        await self._settle_applied(taken, applied)
 
     async def _settle_applied(self, taken: _Taken, applied: bool) -> None:
         with trace.use_span(taken.span, end_on_exit=False):
