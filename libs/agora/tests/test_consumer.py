@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,13 +26,10 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
-    Connection,
-    Engine,
     Integer,
     MetaData,
     String,
     Table,
-    event,
     func,
     insert,
     select,
@@ -51,7 +48,14 @@ from agora.messaging.outbox import record
 from agora.messaging.subscriptions import Handler, Subscription
 from agora_tools.cli import app
 from agora_tools.runner import Layout, RunnerLock
-from agora_tools.testing import NatsServer, connected, eventually, free_port, quick_consumers
+from agora_tools.testing import (
+    NatsServer,
+    commits_of,
+    connected,
+    eventually,
+    free_port,
+    quick_consumers,
+)
 
 # Each test takes seconds; a hang should fail fast, not after the suite's five minutes.
 pytestmark = pytest.mark.timeout(60)
@@ -369,22 +373,6 @@ async def test_two_replicas_of_a_service_share_its_durable_and_apply_each_event_
 
 
 # -- a fetch's messages in one transaction ----------------------------------------------------
-
-
-@contextlib.contextmanager
-def commits_of(database: str) -> Iterator[list[str]]:
-    """The commits of transactions on ``database`` while inside, one entry each."""
-    seen: list[str] = []
-
-    def committed(connection: Connection) -> None:
-        if str(connection.engine.url) == database:
-            seen.append("commit")
-
-    event.listen(Engine, "commit", committed)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "commit", committed)
 
 
 async def test_the_messages_of_one_fetch_are_applied_in_one_transaction(

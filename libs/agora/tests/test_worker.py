@@ -1,19 +1,38 @@
 """The chassis's worker: claim in one step, call outside it, record in another; woken by a bell,
-or handed what a transaction leased itself while the loop runs."""
+or handed what a transaction leased itself while the loop runs. Outcomes ready together are
+recorded in one transaction, and one that cannot be recorded keeps no other from its record."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, insert
+from sqlalchemy.orm import Session
+
+from agora.db import UnitOfWork, on_commit
 from agora.tasks import Bell, Wakeup, Worker
 from agora_tools.pytest_plugin import Clock
+from agora_tools.testing import commits_of
 
 LEASE = timedelta(seconds=5)
 WAIT = 30.0  # seconds a step may take on a busy machine (a bound, not a measurement)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+metadata = MetaData()
+recorded = Table(
+    "recorded",
+    metadata,
+    Column("row", String, primary_key=True),
+    Column("outcome", String, nullable=False),
+    Column("request_id", String, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -24,13 +43,18 @@ class Claim:
 
 @dataclass
 class Rows:
-    """Steps over rows in memory: ``due`` waits to be claimed; what is called and recorded is
-    kept, with the request id each call ran under."""
+    """Steps over rows in memory, whose outcomes are recorded in a table of a real database:
+    ``due`` waits to be claimed; what is called is kept, with the request id each call ran
+    under, and so is what ran after each record's commit. A row in ``unrecordable`` is written
+    and then fails its record, so only a rollback keeps it out of the table."""
 
+    uow: UnitOfWork
+    path: Path
     due: list[str] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
+    unrecordable: set[str] = field(default_factory=set)
     called: list[tuple[str, str]] = field(default_factory=list)
-    recorded: list[tuple[str, str]] = field(default_factory=list)
+    committed: list[tuple[str, str]] = field(default_factory=list)
     claims: int = 0
 
     async def claim(self, now: datetime, lease: timedelta, limit: int) -> list[Claim]:
@@ -44,11 +68,42 @@ class Rows:
             raise RuntimeError("the far side broke")
         return f"done {claim.row}"
 
-    async def record(self, claim: Claim, outcome: str, now: datetime) -> None:
-        self.recorded.append((claim.row, outcome))
+    def record(self, session: Session, claim: Claim, outcome: str, now: datetime) -> None:
+        session.execute(
+            insert(recorded).values(row=claim.row, outcome=outcome, request_id=request_id.get())
+        )
+        if claim.row in self.unrecordable:
+            raise ValueError(f"{claim.row} cannot be recorded")
+        row, caller = claim.row, request_id.get()
+        on_commit(session, lambda: self.committed.append((row, caller)))
 
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"row": claim.row}
+
+    @property
+    def recorded(self) -> list[tuple[str, str]]:
+        """What the table holds, by row: each row's outcome."""
+        with sqlite3.connect(self.path) as connection:
+            return connection.execute("SELECT row, outcome FROM recorded ORDER BY row").fetchall()
+
+    @property
+    def recorded_under(self) -> dict[str, str]:
+        """The request id each row's record ran under."""
+        with sqlite3.connect(self.path) as connection:
+            return dict(connection.execute("SELECT row, request_id FROM recorded").fetchall())
+
+
+@pytest.fixture
+async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
+    uow = UnitOfWork(f"sqlite:///{tmp_path / 'worker.db'}")
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    yield uow
+    await uow.dispose()
+
+
+@pytest.fixture
+def rows(uow: UnitOfWork, tmp_path: Path) -> Rows:
+    return Rows(uow, tmp_path / "worker.db")
 
 
 async def eventually(check: object) -> None:
@@ -58,8 +113,10 @@ async def eventually(check: object) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_round_claims_what_is_due_calls_out_for_each_and_records_the_outcomes() -> None:
-    rows = Rows(due=["a", "b", "c"])
+async def test_a_round_claims_what_is_due_calls_out_for_each_and_records_the_outcomes(
+    rows: Rows,
+) -> None:
+    rows.due = ["a", "b", "c"]
     worker = Worker(rows, lease=LEASE, batch=2)
 
     assert await worker.run_once() == 2
@@ -68,17 +125,16 @@ async def test_a_round_claims_what_is_due_calls_out_for_each_and_records_the_out
     assert sorted(rows.recorded) == [("a", "done a"), ("b", "done b"), ("c", "done c")]
 
 
-async def test_a_failed_call_records_nothing_and_the_others_go_on() -> None:
-    rows = Rows(due=["a", "b"], failing={"a"})
+async def test_a_failed_call_records_nothing_and_the_others_go_on(rows: Rows) -> None:
+    rows.due, rows.failing = ["a", "b"], {"a"}
 
     assert await Worker(rows, lease=LEASE).run_once() == 2
 
     assert rows.recorded == [("b", "done b")]
 
 
-async def test_a_claim_whose_lease_ran_out_before_its_call_is_left_to_a_poll() -> None:
+async def test_a_claim_whose_lease_ran_out_before_its_call_is_left_to_a_poll(rows: Rows) -> None:
     clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
-    rows = Rows()
     worker = Worker(rows, lease=LEASE, clock=clock)
 
     await worker.complete(Claim("late", clock() - timedelta(seconds=1)))
@@ -87,8 +143,7 @@ async def test_a_claim_whose_lease_ran_out_before_its_call_is_left_to_a_poll() -
     assert rows.recorded == []
 
 
-async def test_the_loop_claims_when_the_bell_rings_and_not_before() -> None:
-    rows = Rows()
+async def test_the_loop_claims_when_the_bell_rings_and_not_before(rows: Rows) -> None:
     bell = Bell()
     worker = Worker(rows, lease=LEASE, poll=3600.0, wakeup=bell)
     loop = asyncio.create_task(worker.run())
@@ -104,8 +159,8 @@ async def test_the_loop_claims_when_the_bell_rings_and_not_before() -> None:
         await asyncio.gather(loop, return_exceptions=True)
 
 
-async def test_a_full_round_claims_again_at_once() -> None:
-    rows = Rows(due=[str(n) for n in range(5)])
+async def test_a_full_round_claims_again_at_once(rows: Rows) -> None:
+    rows.due = [str(n) for n in range(5)]
     worker = Worker(rows, lease=LEASE, poll=3600.0, batch=2)
     loop = asyncio.create_task(worker.run())
     try:
@@ -115,8 +170,9 @@ async def test_a_full_round_claims_again_at_once() -> None:
         await asyncio.gather(loop, return_exceptions=True)
 
 
-async def test_while_the_loop_runs_a_handed_claim_is_called_in_its_senders_context() -> None:
-    rows = Rows()
+async def test_while_the_loop_runs_a_handed_claim_is_called_in_its_senders_context(
+    rows: Rows,
+) -> None:
     wakeup: Wakeup[Claim] = Wakeup()
     worker = Worker(rows, lease=LEASE, poll=3600.0, wakeup=wakeup)
     loop = asyncio.create_task(worker.run())
@@ -126,8 +182,11 @@ async def test_while_the_loop_runs_a_handed_claim_is_called_in_its_senders_conte
         token = request_id.set("r-1")
         wakeup.hand(Claim("a", datetime.now(UTC) + LEASE))
         request_id.reset(token)
-        await eventually(lambda: rows.recorded == [("a", "done a")])
+        await eventually(lambda: rows.committed == [("a", "r-1")])
         assert rows.called == [("a", "r-1")]
+        # Recorded, and what its record left for after the commit run, in that context too.
+        assert rows.recorded == [("a", "done a")]
+        assert rows.recorded_under == {"a": "r-1"}
         assert rows.claims == claims  # no claim step of its own
     finally:
         loop.cancel()
@@ -146,3 +205,43 @@ async def test_without_a_running_loop_nothing_is_leased_and_a_ring_asks_for_a_po
     wakeup.nudge()
     assert not wakeup.take_poll()
     assert wakeup.handed() == []
+
+
+async def test_outcomes_ready_together_are_recorded_in_one_transaction(
+    rows: Rows, tmp_path: Path
+) -> None:
+    rows.due = [str(n) for n in range(8)]
+
+    with commits_of(f"sqlite:///{tmp_path / 'worker.db'}") as commits:
+        assert await Worker(rows, lease=LEASE, batch=8).run_once() == 8
+
+    assert rows.recorded == [(str(n), f"done {n}") for n in range(8)]
+    assert sorted(rows.committed) == [(str(n), "-") for n in range(8)]
+    assert len(commits) == 1
+
+
+async def test_each_record_runs_in_its_own_calls_context(rows: Rows) -> None:
+    worker = Worker(rows, lease=LEASE)
+    until = datetime.now(UTC) + LEASE
+
+    async def completed_under(row: str) -> None:
+        request_id.set(f"r-{row}")
+        await worker.complete(Claim(row, until))
+
+    await asyncio.gather(*(completed_under(row) for row in "abc"))
+
+    assert rows.recorded_under == {"a": "r-a", "b": "r-b", "c": "r-c"}
+    assert sorted(rows.committed) == [("a", "r-a"), ("b", "r-b"), ("c", "r-c")]
+
+
+async def test_an_outcome_that_cannot_be_recorded_keeps_no_other_from_its_record(
+    rows: Rows,
+) -> None:
+    rows.due, rows.unrecordable = ["a", "b", "c", "d"], {"b"}
+
+    assert await Worker(rows, lease=LEASE).run_once() == 4
+
+    # b's row was written before its record failed: rolled back, in the group and alone; the
+    # others recorded once each (the table's key would refuse a second).
+    assert rows.recorded == [("a", "done a"), ("c", "done c"), ("d", "done d")]
+    assert sorted(rows.committed) == [("a", "-"), ("c", "-"), ("d", "-")]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event
 
 from agora import context
 from agora.errors import PROBLEM_JSON
@@ -231,6 +231,23 @@ def started_together(apps: Sequence[Any]) -> Iterator[list[Any]]:
     finally:
         for client in started:
             client.__exit__(None, None, None)
+
+
+@contextmanager
+def commits_of(database: str) -> Iterator[list[str]]:
+    """The commits of transactions on the database at ``database`` (its URL) while inside, one
+    entry each: how many transactions some code ran, whatever unit of work ran them."""
+    seen: list[str] = []
+
+    def committed(connection: Connection) -> None:
+        if str(connection.engine.url) == database:
+            seen.append("commit")
+
+    event.listen(Engine, "commit", committed)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "commit", committed)
 
 
 def every_page(

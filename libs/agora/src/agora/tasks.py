@@ -8,8 +8,9 @@ A :class:`Worker` carries out work that must call the outside world (a card proc
 server) and must never hold a transaction open while it waits. A service gives it three
 :class:`Steps`: *claim* due rows, each with a lease, in one transaction (a conditional update, so
 two replicas never take the same row); *call* out for each, outside any transaction; *record* the
-outcome in another transaction. A process that dies between the call and the record loses the
-lease, and the row is claimed and called again: the service makes its calls safe to repeat. With a
+outcome in another transaction, which the outcomes ready at the same time share (ADR 59). A
+process that dies between the call and the record loses the lease, and the row is claimed and
+called again: the service makes its calls safe to repeat. With a
 :class:`Wakeup` for bell, a transaction that leaves work may lease it itself and *hand* it to the
 running loop once committed, which then calls out with no claim transaction of its own.
 
@@ -26,14 +27,19 @@ import asyncio
 import contextvars
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
 
+from agora.transactions import write_pending
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+    from agora.transactions import Transactions
 
 log = structlog.get_logger("agora.tasks")
 
@@ -137,7 +143,11 @@ class Leased(Protocol):
 
 
 class Steps(Protocol[C, R]):
-    """What a service tells a :class:`Worker`: how to claim, call and record."""
+    """What a service tells a :class:`Worker`: how to claim, call and record, and the unit of
+    work its outcomes are recorded with."""
+
+    @property
+    def uow(self) -> Transactions: ...
 
     async def claim(self, now: datetime, lease: timedelta, limit: int) -> list[C]:
         """Up to ``limit`` due rows, each leased until ``now + lease``, in one transaction;
@@ -147,8 +157,11 @@ class Steps(Protocol[C, R]):
         """Call out for ``claim``, outside any transaction and under a deadline; what happened,
         failures included (an exception leaves the claim to be claimed again)."""
 
-    async def record(self, claim: C, outcome: R, now: datetime) -> None:
-        """Write ``outcome`` in one transaction (unless another worker holds the row now)."""
+    def record(self, session: Session, claim: C, outcome: R, now: datetime) -> None:
+        """Write ``outcome`` in the transaction of ``session`` (unless another worker holds the
+        row now), which may record other claims' outcomes before and after it. It runs in the
+        context the claim was called in; what it asks to run after the commit
+        (:func:`agora.transactions.on_commit`) runs in that context too."""
 
     def describe(self, claim: C) -> dict[str, object]:
         """What a log line says of ``claim`` (its row's id, say; never a secret)."""
@@ -181,12 +194,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(slots=True)
+class _Answered(Generic[C, R]):
+    """A claim's outcome waiting to be recorded: when it came, the context its call ran in, and
+    the future its :meth:`Worker.complete` waits on."""
+
+    claim: C
+    outcome: R
+    now: datetime
+    context: contextvars.Context
+    recorded: asyncio.Future[None]
+
+
+def record_each(session: Session, steps: Steps[C, R], answered: Sequence[_Answered[C, R]]) -> None:
+    """Record each outcome in turn, in the caller's transaction, each in the context its call
+    ran in, its events written as its record returns (so they carry that call's trace)."""
+    for one in answered:
+        one.context.run(_record_one, session, steps, one)
+
+
+def _record_one(session: Session, steps: Steps[C, R], one: _Answered[C, R]) -> None:
+    steps.record(session, one.claim, one.outcome, one.now)
+    write_pending(session)
+
+
 class Worker(Generic[C, R]):
     """Carries out what ``steps`` claim, outside any transaction.
 
     ``run`` is the service's background loop: it keeps up to ``batch`` claims being called at
     once, and claims more as soon as one is done, the bell rings, or ``poll`` seconds have passed.
     ``run_once`` is one round of it, awaited to the end (for tests).
+
+    Outcomes are recorded by a task of their own, in one transaction for all those that are ready
+    when it starts one (group commit, ADR 59): a transaction each cost about a quarter of
+    payments' CPU under load. Should that transaction fail, each outcome is recorded alone, so one
+    bad outcome keeps no other from its record.
     """
 
     def __init__(
@@ -205,8 +247,11 @@ class Worker(Generic[C, R]):
         self.batch = batch
         self.wakeup = wakeup or Bell()
         self.clock = clock or _now
+        self._answered: list[_Answered[C, R]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        self._answered, self._recorder = [], None  # from another run, in another loop
         wakeup = self.wakeup
         handoff = wakeup if isinstance(wakeup, Wakeup) else None
         if handoff is not None:
@@ -242,6 +287,8 @@ class Worker(Generic[C, R]):
                 handoff.stop()
             # What is cut short is claimed again once its lease runs out.
             await cancel_and_wait(running)
+            if self._recorder is not None:
+                await cancel_and_wait([self._recorder])
 
     async def run_once(self) -> int:
         """Claim what is due, call out for each concurrently, record the outcomes; how many
@@ -259,9 +306,48 @@ class Worker(Generic[C, R]):
                 log.info("claim left to a poll", **self.steps.describe(claim))
                 return
             outcome = await self.steps.call(claim)
-            await self.steps.record(claim, outcome, self.clock())
+            await self._record(claim, outcome)
         except Exception:
             log.exception("claim not completed", **self.steps.describe(claim))
+
+    async def _record(self, claim: C, outcome: R) -> None:
+        """Record ``outcome`` with those ready at the same time; its own error, if it failed."""
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answer = _Answered(claim, outcome, self.clock(), contextvars.copy_context(), recorded)
+        self._answered.append(answer)
+        if self._recorder is None or self._recorder.done():
+            # In a context of its own: the transaction belongs to no one claim's trace.
+            self._recorder = asyncio.create_task(
+                self._record_answered(), context=contextvars.Context()
+            )
+        await recorded
+
+    async def _record_answered(self) -> None:
+        group: list[_Answered[C, R]] = []
+        try:
+            while self._answered:
+                group, self._answered = self._answered, []
+                await self._record_group(group)
+        finally:
+            # Stopped mid-way: whoever waits for these is told, rather than left waiting.
+            for one in [*group, *self._answered]:
+                if not one.recorded.done():
+                    one.recorded.cancel()
+
+    async def _record_group(self, group: list[_Answered[C, R]]) -> None:
+        try:
+            await self.steps.uow.run(record_each, self.steps, group)
+        except Exception as error:
+            if len(group) == 1:
+                if not group[0].recorded.done():
+                    group[0].recorded.set_exception(error)
+                return
+            for one in group:
+                await self._record_group([one])
+            return
+        for one in group:
+            if not one.recorded.done():
+                one.recorded.set_result(None)
 
 
 # Seconds between two cancellations of a task that is still running.

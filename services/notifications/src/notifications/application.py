@@ -300,19 +300,13 @@ class Mailing:
             return NotSent(reason, final=False)
         return Sent()
 
-    async def record(self, claim: Claim, outcome: Sending, now: datetime) -> None:
+    def record(self, session: Session, claim: Claim, outcome: Sending, now: datetime) -> None:
         if isinstance(outcome, NotSent):
-            await self.uow.run(
-                record_failure,
-                self.messages,
-                claim,
-                outcome.error,
-                now,
-                final=outcome.final,
-            )
+            record_failure(session, self.messages, claim, outcome.error, now, final=outcome.final)
             return
-        await self.uow.run(record_sent, self.messages, claim, now)
-        log.info("mail sent", message_id=claim.mail.message_id)
+        record_sent(session, self.messages, claim, now)
+        message_id = claim.mail.message_id
+        on_commit(session, lambda: log.info("mail sent", message_id=message_id))
 
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"message_id": claim.mail.message_id}

@@ -292,8 +292,8 @@ class Operations:
     async def call(self, claim: Claim) -> Outcome:
         return await ask(self.processor, claim)
 
-    async def record(self, claim: Claim, outcome: Outcome, now: datetime) -> None:
-        await self.uow.run(record_outcome, self.payments, claim, outcome, now, self.wake)
+    def record(self, session: Session, claim: Claim, outcome: Outcome, now: datetime) -> None:
+        record_outcome(session, self.payments, claim, outcome, now, self.wake)
 
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"order_id": claim.order_id, "operation": claim.operation.value}
