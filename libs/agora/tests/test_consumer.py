@@ -204,6 +204,11 @@ def consumed(service: str, outcome: str) -> float:
     return float(value or 0.0)
 
 
+def settled(service: str) -> tuple[float, float, float]:
+    """How many deliveries the consumer counted failed, dead-lettered and handled."""
+    return consumed(service, "failed"), consumed(service, "dead"), consumed(service, "handled")
+
+
 async def count_applied(uow: UnitOfWork) -> dict[str, int]:
     return await uow.query(applications)
 
@@ -438,9 +443,7 @@ async def test_a_database_error_in_a_batch_applies_each_message_alone(
         await applied_once(uow, events, "the events beside the broken one were not applied")
     (letter,) = [letter for letter in await listed_dead(broker) if letter.id == broken.id]
     assert "no such table: no_such_table" in letter.error
-    assert consumed(service, "failed") == 2
-    assert consumed(service, "dead") == 1
-    assert consumed(service, "handled") == 5
+    assert settled(service) == (2, 1, 5)
 
 
 async def test_events_recorded_by_a_batch_carry_the_trace_of_their_own_message(
@@ -569,9 +572,7 @@ async def test_a_failing_event_goes_to_the_dead_letters_the_rest_flow_and_replay
         await applied_once(uow, [poison, *behind], "the replayed event was not applied")
         result = await cli("events", "dead", "--nats-url", nats_server.url, "--json")
     assert poison.id not in [entry["id"] for entry in json.loads(result.stdout)]
-    assert consumed(service, "failed") == 2
-    assert consumed(service, "dead") == 1
-    assert consumed(service, "handled") == 51
+    assert settled(service) == (2, 1, 51)
 
 
 async def test_a_message_that_is_no_valid_event_is_dead_lettered_at_once_and_the_rest_flow(
