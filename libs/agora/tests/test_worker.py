@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, insert
+from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork, on_commit
@@ -49,7 +47,6 @@ class Rows:
     and then fails its record, so only a rollback keeps it out of the table."""
 
     uow: UnitOfWork
-    path: Path
     due: list[str] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
     unrecordable: set[str] = field(default_factory=set)
@@ -80,30 +77,31 @@ class Rows:
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"row": claim.row}
 
-    @property
-    def recorded(self) -> list[tuple[str, str]]:
+    async def recorded(self) -> list[tuple[str, str]]:
         """What the table holds, by row: each row's outcome."""
-        with sqlite3.connect(self.path) as connection:
-            return connection.execute("SELECT row, outcome FROM recorded ORDER BY row").fetchall()
+        statement = select(recorded.c.row, recorded.c.outcome).order_by(recorded.c.row)
+        rows = await self.uow.query(lambda session: session.execute(statement).all())
+        return [(row, outcome) for row, outcome in rows]
 
-    @property
-    def recorded_under(self) -> dict[str, str]:
+    async def recorded_under(self) -> dict[str, str]:
         """The request id each row's record ran under."""
-        with sqlite3.connect(self.path) as connection:
-            return dict(connection.execute("SELECT row, request_id FROM recorded").fetchall())
+        statement = select(recorded.c.row, recorded.c.request_id)
+        rows = await self.uow.query(lambda session: session.execute(statement).all())
+        return {row: caller for row, caller in rows}
 
 
 @pytest.fixture
-async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
-    uow = UnitOfWork(f"sqlite:///{tmp_path / 'worker.db'}")
+async def uow(database_url: str) -> AsyncIterator[UnitOfWork]:
+    """A unit of work on a database of the test's own, on each store."""
+    uow = UnitOfWork(database_url)
     await uow.run(lambda session: metadata.create_all(session.connection()))
     yield uow
     await uow.dispose()
 
 
 @pytest.fixture
-def rows(uow: UnitOfWork, tmp_path: Path) -> Rows:
-    return Rows(uow, tmp_path / "worker.db")
+def rows(uow: UnitOfWork) -> Rows:
+    return Rows(uow)
 
 
 async def eventually(check: object) -> None:
@@ -122,7 +120,7 @@ async def test_a_round_claims_what_is_due_calls_out_for_each_and_records_the_out
     assert await worker.run_once() == 2
     assert await worker.run_once() == 1
 
-    assert sorted(rows.recorded) == [("a", "done a"), ("b", "done b"), ("c", "done c")]
+    assert await rows.recorded() == [("a", "done a"), ("b", "done b"), ("c", "done c")]
 
 
 async def test_a_failed_call_records_nothing_and_the_others_go_on(rows: Rows) -> None:
@@ -130,7 +128,7 @@ async def test_a_failed_call_records_nothing_and_the_others_go_on(rows: Rows) ->
 
     assert await Worker(rows, lease=LEASE).run_once() == 2
 
-    assert rows.recorded == [("b", "done b")]
+    assert await rows.recorded() == [("b", "done b")]
 
 
 async def test_a_claim_whose_lease_ran_out_before_its_call_is_left_to_a_poll(rows: Rows) -> None:
@@ -140,7 +138,7 @@ async def test_a_claim_whose_lease_ran_out_before_its_call_is_left_to_a_poll(row
     await worker.complete(Claim("late", clock() - timedelta(seconds=1)))
 
     assert rows.called == []
-    assert rows.recorded == []
+    assert await rows.recorded() == []
 
 
 async def test_the_loop_claims_when_the_bell_rings_and_not_before(rows: Rows) -> None:
@@ -151,9 +149,10 @@ async def test_the_loop_claims_when_the_bell_rings_and_not_before(rows: Rows) ->
         await eventually(lambda: rows.claims == 1)  # its first poll found nothing
         rows.due.append("a")
         await asyncio.sleep(0.05)
-        assert rows.recorded == []
+        assert await rows.recorded() == []
         bell.ring()
-        await eventually(lambda: rows.recorded == [("a", "done a")])
+        await eventually(lambda: [row for row, _ in rows.committed] == ["a"])
+        assert await rows.recorded() == [("a", "done a")]
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
@@ -164,7 +163,8 @@ async def test_a_full_round_claims_again_at_once(rows: Rows) -> None:
     worker = Worker(rows, lease=LEASE, poll=3600.0, batch=2)
     loop = asyncio.create_task(worker.run())
     try:
-        await eventually(lambda: len(rows.recorded) == 5)
+        await eventually(lambda: len(rows.committed) == 5)
+        assert await rows.recorded() == [(str(n), f"done {n}") for n in range(5)]
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
@@ -185,8 +185,8 @@ async def test_while_the_loop_runs_a_handed_claim_is_called_in_its_senders_conte
         await eventually(lambda: rows.committed == [("a", "r-1")])
         assert rows.called == [("a", "r-1")]
         # Recorded, and what its record left for after the commit run, in that context too.
-        assert rows.recorded == [("a", "done a")]
-        assert rows.recorded_under == {"a": "r-1"}
+        assert await rows.recorded() == [("a", "done a")]
+        assert await rows.recorded_under() == {"a": "r-1"}
         assert rows.claims == claims  # no claim step of its own
     finally:
         loop.cancel()
@@ -208,14 +208,14 @@ async def test_without_a_running_loop_nothing_is_leased_and_a_ring_asks_for_a_po
 
 
 async def test_outcomes_ready_together_are_recorded_in_one_transaction(
-    rows: Rows, tmp_path: Path
+    rows: Rows, database_url: str
 ) -> None:
     rows.due = [str(n) for n in range(8)]
 
-    with commits_of(f"sqlite:///{tmp_path / 'worker.db'}") as commits:
+    with commits_of(database_url) as commits:
         assert await Worker(rows, lease=LEASE, batch=8).run_once() == 8
 
-    assert rows.recorded == [(str(n), f"done {n}") for n in range(8)]
+    assert await rows.recorded() == [(str(n), f"done {n}") for n in range(8)]
     assert sorted(rows.committed) == [(str(n), "-") for n in range(8)]
     assert len(commits) == 1
 
@@ -230,7 +230,7 @@ async def test_each_record_runs_in_its_own_calls_context(rows: Rows) -> None:
 
     await asyncio.gather(*(completed_under(row) for row in "abc"))
 
-    assert rows.recorded_under == {"a": "r-a", "b": "r-b", "c": "r-c"}
+    assert await rows.recorded_under() == {"a": "r-a", "b": "r-b", "c": "r-c"}
     assert sorted(rows.committed) == [("a", "r-a"), ("b", "r-b"), ("c", "r-c")]
 
 
@@ -243,5 +243,5 @@ async def test_an_outcome_that_cannot_be_recorded_keeps_no_other_from_its_record
 
     # b's row was written before its record failed: rolled back, in the group and alone; the
     # others recorded once each (the table's key would refuse a second).
-    assert rows.recorded == [("a", "done a"), ("c", "done c"), ("d", "done d")]
+    assert await rows.recorded() == [("a", "done a"), ("c", "done c"), ("d", "done d")]
     assert sorted(rows.committed) == [("a", "-"), ("c", "-"), ("d", "-")]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event, make_url
 
 from agora import context
 from agora.errors import PROBLEM_JSON
@@ -236,11 +236,17 @@ def started_together(apps: Sequence[Any]) -> Iterator[list[Any]]:
 @contextmanager
 def commits_of(database: str) -> Iterator[list[str]]:
     """The commits of transactions on the database at ``database`` (its URL) while inside, one
-    entry each: how many transactions some code ran, whatever unit of work ran them."""
+    entry each: how many transactions some code ran, whatever unit of work ran them (with
+    whichever driver: the database is known by its backend and name)."""
     seen: list[str] = []
+    wanted = make_url(database)
 
     def committed(connection: Connection) -> None:
-        if str(connection.engine.url) == database:
+        url = connection.engine.url
+        if (url.get_backend_name(), url.database) == (
+            wanted.get_backend_name(),
+            wanted.database,
+        ):
             seen.append("commit")
 
     event.listen(Engine, "commit", committed)
