@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tomllib
 import urllib.error
 import urllib.request
@@ -884,3 +885,18 @@ def test_a_service_that_cannot_start_is_named_with_its_log(
     assert str(workdir / ".agora" / "logs" / "broken-0.log") in printed
     assert "this service cannot start" in (workdir / ".agora/logs/broken-0.log").read_text()
     assert not (workdir / ".agora" / "state.json").exists()
+
+
+def test_the_runner_loads_no_database_or_web_framework() -> None:
+    # `agora up`'s process stays for as long as the system runs, beside the services, and counts
+    # in the memory of the whole (SQLAlchemy alone is 12 MB of it). It reaches the broker client,
+    # which reaches the chassis's tasks: this holds them to loading neither.
+    script = (
+        "import sys, agora_tools.runner; "
+        "print(sorted({name.split('.')[0] for name in sys.modules} "
+        "& {'sqlalchemy', 'alembic', 'fastapi', 'starlette', 'uvicorn'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from agora.transactions import write_pending
-
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -209,11 +207,20 @@ class _Answered(Generic[C, R]):
 def record_each(session: Session, steps: Steps[C, R], answered: Sequence[_Answered[C, R]]) -> None:
     """Record each outcome in turn, in the caller's transaction, each in the context its call
     ran in, its events written as its record returns (so they carry that call's trace)."""
+    # Here, not at the top: the broker client imports this module, and so does `agora up`'s
+    # runner, which has no database and need not load SQLAlchemy (12 MB) for it.
+    from agora.transactions import write_pending
+
     for one in answered:
-        one.context.run(_record_one, session, steps, one)
+        one.context.run(_record_one, session, steps, one, write_pending)
 
 
-def _record_one(session: Session, steps: Steps[C, R], one: _Answered[C, R]) -> None:
+def _record_one(
+    session: Session,
+    steps: Steps[C, R],
+    one: _Answered[C, R],
+    write_pending: Callable[[Session], None],
+) -> None:
     steps.record(session, one.claim, one.outcome, one.now)
     write_pending(session)
 
