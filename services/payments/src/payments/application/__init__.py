@@ -1,16 +1,17 @@
 """Payments' use cases: the checkout's commands, the worker's steps at the card processor, and the
 read side.
 
-Calls to the processor are slow and may fail, and must never run inside a database transaction.
-So a command handler only writes down what is asked (the payment's ``pending`` operation), in the
+Calls to the processor are slow and may fail, and must never run inside a database transaction. So
+a command handler only writes down what is asked (the payment's ``pending`` operation), in the
 transaction that also records the command in the inbox. The chassis's worker
 (:class:`agora.tasks.Worker`) then runs :class:`Operations`: it claims pending operations (a
 conditional update on a lease, so two replicas never take the same one), calls the processor
 outside any transaction, and writes the outcome, its ledger movements and the answer event in one
-transaction. Should payments die between the call and that write, the lease expires and the call
-is made again with the same reference: the processor answers a repeated reference with its first
-answer, so a card is never charged twice. While the worker loop runs, a command takes the lease on
-what it leaves itself, in its own transaction, and hands the operation to the loop once committed
+transaction (which the outcomes ready at the same moment share, ADR 59). Should payments die
+between the call and that write, the lease expires and the call is made again with the same
+reference: the processor answers a repeated reference with its first answer, so a card is never
+charged twice. While the worker loop runs, a command takes the lease on what it leaves itself, in
+its own transaction, and hands the operation to the loop once committed
 (:class:`agora.tasks.Wakeup`): no claim transaction on that path.
 
 Transactions are plain functions ``handler(session, payments, ...)`` that the unit of work runs:
