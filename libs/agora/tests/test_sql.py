@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.sql import dialect_insert, insert_if_absent, inserted_key, inserts_if_absent, rowcount
+from agora_tools.testing import unit_of_work_with
 
 metadata = MetaData()
 names = Table(
@@ -34,10 +35,8 @@ names = Table(
 
 @pytest.fixture
 async def uow(database_url: str) -> AsyncIterator[UnitOfWork]:
-    unit = UnitOfWork(database_url)
-    await unit.run(lambda session: metadata.create_all(session.connection()))
-    yield unit
-    await unit.dispose()
+    async with unit_of_work_with(database_url, metadata) as unit:
+        yield unit
 
 
 def add(session: Session, name: str) -> int:

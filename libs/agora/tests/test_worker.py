@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from agora.db import UnitOfWork, on_commit
 from agora.tasks import Bell, Wakeup, Worker
 from agora_tools.pytest_plugin import Clock
-from agora_tools.testing import commits_of
+from agora_tools.testing import commits_of, unit_of_work_with
 
 LEASE = timedelta(seconds=5)
 WAIT = 30.0  # seconds a step may take on a busy machine (a bound, not a measurement)
@@ -93,10 +93,8 @@ class Rows:
 @pytest.fixture
 async def uow(database_url: str) -> AsyncIterator[UnitOfWork]:
     """A unit of work on a database of the test's own, on each store."""
-    uow = UnitOfWork(database_url)
-    await uow.run(lambda session: metadata.create_all(session.connection()))
-    yield uow
-    await uow.dispose()
+    async with unit_of_work_with(database_url, metadata) as uow:
+        yield uow
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ from agora_tools.testing_stores import redis_prefix as redis_prefix
 from agora_tools.testing_stores import require_server as require_server
 from agora_tools.testing_stores import schema_drift as schema_drift
 from agora_tools.testing_stores import skip_or_fail as skip_or_fail
+from agora_tools.testing_stores import unit_of_work_with as unit_of_work_with
 from agora_tools.testing_stores import write_to as write_to
 from agora_tools.tokens import BAD_TOKENS as BAD_TOKENS
 from agora_tools.tokens import SigningKey as SigningKey

@@ -9,8 +9,8 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -127,6 +127,20 @@ def database(store: str, label: str, directory: Path) -> Iterator[str]:
         raise ValueError(f"unknown store {store!r}")
     with postgres_database(label) as url:
         yield url
+
+
+@asynccontextmanager
+async def unit_of_work_with(database_url: str, metadata: MetaData) -> AsyncIterator[UnitOfWork]:
+    """A unit of work on the database at ``database_url``, with the tables of ``metadata`` made
+    in it, disposed of on the way out: for a test of the chassis with tables of its own."""
+    from agora.db import UnitOfWork
+
+    uow = UnitOfWork(database_url)
+    try:
+        await uow.run(lambda session: metadata.create_all(session.connection()))
+        yield uow
+    finally:
+        await uow.dispose()
 
 
 def on_sqlite(data_dir: Path, name: str) -> dict[str, Any]:
