@@ -8,11 +8,11 @@ A :class:`Worker` carries out work that must call the outside world (a card proc
 server) and must never hold a transaction open while it waits. A service gives it three
 :class:`Steps`: *claim* due rows, each with a lease, in one transaction (a conditional update, so
 two replicas never take the same row); *call* out for each, outside any transaction; *record* the
-outcome in another transaction, which the outcomes ready at the same time share (ADR 59). A
-process that dies between the call and the record loses the lease, and the row is claimed and
-called again: the service makes its calls safe to repeat. With a
-:class:`Wakeup` for bell, a transaction that leaves work may lease it itself and *hand* it to the
-running loop once committed, which then calls out with no claim transaction of its own.
+outcome in another transaction, which the outcomes ready at the same time share (ADR 59). A process
+that dies between the call and the record loses the lease, and the row is claimed and called again:
+the service makes its calls safe to repeat. With a :class:`Wakeup` for bell, a transaction that
+leaves work may lease it itself and *hand* it to the running loop once committed, which then calls
+out with no claim transaction of its own.
 
 On Python 3.11, ``asyncio.wait_for`` can lose a cancellation that arrives just as the future it
 waits on completes (CPython gh-86296, fixed in 3.12): the coroutine carries on as if it had never
@@ -211,18 +211,12 @@ def record_each(session: Session, steps: Steps[C, R], answered: Sequence[_Answer
     # runner, which has no database and need not load SQLAlchemy (12 MB) for it.
     from agora.transactions import write_pending
 
+    def record_one(one: _Answered[C, R]) -> None:
+        steps.record(session, one.claim, one.outcome, one.now)
+        write_pending(session)
+
     for one in answered:
-        one.context.run(_record_one, session, steps, one, write_pending)
-
-
-def _record_one(
-    session: Session,
-    steps: Steps[C, R],
-    one: _Answered[C, R],
-    write_pending: Callable[[Session], None],
-) -> None:
-    steps.record(session, one.claim, one.outcome, one.now)
-    write_pending(session)
+        one.context.run(record_one, one)
 
 
 class Worker(Generic[C, R]):
