@@ -218,7 +218,7 @@ async def test_outcomes_ready_together_are_recorded_in_one_transaction(
     assert len(commits) == 1
 
 
-async def test_each_record_runs_in_its_own_calls_context(rows: Rows) -> None:
+async def test_each_record_runs_in_its_own_calls_context(rows: Rows, database_url: str) -> None:
     worker = Worker(rows, lease=LEASE)
     until = datetime.now(UTC) + LEASE
 
@@ -226,8 +226,10 @@ async def test_each_record_runs_in_its_own_calls_context(rows: Rows) -> None:
         request_id.set(f"r-{row}")
         await worker.complete(Claim(row, until))
 
-    await asyncio.gather(*(completed_under(row) for row in "abc"))
+    with commits_of(database_url) as commits:
+        await asyncio.gather(*(completed_under(row) for row in "abc"))
 
+    assert len(commits) == 1  # one transaction, three contexts
     assert await rows.recorded_under() == {"a": "r-a", "b": "r-b", "c": "r-c"}
     assert sorted(rows.committed) == [("a", "r-a"), ("b", "r-b"), ("c", "r-c")]
 
