@@ -2,10 +2,12 @@
 oldest of them was recorded; with nothing waiting, the time of the relay's last look, so that
 ``time() - oldest`` grows only while the relay cannot publish. And its batches (ADR 51): a row
 the broker refuses holds back its own aggregate's later rows and no other aggregate's, and each
-message of a batch carries the trace of the commit that recorded it."""
+message of a batch carries the trace of the commit that recorded it. And its linger (ADR 60): after
+a pass of many rows it lets the next batch fill, after a pass of few it does not wait."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -28,7 +30,7 @@ from agora.messaging.envelope import stream_name, stream_subjects
 from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, pending_rows
 from agora.messaging.schema import metadata
-from agora_tools.testing import NatsServer, connected
+from agora_tools.testing import NatsServer, connected, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -256,3 +258,70 @@ async def test_each_message_of_a_batch_carries_the_trace_that_recorded_its_event
     }
     # The event recorded outside any trace continues the batch's.
     assert trace_of(messages[untraced]).span_id == batch.context.span_id
+
+
+# -- linger -----------------------------------------------------------------------------------
+
+
+async def running_relay(
+    uow: UnitOfWork, broker: Broker, *, linger: float, linger_after: int
+) -> tuple[asyncio.Task[None], list[list[int]]]:
+    """A relay running as a service runs it, woken by every commit; the rows of each of its
+    passes, as they are acknowledged."""
+    passes: list[list[int]] = []
+
+    async def remember(seqs: Sequence[int]) -> None:
+        passes.append(list(seqs))
+
+    relay = Relay(
+        uow,
+        broker,
+        service=SERVICE,
+        linger=linger,
+        linger_after=linger_after,
+        after_publish=remember,
+    )
+    uow.after_commit(relay.wake)
+    return asyncio.create_task(relay.run()), passes
+
+
+async def test_after_a_pass_of_many_rows_the_commits_made_meanwhile_go_out_in_one_batch(
+    uow: UnitOfWork, broker: Broker
+) -> None:
+    await make_stream(broker, MAX_MESSAGE)
+    for n in range(3):
+        await uow.run(note_about, n, f"account-{n}")
+    # Long enough that the five commits below fall inside it on the slowest machine.
+    task, passes = await running_relay(uow, broker, linger=5.0, linger_after=3)
+    try:
+        await eventually(lambda: _done(passes, 1), "the first pass")
+        for n in range(3, 8):  # five commits spread over a tenth of a second, each a wake
+            await asyncio.sleep(0.02)  # the relay gets the loop between them
+            await uow.run(note_about, n, f"account-{n}")
+        await eventually(lambda: _done(passes, 2), "the second pass")
+
+        assert [len(seqs) for seqs in passes] == [3, 5]
+        assert await uow.query(pending_ids) == []
+    finally:
+        task.cancel()
+
+
+async def test_after_a_pass_of_few_rows_the_next_event_goes_out_without_waiting(
+    uow: UnitOfWork, broker: Broker
+) -> None:
+    await make_stream(broker, MAX_MESSAGE)
+    # A linger far longer than the waits below: an event waiting for it would not arrive.
+    task, passes = await running_relay(uow, broker, linger=3600, linger_after=2)
+    try:
+        await uow.run(note_about, 1, "account-a")
+        await eventually(lambda: _done(passes, 1), "the first event")
+        await uow.run(note_about, 2, "account-a")
+        await eventually(lambda: _done(passes, 2), "the second event, without a linger")
+
+        assert [len(seqs) for seqs in passes] == [1, 1]
+    finally:
+        task.cancel()
+
+
+async def _done(passes: list[list[int]], count: int) -> bool:
+    return len(passes) >= count

@@ -74,7 +74,11 @@ export async function bootstrap(settings: Settings, fakes: Fakes = {}): Promise<
       )
     : null;
   const relay = broker
-    ? new Relay(db, broker, settings.service, log, metrics, { batch: settings.relayBatch })
+    ? new Relay(db, broker, settings.service, log, metrics, {
+        batch: settings.relayBatch,
+        linger: settings.relayLinger,
+        lingerAfter: settings.relayLingerAfter,
+      })
     : null;
   const wake = () => relay?.wake();
   const consumers = broker

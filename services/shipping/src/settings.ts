@@ -36,6 +36,9 @@ export interface Settings {
   readonly maxDeliver: number;
   readonly redeliveryBackoff: readonly number[];
   readonly relayBatch: number;
+  /** After a relay pass of relayLingerAfter rows or more, seconds before the next (ADR 60). */
+  readonly relayLinger: number;
+  readonly relayLingerAfter: number;
   readonly stopTimeout: number;
   readonly stopDrain: number;
   /** Seconds from a label to the carrier's collection, and from that to delivery. */
@@ -173,6 +176,12 @@ export function readSettings(env: Env = process.env): Settings {
     relayBatch: read.number(
       "RELAY_BATCH",
       500,
+      (n) => Number.isInteger(n) && n >= 1 && n <= 10_000,
+    ),
+    relayLinger: read.number("RELAY_LINGER", 0.005, (n) => n >= 0 && n <= 1),
+    relayLingerAfter: read.number(
+      "RELAY_LINGER_AFTER",
+      8,
       (n) => Number.isInteger(n) && n >= 1 && n <= 10_000,
     ),
     stopTimeout: read.number("STOP_TIMEOUT", 20, positive),

@@ -176,3 +176,41 @@ describe("a process that dies between two steps", natsServerOrSkip(), () => {
     });
   });
 });
+
+describe("a relay under load", natsServerOrSkip(), () => {
+  test("after a pass of many rows it lingers, so the commits made meanwhile go out in one batch (ADR 60)", async () => {
+    await onBroker(slowCarrier, async (bench) => {
+      const { broker, service } = bench;
+      broker.whenConnected(() => broker.ensureStream("shipping"));
+      broker.start();
+      const passes: number[][] = [];
+      // Long enough that the five commits below fall inside it on the slowest machine.
+      const relay = new Relay(service.db, broker, "shipping", service.log, new Metrics(), {
+        linger: 5,
+        lingerAfter: 3,
+        afterPublish: async (seqs) => {
+          passes.push([...seqs]);
+        },
+      });
+      const { jsm } = await bench.operator();
+      await eventually(async () => broker.connected && jsm.streams.info("AGORA_SHIPPING"));
+      for (let n = 0; n < 3; n++) await labelled(service);
+      const running = relay.run();
+      relay.wake();
+      await eventually(async () => passes.length >= 1, 20, "the first pass");
+      for (let n = 0; n < 5; n++) {
+        await new Promise((r) => setTimeout(r, 20)); // five commits spread over a tenth of a second
+        await labelled(service);
+        relay.wake();
+      }
+      await eventually(async () => passes.length >= 2, 20, "the second pass");
+      relay.stop();
+      await running;
+      assert.deepEqual(
+        passes.map((seqs) => seqs.length),
+        [3, 5],
+      );
+      assert.equal(await pending(service), 0);
+    });
+  });
+});
