@@ -160,6 +160,42 @@ async def test_a_locked_sqlite_database_is_awaited_not_blocked_on(tmp_path: Path
     await uow.dispose()
 
 
+async def test_a_write_takes_the_lock_at_its_first_statement_and_a_read_takes_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "held.db"
+    uow = UnitOfWork(f"sqlite:///{path}")
+    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(add, "before")
+    calls = 0
+
+    def counted(session: Session, text: str) -> None:
+        nonlocal calls
+        count(session)  # the first statement, which begins the transaction
+        calls += 1
+        add(session, text)
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the write lock
+    try:
+        # Reads begin DEFERRED: the lock does not hold them up.
+        assert await uow.query(count) == 1
+        assert await uow.read(count_on) == 1
+        writing = asyncio.create_task(uow.run(counted, "after"))
+        await asyncio.sleep(0.3)
+        # Writes begin IMMEDIATE: each try fails at BEGIN, so not even a read gets through.
+        assert not writing.done()
+        assert calls == 0
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await writing
+
+    assert calls == 1
+    assert await uow.query(count) == 2
+    await uow.dispose()
+
+
 async def test_a_database_busy_past_the_deadline_is_a_503(tmp_path: Path) -> None:
     path = tmp_path / "stuck.db"
     uow = UnitOfWork(f"sqlite:///{path}", busy_deadline=0.2)

@@ -23,9 +23,9 @@ read costs. Its repository methods take :data:`Reads`, either of the two.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
@@ -132,18 +132,12 @@ class UnitOfWork:
         self._busy = Backoff(initial=0.001, max=0.05, jitter=0.001, timeout=busy_deadline)
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self._sync: Engine | None = None
-        self._binds: dict[bool, Engine] = {}
         self._async: AsyncEngine | None = None
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
                 private_sqlite_file(path)
             self._sync = engine = _sqlite_engine(url, synchronous)
-            # Made once: execution_options() builds a new engine proxy on every call.
-            self._binds = {
-                True: self._sync.execution_options(sqlite_begin="IMMEDIATE"),
-                False: self._sync.execution_options(sqlite_begin="DEFERRED"),
-            }
         else:
             self._async = create_async_engine(
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -199,7 +193,7 @@ class UnitOfWork:
                 return await self._on_connection(handler, *args, **kwargs), 0, []
             info = {SOURCE: self.source}
             if self._sync is not None:
-                return _in_session(self._binds[write], info, write, handler, *args, **kwargs)
+                return _in_session(self._sync, info, write, handler, *args, **kwargs)
             return await self._in_async_session(info, write, handler, *args, **kwargs)
 
         def busy(_: Exception, failed: int, _pause: float) -> None:
@@ -243,7 +237,7 @@ class UnitOfWork:
 
     async def _on_connection(self, handler: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._sync is not None:
-            with self._binds[False].connect() as connection:
+            with self._sync.connect() as connection:
                 try:
                     return handler(connection, *args, **kwargs)
                 finally:
@@ -286,15 +280,25 @@ def _in_session(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> tuple[T, int, list[Callback]]:
-    with Session(bind=bind, expire_on_commit=False, info=info) as session:
-        try:
-            if not write:
-                return handler(session, *args, **kwargs), 0, []
-            result, events, committed = _in_transaction(session, handler, *args, **kwargs)
-            session.commit()
-            return result, events, committed
-        finally:
-            session.rollback()
+    begins = _SQLITE_BEGIN.set("IMMEDIATE" if write else "DEFERRED")
+    try:
+        with Session(bind=bind, expire_on_commit=False, info=info) as session:
+            try:
+                if not write:
+                    return handler(session, *args, **kwargs), 0, []
+                result, events, committed = _in_transaction(session, handler, *args, **kwargs)
+                session.commit()
+                return result, events, committed
+            finally:
+                session.rollback()
+    finally:
+        _SQLITE_BEGIN.reset(begins)
+
+
+# How a SQLite transaction begins where the unit of work starts one: IMMEDIATE for its writes
+# (the write lock at once, so that a busy database fails here, where it is retried, and never
+# half-way through a handler), DEFERRED for everything else.
+_SQLITE_BEGIN: ContextVar[str] = ContextVar("agora_sqlite_begin", default="DEFERRED")
 
 
 def _sqlite_engine(url: str, synchronous: str) -> Engine:
@@ -302,7 +306,7 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -312,16 +316,17 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+    def _begin(dbapi_connection: Any) -> None:
         # Straight to the driver, as PostgreSQL's begins its transactions itself: no span of
         # its own (ADR 41), and not a statement's way through SQLAlchemy, which cost a twentieth
-        # of a consumer's message. Its error is wrapped as SQLAlchemy wraps a statement's, so that
-        # a database another process holds is retried as a busy one (DBAPIError).
-        try:
-            connection.connection.driver_connection.execute(f"BEGIN {mode}")
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(f"BEGIN {mode}", None, error, sqlite3.Error) from error
+        # of a consumer's message. SQLAlchemy wraps its error as a statement's, so that a
+        # database another process holds is retried as a busy one (DBAPIError). The dialect's
+        # own hook rather than a "begin" event (ADR 61): one engine event listener makes every
+        # connection dispatch events around each of its statements, which cost a quarter of a
+        # one-row read.
+        dbapi_connection.driver_connection.execute(f"BEGIN {_SQLITE_BEGIN.get()}")
 
+    # pysqlite's dialect begins nothing (the driver would begin only before a write, so a read
+    # would see no snapshot); this engine's dialect is its own, made by create_engine.
+    engine.dialect.do_begin = _begin  # type: ignore[method-assign]  # this engine's own dialect
     return engine
