@@ -304,14 +304,7 @@ async def measure(
     await publisher.run(create_tables)
     broker = Broker(nats.url, name="bench-ledger")
     broker.on_connect(lambda: broker.ensure_stream("ledger"))
-    relay = Relay(
-        publisher,
-        broker,
-        service="ledger",
-        batch=DEFAULTS.relay_batch,
-        linger=DEFAULTS.relay_linger,
-        linger_after=DEFAULTS.relay_linger_after,
-    )
+    relay = Relay.of_service(publisher, broker, DEFAULTS, service="ledger")
     publisher.after_commit(relay.wake)
     relay_task: asyncio.Task[None] | None = None
     try:

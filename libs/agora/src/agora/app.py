@@ -262,14 +262,7 @@ def create_service_app(
         await broker.start()
         if publishes:
             assert uow is not None
-            relay = Relay(
-                uow,
-                broker,
-                service=name,
-                batch=settings.relay_batch,
-                linger=settings.relay_linger,
-                linger_after=settings.relay_linger_after,
-            )
+            relay = Relay.of_service(uow, broker, settings, service=name)
             uow.after_commit(relay.wake)
             # Wake on every (re)connection: what piled up while the broker was away goes at once.
             broker.on_connect(_as_coroutine(relay.wake))

@@ -272,6 +272,12 @@ def _in_transaction(
     return result, events, committed
 
 
+# How a SQLite transaction begins where the unit of work starts one: IMMEDIATE for its writes
+# (the write lock at once, so that a busy database fails here, where it is retried, and never
+# half-way through a handler), DEFERRED for everything else.
+_SQLITE_BEGIN: ContextVar[str] = ContextVar("agora_sqlite_begin", default="DEFERRED")
+
+
 def _in_session(
     bind: Engine,
     info: dict[str, Any],
@@ -293,12 +299,6 @@ def _in_session(
                 session.rollback()
     finally:
         _SQLITE_BEGIN.reset(begins)
-
-
-# How a SQLite transaction begins where the unit of work starts one: IMMEDIATE for its writes
-# (the write lock at once, so that a busy database fails here, where it is retried, and never
-# half-way through a handler), DEFERRED for everything else.
-_SQLITE_BEGIN: ContextVar[str] = ContextVar("agora_sqlite_begin", default="DEFERRED")
 
 
 def _sqlite_engine(url: str, synchronous: str) -> Engine:

@@ -114,7 +114,8 @@ class ServiceSettings(BaseSettings):
     relay_batch: int = Field(default=500, ge=1, le=10_000, validation_alias=_shared("relay_batch"))
     # When a pass of the relay took at least relay_linger_after rows, it waits relay_linger
     # seconds before the next, so that the next batch is fuller (ADR 60); 0 never waits. With
-    # both defaults it waits only while events are committed faster than about 1,600 a second.
+    # both defaults it keeps waiting only while events are committed faster than about 1,600 a
+    # second.
     relay_linger: float = Field(default=0.005, ge=0, le=1, validation_alias=_shared("relay_linger"))
     relay_linger_after: int = Field(
         default=8, ge=1, le=10_000, validation_alias=_shared("relay_linger_after")

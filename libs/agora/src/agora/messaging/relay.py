@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from nats.js import JetStreamContext
@@ -58,6 +59,9 @@ from agora.messaging.broker import Broker
 from agora.messaging.schema import outbox
 from agora.telemetry import SERVICE
 from agora.transactions import Reads, Transactions
+
+if TYPE_CHECKING:
+    from agora.settings import ServiceSettings
 
 log = structlog.get_logger("agora.relay")
 tracer = trace.get_tracer("agora.messaging")
@@ -185,6 +189,20 @@ class Relay:
         # exactly there.
         self.after_publish = after_publish
         self._wake = asyncio.Event()
+
+    @classmethod
+    def of_service(
+        cls, uow: Transactions, broker: Broker, settings: ServiceSettings, *, service: str
+    ) -> Relay:
+        """The relay as a service runs it: its batch and its linger from the service's settings."""
+        return cls(
+            uow,
+            broker,
+            service=service,
+            batch=settings.relay_batch,
+            linger=settings.relay_linger,
+            linger_after=settings.relay_linger_after,
+        )
 
     def wake(self) -> None:
         self._wake.set()
