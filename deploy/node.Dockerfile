@@ -44,5 +44,6 @@ USER 10001:10001
 WORKDIR /var/lib/agora
 EXPOSE 8080
 # The process contract (ADR 39): `serve [--port P] [--replica R]` or `migrate`; without either,
-# it prints its usage and exits 2.
-ENTRYPOINT ["node", "/opt/agora/dist/src/main.js"]
+# it prints its usage and exits 2. The young generation's cap is agora_tools.runtimes.NODE_FLAGS's
+# (ADR 62).
+ENTRYPOINT ["node", "--max-semi-space-size=1", "/opt/agora/dist/src/main.js"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -24,6 +25,8 @@ from agora.topology import Service, Topology, load_topology
 from agora_tools import runtimes
 from agora_tools.harness import RunningSystem
 from agora_tools.testing import wait_restarted
+
+REPO = Path(__file__).resolve().parents[3]
 
 TESTS = Path(__file__).parent
 TINY_NODE = TESTS / "tinynode"
@@ -56,7 +59,18 @@ def test_a_python_service_runs_through_the_chassis_and_a_node_one_through_its_pa
     ]  # fmt: skip
     node = runtimes.command(node_service(), tmp_path, "/py", "migrate")
     assert Path(node[0]).name == "node"
-    assert node[1:] == [str(tmp_path / "shipping" / "dist" / "src" / "main.js"), "migrate"]
+    main = str(tmp_path / "shipping" / "dist" / "src" / "main.js")
+    assert node[1:] == ["--max-semi-space-size=1", main, "migrate"]
+
+
+def test_the_node_image_runs_its_service_with_the_flags_agora_up_gives_node() -> None:
+    dockerfile = (REPO / "deploy" / "node.Dockerfile").read_text()
+    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.MULTILINE)
+
+    assert entrypoint is not None
+    assert json.loads(entrypoint.group(1)) == [
+        "node", *runtimes.NODE_FLAGS, "/opt/agora/dist/src/main.js"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@
 // rolls back when it throws. With statements traced (AGORA_TRACE_STATEMENTS), each statement a
 // transaction runs is a span (observe/statements.ts); the BEGIN and COMMIT it sends itself are not.
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import pg from "pg";
+import type pg from "pg";
 import { type Observe, observer } from "../observe/statements.js";
 
 export type Dialect = "sqlite" | "postgresql";
@@ -130,8 +131,19 @@ class Sqlite implements Database {
   }
 }
 
-// bigint (a seq) as a JavaScript number: the outbox will not pass 2^53 rows.
-pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+// pg is loaded by a service on PostgreSQL only: the embedded profile's process never holds it
+// (3 MB of its memory, ADR 62).
+const load = createRequire(import.meta.url);
+let driver: typeof pg | undefined;
+
+function postgresDriver(): typeof pg {
+  if (driver === undefined) {
+    driver = load("pg") as typeof pg;
+    // bigint (a seq) as a JavaScript number: the outbox will not pass 2^53 rows.
+    driver.types.setTypeParser(driver.types.builtins.INT8, (value) => Number(value));
+  }
+  return driver;
+}
 
 class Postgres implements Database {
   readonly dialect = "postgresql" as const;
@@ -141,7 +153,8 @@ class Postgres implements Database {
     url: string,
     private readonly observe: Observe,
   ) {
-    this.pool = new pg.Pool({ connectionString: url, max: 5, connectionTimeoutMillis: 5000 });
+    const { Pool } = postgresDriver();
+    this.pool = new Pool({ connectionString: url, max: 5, connectionTimeoutMillis: 5000 });
     // An idle client's error (the server restarted) must not end the process.
     this.pool.on("error", () => undefined);
   }
