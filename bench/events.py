@@ -42,8 +42,18 @@ from typing import ClassVar
 import uvloop
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+)
 
 from agora.db import UnitOfWork
 from agora.logs import configure_logging
@@ -102,8 +112,8 @@ effects = Table(
 )
 
 
-def audit_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:
-    session.execute(
+def audit_noted(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
+    connection.execute(
         insert(effects).values(event_id=envelope.id, n=event.n, handled_at=time.monotonic())
     )
 
@@ -111,26 +121,26 @@ def audit_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:
 SUBSCRIPTION = Subscription(Noted, audit_noted)
 
 
-def note(session: Session, n: int) -> str:
+def note(connection: Connection, n: int) -> str:
     account = f"account-{n % AGGREGATES}"
     amount = 100 + n % 997
-    session.execute(insert(entries).values(n=n, account=account, amount=amount))
+    connection.execute(insert(entries).values(n=n, account=account, amount=amount))
     event = Noted(n=n, account=account, amount=amount, memo="bench entry")
-    return record(session, event, aggregate=account).id
+    return record(connection, event, aggregate=account).id
 
 
-def create_tables(session: Session) -> None:
-    messaging_metadata.create_all(session.connection())
-    tables.create_all(session.connection())
+def create_tables(connection: Connection) -> None:
+    messaging_metadata.create_all(connection)
+    tables.create_all(connection)
 
 
-def handled_count(session: Session) -> int:
-    return int(session.execute(select(func.count()).select_from(effects)).scalar_one())
+def handled_count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(effects)).scalar_one())
 
 
-def handled_times(session: Session) -> dict[str, list[float]]:
+def handled_times(connection: Connection) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
-    for event_id, at in session.execute(select(effects.c.event_id, effects.c.handled_at)):
+    for event_id, at in connection.execute(select(effects.c.event_id, effects.c.handled_at)):
         times.setdefault(event_id, []).append(at)
     return times
 

@@ -1,10 +1,12 @@
-"""What a one-row read costs the unit of work: catalog's product read in an ORM session
-(`UnitOfWork.query`) against the same read on a Core connection (`UnitOfWork.read`), measured
-side by side in one process.
+"""What a one-row read costs: catalog's product read by the unit of work (`UnitOfWork.query`,
+on a Core connection since ADR 63), against the same handler in an ORM session, as the unit of
+work ran every handler before, measured side by side in one process.
 
 It makes a throwaway SQLite database (the embedded profile's store) with catalog's migrations and
 shipped seed, then reads the seed's first product with `catalog.application.get_product` each
-way in turn, round after round (a warm-up before each measurement). It prints the CPU time per
+way in turn, round after round (a warm-up before each measurement). The session way opens an ORM
+`Session` on an engine of its own over the same file, as the unit of work did: a session per
+read, its statements through `Session.execute`, a rollback at the end. It prints the CPU time per
 read of each way, their medians over the rounds and the median of the rounds' ratios. It exits
 non-zero only when a read did not find the product.
 
@@ -21,6 +23,10 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
+
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.orm import Session
 
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
@@ -50,9 +56,20 @@ async def run(reads: int, rounds: int) -> None:
         seed = load_seed()
         await uow.run(application.seed_catalogue, store, seed)
         sku = seed.products[0].sku
+        engine = create_engine(url)
+
+        async def in_session() -> Product:
+            with Session(bind=engine, expire_on_commit=False) as session:
+                try:
+                    # A session executes statements as a connection does; the handler only
+                    # executes statements.
+                    return application.get_product(cast(Connection, session), store, sku)
+                finally:
+                    session.rollback()
+
         ways: dict[str, Callable[[], Awaitable[Product]]] = {
-            "session (query)": lambda: uow.query(application.get_product, store, sku),
-            "connection (read)": lambda: uow.read(application.get_product, store, sku),
+            "session": in_session,
+            "unit of work": lambda: uow.query(application.get_product, store, sku),
         }
         results: dict[str, list[float]] = {name: [] for name in ways}
         print(f"catalog's product read, {reads} reads a way, {rounds} rounds, SQLite")
@@ -62,11 +79,12 @@ async def run(reads: int, rounds: int) -> None:
                 results[name].append(await _cpu_per_call(call, sku, reads))
                 print(f"{round_:<8}{name:<20}{results[name][-1]:>14.0f}")
         await uow.dispose()
+        engine.dispose()
     for name, figures in results.items():
         print(f"{'median':<8}{name:<20}{statistics.median(figures):>14.0f}")
     session, connection = results.values()
     ratio = statistics.median(c / s for s, c in zip(session, connection, strict=True))
-    print(f"connection/session CPU per read: {ratio:.2f}x (median of the rounds' ratios)")
+    print(f"unit of work/session CPU per read: {ratio:.2f}x (median of the rounds' ratios)")
 
 
 def main() -> int:

@@ -17,10 +17,10 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+import sqlalchemy
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from agora.db import UnitOfWork
@@ -237,14 +237,14 @@ async def test_orders_credential_cannot_consume_what_it_only_sends(
 # -- the services' own work, under their users -------------------------------------------------
 
 
-def create_messaging_tables(session: Session) -> None:
-    messaging_metadata.create_all(session.connection())
+def create_messaging_tables(connection: sqlalchemy.Connection) -> None:
+    messaging_metadata.create_all(connection)
 
 
-def place(session: Session, order_id: str) -> None:
-    record(session, order_placed(order_id), aggregate=order_id)
+def place(connection: sqlalchemy.Connection, order_id: str) -> None:
+    record(connection, order_placed(order_id), aggregate=order_id)
     record(
-        session,
+        connection,
         ReserveStock(order_id=order_id, lines=(StockLine(sku="SKU-1", quantity=1),)),
         aggregate=order_id,
     )
@@ -269,8 +269,8 @@ async def test_each_service_publishes_and_consumes_its_own_messages_under_its_ow
     received: dict[str, list[str]] = {"cart": [], "inventory": []}
     both = asyncio.Event()
 
-    def into(service: str) -> Callable[[Session, Any, CloudEvent], None]:
-        def handle(_: Session, event: Any, envelope: CloudEvent) -> None:
+    def into(service: str) -> Callable[[sqlalchemy.Connection, Any, CloudEvent], None]:
+        def handle(_: sqlalchemy.Connection, event: Any, envelope: CloudEvent) -> None:
             received[service].append(f"{envelope.type}:{event.order_id}")
             if all(received.values()):
                 both.set()
@@ -322,7 +322,7 @@ async def test_a_subscription_the_contracts_do_not_list_is_refused_and_said_in_t
     uow = await service_uow(tmp_path, "inventory")
     applied: list[str] = []
 
-    def peek(_: Session, command: AuthorizePayment, __: CloudEvent) -> None:
+    def peek(_: sqlalchemy.Connection, command: AuthorizePayment, __: CloudEvent) -> None:
         applied.append(command.card_token)
 
     consumers = Consumers(

@@ -11,8 +11,7 @@ from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Column, Connection, MetaData, String, Table, func, insert, select
 
 from agora.db import UnitOfWork
 from agora.messaging.broker import Broker
@@ -44,20 +43,20 @@ shipments_metadata = MetaData()
 shipments = Table("shipments", shipments_metadata, Column("parcel", String(40), primary_key=True))
 
 
-def ship(session: Session, command: ShipParcel, envelope: CloudEvent) -> None:
-    session.execute(insert(shipments).values(parcel=command.parcel))
+def ship(connection: Connection, command: ShipParcel, envelope: CloudEvent) -> None:
+    connection.execute(insert(shipments).values(parcel=command.parcel))
 
 
-def ask_to_ship(session: Session, parcel: str) -> None:
-    record(session, ShipParcel(parcel=parcel), aggregate=parcel)
+def ask_to_ship(connection: Connection, parcel: str) -> None:
+    record(connection, ShipParcel(parcel=parcel), aggregate=parcel)
 
 
-def shipped(session: Session) -> int:
-    return int(session.execute(select(func.count()).select_from(shipments)).scalar_one())
+def shipped(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(shipments)).scalar_one())
 
 
-def create_all(session: Session, schema: MetaData) -> None:
-    schema.create_all(session.connection())
+def create_all(connection: Connection, schema: MetaData) -> None:
+    schema.create_all(connection)
 
 
 async def until(done: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:

@@ -26,6 +26,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
+    Connection,
     Integer,
     MetaData,
     String,
@@ -35,7 +36,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from agora.db import UnitOfWork, on_commit
@@ -95,9 +95,9 @@ applied = Table(
 )
 
 
-def create_tables(session: Session) -> None:
-    schema.metadata.create_all(session.connection())
-    effects.create_all(session.connection())
+def create_tables(connection: Connection) -> None:
+    schema.metadata.create_all(connection)
+    effects.create_all(connection)
 
 
 @pytest.fixture
@@ -116,14 +116,14 @@ async def uow(database: str) -> AsyncIterator[UnitOfWork]:
     await uow.dispose()
 
 
-def applications(session: Session) -> dict[str, int]:
+def applications(connection: Connection) -> dict[str, int]:
     """How many times each event's effect was applied."""
-    rows = session.execute(select(applied.c.event_id, func.count()).group_by(applied.c.event_id))
+    rows = connection.execute(select(applied.c.event_id, func.count()).group_by(applied.c.event_id))
     return {event_id: count for event_id, count in rows}
 
 
-def instances(session: Session) -> dict[str, int]:
-    rows = session.execute(select(applied.c.instance, func.count()).group_by(applied.c.instance))
+def instances(connection: Connection) -> dict[str, int]:
+    rows = connection.execute(select(applied.c.instance, func.count()).group_by(applied.c.instance))
     return {instance: count for instance, count in rows}
 
 
@@ -134,10 +134,10 @@ def never(_event: Noted) -> bool:
 def recorder(instance: str = "a", *, fails: Callable[[Noted], bool] = never) -> Handler:
     """A handler that records each application (one row per call), failing when told."""
 
-    def note_applied(session: Session, event: Noted, envelope: CloudEvent) -> None:
+    def note_applied(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
         if fails(event):
             raise RuntimeError(f"cannot apply {event.note}")
-        session.execute(
+        connection.execute(
             insert(applied).values(event_id=envelope.id, note=event.note, instance=instance)
         )
 
@@ -427,10 +427,10 @@ async def test_a_database_error_in_a_batch_applies_each_message_alone(
     record_note = recorder()
 
     # Named as the recorder's handler, so that the counters read are this consumer's.
-    def note_applied(session: Session, event: Noted, envelope: CloudEvent) -> None:
+    def note_applied(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
         if event.note == "broken":
-            session.execute(text("INSERT INTO no_such_table VALUES (1)"))
-        record_note(session, event, envelope)
+            connection.execute(text("INSERT INTO no_such_table VALUES (1)"))
+        record_note(connection, event, envelope)
 
     broken = await publish(broker, "broken")
     events = [await publish(broker, f"note {n}") for n in range(5)]
@@ -452,8 +452,8 @@ async def test_events_recorded_by_a_batch_carry_the_trace_of_their_own_message(
     spans, provider = recorded_spans()
     tracer = provider.get_tracer("test")
 
-    def note_and_record(session: Session, event: Noted, envelope: CloudEvent) -> None:
-        record(session, Noted(note=f"after {event.note}"), aggregate=envelope.id)
+    def note_and_record(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
+        record(connection, Noted(note=f"after {event.note}"), aggregate=envelope.id)
 
     recordings = {}
     for n in range(5):
@@ -495,11 +495,11 @@ async def test_what_a_batch_asks_for_after_its_commit_runs_under_its_own_message
     # The current span's id when each event's after-commit callback ran, by event id.
     called: dict[str, int] = {}
 
-    def note_then_hand_over(session: Session, event: Noted, envelope: CloudEvent) -> None:
+    def note_then_hand_over(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
         def hand_over() -> None:
             called[envelope.id] = trace.get_current_span().get_span_context().span_id
 
-        on_commit(session, hand_over)
+        on_commit(connection, hand_over)
 
     events = [await publish(broker, f"note {n}") for n in range(5)]
     consumers = noting(service, uow, broker, note_then_hand_over, tracer_provider=provider)
@@ -517,8 +517,8 @@ async def test_what_a_batch_asks_for_after_its_commit_runs_under_its_own_message
     assert called == {event.id: processed[event.id] for event in events}
 
 
-def outbox_rows(session: Session) -> list[tuple[str, str]]:
-    rows = session.execute(select(schema.outbox.c.aggregate, schema.outbox.c.traceparent))
+def outbox_rows(connection: Connection) -> list[tuple[str, str]]:
+    rows = connection.execute(select(schema.outbox.c.aggregate, schema.outbox.c.traceparent))
     return [(aggregate, traceparent) for aggregate, traceparent in rows]
 
 

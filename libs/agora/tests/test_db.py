@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, insert, select
-from sqlalchemy.orm import Session
 
 from agora.db import DatabaseBusy, UnitOfWork, on_commit
 from agora_tools.testing import file_mode
@@ -28,21 +27,21 @@ notes = Table(
 @pytest.fixture
 async def uow(database_url: str) -> UnitOfWork:
     unit = UnitOfWork(database_url)
-    await unit.run(lambda session: metadata.create_all(session.connection()))
+    await unit.run(lambda connection: metadata.create_all(connection))
     return unit
 
 
-def add(session: Session, text: str) -> None:
-    session.execute(insert(notes).values(text=text))
+def add(connection: Connection, text: str) -> None:
+    connection.execute(insert(notes).values(text=text))
 
 
-def add_then_fail(session: Session, text: str) -> None:
-    add(session, text)
+def add_then_fail(connection: Connection, text: str) -> None:
+    add(connection, text)
     raise LookupError("the handler changed its mind")
 
 
-def count(session: Session) -> int:
-    return int(session.execute(select(func.count()).select_from(notes)).scalar_one())
+def count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(notes)).scalar_one())
 
 
 async def test_a_handler_that_returns_is_committed(uow: UnitOfWork) -> None:
@@ -65,9 +64,9 @@ async def test_what_a_handler_asks_after_its_commit_runs_only_once_committed(
 ) -> None:
     seen: list[str] = []
 
-    def add_and_tell(session: Session, text: str, fail: bool) -> None:
-        add(session, text)
-        on_commit(session, lambda: seen.append(text))
+    def add_and_tell(connection: Connection, text: str, fail: bool) -> None:
+        add(connection, text)
+        on_commit(connection, lambda: seen.append(text))
         if fail:
             raise LookupError("the handler changed its mind")
 
@@ -87,39 +86,37 @@ async def test_a_query_commits_nothing(uow: UnitOfWork) -> None:
     await uow.dispose()
 
 
-def add_on(connection: Connection, text: str) -> None:
-    connection.execute(insert(notes).values(text=text))
+async def test_what_a_read_asks_for_at_a_commit_never_runs(uow: UnitOfWork) -> None:
+    # The connection's info outlives its transaction: a read's request must not reach the next
+    # transaction on the same pooled connection.
+    seen: list[str] = []
 
+    def count_and_ask(connection: Connection) -> int:
+        on_commit(connection, lambda: seen.append("read"))
+        return count(connection)
 
-def count_on(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(notes)).scalar_one())
+    assert await uow.query(count_and_ask) == 0
+    await uow.run(add, "written after")
 
-
-async def test_a_read_on_a_connection_sees_what_was_committed_and_commits_nothing(
-    uow: UnitOfWork,
-) -> None:
-    await uow.run(add, "kept")
-    await uow.read(add_on, "not kept")
-
-    assert await uow.read(count_on) == 1
+    assert seen == []
     assert await uow.query(count) == 1
     await uow.dispose()
 
 
 async def test_a_failing_read_gives_its_connection_back(uow: UnitOfWork) -> None:
     def fail(connection: Connection) -> None:
-        add_on(connection, "half-read")
+        add(connection, "half-read")
         raise LookupError("the handler changed its mind")
 
     # More failing reads than the pool holds connections, then more reads at once than that.
     for _ in range(25):
         with pytest.raises(LookupError):
-            await uow.read(fail)
-    counts = await asyncio.gather(*(uow.read(count_on) for _ in range(50)))
+            await uow.query(fail)
+    counts = await asyncio.gather(*(uow.query(count) for _ in range(50)))
 
     assert counts == [0] * 50
     await uow.run(add, "written after")
-    assert await uow.read(count_on) == 1
+    assert await uow.query(count) == 1
     await uow.dispose()
 
 
@@ -133,7 +130,7 @@ async def test_concurrent_writers_all_land(uow: UnitOfWork) -> None:
 async def test_a_locked_sqlite_database_is_awaited_not_blocked_on(tmp_path: Path) -> None:
     path = tmp_path / "busy.db"
     uow = UnitOfWork(f"sqlite:///{path}")
-    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(lambda connection: metadata.create_all(connection))
     # Another process's writer, played by a raw connection holding the write lock.
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
@@ -165,22 +162,21 @@ async def test_a_write_takes_the_lock_at_its_first_statement_and_a_read_takes_no
 ) -> None:
     path = tmp_path / "held.db"
     uow = UnitOfWork(f"sqlite:///{path}")
-    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(lambda connection: metadata.create_all(connection))
     await uow.run(add, "before")
     calls = 0
 
-    def counted(session: Session, text: str) -> None:
+    def counted(connection: Connection, text: str) -> None:
         nonlocal calls
-        count(session)  # the first statement, which begins the transaction
+        count(connection)  # the first statement, which begins the transaction
         calls += 1
-        add(session, text)
+        add(connection, text)
 
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process's writer holds the write lock
     try:
         # Reads begin DEFERRED: the lock does not hold them up.
         assert await uow.query(count) == 1
-        assert await uow.read(count_on) == 1
         writing = asyncio.create_task(uow.run(counted, "after"))
         await asyncio.sleep(0.3)
         # Writes begin IMMEDIATE: each try fails at BEGIN, so not even a read gets through.
@@ -199,7 +195,7 @@ async def test_a_write_takes_the_lock_at_its_first_statement_and_a_read_takes_no
 async def test_a_database_busy_past_the_deadline_is_a_503(tmp_path: Path) -> None:
     path = tmp_path / "stuck.db"
     uow = UnitOfWork(f"sqlite:///{path}", busy_deadline=0.2)
-    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(lambda connection: metadata.create_all(connection))
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -249,7 +245,7 @@ async def test_two_processes_writing_one_sqlite_database_both_land_every_write(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     uow = UnitOfWork(url)
-    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(lambda connection: metadata.create_all(connection))
     (tmp_path / "test_db_schema.py").write_text(SCHEMA)
     writers = [
         await asyncio.create_subprocess_exec(
@@ -277,7 +273,7 @@ async def test_a_sqlite_database_and_its_journal_files_are_readable_by_their_own
 ) -> None:
     data = tmp_path / "data"
     uow = UnitOfWork(f"sqlite:///{data / 'shop.db'}")
-    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(lambda connection: metadata.create_all(connection))
     await uow.run(add, "a note")
 
     names = ("shop.db", "shop.db-wal", "shop.db-shm")
@@ -296,7 +292,7 @@ async def test_a_database_an_older_version_left_readable_by_others_is_narrowed_w
     path.chmod(0o644)
 
     uow = UnitOfWork(f"sqlite:///{path}")
-    await uow.run(lambda session: metadata.create_all(session.connection()))
+    await uow.run(lambda connection: metadata.create_all(connection))
     await uow.dispose()
 
     assert file_mode(path) == 0o600

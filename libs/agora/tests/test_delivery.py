@@ -18,8 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from sqlalchemy import MetaData, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, MetaData, func, insert, select
 
 from agora.db import UnitOfWork
 from agora.messaging.broker import Broker
@@ -36,27 +35,29 @@ from agora_tools.testing import NatsServer, Noted, effects, effects_metadata
 pytestmark = pytest.mark.timeout(240)
 
 
-def apply_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:
+def apply_noted(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
     # Deliberately not idempotent by itself: a second application would add a second row.
-    session.execute(insert(effects).values(event_id=envelope.id, n=event.n))
+    connection.execute(insert(effects).values(event_id=envelope.id, n=event.n))
 
 
 SUBSCRIPTIONS = (Subscription(Noted, apply_noted),)
 
 
-def note(session: Session, n: int, aggregates: int) -> None:
-    record(session, Noted(n=n), aggregate=f"account-{n % aggregates}")
+def note(connection: Connection, n: int, aggregates: int) -> None:
+    record(connection, Noted(n=n), aggregate=f"account-{n % aggregates}")
 
 
-def applied(session: Session) -> tuple[int, int]:
+def applied(connection: Connection) -> tuple[int, int]:
     """(rows, distinct event ids) of the effect."""
-    rows = session.execute(select(func.count()).select_from(effects)).scalar_one()
-    distinct = session.execute(select(func.count(func.distinct(effects.c.event_id)))).scalar_one()
+    rows = connection.execute(select(func.count()).select_from(effects)).scalar_one()
+    distinct = connection.execute(
+        select(func.count(func.distinct(effects.c.event_id)))
+    ).scalar_one()
     return int(rows), int(distinct)
 
 
-def create_all(session: Session, schema: MetaData) -> None:
-    schema.create_all(session.connection())
+def create_all(connection: Connection, schema: MetaData) -> None:
+    schema.create_all(connection)
 
 
 async def make_uow(path: Path, source: str, *extra: MetaData) -> UnitOfWork:

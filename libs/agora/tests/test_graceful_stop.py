@@ -28,7 +28,7 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.app import ServiceDefinition, create_service_app
 from agora.client import STOPPING_HEADER, BreakerState, ServiceClient
@@ -361,7 +361,7 @@ class Noted(BaseModel):
     note: str
 
 
-def note_applied(session: Session, event: Noted, envelope: CloudEvent) -> None:
+def note_applied(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
     """Applying changes nothing but the inbox the consumer keeps."""
 
 
@@ -380,8 +380,8 @@ async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
 async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
     uow = UnitOfWork(f"sqlite:///{tmp_path / 'stop.db'}", source=PUBLISHER)
 
-    def create(session: Session) -> None:
-        schema.metadata.create_all(session.connection())
+    def create(connection: Connection) -> None:
+        schema.metadata.create_all(connection)
 
     await uow.run(create)
     yield uow
@@ -430,9 +430,9 @@ async def test_a_stopping_consumer_finishes_the_message_in_hand_and_acks_it(
 async def test_a_stopping_relay_publishes_the_events_already_committed(
     broker: Broker, uow: UnitOfWork
 ) -> None:
-    def commit(session: Session) -> None:
+    def commit(connection: Connection) -> None:
         for note in ("first", "second"):
-            record(session, Noted(note=note), aggregate=note)
+            record(connection, Noted(note=note), aggregate=note)
 
     await uow.run(commit)
     # Not running: what a stopping process's relay has left when its loop is cancelled.

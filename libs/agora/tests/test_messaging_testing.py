@@ -14,8 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import BaseModel
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, select
 
 from agora.db import UnitOfWork
 from agora.messaging.consumer import Poison
@@ -48,42 +47,42 @@ class Audited(BaseModel):
     n: int
 
 
-def audit_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:
+def audit_noted(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
     # Not idempotent by itself: a second application would add a second row.
-    session.execute(insert(effects).values(handler="audit", event_id=envelope.id, n=event.n))
+    connection.execute(insert(effects).values(handler="audit", event_id=envelope.id, n=event.n))
 
 
-def count_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:
-    session.execute(insert(effects).values(handler="count", event_id=envelope.id, n=event.n))
+def count_noted(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
+    connection.execute(insert(effects).values(handler="count", event_id=envelope.id, n=event.n))
 
 
-def refuse_noted(session: Session, event: Noted, envelope: CloudEvent) -> None:
-    session.execute(insert(effects).values(handler="refuse", event_id=envelope.id, n=event.n))
+def refuse_noted(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
+    connection.execute(insert(effects).values(handler="refuse", event_id=envelope.id, n=event.n))
     raise RuntimeError(f"cannot take note {event.n}")
 
 
-def audit_and_announce(session: Session, event: Noted, envelope: CloudEvent) -> None:
-    audit_noted(session, event, envelope)
-    record(session, Audited(n=event.n), aggregate=envelope.subject or "")
+def audit_and_announce(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
+    audit_noted(connection, event, envelope)
+    record(connection, Audited(n=event.n), aggregate=envelope.subject or "")
 
 
-def count_audited(session: Session, event: Audited, envelope: CloudEvent) -> None:
-    session.execute(insert(effects).values(handler="report", event_id=envelope.id, n=event.n))
+def count_audited(connection: Connection, event: Audited, envelope: CloudEvent) -> None:
+    connection.execute(insert(effects).values(handler="report", event_id=envelope.id, n=event.n))
 
 
-def effect_rows(session: Session) -> list[tuple[str, int]]:
-    rows = session.execute(select(effects.c.handler, effects.c.n).order_by(effects.c.id))
+def effect_rows(connection: Connection) -> list[tuple[str, int]]:
+    rows = connection.execute(select(effects.c.handler, effects.c.n).order_by(effects.c.id))
     return [(handler, n) for handler, n in rows]
 
 
-def inbox_rows(session: Session) -> list[tuple[str, str]]:
-    rows = session.execute(select(inbox.c.consumer, inbox.c.event_id).order_by(inbox.c.consumer))
+def inbox_rows(connection: Connection) -> list[tuple[str, str]]:
+    rows = connection.execute(select(inbox.c.consumer, inbox.c.event_id).order_by(inbox.c.consumer))
     return [(consumer, event_id) for consumer, event_id in rows]
 
 
-def note(session: Session, *numbers: int) -> None:
+def note(connection: Connection, *numbers: int) -> None:
     for n in numbers:
-        record(session, Noted(n=n), aggregate=f"account-{n % 2}")
+        record(connection, Noted(n=n), aggregate=f"account-{n % 2}")
 
 
 async def make_uow(url: str, source: str) -> UnitOfWork:
@@ -92,9 +91,9 @@ async def make_uow(url: str, source: str) -> UnitOfWork:
     return uow
 
 
-def create_tables(session: Session) -> None:
+def create_tables(connection: Connection) -> None:
     for schema in (messaging_metadata, effects_metadata):
-        schema.create_all(session.connection())
+        schema.create_all(connection)
 
 
 @pytest.fixture

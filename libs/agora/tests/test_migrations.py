@@ -10,8 +10,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, pool, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, create_engine, inspect, pool, text
 
 from agora.app import Migrate, ServiceDefinition, create_service_app
 from agora.messaging.schema import PENDING_INDEX, inbox, outbox
@@ -56,9 +55,9 @@ def scripts(tmp_path: Path) -> Path:
 def rows(url: str) -> list[tuple[int, str]]:
     """How many times the revision's insert ran, and the version Alembic recorded."""
 
-    def read(session: Session) -> list[tuple[int, str]]:
+    def read(connection: Connection) -> list[tuple[int, str]]:
         statement = text("SELECT (SELECT count(*) FROM things), version_num FROM alembic_version")
-        return [(int(count), str(version)) for count, version in session.execute(statement)]
+        return [(int(count), str(version)) for count, version in connection.execute(statement)]
 
     return read_from(url, read)
 
@@ -93,8 +92,8 @@ def test_an_app_migrates_as_it_starts_unless_its_migrations_ran_before(
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
 
-    def migrated(session: Session) -> bool:
-        return inspect(session.connection()).has_table("alembic_version")
+    def migrated(connection: Connection) -> bool:
+        return inspect(connection).has_table("alembic_version")
 
     assert read_from(database_url, migrated) is migrate_on_start
 

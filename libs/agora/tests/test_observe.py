@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI, Request
 from opentelemetry import trace
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.app import Resources, ServiceDefinition, create_service_app
 from agora.client import ServiceClient
@@ -293,12 +293,12 @@ class Pack(BaseModel):
     order: str
 
 
-def create_tables(session: Session) -> None:
-    schema.metadata.create_all(session.connection())
+def create_tables(connection: Connection) -> None:
+    schema.metadata.create_all(connection)
 
 
-def ship(session: Session, order: str) -> None:
-    record(session, Shipped(order=order), aggregate=order)
+def ship(connection: Connection, order: str) -> None:
+    record(connection, Shipped(order=order), aggregate=order)
 
 
 async def test_a_service_without_a_database_has_no_outbox(tmp_path: Path) -> None:
@@ -448,11 +448,11 @@ def received(service: str, source: str, kind: str) -> float:
     return REGISTRY.get_sample_value("agora_messages_received_total", labels) or 0.0
 
 
-def ignore(session: Session, event: BaseModel, envelope: CloudEvent) -> None:
+def ignore(connection: Connection, event: BaseModel, envelope: CloudEvent) -> None:
     pass
 
 
-def pack(session: Session, event: BaseModel, envelope: CloudEvent) -> None:
+def pack(connection: Connection, event: BaseModel, envelope: CloudEvent) -> None:
     pass
 
 

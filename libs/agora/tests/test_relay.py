@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.db import UnitOfWork
 from agora.messaging.broker import Broker, BrokerUnavailable
@@ -44,20 +44,20 @@ class Noted(BaseModel):
     memo: str = ""
 
 
-def note(session: Session, n: int) -> None:
-    record(session, Noted(n=n), aggregate=f"account-{n}")
+def note(connection: Connection, n: int) -> None:
+    record(connection, Noted(n=n), aggregate=f"account-{n}")
 
 
-def note_about(session: Session, n: int, aggregate: str, memo: str = "") -> str:
-    return record(session, Noted(n=n, memo=memo), aggregate=aggregate).id
+def note_about(connection: Connection, n: int, aggregate: str, memo: str = "") -> str:
+    return record(connection, Noted(n=n, memo=memo), aggregate=aggregate).id
 
 
-def pending_ids(session: Session) -> list[str]:
-    return [row.id for row in pending_rows(session, 100)]
+def pending_ids(connection: Connection) -> list[str]:
+    return [row.id for row in pending_rows(connection, 100)]
 
 
-def create_all(session: Session) -> None:
-    metadata.create_all(session.connection())
+def create_all(connection: Connection) -> None:
+    metadata.create_all(connection)
 
 
 def gauge(name: str) -> float | None:

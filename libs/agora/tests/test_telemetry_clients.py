@@ -17,8 +17,7 @@ import redis.asyncio
 from fastapi import APIRouter, Request
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, text
 
 from agora.app import Resources, ServiceDefinition, create_service_app
 from agora.db import UnitOfWork
@@ -53,8 +52,8 @@ def every_span() -> list[dict[str, Any]]:
     return recent_spans().find(limit=SPANS_KEPT)
 
 
-def say(session: Session, word: str) -> str:
-    said: str = session.execute(SAID, {"word": word}).scalar_one()
+def say(connection: Connection, word: str) -> str:
+    said: str = connection.execute(SAID, {"word": word}).scalar_one()
     return said
 
 
@@ -136,7 +135,7 @@ async def test_statements_are_no_spans_unless_asked_for(tmp_path: Path) -> None:
 async def test_a_statement_run_inside_no_span_is_no_span(tmp_path: Path) -> None:
     uow = UnitOfWork(f"sqlite:///{tmp_path / 'alone.db'}", trace_statements=True)
     try:
-        await uow.query(lambda session: session.execute(ALONE).all())
+        await uow.query(lambda connection: connection.execute(ALONE).all())
     finally:
         await uow.dispose()
 
@@ -175,8 +174,8 @@ class Noted(BaseModel):
     note: str
 
 
-def note(session: Session, event: Noted, envelope: CloudEvent) -> None:
-    say(session, event.note)
+def note(connection: Connection, event: Noted, envelope: CloudEvent) -> None:
+    say(connection, event.note)
 
 
 @pytest.fixture
@@ -192,7 +191,7 @@ async def test_a_statement_a_message_runs_is_a_span_under_it_without_its_values(
 ) -> None:
     service = f"ledger{uuid.uuid4().hex[:8]}"  # of the test's own: the process's spans are shared
     uow = UnitOfWork(f"sqlite:///{tmp_path / 'consumer.db'}", trace_statements=True)
-    await uow.run(lambda session: schema.metadata.create_all(session.connection()))
+    await uow.run(lambda connection: schema.metadata.create_all(connection))
     subscription = Subscription(Noted, note)
     consumers = quick_consumers(service, uow, broker, [subscription])
     event = CloudEvent(source="ledger", type=Noted.type, subject="n-1", data={"note": SECRET})

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
 
 from agora.db import UnitOfWork, on_commit
 from agora.tasks import Bell, Wakeup, Worker
@@ -65,14 +64,14 @@ class Rows:
             raise RuntimeError("the far side broke")
         return f"done {claim.row}"
 
-    def record(self, session: Session, claim: Claim, outcome: str, now: datetime) -> None:
-        session.execute(
+    def record(self, connection: Connection, claim: Claim, outcome: str, now: datetime) -> None:
+        connection.execute(
             insert(recorded).values(row=claim.row, outcome=outcome, request_id=request_id.get())
         )
         if claim.row in self.unrecordable:
             raise ValueError(f"{claim.row} cannot be recorded")
         row, caller = claim.row, request_id.get()
-        on_commit(session, lambda: self.committed.append((row, caller)))
+        on_commit(connection, lambda: self.committed.append((row, caller)))
 
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"row": claim.row}
@@ -80,13 +79,13 @@ class Rows:
     async def recorded(self) -> list[tuple[str, str]]:
         """What the table holds, by row: each row's outcome."""
         statement = select(recorded.c.row, recorded.c.outcome).order_by(recorded.c.row)
-        rows = await self.uow.query(lambda session: session.execute(statement).all())
+        rows = await self.uow.query(lambda connection: connection.execute(statement).all())
         return [(row, outcome) for row, outcome in rows]
 
     async def recorded_under(self) -> dict[str, str]:
         """The request id each row's record ran under."""
         statement = select(recorded.c.row, recorded.c.request_id)
-        rows = await self.uow.query(lambda session: session.execute(statement).all())
+        rows = await self.uow.query(lambda connection: connection.execute(statement).all())
         return {row: caller for row, caller in rows}
 
 

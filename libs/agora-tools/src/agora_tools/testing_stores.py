@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from agora.messaging.envelope import CloudEvent
 
 if TYPE_CHECKING:
-    from sqlalchemy import MetaData
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection, MetaData
 
     from agora.db import UnitOfWork
 
@@ -137,7 +136,7 @@ async def unit_of_work_with(database_url: str, metadata: MetaData) -> AsyncItera
 
     uow = UnitOfWork(database_url)
     try:
-        await uow.run(lambda session: metadata.create_all(session.connection()))
+        await uow.run(lambda connection: metadata.create_all(connection))
         yield uow
     finally:
         await uow.dispose()
@@ -153,8 +152,8 @@ def on_sqlite(data_dir: Path, name: str) -> dict[str, Any]:
     }
 
 
-def read_from(database_url: str, read: Callable[[Session], T]) -> T:
-    """What ``read(session)`` finds in the database at ``database_url``, read as a unit of work's
+def read_from(database_url: str, read: Callable[[Connection], T]) -> T:
+    """What ``read(connection)`` finds in the database at ``database_url``, read as a unit of work's
     query (nothing it does is committed).
 
     Call it from a synchronous test (an app under ``TestClient`` keeps a loop of its own): it
@@ -163,8 +162,8 @@ def read_from(database_url: str, read: Callable[[Session], T]) -> T:
     return _with_unit_of_work(database_url, lambda uow: uow.query(read))
 
 
-def write_to(database_url: str, write: Callable[[Session], T]) -> T:
-    """Run ``write(session)`` on the database at ``database_url`` in one transaction of a unit
+def write_to(database_url: str, write: Callable[[Connection], T]) -> T:
+    """Run ``write(connection)`` on the database at ``database_url`` in one transaction of a unit
     of work, committed if it returns; what it returns. Call it from a synchronous test, as
     :func:`read_from`."""
     return _with_unit_of_work(database_url, lambda uow: uow.run(write))
@@ -192,8 +191,8 @@ def outbox_events(database_url: str) -> list[CloudEvent]:
 
     from agora.messaging.schema import outbox
 
-    def read(session: Session) -> list[CloudEvent]:
-        rows = session.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
+    def read(connection: Connection) -> list[CloudEvent]:
+        rows = connection.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
         return [CloudEvent.from_bytes(payload) for payload in rows]
 
     return read_from(database_url, read)
@@ -215,8 +214,8 @@ async def schema_drift(database_url: str, metadata: MetaData) -> list[Any]:
         for table in source.tables.values():
             table.to_metadata(expected)
 
-    def compare(session: Session) -> list[Any]:
-        context = MigrationContext.configure(session.connection())
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection)
         return list(compare_metadata(context, expected))
 
     uow = UnitOfWork(database_url)

@@ -1,8 +1,9 @@
 """The database unit of work.
 
-Handlers are plain functions over a synchronous SQLAlchemy ``Session`` (as in *Architecture
-Patterns with Python*): they read, change, and return; they never call another service. The unit
-of work runs one of them in one transaction, and commits only if it returns.
+Handlers are plain functions over the SQLAlchemy Core ``Connection`` of their transaction (ADR 63;
+as in *Architecture Patterns with Python*, without its ORM session, which no handler needs: they
+execute statements on tables): they read, change, and return; they never call another service.
+The unit of work runs one of them in one transaction, and commits only if it returns.
 
 How it runs depends on the store, because the costs differ by an order of magnitude:
 
@@ -12,12 +13,8 @@ How it runs depends on the store, because the costs differ by an order of magnit
   a zero busy timeout: when another process (a second replica) holds the write lock, the unit of
   work *awaits* a short, jittered pause (:mod:`agora.backoff`) and tries again, so a busy database
   never blocks the loop.
-* PostgreSQL runs the same handler through ``AsyncSession.run_sync`` over asyncpg, and retries the
-  whole transaction on a serialization failure or a deadlock.
-
-A hot read whose handler only executes statements may run on a Core ``Connection`` instead
-(:meth:`UnitOfWork.read`): setting up and tearing down an ORM session is a third of what a one-row
-read costs. Its repository methods take :data:`Reads`, either of the two.
+* PostgreSQL runs the same handler through ``AsyncConnection.run_sync`` over asyncpg, and retries
+  the whole transaction on a serialization failure or a deadlock.
 """
 
 from __future__ import annotations
@@ -28,22 +25,24 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import structlog
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
 
 from agora.backoff import Backoff, retrying
 from agora.errors import ServiceUnavailable
 from agora.secrets import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from agora.telemetry import trace_statements as trace_engine
-from agora.transactions import SOURCE, Callback, Handler, Reader, finish
-from agora.transactions import Reads as Reads  # services import the type from here
+from agora.transactions import SOURCE, Callback, Handler, finish, forget
 from agora.transactions import on_commit as on_commit  # services import the hook from here
+
+if TYPE_CHECKING:
+    # Imported where a PostgreSQL store is opened: it loads SQLAlchemy's ORM (8 MB), which the
+    # embedded profile's processes never need.
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -139,6 +138,8 @@ class UnitOfWork:
                 private_sqlite_file(path)
             self._sync = engine = _sqlite_engine(url, synchronous)
         else:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             self._async = create_async_engine(
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
@@ -160,21 +161,15 @@ class UnitOfWork:
         return "sqlite" if self.is_sqlite else "postgresql"
 
     async def run(self, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``handler(session, ...)`` in a write transaction; commit if it returns."""
-        return await self._execute(handler, True, False, *args, **kwargs)
+        """Run ``handler(connection, ...)`` in a write transaction; commit if it returns."""
+        return await self._execute(handler, True, *args, **kwargs)
 
     async def query(self, handler: Handler[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a read-only ``handler(session, ...)``; nothing it does is committed."""
-        return await self._execute(handler, False, False, *args, **kwargs)
-
-    async def read(self, handler: Reader[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a read-only ``handler(connection, ...)`` on a Core connection; nothing it does is
-        committed. For the hot reads whose handlers only execute statements: no ORM session is
-        set up and torn down around them, which costs a third of a one-row read."""
-        return await self._execute(handler, False, True, *args, **kwargs)
+        """Run a read-only ``handler(connection, ...)``; nothing it does is committed."""
+        return await self._execute(handler, False, *args, **kwargs)
 
     async def ping(self) -> None:
-        await self.read(lambda connection: connection.execute(text("SELECT 1")).scalar_one())
+        await self.query(lambda connection: connection.execute(text("SELECT 1")).scalar_one())
 
     async def dispose(self) -> None:
         if self._sync is not None:
@@ -183,18 +178,15 @@ class UnitOfWork:
             await self._async.dispose()
 
     async def _execute(
-        self, handler: Callable[..., T], write: bool, core: bool, *args: Any, **kwargs: Any
+        self, handler: Callable[..., T], write: bool, *args: Any, **kwargs: Any
     ) -> T:
         started = time.monotonic()
         tries = 0
 
         async def attempt() -> tuple[T, int, list[Callback]]:
-            if core:
-                return await self._on_connection(handler, *args, **kwargs), 0, []
-            info = {SOURCE: self.source}
             if self._sync is not None:
-                return _in_session(self._sync, info, write, handler, *args, **kwargs)
-            return await self._in_async_session(info, write, handler, *args, **kwargs)
+                return _on_sqlite(self._sync, self.source, write, handler, *args, **kwargs)
+            return await self._on_postgres(write, handler, *args, **kwargs)
 
         def busy(_: Exception, failed: int, _pause: float) -> None:
             nonlocal tries
@@ -217,35 +209,18 @@ class UnitOfWork:
                 callback()
         return result
 
-    async def _in_async_session(
-        self,
-        info: dict[str, Any],
-        write: bool,
-        handler: Handler[P, T],
-        *args: P.args,
-        **kwargs: P.kwargs,
+    async def _on_postgres(
+        self, write: bool, handler: Callable[..., T], *args: Any, **kwargs: Any
     ) -> tuple[T, int, list[Callback]]:
-        assert self._async is not None
-        async with AsyncSession(self._async, expire_on_commit=False, info=info) as session:
-            if write:
-                async with session.begin():
-                    return await session.run_sync(_in_transaction, handler, *args, **kwargs)
-            try:
-                return (await session.run_sync(handler, *args, **kwargs), 0, [])
-            finally:
-                await session.rollback()
-
-    async def _on_connection(self, handler: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._sync is not None:
-            with self._sync.connect() as connection:
-                try:
-                    return handler(connection, *args, **kwargs)
-                finally:
-                    connection.rollback()
         assert self._async is not None
         async with self._async.connect() as connection:
             try:
-                return await connection.run_sync(handler, *args, **kwargs)
+                outcome = await connection.run_sync(
+                    _in_transaction, self.source, write, handler, *args, **kwargs
+                )
+                if write:
+                    await connection.commit()
+                return outcome
             finally:
                 await connection.rollback()
 
@@ -262,14 +237,31 @@ class UnitOfWork:
 
 
 def _in_transaction(
-    session: Session, handler: Handler[P, T], /, *args: P.args, **kwargs: P.kwargs
+    connection: Connection,
+    source: str,
+    write: bool,
+    handler: Callable[..., T],
+    /,
+    *args: Any,
+    **kwargs: Any,
 ) -> tuple[T, int, list[Callback]]:
-    """Run the handler, then what it asked to be written before the commit (the events it
-    recorded), in its transaction; how many events were written, and what it asked to be called
-    after the commit, come back with the result."""
-    result = handler(session, *args, **kwargs)
-    events, committed = finish(session)
-    return result, events, committed
+    """Run the handler in the transaction ``connection`` has begun; for a write, then what it
+    asked to be written before the commit (the events it recorded). How many events were written,
+    and what it asked to be called after the commit, come back with the result. The caller
+    commits."""
+    if not write:
+        try:
+            return handler(connection, *args, **kwargs), 0, []
+        finally:
+            if connection.info:  # what a read asked for at a commit that never comes
+                forget(connection)
+    connection.info[SOURCE] = source
+    try:
+        result = handler(connection, *args, **kwargs)
+        events, committed = finish(connection)
+        return result, events, committed
+    finally:
+        forget(connection)
 
 
 # How a SQLite transaction begins where the unit of work starts one: IMMEDIATE for its writes
@@ -278,27 +270,29 @@ def _in_transaction(
 _SQLITE_BEGIN: ContextVar[str] = ContextVar("agora_sqlite_begin", default="DEFERRED")
 
 
-def _in_session(
+def _on_sqlite(
     bind: Engine,
-    info: dict[str, Any],
+    source: str,
     write: bool,
-    handler: Handler[P, T],
-    *args: P.args,
-    **kwargs: P.kwargs,
+    handler: Callable[..., T],
+    /,
+    *args: Any,
+    **kwargs: Any,
 ) -> tuple[T, int, list[Callback]]:
-    begins = _SQLITE_BEGIN.set("IMMEDIATE" if write else "DEFERRED")
+    # A read begins as every transaction does by default (DEFERRED): nothing to set.
+    begins = _SQLITE_BEGIN.set("IMMEDIATE") if write else None
     try:
-        with Session(bind=bind, expire_on_commit=False, info=info) as session:
+        with bind.connect() as connection:
             try:
-                if not write:
-                    return handler(session, *args, **kwargs), 0, []
-                result, events, committed = _in_transaction(session, handler, *args, **kwargs)
-                session.commit()
-                return result, events, committed
+                outcome = _in_transaction(connection, source, write, handler, *args, **kwargs)
+                if write:
+                    connection.commit()
+                return outcome
             finally:
-                session.rollback()
+                connection.rollback()
     finally:
-        _SQLITE_BEGIN.reset(begins)
+        if begins is not None:
+            _SQLITE_BEGIN.reset(begins)
 
 
 def _sqlite_engine(url: str, synchronous: str) -> Engine:

@@ -28,7 +28,6 @@ from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, create_engine, pool, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from agora.db import async_url, private_sqlite_file, sqlite_path
 from agora.messaging.schema import create_tables, drop_tables
@@ -57,6 +56,9 @@ def upgrade(url: str, script_location: Path, *, revision: str = "head") -> None:
 
 
 async def _upgrade_postgres(config: Config, url: str, revision: str, key: str) -> None:
+    # Here, not at the top: it loads SQLAlchemy's ORM, which a SQLite store never needs (ADR 63).
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:

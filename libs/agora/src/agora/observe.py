@@ -28,8 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from prometheus_client import Gauge
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select
 
 from agora.auth import OperatorGuard
 from agora.db import UnitOfWork, aware
@@ -51,12 +50,12 @@ TraceId = Annotated[
 Limit = Annotated[int, Query(ge=1, le=2000, description="At most this many, newest first.")]
 
 
-def backlog_summary(session: Session) -> tuple[bool, int, datetime | None]:
+def backlog_summary(connection: Connection) -> tuple[bool, int, datetime | None]:
     """Whether the service has an outbox; how many rows wait to be published; the oldest's
     time of recording."""
-    if not has_outbox(session):
+    if not has_outbox(connection):
         return False, 0, None
-    pending, oldest = session.execute(
+    pending, oldest = connection.execute(
         select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.status == "pending")
     ).one()
     return True, int(pending), aware(oldest)

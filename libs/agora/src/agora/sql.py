@@ -1,8 +1,8 @@
 """What the services' SQL repositories write alike on SQLite and PostgreSQL.
 
 An insert that leaves alone a row already there (``INSERT ... ON CONFLICT DO NOTHING``) is spelt
-by each dialect's own ``insert``; :func:`insert_if_absent` picks the session's. And
-``Session.execute`` types every result as a plain ``Result``, though a write's is the
+by each dialect's own ``insert``; :func:`insert_if_absent` picks the connection's. And
+``Connection.execute`` types every result as a plain ``Result``, though a write's is the
 ``CursorResult`` that counts its rows and knows the key it made: :func:`rowcount` and
 :func:`inserted_key` read those, typed. A worker's claim on a row (:mod:`agora.tasks`) is one
 conditional UPDATE of its lease columns: :func:`take_lease`.
@@ -13,28 +13,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import ColumnElement, CursorResult, Result, Table
+from sqlalchemy import ColumnElement, Connection, CursorResult, Result, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 # The statement of either store, with its ON CONFLICT clauses (same arguments on both).
 Insert: TypeAlias = postgresql.Insert | sqlite.Insert
 
 
-def dialect_insert(session: Session, table: Table) -> Insert:
-    """``INSERT INTO table`` in the session's dialect, which can say what to do ``ON CONFLICT``
+def dialect_insert(connection: Connection, table: Table) -> Insert:
+    """``INSERT INTO table`` in the connection's dialect, which can say what to do ``ON CONFLICT``
     (``on_conflict_do_nothing``, ``on_conflict_do_update``)."""
-    if session.get_bind().dialect.name == "sqlite":
+    if connection.dialect.name == "sqlite":
         return sqlite.insert(table)
     return postgresql.insert(table)
 
 
-def insert_if_absent(session: Session, table: Table) -> Insert:
-    """``INSERT INTO table ... ON CONFLICT DO NOTHING`` in the session's dialect: a row whose
+def insert_if_absent(connection: Connection, table: Table) -> Insert:
+    """``INSERT INTO table ... ON CONFLICT DO NOTHING`` in the connection's dialect: a row whose
     key, or any unique column, is taken already is not written, and nothing is raised. On
     PostgreSQL a row another transaction is inserting right now waits for that one to end.
     :func:`rowcount` says whether it was written."""
-    return dialect_insert(session, table).on_conflict_do_nothing()
+    return dialect_insert(connection, table).on_conflict_do_nothing()
 
 
 def inserts_if_absent(table: Table) -> dict[str, Insert]:
@@ -63,7 +62,7 @@ def inserted_key(result: Result[Any]) -> Any:
 
 
 def take_lease(
-    session: Session,
+    connection: Connection,
     table: Table,
     *where: ColumnElement[bool],
     token: str,
@@ -76,7 +75,7 @@ def take_lease(
     the second one's update finds it no longer due (PostgreSQL re-reads the row once the first
     commits) and changes nothing."""
     statement = table.update().where(*where).values(lease_token=token, lease_until=until, **values)
-    return rowcount(session.execute(statement)) == 1
+    return rowcount(connection.execute(statement)) == 1
 
 
 def _written(result: Result[Any]) -> CursorResult[Any]:

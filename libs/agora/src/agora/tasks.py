@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import structlog
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
 
     from agora.transactions import Transactions
 
@@ -155,8 +155,8 @@ class Steps(Protocol[C, R]):
         """Call out for ``claim``, outside any transaction and under a deadline; what happened,
         failures included (an exception leaves the claim to be claimed again)."""
 
-    def record(self, session: Session, claim: C, outcome: R, now: datetime) -> None:
-        """Write ``outcome`` in the transaction of ``session`` (unless another worker holds the
+    def record(self, connection: Connection, claim: C, outcome: R, now: datetime) -> None:
+        """Write ``outcome`` in the transaction of ``connection`` (unless another worker holds the
         row now), which may record other claims' outcomes before and after it. It runs in the
         context the claim was called in; what it asks to run after the commit
         (:func:`agora.transactions.on_commit`) runs in that context too."""
@@ -167,24 +167,24 @@ class Steps(Protocol[C, R]):
 
 class Leasable(Protocol[K]):
     """A repository of rows a :class:`Worker` claims: those due, and a lease on one of them
-    (:func:`agora.sql.take_lease`), in the claiming transaction's session."""
+    (:func:`agora.sql.take_lease`), in the claiming transaction's connection."""
 
-    def due(self, session: Session, now: datetime, limit: int) -> Iterable[K]: ...
+    def due(self, connection: Connection, now: datetime, limit: int) -> Iterable[K]: ...
 
     def claim(
-        self, session: Session, key: K, token: str, until: datetime, now: datetime
+        self, connection: Connection, key: K, token: str, until: datetime, now: datetime
     ) -> bool: ...
 
 
 def leased(
-    session: Session, rows: Leasable[K], now: datetime, until: datetime, limit: int
+    connection: Connection, rows: Leasable[K], now: datetime, until: datetime, limit: int
 ) -> Iterator[tuple[K, str]]:
     """Up to ``limit`` keys of ``rows`` due at ``now``, each leased until ``until`` under a
     fresh token, with that token; a row another worker took meanwhile is left out. The loop of
     a :meth:`Steps.claim`, in its transaction."""
-    for key in rows.due(session, now, limit):
+    for key in rows.due(connection, now, limit):
         token = uuid.uuid4().hex
-        if rows.claim(session, key, token, until, now):
+        if rows.claim(connection, key, token, until, now):
             yield key, token
 
 
@@ -204,7 +204,9 @@ class _Answered(Generic[C, R]):
     recorded: asyncio.Future[None]
 
 
-def record_each(session: Session, steps: Steps[C, R], answered: Sequence[_Answered[C, R]]) -> None:
+def record_each(
+    connection: Connection, steps: Steps[C, R], answered: Sequence[_Answered[C, R]]
+) -> None:
     """Record each outcome in turn, in the caller's transaction, each in the context its call
     ran in, its events written as its record returns (so they carry that call's trace)."""
     # Here, not at the top: the broker client imports this module, and so does `agora up`'s
@@ -212,8 +214,8 @@ def record_each(session: Session, steps: Steps[C, R], answered: Sequence[_Answer
     from agora.transactions import write_pending
 
     def record_one(one: _Answered[C, R]) -> None:
-        steps.record(session, one.claim, one.outcome, one.now)
-        write_pending(session)
+        steps.record(connection, one.claim, one.outcome, one.now)
+        write_pending(connection)
 
     for one in answered:
         one.context.run(record_one, one)

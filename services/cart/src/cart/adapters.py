@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Connection,
     Integer,
     MetaData,
     String,
@@ -32,13 +33,12 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.orm import Session
 
 from agora.app import Resources
 from agora.calls import items
 from agora.client import ServiceClient
 from agora.columns import timestamp
-from agora.db import Reads, UnitOfWork, aware
+from agora.db import UnitOfWork, aware
 from agora.errors import ServiceUnavailable
 from agora.messaging.credentials import without_credentials
 from cart.domain import LINES_MAX, Line, Product, TooManyLines
@@ -65,50 +65,50 @@ LINE_COLUMNS = (cart_lines.c.sku, cart_lines.c.quantity, cart_lines.c.updated_at
 # --- SQL ---------------------------------------------------------------------------------------
 
 
-def _lines(session: Reads, user_id: str, skus: Sequence[str] | None = None) -> list[Line]:
+def _lines(connection: Connection, user_id: str, skus: Sequence[str] | None = None) -> list[Line]:
     statement = select(*LINE_COLUMNS).where(cart_lines.c.user_id == user_id)
     if skus is not None:
         # Locked until the transaction ends (PostgreSQL; SQLite runs writers one at a time).
         statement = statement.where(cart_lines.c.sku.in_(skus)).order_by(cart_lines.c.sku)
         statement = statement.with_for_update()
-    rows = session.execute(statement)
+    rows = connection.execute(statement)
     return [Line(row.sku, row.quantity, aware(row.updated_at)) for row in rows]
 
 
-def _lock_cart(session: Session, user_id: str) -> None:
+def _lock_cart(connection: Connection, user_id: str) -> None:
     """On PostgreSQL, one writer at a time per cart, so two new lines at once cannot both pass
     the limit: a row lock cannot hold back the insert of another row. SQLite's write
     transactions run one at a time already."""
-    if session.get_bind().dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql":
         key = zlib.crc32(f"agora-cart:{user_id}".encode())
-        session.execute(select(func.pg_advisory_xact_lock(bindparam("key", key, BigInteger))))
+        connection.execute(select(func.pg_advisory_xact_lock(bindparam("key", key, BigInteger))))
 
 
-def _put(session: Session, user_id: str, line: Line) -> list[Line]:
-    _lock_cart(session, user_id)
+def _put(connection: Connection, user_id: str, line: Line) -> list[Line]:
+    _lock_cart(connection, user_id)
     mine = cart_lines.c.user_id == user_id
     this = cart_lines.c.sku == line.sku
     values = {"quantity": line.quantity, "updated_at": line.updated_at}
-    if session.execute(select(cart_lines.c.sku).where(mine, this)).first() is not None:
-        session.execute(cart_lines.update().where(mine, this).values(**values))
-    elif session.execute(select(func.count()).where(mine)).scalar_one() >= LINES_MAX:
+    if connection.execute(select(cart_lines.c.sku).where(mine, this)).first() is not None:
+        connection.execute(cart_lines.update().where(mine, this).values(**values))
+    elif connection.execute(select(func.count()).where(mine)).scalar_one() >= LINES_MAX:
         raise TooManyLines()
     else:
-        session.execute(cart_lines.insert().values(user_id=user_id, sku=line.sku, **values))
-    return _lines(session, user_id)
+        connection.execute(cart_lines.insert().values(user_id=user_id, sku=line.sku, **values))
+    return _lines(connection, user_id)
 
 
-def _delete(session: Session, user_id: str, skus: Sequence[str] | None = None) -> None:
+def _delete(connection: Connection, user_id: str, skus: Sequence[str] | None = None) -> None:
     """Delete the user's lines of ``skus``, or every line of theirs."""
     statement = delete(cart_lines).where(cart_lines.c.user_id == user_id)
     if skus is not None:
         statement = statement.where(cart_lines.c.sku.in_(skus))
-    session.execute(statement)
+    connection.execute(statement)
 
 
-def _remove(session: Session, user_id: str, sku: str) -> list[Line]:
-    _delete(session, user_id, [sku])
-    return _lines(session, user_id)
+def _remove(connection: Connection, user_id: str, sku: str) -> list[Line]:
+    _delete(connection, user_id, [sku])
+    return _lines(connection, user_id)
 
 
 class SqlCarts:
@@ -132,7 +132,7 @@ class SqlCarts:
 
     async def lines(self, user_id: str) -> list[Line]:
         # A read of a few rows, on every cart page and checkout: on a connection (ADR 56).
-        return await self.uow.read(_lines, user_id)
+        return await self.uow.query(_lines, user_id)
 
     async def put(self, user_id: str, line: Line) -> list[Line]:
         return await self.uow.run(_put, user_id, line)
@@ -143,13 +143,13 @@ class SqlCarts:
     async def clear(self, user_id: str) -> None:
         await self.uow.run(_delete, user_id)
 
-    def held(self, session: Session, user_id: str, skus: Sequence[str]) -> list[Line]:
-        return _lines(session, user_id, skus)
+    def held(self, connection: Connection, user_id: str, skus: Sequence[str]) -> list[Line]:
+        return _lines(connection, user_id, skus)
 
-    def drop(self, session: Session, user_id: str, lines: Sequence[Line]) -> None:
+    def drop(self, connection: Connection, user_id: str, lines: Sequence[Line]) -> None:
         # The rows were locked by ``held``: none of them changed since.
         if lines:
-            _delete(session, user_id, [line.sku for line in lines])
+            _delete(connection, user_id, [line.sku for line in lines])
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -273,14 +273,14 @@ class RedisCarts:
         with self._answering():
             await self._client().delete(self.key(user_id))
 
-    def held(self, session: Session, user_id: str, skus: Sequence[str]) -> list[Line]:
+    def held(self, connection: Connection, user_id: str, skus: Sequence[str]) -> list[Line]:
         if not skus:
             return []
         with self._answering():
             values = self._blocking_client().hmget(self.key(user_id), list(skus))
         return [_decode(sku, value) for sku, value in zip(skus, values, strict=True) if value]
 
-    def drop(self, session: Session, user_id: str, lines: Sequence[Line]) -> None:
+    def drop(self, connection: Connection, user_id: str, lines: Sequence[Line]) -> None:
         if not lines:
             return
         script = self._started(self._drop)

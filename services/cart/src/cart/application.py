@@ -8,8 +8,8 @@ catalog once, then changes the cart. The catalog is asked *before* the cart chan
 (an unknown product, a catalog that cannot answer) leaves the cart as it was. Carts in Redis live
 outside any transaction, so these steps take no unit of work.
 
-The consumer's use case, :func:`remove_ordered`, is a transaction, ``def verb(session, carts,
-...)``, in the session that records the event in the inbox, as the chassis runs every handler.
+The consumer's use case, :func:`remove_ordered`, is a transaction, ``def verb(connection, carts,
+...)``, in the connection that records the event in the inbox, as the chassis runs every handler.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from cart import domain
 from cart.domain import Cart, Line, Product, check_addable, check_quantity, check_sku
@@ -42,7 +42,7 @@ class Carts(Protocol):
     """The users' carts: where their lines live.
 
     The coroutines serve the routes. ``held`` and ``drop`` serve the consumer: they run inside
-    its transaction (``session``), synchronously, as the chassis runs every handler.
+    its transaction (``connection``), synchronously, as the chassis runs every handler.
     """
 
     async def lines(self, user_id: str) -> list[Line]:
@@ -61,10 +61,10 @@ class Carts(Protocol):
 
     async def clear(self, user_id: str) -> None: ...
 
-    def held(self, session: Session, user_id: str, skus: Sequence[str]) -> list[Line]:
+    def held(self, connection: Connection, user_id: str, skus: Sequence[str]) -> list[Line]:
         """The user's lines of ``skus``, kept from changing until ``drop`` (SQL: locked)."""
 
-    def drop(self, session: Session, user_id: str, lines: Sequence[Line]) -> None:
+    def drop(self, connection: Connection, user_id: str, lines: Sequence[Line]) -> None:
         """Remove each of ``lines`` unless it was set again since it was read."""
 
 
@@ -140,11 +140,11 @@ async def empty_cart(parts: Parts, command: EmptyCart) -> Cart:
 
 
 def remove_ordered(
-    session: Session, carts: Carts, user_id: str, skus: Sequence[str], placed_at: datetime
+    connection: Connection, carts: Carts, user_id: str, skus: Sequence[str], placed_at: datetime
 ) -> None:
     """An order was placed: its SKUs leave the user's cart, unless set again since."""
-    taken = domain.taken_by_order(carts.held(session, user_id, skus), placed_at)
-    carts.drop(session, user_id, taken)
+    taken = domain.taken_by_order(carts.held(connection, user_id, skus), placed_at)
+    carts.drop(connection, user_id, taken)
 
 
 async def _ask(catalog: CatalogService, skus: Collection[str]) -> dict[str, Product]:

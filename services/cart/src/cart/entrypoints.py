@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.deps import CurrentUser, provided
 from agora.fields import WholeNumber
@@ -138,12 +138,12 @@ def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
     carts of the parts bootstrap chose, as the routes are."""
     carts = parts.carts
 
-    def remove_ordered(session: Session, event: OrderPlaced, envelope: CloudEvent) -> None:
+    def remove_ordered(connection: Connection, event: OrderPlaced, envelope: CloudEvent) -> None:
         # With Redis the lines leave before the inbox row commits: when that commit fails, the
         # event comes again and this runs twice. That is safe: a line goes only if it was not
         # set after placed_at, so a second run finds nothing more to take, and keeps what the
         # shopper has added since.
         skus = sorted({line.sku for line in event.lines})
-        application.remove_ordered(session, carts, event.user_id, skus, event.placed_at)
+        application.remove_ordered(connection, carts, event.user_id, skus, event.placed_at)
 
     return (Subscription(OrderPlaced, remove_ordered),)

@@ -12,7 +12,7 @@ from unittest.mock import Mock
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.errors import ServiceUnavailable
 from agora.messaging.envelope import envelope
@@ -113,14 +113,16 @@ def test_a_line_set_again_between_reading_and_dropping_it_stays(redis_shop: Shop
     """What makes the consumer safe beside the routes: Redis takes no lock while the handler
     decides, so a line goes only if it still holds what the handler read."""
     alice = redis_shop.shopper()
-    session = Mock(spec_set=Session)  # Redis keeps the lines; the inbox's session is not used
+    connection = Mock(
+        spec_set=Connection
+    )  # Redis keeps the lines; the inbox's connection is not used
     redis_shop.clock.now = SET
     alice.put(WOK, 2)
     alice.put(PRESS, 1)
-    held = redis_shop.store.held(session, alice.id, [WOK, PRESS])
+    held = redis_shop.store.held(connection, alice.id, [WOK, PRESS])
     redis_shop.clock.now = SET + timedelta(seconds=1)
     alice.put(WOK, 3)
 
-    redis_shop.store.drop(session, alice.id, held)
+    redis_shop.store.drop(connection, alice.id, held)
 
     assert alice.lines() == {WOK: 3}

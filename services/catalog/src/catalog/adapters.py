@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Connection,
     ForeignKey,
     Index,
     MetaData,
@@ -27,10 +28,9 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from agora.columns import key_text, timestamp
-from agora.db import Reads, aware
+from agora.db import aware
 from agora.sql import insert_if_absent, rowcount
 from catalog.application import CategorySummary, CreateProduct, Listing, Seed
 from catalog.domain import NAME_MAX, Category, Product, ProductExists, name_key, search_text
@@ -115,37 +115,39 @@ def _values(product: Product) -> dict[str, Any]:
 class SqlProducts:
     """The :class:`catalog.application.Products` port in the service's database."""
 
-    def get(self, session: Reads, sku: str, *, for_update: bool = False) -> Product | None:
+    def get(self, connection: Connection, sku: str, *, for_update: bool = False) -> Product | None:
         statement = _BY_SKU.with_for_update() if for_update else _BY_SKU
-        row = session.execute(statement, {"sku": sku}).first()
+        row = connection.execute(statement, {"sku": sku}).first()
         return None if row is None else _product(row)
 
-    def many(self, session: Reads, skus: Sequence[str]) -> list[Product]:
+    def many(self, connection: Connection, skus: Sequence[str]) -> list[Product]:
         if not skus:
             return []
         statement = select(*PRODUCT_COLUMNS).where(products.c.sku.in_(skus))
-        return [_product(row) for row in session.execute(statement)]
+        return [_product(row) for row in connection.execute(statement)]
 
-    def add(self, session: Session, product: Product) -> None:
+    def add(self, connection: Connection, product: Product) -> None:
         try:
-            session.execute(products.insert().values(sku=product.sku, **_values(product)))
+            connection.execute(products.insert().values(sku=product.sku, **_values(product)))
         except IntegrityError as error:
             # Two admins creating one sku at the same moment: the second insert loses.
             raise ProductExists(f"a product with sku {product.sku!r} already exists") from error
 
-    def save(self, session: Session, product: Product) -> None:
-        session.execute(
+    def save(self, connection: Connection, product: Product) -> None:
+        connection.execute(
             products.update().where(products.c.sku == product.sku).values(**_values(product))
         )
 
-    def has_category(self, session: Session, slug: str) -> bool:
-        found = session.execute(select(categories.c.slug).where(categories.c.slug == slug)).first()
+    def has_category(self, connection: Connection, slug: str) -> bool:
+        found = connection.execute(
+            select(categories.c.slug).where(categories.c.slug == slug)
+        ).first()
         return found is not None
 
-    def add_category(self, session: Session, category: Category) -> None:
-        session.execute(categories.insert().values(slug=category.slug, name=category.name))
+    def add_category(self, connection: Connection, category: Category) -> None:
+        connection.execute(categories.insert().values(slug=category.slug, name=category.name))
 
-    def categories(self, session: Reads) -> list[CategorySummary]:
+    def categories(self, connection: Connection) -> list[CategorySummary]:
         count = func.count(products.c.sku)
         statement = (
             select(categories.c.slug, categories.c.name, count)
@@ -160,10 +162,10 @@ class SqlProducts:
         )
         return [
             CategorySummary(slug=slug, name=name, product_count=n)
-            for slug, name, n in session.execute(statement)
+            for slug, name, n in connection.execute(statement)
         ]
 
-    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, connection: Connection, listing: Listing, limit: int) -> list[Product]:
         key = products.c.price if listing.sort.by_price else products.c.name_key
         statement = select(*PRODUCT_COLUMNS).where(products.c.active.is_(True))
         if listing.category is not None:
@@ -180,12 +182,12 @@ class SqlProducts:
             statement = statement.order_by(key.desc(), products.c.sku.desc())
         else:
             statement = statement.order_by(key.asc(), products.c.sku.asc())
-        rows = session.execute(statement.limit(limit))
+        rows = connection.execute(statement.limit(limit))
         return [_product(row) for row in rows]
 
-    def claim_seed(self, session: Session, name: str, now: datetime) -> bool:
-        claim = insert_if_absent(session, seeds).values(name=name, applied_at=now)
-        return rowcount(session.execute(claim)) == 1
+    def claim_seed(self, connection: Connection, name: str, now: datetime) -> bool:
+        claim = insert_if_absent(connection, seeds).values(name=name, applied_at=now)
+        return rowcount(connection.execute(claim)) == 1
 
 
 def load_seed(name: str = "seed.json") -> Seed:

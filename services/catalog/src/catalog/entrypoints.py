@@ -186,7 +186,7 @@ async def list_products(query: Annotated[ListQuery, Query()], uow: Uow, parts: P
         words=search_words(query.q),
         after=application.read_cursor(query.cursor, query.sort) if query.cursor else None,
     )
-    page = await uow.read(application.list_products, parts.products, listing)
+    page = await uow.query(application.list_products, parts.products, listing)
     return _json(_PAGE.dump_json(ProductPage.of(page, ProductOut.model_validate)))
 
 
@@ -208,7 +208,7 @@ async def get_products(
 
     Unknown skus are left out of `items` rather than answered 404.
     """
-    found = await uow.read(application.get_products, parts.products, sku)
+    found = await uow.query(application.get_products, parts.products, sku)
     items = [ProductOut.model_validate(product) for product in found]
     return _json(_BATCH.dump_json(ProductBatch(items=items)))
 
@@ -216,7 +216,7 @@ async def get_products(
 @router.get("/products/{sku}", response_model=ProductOut)
 async def get_product(sku: str, uow: Uow, parts: Parts) -> Response:
     """One product by sku, also when it is inactive (its `active` says so)."""
-    return _product(await uow.read(application.get_product, parts.products, sku))
+    return _product(await uow.query(application.get_product, parts.products, sku))
 
 
 @router.post("/products", status_code=201, response_model=ProductOut)
@@ -238,5 +238,5 @@ async def change_product(
 @router.get("/categories", response_model=list[CategoryOut])
 async def list_categories(uow: Uow, parts: Parts) -> Response:
     """Every category, by name, with how many active products it holds."""
-    found: list[CategorySummary] = await uow.read(application.list_categories, parts.products)
+    found: list[CategorySummary] = await uow.query(application.list_categories, parts.products)
     return _json(_CATEGORIES.dump_json([CategoryOut.model_validate(c) for c in found]))

@@ -7,9 +7,8 @@ from datetime import datetime
 from unittest.mock import Mock
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from agora.db import Reads
 from catalog import application
 from catalog.adapters import load_seed
 from catalog.application import (
@@ -39,27 +38,27 @@ class MemoryProducts(Products):
         self.category_names: dict[str, str] = {}
         self.seeds: set[str] = set()
 
-    def get(self, session: Reads, sku: str, *, for_update: bool = False) -> Product | None:
+    def get(self, connection: Connection, sku: str, *, for_update: bool = False) -> Product | None:
         return self.products.get(sku)
 
-    def many(self, session: Reads, skus: Sequence[str]) -> list[Product]:
+    def many(self, connection: Connection, skus: Sequence[str]) -> list[Product]:
         return [self.products[sku] for sku in skus if sku in self.products]
 
-    def add(self, session: Session, product: Product) -> None:
+    def add(self, connection: Connection, product: Product) -> None:
         if product.sku in self.products:
             raise ProductExists(product.sku)
         self.products[product.sku] = product
 
-    def save(self, session: Session, product: Product) -> None:
+    def save(self, connection: Connection, product: Product) -> None:
         self.products[product.sku] = product
 
-    def has_category(self, session: Session, slug: str) -> bool:
+    def has_category(self, connection: Connection, slug: str) -> bool:
         return slug in self.category_names
 
-    def add_category(self, session: Session, category: Category) -> None:
+    def add_category(self, connection: Connection, category: Category) -> None:
         self.category_names[category.slug] = category.name
 
-    def categories(self, session: Reads) -> list[CategorySummary]:
+    def categories(self, connection: Connection) -> list[CategorySummary]:
         return [
             CategorySummary(
                 slug,
@@ -69,7 +68,7 @@ class MemoryProducts(Products):
             for slug, name in sorted(self.category_names.items(), key=lambda c: c[1])
         ]
 
-    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Product]:
+    def listing(self, connection: Connection, listing: Listing, limit: int) -> list[Product]:
         def position(product: Product) -> tuple[str | int, str]:
             return (listing.sort.key(product), product.sku)
 
@@ -90,7 +89,7 @@ class MemoryProducts(Products):
             ]
         return found[:limit]
 
-    def claim_seed(self, session: Session, name: str, now: datetime) -> bool:
+    def claim_seed(self, connection: Connection, name: str, now: datetime) -> bool:
         if name in self.seeds:
             return False
         self.seeds.add(name)
@@ -98,16 +97,16 @@ class MemoryProducts(Products):
 
 
 @pytest.fixture
-def session() -> Session:
+def connection() -> Connection:
     # A real ``info``: recording an event keeps its outbox writer there until the commit.
-    return Mock(spec_set=Session, info={})
+    return Mock(spec_set=Connection, info={})
 
 
 @pytest.fixture
-def catalogue(session: Session) -> MemoryProducts:
+def catalogue(connection: Connection) -> MemoryProducts:
     memory = MemoryProducts()
-    memory.add_category(session, Category("kitchen", "Kitchen"))
-    memory.add_category(session, Category("books", "Books"))
+    memory.add_category(connection, Category("kitchen", "Kitchen"))
+    memory.add_category(connection, Category("books", "Books"))
     return memory
 
 
@@ -124,79 +123,81 @@ def new_product(sku: str = "KIT-PAN-28", **overrides: object) -> CreateProduct:
     return CreateProduct(**fields)  # type: ignore[arg-type]
 
 
-def test_a_created_product_is_stored_active(session: Session, catalogue: MemoryProducts) -> None:
-    product = application.create_product(session, catalogue, new_product())
+def test_a_created_product_is_stored_active(
+    connection: Connection, catalogue: MemoryProducts
+) -> None:
+    product = application.create_product(connection, catalogue, new_product())
 
     assert catalogue.products["KIT-PAN-28"] == product
     assert product.active
 
 
 def test_a_product_in_an_unknown_category_is_refused(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
     with pytest.raises(UnknownCategory, match="garden"):
-        application.create_product(session, catalogue, new_product(category="garden"))
+        application.create_product(connection, catalogue, new_product(category="garden"))
     assert catalogue.products == {}
 
 
 def test_a_second_product_with_the_same_sku_is_refused(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
-    application.create_product(session, catalogue, new_product())
+    application.create_product(connection, catalogue, new_product())
 
     with pytest.raises(ProductExists):
-        application.create_product(session, catalogue, new_product(name="Other"))
+        application.create_product(connection, catalogue, new_product(name="Other"))
     assert catalogue.products["KIT-PAN-28"].name == "Cast Iron Pan"
 
 
 def test_a_product_that_breaks_a_rule_is_not_stored(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
     with pytest.raises(InvalidProduct):
-        application.create_product(session, catalogue, new_product(price=0))
+        application.create_product(connection, catalogue, new_product(price=0))
     assert catalogue.products == {}
 
 
 def test_changing_a_missing_product_says_not_found(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
     with pytest.raises(ProductNotFound):
-        application.change_product(session, catalogue, "NOPE-1", {"price": 5})
+        application.change_product(connection, catalogue, "NOPE-1", {"price": 5})
 
 
 def test_moving_a_product_into_an_unknown_category_is_refused(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
-    application.create_product(session, catalogue, new_product())
+    application.create_product(connection, catalogue, new_product())
 
     with pytest.raises(UnknownCategory):
-        application.change_product(session, catalogue, "KIT-PAN-28", {"category": "garden"})
+        application.change_product(connection, catalogue, "KIT-PAN-28", {"category": "garden"})
     assert catalogue.products["KIT-PAN-28"].category == "kitchen"
 
 
 def test_a_deactivated_product_leaves_the_listing_and_the_category_count(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
-    application.create_product(session, catalogue, new_product("KIT-A"))
-    application.create_product(session, catalogue, new_product("KIT-B"))
+    application.create_product(connection, catalogue, new_product("KIT-A"))
+    application.create_product(connection, catalogue, new_product("KIT-B"))
 
-    application.change_product(session, catalogue, "KIT-A", {"active": False})
+    application.change_product(connection, catalogue, "KIT-A", {"active": False})
 
-    page = application.list_products(session, catalogue, Listing(sort=Sort.NAME, limit=10))
+    page = application.list_products(connection, catalogue, Listing(sort=Sort.NAME, limit=10))
     assert [p.sku for p in page.items] == ["KIT-B"]
-    counts = {c.slug: c.product_count for c in application.list_categories(session, catalogue)}
+    counts = {c.slug: c.product_count for c in application.list_categories(connection, catalogue)}
     assert counts == {"kitchen": 1, "books": 0}
 
 
 def test_several_products_come_in_the_order_asked_without_unknown_skus_or_repeats(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
     for sku in ("KIT-A-1", "KIT-B-2", "KIT-C-3"):
-        application.create_product(session, catalogue, new_product(sku))
-    application.change_product(session, catalogue, "KIT-B-2", {"active": False})
+        application.create_product(connection, catalogue, new_product(sku))
+    application.change_product(connection, catalogue, "KIT-B-2", {"active": False})
 
     found = application.get_products(
-        session, catalogue, ["KIT-C-3", "NOPE-1", "KIT-B-2", "KIT-C-3", "KIT-A-1"]
+        connection, catalogue, ["KIT-C-3", "NOPE-1", "KIT-B-2", "KIT-C-3", "KIT-A-1"]
     )
 
     assert [p.sku for p in found] == ["KIT-C-3", "KIT-B-2", "KIT-A-1"]
@@ -204,17 +205,17 @@ def test_several_products_come_in_the_order_asked_without_unknown_skus_or_repeat
 
 
 def test_pages_follow_each_other_until_the_last_has_no_cursor(
-    session: Session, catalogue: MemoryProducts
+    connection: Connection, catalogue: MemoryProducts
 ) -> None:
     for n in range(5):
-        application.create_product(session, catalogue, new_product(f"KIT-{n}", price=100 + n))
+        application.create_product(connection, catalogue, new_product(f"KIT-{n}", price=100 + n))
 
     seen: list[str] = []
     after = None
     pages = 0
     while True:
         listing = Listing(sort=Sort.PRICE_DESC, limit=2, after=after)
-        page = application.list_products(session, catalogue, listing)
+        page = application.list_products(connection, catalogue, listing)
         pages += 1
         seen += [p.sku for p in page.items]
         if page.next_cursor is None:
@@ -225,17 +226,17 @@ def test_pages_follow_each_other_until_the_last_has_no_cursor(
     assert pages == 3
 
 
-def test_a_full_last_page_has_no_cursor(session: Session, catalogue: MemoryProducts) -> None:
+def test_a_full_last_page_has_no_cursor(connection: Connection, catalogue: MemoryProducts) -> None:
     for n in range(4):
-        application.create_product(session, catalogue, new_product(f"KIT-{n}"))
+        application.create_product(connection, catalogue, new_product(f"KIT-{n}"))
 
-    first = application.list_products(session, catalogue, Listing(sort=Sort.NAME, limit=4))
+    first = application.list_products(connection, catalogue, Listing(sort=Sort.NAME, limit=4))
 
     assert len(first.items) == 4
     assert first.next_cursor is None
 
 
-def test_the_seed_loads_once(session: Session) -> None:
+def test_the_seed_loads_once(connection: Connection) -> None:
     catalogue = MemoryProducts()
     seed = Seed(
         name="starter",
@@ -243,19 +244,19 @@ def test_the_seed_loads_once(session: Session) -> None:
         products=[new_product("KIT-1"), new_product("KIT-2")],
     )
 
-    assert application.seed_catalogue(session, catalogue, seed) is True
-    application.change_product(session, catalogue, "KIT-1", {"price": 999})
-    assert application.seed_catalogue(session, catalogue, seed) is False
+    assert application.seed_catalogue(connection, catalogue, seed) is True
+    application.change_product(connection, catalogue, "KIT-1", {"price": 999})
+    assert application.seed_catalogue(connection, catalogue, seed) is False
 
     assert sorted(catalogue.products) == ["KIT-1", "KIT-2"]
     assert catalogue.products["KIT-1"].price == 999
 
 
-def test_the_shipped_seed_is_a_realistic_catalogue_in_euros(session: Session) -> None:
+def test_the_shipped_seed_is_a_realistic_catalogue_in_euros(connection: Connection) -> None:
     seed = load_seed()
     catalogue = MemoryProducts()
 
-    assert application.seed_catalogue(session, catalogue, seed) is True
+    assert application.seed_catalogue(connection, catalogue, seed) is True
 
     products = list(catalogue.products.values())
     assert len(products) >= 50
@@ -264,4 +265,4 @@ def test_the_shipped_seed_is_a_realistic_catalogue_in_euros(session: Session) ->
     assert all(p.description and p.image_url for p in products)
     assert len({p.name for p in products}) == len(products)
     # Every category of the seed holds products: none is an empty shelf.
-    assert all(c.product_count > 0 for c in catalogue.categories(session))
+    assert all(c.product_count > 0 for c in catalogue.categories(connection))

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     Index,
     Insert,
     Integer,
@@ -38,7 +39,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from agora.columns import timestamp
 from agora.db import aware
@@ -103,7 +103,7 @@ login_throttle = Table(
 
 
 class SqlUsers:
-    def add(self, session: Session, user: User) -> None:
+    def add(self, connection: Connection, user: User) -> None:
         statement = insert(users).values(
             id=user.id,
             email=user.email,
@@ -111,34 +111,34 @@ class SqlUsers:
             roles=list(user.roles),
             created_at=user.created_at,
         )
-        _insert_new(session, statement, EmailTaken(f"{user.email} already has an account"))
+        _insert_new(connection, statement, EmailTaken(f"{user.email} already has an account"))
 
-    def by_email(self, session: Session, email: str) -> User | None:
-        row = session.execute(select(users).where(users.c.email == email)).first()
+    def by_email(self, connection: Connection, email: str) -> User | None:
+        row = connection.execute(select(users).where(users.c.email == email)).first()
         return None if row is None else _user(row)
 
-    def get(self, session: Session, user_id: str) -> User | None:
-        row = session.execute(select(users).where(users.c.id == user_id)).first()
+    def get(self, connection: Connection, user_id: str) -> User | None:
+        row = connection.execute(select(users).where(users.c.id == user_id)).first()
         return None if row is None else _user(row)
 
-    def set_password_hash(self, session: Session, user_id: str, password_hash: str) -> None:
-        session.execute(
+    def set_password_hash(self, connection: Connection, user_id: str, password_hash: str) -> None:
+        connection.execute(
             update(users).where(users.c.id == user_id).values(password_hash=password_hash)
         )
 
-    def page(self, session: Session, after: str | None, limit: int) -> list[User]:
+    def page(self, connection: Connection, after: str | None, limit: int) -> list[User]:
         query = select(users).order_by(users.c.id).limit(limit)
         if after is not None:
             query = query.where(users.c.id > after)
-        return [_user(row) for row in session.execute(query)]
+        return [_user(row) for row in connection.execute(query)]
 
 
-def _insert_new(session: Session, statement: Insert, taken: Exception) -> None:
+def _insert_new(connection: Connection, statement: Insert, taken: Exception) -> None:
     """Insert a row, or raise ``taken`` when a unique key refuses it; in a savepoint, so that a
     refused insert leaves the surrounding transaction usable."""
     try:
-        with session.begin_nested():
-            session.execute(statement)
+        with connection.begin_nested():
+            connection.execute(statement)
     except IntegrityError as error:
         raise taken from error
 
@@ -159,16 +159,16 @@ class SqlSigningKeys:
     def __init__(self, cipher: KeyCipher) -> None:
         self._cipher = cipher
 
-    def all(self, session: Session) -> list[SigningKey]:
-        rows = session.execute(select(signing_keys).order_by(signing_keys.c.generation.desc()))
+    def all(self, connection: Connection) -> list[SigningKey]:
+        rows = connection.execute(select(signing_keys).order_by(signing_keys.c.generation.desc()))
         return [self._key(row) for row in rows]
 
-    def newest(self, session: Session) -> SigningKey | None:
+    def newest(self, connection: Connection) -> SigningKey | None:
         statement = select(signing_keys).order_by(signing_keys.c.generation.desc()).limit(1)
-        row = session.execute(statement).first()
+        row = connection.execute(statement).first()
         return None if row is None else self._key(row)
 
-    def add(self, session: Session, key: SigningKey) -> None:
+    def add(self, connection: Connection, key: SigningKey) -> None:
         statement = insert(signing_keys).values(
             kid=key.kid,
             generation=key.generation,
@@ -180,16 +180,16 @@ class SqlSigningKeys:
         taken = KeyRotationConflict(
             f"a key of generation {key.generation} was made at the same moment"
         )
-        _insert_new(session, statement, taken)
+        _insert_new(connection, statement, taken)
 
-    def retire_older(self, session: Session, generation: int, at: datetime) -> None:
-        session.execute(
+    def retire_older(self, connection: Connection, generation: int, at: datetime) -> None:
+        connection.execute(
             update(signing_keys)
             .where(signing_keys.c.generation < generation, signing_keys.c.retire_at.is_(None))
             .values(retire_at=at)
         )
 
-    def seal_plain(self, session: Session) -> int:
+    def seal_plain(self, connection: Connection) -> int:
         """Encrypt the keys an older version stored in plain text; how many there were."""
         # FOR UPDATE: a second replica sealing at the same moment waits, then finds none left.
         statement = (
@@ -197,16 +197,16 @@ class SqlSigningKeys:
             .where(signing_keys.c.private_key.not_like(f"{KeyCipher.PREFIX}%"))
             .with_for_update()
         )
-        plain = session.execute(statement).all()
+        plain = connection.execute(statement).all()
         if not plain:
             return 0
-        if session.get_bind().dialect.name == "sqlite":
+        if connection.dialect.name == "sqlite":
             # Zero the space the plain text leaves, where SQLite frees it (builds without
             # SECURE_DELETE keep it as it was). Best effort: a page SQLite rebuilds may keep
             # fragments, so a key that lay in plain text is to be rotated out (ADR 26).
-            session.execute(text("PRAGMA secure_delete = ON"))
+            connection.execute(text("PRAGMA secure_delete = ON"))
         for kid, pem in plain:
-            session.execute(
+            connection.execute(
                 update(signing_keys)
                 .where(signing_keys.c.kid == kid)
                 .values(private_key=self._cipher.seal(kid, pem))
@@ -230,16 +230,16 @@ class SqlLoginAttempts:
     # of them win, so a few turns always settle.
     TRIES = 10
 
-    def for_update(self, session: Session, email: str, client: str) -> LoginRecord:
+    def for_update(self, connection: Connection, email: str, client: str) -> LoginRecord:
         client = client[:CLIENT_LENGTH]
         for _ in range(self.TRIES):
-            found = self._locked(session, email, client)
+            found = self._locked(connection, email, client)
             if found is not None:
                 return found
-            session.execute(_insert_if_absent(session, email, client))
+            connection.execute(_insert_if_absent(connection, email, client))
         raise RuntimeError(f"the login record of {email} kept vanishing inside its transaction")
 
-    def _locked(self, session: Session, email: str, client: str) -> LoginRecord | None:
+    def _locked(self, connection: Connection, email: str, client: str) -> LoginRecord | None:
         # FOR UPDATE serializes concurrent attempts on PostgreSQL; SQLite's write transactions
         # (BEGIN IMMEDIATE) are serialized already and ignore the clause.
         statement = (
@@ -247,7 +247,7 @@ class SqlLoginAttempts:
             .where(login_throttle.c.email == email, login_throttle.c.client == client)
             .with_for_update()
         )
-        row = session.execute(statement).first()
+        row = connection.execute(statement).first()
         if row is None:
             return None
         return LoginRecord(
@@ -260,8 +260,8 @@ class SqlLoginAttempts:
             last_failure_at=aware(row.last_failure_at),
         )
 
-    def save(self, session: Session, attempts: LoginRecord) -> None:
-        session.execute(
+    def save(self, connection: Connection, attempts: LoginRecord) -> None:
+        connection.execute(
             update(login_throttle)
             .where(
                 login_throttle.c.email == attempts.email,
@@ -276,14 +276,14 @@ class SqlLoginAttempts:
             )
         )
 
-    def forget(self, session: Session, email: str, client: str) -> None:
-        session.execute(
+    def forget(self, connection: Connection, email: str, client: str) -> None:
+        connection.execute(
             delete(login_throttle).where(
                 login_throttle.c.email == email, login_throttle.c.client == client[:CLIENT_LENGTH]
             )
         )
 
-    def forget_idle_since(self, session: Session, moment: datetime) -> None:
+    def forget_idle_since(self, connection: Connection, moment: datetime) -> None:
         # Only rows no other transaction holds: waiting for them while holding this login's own
         # rows could deadlock with a login that holds one of them and waits for ours.
         idle = (
@@ -292,8 +292,8 @@ class SqlLoginAttempts:
             .limit(IDLE_PURGE_BATCH)
             .with_for_update(skip_locked=True)
         )
-        for email, client in session.execute(idle).all():
-            session.execute(
+        for email, client in connection.execute(idle).all():
+            connection.execute(
                 delete(login_throttle).where(
                     login_throttle.c.email == email, login_throttle.c.client == client
                 )
@@ -304,11 +304,11 @@ class SqlLoginAttempts:
 IDLE_PURGE_BATCH = 20
 
 
-def _insert_if_absent(session: Session, email: str, client: str) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect: never an error, never a wait
+def _insert_if_absent(connection: Connection, email: str, client: str) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the connection's dialect: never an error, never a wait
     on the transaction that inserted the same record unless it is still undecided."""
     values = {"email": email, "client": client, "failures": 0, "lockouts": 0}
-    return insert_if_absent(session, login_throttle).values(values)
+    return insert_if_absent(connection, login_throttle).values(values)
 
 
 # --- passwords ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Integer,
     MetaData,
@@ -29,7 +30,6 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.orm import Session
 
 from agora.migrations import upgrade
 from agora_tools.testing import file_mode, read_from, write_to
@@ -56,8 +56,8 @@ OTHER_KEK = "YW5vdGhlciBrZXksIG5vdCB0aGUgb25lIGl0IHdhcyBzZWFsZWQgd2l0aA=="
 def stored_private_keys(url: str) -> dict[str, str]:
     """What the key table holds in place of each private key, by key id."""
 
-    def read(session: Session) -> dict[str, str]:
-        rows = session.execute(select(signing_keys.c.kid, signing_keys.c.private_key))
+    def read(connection: Connection) -> dict[str, str]:
+        rows = connection.execute(select(signing_keys.c.kid, signing_keys.c.private_key))
         return {kid: stored for kid, stored in rows}
 
     return read_from(url, read)
@@ -170,8 +170,8 @@ def old_database_with_a_plain_key(url: str) -> SigningKey:
     upgrade(url, MIGRATIONS, revision="0002")
     key = Ed25519Keys().generate(1, datetime.now(UTC))
 
-    def store(session: Session) -> None:
-        session.execute(
+    def store(connection: Connection) -> None:
+        connection.execute(
             insert(old_signing_keys).values(
                 kid=key.kid,
                 generation=key.generation,
@@ -186,8 +186,8 @@ def old_database_with_a_plain_key(url: str) -> SigningKey:
 
 
 def plain_key_before_sealing(url: str) -> str:
-    def read(session: Session) -> str:
-        pem: str = session.execute(select(old_signing_keys.c.private_key_pem)).scalar_one()
+    def read(connection: Connection) -> str:
+        pem: str = connection.execute(select(old_signing_keys.c.private_key_pem)).scalar_one()
         return pem
 
     return read_from(url, read)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Connection,
     Index,
     MetaData,
     Row,
@@ -24,7 +25,6 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from agora.columns import key_text, serial_key, timestamp
 from agora.db import aware
@@ -151,21 +151,21 @@ class SqlStockrooms:
     """The :class:`inventory.application.Stockrooms` port in the service's database."""
 
     def stock(
-        self, session: Session, skus: Sequence[str], *, for_update: bool = False
+        self, connection: Connection, skus: Sequence[str], *, for_update: bool = False
     ) -> list[Stock]:
         if not skus:
             return []
         statement = _STOCK_FOR_UPDATE if for_update else _STOCK
-        return [_stock(row) for row in session.execute(statement, {"skus": list(skus)})]
+        return [_stock(row) for row in connection.execute(statement, {"skus": list(skus)})]
 
-    def open(self, session: Session, skus: Iterable[str]) -> None:
+    def open(self, connection: Connection, skus: Iterable[str]) -> None:
         rows = [
             {"sku": sku, "on_hand": 0, "reserved": 0, "seeded": None, "adjusted": 0} for sku in skus
         ]
         if rows:
-            session.execute(insert_if_absent(session, stock).values(rows))
+            connection.execute(insert_if_absent(connection, stock).values(rows))
 
-    def save(self, session: Session, rows: Iterable[Stock]) -> None:
+    def save(self, connection: Connection, rows: Iterable[Stock]) -> None:
         changes = [
             {
                 "stock_sku": row.sku,
@@ -177,28 +177,28 @@ class SqlStockrooms:
             for row in rows
         ]
         if changes:
-            session.execute(_UPDATE_STOCK, changes)
+            connection.execute(_UPDATE_STOCK, changes)
 
     def reservation(
-        self, session: Session, order_id: str, *, for_update: bool = False
+        self, connection: Connection, order_id: str, *, for_update: bool = False
     ) -> Reservation | None:
         statement = _RESERVATION_FOR_UPDATE if for_update else _RESERVATION
-        row = session.execute(statement, {"order_id": order_id}).first()
+        row = connection.execute(statement, {"order_id": order_id}).first()
         return None if row is None else _reservation(row)
 
-    def add_reservation(self, session: Session, reservation: Reservation) -> None:
-        session.execute(
+    def add_reservation(self, connection: Connection, reservation: Reservation) -> None:
+        connection.execute(
             _INSERT_RESERVATION,
             {"order_id": reservation.order_id, **_reservation_values(reservation)},
         )
 
-    def save_reservation(self, session: Session, reservation: Reservation) -> None:
-        session.execute(
+    def save_reservation(self, connection: Connection, reservation: Reservation) -> None:
+        connection.execute(
             _UPDATE_RESERVATION,
             {"reservation_id": reservation.order_id, **_reservation_values(reservation)},
         )
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[Reservation]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[Reservation]:
         statement = (
             select(*RESERVATION_COLUMNS)
             .where(
@@ -211,17 +211,17 @@ class SqlStockrooms:
             # holds right now is left for the next round, by when it is no longer active.
             .with_for_update(skip_locked=True)
         )
-        return [_reservation(row) for row in session.execute(statement)]
+        return [_reservation(row) for row in connection.execute(statement)]
 
-    def stock_page(self, session: Session, after: str | None, limit: int) -> list[Stock]:
+    def stock_page(self, connection: Connection, after: str | None, limit: int) -> list[Stock]:
         statement = select(*STOCK_COLUMNS)
         if after is not None:
             statement = statement.where(stock.c.sku > after)
         statement = statement.order_by(stock.c.sku).limit(limit)
-        return [_stock(row) for row in session.execute(statement)]
+        return [_stock(row) for row in connection.execute(statement)]
 
     def reservation_page(
-        self, session: Session, where: ReservationFilter, after: str | None, limit: int
+        self, connection: Connection, where: ReservationFilter, after: str | None, limit: int
     ) -> list[Reservation]:
         statement = select(*RESERVATION_COLUMNS)
         if where.status is not None:
@@ -231,10 +231,10 @@ class SqlStockrooms:
         if after is not None:
             statement = statement.where(reservations.c.order_id > after)
         statement = statement.order_by(reservations.c.order_id).limit(limit)
-        return [_reservation(row) for row in session.execute(statement)]
+        return [_reservation(row) for row in connection.execute(statement)]
 
-    def adjustment(self, session: Session, key: str) -> Adjustment | None:
-        row = session.execute(
+    def adjustment(self, connection: Connection, key: str) -> Adjustment | None:
+        row = connection.execute(
             select(
                 adjustments.c.sku,
                 adjustments.c.delta,
@@ -250,12 +250,12 @@ class SqlStockrooms:
         fields["created_at"] = aware(fields["created_at"])
         return Adjustment(**fields)
 
-    def add_adjustment(self, session: Session, adjustment: Adjustment) -> None:
+    def add_adjustment(self, connection: Connection, adjustment: Adjustment) -> None:
         # Its fields are the table's columns, as ``adjustment`` reads them back.
         values = asdict(adjustment)
         values["idempotency_key"] = values.pop("key")
         try:
-            session.execute(adjustments.insert().values(**values))
+            connection.execute(adjustments.insert().values(**values))
         except IntegrityError as error:
             # The same key sent at the same moment for another SKU: the second insert loses.
             raise IdempotencyKeyReused(

@@ -1,7 +1,7 @@
 """Inventory's use cases: one transaction each, over the :class:`Stockrooms` port.
 
-Handlers are plain functions ``handler(session, stockrooms, ...)`` that the unit of work runs:
-``stockrooms`` keeps the stock and the reservations within that session (the SQL one in
+Handlers are plain functions ``handler(connection, stockrooms, ...)`` that the unit of work runs:
+``stockrooms`` keeps the stock and the reservations within that transaction (the SQL one in
 production), so this module names no table. Bootstrap chooses it and hands it, with the rules
 from the settings, to the entry points in :class:`Parts`. Each command handler publishes its
 answer with :func:`agora.messaging.record`, in the transaction of the change it reports.
@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.cursor import CursorCodec, InvalidCursor, Page, paged
 from agora.messaging.outbox import record
@@ -76,40 +76,40 @@ class Seed:
 
 class Stockrooms(Protocol):
     """The stock of every SKU, the orders' reservations of it and the admins' adjustments,
-    within the transaction of ``session``."""
+    within the transaction of ``connection``."""
 
     def stock(
-        self, session: Session, skus: Sequence[str], *, for_update: bool = False
+        self, connection: Connection, skus: Sequence[str], *, for_update: bool = False
     ) -> list[Stock]:
         """The rows of those of ``skus`` that exist, by sku; ``for_update`` locks them in that
         order."""
 
-    def open(self, session: Session, skus: Iterable[str]) -> None:
+    def open(self, connection: Connection, skus: Iterable[str]) -> None:
         """Add a row at zero for each of ``skus`` that has none (a row that exists is kept)."""
 
-    def save(self, session: Session, rows: Iterable[Stock]) -> None: ...
+    def save(self, connection: Connection, rows: Iterable[Stock]) -> None: ...
 
     def reservation(
-        self, session: Session, order_id: str, *, for_update: bool = False
+        self, connection: Connection, order_id: str, *, for_update: bool = False
     ) -> Reservation | None: ...
 
-    def add_reservation(self, session: Session, reservation: Reservation) -> None: ...
+    def add_reservation(self, connection: Connection, reservation: Reservation) -> None: ...
 
-    def save_reservation(self, session: Session, reservation: Reservation) -> None: ...
+    def save_reservation(self, connection: Connection, reservation: Reservation) -> None: ...
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[Reservation]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[Reservation]:
         """Up to ``limit`` active reservations that expired before ``now``, locked; those another
         transaction has locked are passed over."""
 
-    def stock_page(self, session: Session, after: str | None, limit: int) -> list[Stock]: ...
+    def stock_page(self, connection: Connection, after: str | None, limit: int) -> list[Stock]: ...
 
     def reservation_page(
-        self, session: Session, where: ReservationFilter, after: str | None, limit: int
+        self, connection: Connection, where: ReservationFilter, after: str | None, limit: int
     ) -> list[Reservation]: ...
 
-    def adjustment(self, session: Session, key: str) -> Adjustment | None: ...
+    def adjustment(self, connection: Connection, key: str) -> Adjustment | None: ...
 
-    def add_adjustment(self, session: Session, adjustment: Adjustment) -> None:
+    def add_adjustment(self, connection: Connection, adjustment: Adjustment) -> None:
         """Store it; :class:`IdempotencyKeyReused` when another request took its key first."""
 
 
@@ -128,8 +128,8 @@ CURSORS = CursorCodec(Cursor)
 # Reads.
 
 
-def get_stock(session: Session, stockrooms: Stockrooms, sku: str) -> Stock:
-    rows = stockrooms.stock(session, [check_sku(sku)])
+def get_stock(connection: Connection, stockrooms: Stockrooms, sku: str) -> Stock:
+    rows = stockrooms.stock(connection, [check_sku(sku)])
     if not rows:
         raise UnknownSku(f"there is no stock of sku {sku!r}")
     return rows[0]
@@ -144,27 +144,27 @@ def read_cursor(token: str, listing: str) -> Cursor:
 
 
 def list_stock(
-    session: Session, stockrooms: Stockrooms, after: Cursor | None, limit: int
+    connection: Connection, stockrooms: Stockrooms, after: Cursor | None, limit: int
 ) -> Page[Stock]:
-    rows = stockrooms.stock_page(session, after.after if after else None, limit + 1)
+    rows = stockrooms.stock_page(connection, after.after if after else None, limit + 1)
     return paged(CURSORS, rows, limit, lambda last: Cursor(STOCK_LISTING, last.sku))
 
 
 def list_reservations(
-    session: Session,
+    connection: Connection,
     stockrooms: Stockrooms,
     where: ReservationFilter,
     after: Cursor | None,
     limit: int,
 ) -> Page[Reservation]:
-    rows = stockrooms.reservation_page(session, where, after.after if after else None, limit + 1)
+    rows = stockrooms.reservation_page(connection, where, after.after if after else None, limit + 1)
     return paged(CURSORS, rows, limit, lambda last: Cursor(RESERVATION_LISTING, last.order_id))
 
 
 # Stock.
 
 
-def seed_stock(session: Session, stockrooms: Stockrooms, seed: Seed) -> int:
+def seed_stock(connection: Connection, stockrooms: Stockrooms, seed: Seed) -> int:
     """Give each SKU of ``seed`` its opening quantity, unless its row has one; how many got it.
 
     Safe in any order with ProductCreated (which opens a row at zero, and never touches the
@@ -172,20 +172,25 @@ def seed_stock(session: Session, stockrooms: Stockrooms, seed: Seed) -> int:
     skips existing ones, then locked, so the second replica finds the quantities set.
     """
     skus = sorted(check_sku(sku) for sku in seed.quantities)
-    stockrooms.open(session, skus)
-    rows = stockrooms.stock(session, skus, for_update=True)
+    stockrooms.open(connection, skus)
+    rows = stockrooms.stock(connection, skus, for_update=True)
     opened = [row.seed(seed.quantities[row.sku]) for row in rows if row.seeded is None]
-    stockrooms.save(session, opened)
+    stockrooms.save(connection, opened)
     return len(opened)
 
 
-def open_stock(session: Session, stockrooms: Stockrooms, sku: str) -> None:
+def open_stock(connection: Connection, stockrooms: Stockrooms, sku: str) -> None:
     """A product is new in the catalogue: its stock starts at zero, unless it has a row."""
-    stockrooms.open(session, [check_sku(sku)])
+    stockrooms.open(connection, [check_sku(sku)])
 
 
 def adjust_stock(
-    session: Session, stockrooms: Stockrooms, sku: str, delta: int, reason: str, key: str | None
+    connection: Connection,
+    stockrooms: Stockrooms,
+    sku: str,
+    delta: int,
+    reason: str,
+    key: str | None,
 ) -> Adjustment:
     """Correct the units on hand of ``sku`` by ``delta``.
 
@@ -193,19 +198,19 @@ def adjust_stock(
     The row is locked before the key is looked up, so the same request sent twice at once is
     applied once.
     """
-    rows = stockrooms.stock(session, [check_sku(sku)], for_update=True)
+    rows = stockrooms.stock(connection, [check_sku(sku)], for_update=True)
     if not rows:
         raise UnknownSku(f"there is no stock of sku {sku!r}")
-    if key is not None and (earlier := stockrooms.adjustment(session, key)) is not None:
+    if key is not None and (earlier := stockrooms.adjustment(connection, key)) is not None:
         if not earlier.same_request(sku, delta, reason):
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for another adjustment; use a new key"
             )
         return earlier
     row = rows[0].adjust(delta)
-    stockrooms.save(session, [row])
+    stockrooms.save(connection, [row])
     adjustment = Adjustment(sku, delta, reason, key, row.available, _now())
-    stockrooms.add_adjustment(session, adjustment)
+    stockrooms.add_adjustment(connection, adjustment)
     return adjustment
 
 
@@ -213,74 +218,76 @@ def adjust_stock(
 
 
 def reserve_stock(
-    session: Session,
+    connection: Connection,
     stockrooms: Stockrooms,
     order_id: str,
     lines: Sequence[Line],
     *,
     ttl: timedelta,
 ) -> None:
-    existing = stockrooms.reservation(session, check_order_id(order_id), for_update=True)
-    room = Stockroom(() if existing else stockrooms.stock(session, skus_of(lines), for_update=True))
+    existing = stockrooms.reservation(connection, check_order_id(order_id), for_update=True)
+    room = Stockroom(
+        () if existing else stockrooms.stock(connection, skus_of(lines), for_update=True)
+    )
     outcome = domain.reserve(room, existing, order_id, lines, now=_now(), ttl=ttl)
-    stockrooms.save(session, room.changed())
-    _settle(session, stockrooms, outcome, new=True)
+    stockrooms.save(connection, room.changed())
+    _settle(connection, stockrooms, outcome, new=True)
 
 
-def release_stock(session: Session, stockrooms: Stockrooms, order_id: str) -> None:
-    existing = stockrooms.reservation(session, check_order_id(order_id), for_update=True)
-    room = _room_for(session, stockrooms, existing)
+def release_stock(connection: Connection, stockrooms: Stockrooms, order_id: str) -> None:
+    existing = stockrooms.reservation(connection, check_order_id(order_id), for_update=True)
+    room = _room_for(connection, stockrooms, existing)
     outcome = domain.release(room, existing, order_id, now=_now())
     if existing is not None and existing.status is Status.COMMITTED:
         log.warning("release of a committed order ignored: a sale is not undone", order=order_id)
-    stockrooms.save(session, room.changed())
-    _settle(session, stockrooms, outcome, new=existing is None)
+    stockrooms.save(connection, room.changed())
+    _settle(connection, stockrooms, outcome, new=existing is None)
 
 
-def commit_stock(session: Session, stockrooms: Stockrooms, order_id: str) -> None:
-    existing = stockrooms.reservation(session, check_order_id(order_id), for_update=True)
+def commit_stock(connection: Connection, stockrooms: Stockrooms, order_id: str) -> None:
+    existing = stockrooms.reservation(connection, check_order_id(order_id), for_update=True)
     if existing is None:
         log.warning("commit of an order that reserved nothing", order=order_id)
-    room = _room_for(session, stockrooms, existing)
+    room = _room_for(connection, stockrooms, existing)
     outcome = domain.commit(room, existing, order_id, now=_now())
-    stockrooms.save(session, room.changed())
-    _settle(session, stockrooms, outcome, new=False)
+    stockrooms.save(connection, room.changed())
+    _settle(connection, stockrooms, outcome, new=False)
 
 
 def expire_reservations(
-    session: Session, stockrooms: Stockrooms, *, now: datetime, limit: int
+    connection: Connection, stockrooms: Stockrooms, *, now: datetime, limit: int
 ) -> int:
     """Release up to ``limit`` active reservations that expired before ``now``; how many."""
-    due = stockrooms.due(session, now, limit)
+    due = stockrooms.due(connection, now, limit)
     lines = [line for reservation in due for line in reservation.lines]
-    room = Stockroom(stockrooms.stock(session, skus_of(lines), for_update=True))
+    room = Stockroom(stockrooms.stock(connection, skus_of(lines), for_update=True))
     outcomes = [domain.expire(room, reservation, now=now) for reservation in due]
-    stockrooms.save(session, room.changed())
+    stockrooms.save(connection, room.changed())
     for outcome in outcomes:
-        _settle(session, stockrooms, outcome, new=False)
+        _settle(connection, stockrooms, outcome, new=False)
     return len(due)
 
 
 def _room_for(
-    session: Session, stockrooms: Stockrooms, reservation: Reservation | None
+    connection: Connection, stockrooms: Stockrooms, reservation: Reservation | None
 ) -> Stockroom:
     if reservation is None:
         return Stockroom(())
-    return Stockroom(stockrooms.stock(session, skus_of(reservation.lines), for_update=True))
+    return Stockroom(stockrooms.stock(connection, skus_of(reservation.lines), for_update=True))
 
 
 def _settle(
-    session: Session, stockrooms: Stockrooms, outcome: domain.Outcome, *, new: bool
+    connection: Connection, stockrooms: Stockrooms, outcome: domain.Outcome, *, new: bool
 ) -> None:
     """Store the order's reservation as the command left it, and publish the answer."""
     if outcome.reservation is not None:
         if new:
-            stockrooms.add_reservation(session, outcome.reservation)
+            stockrooms.add_reservation(connection, outcome.reservation)
         else:
-            stockrooms.save_reservation(session, outcome.reservation)
+            stockrooms.save_reservation(connection, outcome.reservation)
     if outcome.answer is not None:
         order_id = _order_of(outcome.answer)
-        record(session, _event(outcome.answer), aggregate=order_id)
+        record(connection, _event(outcome.answer), aggregate=order_id)
 
 
 def _order_of(answer: Answer) -> str:

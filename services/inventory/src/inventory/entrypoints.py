@@ -19,7 +19,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.app import Hook, Resources
 from agora.cursor import REFUSED_CURSOR, PageOut, page_size
@@ -234,20 +234,20 @@ def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
     with the parts bootstrap chose, as the routes are."""
     stockrooms = parts.stockrooms
 
-    def open_stock(session: Session, event: ProductCreated, envelope: CloudEvent) -> None:
-        application.open_stock(session, stockrooms, event.sku)
+    def open_stock(connection: Connection, event: ProductCreated, envelope: CloudEvent) -> None:
+        application.open_stock(connection, stockrooms, event.sku)
 
-    def reserve_stock(session: Session, command: ReserveStock, envelope: CloudEvent) -> None:
+    def reserve_stock(connection: Connection, command: ReserveStock, envelope: CloudEvent) -> None:
         lines = [Line(line.sku, line.quantity) for line in command.lines]
         application.reserve_stock(
-            session, stockrooms, command.order_id, lines, ttl=parts.reservation_ttl
+            connection, stockrooms, command.order_id, lines, ttl=parts.reservation_ttl
         )
 
-    def release_stock(session: Session, command: ReleaseStock, envelope: CloudEvent) -> None:
-        application.release_stock(session, stockrooms, command.order_id)
+    def release_stock(connection: Connection, command: ReleaseStock, envelope: CloudEvent) -> None:
+        application.release_stock(connection, stockrooms, command.order_id)
 
-    def commit_stock(session: Session, command: CommitStock, envelope: CloudEvent) -> None:
-        application.commit_stock(session, stockrooms, command.order_id)
+    def commit_stock(connection: Connection, command: CommitStock, envelope: CloudEvent) -> None:
+        application.commit_stock(connection, stockrooms, command.order_id)
 
     return (
         Subscription(ProductCreated, open_stock),

@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    Connection,
     Index,
     Integer,
     MetaData,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.orm import Session
 
 from agora.columns import key_text, timestamp
 from agora.db import aware
@@ -156,9 +156,10 @@ def _due(now: datetime) -> Any:
 
 
 class SqlMessages:
-    """The :class:`notifications.application.Messages` port in SQL, within the caller's session."""
+    """The :class:`notifications.application.Messages` port in SQL, within the caller's
+    transaction."""
 
-    def add(self, session: Session, message: Message) -> bool:
+    def add(self, connection: Connection, message: Message) -> bool:
         values = {
             "id": message.id,
             "user_id": message.user_id,
@@ -173,40 +174,42 @@ class SqlMessages:
         }
         # On a topic the user has a message on, nothing: on PostgreSQL a transaction adding the
         # same topic at this moment waits for the other's commit, then adds nothing.
-        statement = insert_if_absent(session, messages).values(values)
-        return rowcount(session.execute(statement)) == 1
+        statement = insert_if_absent(connection, messages).values(values)
+        return rowcount(connection.execute(statement)) == 1
 
-    def on_topic(self, session: Session, user_id: str, topic: str) -> Message | None:
-        row = session.execute(
+    def on_topic(self, connection: Connection, user_id: str, topic: str) -> Message | None:
+        row = connection.execute(
             select(*COLUMNS).where(messages.c.user_id == user_id, messages.c.topic == topic)
         ).first()
         return None if row is None else _message(row)
 
-    def remember(self, session: Session, user_id: str, email: str, now: datetime) -> None:
-        statement = dialect_insert(session, addresses).values(
+    def remember(self, connection: Connection, user_id: str, email: str, now: datetime) -> None:
+        statement = dialect_insert(connection, addresses).values(
             user_id=user_id, email=email, updated_at=now
         )
-        session.execute(
+        connection.execute(
             statement.on_conflict_do_update(
                 index_elements=[addresses.c.user_id],
                 set_={"email": email, "updated_at": now},
             )
         )
 
-    def address(self, session: Session, user_id: str) -> str | None:
-        found = session.execute(
+    def address(self, connection: Connection, user_id: str) -> str | None:
+        found = connection.execute(
             select(addresses.c.email).where(addresses.c.user_id == user_id)
         ).scalar()
         return None if found is None else str(found)
 
-    def get(self, session: Session, message_id: str, *, for_update: bool = False) -> Message | None:
+    def get(
+        self, connection: Connection, message_id: str, *, for_update: bool = False
+    ) -> Message | None:
         statement = select(*COLUMNS).where(messages.c.id == message_id)
         if for_update:
             statement = statement.with_for_update()
-        row = session.execute(statement).first()
+        row = connection.execute(statement).first()
         return None if row is None else _message(row)
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[str]:
         statement = (
             select(messages.c.id)
             .join(addresses, addresses.c.user_id == messages.c.user_id)
@@ -217,24 +220,24 @@ class SqlMessages:
             # update is what keeps them from sending the same one).
             .with_for_update(of=messages, skip_locked=True)
         )
-        return list(session.execute(statement).scalars())
+        return list(connection.execute(statement).scalars())
 
     def claim(
-        self, session: Session, message_id: str, token: str, until: datetime, now: datetime
+        self, connection: Connection, message_id: str, token: str, until: datetime, now: datetime
     ) -> bool:
         where = (messages.c.id == message_id, _due(now))
         return take_lease(
-            session, messages, *where, token=token, until=until, attempts=messages.c.attempts + 1
+            connection, messages, *where, token=token, until=until, attempts=messages.c.attempts + 1
         )
 
-    def save_delivery(self, session: Session, message_id: str, delivery: Delivery) -> None:
-        session.execute(
+    def save_delivery(self, connection: Connection, message_id: str, delivery: Delivery) -> None:
+        connection.execute(
             messages.update()
             .where(messages.c.id == message_id)
             .values(**_delivery_values(delivery))
         )
 
-    def page(self, session: Session, query: MailboxQuery, limit: int) -> list[Message]:
+    def page(self, connection: Connection, query: MailboxQuery, limit: int) -> list[Message]:
         statement = select(*COLUMNS)
         if query.user_id is not None:
             statement = statement.where(messages.c.user_id == query.user_id)
@@ -244,7 +247,7 @@ class SqlMessages:
                 < tuple_(query.after.created_at, query.after.id)
             )
         statement = statement.order_by(messages.c.created_at.desc(), messages.c.id.desc())
-        return [_message(row) for row in session.execute(statement.limit(limit))]
+        return [_message(row) for row in connection.execute(statement.limit(limit))]
 
 
 class JinjaTemplates:

@@ -9,8 +9,8 @@ replicas never send the same one at once), hands each to the mail server outside
 and under a timeout, then writes the outcome. A sender that dies mid-send loses its lease, and the
 message is sent again: at least once, always with the same Message-ID.
 
-Transactions are plain functions ``handler(session, messages, ...)`` that the unit of work runs:
-``messages`` keeps the messages and the users' addresses within that session (the SQL one in
+Transactions are plain functions ``handler(connection, messages, ...)`` that the unit of work runs:
+``messages`` keeps the messages and the users' addresses within that transaction (the SQL one in
 production), so this module names no table.
 """
 
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora import tasks
 from agora.cursor import CursorCodec, Page, paged
@@ -66,36 +66,38 @@ class MailboxQuery:
 
 class Messages(Protocol):
     """The users' messages (their mailboxes) and the addresses to mail them to, within the
-    transaction of ``session``."""
+    transaction of ``connection``."""
 
-    def add(self, session: Session, message: Message) -> bool:
+    def add(self, connection: Connection, message: Message) -> bool:
         """Store ``message``; False (and nothing stored) when its user has a message on its
         topic already, also one another transaction is adding at this moment."""
 
-    def on_topic(self, session: Session, user_id: str, topic: str) -> Message | None: ...
+    def on_topic(self, connection: Connection, user_id: str, topic: str) -> Message | None: ...
 
-    def remember(self, session: Session, user_id: str, email: str, now: datetime) -> None:
+    def remember(self, connection: Connection, user_id: str, email: str, now: datetime) -> None:
         """Keep the user's address (the latest one given)."""
 
-    def address(self, session: Session, user_id: str) -> str | None: ...
+    def address(self, connection: Connection, user_id: str) -> str | None: ...
 
     def get(
-        self, session: Session, message_id: str, *, for_update: bool = False
+        self, connection: Connection, message_id: str, *, for_update: bool = False
     ) -> Message | None: ...
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[str]:
         """Up to ``limit`` pending messages, oldest first, whose user's address is known, whose
         next attempt is due, and which no sender holds (or whose lease ran out)."""
 
     def claim(
-        self, session: Session, message_id: str, token: str, until: datetime, now: datetime
+        self, connection: Connection, message_id: str, token: str, until: datetime, now: datetime
     ) -> bool:
         """Lease the message to ``token`` until ``until`` and count an attempt, unless it is no
         longer due (another sender took it meanwhile)."""
 
-    def save_delivery(self, session: Session, message_id: str, delivery: Delivery) -> None: ...
+    def save_delivery(
+        self, connection: Connection, message_id: str, delivery: Delivery
+    ) -> None: ...
 
-    def page(self, session: Session, query: MailboxQuery, limit: int) -> list[Message]:
+    def page(self, connection: Connection, query: MailboxQuery, limit: int) -> list[Message]:
         """Up to ``limit`` messages matching ``query``, newest first, after its cursor."""
 
 
@@ -152,7 +154,7 @@ class Parts:
 
 
 def welcome_user(
-    session: Session,
+    connection: Connection,
     messages: Messages,
     templates: Templates,
     user_id: str,
@@ -161,22 +163,26 @@ def welcome_user(
 ) -> bool:
     """Remember a new user's address, and welcome them. Messages that came before the address
     (an order's, its consumer being faster) can now be mailed too."""
-    messages.remember(session, check_user_id(user_id), check_email(email), _now())
-    on_commit(session, wake)
-    return notify(session, messages, templates, domain.welcome(user_id, email), wake)
+    messages.remember(connection, check_user_id(user_id), check_email(email), _now())
+    on_commit(connection, wake)
+    return notify(connection, messages, templates, domain.welcome(user_id, email), wake)
 
 
 def notify(
-    session: Session, messages: Messages, templates: Templates, note: Note, wake: Wake = _nothing
+    connection: Connection,
+    messages: Messages,
+    templates: Templates,
+    note: Note,
+    wake: Wake = _nothing,
 ) -> bool:
     """Put the message ``note`` asks for in the user's mailbox, unless it has one on that topic;
     whether it was added."""
     letter = templates.render(note.kind, note.facts)
     message = Message.write(str(uuid.uuid4()), note, letter, _now())
-    if messages.add(session, message):
-        on_commit(session, wake)
+    if messages.add(connection, message):
+        on_commit(connection, wake)
         return True
-    earlier = messages.on_topic(session, note.user_id, note.topic)
+    earlier = messages.on_topic(connection, note.user_id, note.topic)
     if earlier is not None and earlier.kind is not note.kind:
         # An order ends once: a second ending is a publisher's mistake, and the user keeps
         # the message they were sent.
@@ -193,9 +199,9 @@ def notify(
 # --- the read side -----------------------------------------------------------------------------
 
 
-def list_messages(session: Session, messages: Messages, query: MailboxQuery) -> Page[Message]:
+def list_messages(connection: Connection, messages: Messages, query: MailboxQuery) -> Page[Message]:
     # One row more than the page shows whether another page follows.
-    rows = messages.page(session, query, query.limit + 1)
+    rows = messages.page(connection, query, query.limit + 1)
     return paged(CURSORS, rows, query.limit, Cursor.after)
 
 
@@ -229,37 +235,43 @@ Sending = Sent | NotSent
 
 
 def claim_messages(
-    session: Session, messages: Messages, now: datetime, lease: timedelta, limit: int
+    connection: Connection, messages: Messages, now: datetime, lease: timedelta, limit: int
 ) -> list[Claim]:
     """Take up to ``limit`` due messages for ``lease``; those another sender took meanwhile are
     left to it."""
     claims: list[Claim] = []
-    for message_id, token in tasks.leased(session, messages, now, now + lease, limit):
-        message = messages.get(session, message_id)
+    for message_id, token in tasks.leased(connection, messages, now, now + lease, limit):
+        message = messages.get(connection, message_id)
         assert message is not None
-        address = messages.address(session, message.user_id)
+        address = messages.address(connection, message.user_id)
         assert address is not None
         mail = Mail(message.id, address, message.subject, message.body, message.created_at)
         claims.append(Claim(token, now + lease, mail))
     return claims
 
 
-def record_sent(session: Session, messages: Messages, claim: Claim, now: datetime) -> None:
+def record_sent(connection: Connection, messages: Messages, claim: Claim, now: datetime) -> None:
     """The server accepted the mail: the message is sent, whoever holds its lease now (a
     sender that took it after this one's lease ran out sends it again; nothing stops that
     copy, but the message is no longer due)."""
-    message = messages.get(session, claim.mail.message_id, for_update=True)
+    message = messages.get(connection, claim.mail.message_id, for_update=True)
     if message is None or message.delivery.status is not Status.PENDING:
         return
-    messages.save_delivery(session, message.id, message.delivery.sent(now))
+    messages.save_delivery(connection, message.id, message.delivery.sent(now))
 
 
 def record_failure(
-    session: Session, messages: Messages, claim: Claim, error: str, now: datetime, *, final: bool
+    connection: Connection,
+    messages: Messages,
+    claim: Claim,
+    error: str,
+    now: datetime,
+    *,
+    final: bool,
 ) -> bool:
     """The send failed: put the message back for later (``final``: for good). False when the
     lease was lost to another sender, whose own outcome counts."""
-    message = messages.get(session, claim.mail.message_id, for_update=True)
+    message = messages.get(connection, claim.mail.message_id, for_update=True)
     if (
         message is None
         or message.delivery.status is not Status.PENDING
@@ -268,7 +280,7 @@ def record_failure(
         return False
     delivery = message.delivery
     messages.save_delivery(
-        session, message.id, delivery.refused(error) if final else delivery.failed(error, now)
+        connection, message.id, delivery.refused(error) if final else delivery.failed(error, now)
     )
     return True
 
@@ -300,13 +312,15 @@ class Mailing:
             return NotSent(reason, final=False)
         return Sent()
 
-    def record(self, session: Session, claim: Claim, outcome: Sending, now: datetime) -> None:
+    def record(self, connection: Connection, claim: Claim, outcome: Sending, now: datetime) -> None:
         if isinstance(outcome, NotSent):
-            record_failure(session, self.messages, claim, outcome.error, now, final=outcome.final)
+            record_failure(
+                connection, self.messages, claim, outcome.error, now, final=outcome.final
+            )
             return
-        record_sent(session, self.messages, claim, now)
+        record_sent(connection, self.messages, claim, now)
         message_id = claim.mail.message_id
-        on_commit(session, lambda: log.info("mail sent", message_id=message_id))
+        on_commit(connection, lambda: log.info("mail sent", message_id=message_id))
 
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"message_id": claim.mail.message_id}

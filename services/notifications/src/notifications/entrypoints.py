@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.cursor import REFUSED_CURSOR, PageOut, page_size
 from agora.deps import Admin, CurrentUser, Uow, provided
@@ -146,19 +146,19 @@ def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
     in the inbox; the parts' ``wakeup`` tells the sender once it is committed."""
     messages, templates, wake = parts.messages, parts.templates, parts.wakeup
 
-    def welcome_user(session: Session, event: UserRegistered, _: CloudEvent) -> None:
-        application.welcome_user(session, messages, templates, event.user_id, event.email, wake)
+    def welcome_user(connection: Connection, event: UserRegistered, _: CloudEvent) -> None:
+        application.welcome_user(connection, messages, templates, event.user_id, event.email, wake)
 
-    def tell_order_confirmed(session: Session, event: OrderConfirmed, _: CloudEvent) -> None:
+    def tell_order_confirmed(connection: Connection, event: OrderConfirmed, _: CloudEvent) -> None:
         note = domain.order_confirmed(event.order_id, event.user_id, event.total, event.currency)
-        application.notify(session, messages, templates, note, wake)
+        application.notify(connection, messages, templates, note, wake)
 
-    def tell_order_cancelled(session: Session, event: OrderCancelled, _: CloudEvent) -> None:
+    def tell_order_cancelled(connection: Connection, event: OrderCancelled, _: CloudEvent) -> None:
         note = domain.order_cancelled(event.order_id, event.user_id, event.reason)
-        application.notify(session, messages, templates, note, wake)
+        application.notify(connection, messages, templates, note, wake)
 
     def tell_shipment_dispatched(
-        session: Session, event: ShipmentDispatched, _: CloudEvent
+        connection: Connection, event: ShipmentDispatched, _: CloudEvent
     ) -> None:
         note = domain.shipment_dispatched(
             event.shipment_id,
@@ -168,7 +168,7 @@ def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
             event.service_level,
             event.tracking_number,
         )
-        application.notify(session, messages, templates, note, wake)
+        application.notify(connection, messages, templates, note, wake)
 
     return (
         Subscription(UserRegistered, welcome_user),

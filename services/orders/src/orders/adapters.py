@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -29,12 +30,11 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from agora.calls import call, items, readable
 from agora.client import ServiceClient
 from agora.columns import timestamp
-from agora.db import Reads, aware
+from agora.db import aware
 from agora.errors import ServiceUnavailable
 from orders.application import Due, DuplicateOrder, Listing
 from orders.domain import (
@@ -200,30 +200,35 @@ def _checkout_values(checkout: Checkout) -> dict[str, Any]:
 
 
 class SqlOrders:
-    """The :class:`orders.application.Orders` port in SQL, within the caller's session."""
+    """The :class:`orders.application.Orders` port in SQL, within the caller's transaction."""
 
-    def add(self, session: Session, order: Order) -> None:
+    def add(self, connection: Connection, order: Order) -> None:
         try:
             # The order row first: its unique (user, key) is what a racing placement trips on.
-            session.execute(_INSERT_ORDER, _order_values(order))
+            connection.execute(_INSERT_ORDER, _order_values(order))
         except IntegrityError as error:
             raise DuplicateOrder(
                 f"an order with Idempotency-Key {order.idempotency_key!r} exists"
             ) from error
-        session.execute(
+        connection.execute(
             _INSERT_CHECKOUT, {"order_id": order.id, **_checkout_values(order.checkout)}
         )
 
-    def by_key(self, session: Reads, user_id: str, idempotency_key: str) -> Order | None:
+    def by_key(self, connection: Connection, user_id: str, idempotency_key: str) -> Order | None:
         # Placements far outnumber replays: look the key up alone, and load the order only when
         # it is taken.
-        order_id = session.execute(
+        order_id = connection.execute(
             _ID_BY_KEY, {"user_id": user_id, "key": idempotency_key}
         ).scalar()
-        return None if order_id is None else self.get(session, order_id)
+        return None if order_id is None else self.get(connection, order_id)
 
     def get(
-        self, session: Reads, order_id: str, *, lock: bool = False, skip_locked: bool = False
+        self,
+        connection: Connection,
+        order_id: str,
+        *,
+        lock: bool = False,
+        skip_locked: bool = False,
     ) -> Order | None:
         # The locks are rendered on PostgreSQL only; SQLite has one writer at a time anyway.
         if skip_locked:
@@ -232,11 +237,11 @@ class SqlOrders:
             statement = _BY_ID_LOCKED
         else:
             statement = _BY_ID
-        row = session.execute(statement, {"order_id": order_id}).first()
+        row = connection.execute(statement, {"order_id": order_id}).first()
         return None if row is None else _order(row)
 
-    def save(self, session: Session, order: Order) -> None:
-        session.execute(
+    def save(self, connection: Connection, order: Order) -> None:
+        connection.execute(
             _UPDATE_ORDER,
             {
                 "b_order_id": order.id,
@@ -245,11 +250,11 @@ class SqlOrders:
                 "updated_at": order.updated_at,
             },
         )
-        session.execute(
+        connection.execute(
             _UPDATE_CHECKOUT, {"b_order_id": order.id, **_checkout_values(order.checkout)}
         )
 
-    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Order]:
+    def listing(self, connection: Connection, listing: Listing, limit: int) -> list[Order]:
         statement = _SELECT
         if listing.user_id is not None:
             statement = statement.where(orders.c.user_id == listing.user_id)
@@ -261,9 +266,9 @@ class SqlOrders:
                 < tuple_(listing.after.placed_at, listing.after.id)
             )
         statement = statement.order_by(orders.c.placed_at.desc(), orders.c.id.desc()).limit(limit)
-        return [_order(row) for row in session.execute(statement)]
+        return [_order(row) for row in connection.execute(statement)]
 
-    def due(self, session: Reads, now: datetime, limit: int) -> list[Due]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[Due]:
         statement = (
             select(checkouts.c.order_id, orders.c.traceparent)
             .join_from(checkouts, orders, checkouts.c.order_id == orders.c.id)
@@ -271,20 +276,22 @@ class SqlOrders:
             .order_by(checkouts.c.deadline_at)
             .limit(limit)
         )
-        return [Due(order_id, traceparent) for order_id, traceparent in session.execute(statement)]
+        return [
+            Due(order_id, traceparent) for order_id, traceparent in connection.execute(statement)
+        ]
 
-    def oldest_pending(self, session: Reads) -> datetime | None:
+    def oldest_pending(self, connection: Connection) -> datetime | None:
         # An order is PENDING exactly while its checkout has a deadline (a finished checkout
         # has none): the deadline's index finds those few without reading every order.
-        oldest = session.execute(
+        oldest = connection.execute(
             select(func.min(orders.c.placed_at))
             .join_from(checkouts, orders, checkouts.c.order_id == orders.c.id)
             .where(checkouts.c.deadline_at.is_not(None))
         ).scalar()
         return aware(oldest)
 
-    def in_flight(self, session: Reads, at_most: int) -> int:
-        count: int = session.execute(_IN_FLIGHT, {"at_most": at_most}).scalar_one()
+    def in_flight(self, connection: Connection, at_most: int) -> int:
+        count: int = connection.execute(_IN_FLIGHT, {"at_most": at_most}).scalar_one()
         return count
 
 

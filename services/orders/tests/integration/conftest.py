@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora import context
 from agora.db import UnitOfWork
@@ -248,9 +248,9 @@ class Checkout:
     async def sent(self) -> list[Sent]:
         """What orders recorded since the last call, in order (each row then counts as sent)."""
 
-        def drain(session: Session) -> list[Sent]:
-            rows = pending_rows(session, 1000)
-            mark_sent(session, [row.seq for row in rows], datetime.now(UTC))
+        def drain(connection: Connection) -> list[Sent]:
+            rows = pending_rows(connection, 1000)
+            mark_sent(connection, [row.seq for row in rows], datetime.now(UTC))
             return [Sent(CloudEvent.from_bytes(row.payload), row.traceparent) for row in rows]
 
         return await self.uow.run(drain)

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora_tools.testing import Headers
 from orders.adapters import SqlOrders
@@ -59,8 +59,8 @@ async def test_an_insert_with_a_taken_key_is_told_so(checkout: Checkout, alice: 
     order = await checkout.uow.query(find_by_key, SqlOrders(), user_id, "taken")
     assert order is not None
 
-    def insert_again(session: Session) -> None:
-        SqlOrders().add(session, replace(order, id=str(uuid.uuid4())))
+    def insert_again(connection: Connection) -> None:
+        SqlOrders().add(connection, replace(order, id=str(uuid.uuid4())))
 
     with pytest.raises(DuplicateOrder):
         await checkout.uow.run(insert_again)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -32,7 +33,6 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.orm import Session
 
 from agora.columns import serial, serial_key, timestamp
 from agora.db import UnitOfWork, aware
@@ -193,22 +193,26 @@ _INSERT_MOVEMENT = ledger_movements.insert()
 
 
 class SqlPayments:
-    """The :class:`payments.application.Payments` port in SQL, within the caller's session."""
+    """The :class:`payments.application.Payments` port in SQL, within the caller's transaction."""
 
-    def get(self, session: Session, order_id: str, *, for_update: bool = False) -> Payment | None:
+    def get(
+        self, connection: Connection, order_id: str, *, for_update: bool = False
+    ) -> Payment | None:
         statement = _BY_ORDER_FOR_UPDATE if for_update else _BY_ORDER
-        row = session.execute(statement, {"order_id": order_id}).first()
+        row = connection.execute(statement, {"order_id": order_id}).first()
         return None if row is None else _payment(row)
 
-    def add(self, session: Session, payment: Payment) -> None:
-        session.execute(_INSERT_PAYMENT, {"id": payment.id, **_values(payment)})
+    def add(self, connection: Connection, payment: Payment) -> None:
+        connection.execute(_INSERT_PAYMENT, {"id": payment.id, **_values(payment)})
 
-    def save(self, session: Session, payment: Payment) -> None:
+    def save(self, connection: Connection, payment: Payment) -> None:
         # The SET clause is the columns of the parameters: every one but the id.
-        session.execute(_UPDATE_PAYMENT, {"payment_id": payment.id, **_values(payment)})
+        connection.execute(_UPDATE_PAYMENT, {"payment_id": payment.id, **_values(payment)})
 
-    def book(self, session: Session, payment: Payment, movement: Movement, now: datetime) -> None:
-        result = session.execute(
+    def book(
+        self, connection: Connection, payment: Payment, movement: Movement, now: datetime
+    ) -> None:
+        result = connection.execute(
             _INSERT_MOVEMENT,
             {
                 "order_id": payment.order_id,
@@ -220,7 +224,7 @@ class SqlPayments:
             },
         )
         movement_id = inserted_key(result)
-        session.execute(
+        connection.execute(
             ledger_entries.insert(),
             [
                 {
@@ -233,22 +237,22 @@ class SqlPayments:
             ],
         )
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[str]:
         statement = (
             select(payments.c.order_id)
             .where(_due(now))
             .order_by(payments.c.updated_at)
             .limit(limit)
         )
-        return list(session.execute(statement).scalars())
+        return list(connection.execute(statement).scalars())
 
     def claim(
-        self, session: Session, order_id: str, token: str, until: datetime, now: datetime
+        self, connection: Connection, order_id: str, token: str, until: datetime, now: datetime
     ) -> bool:
         where = (payments.c.order_id == order_id, _due(now))
-        return take_lease(session, payments, *where, token=token, until=until)
+        return take_lease(connection, payments, *where, token=token, until=until)
 
-    def listing(self, session: Session, query: PaymentQuery, limit: int) -> list[Payment]:
+    def listing(self, connection: Connection, query: PaymentQuery, limit: int) -> list[Payment]:
         statement = select(payments)
         if query.user_id is not None:
             statement = statement.where(payments.c.user_id == query.user_id)
@@ -260,10 +264,10 @@ class SqlPayments:
                 tuple_(payments.c.created_at, payments.c.id) > tuple_(created_at, payment_id)
             )
         statement = statement.order_by(payments.c.created_at, payments.c.id).limit(limit)
-        return [_payment(row) for row in session.execute(statement)]
+        return [_payment(row) for row in connection.execute(statement)]
 
-    def ledger(self, session: Session) -> Ledger:
-        sums = session.execute(
+    def ledger(self, connection: Connection) -> Ledger:
+        sums = connection.execute(
             select(
                 ledger_entries.c.account,
                 func.coalesce(func.sum(ledger_entries.c.debit), 0),
@@ -276,21 +280,21 @@ class SqlPayments:
             Balance(account=account, debits=int(debits), credits=int(credits))
             for account, debits, credits in sums
         ]
-        count = session.execute(select(func.count()).select_from(ledger_movements))
+        count = connection.execute(select(func.count()).select_from(ledger_movements))
         return Ledger(accounts=accounts, movements=int(count.scalar_one()))
 
     def movements(
-        self, session: Session, order_id: str | None, after: int | None, limit: int
+        self, connection: Connection, order_id: str | None, after: int | None, limit: int
     ) -> list[BookedMovement]:
         statement = select(ledger_movements)
         if order_id is not None:
             statement = statement.where(ledger_movements.c.order_id == order_id)
         if after is not None:
             statement = statement.where(ledger_movements.c.id > after)
-        rows = session.execute(statement.order_by(ledger_movements.c.id).limit(limit)).all()
+        rows = connection.execute(statement.order_by(ledger_movements.c.id).limit(limit)).all()
         entries: dict[int, list[Entry]] = {row.id: [] for row in rows}
         if entries:
-            found = session.execute(
+            found = connection.execute(
                 select(
                     ledger_entries.c.movement_id,
                     ledger_entries.c.account,
@@ -412,8 +416,8 @@ _RECORD = {
 }
 
 
-def _add_card(session: Session, card: Card, behaviour: Behaviour) -> None:
-    session.execute(
+def _add_card(connection: Connection, card: Card, behaviour: Behaviour) -> None:
+    connection.execute(
         _INSERT_CARD,
         {
             "token": card.token,
@@ -426,21 +430,21 @@ def _add_card(session: Session, card: Card, behaviour: Behaviour) -> None:
 
 
 def _authorize(
-    session: Session, token: str, amount: int, reference: str
+    connection: Connection, token: str, amount: int, reference: str
 ) -> Authorization | Behaviour | str:
     """An authorization, the reason of a refusal (a string), or the error or timeout
     behaviour (nothing recorded: the attempt may be made again)."""
-    card = session.execute(_CARD, {"token": token}).first()
+    card = connection.execute(_CARD, {"token": token}).first()
     # A token the processor never issued is a card it declines.
     behaviour = Behaviour(card.behaviour) if card is not None else Behaviour.DECLINE
     if behaviour in (Behaviour.ERROR, Behaviour.TIMEOUT):
-        done = _done(session, reference)
+        done = _done(connection, reference)
         if done is None:
             return behaviour
     else:
         outcome = REFUSALS.get(behaviour, APPROVED)
         done = _record(
-            session,
+            connection,
             reference=reference,
             kind=Operation.AUTHORIZE.value,
             outcome=outcome,
@@ -455,13 +459,13 @@ def _authorize(
 
 
 def _settle(
-    session: Session, kind: Operation, authorization: str, amount: int | None, reference: str
+    connection: Connection, kind: Operation, authorization: str, amount: int | None, reference: str
 ) -> None:
-    given = session.execute(_AUTHORIZED, {"authorization_id": authorization}).first()
+    given = connection.execute(_AUTHORIZED, {"authorization_id": authorization}).first()
     if given is None:
         raise Declined("unknown_authorization")
     _record(
-        session,
+        connection,
         reference=reference,
         kind=kind.value,
         outcome=APPROVED,
@@ -470,17 +474,17 @@ def _settle(
     )
 
 
-def _done(session: Session, reference: str) -> Row[Any, Any] | None:
-    return session.execute(_DONE, {"reference": reference}).first()
+def _done(connection: Connection, reference: str) -> Row[Any, Any] | None:
+    return connection.execute(_DONE, {"reference": reference}).first()
 
 
-def _record(session: Session, *, reference: str, **values: Any) -> Row[Any, Any]:
+def _record(connection: Connection, *, reference: str, **values: Any) -> Row[Any, Any]:
     """Record an operation as done unless one with the reference was (asked before, or by a
     concurrent call); either way, the first one recorded. One statement when it is new."""
-    statement = _RECORD[session.get_bind().dialect.name]
-    inserted = session.execute(
+    statement = _RECORD[connection.dialect.name]
+    inserted = connection.execute(
         statement, {"reference": reference, "created_at": datetime.now(UTC), **values}
     ).first()
-    done = inserted if inserted is not None else _done(session, reference)
+    done = inserted if inserted is not None else _done(connection, reference)
     assert done is not None
     return done

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.cursor import REFUSED_CURSOR, PageOut
 from agora.deps import Admin, CurrentUser, Uow, provided
@@ -194,17 +194,17 @@ def subscriptions(parts: application.Parts) -> tuple[Subscription, ...]:
     committed."""
     payments, wake = parts.payments, parts.wakeup
 
-    def authorize_payment(session: Session, command: AuthorizePayment, _: CloudEvent) -> None:
-        application.authorize_payment(session, payments, command, wake)
+    def authorize_payment(connection: Connection, command: AuthorizePayment, _: CloudEvent) -> None:
+        application.authorize_payment(connection, payments, command, wake)
 
-    def capture_payment(session: Session, command: CapturePayment, _: CloudEvent) -> None:
-        application.capture_payment(session, payments, command.order_id, wake)
+    def capture_payment(connection: Connection, command: CapturePayment, _: CloudEvent) -> None:
+        application.capture_payment(connection, payments, command.order_id, wake)
 
-    def void_payment(session: Session, command: VoidPayment, _: CloudEvent) -> None:
-        application.void_payment(session, payments, command.order_id, wake)
+    def void_payment(connection: Connection, command: VoidPayment, _: CloudEvent) -> None:
+        application.void_payment(connection, payments, command.order_id, wake)
 
-    def refund_payment(session: Session, command: RefundPayment, _: CloudEvent) -> None:
-        application.refund_payment(session, payments, command.order_id, wake)
+    def refund_payment(connection: Connection, command: RefundPayment, _: CloudEvent) -> None:
+        application.refund_payment(connection, payments, command.order_id, wake)
 
     return (
         Subscription(AuthorizePayment, authorize_payment),

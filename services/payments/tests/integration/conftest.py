@@ -15,8 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from agora.db import UnitOfWork
 from agora.messaging.envelope import CloudEvent
@@ -115,7 +114,7 @@ class Bench:
         raise AssertionError("the worker never ran out of work")
 
     async def payment(self, order_id: str) -> Payment:
-        found = await self.uow.query(lambda session: SqlPayments().get(session, order_id))
+        found = await self.uow.query(lambda connection: SqlPayments().get(connection, order_id))
         assert found is not None, f"no payment for {order_id}"
         return found
 
@@ -137,14 +136,14 @@ class Bench:
         return [row for row in rows if kind is None or row[1] == kind]
 
 
-def _outbox(session: Session) -> list[CloudEvent]:
-    rows = session.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
+def _outbox(connection: Connection) -> list[CloudEvent]:
+    rows = connection.execute(select(outbox.c.payload).order_by(outbox.c.seq)).scalars()
     return [CloudEvent.from_bytes(payload) for payload in rows]
 
 
-def _operations(session: Session) -> list[tuple[str, str, str]]:
+def _operations(connection: Connection) -> list[tuple[str, str, str]]:
     table = processor_operations
-    rows = session.execute(
+    rows = connection.execute(
         select(table.c.reference, table.c.kind, table.c.outcome).order_by(table.c.created_at)
     )
     return [(reference, kind, outcome) for reference, kind, outcome in rows]

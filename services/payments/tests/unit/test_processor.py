@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from agora.db import UnitOfWork
 from agora.migrations import upgrade
@@ -43,9 +42,9 @@ async def token(processor: SimulatedProcessor, number: str) -> str:
 
 
 async def done(processor: SimulatedProcessor) -> list[tuple[str, str, str]]:
-    def read(session: Session) -> list[tuple[str, str, str]]:
+    def read(connection: Connection) -> list[tuple[str, str, str]]:
         table = processor_operations
-        rows = session.execute(select(table.c.reference, table.c.kind, table.c.outcome))
+        rows = connection.execute(select(table.c.reference, table.c.kind, table.c.outcome))
         return [(reference, kind, outcome) for reference, kind, outcome in rows]
 
     return await processor.uow.query(read)
@@ -166,8 +165,8 @@ async def test_the_processor_keeps_brand_last_four_and_behaviour_but_never_the_n
 ) -> None:
     await token(processor, "4000 0000 0000 0002")
 
-    def read(session: Session) -> list[dict[str, object]]:
-        return [dict(row._mapping) for row in session.execute(select(processor_cards))]
+    def read(connection: Connection) -> list[dict[str, object]]:
+        return [dict(row._mapping) for row in connection.execute(select(processor_cards))]
 
     (card,) = await processor.uow.query(read)
     assert card["brand"] == "visa"

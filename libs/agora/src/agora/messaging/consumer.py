@@ -55,9 +55,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from agora.backoff import Backoff, retrying, warn
 from agora.messaging.broker import Broker
@@ -164,7 +163,7 @@ def handler_name(subscription: Subscription) -> str:
 
 
 def apply(
-    session: Session,
+    connection: Connection,
     consumer: str,
     event_id: str,
     subscription: Subscription,
@@ -175,23 +174,22 @@ def apply(
 
     False (and the handler not run) when this consumer has the event in its inbox already.
     """
-    if not _record_in_inbox(session, consumer, event_id):
+    if not _record_in_inbox(connection, consumer, event_id):
         return False
-    subscription.handler(session, event, envelope)
+    subscription.handler(connection, event, envelope)
     return True
 
 
 # ON CONFLICT DO NOTHING rather than look-then-insert: on PostgreSQL a replica applying the same
 # event concurrently waits for the other's commit and then finds it, instead of failing the whole
-# transaction on the primary key. Built once and run on the connection: this runs for every
-# message, and building the statement and passing it through the ORM session cost more than the
-# insert itself.
+# transaction on the primary key. Built once: this runs for every message, and building the
+# statement cost more than the insert itself.
 _INBOX_INSERT = inserts_if_absent(inbox)
 
 
-def _record_in_inbox(session: Session, consumer: str, event_id: str) -> bool:
+def _record_in_inbox(connection: Connection, consumer: str, event_id: str) -> bool:
     row = {"consumer": consumer, "event_id": event_id, "handled_at": datetime.now(UTC)}
-    connection = session.connection()
+    connection = connection
     statement = _INBOX_INSERT.get(connection.dialect.name)
     if statement is not None:
         return bool(connection.execute(statement, row).rowcount)
@@ -241,7 +239,7 @@ class _HandlerFailed(Exception):
 
 
 def apply_each(
-    session: Session, consumer: str, subscription: Subscription, taken: Sequence[_Taken]
+    connection: Connection, consumer: str, subscription: Subscription, taken: Sequence[_Taken]
 ) -> list[bool]:
     """:func:`apply` each message in turn, in the caller's transaction, under its own span, its
     events written as it returns; for each, whether it was applied (False: in the inbox already).
@@ -259,9 +257,9 @@ def apply_each(
         ):
             try:
                 applied.append(
-                    apply(session, consumer, one.event_id, subscription, one.event, one.envelope)
+                    apply(connection, consumer, one.event_id, subscription, one.event, one.envelope)
                 )
-                write_pending(session)
+                write_pending(connection)
             except DBAPIError:
                 raise
             except Exception as error:

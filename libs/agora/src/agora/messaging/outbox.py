@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import propagate
-from sqlalchemy import insert
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert
 
 from agora.messaging.envelope import CloudEvent, EventModel, envelope, subject_of
 from agora.messaging.schema import outbox
@@ -23,7 +22,7 @@ from agora.transactions import before_commit, source_of
 RECORDED = "agora.recorded_events"
 
 
-def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent:
+def record(connection: Connection, event: EventModel, *, aggregate: str) -> CloudEvent:
     """Publish ``event`` about ``aggregate`` once this transaction commits; returns its envelope.
 
     A command (see :func:`~agora.messaging.envelope.subject_of`) is sent the same way: it is in
@@ -32,13 +31,13 @@ def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent
     The trace context of the moment is kept with it, so the consumer's span becomes a child of
     the span that recorded the event, however late the relay publishes it.
     """
-    cloud_event = envelope(event, source=source_of(session), subject=aggregate)
+    cloud_event = envelope(event, source=source_of(connection), subject=aggregate)
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    session.info.setdefault(RECORDED, []).append(
+    connection.info.setdefault(RECORDED, []).append(
         (cloud_event, subject_of(event), carrier.get("traceparent"))
     )
-    before_commit(session, write_recorded)
+    before_commit(connection, write_recorded)
     return cloud_event
 
 
@@ -46,9 +45,9 @@ def record(session: Session, event: EventModel, *, aggregate: str) -> CloudEvent
 _INSERT = insert(outbox)
 
 
-def write_recorded(session: Session) -> int:
-    """Write the events recorded in this session into the outbox; how many there were."""
-    recorded: list[tuple[CloudEvent, str, str | None]] = session.info.pop(RECORDED, [])
+def write_recorded(connection: Connection) -> int:
+    """Write the events recorded in this connection into the outbox; how many there were."""
+    recorded: list[tuple[CloudEvent, str, str | None]] = connection.info.pop(RECORDED, [])
     if not recorded:
         return 0
     now = datetime.now(UTC)
@@ -66,6 +65,5 @@ def write_recorded(session: Session) -> int:
         }
         for cloud_event, subject, traceparent in recorded
     ]
-    # On the connection: the ORM session adds nothing to a plain insert but its cost.
-    session.connection().execute(_INSERT, rows)
+    connection.execute(_INSERT, rows)
     return len(rows)

@@ -51,14 +51,13 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, Statu
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Counter, Gauge
-from sqlalchemy import bindparam, func, inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, func, inspect, select, update
 
 from agora.backoff import Backoff, retrying, warn
 from agora.messaging.broker import Broker
 from agora.messaging.schema import outbox
 from agora.telemetry import SERVICE
-from agora.transactions import Reads, Transactions
+from agora.transactions import Transactions
 
 if TYPE_CHECKING:
     from agora.settings import ServiceSettings
@@ -96,8 +95,8 @@ class Pending:
     created_at: datetime
 
 
-def pending_rows(session: Reads, limit: int) -> list[Pending]:
-    rows = session.execute(
+def pending_rows(connection: Connection, limit: int) -> list[Pending]:
+    rows = connection.execute(
         select(
             outbox.c.seq,
             outbox.c.id,
@@ -123,20 +122,20 @@ _MARK_SENT = (
 )
 
 
-def mark_sent(session: Session, seqs: Sequence[int], at: datetime) -> None:
-    session.execute(_MARK_SENT, {"seqs": list(seqs), "at": at})
+def mark_sent(connection: Connection, seqs: Sequence[int], at: datetime) -> None:
+    connection.execute(_MARK_SENT, {"seqs": list(seqs), "at": at})
 
 
-def has_outbox(session: Session) -> bool:
+def has_outbox(connection: Connection) -> bool:
     """Whether this service's migrations made an outbox (a service that publishes nothing has
     none, and needs no relay)."""
-    return inspect(session.connection()).has_table(outbox.name)
+    return inspect(connection).has_table(outbox.name)
 
 
-def backlog(session: Reads) -> int:
+def backlog(connection: Connection) -> int:
     """How many events wait to be published."""
     return int(
-        session.execute(
+        connection.execute(
             select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
         ).scalar_one()
     )
@@ -150,10 +149,10 @@ class Look:
     waiting: int
 
 
-def look(session: Reads, limit: int) -> Look:
-    rows = pending_rows(session, limit)
+def look(connection: Connection, limit: int) -> Look:
+    rows = pending_rows(connection, limit)
     # Fewer than a batch is all of them: count only when a full batch says more may wait.
-    return Look(rows, backlog(session) if len(rows) >= limit else len(rows))
+    return Look(rows, backlog(connection) if len(rows) >= limit else len(rows))
 
 
 def _timestamp(moment: datetime) -> float:
@@ -246,9 +245,7 @@ class Relay:
         Raises when nothing at all could be published (the broker is away), after marking what
         was acknowledged.
         """
-        # On a Core connection: a look runs after every commit that recorded an event, and an ORM
-        # session set up around two selects cost more than the selects.
-        seen = await self.uow.read(look, self.batch)
+        seen = await self.uow.query(look, self.batch)
         rows = seen.rows
         WAITING.labels(self.service).set(seen.waiting)
         OLDEST.labels(self.service).set(

@@ -1,5 +1,5 @@
 """A service's subscriptions: one table, event type -> handler (as a nameko service lists its
-entrypoints). A handler is a plain function over the session, like every other handler: it turns
+entrypoints). A handler is a plain function over the connection, like every other handler: it turns
 the event into the service's own change, in the transaction that also records the event id in
 the inbox.
 
@@ -7,7 +7,7 @@ the inbox.
         Subscription(ProductCreated, open_stock),
     )
 
-    def open_stock(session: Session, event: ProductCreated, envelope: CloudEvent) -> None: ...
+    def open_stock(connection: Connection, event: ProductCreated, envelope: CloudEvent) -> None: ...
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.messaging.envelope import CloudEvent, EventType, subject_of
 
-Handler = Callable[[Session, Any, CloudEvent], None]
+Handler = Callable[[Connection, Any, CloudEvent], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.messaging.consumer import Poison, apply, consumer_name
 from agora.messaging.envelope import CloudEvent, EventModel, EventType, envelope
@@ -165,8 +165,8 @@ def _parse(subscription: Subscription, cloud_event: CloudEvent) -> BaseModel:
         raise Poison(f"not a valid {subscription.event_type} event: {error}") from error
 
 
-def _mark_one_sent(session: Session, seq: int) -> None:
-    mark_sent(session, [seq], datetime.now(UTC))
+def _mark_one_sent(connection: Connection, seq: int) -> None:
+    mark_sent(connection, [seq], datetime.now(UTC))
 
 
 async def wait_for_event(

@@ -1,7 +1,7 @@
 """identity's use cases.
 
 Two kinds of handler live here (docs/service-shape.md). A *transaction* is a plain function over
-a SQLAlchemy ``Session`` and the repositories it uses, run by the unit of work in one transaction
+a SQLAlchemy ``Connection`` and the repositories it uses, run by the unit of work in one transaction
 (``await uow.run(register_user, parts.users, user)``). A *step* (``register``, ``log_in``,
 ``ensure_admin``) is ``async def step(uow, parts, command)``: it puts the slow, CPU-bound work
 (argon2 hashing, tens of milliseconds) in a worker thread *outside* any transaction, through a
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora.cursor import CursorCodec, Page, page_size, paged
 from agora.db import UnitOfWork, on_commit
@@ -74,45 +74,47 @@ def utc_now() -> datetime:
 class Users(Protocol):
     """The accounts."""
 
-    def add(self, session: Session, user: User) -> None:
+    def add(self, connection: Connection, user: User) -> None:
         """Insert ``user``; raise :class:`EmailTaken` when the email is already there."""
 
-    def by_email(self, session: Session, email: str) -> User | None: ...
+    def by_email(self, connection: Connection, email: str) -> User | None: ...
 
-    def get(self, session: Session, user_id: str) -> User | None: ...
+    def get(self, connection: Connection, user_id: str) -> User | None: ...
 
-    def set_password_hash(self, session: Session, user_id: str, password_hash: str) -> None: ...
+    def set_password_hash(
+        self, connection: Connection, user_id: str, password_hash: str
+    ) -> None: ...
 
-    def page(self, session: Session, after: str | None, limit: int) -> list[User]:
+    def page(self, connection: Connection, after: str | None, limit: int) -> list[User]:
         """Up to ``limit`` accounts ordered by id, after the id ``after`` when given."""
 
 
 class SigningKeys(Protocol):
     """The keys that sign access tokens, every generation of them."""
 
-    def all(self, session: Session) -> list[SigningKey]: ...
+    def all(self, connection: Connection) -> list[SigningKey]: ...
 
-    def newest(self, session: Session) -> SigningKey | None: ...
+    def newest(self, connection: Connection) -> SigningKey | None: ...
 
-    def add(self, session: Session, key: SigningKey) -> None:
+    def add(self, connection: Connection, key: SigningKey) -> None:
         """Insert ``key``; raise :class:`KeyRotationConflict` when its generation exists."""
 
-    def retire_older(self, session: Session, generation: int, at: datetime) -> None:
+    def retire_older(self, connection: Connection, generation: int, at: datetime) -> None:
         """Give every unretired key older than ``generation`` the retirement time ``at``."""
 
 
 class LoginAttempts(Protocol):
     """The record of failed logins per (email, client), the login throttle's memory."""
 
-    def for_update(self, session: Session, email: str, client: str) -> LoginRecord:
+    def for_update(self, connection: Connection, email: str, client: str) -> LoginRecord:
         """The record for ``email`` from ``client`` (a fresh one when there is none), locked
         until commit."""
 
-    def save(self, session: Session, record: LoginRecord) -> None: ...
+    def save(self, connection: Connection, record: LoginRecord) -> None: ...
 
-    def forget(self, session: Session, email: str, client: str) -> None: ...
+    def forget(self, connection: Connection, email: str, client: str) -> None: ...
 
-    def forget_idle_since(self, session: Session, moment: datetime) -> None:
+    def forget_idle_since(self, connection: Connection, moment: datetime) -> None:
         """Drop records with no failure since ``moment``: they no longer lock anything."""
 
 
@@ -199,50 +201,52 @@ class CreateAdmin:
 # --- transactions -------------------------------------------------------------------------------
 
 
-def register_user(session: Session, users: Users, user: User) -> User:
-    if users.by_email(session, user.email) is not None:
+def register_user(connection: Connection, users: Users, user: User) -> User:
+    if users.by_email(connection, user.email) is not None:
         raise EmailTaken(f"{user.email} already has an account")
     # Two registrations of one email at the same moment both pass the check above; the unique
     # constraint behind users.add refuses the second.
-    users.add(session, user)
-    _registered(session, user)
+    users.add(connection, user)
+    _registered(connection, user)
     return user
 
 
-def _registered(session: Session, user: User) -> None:
+def _registered(connection: Connection, user: User) -> None:
     """Tell the other services, once this transaction commits."""
     record(
-        session,
+        connection,
         UserRegistered(user_id=user.id, email=user.email, registered_at=user.created_at),
         aggregate=user.id,
     )
 
 
-def add_admin(session: Session, users: Users, admin: User) -> bool:
+def add_admin(connection: Connection, users: Users, admin: User) -> bool:
     """Create the admin account unless the email exists; whether this call created it."""
-    if users.by_email(session, admin.email) is not None:
+    if users.by_email(connection, admin.email) is not None:
         return False
     try:
-        users.add(session, admin)
+        users.add(connection, admin)
     except EmailTaken:
         return False  # another replica created it between our check and our insert
-    _registered(session, admin)
+    _registered(connection, admin)
     return True
 
 
-def find_user_by_email(session: Session, users: Users, email: str) -> User | None:
-    return users.by_email(session, email)
+def find_user_by_email(connection: Connection, users: Users, email: str) -> User | None:
+    return users.by_email(connection, email)
 
 
-def list_users(session: Session, users: Users, after: UserCursor | None, limit: int) -> Page[User]:
+def list_users(
+    connection: Connection, users: Users, after: UserCursor | None, limit: int
+) -> Page[User]:
     """One page of accounts, by id, from after the account ``after`` names."""
     limit = page_size(limit, USERS_PAGE_MAX)
-    rows = users.page(session, after.id if after else None, limit + 1)
+    rows = users.page(connection, after.id if after else None, limit + 1)
     return paged(USER_CURSORS, rows, limit, lambda user: UserCursor(user.id))
 
 
-def find_user(session: Session, users: Users, user_id: str) -> User:
-    user = users.get(session, user_id)
+def find_user(connection: Connection, users: Users, user_id: str) -> User:
+    user = users.get(connection, user_id)
     if user is None:
         raise UnknownUser(f"there is no user {user_id}")
     return user
@@ -257,7 +261,7 @@ class Admission:
 
 
 def admit_login(
-    session: Session,
+    connection: Connection,
     users: Users,
     login_attempts: LoginAttempts,
     email: str,
@@ -269,18 +273,18 @@ def admit_login(
     locked out of that email."""
     # The email's record of every client first, then the client's own: every login takes the
     # two locks in this order, so two logins never each hold one and wait for the other.
-    every = login_attempts.for_update(session, email, EVERY_CLIENT)
+    every = login_attempts.for_update(connection, email, EVERY_CLIENT)
     pause = every.tally(now, policy)
-    mine = login_attempts.for_update(session, email, client)
+    mine = login_attempts.for_update(connection, email, client)
     mine.admit(now, policy)
-    login_attempts.save(session, every)
-    login_attempts.save(session, mine)
-    login_attempts.forget_idle_since(session, now - policy.memory)
-    return Admission(users.by_email(session, email), pause)
+    login_attempts.save(connection, every)
+    login_attempts.save(connection, mine)
+    login_attempts.forget_idle_since(connection, now - policy.memory)
+    return Admission(users.by_email(connection, email), pause)
 
 
 def complete_login(
-    session: Session,
+    connection: Connection,
     users: Users,
     login_attempts: LoginAttempts,
     signing_keys: SigningKeys,
@@ -290,31 +294,31 @@ def complete_login(
 ) -> SigningKey:
     """Forget the client's failed logins on the account, take the right password back out of
     the tally of every client; return the key that signs the new token."""
-    every = login_attempts.for_update(session, user.email, EVERY_CLIENT)
+    every = login_attempts.for_update(connection, user.email, EVERY_CLIENT)
     every.untally()
-    login_attempts.save(session, every)
-    login_attempts.forget(session, user.email, client)
+    login_attempts.save(connection, every)
+    login_attempts.forget(connection, user.email, client)
     if new_password_hash is not None:
-        users.set_password_hash(session, user.id, new_password_hash)
-    key = signing_keys.newest(session)
+        users.set_password_hash(connection, user.id, new_password_hash)
+    key = signing_keys.newest(connection)
     if key is None:
         raise RuntimeError("no signing key: identity's startup creates one before serving")
     return key
 
 
 def ensure_signing_key(
-    session: Session, signing_keys: SigningKeys, maker: KeyMaker, now: datetime
+    connection: Connection, signing_keys: SigningKeys, maker: KeyMaker, now: datetime
 ) -> SigningKey:
     """The current signing key, created when there is none (first start)."""
-    key = signing_keys.newest(session)
+    key = signing_keys.newest(connection)
     if key is not None:
         return key
     key = maker.generate(1, now)
     try:
-        signing_keys.add(session, key)
+        signing_keys.add(connection, key)
     except KeyRotationConflict:
         # Another replica made the first key between our look and our insert: use that one.
-        winner = signing_keys.newest(session)
+        winner = signing_keys.newest(connection)
         if winner is None:
             raise
         return winner
@@ -322,29 +326,35 @@ def ensure_signing_key(
 
 
 def rotate_signing_key(
-    session: Session, signing_keys: SigningKeys, maker: KeyMaker, now: datetime, rules: TokenRules
+    connection: Connection,
+    signing_keys: SigningKeys,
+    maker: KeyMaker,
+    now: datetime,
+    rules: TokenRules,
 ) -> SigningKey:
     """A new current key; the older ones stay published until their last token has expired."""
-    current = signing_keys.newest(session)
+    current = signing_keys.newest(connection)
     generation = 1 if current is None else current.generation + 1
     key = maker.generate(generation, now)
     signing_keys.retire_older(
-        session, generation, retirement(now, rules.lifetime, rules.key_leeway)
+        connection, generation, retirement(now, rules.lifetime, rules.key_leeway)
     )
-    signing_keys.add(session, key)
+    signing_keys.add(connection, key)
     on_commit(
-        session, lambda: log.info("signing key rotated", kid=key.kid, generation=key.generation)
+        connection, lambda: log.info("signing key rotated", kid=key.kid, generation=key.generation)
     )
     return key
 
 
-def published_keys(session: Session, signing_keys: SigningKeys, now: datetime) -> list[SigningKey]:
-    return keys_to_publish(signing_keys.all(session), now)
+def published_keys(
+    connection: Connection, signing_keys: SigningKeys, now: datetime
+) -> list[SigningKey]:
+    return keys_to_publish(signing_keys.all(connection), now)
 
 
-def key_set(session: Session, signing_keys: SigningKeys, now: datetime) -> dict[str, Any]:
+def key_set(connection: Connection, signing_keys: SigningKeys, now: datetime) -> dict[str, Any]:
     """The JWKS document: every key a still-valid token may name."""
-    return {"keys": [key.public_jwk for key in published_keys(session, signing_keys, now)]}
+    return {"keys": [key.public_jwk for key in published_keys(connection, signing_keys, now)]}
 
 
 # --- steps: password hashing outside any transaction, then transactions --------------------------

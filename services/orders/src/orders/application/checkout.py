@@ -13,9 +13,9 @@ import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span
 from prometheus_client import Gauge
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from agora.db import Reads, UnitOfWork
+from agora.db import UnitOfWork
 from agora.messaging.outbox import record
 from contracts import inventory, payments
 from contracts.base import IntegrationCommand, IntegrationEvent
@@ -38,26 +38,31 @@ PENDING_SINCE = Gauge(
 
 
 def cancel_order(
-    session: Session, orders: Orders, rules: Rules, order_id: str, viewer: Viewer, now: datetime
+    connection: Connection,
+    orders: Orders,
+    rules: Rules,
+    order_id: str,
+    viewer: Viewer,
+    now: datetime,
 ) -> Order:
     """Cancel an order not yet charged: what the checkout took is given back, and the order is
     CANCELLED once inventory and payments acknowledged it. :class:`OrderCharged` after the pivot."""
-    order = visible(orders.get(session, order_id, lock=True), order_id, viewer)
+    order = visible(orders.get(connection, order_id, lock=True), order_id, viewer)
     checkout, commands = order.checkout.cancel(rules, now)
-    return advance(session, orders, order, checkout, commands, now)
+    return advance(connection, orders, order, checkout, commands, now)
 
 
 def answer(
-    session: Session, orders: Orders, rules: Rules, event: IntegrationEvent, now: datetime
+    connection: Connection, orders: Orders, rules: Rules, event: IntegrationEvent, now: datetime
 ) -> None:
     """Move the order's checkout on by an answer from inventory or payments."""
     order_id: str = getattr(event, "order_id")  # noqa: B009 (every answer names its order)
-    order = orders.get(session, order_id, lock=True)
+    order = orders.get(connection, order_id, lock=True)
     if order is None:
         log.warning("answer for an unknown order", order_id=order_id, answer=event.type)
         return
     checkout, commands = _react(order.checkout, event, rules, now)
-    advance(session, orders, order, checkout, commands, now)
+    advance(connection, orders, order, checkout, commands, now)
 
 
 def _react(
@@ -87,30 +92,30 @@ def _react(
     raise TypeError(f"the checkout does not listen to {event.type}")
 
 
-def due_checkouts(session: Reads, orders: Orders, now: datetime, limit: int) -> list[Due]:
-    return orders.due(session, now, limit)
+def due_checkouts(connection: Connection, orders: Orders, now: datetime, limit: int) -> list[Due]:
+    return orders.due(connection, now, limit)
 
 
-def oldest_pending(session: Reads, orders: Orders) -> datetime | None:
-    return orders.oldest_pending(session)
+def oldest_pending(connection: Connection, orders: Orders) -> datetime | None:
+    return orders.oldest_pending(connection)
 
 
 def fire_deadline(
-    session: Session, orders: Orders, rules: Rules, order_id: str, now: datetime
+    connection: Connection, orders: Orders, rules: Rules, order_id: str, now: datetime
 ) -> Order | None:
     """Act on one checkout's passed deadline, unless another replica holds it or acted already."""
-    order = orders.get(session, order_id, lock=True, skip_locked=True)
+    order = orders.get(connection, order_id, lock=True, skip_locked=True)
     if order is None:
         return None
     checkout, commands = order.checkout.deadline(rules, now)
-    return advance(session, orders, order, checkout, commands, now)
+    return advance(connection, orders, order, checkout, commands, now)
 
 
 async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = TIMER_BATCH) -> int:
     """One tick of the deadline timer: act on up to ``batch`` checkouts whose deadline is at or
     before ``now``, each in a transaction of its own, then note when the oldest order still
     PENDING was placed (``now`` when none is). Returns how many were due."""
-    due = await uow.read(due_checkouts, parts.orders, now, batch)
+    due = await uow.query(due_checkouts, parts.orders, now, batch)
     for item in due:
         # A resend belongs to the checkout's trace, not to a trace of the timer's own.
         with _checkout_span(item, "checkout deadline"):
@@ -120,7 +125,7 @@ async def run_due(uow: UnitOfWork, parts: Parts, now: datetime, *, batch: int = 
                 # One order's failure must not hold up the others; it is due again next tick.
                 log.exception("checkout deadline failed", order_id=item.order_id)
     # Set from the timer's own look, so `time() - gauge` grows as well when the timer stops.
-    oldest = await uow.read(oldest_pending, parts.orders)
+    oldest = await uow.query(oldest_pending, parts.orders)
     PENDING_SINCE.set((oldest or now).timestamp())
     return len(due)
 
@@ -135,7 +140,7 @@ def _checkout_span(item: Due, name: str) -> AbstractContextManager[Span | None]:
 
 
 def advance(
-    session: Session,
+    connection: Connection,
     orders: Orders,
     order: Order,
     checkout: Checkout,
@@ -146,13 +151,13 @@ def advance(
     if checkout == order.checkout and not commands:
         return order
     moved = order.advanced(checkout, now)
-    orders.save(session, moved)
-    send(session, moved, commands)
+    orders.save(connection, moved)
+    send(connection, moved, commands)
     if order.status is Status.PENDING and moved.status is Status.CONFIRMED:
         for confirmed in order_confirmed(moved):
-            record(session, confirmed, aggregate=moved.id)
+            record(connection, confirmed, aggregate=moved.id)
     elif order.status is Status.PENDING and moved.status is Status.CANCELLED:
-        record(session, order_cancelled(moved), aggregate=moved.id)
+        record(connection, order_cancelled(moved), aggregate=moved.id)
     log.info(
         "checkout moved",
         order_id=moved.id,
@@ -165,10 +170,10 @@ def advance(
     return moved
 
 
-def send(session: Session, order: Order, commands: Commands) -> None:
-    """Record ``commands`` for ``order`` in the outbox, in the transaction of ``session``."""
+def send(connection: Connection, order: Order, commands: Commands) -> None:
+    """Record ``commands`` for ``order`` in the outbox, in the transaction of ``connection``."""
     for command in commands:
-        record(session, _message(command, order), aggregate=order.id)
+        record(connection, _message(command, order), aggregate=order.id)
 
 
 def _message(command: Command, order: Order) -> IntegrationCommand:

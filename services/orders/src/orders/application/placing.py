@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import structlog
 from opentelemetry import propagate, trace
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from agora.db import Reads, UnitOfWork
+from agora.db import UnitOfWork
 from agora.messaging.outbox import record
 from orders.application.checkout import send
 from orders.application.events import order_placed
@@ -65,7 +65,7 @@ async def place_order(uow: UnitOfWork, parts: Parts, command: PlaceOrder) -> Pla
     # A replay needs neither the catalogue nor payments: answer it before calling them, even
     # when no new checkout is admitted.
     limit = parts.rules.max_in_flight
-    earlier, in_flight = await uow.read(
+    earlier, in_flight = await uow.query(
         before_placing, parts.orders, command.user_id, command.idempotency_key, limit
     )
     if earlier is not None:
@@ -103,7 +103,9 @@ async def place_order(uow: UnitOfWork, parts: Parts, command: PlaceOrder) -> Pla
     try:
         placed = await uow.run(record_order, parts.orders, order, commands)
     except DuplicateOrder:
-        winner = await uow.read(find_by_key, parts.orders, command.user_id, command.idempotency_key)
+        winner = await uow.query(
+            find_by_key, parts.orders, command.user_id, command.idempotency_key
+        )
         if winner is None:  # the winner's row is committed before our insert fails
             raise
         return _replay(winner, body)
@@ -112,27 +114,29 @@ async def place_order(uow: UnitOfWork, parts: Parts, command: PlaceOrder) -> Pla
     return placed
 
 
-def record_order(session: Session, orders: Orders, order: Order, commands: Commands) -> Placed:
+def record_order(
+    connection: Connection, orders: Orders, order: Order, commands: Commands
+) -> Placed:
     """The placement's one transaction: the order, its checkout, OrderPlaced and the first
     command. :class:`DuplicateOrder` when a request with the same key placed an order since
     ``place_order`` looked: the unique (user, key) refuses the insert, so no second look is
     needed here."""
-    orders.add(session, order)
-    record(session, order_placed(order), aggregate=order.id)
-    send(session, order, commands)
+    orders.add(connection, order)
+    record(connection, order_placed(order), aggregate=order.id)
+    send(connection, order, commands)
     return Placed(order, replayed=False)
 
 
-def find_by_key(session: Reads, orders: Orders, user_id: str, key: str) -> Order | None:
-    return orders.by_key(session, user_id, key)
+def find_by_key(connection: Connection, orders: Orders, user_id: str, key: str) -> Order | None:
+    return orders.by_key(connection, user_id, key)
 
 
 def before_placing(
-    session: Reads, orders: Orders, user_id: str, key: str, at_most: int
+    connection: Connection, orders: Orders, user_id: str, key: str, at_most: int
 ) -> tuple[Order | None, int]:
     """The order an earlier request with this key placed, if any, and how many checkouts are
     under way (counted up to ``at_most``), in one read."""
-    return orders.by_key(session, user_id, key), orders.in_flight(session, at_most)
+    return orders.by_key(connection, user_id, key), orders.in_flight(connection, at_most)
 
 
 def _replay(order: Order, body: str) -> Placed:

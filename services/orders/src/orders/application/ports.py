@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from agora.db import Reads
 from agora.tasks import Bell
 from orders.domain import Card, Cursor, Order, Priced, Requested, Rules, Status
 
@@ -71,31 +70,38 @@ class Viewer:
 
 
 class Orders(Protocol):
-    """The orders and their checkouts, within the transaction of ``session``."""
+    """The orders and their checkouts, within the transaction of ``connection``."""
 
-    def add(self, session: Session, order: Order) -> None:
+    def add(self, connection: Connection, order: Order) -> None:
         """Store a new order; :class:`DuplicateOrder` when its (user, key) is taken."""
 
-    def by_key(self, session: Reads, user_id: str, idempotency_key: str) -> Order | None: ...
+    def by_key(
+        self, connection: Connection, user_id: str, idempotency_key: str
+    ) -> Order | None: ...
 
     def get(
-        self, session: Reads, order_id: str, *, lock: bool = False, skip_locked: bool = False
+        self,
+        connection: Connection,
+        order_id: str,
+        *,
+        lock: bool = False,
+        skip_locked: bool = False,
     ) -> Order | None:
         """The order; with ``lock`` its rows are locked until the transaction ends (PostgreSQL),
         and with ``skip_locked`` an order another transaction holds is None."""
 
-    def save(self, session: Session, order: Order) -> None: ...
+    def save(self, connection: Connection, order: Order) -> None: ...
 
-    def listing(self, session: Reads, listing: Listing, limit: int) -> list[Order]:
+    def listing(self, connection: Connection, listing: Listing, limit: int) -> list[Order]:
         """Up to ``limit`` orders matching ``listing``, newest first, after its cursor."""
 
-    def due(self, session: Reads, now: datetime, limit: int) -> list[Due]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[Due]:
         """Up to ``limit`` checkouts whose deadline is at or before ``now``, earliest first."""
 
-    def oldest_pending(self, session: Reads) -> datetime | None:
+    def oldest_pending(self, connection: Connection) -> datetime | None:
         """When the oldest order still PENDING was placed; None when none is."""
 
-    def in_flight(self, session: Reads, at_most: int) -> int:
+    def in_flight(self, connection: Connection, at_most: int) -> int:
         """How many checkouts are under way (their orders PENDING), counted up to ``at_most``."""
 
 

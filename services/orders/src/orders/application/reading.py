@@ -1,24 +1,24 @@
-"""Reading orders: one order for its owner or an admin, and a listing a page at a time. Both run
-on a Core connection (``UnitOfWork.read``, ADR 56): an order's page and its live status read it
-again and again."""
+"""Reading orders: one order for its owner or an admin, and a listing a page at a time. Both are
+hot (ADR 56): an order's page and its live status read it again and again."""
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
+
 from agora.cursor import CursorCodec, Page, paged
-from agora.db import Reads
 from orders.application.ports import Listing, Orders, Viewer
 from orders.domain import Cursor, Order, OrderNotFound
 
 CURSORS = CursorCodec(Cursor)
 
 
-def get_order(session: Reads, orders: Orders, order_id: str, viewer: Viewer) -> Order:
-    return visible(orders.get(session, order_id), order_id, viewer)
+def get_order(connection: Connection, orders: Orders, order_id: str, viewer: Viewer) -> Order:
+    return visible(orders.get(connection, order_id), order_id, viewer)
 
 
-def list_orders(session: Reads, orders: Orders, listing: Listing) -> Page[Order]:
+def list_orders(connection: Connection, orders: Orders, listing: Listing) -> Page[Order]:
     # One row more than the page shows whether another page follows.
-    rows = orders.listing(session, listing, listing.limit + 1)
+    rows = orders.listing(connection, listing, listing.limit + 1)
     return paged(CURSORS, rows, listing.limit, Cursor.after)
 
 

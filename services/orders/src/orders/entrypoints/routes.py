@@ -101,14 +101,14 @@ async def list_orders(
         status=query.status,
         after=application.CURSORS.decode(query.cursor) if query.cursor else None,
     )
-    page = await uow.read(application.list_orders, parts.orders, listing)
+    page = await uow.query(application.list_orders, parts.orders, listing)
     return Response(PAGE.dump_json(OrderPage.of(page, out)), media_type=JSON)
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
 async def get_order(order_id: str, user: CurrentUser, uow: Uow, parts: Parts) -> Response:
     """One order, for its owner or an admin; anyone else's is not found."""
-    return _order(await uow.read(application.get_order, parts.orders, order_id, _viewer(user)))
+    return _order(await uow.query(application.get_order, parts.orders, order_id, _viewer(user)))
 
 
 EVENT_STREAM = "text/event-stream"
@@ -149,10 +149,10 @@ async def follow_order(
     """The order's status, live, for its owner or an admin; anyone else's is not found."""
     viewer = _viewer(user)
     # Looked up before the stream starts, so a stranger gets a 404 problem and no stream.
-    order = await uow.read(application.get_order, parts.orders, order_id, viewer)
+    order = await uow.query(application.get_order, parts.orders, order_id, viewer)
 
     async def current() -> Order:
-        return await uow.read(application.get_order, parts.orders, order_id, viewer)
+        return await uow.query(application.get_order, parts.orders, order_id, viewer)
 
     return StreamingResponse(
         _status_events(order, current, parts.changes, parts.follow),

@@ -14,8 +14,8 @@ charged twice. While the worker loop runs, a command takes the lease on what it 
 its own transaction, and hands the operation to the loop once committed
 (:class:`agora.tasks.Wakeup`): no claim transaction on that path.
 
-Transactions are plain functions ``handler(session, payments, ...)`` that the unit of work runs:
-``payments`` keeps the payments and the ledger within that session (the SQL one in production),
+Transactions are plain functions ``handler(connection, payments, ...)`` that the unit of work runs:
+``payments`` keeps the payments and the ledger within that transaction (the SQL one in production),
 so this module names no table.
 """
 
@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agora import tasks
 from agora.cursor import CursorCodec, Page, paged
@@ -94,34 +94,36 @@ class PaymentQuery:
 
 
 class Payments(Protocol):
-    """The payments and their ledger, within the transaction of ``session``."""
+    """The payments and their ledger, within the transaction of ``connection``."""
 
     def get(
-        self, session: Session, order_id: str, *, for_update: bool = False
+        self, connection: Connection, order_id: str, *, for_update: bool = False
     ) -> Payment | None: ...
 
-    def add(self, session: Session, payment: Payment) -> None: ...
+    def add(self, connection: Connection, payment: Payment) -> None: ...
 
-    def save(self, session: Session, payment: Payment) -> None: ...
+    def save(self, connection: Connection, payment: Payment) -> None: ...
 
-    def book(self, session: Session, payment: Payment, movement: Movement, now: datetime) -> None:
+    def book(
+        self, connection: Connection, payment: Payment, movement: Movement, now: datetime
+    ) -> None:
         """Write ``movement`` of ``payment`` to the ledger: the movement and its two entries."""
 
-    def due(self, session: Session, now: datetime, limit: int) -> list[str]:
+    def due(self, connection: Connection, now: datetime, limit: int) -> list[str]:
         """Orders whose payment has an operation no worker holds (or whose lease ran out)."""
 
     def claim(
-        self, session: Session, order_id: str, token: str, until: datetime, now: datetime
+        self, connection: Connection, order_id: str, token: str, until: datetime, now: datetime
     ) -> bool:
         """Take the order's pending operation until ``until`` unless another worker holds it."""
 
-    def listing(self, session: Session, query: PaymentQuery, limit: int) -> list[Payment]:
+    def listing(self, connection: Connection, query: PaymentQuery, limit: int) -> list[Payment]:
         """Up to ``limit`` payments matching ``query``, oldest first, after its cursor."""
 
-    def ledger(self, session: Session) -> Ledger: ...
+    def ledger(self, connection: Connection) -> Ledger: ...
 
     def movements(
-        self, session: Session, order_id: str | None, after: int | None, limit: int
+        self, connection: Connection, order_id: str | None, after: int | None, limit: int
     ) -> list[BookedMovement]:
         """Up to ``limit`` movements by id, after ``after``, of one order or all."""
 
@@ -150,10 +152,10 @@ class Parts:
 
 
 def authorize_payment(
-    session: Session, payments: Payments, command: AuthorizePayment, wake: Wake = _nothing
+    connection: Connection, payments: Payments, command: AuthorizePayment, wake: Wake = _nothing
 ) -> None:
     now = _now()
-    payment = payments.get(session, command.order_id, for_update=True)
+    payment = payments.get(connection, command.order_id, for_update=True)
     if payment is None:
         payment = Payment.request(
             id=str(uuid.uuid4()),
@@ -164,50 +166,50 @@ def authorize_payment(
             card_token=command.card_token,
             now=now,
         )
-        _settle(session, payments, payment, now, wake, new=True)
+        _settle(connection, payments, payment, now, wake, new=True)
         return
     payment.authorize(now)
-    _settle(session, payments, payment, now, wake)
+    _settle(connection, payments, payment, now, wake)
 
 
 def capture_payment(
-    session: Session, payments: Payments, order_id: str, wake: Wake = _nothing
+    connection: Connection, payments: Payments, order_id: str, wake: Wake = _nothing
 ) -> None:
     now = _now()
-    payment = payments.get(session, order_id, for_update=True)
+    payment = payments.get(connection, order_id, for_update=True)
     if payment is None or not payment.capture(now):
         status = payment and payment.status
         log.warning("capture refused: nothing authorized", order_id=order_id, status=status)
         return
-    _settle(session, payments, payment, now, wake)
+    _settle(connection, payments, payment, now, wake)
 
 
 def void_payment(
-    session: Session, payments: Payments, order_id: str, wake: Wake = _nothing
+    connection: Connection, payments: Payments, order_id: str, wake: Wake = _nothing
 ) -> None:
     now = _now()
-    payment = payments.get(session, order_id, for_update=True)
+    payment = payments.get(connection, order_id, for_update=True)
     if payment is None:
         payment = Payment.tombstone(id=str(uuid.uuid4()), order_id=order_id, now=now)
-        _settle(session, payments, payment, now, wake, new=True)
+        _settle(connection, payments, payment, now, wake, new=True)
     elif payment.void(now):
-        _settle(session, payments, payment, now, wake)
+        _settle(connection, payments, payment, now, wake)
     else:
         # Voiding is for money held, not charged: a charge is given back by a refund.
         log.warning("void refused: the payment is captured", order_id=order_id)
 
 
 def refund_payment(
-    session: Session, payments: Payments, order_id: str, wake: Wake = _nothing
+    connection: Connection, payments: Payments, order_id: str, wake: Wake = _nothing
 ) -> None:
     now = _now()
-    payment = payments.get(session, order_id, for_update=True)
+    payment = payments.get(connection, order_id, for_update=True)
     if payment is None:
         nothing = PaymentRefunded(order_id=order_id, amount=0, currency=NO_CURRENCY)
-        record(session, nothing, aggregate=order_id)
+        record(connection, nothing, aggregate=order_id)
         return
     payment.refund(now)
-    _settle(session, payments, payment, now, wake)
+    _settle(connection, payments, payment, now, wake)
 
 
 # --- the worker's steps ------------------------------------------------------------------------
@@ -217,20 +219,20 @@ Wakeup = tasks.Wakeup[Claim]
 
 
 def claim_operations(
-    session: Session, payments: Payments, now: datetime, lease: timedelta, limit: int
+    connection: Connection, payments: Payments, now: datetime, lease: timedelta, limit: int
 ) -> list[Claim]:
     """Take up to ``limit`` due operations for ``lease``; those another worker took meanwhile
     are left to it."""
     claims: list[Claim] = []
-    for order_id, token in tasks.leased(session, payments, now, now + lease, limit):
-        payment = payments.get(session, order_id)
+    for order_id, token in tasks.leased(connection, payments, now, now + lease, limit):
+        payment = payments.get(connection, order_id)
         assert payment is not None
         claims.append(Claim.of(payment, token, now + lease))
     return claims
 
 
 def record_outcome(
-    session: Session,
+    connection: Connection,
     payments: Payments,
     claim: Claim,
     outcome: Outcome,
@@ -239,7 +241,7 @@ def record_outcome(
 ) -> bool:
     """Write what the processor answered; False when the claim was lost to another worker (its
     lease ran out), whose call with the same reference gets the same answer and records it."""
-    payment = payments.get(session, claim.order_id, for_update=True)
+    payment = payments.get(connection, claim.order_id, for_update=True)
     if payment is None or payment.lease_token != claim.token:
         log.info("outcome left to the worker that holds the operation", order_id=claim.order_id)
         return False
@@ -272,7 +274,7 @@ def record_outcome(
                 failures=payment.failures + 1,
             )
         payment.unanswered(reason, now)
-    _settle(session, payments, payment, now, wake)
+    _settle(connection, payments, payment, now, wake)
     return True
 
 
@@ -293,8 +295,8 @@ class Operations:
     async def call(self, claim: Claim) -> Outcome:
         return await ask(self.processor, claim)
 
-    def record(self, session: Session, claim: Claim, outcome: Outcome, now: datetime) -> None:
-        record_outcome(session, self.payments, claim, outcome, now, self.wake)
+    def record(self, connection: Connection, claim: Claim, outcome: Outcome, now: datetime) -> None:
+        record_outcome(connection, self.payments, claim, outcome, now, self.wake)
 
     def describe(self, claim: Claim) -> dict[str, object]:
         return {"order_id": claim.order_id, "operation": claim.operation.value}
@@ -327,9 +329,9 @@ def worker(
 # --- the read side -----------------------------------------------------------------------------
 
 
-def list_payments(session: Session, payments: Payments, query: PaymentQuery) -> Page[Payment]:
+def list_payments(connection: Connection, payments: Payments, query: PaymentQuery) -> Page[Payment]:
     # One row more than the page shows whether another page follows.
-    rows = payments.listing(session, query, query.limit + 1)
+    rows = payments.listing(connection, query, query.limit + 1)
     return paged(
         PAYMENT_CURSORS, rows, query.limit, lambda last: PaymentCursor(last.created_at, last.id)
     )
@@ -340,15 +342,15 @@ def payment_cursor(token: str) -> tuple[datetime, str]:
     return after.created_at, after.id
 
 
-def ledger(session: Session, payments: Payments) -> Ledger:
-    return payments.ledger(session)
+def ledger(connection: Connection, payments: Payments) -> Ledger:
+    return payments.ledger(connection)
 
 
 def list_movements(
-    session: Session, payments: Payments, order_id: str | None, limit: int, cursor: str | None
+    connection: Connection, payments: Payments, order_id: str | None, limit: int, cursor: str | None
 ) -> Page[BookedMovement]:
     after = MOVEMENT_CURSORS.decode(cursor).id if cursor else None
-    rows = payments.movements(session, order_id, after, limit + 1)
+    rows = payments.movements(connection, order_id, after, limit + 1)
     return paged(MOVEMENT_CURSORS, rows, limit, lambda last: MovementCursor(last.id))
 
 
@@ -356,7 +358,7 @@ def list_movements(
 
 
 def _settle(
-    session: Session,
+    connection: Connection,
     payments: Payments,
     payment: Payment,
     now: datetime,
@@ -378,21 +380,21 @@ def _settle(
         payment.lease_until = now + loop.lease
         handoff = Claim.of(payment, payment.lease_token, payment.lease_until)
     if new:
-        payments.add(session, payment)
+        payments.add(connection, payment)
     else:
-        payments.save(session, payment)
+        payments.save(connection, payment)
     for movement in payment.movements:
-        payments.book(session, payment, movement, now)
+        payments.book(connection, payment, movement, now)
     for answer in payment.answers:
-        record(session, event(payment, answer), aggregate=payment.order_id)
+        record(connection, event(payment, answer), aggregate=payment.order_id)
     payment.movements.clear()
     payment.answers.clear()
     if handoff is not None:
         assert loop is not None
         hand, claim = loop.hand, handoff
-        on_commit(session, lambda: hand(claim))
+        on_commit(connection, lambda: hand(claim))
     elif payment.pending is not None and payment.lease_until is None:
-        on_commit(session, wake)
+        on_commit(connection, wake)
 
 
 def _now() -> datetime:
