@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+# What a transaction gives back: the handler's result, how many events it wrote, and what to call
+# once it has committed.
+Outcome = tuple[T, int, list[Callback]]
 
 log = structlog.get_logger("agora.db")
 
@@ -183,10 +186,13 @@ class UnitOfWork:
         started = time.monotonic()
         tries = 0
 
-        async def attempt() -> tuple[T, int, list[Callback]]:
+        def transaction(connection: Connection) -> Outcome[T]:
+            return _in_transaction(connection, self.source, write, handler, *args, **kwargs)
+
+        async def attempt() -> Outcome[T]:
             if self._sync is not None:
-                return _on_sqlite(self._sync, self.source, write, handler, *args, **kwargs)
-            return await self._on_postgres(write, handler, *args, **kwargs)
+                return _on_sqlite(self._sync, write, transaction)
+            return await self._on_postgres(write, transaction)
 
         def busy(_: Exception, failed: int, _pause: float) -> None:
             nonlocal tries
@@ -210,14 +216,12 @@ class UnitOfWork:
         return result
 
     async def _on_postgres(
-        self, write: bool, handler: Callable[..., T], *args: Any, **kwargs: Any
-    ) -> tuple[T, int, list[Callback]]:
+        self, write: bool, transaction: Callable[[Connection], Outcome[T]]
+    ) -> Outcome[T]:
         assert self._async is not None
         async with self._async.connect() as connection:
             try:
-                outcome = await connection.run_sync(
-                    _in_transaction, self.source, write, handler, *args, **kwargs
-                )
+                outcome = await connection.run_sync(transaction)
                 if write:
                     await connection.commit()
                 return outcome
@@ -244,7 +248,7 @@ def _in_transaction(
     /,
     *args: Any,
     **kwargs: Any,
-) -> tuple[T, int, list[Callback]]:
+) -> Outcome[T]:
     """Run the handler in the transaction ``connection`` has begun; for a write, then what it
     asked to be written before the commit (the events it recorded). How many events were written,
     and what it asked to be called after the commit, come back with the result. The caller
@@ -271,20 +275,14 @@ _SQLITE_BEGIN: ContextVar[str] = ContextVar("agora_sqlite_begin", default="DEFER
 
 
 def _on_sqlite(
-    bind: Engine,
-    source: str,
-    write: bool,
-    handler: Callable[..., T],
-    /,
-    *args: Any,
-    **kwargs: Any,
-) -> tuple[T, int, list[Callback]]:
+    bind: Engine, write: bool, transaction: Callable[[Connection], Outcome[T]]
+) -> Outcome[T]:
     # A read begins as every transaction does by default (DEFERRED): nothing to set.
     begins = _SQLITE_BEGIN.set("IMMEDIATE") if write else None
     try:
         with bind.connect() as connection:
             try:
-                outcome = _in_transaction(connection, source, write, handler, *args, **kwargs)
+                outcome = transaction(connection)
                 if write:
                     connection.commit()
                 return outcome
