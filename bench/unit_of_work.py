@@ -5,10 +5,11 @@ work ran every handler before, measured side by side in one process.
 It makes a throwaway SQLite database (the embedded profile's store) with catalog's migrations and
 shipped seed, then reads the seed's first product with `catalog.application.get_product` each
 way in turn, round after round (a warm-up before each measurement). The session way opens an ORM
-`Session` on an engine of its own over the same file, as the unit of work did: a session per
-read, its statements through `Session.execute`, a rollback at the end. It prints the CPU time per
-read of each way, their medians over the rounds and the median of the rounds' ratios. It exits
-non-zero only when a read did not find the product.
+`Session` per read, as the unit of work did, its statements through `Session.execute` and a
+rollback at the end, on a plain engine of its own over the same file: that engine sends no BEGIN
+of its own for a read, so if anything the session way costs less here than it did. It prints the
+CPU time per read of each way, their medians over the rounds and the median of the rounds'
+ratios. It exits non-zero only when a read did not find the product.
 
     .venv/bin/python bench/unit_of_work.py [--reads 3000] [--rounds 5]
 """

@@ -80,6 +80,22 @@ async def uow(tmp_path: Path) -> AsyncIterator[UnitOfWork]:
     await uow.dispose()
 
 
+async def test_an_event_a_rolled_back_transaction_recorded_is_never_written(
+    uow: UnitOfWork,
+) -> None:
+    # The connection outlives the transaction in the pool: what the first recorded must not ride
+    # along with the next transaction on it.
+    def note_then_fail(connection: Connection) -> None:
+        note(connection, 1)
+        raise LookupError("the handler changed its mind")
+
+    with pytest.raises(LookupError):
+        await uow.run(note_then_fail)
+    kept = await uow.run(note_about, 2, "account-2")
+
+    assert await uow.query(pending_ids) == [kept]
+
+
 async def test_the_backlog_gauges_grow_while_the_broker_is_away_and_settle_once_it_is_back(
     uow: UnitOfWork, tmp_path: Path
 ) -> None:

@@ -7,9 +7,10 @@ it so, ADR 36): both import this module.
 * :class:`Transactions` is what runs handlers: the unit of work, seen from the messaging side.
 * A handler's connection carries what is to happen at its commit: :func:`before_commit` adds a
   writer that runs at the end of the handler, inside its transaction (the outbox is written so);
-  :func:`on_commit` a callback that runs once the transaction has committed. They are kept in the
-  connection's ``info``, which outlives the transaction (it belongs to the pooled connection):
-  the unit of work clears them with :func:`forget` when the transaction ends.
+  :func:`on_commit` a callback that runs once the transaction has committed. They, and whatever
+  else a transaction keeps there (the outbox's recorded events), are kept in the connection's
+  ``info``, which outlives the transaction (it belongs to the pooled connection): the unit of work
+  empties it with :func:`forget` when the transaction ends.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def finish(connection: Connection) -> tuple[int, list[Callback]]:
 
 
 def forget(connection: Connection) -> None:
-    """Clear what a transaction left in ``connection.info`` (its source, and the writers and
-    callbacks of one that rolled back), before the pool hands the connection to another."""
-    for key in (SOURCE, BEFORE_COMMIT, ON_COMMIT, WRITTEN):
-        connection.info.pop(key, None)
+    """Empty ``connection.info`` of what a transaction left there (its source, and the writers,
+    recorded events and callbacks of one that rolled back), before the pool hands the connection
+    to another. All of it: ``info`` holds one transaction's state and nothing else, so no module
+    that keeps something there has to be named here."""
+    connection.info.clear()

@@ -189,7 +189,6 @@ _INBOX_INSERT = inserts_if_absent(inbox)
 
 def _record_in_inbox(connection: Connection, consumer: str, event_id: str) -> bool:
     row = {"consumer": consumer, "event_id": event_id, "handled_at": datetime.now(UTC)}
-    connection = connection
     statement = _INBOX_INSERT.get(connection.dialect.name)
     if statement is not None:
         return bool(connection.execute(statement, row).rowcount)
