@@ -320,11 +320,16 @@ class Consumers:
             asyncio.create_task(loop.run(), name=f"consumer:{loop.name}") for loop in self.loops
         ]
         try:
-            await asyncio.gather(*tasks)
+            # Not gather, nor a TaskGroup: cancelled, each cancels its tasks once and waits for
+            # them before it lets the cancellation through, so a loop that lost that one
+            # cancellation (see agora.tasks) kept it waiting for ever and its caller with it. A
+            # wait is cancelled at once, and the loops are then stopped below.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a loop's failure is this one's
         finally:
-            # Not a TaskGroup: it cancels its tasks once, and a loop that lost that cancellation
-            # (see agora.tasks) would keep this one waiting for ever. Cancelled again while
-            # stopping them, it still waits for them: no loop is left running behind it.
+            # Cancelled again while stopping them, it still waits for them: no loop is left
+            # running behind it.
             while True:
                 try:
                     await cancel_and_wait(tasks)
