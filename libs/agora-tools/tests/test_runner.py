@@ -618,6 +618,12 @@ def test_together_runs_every_python_service_and_the_gateway_in_one_process(
         assert processes["beta", 1]["pid"] not in together
         assert processes["beta", 1]["group"] is None
         assert get_json(f"{up.gateway_url}/peer/alpha")["host"] == "in-process"
+        # Each member was migrated once, by a child of the group's process and not by the
+        # process itself, which keeps no migration tooling loaded while it serves (ADR 64).
+        data = workdir / ".agora" / "data"
+        for name in ("alpha", "beta"):
+            (migrated_by,) = (data / f"{name}.migrations").read_text().split()
+            assert int(migrated_by) not in together
 
 
 def test_up_writes_the_operator_token_owner_only_and_every_process_asks_for_it(
@@ -870,21 +876,58 @@ def test_with_agora_nats_url_up_starts_no_nats_server_and_uses_that_one(
         assert reachable("127.0.0.1", own.port)
 
 
+UNMIGRATABLE_GROUP = """
+[gateway]
+module = "tinyshop.edge"
+
+[services.alpha]
+module = "tinyshop.alpha"
+
+[services.unmigratable]
+module = "tinyshop.unmigratable"
+
+[groups]
+pair = ["alpha", "unmigratable"]
+"""
+
+
+def test_a_group_whose_member_cannot_be_migrated_stops_before_it_serves_saying_which(
+    workdir: Path, tiny: dict[str, str]
+) -> None:
+    printed, log = up_that_fails(workdir, tiny, UNMIGRATABLE_GROUP, "pair")
+
+    assert str(workdir / ".agora" / "logs" / "pair-0.log") in printed
+    assert "this database cannot be brought up to date" in log
+    assert "the migrations of unmigratable failed" in log
+    assert "migrating alpha, unmigratable failed (exit status 1)" in log
+    assert '"event":"serving"' not in log
+
+
 def test_a_service_that_cannot_start_is_named_with_its_log(
     workdir: Path, tiny: dict[str, str]
 ) -> None:
-    topology = Path(tiny["AGORA_TOPOLOGY"]).with_name("broken.toml")
-    topology.write_text(BROKEN_TOPOLOGY)
+    printed, log = up_that_fails(workdir, tiny, BROKEN_TOPOLOGY, "broken")
+
+    assert str(workdir / ".agora" / "logs" / "broken-0.log") in printed
+    assert "this service cannot start" in log
+
+
+def up_that_fails(
+    workdir: Path, tiny: dict[str, str], topology_text: str, process: str
+) -> tuple[str, str]:
+    """What ``agora up`` printed, on a topology whose ``process`` stops before it is ready, and
+    that process's log; ``agora up`` must have ended with 1, leaving no state behind."""
+    topology = Path(tiny["AGORA_TOPOLOGY"]).with_name("failing.toml")
+    topology.write_text(topology_text)
     with RunningSystem(workdir, env={**tiny, "AGORA_TOPOLOGY": str(topology)}) as up:
         assert up.process is not None
         code = up.process.wait(timeout=180)
 
     printed = up.printed()
     assert code == 1
-    assert "broken[0] stopped before it was ready (exit code 1)" in printed
-    assert str(workdir / ".agora" / "logs" / "broken-0.log") in printed
-    assert "this service cannot start" in (workdir / ".agora/logs/broken-0.log").read_text()
+    assert f"{process}[0] stopped before it was ready (exit code 1)" in printed
     assert not (workdir / ".agora" / "state.json").exists()
+    return printed, (workdir / ".agora" / "logs" / f"{process}-0.log").read_text()
 
 
 def test_the_runner_loads_no_database_or_web_framework() -> None:

@@ -608,9 +608,9 @@ class Runner:
         groups = self.topology.groups
         # A group's process serves the first replica of each member; the others are their own.
         first = {m: 1 for members in groups.values() for m in members}
-        # A group's process has its members' modules, Alembic's too, loaded anyway: its members
-        # migrate as they start, in turn (ADR 53), and so do their other replicas, under the
-        # migration lock, rather than wait for a process of migrations of their own.
+        # A group's process has its members' modules loaded anyway: it migrates them before they
+        # serve, in a child it forks (ADR 53, 64), and their other replicas migrate as they
+        # start, under the migration lock, rather than wait for a process of migrations.
         grouped = {**env, "AGORA_MIGRATE_ON_START": "true"}
         python = [s.name for s in services if s.runtime == "python" and s.name not in first]
         self.output.make_room(
