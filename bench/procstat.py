@@ -10,14 +10,16 @@ from pathlib import Path
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process has used so far; None where /proc is not there or
-    the process is gone."""
+    """CPU time (user + system) a process has used so far, with that of the children it has
+    waited for (a group's process forks one for its migrations, ADR 64); None where /proc is not
+    there or the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # utime, stime, then cutime, cstime: the children's
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_cpu_seconds() -> float | None:
