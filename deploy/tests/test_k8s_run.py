@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.settings import GATEWAY
+from agora.topology import GATEWAY
 from agora_tools.k8s.local import scratch_volume
 from agora_tools.k8s.workloads import IMAGE_USER, TOPOLOGY_CONFIGMAP, processes
 from deploy.tests import podman

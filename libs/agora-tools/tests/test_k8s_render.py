@@ -25,8 +25,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from agora.settings import GATEWAY, ServiceSettings
-from agora.topology import Topology, load_topology
+from agora.settings import ServiceSettings
+from agora.topology import GATEWAY, Topology, load_topology
 from agora_tools.deploy import (
     DEPLOY_DIR,
     ONE_HOST,

@@ -930,14 +930,17 @@ def up_that_fails(
     return printed, (workdir / ".agora" / "logs" / f"{process}-0.log").read_text()
 
 
-def test_the_runner_loads_no_database_or_web_framework() -> None:
+def test_the_runner_loads_no_database_web_framework_or_settings() -> None:
     # `agora up`'s process stays for as long as the system runs, beside the services, and counts
     # in the memory of the whole (SQLAlchemy alone is 12 MB of it). It reaches the broker client,
-    # which reaches the chassis's tasks: this holds them to loading neither.
+    # which reaches the chassis's tasks: this holds them to loading neither, nor the services'
+    # settings (pydantic-settings) nor YAML, which it needs only as it stops or writes
+    # Prometheus's files.
     script = (
-        "import sys, agora_tools.runner; "
+        "import sys, agora_tools.cli, agora_tools.runner; "
         "print(sorted({name.split('.')[0] for name in sys.modules} "
-        "& {'sqlalchemy', 'alembic', 'fastapi', 'starlette', 'uvicorn'}))"
+        "& {'sqlalchemy', 'alembic', 'fastapi', 'starlette', 'uvicorn', 'pydantic_settings', "
+        "'yaml'}))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60

@@ -34,9 +34,8 @@ from agora.messaging.outbox import record
 from agora.messaging.relay import Relay, backlog
 from agora.messaging.schema import metadata as messaging_metadata
 from agora.messaging.subscriptions import Subscription
-from agora.settings import GATEWAY
 from agora.tasks import cancel_and_wait
-from agora.topology import load_topology
+from agora.topology import GATEWAY, load_topology
 from agora_tools import testing
 from agora_tools.cli import app
 from agora_tools.embedded_nats import NatsSync, embedded_nats, ensure_streams

@@ -29,7 +29,6 @@ from agora import process as service_process
 from agora.messaging.broker import BrokerUnavailable
 from agora.messaging.credentials import MissingPassword, NatsCredentials
 from agora.secrets import OWNER_ONLY_FILE
-from agora.settings import ServiceSettings
 from agora.topology import Topology
 from agora_tools import scrape
 from agora_tools.embedded_nats import NatsSync
@@ -397,6 +396,10 @@ def _nats_url(given: str | None) -> tuple[str, NatsCredentials | None]:
 
 
 def _login_from_env() -> NatsCredentials | None:
+    # Here, not at the top: `agora up` runs in this process for as long as the system does, and
+    # never needs the settings (pydantic-settings, 6 MB).
+    from agora.settings import ServiceSettings
+
     try:
         return ServiceSettings().nats_credentials
     except MissingPassword as error:

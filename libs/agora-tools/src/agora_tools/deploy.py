@@ -33,8 +33,7 @@ import yaml
 
 from agora.messaging.permissions import Permissions, users_config
 from agora.secrets import token_digest
-from agora.settings import GATEWAY, env_prefix
-from agora.topology import Service, Topology
+from agora.topology import GATEWAY, Service, Topology, env_prefix
 from agora_tools import grafana, k8s, prometheus
 from agora_tools.runner import OPERATOR, service_callers
 

@@ -70,8 +70,7 @@ from agora.messaging.permissions import (
 )
 from agora.process import MEMBER_ENV
 from agora.secrets import OPERATOR_TOKEN_FILE, private_dir, read_secret, secret_file, token_digest
-from agora.settings import GATEWAY, ServiceSettings, env_prefix
-from agora.topology import Service, Topology
+from agora.topology import GATEWAY, Service, Topology, env_prefix
 from agora_tools import runtimes, scrape
 from agora_tools.embedded_nats import (
     NATS,
@@ -183,6 +182,10 @@ def stop_grace() -> float:
     """How long a process may take to stop before it is killed: a little more than the bound
     each process keeps its own stop to (``AGORA_STOP_TIMEOUT``, ADR 30), so that the process, not
     the runner, decides how its stop ends."""
+    # Here, when the system stops: pydantic-settings would cost the runner 6 MB for as long as
+    # the system runs, for this one figure.
+    from agora.settings import ServiceSettings
+
     return ServiceSettings().stop_timeout + 5.0
 
 

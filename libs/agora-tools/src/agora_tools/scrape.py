@@ -20,10 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import yaml
-
-from agora.settings import GATEWAY
-from agora.topology import Topology
+from agora.topology import GATEWAY, Topology
 
 JOB = "agora"
 PROMETHEUS = "prometheus"
@@ -170,4 +167,8 @@ class Server:
 
 
 def _yaml(document: dict[str, Any]) -> str:
+    # Here, not at the top: `agora up`'s runner imports this module whether or not it runs
+    # Prometheus, and stays for as long as the system runs.
+    import yaml
+
     return yaml.safe_dump(document, sort_keys=False, width=10_000)

@@ -8,7 +8,9 @@ chassis's runtime alone: no local tooling, so a service's image needs nothing mo
 A process pays for what its command uses only: the server is imported to serve, Alembic to
 migrate (:mod:`agora.app` imports it only when the app migrates as it starts; a group's process
 migrates its members in a child of its own, ADR 64), and a serving process keeps ``rich`` out
-(see :func:`_without_rich`).
+(see :func:`_without_rich`). The settings (pydantic-settings) are imported to serve or migrate
+only: ``agora up``'s runner reads the topology through this module, and stays beside the
+services for as long as they run.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agora.settings import GATEWAY, ServiceSettings, env_prefix
-from agora.topology import Topology, find_topology_file, load_topology
+from agora.topology import GATEWAY, Topology, env_prefix, find_topology_file, load_topology
 
 if TYPE_CHECKING:
     from agora.server import GracefulServer
+    from agora.settings import ServiceSettings
 
 # A group's process (serve with several names): each name's own variables, as JSON.
 MEMBER_ENV = "AGORA_MEMBER_ENV"
@@ -112,6 +114,8 @@ def serve_group(names: Sequence[str]) -> bool:
         own: dict[str, dict[str, str]] = json.loads(os.environ.get(MEMBER_ENV, "{}"))
     except ValueError as error:
         raise ProcessError(f"{MEMBER_ENV} is not JSON: {error}") from None
+    from agora.settings import ServiceSettings
+
     members = [name for name in names if name != GATEWAY]
     if members and ServiceSettings().migrate_on_start:
         _migrate_in_child(topology, members, own)
@@ -225,6 +229,8 @@ def migrate(*names: str) -> None:
 def _settings(application: Any) -> ServiceSettings:
     """The app's settings; an app without them (the gateway) gets the shared ones from the
     environment."""
+    from agora.settings import ServiceSettings
+
     resources = getattr(application.state, "resources", None)
     settings = getattr(resources, "settings", None)
     if isinstance(settings, ServiceSettings):
@@ -239,6 +245,8 @@ def _on_stop(application: Any) -> Callable[[], None] | None:
 
 
 def _address(application: Any, name: str, topology: Topology) -> tuple[str, int]:
+    from agora.settings import ServiceSettings
+
     resources = getattr(application.state, "resources", None)
     settings = getattr(resources, "settings", None)
     if isinstance(settings, ServiceSettings):

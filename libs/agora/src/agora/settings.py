@@ -18,15 +18,9 @@ from agora.forwarded import TrustedProxies
 from agora.messaging.credentials import NatsCredentials
 
 Profile = Literal["embedded", "production"]
+
+
 # The edge's name in the topology, beside the services'.
-GATEWAY = "gateway"
-
-
-def env_prefix(name: str) -> str:
-    """The settings prefix of a service or of the gateway: ``AGORA_CATALOG_``."""
-    return f"AGORA_{name.upper().replace('-', '_')}_"
-
-
 def _shared(name: str) -> Any:
     """A field read from the shared, un-prefixed variable ``AGORA_<NAME>``."""
     return AliasChoices(f"AGORA_{name.upper()}", name)

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agora.settings import GATEWAY
-
+# The gateway's name, where a service's name would stand (its settings, its process, its user).
+GATEWAY = "gateway"
 TOPOLOGY_FILE = "topology.toml"
 TOPOLOGY_ENV = "AGORA_TOPOLOGY"
 
@@ -34,6 +34,11 @@ MAX_REPLICAS = 16
 
 def _port(default: int | None) -> Any:
     return Field(default=default, ge=1024, le=65535)
+
+
+def env_prefix(name: str) -> str:
+    """The settings prefix of a service or of the gateway: ``AGORA_CATALOG_``."""
+    return f"AGORA_{name.upper().replace('-', '_')}_"
 
 
 class _Strict(BaseModel):

@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agora.messaging.permissions import Permissions
-from agora.settings import GATEWAY
-from agora.topology import Resources, Topology
+from agora.topology import GATEWAY, Resources, Topology
 from agora_tools import deploy
 from agora_tools.k8s.objects import (
     PART_OF,

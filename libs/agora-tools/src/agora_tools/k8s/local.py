@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agora.settings import GATEWAY
-from agora.topology import Topology
+from agora.topology import GATEWAY, Topology
 from agora_tools import deploy
 from agora_tools.k8s.objects import json_patch, replicas_name, settings_name, to_yaml
 from agora_tools.k8s.workloads import SCRATCH_VOLUME, environment, probes, processes

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agora.settings import GATEWAY
-from agora.topology import Topology
+from agora.topology import GATEWAY, Topology
 from agora_tools import deploy, prometheus
 from agora_tools.k8s.objects import PART_OF, meta, part_of, to_yaml
 from agora_tools.k8s.workloads import OPERATOR_SECRET, processes

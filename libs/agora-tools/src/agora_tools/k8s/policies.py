@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agora.settings import GATEWAY
-from agora.topology import Topology
+from agora.topology import GATEWAY, Topology
 from agora_tools import deploy
 from agora_tools.k8s.objects import PART_OF, json_patch, meta, selector
 from agora_tools.k8s.workloads import processes

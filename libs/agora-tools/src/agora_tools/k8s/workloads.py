@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agora.settings import GATEWAY, env_prefix
-from agora.topology import Resources, Topology
+from agora.topology import GATEWAY, Resources, Topology, env_prefix
 from agora_tools import deploy
 from agora_tools.k8s.objects import (
     GENERATED,

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agora.settings import GATEWAY
-from agora.topology import load_topology
+from agora.topology import GATEWAY, load_topology
 from agora_tools.scaffold.edits import (
     EditFailed,
     add_consumer,
