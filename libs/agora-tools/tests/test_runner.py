@@ -891,25 +891,31 @@ pair = ["alpha", "unmigratable"]
 """
 
 
-def test_a_group_whose_member_cannot_be_migrated_stops_before_it_serves_saying_which(
-    workdir: Path, tiny: dict[str, str]
+@pytest.mark.parametrize(
+    ("topology", "process", "said"),
+    [
+        (BROKEN_TOPOLOGY, "broken", ["this service cannot start"]),
+        (
+            UNMIGRATABLE_GROUP,
+            "pair",
+            [
+                "this database cannot be brought up to date",
+                "the migrations of unmigratable failed",
+                "migrating alpha, unmigratable failed (exit status 1)",
+            ],
+        ),
+    ],
+    ids=["a service that cannot start", "a group whose member cannot be migrated"],
+)
+def test_a_process_that_cannot_start_stops_agora_up_naming_it_with_its_log(
+    workdir: Path, tiny: dict[str, str], topology: str, process: str, said: list[str]
 ) -> None:
-    printed, log = up_that_fails(workdir, tiny, UNMIGRATABLE_GROUP, "pair")
+    printed, log = up_that_fails(workdir, tiny, topology, process)
 
-    assert str(workdir / ".agora" / "logs" / "pair-0.log") in printed
-    assert "this database cannot be brought up to date" in log
-    assert "the migrations of unmigratable failed" in log
-    assert "migrating alpha, unmigratable failed (exit status 1)" in log
+    assert str(workdir / ".agora" / "logs" / f"{process}-0.log") in printed
+    for line in said:
+        assert line in log
     assert '"event":"serving"' not in log
-
-
-def test_a_service_that_cannot_start_is_named_with_its_log(
-    workdir: Path, tiny: dict[str, str]
-) -> None:
-    printed, log = up_that_fails(workdir, tiny, BROKEN_TOPOLOGY, "broken")
-
-    assert str(workdir / ".agora" / "logs" / "broken-0.log") in printed
-    assert "this service cannot start" in log
 
 
 def up_that_fails(
