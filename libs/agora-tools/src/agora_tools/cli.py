@@ -397,7 +397,7 @@ def _nats_url(given: str | None) -> tuple[str, NatsCredentials | None]:
 
 def _login_from_env() -> NatsCredentials | None:
     # Here, not at the top: `agora up` runs in this process for as long as the system does, and
-    # never needs the settings (pydantic-settings, 6 MB).
+    # never needs the settings (pydantic-settings, about 2 MB of it).
     from agora.settings import ServiceSettings
 
     try:

@@ -182,8 +182,8 @@ def stop_grace() -> float:
     """How long a process may take to stop before it is killed: a little more than the bound
     each process keeps its own stop to (``AGORA_STOP_TIMEOUT``, ADR 30), so that the process, not
     the runner, decides how its stop ends."""
-    # Here, when the system stops: pydantic-settings would cost the runner 6 MB for as long as
-    # the system runs, for this one figure.
+    # Here, when the system stops: pydantic-settings would cost the runner about 2 MB for as
+    # long as the system runs, for this one figure.
     from agora.settings import ServiceSettings
 
     return ServiceSettings().stop_timeout + 5.0

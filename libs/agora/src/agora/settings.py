@@ -20,7 +20,6 @@ from agora.messaging.credentials import NatsCredentials
 Profile = Literal["embedded", "production"]
 
 
-# The edge's name in the topology, beside the services'.
 def _shared(name: str) -> Any:
     """A field read from the shared, un-prefixed variable ``AGORA_<NAME>``."""
     return AliasChoices(f"AGORA_{name.upper()}", name)

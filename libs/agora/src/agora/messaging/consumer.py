@@ -319,6 +319,8 @@ class Consumers:
         tasks = [
             asyncio.create_task(loop.run(), name=f"consumer:{loop.name}") for loop in self.loops
         ]
+        if not tasks:
+            return
         try:
             # Not gather, nor a TaskGroup: cancelled, each cancels its tasks once and waits for
             # them before it lets the cancellation through, so a loop that lost that one
