@@ -215,7 +215,7 @@ def refuses_connections(url: str) -> bool:
     except httpx.TransportError:
         # Accepted into the listener's backlog just as the listener closed, and reset with it:
         # the next try is refused outright.
-        return False
+        pass
     return False
 
 

@@ -252,15 +252,12 @@ def _in_transaction(
     """Run the handler in the transaction ``connection`` has begun; for a write, then what it
     asked to be written before the commit (the events it recorded). How many events were written,
     and what it asked to be called after the commit, come back with the result. The caller
-    commits."""
-    if not write:
-        try:
-            return handler(connection, *args, **kwargs), 0, []
-        finally:
-            if connection.info:  # what a read asked for at a commit that never comes
-                forget(connection)
-    connection.info[SOURCE] = source
+    commits. Whatever the transaction left in the connection's ``info`` is forgotten as it ends,
+    a read's too (what it asked for at a commit that never comes)."""
     try:
+        if not write:
+            return handler(connection, *args, **kwargs), 0, []
+        connection.info[SOURCE] = source
         result = handler(connection, *args, **kwargs)
         events, committed = finish(connection)
         return result, events, committed

@@ -1,7 +1,7 @@
 """Orders' use cases: placing an order, reading and cancelling it, and moving its checkout on.
 
 Two kinds of handler (docs/service-shape.md). A transaction is a plain function
-``handler(session, orders, ...)`` that the unit of work runs, ``orders`` being the
+``handler(connection, orders, ...)`` that the unit of work runs, ``orders`` being the
 :class:`Orders` port (the SQL one in production). A step that calls out, :func:`place_order`,
 is ``async`` over the unit of work, the :class:`Parts` and one command: it asks the catalog,
 payments and cart services first, through their ports, and only then opens its transaction.
