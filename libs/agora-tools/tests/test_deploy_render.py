@@ -96,6 +96,17 @@ def test_a_service_added_to_the_topology_gets_its_replicas_database_role_check_a
     assert '"reviews": ["http://reviews-0:8080"]' in environment["AGORA_SERVICE_URLS"]
 
 
+def test_a_service_s_containers_start_with_the_variables_the_topology_gives_it() -> None:
+    tuned = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    rendered = compose(shop(reviews={"module": "reviews.bootstrap", "environment": tuned}))
+
+    for container in ("reviews-0", "reviews-migrate"):
+        assert rendered["services"][container]["environment"]["GLIBC_TUNABLES"] == (
+            "glibc.malloc.hugetlb=1"
+        )
+    assert "GLIBC_TUNABLES" not in rendered["services"]["catalog-0"]["environment"]
+
+
 def test_a_node_service_runs_its_own_entry_point_and_is_checked_with_node() -> None:
     shipping = {"runtime": "node", "path": "services/shipping", "depends_on": ["identity"]}
     rendered = compose(shop(shipping=shipping))

@@ -349,6 +349,21 @@ def test_each_process_is_told_what_compose_tells_it_and_the_docs_list_every_secr
         assert f"`{secret}`" in documented or "agora-<process>" in documented
 
 
+def test_a_service_s_pods_start_with_the_variables_the_topology_gives_it(tmp_path: Path) -> None:
+    tuned = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    configs = named(
+        built(
+            shop(reviews={"module": "reviews.bootstrap", "environment": tuned}),
+            tmp_path,
+            "production",
+        ),
+        "ConfigMap",
+    )
+
+    assert configs["reviews-settings"]["data"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    assert "GLIBC_TUNABLES" not in configs["catalog-settings"]["data"]
+
+
 def test_autoscaling_only_where_the_topology_lets_a_process_scale(tmp_path: Path) -> None:
     t = shop(reviews={"module": "reviews.bootstrap", "replicas": 2})
     objects = built(t, tmp_path, "production")

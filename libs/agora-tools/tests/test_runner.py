@@ -61,6 +61,7 @@ module = "tinyshop.alpha"
 [services.beta]
 module = "tinyshop.beta"
 depends_on = ["alpha"]
+environment = { TINYSHOP_STARTED_WITH = "beta's variable" }
 """
 
 BROKEN_TOPOLOGY = """
@@ -448,6 +449,13 @@ def by_name(processes: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, 
     return {(p["service"], p["replica"]): p for p in processes}
 
 
+def started_with(process: dict[str, Any]) -> str | None:
+    """What the process started with as beta's variable of the topology, if anything."""
+    environ = Path(f"/proc/{process['pid']}/environ").read_bytes().split(b"\0")
+    found = [v for v in environ if v.startswith(b"TINYSHOP_STARTED_WITH=")]
+    return found[0].split(b"=", 1)[1].decode() if found else None
+
+
 async def _streams(url: str, login: dict[str, Any]) -> dict[str, Any]:
     connection = await nats.connect(url, allow_reconnect=False, connect_timeout=5, **login)
     try:
@@ -516,6 +524,9 @@ def test_up_starts_every_process_healthy_with_migrations_run_once(
     assert len((data / "alpha.migrations").read_text().split()) == 1
     assert '"event":"serving"' in (workdir / ".agora" / "logs" / "beta-1.log").read_text()
     assert "beta[1]" in up.printed()
+    # Each replica of beta starts with the variables the topology gives it; alpha, none.
+    assert [started_with(p) for p in processes if p["service"] == "beta"] == ["beta's variable"] * 2
+    assert started_with(next(p for p in processes if p["service"] == "alpha")) is None
 
 
 def test_a_service_starts_and_serves_while_one_it_depends_on_is_down(up: RunningSystem) -> None:
@@ -582,6 +593,8 @@ def test_a_group_runs_its_members_in_one_process_and_their_calls_stay_in_it(
             None,
         )
         assert alpha["port"] != beta["port"]
+        # The group's process starts with what any of its members is to start with.
+        assert started_with(alpha) == "beta's variable"
         beta_url = f"http://127.0.0.1:{beta['port']}"
         # Each member has its own settings and credential, and listens on its own port...
         assert get_json(f"{beta_url}/whoami")["service"] == "beta"

@@ -417,6 +417,7 @@ def _environment(topology: Topology, name: str, replica: int, network: Network) 
         "AGORA_SERVICE_CALLERS": json.dumps(callers),
         f"{prefix}HOST": "127.0.0.1" if network.host else "0.0.0.0",
         f"{prefix}PORT": str(port),
+        **topology.environment_of([name]),
     }
     if name == GATEWAY:
         environment |= {

@@ -511,6 +511,7 @@ class Runner:
             argv=argv,
             env={
                 **env,
+                **self.topology.environment_of([name]),
                 **self._own(name),
                 **self._address(name, port, host),
                 "AGORA_REPLICA": str(replica),
@@ -536,7 +537,13 @@ class Runner:
             service=group,
             replica=0,
             argv=child_argv(self.options.python, "serve", *ports),
-            env={**env, **addresses, "AGORA_REPLICA": "0", MEMBER_ENV: json.dumps(own)},
+            env={
+                **env,
+                **self.topology.environment_of(ports),
+                **addresses,
+                "AGORA_REPLICA": "0",
+                MEMBER_ENV: json.dumps(own),
+            },
             log_path=self.layout.log_file(group, 0),
             colour=colour,
             port=members[0].port,

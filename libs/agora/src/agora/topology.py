@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +26,7 @@ Auth = Literal["public", "user", "admin"]
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The ports the machine's own servers hold (NATS, PostgreSQL, Redis, MySQL, RabbitMQ, MQTT, and
 # the gateway of `agora up`): the one-host rendering of `agora deploy render` keeps away from them.
 HELD_PORTS = frozenset({4222, 5432, 6379, 3306, 5672, 1883, 8000})
@@ -161,6 +162,11 @@ class Service(_Scaling):
     # before it in this file. `agora up` picks free ports itself and ignores it.
     host_port: int | None = _port(None)
     objectives: Objectives = Objectives()
+    # Variables the processes that run it start with, wherever they run (`agora up`, Compose,
+    # Kubernetes): the runtime's own, such as glibc's, Python's or Node's, read once as a process
+    # starts. Not its settings: an ``AGORA_`` name is refused, those come from the runner or the
+    # env file. A group's process starts with all its members' (ADR 65).
+    environment: dict[str, str] = {}
 
     @field_validator("prefix")
     @classmethod
@@ -169,6 +175,23 @@ class Service(_Scaling):
         if prefix and (not under_api or prefix.endswith("/")):
             raise ValueError("a prefix is /api or a path under it, without a trailing '/'")
         return prefix
+
+    @field_validator("environment")
+    @classmethod
+    def _runtime_variables(cls, environment: dict[str, str]) -> dict[str, str]:
+        for variable in environment:
+            if not _VARIABLE.match(variable):
+                raise ValueError(f"{variable!r} is not the name of an environment variable")
+            if variable.startswith("AGORA_"):
+                raise ValueError(
+                    f"{variable} is a setting: it belongs in the env file (or is the runner's "
+                    "to give), not in the topology's environment"
+                )
+        for variable, value in environment.items():
+            if "$" in value:
+                # Compose would read it as one of its own variables, Kubernetes as a secret's.
+                raise ValueError(f"{variable}'s value may not hold a '$'")
+        return environment
 
     @model_validator(mode="after")
     def _says_what_runs_it(self) -> Service:
@@ -306,6 +329,27 @@ class Topology(_Strict):
                 if member in grouped:
                     raise ValueError(f"{member} is in two groups, {grouped[member]} and {group}")
                 grouped[member] = group
+            try:
+                self.environment_of(members)
+            except ValueError as disagreement:
+                raise ValueError(f"group {group}: {disagreement}") from None
+
+    def environment_of(self, members: Iterable[str]) -> dict[str, str]:
+        """The variables a process running ``members`` starts with: each one's ``environment``
+        (the gateway has none). They are the process's, so two members that disagree on one
+        cannot share a process."""
+        environment: dict[str, str] = {}
+        given_by: dict[str, str] = {}
+        for member in members:
+            service = self.services.get(member)
+            for variable, value in service.environment.items() if service else ():
+                if environment.setdefault(variable, value) != value:
+                    raise ValueError(
+                        f"{given_by[variable]} and {member} start their process with different "
+                        f"values of {variable}"
+                    )
+                given_by.setdefault(variable, member)
+        return environment
 
     def group_of(self, name: str) -> str | None:
         """The group whose process runs ``name`` (a service or the gateway), if any."""
@@ -315,7 +359,9 @@ class Topology(_Strict):
         """This topology with one group, ``together``, of every Python service and the gateway
         (what ``agora up --together`` runs), in place of the groups it names."""
         members = (*(s.name for s in self if s.runtime == "python"), GATEWAY)
-        return self.model_copy(update={"groups": {TOGETHER: members}})
+        together = self.model_copy(update={"groups": {TOGETHER: members}})
+        together._check_groups()  # a copy is not validated: its members' variables may clash
+        return together
 
     def host_ports(self) -> dict[str, list[int]]:
         """Each service's replicas' ports in the one-host rendering."""
