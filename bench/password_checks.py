@@ -9,6 +9,13 @@ checks per second per round, their medians and the ratio current/former. The for
 logins a second queued every other login into timeouts (ADR 20).
 
     .venv/bin/python bench/password_checks.py [--seconds 3] [--rounds 3] [--threads 2]
+
+It measures in the environment it is run in. identity's processes start with glibc's tunables
+from its ``environment`` in ``topology.toml`` (ADR 65), which cost a check about 7 % more CPU;
+run it with them for identity's own figure:
+
+    env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4194304:glibc.malloc.hugetlb=1 \
+        .venv/bin/python bench/password_checks.py
 """
 
 from __future__ import annotations
