@@ -298,6 +298,28 @@ def test_up_refuses_a_bad_option_before_starting_anything(
     assert not (tmp_path / ".agora").exists()
 
 
+def test_up_together_refuses_services_that_cannot_share_a_process_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clashing = TINY_TOPOLOGY.replace(
+        'module = "tinyshop.alpha"\n',
+        'module = "tinyshop.alpha"\nenvironment = { TINYSHOP_STARTED_WITH = "alpha\'s" }\n',
+    )
+    (tmp_path / "topology.toml").write_text(clashing)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGORA_TOPOLOGY", str(tmp_path / "topology.toml"))
+
+    result = CliRunner().invoke(app, ["up", "--together"])
+
+    assert result.exit_code == 2
+    said = " ".join(result.output.replace("│", " ").split())  # as read, the box's wrapping aside
+    assert (
+        "group together: alpha and beta start their process with different values of "
+        "TINYSHOP_STARTED_WITH" in said
+    )
+    assert not (tmp_path / ".agora").exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "inherited", "given"),
     [(True, None, "true"), (False, None, None), (False, "true", "true"), (True, "false", "true")],

@@ -192,6 +192,11 @@ def up(
         replicas = parse_scale(scale or [], topology.services)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--scale") from None
+    if together:
+        try:
+            topology.together()
+        except ValueError as error:  # its services cannot share one process
+            raise typer.BadParameter(str(error), param_hint="--together") from None
     options = UpOptions(
         directory=Path.cwd(),
         topology_path=path,

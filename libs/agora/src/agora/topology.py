@@ -179,7 +179,7 @@ class Service(_Scaling):
     @field_validator("environment")
     @classmethod
     def _runtime_variables(cls, environment: dict[str, str]) -> dict[str, str]:
-        for variable in environment:
+        for variable, value in environment.items():
             if not _VARIABLE.match(variable):
                 raise ValueError(f"{variable!r} is not the name of an environment variable")
             if variable.startswith("AGORA_"):
@@ -187,7 +187,6 @@ class Service(_Scaling):
                     f"{variable} is a setting: it belongs in the env file (or is the runner's "
                     "to give), not in the topology's environment"
                 )
-        for variable, value in environment.items():
             if "$" in value:
                 # Compose would read it as one of its own variables, Kubernetes as a secret's.
                 raise ValueError(f"{variable}'s value may not hold a '$'")
