@@ -341,12 +341,15 @@ class Topology(_Strict):
         given_by: dict[str, str] = {}
         for member in members:
             service = self.services.get(member)
-            for variable, value in service.environment.items() if service else ():
-                if environment.setdefault(variable, value) != value:
+            if service is None:  # the gateway
+                continue
+            for variable, value in service.environment.items():
+                if variable in environment and environment[variable] != value:
                     raise ValueError(
                         f"{given_by[variable]} and {member} start their process with different "
                         f"values of {variable}"
                     )
+                environment[variable] = value
                 given_by.setdefault(variable, member)
         return environment
 
