@@ -192,9 +192,9 @@ def up(
         replicas = parse_scale(scale or [], topology.services)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--scale") from None
-    if together:
+    if together:  # every Python service and the gateway in one process (ADR 53)
         try:
-            topology.together()
+            topology = topology.together()
         except ValueError as error:  # its services cannot share one process
             raise typer.BadParameter(str(error), param_hint="--together") from None
     options = UpOptions(
@@ -212,7 +212,6 @@ def up(
         prometheus_interval=prometheus_interval,
         prometheus_alert_for=prometheus_alert_for,
         trace_statements=trace_statements,
-        together=together,
     )
     try:
         code = asyncio.run(Runner(options, console).run())

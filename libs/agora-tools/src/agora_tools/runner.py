@@ -364,9 +364,6 @@ class UpOptions:
     prometheus_alert_for: float | None = None
     # Every process makes each statement and Redis command a span (ADR 41).
     trace_statements: bool = False
-    # Every Python service and the gateway in one process (ADR 53), whatever groups the
-    # topology names.
-    together: bool = False
 
 
 def child_argv(python: str, *args: str) -> list[str]:
@@ -380,8 +377,7 @@ class Runner:
     def __init__(self, options: UpOptions, console: Console) -> None:
         self.options = options
         self.layout = Layout.of(options.directory)
-        topology = options.topology.with_replicas(dict(options.scale))
-        self.topology = topology.together() if options.together else topology
+        self.topology = options.topology.with_replicas(dict(options.scale))
         self.output = Output(console)
         self.console = console
         self.supervisor = Supervisor(
