@@ -27,7 +27,7 @@ help:
 	@echo "make deploy-test  build every image and run the system from its Compose file (root)"
 	@echo "make k8s-test     run the local Kubernetes overlay under podman kube play (root)"
 	@echo "make contracts  write the event schemas and AsyncAPI document into docs/contracts/"
-	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks, ASGI overhead, unit of work, RPC, co-location)"
+	@echo "make bench   the performance scenarios under bench/ (read path, events, checkout, password checks, ASGI overhead, unit of work, RPC, co-location, memory floor)"
 	@echo "make loadgen Locust's mixed load on a shop of its own (or ARGS=\"--url URL\"), objectives checked"
 	@echo "make screenshots  the README's pictures of the storefront and the console, into docs/screenshots/"
 
@@ -104,6 +104,7 @@ bench: sync
 	$(BIN)/python bench/unit_of_work.py
 	$(BIN)/python bench/rpc.py
 	$(BIN)/python bench/colocation.py
+	$(BIN)/python bench/memory_floor.py
 
 # Locust's shoppers and admin on a shop it starts (or ARGS="--url ..."), then its objectives and
 # agora verify; the HTML report goes to loadgen/report/report.html.

@@ -1,4 +1,5 @@
-"""CPU time read from Linux's /proc, for the benchmarks that report CPU per request or per event.
+"""CPU time and resident memory read from Linux's /proc, for the benchmarks that report CPU per
+request or per event, or a process's memory.
 
 Each bench runs as a script, with this folder first on ``sys.path``: ``from procstat import ...``.
 """
@@ -30,3 +31,15 @@ def machine_cpu_seconds() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int | str = "self") -> float | None:
+    """A process's resident memory (VmRSS) in MB; None where /proc is not there or the process is
+    gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -57,7 +57,7 @@ from agora_tools.harness import (
     shop_settings,
 )
 
-from procstat import cpu_seconds
+from procstat import cpu_seconds, rss_mb
 
 TARGET_SECONDS = 10.0
 TARGET_RSS_MB = 80.0
@@ -191,16 +191,6 @@ def each_process(processes: list[dict[str, Any]]) -> dict[str, int]:
         for p in processes
         if p.get("pid") is not None
     }
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def one_round(
