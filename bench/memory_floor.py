@@ -33,7 +33,8 @@ import sys
 from agora.topology import load_topology
 
 TARGET_MB = 80.0
-# What every Python service imports, in the order its composition root comes to them.
+# What every Python service imports: its composition root the most, uvloop and httptools once it
+# serves.
 LIBRARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("uvicorn, uvloop, httptools", ("uvicorn", "uvloop", "httptools")),
     ("FastAPI, pydantic", ("fastapi", "pydantic")),
