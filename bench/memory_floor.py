@@ -17,8 +17,9 @@ Each figure is the resident memory (VmRSS from /proc) of a fresh interpreter, ru
 
 A service holds more than its imports once it serves (its app, pools, caches, an order gone
 through: `bench/startup.py` measures that). The order in which the libraries are imported moves
-memory from one line to another, not the total. It exits non-zero only when a measurement
-failed.
+memory from one line to another, not the total. The pages of the libraries' own files count as
+they are mapped, which moves with the machine's page cache: a MB or two between runs, hours
+apart. It exits non-zero only when a measurement failed.
 
     .venv/bin/python bench/memory_floor.py
 """
