@@ -33,7 +33,9 @@ import sys
 
 from agora.topology import load_topology
 
-TARGET_MB = 80.0
+from processes import importable
+from startup import TARGET_RSS_MB as TARGET_MB  # the figure bench/startup.py holds a process to
+
 # What every Python service imports: its composition root the most, uvloop and httptools once it
 # serves.
 LIBRARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -64,14 +66,15 @@ for group in sys.argv[1:]:
 
 def resident_after(*groups: tuple[str, ...], rich: bool = True) -> list[float]:
     """The resident MB of a fresh interpreter at its start, then after importing each group
-    (with rich importable where it is installed, or not)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = {
-        **os.environ,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        **({} if rich else {"FLOOR_WITHOUT_RICH": "1"}),
-        "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
-    }
+    (with rich importable where it is installed, or not). The probe imports ``procstat`` from
+    this folder, which ``importable`` puts first on its path."""
+    env = importable(
+        {
+            **os.environ,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **({} if rich else {"FLOOR_WITHOUT_RICH": "1"}),
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *(",".join(group) for group in groups)],
         env=env,
